@@ -1,0 +1,82 @@
+// conv2d as implicit GEMM (no im2col buffer), channels-last:
+//
+//   out[b, oy, ox, co] = bias[co] + res[b, oy, ox, co]
+//       + sum_{ky, kx, ci} x[b, oy·s − pad_t + ky, ox·s − pad_l + kx, ci] · w[ky, kx, ci, co]
+//
+// GEMM view: M = batch·Ho·Wo output pixels, N = Cout, K = KH·KW·Cin with ci fastest, so A
+// loads along k read contiguous input channels. x, out, res: f32 [n, h, w, c]. w: re-laid out
+// at load time from PyTorch's [Cout, Cin, KH, KW] to [KH, KW, Cin, Cout], f32 or f16 (define
+// W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
+// The tile loop is gemm_tile.wgsl; dispatch: tiles_n · tiles_m workgroups.
+
+#include "common.wgsl"
+
+struct Params {
+    n: u32, h: u32, w: u32, cin: u32,
+    ho: u32, wo: u32, cout: u32, kh: u32,
+    kw: u32, stride: u32, pad_t: u32, pad_l: u32,
+    m: u32, k: u32, x_off: u32, w_off: u32,
+    bias_off: u32, res_off: u32, out_off: u32, has_bias: u32,
+    has_res: u32, tiles_n: u32, tiles_m: u32, _pad0: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+#if W_F16
+@group(0) @binding(2) var<storage, read> wt: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<u32>;
+fn w_at(i: u32) -> f32 { return unpack_half(wt[i >> 1u], i); }
+fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
+#else
+@group(0) @binding(2) var<storage, read> wt: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+fn w_at(i: u32) -> f32 { return wt[i]; }
+fn bias_at(i: u32) -> f32 { return bias[i]; }
+#endif
+@group(0) @binding(4) var<storage, read> res: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+
+fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.cout, p.k, 1u); }
+fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
+
+// Output pixel m decoded once: image base index and the top-left input tap.
+struct ARow { base: u32, iy0: i32, ix0: i32, valid: bool }
+
+fn a_row(b: u32, m: u32) -> ARow {
+    let hw = p.ho * p.wo;
+    let img = m / hw;
+    let r = m % hw;
+    let oy = r / p.wo;
+    let ox = r % p.wo;
+    return ARow(
+        p.x_off + img * p.h * p.w * p.cin,
+        i32(oy * p.stride) - i32(p.pad_t),
+        i32(ox * p.stride) - i32(p.pad_l),
+        m < p.m,
+    );
+}
+
+fn load_a(r: ARow, k: u32) -> f32 {
+    if (!r.valid || k >= p.k) { return 0.0; }
+    let ci = k % p.cin;
+    let tap = k / p.cin;
+    let iy = r.iy0 + i32(tap / p.kw);
+    let ix = r.ix0 + i32(tap % p.kw);
+    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
+    return x[r.base + (u32(iy) * p.w + u32(ix)) * p.cin + ci];
+}
+
+fn load_b(b: u32, k: u32, n: u32) -> f32 {
+    if (k >= p.k || n >= p.cout) { return 0.0; }
+    return w_at(p.w_off + k * p.cout + n);
+}
+
+fn store_c(b: u32, m: u32, n: u32, v: f32) {
+    var o = v;
+    if (p.has_bias != 0u) { o += bias_at(p.bias_off + n); }
+    let i = m * p.cout + n;
+    if (p.has_res != 0u) { o += res[p.res_off + i]; }
+    out[p.out_off + i] = o;
+}
+
+#include "gemm_tile.wgsl"

@@ -1,0 +1,81 @@
+// group_norm (torch.nn.GroupNorm with affine), optional fused SiLU, channels-last:
+//
+//   y[b, p, c] = (x[b, p, c] − mean[b, g]) / sqrt(var[b, g] + eps) · gamma[c] + beta[c]
+//   with g = c / (C / G); mean and (biased) var over all p and the C/G channels of group g;
+//   then y = silu(y) when p.silu != 0.
+//
+// x, y: f32 [n, hw, c]; gamma, beta: f32 [c]. One workgroup of WG threads per (b, g):
+// pass 1 sums x, pass 2 sums (x − mean)² (two-pass in f32: no cancellation, no overflow),
+// pass 3 writes. Dispatch: n · groups workgroups (linearised grid).
+
+#include "common.wgsl"
+
+override WG: u32 = 256u;
+
+struct Params {
+    n: u32, hw: u32, c: u32, groups: u32,
+    x_off: u32, y_off: u32, silu: u32, _pad0: u32,
+    eps: f32, _pad1: u32, _pad2: u32, _pad3: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+
+var<workgroup> partial: array<f32, WG>;
+
+fn reduce_sum(li: u32, v: f32) -> f32 {
+    partial[li] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (li < s) {
+            partial[li] += partial[li + s];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let wg_index = linear_workgroup(wid, nwg);
+    if (wg_index >= p.n * p.groups) {
+        return;
+    }
+    let b = wg_index / p.groups;
+    let g = wg_index % p.groups;
+    let cg = p.c / p.groups;
+    let count = p.hw * cg;
+    let base = b * p.hw * p.c + g * cg;
+
+    var s = 0.0;
+    for (var e = li; e < count; e += WG) {
+        s += x[p.x_off + base + (e / cg) * p.c + e % cg];
+    }
+    let mean = reduce_sum(li, s) / f32(count);
+
+    var ss = 0.0;
+    for (var e = li; e < count; e += WG) {
+        let d = x[p.x_off + base + (e / cg) * p.c + e % cg] - mean;
+        ss += d * d;
+    }
+    let inv = inverseSqrt(reduce_sum(li, ss) / f32(count) + p.eps);
+
+    for (var e = li; e < count; e += WG) {
+        let cc = g * cg + e % cg;
+        let i = base + (e / cg) * p.c + e % cg;
+        var v = (x[p.x_off + i] - mean) * inv * gamma[cc] + beta[cc];
+        if (p.silu != 0u) {
+            v = silu(v);
+        }
+        y[p.y_off + i] = v;
+    }
+}

@@ -1,0 +1,57 @@
+// matmul / linear:  C[b, m, n] = sum_k A[b, m, k] · B[b, k, n] + bias[n]
+//
+// A, C: f32, row-major. B: row-major [K, N] (linear weights are stored transposed at load
+// time), f32 or f16 (define W_F16: packed two per u32); bias has B's dtype. A batch stride of
+// 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
+// The tile loop is gemm_tile.wgsl; dispatch: tiles_n · tiles_m · batch workgroups.
+
+#include "common.wgsl"
+
+struct Params {
+    m: u32, n: u32, k: u32, batch: u32,
+    a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
+    a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
+    tiles_n: u32, tiles_m: u32, _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+#if W_F16
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(3) var<storage, read> bias: array<u32>;
+fn w_at(i: u32) -> f32 { return unpack_half(w[i >> 1u], i); }
+fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
+#else
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+fn w_at(i: u32) -> f32 { return w[i]; }
+fn bias_at(i: u32) -> f32 { return bias[i]; }
+#endif
+@group(0) @binding(4) var<storage, read_write> c: array<f32>;
+
+fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.n, p.k, p.batch); }
+fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
+
+struct ARow { base: u32, valid: bool }
+
+fn a_row(b: u32, m: u32) -> ARow {
+    return ARow(p.a_off + b * p.a_bstride + m * p.k, m < p.m);
+}
+
+fn load_a(r: ARow, k: u32) -> f32 {
+    if (!r.valid || k >= p.k) { return 0.0; }
+    return a[r.base + k];
+}
+
+fn load_b(b: u32, k: u32, n: u32) -> f32 {
+    if (k >= p.k || n >= p.n) { return 0.0; }
+    return w_at(p.b_off + b * p.b_bstride + k * p.n + n);
+}
+
+fn store_c(b: u32, m: u32, n: u32, v: f32) {
+    var out = v;
+    if (p.has_bias != 0u) { out += bias_at(p.bias_off + n); }
+    c[p.c_off + b * p.c_bstride + m * p.n + n] = out;
+}
+
+#include "gemm_tile.wgsl"

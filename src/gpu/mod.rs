@@ -1,0 +1,317 @@
+//! The GPU runtime: device and queue (our own or a host application's), the buffer pool,
+//! the pipeline cache, readback and GPU timing.
+//!
+//! Every other layer takes `&Gpu`; nothing here is global, so tests and host apps pass their
+//! own device.
+
+mod pipeline;
+mod pool;
+mod recorder;
+
+pub use pipeline::{Access, Kernel, KernelKey};
+pub use pool::{GpuBuffer, MemoryStats};
+pub use recorder::{BufferRange, Dispatch, Recorder};
+
+use crate::error::{Error, Result};
+use std::sync::Arc;
+
+/// Environment variable: substring of the adapter name to use (case-insensitive).
+pub const ENV_ADAPTER: &str = "SD_WGPU_ADAPTER";
+/// Environment variable: set to `1` to disable buffer reuse (exposes aliasing bugs).
+pub const ENV_NO_REUSE: &str = "SD_WGPU_NO_BUFFER_REUSE";
+
+/// How to pick an adapter in [`Gpu::with_options`].
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Case-insensitive substring of the adapter name; `None` reads `SD_WGPU_ADAPTER`.
+    pub adapter: Option<String>,
+    /// Backends to consider; `None` reads `WGPU_BACKEND`, else all.
+    pub backends: Option<wgpu::Backends>,
+}
+
+/// A device and queue plus the engine's per-device state.
+pub struct Gpu {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    features: wgpu::Features,
+    limits: wgpu::Limits,
+    pool: pool::BufferPool,
+    pipelines: pipeline::PipelineCache,
+}
+
+/// One adapter as `sd-wgpu info` shows it.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    pub info: wgpu::AdapterInfo,
+    pub features: wgpu::Features,
+    pub limits: wgpu::Limits,
+}
+
+/// Features the engine uses when the adapter has them.
+fn wanted_features() -> wgpu::Features {
+    wgpu::Features::SHADER_F16
+        | wgpu::Features::SUBGROUP
+        | wgpu::Features::TIMESTAMP_QUERY
+        | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+}
+
+fn instance(backends: Option<wgpu::Backends>) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    if let Some(b) = backends {
+        desc.backends = b;
+    }
+    wgpu::Instance::new(desc)
+}
+
+/// Preference of an adapter: discrete GPUs first, then integrated, virtual, CPU; native
+/// backends before GL (the GL path lacks f16 and subgroups on the platforms we measured).
+fn rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Cpu => 3,
+        wgpu::DeviceType::Other => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    (device, backend)
+}
+
+/// Every adapter wgpu can see with the given backends (`None`: `WGPU_BACKEND` or all).
+pub fn list_adapters(backends: Option<wgpu::Backends>) -> Vec<AdapterSummary> {
+    let inst = instance(backends);
+    pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .map(|a| AdapterSummary {
+            info: a.get_info(),
+            features: a.features(),
+            limits: a.limits(),
+        })
+        .collect()
+}
+
+impl Gpu {
+    /// Picks the best adapter (see [`GpuOptions`]) and creates a device with the adapter's
+    /// own limits and the optional features it supports (`shader-f16`, subgroups, timestamps).
+    pub fn new() -> Result<Self> {
+        Self::with_options(&GpuOptions::default())
+    }
+
+    pub fn with_options(opts: &GpuOptions) -> Result<Self> {
+        let inst = instance(opts.backends);
+        let wanted = opts
+            .adapter
+            .clone()
+            .or_else(|| std::env::var(ENV_ADAPTER).ok())
+            .filter(|s| !s.is_empty());
+        let mut adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+        if let Some(w) = &wanted {
+            let w = w.to_lowercase();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&w));
+        }
+        adapters.sort_by_key(|a| rank(&a.get_info()));
+        let adapter = adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {
+            detail: match &wanted {
+                Some(w) => format!(" matching {ENV_ADAPTER}=`{w}`"),
+                None => String::new(),
+            },
+        })?;
+        let info = adapter.get_info();
+        let features = adapter.features() & wanted_features();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("sd-wgpu"),
+            required_features: features,
+            // The adapter's own limits: max_buffer_size and max_storage_buffer_binding_size
+            // in particular are far above the WebGPU defaults on real GPUs.
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|source| {
+                Error::RequestDevice {
+                    adapter: info.name.clone(),
+                    source,
+                }
+            })?;
+        Ok(Self::build(device, queue, info))
+    }
+
+    /// Wraps a host application's device and queue. The engine uses whatever features and
+    /// limits the host enabled (f16 storage works without `shader-f16`; see the README).
+    pub fn from_device(device: wgpu::Device, queue: wgpu::Queue) -> Self {
+        let info = device.adapter_info();
+        Self::build(device, queue, info)
+    }
+
+    fn build(device: wgpu::Device, queue: wgpu::Queue, info: wgpu::AdapterInfo) -> Self {
+        let features = device.features();
+        let limits = device.limits();
+        let reuse = std::env::var(ENV_NO_REUSE).map_or(true, |v| v != "1");
+        Self {
+            pool: pool::BufferPool::new(reuse),
+            pipelines: pipeline::PipelineCache::default(),
+            device,
+            queue,
+            info,
+            features,
+            limits,
+        }
+    }
+
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    pub fn has_timestamps(&self) -> bool {
+        self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
+    }
+
+    /// Turns buffer reuse on or off (off: every released buffer is destroyed, so a kernel
+    /// that reads a buffer after its tensor was dropped reads garbage or fails loudly).
+    pub fn set_buffer_reuse(&self, on: bool) {
+        self.pool.set_reuse(on);
+    }
+    /// Bytes allocated now and at peak, and how many buffers the pool holds.
+    pub fn memory_stats(&self) -> MemoryStats {
+        self.pool.stats()
+    }
+    /// Resets the peak counter to the current allocation.
+    pub fn reset_peak_memory(&self) {
+        self.pool.reset_peak();
+    }
+    /// Frees the pool's cached (unused) buffers.
+    pub fn trim_pool(&self) {
+        self.pool.trim();
+    }
+
+    /// A storage buffer of at least `size` bytes from the pool.
+    pub fn alloc(&self, size: u64, label: &str) -> Result<Arc<GpuBuffer>> {
+        if size > self.limits.max_buffer_size {
+            return Err(Error::Limit {
+                op: "alloc",
+                tensor: label.to_string(),
+                bytes: size,
+                limit_name: "max_buffer_size",
+                limit: self.limits.max_buffer_size,
+            });
+        }
+        Ok(self.pool.get(
+            &self.device,
+            size,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            label,
+        ))
+    }
+
+    pub(crate) fn alloc_uniform(&self, size: u64) -> Arc<GpuBuffer> {
+        self.pool.get(
+            &self.device,
+            size,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            "params",
+        )
+    }
+
+    /// The compiled pipeline for `key`, created on first use.
+    pub fn kernel(&self, key: &KernelKey) -> Result<Arc<Kernel>> {
+        self.pipelines.get(self, key)
+    }
+
+    /// Number of distinct pipelines compiled so far.
+    pub fn pipeline_count(&self) -> usize {
+        self.pipelines.len()
+    }
+
+    /// Splits `groups` workgroups into a grid within `max_compute_workgroups_per_dimension`.
+    /// Kernels linearise `workgroup_id` with `num_workgroups` and skip ids past the end.
+    pub fn grid(&self, op: &'static str, groups: u64) -> Result<[u32; 3]> {
+        let lim = u64::from(self.limits.max_compute_workgroups_per_dimension.max(1));
+        if groups == 0 {
+            return Ok([0, 0, 0]);
+        }
+        let x = groups.min(lim);
+        let rest = groups.div_ceil(x);
+        let y = rest.min(lim);
+        let z = rest.div_ceil(y);
+        if z > lim {
+            return Err(Error::Limit {
+                op,
+                tensor: "dispatch grid".into(),
+                bytes: groups,
+                limit_name: "max_compute_workgroups_per_dimension^3",
+                limit: lim * lim * lim,
+            });
+        }
+        Ok([x as u32, y as u32, z as u32])
+    }
+
+    /// Blocks until all submitted work has finished.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Device {
+                context: "wait".into(),
+                what: e.to_string(),
+            })
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` back to the host.
+    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64, what: &str) -> Result<Vec<u8>> {
+        let padded = size.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT;
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: padded.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+        if padded > 0 {
+            enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+        }
+        self.queue.submit([enc.finish()]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        let err = |e: &dyn std::fmt::Display| Error::Readback {
+            tensor: what.to_string(),
+            what: e.to_string(),
+        };
+        rx.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
+        let view = staging.get_mapped_range(..).map_err(|e| err(&e))?;
+        let out = view[..size as usize].to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,198 @@
+//! Dispatch records and the eager executor.
+//!
+//! Ops never submit: they validate shapes and push [`Dispatch`] records (kernel, uniform
+//! params, storage bindings, workgroup counts) into a [`Recorder`]. `submit` encodes them all
+//! into one compute pass and one queue submission; the params of every dispatch go into one
+//! uniform buffer, bound with dynamic offsets. Because a dispatch is plain data, a later plan
+//! executor can capture a recorder's dispatches once and replay them.
+
+use super::{Gpu, GpuBuffer, Kernel};
+use crate::error::{Error, Result};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A byte range of a pooled buffer bound as one storage binding.
+#[derive(Clone, Debug)]
+pub struct BufferRange {
+    pub buffer: Arc<GpuBuffer>,
+    pub offset: u64,
+    pub size: u64,
+}
+
+/// One compute dispatch, as data.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub kernel: Arc<Kernel>,
+    /// The `Params` uniform, bytes exactly as the WGSL struct lays them out.
+    pub params: Vec<u8>,
+    /// Storage bindings 1.. in the kernel's order.
+    pub bindings: Vec<BufferRange>,
+    pub workgroups: [u32; 3],
+}
+
+/// Collects dispatches and submits them in one pass.
+///
+/// A recorder that is dropped with dispatches still pending submits them (errors are then
+/// lost; call [`Recorder::submit`] to see them).
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    dispatches: Vec<Dispatch>,
+}
+
+impl<'g> Recorder<'g> {
+    pub fn new(gpu: &'g Gpu) -> Self {
+        Self {
+            gpu,
+            dispatches: Vec::new(),
+        }
+    }
+
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Dispatches recorded and not yet submitted.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    pub fn len(&self) -> usize {
+        self.dispatches.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.dispatches.is_empty()
+    }
+
+    pub fn push(&mut self, d: Dispatch) {
+        if d.workgroups.iter().all(|&n| n > 0) {
+            self.dispatches.push(d);
+        }
+    }
+
+    /// Encodes and submits every pending dispatch (does not wait).
+    pub fn submit(&mut self) -> Result<()> {
+        self.encode_and_submit(None).map(|_| ())
+    }
+
+    /// Submits, waits, and returns the GPU time of the pass: from timestamp queries when the
+    /// device has them, else the wall time from submit to completion.
+    pub fn submit_timed(&mut self) -> Result<Duration> {
+        if !self.gpu.has_timestamps() {
+            let t = Instant::now();
+            self.encode_and_submit(None)?;
+            self.gpu.wait()?;
+            return Ok(t.elapsed());
+        }
+        let device = self.gpu.device();
+        let qs = device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("pass timing"),
+            ty: wgpu::QueryType::Timestamp,
+            count: 2,
+        });
+        let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("pass timing resolve"),
+            size: 16,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        self.encode_and_submit(Some((&qs, &resolve)))?;
+        let bytes = self.gpu.read_bytes(&resolve, 0, 16, "pass timing")?;
+        let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
+        let ns = t[1].saturating_sub(t[0]) as f64 * f64::from(self.gpu.queue().get_timestamp_period());
+        Ok(Duration::from_nanos(ns as u64))
+    }
+
+    fn encode_and_submit(
+        &mut self,
+        timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
+    ) -> Result<()> {
+        let dispatches = std::mem::take(&mut self.dispatches);
+        if dispatches.is_empty() && timing.is_none() {
+            return Ok(());
+        }
+        let gpu = self.gpu;
+        let device = gpu.device();
+        let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment.max(16));
+        let mut offsets = Vec::with_capacity(dispatches.len());
+        let mut total = 0u64;
+        for d in &dispatches {
+            offsets.push(total);
+            total += (d.params.len() as u64).max(16).div_ceil(align) * align;
+        }
+        let uniform = gpu.alloc_uniform(total.max(align));
+        let mut staging = vec![0u8; total as usize];
+        for (d, &o) in dispatches.iter().zip(&offsets) {
+            staging[o as usize..o as usize + d.params.len()].copy_from_slice(&d.params);
+        }
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        gpu.queue().write_buffer(uniform.raw(), 0, &staging);
+        let bind_groups: Vec<wgpu::BindGroup> = dispatches
+            .iter()
+            .map(|d| {
+                let mut entries = vec![wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: uniform.raw(),
+                        offset: 0,
+                        size: wgpu::BufferSize::new(d.kernel.key.params_size),
+                    }),
+                }];
+                for (i, b) in d.bindings.iter().enumerate() {
+                    entries.push(wgpu::BindGroupEntry {
+                        binding: i as u32 + 1,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: b.buffer.raw(),
+                            offset: b.offset,
+                            size: wgpu::BufferSize::new(b.size),
+                        }),
+                    });
+                }
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: None,
+                    layout: &d.kernel.layout,
+                    entries: &entries,
+                })
+            })
+            .collect();
+        let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("sd-wgpu recorder"),
+        });
+        {
+            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("sd-wgpu ops"),
+                timestamp_writes: timing.map(|(qs, _)| wgpu::ComputePassTimestampWrites {
+                    query_set: qs,
+                    beginning_of_pass_write_index: Some(0),
+                    end_of_pass_write_index: Some(1),
+                }),
+            });
+            for ((d, bg), &o) in dispatches.iter().zip(&bind_groups).zip(&offsets) {
+                pass.set_pipeline(&d.kernel.pipeline);
+                pass.set_bind_group(0, bg, &[o as u32]);
+                let [x, y, z] = d.workgroups;
+                pass.dispatch_workgroups(x, y, z);
+            }
+        }
+        if let Some((qs, buf)) = timing {
+            enc.resolve_query_set(qs, 0..2, buf, 0);
+        }
+        gpu.queue().submit([enc.finish()]);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            let labels: Vec<String> = dispatches.iter().map(|d| d.kernel.key.label()).collect();
+            return Err(Error::Device {
+                context: format!("submitting [{}]", labels.join(", ")),
+                what: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Recorder<'_> {
+    fn drop(&mut self) {
+        if !self.dispatches.is_empty() {
+            let _ = self.submit();
+        }
+    }
+}

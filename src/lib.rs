@@ -1,0 +1,19 @@
+//! sd-wgpu: Stable-Diffusion-class latent diffusion on any GPU that wgpu drives, with
+//! hand-written WGSL compute kernels.
+//!
+//! Layers, bottom up (see the README's architecture section):
+//! - [`gpu`]: device and queue (own or borrowed), buffer pool, pipeline cache, recorder;
+//! - [`tensor`]: GPU tensors (f32 or packed f16, channels-last activations);
+//! - [`ops`]: the kernels' Rust wrappers, which validate and record dispatches;
+//! - [`reference`]: plain-loop CPU references of every op.
+
+pub mod error;
+pub mod gpu;
+pub mod ops;
+pub mod reference;
+pub mod shaders;
+pub mod tensor;
+
+pub use error::{Error, Result};
+pub use gpu::{Gpu, GpuOptions, Recorder};
+pub use tensor::{DType, Tensor};

@@ -1,0 +1,171 @@
+//! Fused flash-style multi-head attention (`shaders/attention.wgsl`). Memory O((N + M)·d):
+//! the N×M score matrix is never allocated.
+
+use super::{push, require_f32, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::shaders::Define;
+use crate::tensor::{Bound, DType, Tensor};
+
+/// Mirrors `Params` in `shaders/attention.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct AttentionParams {
+    pub batch: u32,
+    pub heads: u32,
+    pub n_q: u32,
+    pub n_kv: u32,
+    pub q_off: u32,
+    pub k_off: u32,
+    pub v_off: u32,
+    pub o_off: u32,
+    pub q_stride: u32,
+    pub k_stride: u32,
+    pub v_stride: u32,
+    pub o_stride: u32,
+    pub tiles_q: u32,
+    pub causal: u32,
+    pub scale: f32,
+    pub _pad: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionOptions {
+    pub heads: usize,
+    /// Mask keys after the query's position (CLIP's causal mask).
+    pub causal: bool,
+    /// Score scale; `None` is `1/sqrt(d_head)`.
+    pub scale: Option<f32>,
+}
+
+/// Queries per workgroup (one per thread).
+pub const WG: u32 = 64;
+/// Largest head dim the kernel takes (the SD VAE's single 512-channel head).
+pub const MAX_HEAD_DIM: usize = 512;
+/// Workgroup memory the kernel plans for (the WebGPU default minimum is 16 KiB).
+const SMEM_BUDGET: usize = 16 * 1024;
+
+/// Keys per block: the largest power of two ≤ 32 whose K and V tiles fit the budget.
+fn block_keys(d: usize, smem: usize) -> u32 {
+    let mut b = 32;
+    while b > 1 && 2 * b * d * 4 > smem {
+        b /= 2;
+    }
+    b as u32
+}
+
+fn key(d: usize, smem: usize) -> KernelKey {
+    KernelKey {
+        shader: "attention.wgsl",
+        entry: "main",
+        defines: vec![Define::Const("D", d as u32), Define::Const("BKV", block_keys(d, smem))],
+        overrides: vec![("WG", WG)],
+        bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<AttentionParams>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    let mut keys: Vec<KernelKey> = [40, 64, 80, 160, 512, 1, 7]
+        .iter()
+        .flat_map(|&d| [key(d, SMEM_BUDGET), key(d, 2 * SMEM_BUDGET)])
+        .collect();
+    keys.dedup();
+    keys
+}
+
+/// One operand: the tensor `[b, seq, row]`, where its heads start in a row, and the row length.
+struct Operand<'a> {
+    t: &'a Tensor,
+    col: usize,
+}
+
+impl Operand<'_> {
+    fn bind(&self, rec: &Recorder<'_>) -> Result<(Bound, u32, u32)> {
+        let b = self.t.bind(rec.gpu(), "attention")?;
+        let off = b.elem_offset + u32_of("attention", "column offset", self.col)?;
+        let stride = u32_of("attention", "row length", self.t.shape()[2])?;
+        Ok((b, off, stride))
+    }
+}
+
+/// Multi-head attention. `q`: f32 `[b, n, heads·d]`; `k`, `v`: f32 `[b, m, heads·d]`.
+/// Returns f32 `[b, n, heads·d]` (heads concatenated, as diffusers' attention output before
+/// `to_out`).
+pub fn attention(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, v: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
+    const OP: &str = "attention";
+    for (name, t) in [("q", q), ("k", k), ("v", v)] {
+        require_f32(OP, name, t)?;
+        if t.rank() != 3 {
+            return Err(Error::shape(OP, format!("{name} `{}` must be [batch, seq, heads·d], got {:?}", t.name(), t.shape())));
+        }
+    }
+    let c = q.shape()[2];
+    if k.shape()[2] != c || v.shape()[2] != c || k.shape()[..2] != v.shape()[..2] || k.shape()[0] != q.shape()[0] {
+        return Err(Error::shape(
+            OP,
+            format!("q `{}` {:?}, k `{}` {:?}, v `{}` {:?} do not agree", q.name(), q.shape(), k.name(), k.shape(), v.name(), v.shape()),
+        ));
+    }
+    run(rec, Operand { t: q, col: 0 }, Operand { t: k, col: 0 }, Operand { t: v, col: 0 }, c, opts)
+}
+
+/// Self-attention on a fused projection `qkv`: f32 `[b, n, 3·heads·d]` holding q, k and v
+/// side by side in each row (OpenCLIP's `in_proj`). Returns f32 `[b, n, heads·d]`.
+pub fn attention_qkv(rec: &mut Recorder<'_>, qkv: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
+    const OP: &str = "attention";
+    require_f32(OP, "qkv", qkv)?;
+    if qkv.rank() != 3 || qkv.shape()[2] % 3 != 0 {
+        return Err(Error::shape(OP, format!("qkv `{}` must be [batch, seq, 3·c], got {:?}", qkv.name(), qkv.shape())));
+    }
+    let c = qkv.shape()[2] / 3;
+    run(rec, Operand { t: qkv, col: 0 }, Operand { t: qkv, col: c }, Operand { t: qkv, col: 2 * c }, c, opts)
+}
+
+fn run(rec: &mut Recorder<'_>, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, c: usize, opts: AttentionOptions) -> Result<Tensor> {
+    const OP: &str = "attention";
+    let heads = opts.heads;
+    if heads == 0 || c % heads != 0 {
+        return Err(Error::shape(OP, format!("{c} channels do not split into {heads} heads")));
+    }
+    let d = c / heads;
+    if d > MAX_HEAD_DIM {
+        return Err(Error::unsupported(OP, format!("head dim {d} exceeds the kernel's maximum {MAX_HEAD_DIM}")));
+    }
+    let (b, n_q) = (q.t.shape()[0], q.t.shape()[1]);
+    let n_kv = k.t.shape()[1];
+    if n_q == 0 || n_kv == 0 {
+        return Err(Error::shape(OP, format!("empty sequence: {n_q} queries, {n_kv} keys")));
+    }
+    if opts.causal && n_kv != n_q {
+        return Err(Error::shape(OP, format!("a causal mask needs as many keys as queries ({n_kv} vs {n_q})")));
+    }
+    let out = Tensor::empty(rec.gpu(), &[b, n_q, c], DType::F32, "attention.out")?;
+    let (qb, q_off, q_stride) = q.bind(rec)?;
+    let (kb, k_off, k_stride) = k.bind(rec)?;
+    let (vb, v_off, v_stride) = v.bind(rec)?;
+    let ob = out.bind(rec.gpu(), OP)?;
+    let tiles_q = n_q.div_ceil(WG as usize);
+    let params = AttentionParams {
+        batch: b as u32,
+        heads: heads as u32,
+        n_q: u32_of(OP, "queries", n_q)?,
+        n_kv: u32_of(OP, "keys", n_kv)?,
+        q_off,
+        k_off,
+        v_off,
+        o_off: ob.elem_offset,
+        q_stride,
+        k_stride,
+        v_stride,
+        o_stride: c as u32,
+        tiles_q: tiles_q as u32,
+        causal: opts.causal as u32,
+        scale: opts.scale.unwrap_or(1.0 / (d as f32).sqrt()),
+        _pad: 0,
+    };
+    let smem = (rec.gpu().limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
+    let grid = rec.gpu().grid(OP, (tiles_q * heads * b) as u64)?;
+    push(rec, key(d, smem), &params, vec![qb.range, kb.range, vb.range, ob.range], grid)?;
+    Ok(out)
+}

@@ -1,0 +1,212 @@
+//! conv2d as implicit GEMM (`shaders/conv2d.wgsl`): channels-last activations, weights laid
+//! out `[kh, kw, cin, cout]`, optional bias and fused residual add.
+
+use super::{push, require_f32, rows_per_binding, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::shaders::Define;
+use crate::tensor::{DType, Tensor};
+
+/// Mirrors `Params` in `shaders/conv2d.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Conv2dParams {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub cin: u32,
+    pub ho: u32,
+    pub wo: u32,
+    pub cout: u32,
+    pub kh: u32,
+    pub kw: u32,
+    pub stride: u32,
+    pub pad_t: u32,
+    pub pad_l: u32,
+    pub m: u32,
+    pub k: u32,
+    pub x_off: u32,
+    pub w_off: u32,
+    pub bias_off: u32,
+    pub res_off: u32,
+    pub out_off: u32,
+    pub has_bias: u32,
+    pub has_res: u32,
+    pub tiles_n: u32,
+    pub tiles_m: u32,
+    pub _pad: u32,
+}
+
+/// Stride and zero padding of a convolution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dOptions {
+    pub stride: usize,
+    /// Zero padding (top, bottom, left, right).
+    pub padding: [usize; 4],
+}
+
+impl Conv2dOptions {
+    /// PyTorch's `Conv2d(stride=s, padding=p)`.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Self {
+            stride,
+            padding: [padding; 4],
+        }
+    }
+}
+
+/// Workgroup side of the GEMM tile loop (shared with matmul).
+pub const WG: u32 = super::matmul::WG;
+
+pub(crate) fn key(w: DType) -> KernelKey {
+    KernelKey {
+        shader: "conv2d.wgsl",
+        entry: "main",
+        defines: if w == DType::F16 {
+            vec![Define::Flag("W_F16")]
+        } else {
+            vec![]
+        },
+        overrides: vec![("WG", WG)],
+        bindings: vec![Access::Read, Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<Conv2dParams>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    vec![key(DType::F32), key(DType::F16)]
+}
+
+/// PyTorch's conv weight `[cout, cin, kh, kw]` → the kernel's `[kh, kw, cin, cout]`.
+pub fn oihw_to_hwio(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for o in 0..cout {
+        for i in 0..cin {
+            for y in 0..kh {
+                for x in 0..kw {
+                    out[((y * kw + x) * cin + i) * cout + o] = w[((o * cin + i) * kh + y) * kw + x];
+                }
+            }
+        }
+    }
+    out
+}
+
+/// 2-D convolution. `x`: f32 `[n, h, w, cin]`; `weight`: `[kh, kw, cin, cout]` f32 or f16;
+/// `bias`: `[cout]` of the weight's dtype; `residual`: f32 `[n, ho, wo, cout]` added to the
+/// result. Returns f32 `[n, ho, wo, cout]`.
+pub fn conv2d(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    opts: Conv2dOptions,
+) -> Result<Tensor> {
+    const OP: &str = "conv2d";
+    require_f32(OP, "x", x)?;
+    let (&[n, h, w, cin], &[kh, kw, wcin, cout]) = (x.shape(), weight.shape()) else {
+        return Err(Error::shape(
+            OP,
+            format!("x `{}` must be [n, h, w, c] and weight `{}` [kh, kw, cin, cout]; got {:?} and {:?}", x.name(), weight.name(), x.shape(), weight.shape()),
+        ));
+    };
+    if wcin != cin {
+        return Err(Error::shape(
+            OP,
+            format!("x `{}` has {cin} channels, weight `{}` expects {wcin}", x.name(), weight.name()),
+        ));
+    }
+    let [pt, pb, pl, pr] = opts.padding;
+    if opts.stride == 0 || h + pt + pb < kh || w + pl + pr < kw {
+        return Err(Error::shape(
+            OP,
+            format!("{kh}x{kw} kernel with stride {} and padding {:?} does not fit input {:?}", opts.stride, opts.padding, x.shape()),
+        ));
+    }
+    let ho = (h + pt + pb - kh) / opts.stride + 1;
+    let wo = (w + pl + pr - kw) / opts.stride + 1;
+    if let Some(b) = bias {
+        if b.shape() != [cout] || b.dtype() != weight.dtype() {
+            return Err(Error::shape(
+                OP,
+                format!("bias `{}` must be [{cout}] {:?}, got {:?} {:?}", b.name(), weight.dtype(), b.shape(), b.dtype()),
+            ));
+        }
+    }
+    if let Some(r) = residual {
+        require_f32(OP, "residual", r)?;
+        if r.shape() != [n, ho, wo, cout] {
+            return Err(Error::shape(
+                OP,
+                format!("residual `{}` must be {:?}, got {:?}", r.name(), [n, ho, wo, cout], r.shape()),
+            ));
+        }
+    }
+    let out = Tensor::empty(rec.gpu(), &[n, ho, wo, cout], DType::F32, "conv2d.out")?;
+    // Split over images when one binding would exceed the device limit.
+    let img_bytes = 4 * (h * w * cin).max(ho * wo * cout) as u64;
+    let chunk = rows_per_binding(rec, img_bytes);
+    let mut i0 = 0;
+    while i0 < n {
+        let len = chunk.min(n - i0);
+        let res = residual.map(|r| r.narrow0(i0, len)).transpose()?;
+        record(rec, &x.narrow0(i0, len)?, weight, bias, res.as_ref(), &out.narrow0(i0, len)?, opts, [ho, wo])?;
+        i0 += len;
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out: &Tensor,
+    opts: Conv2dOptions,
+    [ho, wo]: [usize; 2],
+) -> Result<()> {
+    const OP: &str = "conv2d";
+    let gpu = rec.gpu();
+    let [n, h, w, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    let [kh, kw, _, cout] = [weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]];
+    let xb = x.bind(gpu, OP)?;
+    let wb = weight.bind(gpu, OP)?;
+    let bb = bias.unwrap_or(weight).bind(gpu, OP)?;
+    let rb = residual.unwrap_or(x).bind(gpu, OP)?;
+    let ob = out.bind(gpu, OP)?;
+    let m = n * ho * wo;
+    let k = kh * kw * cin;
+    let tile = (4 * WG) as usize;
+    let (tiles_n, tiles_m) = (cout.div_ceil(tile), m.div_ceil(tile));
+    let params = Conv2dParams {
+        n: n as u32,
+        h: u32_of(OP, "h", h)?,
+        w: u32_of(OP, "w", w)?,
+        cin: u32_of(OP, "cin", cin)?,
+        ho: ho as u32,
+        wo: wo as u32,
+        cout: u32_of(OP, "cout", cout)?,
+        kh: kh as u32,
+        kw: kw as u32,
+        stride: u32_of(OP, "stride", opts.stride)?,
+        pad_t: u32_of(OP, "padding", opts.padding[0])?,
+        pad_l: u32_of(OP, "padding", opts.padding[2])?,
+        m: u32_of(OP, "n·ho·wo", m)?,
+        k: u32_of(OP, "kh·kw·cin", k)?,
+        x_off: xb.elem_offset,
+        w_off: wb.elem_offset,
+        bias_off: bb.elem_offset,
+        res_off: rb.elem_offset,
+        out_off: ob.elem_offset,
+        has_bias: bias.is_some() as u32,
+        has_res: residual.is_some() as u32,
+        tiles_n: tiles_n as u32,
+        tiles_m: tiles_m as u32,
+        _pad: 0,
+    };
+    let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
+    push(rec, key(weight.dtype()), &params, vec![xb.range, wb.range, bb.range, rb.range, ob.range], groups)
+}

@@ -1,0 +1,426 @@
+//! Elementwise and data-movement ops: activations, add/mul with broadcast, GEGLU
+//! (`shaders/elementwise.wgsl`), nearest 2× upsample (`upsample.wgsl`), channel concat
+//! (`concat.wgsl`) and the sinusoidal timestep embedding (`timestep_embedding.wgsl`).
+
+use super::{push, require_f32, rows_per_binding, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// Mirrors `Params` in `shaders/elementwise.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ElementwiseParams {
+    pub n: u32,
+    pub op: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub z_off: u32,
+    pub outer: u32,
+    pub inner: u32,
+    pub f: u32,
+    pub alpha: f32,
+    pub beta: f32,
+    pub _pad: [u32; 2],
+}
+
+/// Mirrors `Params` in `shaders/upsample.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct UpsampleParams {
+    pub n: u32,
+    pub h: u32,
+    pub w: u32,
+    pub c: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub total: u32,
+    pub _pad: u32,
+}
+
+/// Mirrors `Params` in `shaders/concat.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ConcatParams {
+    pub rows: u32,
+    pub ca: u32,
+    pub cb: u32,
+    pub total: u32,
+    pub a_off: u32,
+    pub b_off: u32,
+    pub y_off: u32,
+    pub _pad: u32,
+}
+
+/// Mirrors `Params` in `shaders/timestep_embedding.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct TimestepParams {
+    pub batch: u32,
+    pub dim: u32,
+    pub flip: u32,
+    pub t_off: u32,
+    pub y_off: u32,
+    pub _pad0: [u32; 3],
+    pub shift: f32,
+    pub scale: f32,
+    pub log_max_period: f32,
+    pub _pad1: u32,
+}
+
+/// `y = f(alpha·x + beta)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    /// `alpha·x + beta` alone.
+    Affine,
+    Silu,
+    /// Exact (erf) GELU, `torch.nn.functional.gelu`.
+    Gelu,
+    /// CLIP's `x·sigmoid(1.702x)`.
+    QuickGelu,
+}
+
+/// `y = x ∘ z` with `z` broadcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    Add,
+    Mul,
+}
+
+const WG: u32 = 256;
+
+fn ew_key(entry: &'static str) -> KernelKey {
+    KernelKey {
+        shader: "elementwise.wgsl",
+        entry,
+        defines: vec![],
+        overrides: vec![("WG", WG)],
+        bindings: vec![Access::Read, Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<ElementwiseParams>() as u64,
+    }
+}
+
+fn upsample_key() -> KernelKey {
+    KernelKey {
+        shader: "upsample.wgsl",
+        entry: "main",
+        defines: vec![],
+        overrides: vec![("WG", WG)],
+        bindings: vec![Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<UpsampleParams>() as u64,
+    }
+}
+
+fn concat_key() -> KernelKey {
+    KernelKey {
+        shader: "concat.wgsl",
+        entry: "main",
+        defines: vec![],
+        overrides: vec![("WG", WG)],
+        bindings: vec![Access::Read, Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<ConcatParams>() as u64,
+    }
+}
+
+fn timestep_key() -> KernelKey {
+    KernelKey {
+        shader: "timestep_embedding.wgsl",
+        entry: "main",
+        defines: vec![],
+        overrides: vec![("WG", 64)],
+        bindings: vec![Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<TimestepParams>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    vec![
+        ew_key("unary"),
+        ew_key("binary"),
+        ew_key("geglu"),
+        upsample_key(),
+        concat_key(),
+        timestep_key(),
+    ]
+}
+
+fn threads_grid(rec: &Recorder<'_>, op: &'static str, n: usize) -> Result<[u32; 3]> {
+    rec.gpu().grid(op, n.div_ceil(WG as usize) as u64)
+}
+
+/// `f(alpha·x + beta)` elementwise; any shape. Split into several dispatches when `x`
+/// exceeds one storage binding.
+pub fn unary(rec: &mut Recorder<'_>, x: &Tensor, f: Unary, alpha: f32, beta: f32) -> Result<Tensor> {
+    const OP: &str = "unary";
+    require_f32(OP, "x", x)?;
+    let n = x.numel();
+    let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "unary.out")?;
+    let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
+    let chunk = rows_per_binding(rec, 4);
+    let mut i0 = 0;
+    while i0 < n {
+        let len = chunk.min(n - i0);
+        let gpu = rec.gpu();
+        let xb = x1.narrow0(i0, len)?.bind(gpu, OP)?;
+        let yb = y1.narrow0(i0, len)?.bind(gpu, OP)?;
+        let params = ElementwiseParams {
+            n: len as u32,
+            op: f as u32,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            alpha,
+            beta,
+            ..Default::default()
+        };
+        let grid = threads_grid(rec, OP, len)?;
+        push(rec, ew_key("unary"), &params, vec![xb.range.clone(), xb.range, yb.range], grid)?;
+        i0 += len;
+    }
+    Ok(y)
+}
+
+/// `x ∘ z` where `z`'s shape is `x`'s, or a suffix of it (`[c]` over `[.., c]`), or
+/// `[n, c]` over `[n, .., c]` (per-image channel vectors such as the time embedding).
+pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Result<Tensor> {
+    const OP: &str = "binary";
+    require_f32(OP, "x", x)?;
+    require_f32(OP, "z", z)?;
+    let (xs, zs) = (x.shape(), z.shape());
+    let n = x.numel();
+    // outer/inner of the broadcast formula j(i) = (i / outer)·inner + i % inner.
+    let (outer, inner) = if xs == zs {
+        (n, n)
+    } else if zs.len() < xs.len() && xs.ends_with(zs) {
+        (n, z.numel())
+    } else if zs.len() == 2 && xs.len() > 2 && zs[0] == xs[0] && zs[1] == xs[xs.len() - 1] {
+        (n / xs[0], zs[1])
+    } else {
+        return Err(Error::shape(OP, format!("`{}` {:?} does not broadcast to `{}` {:?}", z.name(), zs, x.name(), xs)));
+    };
+    let y = Tensor::empty(rec.gpu(), xs, DType::F32, "binary.out")?;
+    if n == 0 {
+        return Ok(y);
+    }
+    // Chunks hold whole periods of the broadcast, so z's window moves by whole rows.
+    let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
+    let period = if outer == n { inner } else { outer };
+    let z_rows = z.reshape(&[z.numel() / inner, inner])?;
+    let periods_per_chunk = (rows_per_binding(rec, 4) / period).max(1);
+    if xs == zs {
+        // Same shape: split x, z and y alike.
+        let z1 = z.reshape(&[n])?;
+        let chunk = rows_per_binding(rec, 4);
+        let mut i0 = 0;
+        while i0 < n {
+            let len = chunk.min(n - i0);
+            record_binary(rec, &x1.narrow0(i0, len)?, &z1.narrow0(i0, len)?, &y1.narrow0(i0, len)?, op, len, len)?;
+            i0 += len;
+        }
+    } else if outer == n {
+        // z repeats every `inner` elements: whole repeats per chunk, all of z each time.
+        let chunk = (periods_per_chunk * inner).min(n);
+        let mut i0 = 0;
+        while i0 < n {
+            let len = chunk.min(n - i0);
+            record_binary(rec, &x1.narrow0(i0, len)?, z, &y1.narrow0(i0, len)?, op, len, inner)?;
+            i0 += len;
+        }
+    } else {
+        // Row r of z serves elements [r·outer, (r+1)·outer) of x.
+        let rows = n / outer;
+        let mut r0 = 0;
+        while r0 < rows {
+            let len = periods_per_chunk.min(rows - r0);
+            record_binary(
+                rec,
+                &x1.narrow0(r0 * outer, len * outer)?,
+                &z_rows.narrow0(r0, len)?,
+                &y1.narrow0(r0 * outer, len * outer)?,
+                op,
+                outer,
+                inner,
+            )?;
+            r0 += len;
+        }
+    }
+    Ok(y)
+}
+
+fn record_binary(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    z: &Tensor,
+    y: &Tensor,
+    op: Binary,
+    outer: usize,
+    inner: usize,
+) -> Result<()> {
+    const OP: &str = "binary";
+    let gpu = rec.gpu();
+    let (xb, zb, yb) = (x.bind(gpu, OP)?, z.bind(gpu, OP)?, y.bind(gpu, OP)?);
+    let n = x.numel();
+    let params = ElementwiseParams {
+        n: n as u32,
+        op: op as u32,
+        x_off: xb.elem_offset,
+        y_off: yb.elem_offset,
+        z_off: zb.elem_offset,
+        outer: outer as u32,
+        inner: inner as u32,
+        ..Default::default()
+    };
+    let grid = threads_grid(rec, OP, n)?;
+    push(rec, ew_key("binary"), &params, vec![xb.range, zb.range, yb.range], grid)
+}
+
+/// `x + z` (see [`binary`] for the broadcasts).
+pub fn add(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor) -> Result<Tensor> {
+    binary(rec, x, z, Binary::Add)
+}
+
+/// `x · z` (see [`binary`] for the broadcasts).
+pub fn mul(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor) -> Result<Tensor> {
+    binary(rec, x, z, Binary::Mul)
+}
+
+/// diffusers' GEGLU after its projection: `x` `[.., 2f]` → `x[.., :f] · gelu(x[.., f:])`.
+pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "geglu";
+    require_f32(OP, "x", x)?;
+    let c = *x.shape().last().unwrap_or(&0);
+    if c == 0 || c % 2 != 0 {
+        return Err(Error::shape(OP, format!("last dim of `{}` {:?} must be even", x.name(), x.shape())));
+    }
+    let f = c / 2;
+    let mut shape = x.shape().to_vec();
+    *shape.last_mut().unwrap_or(&mut 0) = f;
+    let y = Tensor::empty(rec.gpu(), &shape, DType::F32, "geglu.out")?;
+    let gpu = rec.gpu();
+    let (xb, yb) = (x.bind(gpu, OP)?, y.bind(gpu, OP)?);
+    let n = y.numel();
+    let params = ElementwiseParams {
+        n: u32_of(OP, "elements", n)?,
+        x_off: xb.elem_offset,
+        y_off: yb.elem_offset,
+        f: f as u32,
+        ..Default::default()
+    };
+    let grid = threads_grid(rec, OP, n)?;
+    push(rec, ew_key("geglu"), &params, vec![xb.range.clone(), xb.range, yb.range], grid)?;
+    Ok(y)
+}
+
+/// Nearest-neighbour 2× upsample of channels-last `x` `[n, h, w, c]` → `[n, 2h, 2w, c]`.
+pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "upsample_nearest2x";
+    require_f32(OP, "x", x)?;
+    let &[n, h, w, c] = x.shape() else {
+        return Err(Error::shape(OP, format!("x `{}` must be [n, h, w, c], got {:?}", x.name(), x.shape())));
+    };
+    let y = Tensor::empty(rec.gpu(), &[n, 2 * h, 2 * w, c], DType::F32, "upsample.out")?;
+    let chunk = rows_per_binding(rec, 16 * (h * w * c) as u64);
+    let mut i0 = 0;
+    while i0 < n {
+        let len = chunk.min(n - i0);
+        let gpu = rec.gpu();
+        let (xb, yb) = (x.narrow0(i0, len)?.bind(gpu, OP)?, y.narrow0(i0, len)?.bind(gpu, OP)?);
+        let total = len * 4 * h * w * c;
+        let params = UpsampleParams {
+            n: len as u32,
+            h: h as u32,
+            w: w as u32,
+            c: c as u32,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            total: u32_of(OP, "elements", total)?,
+            _pad: 0,
+        };
+        let grid = threads_grid(rec, OP, total)?;
+        push(rec, upsample_key(), &params, vec![xb.range, yb.range], grid)?;
+        i0 += len;
+    }
+    Ok(y)
+}
+
+/// Concatenates along the last (channel) dimension: `[.., ca]` and `[.., cb]` → `[.., ca + cb]`.
+pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    const OP: &str = "concat_channels";
+    require_f32(OP, "a", a)?;
+    require_f32(OP, "b", b)?;
+    let (ra, rb) = (a.rank(), b.rank());
+    if ra == 0 || ra != rb || a.shape()[..ra - 1] != b.shape()[..rb - 1] {
+        return Err(Error::shape(
+            OP,
+            format!("`{}` {:?} and `{}` {:?} differ outside the last dim", a.name(), a.shape(), b.name(), b.shape()),
+        ));
+    }
+    let (ca, cb) = (a.shape()[ra - 1], b.shape()[rb - 1]);
+    let mut shape = a.shape().to_vec();
+    shape[ra - 1] = ca + cb;
+    let y = Tensor::empty(rec.gpu(), &shape, DType::F32, "concat.out")?;
+    let rows = a.numel() / ca.max(1);
+    let (a2, b2, y2) = (a.reshape(&[rows, ca])?, b.reshape(&[rows, cb])?, y.reshape(&[rows, ca + cb])?);
+    let chunk = rows_per_binding(rec, 4 * (ca + cb) as u64);
+    let mut r0 = 0;
+    while r0 < rows {
+        let len = chunk.min(rows - r0);
+        let gpu = rec.gpu();
+        let ab = a2.narrow0(r0, len)?.bind(gpu, OP)?;
+        let bb = b2.narrow0(r0, len)?.bind(gpu, OP)?;
+        let yb = y2.narrow0(r0, len)?.bind(gpu, OP)?;
+        let total = len * (ca + cb);
+        let params = ConcatParams {
+            rows: len as u32,
+            ca: ca as u32,
+            cb: cb as u32,
+            total: u32_of(OP, "elements", total)?,
+            a_off: ab.elem_offset,
+            b_off: bb.elem_offset,
+            y_off: yb.elem_offset,
+            _pad: 0,
+        };
+        let grid = threads_grid(rec, OP, total)?;
+        push(rec, concat_key(), &params, vec![ab.range, bb.range, yb.range], grid)?;
+        r0 += len;
+    }
+    Ok(y)
+}
+
+/// diffusers' `get_timestep_embedding(t, dim, flip_sin_to_cos, downscale_freq_shift,
+/// scale, max_period)` for `t` f32 `[batch]`; returns f32 `[batch, dim]`.
+pub fn timestep_embedding(
+    rec: &mut Recorder<'_>,
+    t: &Tensor,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: f32,
+    scale: f32,
+    max_period: f32,
+) -> Result<Tensor> {
+    const OP: &str = "timestep_embedding";
+    require_f32(OP, "t", t)?;
+    if t.rank() != 1 || dim < 2 || (dim / 2) as f32 == downscale_freq_shift {
+        return Err(Error::shape(
+            OP,
+            format!("t `{}` must be [batch] and dim ≥ 2 with dim/2 ≠ shift; got {:?}, dim {dim}, shift {downscale_freq_shift}", t.name(), t.shape()),
+        ));
+    }
+    let b = t.shape()[0];
+    let y = Tensor::empty(rec.gpu(), &[b, dim], DType::F32, "timestep_embedding.out")?;
+    let gpu = rec.gpu();
+    let (tb, yb) = (t.bind(gpu, OP)?, y.bind(gpu, OP)?);
+    let params = TimestepParams {
+        batch: b as u32,
+        dim: dim as u32,
+        flip: flip_sin_to_cos as u32,
+        t_off: tb.elem_offset,
+        y_off: yb.elem_offset,
+        shift: downscale_freq_shift,
+        scale,
+        log_max_period: max_period.ln(),
+        ..Default::default()
+    };
+    let grid = gpu.grid(OP, (b * dim).div_ceil(64) as u64)?;
+    push(rec, timestep_key(), &params, vec![tb.range, yb.range], grid)?;
+    Ok(y)
+}

@@ -1,0 +1,170 @@
+//! matmul / linear (`shaders/matmul.wgsl`): `C = A · B + bias`, register-blocked tiles in
+//! workgroup memory, f32 activations, f32 or f16 weights.
+
+use super::{push, require_f32, rows_per_binding, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::shaders::Define;
+use crate::tensor::{DType, Tensor};
+
+/// Mirrors `Params` in `shaders/matmul.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MatmulParams {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub batch: u32,
+    pub a_off: u32,
+    pub b_off: u32,
+    pub c_off: u32,
+    pub bias_off: u32,
+    pub a_bstride: u32,
+    pub b_bstride: u32,
+    pub c_bstride: u32,
+    pub has_bias: u32,
+    pub tiles_n: u32,
+    pub tiles_m: u32,
+    pub _pad: [u32; 2],
+}
+
+/// Threads per side of the workgroup; the output tile is `4·WG` square.
+pub const WG: u32 = 16;
+
+pub(crate) fn key(w: DType) -> KernelKey {
+    KernelKey {
+        shader: "matmul.wgsl",
+        entry: "main",
+        defines: if w == DType::F16 {
+            vec![Define::Flag("W_F16")]
+        } else {
+            vec![]
+        },
+        overrides: vec![("WG", WG)],
+        bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<MatmulParams>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    vec![key(DType::F32), key(DType::F16)]
+}
+
+/// `x · w + bias` for a weight `w` stored `[in, out]` (PyTorch's `Linear.weight` transposed,
+/// as the loaders lay it out) and `x` of shape `[.., in]`.
+pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    if w.rank() != 2 {
+        return Err(Error::shape(
+            "linear",
+            format!("weight `{}` must be [in, out], got {:?}", w.name(), w.shape()),
+        ));
+    }
+    matmul(rec, x, w, bias)
+}
+
+/// Batched matrix product. `a`: f32 `[.., m, k]`. `b`: `[k, n]` (shared by every batch: the
+/// batch folds into m) or `[.., k, n]` with the same batch dims as `a`; f32 or f16.
+/// `bias`: `[n]` of `b`'s dtype. Returns f32 `[.., m, n]`.
+pub fn matmul(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "matmul";
+    require_f32(OP, "a", a)?;
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(Error::shape(
+            OP,
+            format!("operands need rank >= 2: `{}` {:?}, `{}` {:?}", a.name(), a.shape(), b.name(), b.shape()),
+        ));
+    }
+    let (ar, br) = (a.rank(), b.rank());
+    let (m, k) = (a.shape()[ar - 2], a.shape()[ar - 1]);
+    let (kb, n) = (b.shape()[br - 2], b.shape()[br - 1]);
+    if k != kb {
+        return Err(Error::shape(
+            OP,
+            format!("inner dims differ: `{}` {:?} · `{}` {:?}", a.name(), a.shape(), b.name(), b.shape()),
+        ));
+    }
+    if let Some(bias) = bias {
+        if bias.shape() != [n] || bias.dtype() != b.dtype() {
+            return Err(Error::shape(
+                OP,
+                format!("bias `{}` must be [{n}] {:?}, got {:?} {:?}", bias.name(), b.dtype(), bias.shape(), bias.dtype()),
+            ));
+        }
+    }
+    let a_batch: usize = a.shape()[..ar - 2].iter().product();
+    let mut out_shape = a.shape().to_vec();
+    out_shape[ar - 1] = n;
+    let out = Tensor::empty(rec.gpu(), &out_shape, DType::F32, "matmul.out")?;
+    if br == 2 {
+        // One weight for every batch: fold the batch into M, split rows to fit bindings.
+        let rows = a_batch * m;
+        let a2 = a.reshape(&[rows, k])?;
+        let c2 = out.reshape(&[rows, n])?;
+        let chunk = rows_per_binding(rec, 4 * k.max(n) as u64);
+        let mut r0 = 0;
+        while r0 < rows {
+            let len = chunk.min(rows - r0);
+            record(rec, &a2.narrow0(r0, len)?, b, bias, &c2.narrow0(r0, len)?, len, n, k, 1, 0)?;
+            r0 += len;
+        }
+    } else {
+        let b_batch: usize = b.shape()[..br - 2].iter().product();
+        if b.shape()[..br - 2] != a.shape()[..ar - 2] {
+            return Err(Error::shape(
+                OP,
+                format!("batch dims differ: `{}` {:?} · `{}` {:?} ({a_batch} vs {b_batch})", a.name(), a.shape(), b.name(), b.shape()),
+            ));
+        }
+        record(rec, a, b, bias, &out, m, n, k, a_batch, k * n)?;
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    c: &Tensor,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    b_bstride: usize,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    let gpu = rec.gpu();
+    let ab = a.bind(gpu, OP)?;
+    let bb = b.bind(gpu, OP)?;
+    let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
+    let cb = c.bind(gpu, OP)?;
+    let tile = (4 * WG) as usize;
+    let tiles_n = n.div_ceil(tile);
+    let tiles_m = m.div_ceil(tile);
+    let params = MatmulParams {
+        m: u32_of(OP, "m", m)?,
+        n: u32_of(OP, "n", n)?,
+        k: u32_of(OP, "k", k)?,
+        batch: u32_of(OP, "batch", batch)?,
+        a_off: ab.elem_offset,
+        b_off: bb.elem_offset,
+        c_off: cb.elem_offset,
+        bias_off: biasb.elem_offset,
+        a_bstride: u32_of(OP, "a batch stride", m * k)?,
+        b_bstride: u32_of(OP, "b batch stride", b_bstride)?,
+        c_bstride: u32_of(OP, "c batch stride", m * n)?,
+        has_bias: bias.is_some() as u32,
+        tiles_n: tiles_n as u32,
+        tiles_m: tiles_m as u32,
+        _pad: [0; 2],
+    };
+    let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
+    push(
+        rec,
+        key(b.dtype()),
+        &params,
+        vec![ab.range, bb.range, biasb.range, cb.range],
+        groups,
+    )
+}

@@ -1,0 +1,89 @@
+//! GPU ops. Each op validates shapes and dtypes, allocates its output from the pool, and
+//! records [`Dispatch`]es into a [`Recorder`]; nothing here submits or waits.
+//!
+//! Each op family owns its WGSL file in `shaders/`, a `#[repr(C)]` params struct mirroring the
+//! WGSL `Params` field by field, and a plain-loop CPU reference in [`crate::reference`].
+
+pub mod attention;
+pub mod conv2d;
+pub mod elementwise;
+pub mod matmul;
+pub mod norm;
+pub mod sampler;
+
+pub use attention::{AttentionOptions, attention};
+pub use conv2d::{Conv2dOptions, conv2d};
+pub use elementwise::{
+    Binary, Unary, add, binary, concat_channels, geglu, mul, timestep_embedding, unary,
+    upsample_nearest2x,
+};
+pub use matmul::{linear, matmul};
+pub use norm::{group_norm, layer_norm};
+pub use sampler::{SamplerStep, sampler_step};
+
+use crate::error::{Error, Result};
+use crate::gpu::{BufferRange, Dispatch, KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// Every kernel variant the ops can create (the naga test validates each one).
+pub fn all_kernel_keys() -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    v.extend(matmul::kernel_keys());
+    v.extend(conv2d::kernel_keys());
+    v.extend(norm::kernel_keys());
+    v.extend(attention::kernel_keys());
+    v.extend(elementwise::kernel_keys());
+    v.extend(sampler::kernel_keys());
+    v
+}
+
+pub(crate) fn require_f32(op: &'static str, name: &'static str, t: &Tensor) -> Result<()> {
+    if t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            op,
+            tensor: name,
+            got: t.dtype(),
+            expected: "f32",
+        });
+    }
+    Ok(())
+}
+
+/// Converts a size to the `u32` the kernels index with, or names the limit.
+pub(crate) fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        Error::unsupported(op, format!("{what} = {v} exceeds the 32-bit index range of the kernels"))
+    })
+}
+
+/// The params struct as bytes plus the kernel, bindings and grid, pushed as one dispatch.
+pub(crate) fn push<P: bytemuck::Pod>(
+    rec: &mut Recorder<'_>,
+    key: KernelKey,
+    params: &P,
+    bindings: Vec<BufferRange>,
+    workgroups: [u32; 3],
+) -> Result<()> {
+    if key.params_size != std::mem::size_of::<P>() as u64 {
+        return Err(Error::unsupported(
+            "dispatch",
+            format!("{}: params are {} bytes, the key says {}", key.label(), std::mem::size_of::<P>(), key.params_size),
+        ));
+    }
+    let kernel = rec.gpu().kernel(&key)?;
+    rec.push(Dispatch {
+        kernel,
+        params: bytemuck::bytes_of(params).to_vec(),
+        bindings,
+        workgroups,
+    });
+    Ok(())
+}
+
+/// Largest number of rows of `row_bytes` each that fit in one storage binding.
+pub(crate) fn rows_per_binding(rec: &Recorder<'_>, row_bytes: u64) -> usize {
+    let limit = u64::from(rec.gpu().limits().max_storage_buffer_binding_size);
+    // Leave room for the window starting up to one alignment unit before the tensor.
+    let align = u64::from(rec.gpu().limits().min_storage_buffer_offset_alignment);
+    (limit.saturating_sub(align) / row_bytes.max(1)).max(1) as usize
+}

@@ -1,0 +1,156 @@
+//! group-norm with optional fused SiLU (`shaders/group_norm.wgsl`) and layer-norm
+//! (`shaders/layer_norm.wgsl`); f32 two-pass statistics.
+
+use super::{push, require_f32, rows_per_binding, u32_of};
+use crate::error::{Error, Result};
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::tensor::{DType, Tensor};
+
+/// Mirrors `Params` in `shaders/group_norm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupNormParams {
+    pub n: u32,
+    pub hw: u32,
+    pub c: u32,
+    pub groups: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub silu: u32,
+    pub _pad0: u32,
+    pub eps: f32,
+    pub _pad1: [u32; 3],
+}
+
+/// Mirrors `Params` in `shaders/layer_norm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct LayerNormParams {
+    pub rows: u32,
+    pub c: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub eps: f32,
+    pub _pad: [u32; 3],
+}
+
+const NORM_BINDINGS: [Access; 4] = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
+
+fn group_norm_key() -> KernelKey {
+    KernelKey {
+        shader: "group_norm.wgsl",
+        entry: "main",
+        defines: vec![],
+        overrides: vec![("WG", 256)],
+        bindings: NORM_BINDINGS.to_vec(),
+        params_size: std::mem::size_of::<GroupNormParams>() as u64,
+    }
+}
+
+fn layer_norm_key() -> KernelKey {
+    KernelKey {
+        shader: "layer_norm.wgsl",
+        entry: "main",
+        defines: vec![],
+        overrides: vec![("WG", 128)],
+        bindings: NORM_BINDINGS.to_vec(),
+        params_size: std::mem::size_of::<LayerNormParams>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    vec![group_norm_key(), layer_norm_key()]
+}
+
+fn check_affine(op: &'static str, c: usize, gamma: &Tensor, beta: &Tensor) -> Result<()> {
+    for (name, t) in [("gamma", gamma), ("beta", beta)] {
+        require_f32(op, name, t)?;
+        if t.shape() != [c] {
+            return Err(Error::shape(op, format!("{name} `{}` must be [{c}], got {:?}", t.name(), t.shape())));
+        }
+    }
+    Ok(())
+}
+
+/// `torch.nn.GroupNorm(groups, c, eps)` on channels-last `x` `[n, ..., c]` (any spatial
+/// dims), then SiLU when `silu`. Returns f32 of `x`'s shape.
+pub fn group_norm(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+    silu: bool,
+) -> Result<Tensor> {
+    const OP: &str = "group_norm";
+    require_f32(OP, "x", x)?;
+    if x.rank() < 2 {
+        return Err(Error::shape(OP, format!("x `{}` must be [n, .., c], got {:?}", x.name(), x.shape())));
+    }
+    let n = x.shape()[0];
+    let c = x.shape()[x.rank() - 1];
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(OP, format!("{c} channels of `{}` do not split into {groups} groups", x.name())));
+    }
+    check_affine(OP, c, gamma, beta)?;
+    let hw = x.numel() / n.max(1) / c.max(1);
+    let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "group_norm.out")?;
+    let chunk = rows_per_binding(rec, 4 * (hw * c) as u64);
+    let mut i0 = 0;
+    while i0 < n {
+        let len = chunk.min(n - i0);
+        let gpu = rec.gpu();
+        let (xb, gb, bb) = (x.narrow0(i0, len)?.bind(gpu, OP)?, gamma.bind(gpu, OP)?, beta.bind(gpu, OP)?);
+        let yb = y.narrow0(i0, len)?.bind(gpu, OP)?;
+        let params = GroupNormParams {
+            n: len as u32,
+            hw: u32_of(OP, "spatial size", hw)?,
+            c: u32_of(OP, "c", c)?,
+            groups: groups as u32,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            silu: silu as u32,
+            eps,
+            ..Default::default()
+        };
+        let grid = gpu.grid(OP, (len * groups) as u64)?;
+        push(rec, group_norm_key(), &params, vec![xb.range, gb.range, bb.range, yb.range], grid)?;
+        i0 += len;
+    }
+    Ok(y)
+}
+
+/// `torch.nn.LayerNorm(c, eps)` over the last dimension of `x` `[.., c]`.
+pub fn layer_norm(rec: &mut Recorder<'_>, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+    const OP: &str = "layer_norm";
+    require_f32(OP, "x", x)?;
+    let c = *x.shape().last().unwrap_or(&0);
+    if c == 0 {
+        return Err(Error::shape(OP, format!("x `{}` has no channels: {:?}", x.name(), x.shape())));
+    }
+    check_affine(OP, c, gamma, beta)?;
+    let rows = x.numel() / c;
+    let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "layer_norm.out")?;
+    let (x2, y2) = (x.reshape(&[rows, c])?, y.reshape(&[rows, c])?);
+    let chunk = rows_per_binding(rec, 4 * c as u64);
+    let mut r0 = 0;
+    while r0 < rows {
+        let len = chunk.min(rows - r0);
+        let gpu = rec.gpu();
+        let (xb, gb, bb) = (x2.narrow0(r0, len)?.bind(gpu, OP)?, gamma.bind(gpu, OP)?, beta.bind(gpu, OP)?);
+        let yb = y2.narrow0(r0, len)?.bind(gpu, OP)?;
+        let params = LayerNormParams {
+            rows: len as u32,
+            c: u32_of(OP, "c", c)?,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            eps,
+            _pad: [0; 3],
+        };
+        let grid = gpu.grid(OP, len as u64)?;
+        push(rec, layer_norm_key(), &params, vec![xb.range, gb.range, bb.range, yb.range], grid)?;
+        r0 += len;
+    }
+    Ok(y)
+}
