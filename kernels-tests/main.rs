@@ -1,1 +1,13 @@
-fn main(){}
+//! GPU kernel tests: every op against its plain-loop CPU reference (`sd_wgpu::reference`) over
+//! SD-shaped and odd shapes, several seeds, `|gpu − ref| ≤ atol + rtol·|ref|` with the worst
+//! element reported. These tests need a wgpu adapter and FAIL (never skip) without one; on a
+//! machine with no GPU install Mesa's software Vulkan driver (`mesa-vulkan-drivers`).
+
+mod attention;
+mod common;
+mod conv2d;
+mod elementwise;
+mod matmul;
+mod norm;
+mod runtime;
+mod sampler;

@@ -12,6 +12,11 @@
 // denominator (online softmax) and rescales its accumulator when the max grows. Memory is
 // O((N + M)·D); workgroup memory 2·BKV·D floats. D (head dim) and BKV are compile-time
 // constants prepended by the host. Dispatch: tiles_q · heads · batch workgroups.
+//
+// Key chunks: one dispatch handles keys [kv_begin, kv_end). When the host splits the keys
+// over several dispatches (devices that cap loop iterations per invocation, such as Mesa's
+// llvmpipe at 65535), each non-final chunk saves its running (max, sum, accumulator) to
+// `state` ([b, n_q, heads, D + 2] f32, still O(N·D)) and the next chunk resumes from it.
 
 #include "common.wgsl"
 
@@ -21,7 +26,8 @@ struct Params {
     batch: u32, heads: u32, n_q: u32, n_kv: u32,
     q_off: u32, k_off: u32, v_off: u32, o_off: u32,
     q_stride: u32, k_stride: u32, v_stride: u32, o_stride: u32,
-    tiles_q: u32, causal: u32, scale: f32, _pad0: u32,
+    tiles_q: u32, causal: u32, scale: f32, kv_begin: u32,
+    kv_end: u32, first: u32, last: u32, _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,6 +35,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
 @group(0) @binding(4) var<storage, read_write> o: array<f32>;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
 
 var<workgroup> k_tile: array<f32, BKV * D>;
 var<workgroup> v_tile: array<f32, BKV * D>;
@@ -60,23 +67,31 @@ fn main(
     // Finite start so a fully masked block gives exp(-inf) = 0, never inf - inf.
     var m_run = -3.0e38;
     var l_run = 0.0;
+    let s_base = ((b * p.n_q + qi) * p.heads + h) * (D + 2u);
+    if (p.first == 0u) {
+        m_run = state[s_base];
+        l_run = state[s_base + 1u];
+        for (var c = 0u; c < D; c++) {
+            acc[c] = state[s_base + 2u + c];
+        }
+    }
 
     // With a causal mask no key past the workgroup's last query is needed.
-    var kv_end = p.n_kv;
+    var kv_end = p.kv_end;
     if (p.causal != 0u) {
-        kv_end = min(p.n_kv, min(tq * WG + WG, p.n_q));
+        kv_end = min(kv_end, min(tq * WG + WG, p.n_q));
     }
     let k_base = p.k_off + b * p.n_kv * p.k_stride + h * D;
     let v_base = p.v_off + b * p.n_kv * p.v_stride + h * D;
 
-    for (var j0 = 0u; j0 < kv_end; j0 += BKV) {
+    for (var j0 = p.kv_begin; j0 < kv_end; j0 += BKV) {
         workgroupBarrier();
         for (var e = li; e < BKV * D; e += WG) {
             let j = j0 + e / D;
             let c = e % D;
             var kval = 0.0;
             var vval = 0.0;
-            if (j < p.n_kv) {
+            if (j < kv_end) {
                 kval = k[k_base + j * p.k_stride + c];
                 vval = v[v_base + j * p.v_stride + c];
             }
@@ -93,7 +108,7 @@ fn main(
                 dot = fma(qv[c], k_tile[j * D + c], dot);
             }
             let jj = j0 + j;
-            let masked = jj >= p.n_kv || (p.causal != 0u && jj > qi);
+            let masked = jj >= kv_end || (p.causal != 0u && jj > qi);
             s[j] = select(dot, -3.0e38, masked);
             m_blk = max(m_blk, s[j]);
         }
@@ -112,7 +127,14 @@ fn main(
         m_run = m_blk;
     }
 
-    if (in_range) {
+    if (in_range && p.last == 0u) {
+        state[s_base] = m_run;
+        state[s_base + 1u] = l_run;
+        for (var c = 0u; c < D; c++) {
+            state[s_base + 2u + c] = acc[c];
+        }
+    }
+    if (in_range && p.last != 0u) {
         let inv = 1.0 / l_run;
         let o_base = p.o_off + (b * p.n_q + i) * p.o_stride + h * D;
         for (var c = 0u; c < D; c++) {

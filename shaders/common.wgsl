@@ -6,19 +6,22 @@ fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
-// erf(x), Abramowitz & Stegun 7.1.26 refined: |error| < 1.5e-7, enough for f32 GELU.
-fn erf_f32(x: f32) -> f32 {
-    let s = sign(x);
-    let a = abs(x);
-    let t = 1.0 / (1.0 + 0.3275911 * a);
-    let y = 1.0 - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
-        + 0.254829592) * t * exp(-a * a);
-    return s * y;
+// erfc(x) with relative error < 1.2e-7 over the whole line (Chebyshev fit, Numerical
+// Recipes' erfcc), so that GELU keeps its relative accuracy in the negative tail, where
+// 1 + erf(x) cancels.
+fn erfc_f32(x: f32) -> f32 {
+    let z = abs(x);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
+        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
+        + t * (-0.82215223 + t * 0.17087277))))))));
+    let r = t * exp(-z * z + poly);
+    return select(2.0 - r, r, x >= 0.0);
 }
 
-// torch.nn.functional.gelu (exact, erf form).
+// torch.nn.functional.gelu (exact form): 0.5 · x · (1 + erf(x / √2)) = 0.5 · x · erfc(−x / √2).
 fn gelu(x: f32) -> f32 {
-    return 0.5 * x * (1.0 + erf_f32(x * 0.70710678118654752));
+    return 0.5 * x * erfc_f32(-x * 0.70710678118654752);
 }
 
 // CLIP's quick_gelu: x * sigmoid(1.702 x).

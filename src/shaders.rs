@@ -133,6 +133,31 @@ mod tests {
                 "{key:?}: entry point `{}` missing",
                 key.entry
             );
+            // The Rust params struct must have the WGSL uniform's exact size.
+            let uniform = module
+                .global_variables
+                .iter()
+                .find(|(_, g)| g.space == naga::AddressSpace::Uniform)
+                .map(|(_, g)| module.types[g.ty].inner.size(module.to_ctx()));
+            if uniform != Some(key.params_size as u32) {
+                failures.push(format!(
+                    "{}: WGSL Params is {uniform:?} bytes, Rust says {}",
+                    key.label(),
+                    key.params_size
+                ));
+            }
+            // Storage bindings 1.. must be exactly those the key declares.
+            let mut storage: Vec<u32> = module
+                .global_variables
+                .iter()
+                .filter(|(_, g)| matches!(g.space, naga::AddressSpace::Storage { .. }))
+                .filter_map(|(_, g)| g.binding.as_ref().map(|b| b.binding))
+                .collect();
+            storage.sort_unstable();
+            let expected: Vec<u32> = (1..=key.bindings.len() as u32).collect();
+            if storage != expected {
+                failures.push(format!("{}: storage bindings {storage:?}, key declares {expected:?}", key.label()));
+            }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     }

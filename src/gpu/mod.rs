@@ -27,6 +27,23 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Backends to consider; `None` reads `WGPU_BACKEND`, else all.
     pub backends: Option<wgpu::Backends>,
+    /// Lower `max_storage_buffer_binding_size` than the adapter's (tests of op splitting).
+    pub max_storage_binding: Option<u64>,
+    /// Lower `max_compute_workgroups_per_dimension` than the adapter's (tests of grids).
+    pub max_workgroups_per_dim: Option<u32>,
+    /// Loop iterations one shader invocation may run (see [`Gpu::loop_iteration_limit`]);
+    /// `None` detects it from the adapter.
+    pub loop_iteration_limit: Option<u32>,
+}
+
+/// Mesa's llvmpipe (lavapipe) silently ends every loop of an invocation once 65535 loop
+/// back-edges have run in it, counted over all its loops (gallivm's loop limiter; measured
+/// on Mesa 22.3: a 100000-iteration loop runs 65535 times and a later loop once).
+pub const LLVMPIPE_LOOP_LIMIT: u32 = 65535;
+
+fn detect_loop_limit(info: &wgpu::AdapterInfo) -> Option<u32> {
+    let software = info.device_type == wgpu::DeviceType::Cpu;
+    (software && info.name.to_lowercase().contains("llvmpipe")).then_some(LLVMPIPE_LOOP_LIMIT)
 }
 
 /// A device and queue plus the engine's per-device state.
@@ -38,6 +55,7 @@ pub struct Gpu {
     limits: wgpu::Limits,
     pool: pool::BufferPool,
     pipelines: pipeline::PipelineCache,
+    loop_limit: Option<u32>,
 }
 
 /// One adapter as `sd-wgpu info` shows it.
@@ -122,12 +140,20 @@ impl Gpu {
         })?;
         let info = adapter.get_info();
         let features = adapter.features() & wanted_features();
+        let mut limits = adapter.limits();
+        if let Some(v) = opts.max_storage_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(v);
+        }
+        if let Some(v) = opts.max_workgroups_per_dim {
+            limits.max_compute_workgroups_per_dimension =
+                limits.max_compute_workgroups_per_dimension.min(v);
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("sd-wgpu"),
             required_features: features,
             // The adapter's own limits: max_buffer_size and max_storage_buffer_binding_size
             // in particular are far above the WebGPU defaults on real GPUs.
-            required_limits: adapter.limits(),
+            required_limits: limits,
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
@@ -139,7 +165,11 @@ impl Gpu {
                     source,
                 }
             })?;
-        Ok(Self::build(device, queue, info))
+        let mut gpu = Self::build(device, queue, info);
+        if opts.loop_iteration_limit.is_some() {
+            gpu.loop_limit = opts.loop_iteration_limit;
+        }
+        Ok(gpu)
     }
 
     /// Wraps a host application's device and queue. The engine uses whatever features and
@@ -153,7 +183,9 @@ impl Gpu {
         let features = device.features();
         let limits = device.limits();
         let reuse = std::env::var(ENV_NO_REUSE).map_or(true, |v| v != "1");
+        let loop_limit = detect_loop_limit(&info);
         Self {
+            loop_limit,
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
             device,
@@ -178,6 +210,12 @@ impl Gpu {
     }
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
+    }
+    /// The most loop iterations one shader invocation may run on this device, when it has
+    /// such a cap ([`LLVMPIPE_LOOP_LIMIT`] on llvmpipe); ops with long loops split their work
+    /// into several dispatches to stay below it.
+    pub fn loop_iteration_limit(&self) -> Option<u32> {
+        self.loop_limit
     }
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

@@ -26,6 +26,10 @@ pub struct AttentionParams {
     pub tiles_q: u32,
     pub causal: u32,
     pub scale: f32,
+    pub kv_begin: u32,
+    pub kv_end: u32,
+    pub first: u32,
+    pub last: u32,
     pub _pad: u32,
 }
 
@@ -60,7 +64,7 @@ fn key(d: usize, smem: usize) -> KernelKey {
         entry: "main",
         defines: vec![Define::Const("D", d as u32), Define::Const("BKV", block_keys(d, smem))],
         overrides: vec![("WG", WG)],
-        bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite],
         params_size: std::mem::size_of::<AttentionParams>() as u64,
     }
 }
@@ -72,6 +76,16 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         .collect();
     keys.dedup();
     keys
+}
+
+/// Keys one dispatch may take so that no invocation runs more than `limit` loop iterations:
+/// per block of `bkv` keys the kernel runs 1 + ⌈bkv·d/WG⌉ (loads) + 2·bkv·(d + 1) (scores,
+/// weighted sum) + d (rescale) iterations, plus 4·d around the loop. `None`: all keys.
+fn keys_per_dispatch(limit: Option<u32>, d: usize, bkv: usize) -> Option<usize> {
+    let limit = limit? as usize * 9 / 10;
+    let per_block = 1 + (bkv * d).div_ceil(WG as usize) + 2 * bkv * (d + 1) + d;
+    let blocks = (limit.saturating_sub(4 * d) / per_block).max(1);
+    Some(blocks * bkv)
 }
 
 /// One operand: the tensor `[b, seq, row]`, where its heads start in a row, and the row length.
@@ -141,12 +155,27 @@ fn run(rec: &mut Recorder<'_>, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, c
         return Err(Error::shape(OP, format!("a causal mask needs as many keys as queries ({n_kv} vs {n_q})")));
     }
     let out = Tensor::empty(rec.gpu(), &[b, n_q, c], DType::F32, "attention.out")?;
+    let smem = (rec.gpu().limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
+    let chunk = keys_per_dispatch(rec.gpu().loop_iteration_limit(), d, block_keys(d, smem) as usize)
+        .unwrap_or(n_kv)
+        .min(n_kv);
+    let chunks = n_kv.div_ceil(chunk);
+    // Running softmax state between key chunks: [b, n_q, heads, d + 2], O(N·d).
+    let state = if chunks > 1 {
+        Tensor::empty(rec.gpu(), &[b, n_q, heads, d + 2], DType::F32, "attention.state")?
+    } else {
+        Tensor::empty(rec.gpu(), &[1], DType::F32, "attention.state.unused")?
+    };
     let (qb, q_off, q_stride) = q.bind(rec)?;
     let (kb, k_off, k_stride) = k.bind(rec)?;
     let (vb, v_off, v_stride) = v.bind(rec)?;
     let ob = out.bind(rec.gpu(), OP)?;
+    let sb = state.bind(rec.gpu(), OP)?;
+    if sb.elem_offset != 0 {
+        return Err(Error::unsupported(OP, "state buffer must start at its binding"));
+    }
     let tiles_q = n_q.div_ceil(WG as usize);
-    let params = AttentionParams {
+    let base = AttentionParams {
         batch: b as u32,
         heads: heads as u32,
         n_q: u32_of(OP, "queries", n_q)?,
@@ -162,10 +191,19 @@ fn run(rec: &mut Recorder<'_>, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, c
         tiles_q: tiles_q as u32,
         causal: opts.causal as u32,
         scale: opts.scale.unwrap_or(1.0 / (d as f32).sqrt()),
-        _pad: 0,
+        ..Default::default()
     };
-    let smem = (rec.gpu().limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
     let grid = rec.gpu().grid(OP, (tiles_q * heads * b) as u64)?;
-    push(rec, key(d, smem), &params, vec![qb.range, kb.range, vb.range, ob.range], grid)?;
+    for i in 0..chunks {
+        let params = AttentionParams {
+            kv_begin: (i * chunk) as u32,
+            kv_end: ((i + 1) * chunk).min(n_kv) as u32,
+            first: (i == 0) as u32,
+            last: (i + 1 == chunks) as u32,
+            ..base
+        };
+        let bindings = vec![qb.range.clone(), kb.range.clone(), vb.range.clone(), ob.range.clone(), sb.range.clone()];
+        push(rec, key(d, smem), &params, bindings, grid)?;
+    }
     Ok(out)
 }

@@ -1,0 +1,104 @@
+//! Shared test helpers: the device, seeded random data, and the tolerance check.
+
+use sd_wgpu::{DType, Gpu, Recorder, Tensor};
+use std::sync::OnceLock;
+
+/// The one device of this test binary. Fails the test (never skips) when there is none.
+pub fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| match Gpu::new() {
+        Ok(g) => {
+            eprintln!("kernels-tests on: {} ({:?})", g.adapter_info().name, g.adapter_info().backend);
+            g
+        }
+        Err(e) => panic!("GPU tests need a wgpu adapter: {e}"),
+    })
+}
+
+/// SplitMix64 with Box–Muller normals: deterministic across platforms.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+    pub fn normals(&mut self, n: usize, std: f32) -> Vec<f32> {
+        (0..n).map(|_| self.normal() * std).collect()
+    }
+}
+
+/// Rounds through f16, as an f16 upload stores the values.
+pub fn round_f16(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect()
+}
+
+pub fn upload(data: &[f32], shape: &[usize], dtype: DType, name: &str) -> Tensor {
+    Tensor::from_f32(gpu(), data, shape, dtype, name).expect("upload")
+}
+
+/// Submits the recorder and reads `t` back.
+pub fn run(mut rec: Recorder<'_>, t: &Tensor) -> Vec<f32> {
+    rec.submit().expect("submit");
+    t.to_vec(gpu()).expect("readback")
+}
+
+/// `|got − want| ≤ atol + rtol·|want|` for every element; on failure names the case, the
+/// worst element (index, both values, error / allowed) and how many elements failed.
+pub fn check(case: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
+    if let Err(msg) = try_check(case, got, want, atol, rtol) {
+        panic!("{msg}");
+    }
+}
+
+/// [`check`] that returns the failure message instead of panicking, for tests that run
+/// every case before failing.
+pub fn try_check(case: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> Result<(), String> {
+    if got.len() != want.len() || want.is_empty() {
+        return Err(format!("{case}: {} values back, {} expected", got.len(), want.len()));
+    }
+    let mut worst = (0usize, -1.0f32);
+    let mut bad = 0usize;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let allowed = atol + rtol * w.abs();
+        let err = (g - w).abs();
+        // NaN fails: the ratio is NaN, which we map to infinity.
+        let ratio = if err.is_nan() { f32::INFINITY } else { err / allowed };
+        if ratio > 1.0 {
+            bad += 1;
+        }
+        if ratio > worst.1 {
+            worst = (i, ratio);
+        }
+    }
+    let (i, ratio) = worst;
+    let msg = format!(
+        "{case}: worst element {i}: gpu {} vs ref {} (|err| = {:.3e}, {:.2}× the allowed {:.3e}); {bad} of {} elements out of tolerance",
+        got[i],
+        want[i],
+        (got[i] - want[i]).abs(),
+        ratio,
+        atol + rtol * want[i].abs(),
+        got.len()
+    );
+    if bad > 0 {
+        return Err(msg);
+    }
+    eprintln!("ok {msg}");
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The runtime's guarantees: grids split within the device's per-dimension limit, bindings
+//! split within max_storage_buffer_binding_size (or a typed error naming it), buffer reuse
+//! can be switched off, memory is accounted.
+
+use crate::common::*;
+use sd_wgpu::ops::{Conv2dOptions, Unary};
+use sd_wgpu::{DType, Error, Gpu, GpuOptions, Recorder, Tensor, ops, reference};
+
+/// A device with tiny limits, so that splitting paths run on small tensors.
+fn small_limits_gpu() -> Gpu {
+    Gpu::with_options(&GpuOptions {
+        max_storage_binding: Some(1 << 16),
+        max_workgroups_per_dim: Some(7),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"))
+}
+
+#[test]
+fn ops_split_grids_and_bindings_to_fit_small_limits() {
+    let g = small_limits_gpu();
+    assert_eq!(g.limits().max_storage_buffer_binding_size, 1 << 16);
+    let mut rng = Rng::new(21);
+    let read = |rec: Recorder<'_>, t: &Tensor| {
+        let mut rec = rec;
+        rec.submit().unwrap();
+        t.to_vec(&g).unwrap()
+    };
+    // 100k elements = 400 KB: 7 binding chunks, each needing a split grid (> 7 workgroups).
+    let x = rng.normals(100_000, 1.0);
+    let xt = Tensor::from_f32(&g, &x, &[100, 1000], DType::F32, "x").unwrap();
+    let mut rec = Recorder::new(&g);
+    let y = ops::unary(&mut rec, &xt, Unary::Silu, 1.0, 0.0).unwrap();
+    assert!(rec.len() >= 7, "expected the op to split, got {} dispatches", rec.len());
+    check("split silu", &read(rec, &y), &x.iter().map(|&v| reference::silu(v)).collect::<Vec<_>>(), 1e-6, 1e-5);
+
+    // matmul with 300 rows of 100 (120 KB) split by rows; B fits.
+    let (m, k, n) = (300, 100, 60);
+    let a = rng.normals(m * k, 1.0);
+    let b = rng.normals(k * n, 0.1);
+    let at = Tensor::from_f32(&g, &a, &[m, k], DType::F32, "a").unwrap();
+    let bt = Tensor::from_f32(&g, &b, &[k, n], DType::F32, "b").unwrap();
+    let mut rec = Recorder::new(&g);
+    let c = ops::matmul(&mut rec, &at, &bt, None).unwrap();
+    assert!(rec.len() >= 2);
+    check("split matmul", &read(rec, &c), &reference::matmul(&a, &b, None, 1, m, n, k, false), 1e-4, 1e-4);
+
+    // Broadcast add per (batch, channel) over 4 images of 8 KB... of 64 KB each.
+    let xs = [4, 64, 64, 4];
+    let xv = rng.normals(xs.iter().product(), 1.0);
+    let zv = rng.normals(16, 1.0);
+    let xt = Tensor::from_f32(&g, &xv, &xs, DType::F32, "h").unwrap();
+    let zt = Tensor::from_f32(&g, &zv, &[4, 4], DType::F32, "temb").unwrap();
+    let mut rec = Recorder::new(&g);
+    let y = ops::add(&mut rec, &xt, &zt).unwrap();
+    let want: Vec<f32> = xv.iter().enumerate().map(|(i, v)| v + zv[(i / 16384) * 4 + i % 4]).collect();
+    check("split broadcast add", &read(rec, &y), &want, 0.0, 1e-7);
+
+    // conv over 3 images of 24 KB each plus group norm split per image.
+    let (xs, cout) = ([3, 16, 16, 24], 8);
+    let xv = rng.normals(xs.iter().product(), 1.0);
+    let wv = rng.normals(9 * 24 * cout, 0.1);
+    let xt = Tensor::from_f32(&g, &xv, &xs, DType::F32, "x").unwrap();
+    let wt = Tensor::from_f32(&g, &wv, &[3, 3, 24, cout], DType::F32, "w").unwrap();
+    let mut rec = Recorder::new(&g);
+    let y = ops::conv2d(&mut rec, &xt, &wt, None, None, Conv2dOptions::new(1, 1)).unwrap();
+    let (want, _) = reference::conv2d(&xv, xs, &wv, [3, 3, cout], None, None, 1, [1; 4]);
+    check("split conv2d", &read(rec, &y), &want, 1e-4, 1e-4);
+
+    // A single image larger than one binding: a typed error naming the limit, no panic.
+    let big = Tensor::zeros(&g, &[1, 128, 128, 4], DType::F32, "vae.decoder.h").unwrap();
+    let w1 = Tensor::zeros(&g, &[1, 1, 4, 4], DType::F32, "w").unwrap();
+    let mut rec = Recorder::new(&g);
+    match ops::conv2d(&mut rec, &big, &w1, None, None, Conv2dOptions::new(1, 0)) {
+        Err(Error::Limit { limit_name, tensor, .. }) => {
+            assert_eq!(limit_name, "max_storage_buffer_binding_size");
+            assert!(tensor.contains("vae.decoder.h"), "{tensor}");
+        }
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+}
+
+#[test]
+fn buffer_reuse_switch_and_memory_accounting() {
+    let g = Gpu::with_options(&GpuOptions::default()).unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let before = g.memory_stats();
+    assert_eq!(before.allocated, 0);
+    {
+        let _a = Tensor::zeros(&g, &[1000], DType::F32, "a").unwrap();
+        let s = g.memory_stats();
+        assert!(s.in_use >= 4000 && s.allocated >= 4000, "{s:?}");
+    }
+    // Dropped: back in the pool, still allocated; the next request of that size reuses it.
+    let s = g.memory_stats();
+    assert_eq!(s.in_use, 0);
+    let _b = Tensor::zeros(&g, &[1000], DType::F32, "b").unwrap();
+    assert_eq!(g.memory_stats().allocated, s.allocated, "a pooled buffer should be reused");
+    // Reuse off: released buffers are destroyed, every request allocates.
+    g.set_buffer_reuse(false);
+    let mut rng = Rng::new(1);
+    let x = rng.normals(4096, 1.0);
+    for i in 0..3 {
+        let xt = Tensor::from_f32(&g, &x, &[64, 64], DType::F32, "x").unwrap();
+        let mut rec = Recorder::new(&g);
+        let y = ops::unary(&mut rec, &xt, Unary::Gelu, 1.0, 0.0).unwrap();
+        rec.submit().unwrap();
+        let got = y.to_vec(&g).unwrap();
+        check(&format!("gelu with reuse off, round {i}"), &got, &x.iter().map(|&v| reference::gelu(v)).collect::<Vec<_>>(), 1e-6, 1e-5);
+    }
+    assert!(g.memory_stats().peak >= g.memory_stats().allocated);
+    drop(_b);
+    g.trim_pool();
+}
+
+#[test]
+fn recorder_submits_one_pass_and_replays_records() {
+    let g = gpu();
+    let x = Rng::new(2).normals(1000, 1.0);
+    let xt = upload(&x, &[1000], DType::F32, "x");
+    let mut rec = Recorder::new(g);
+    let a = ops::unary(&mut rec, &xt, Unary::Affine, 2.0, 1.0).unwrap();
+    let b = ops::unary(&mut rec, &a, Unary::Affine, 0.5, -0.5).unwrap();
+    assert_eq!(rec.len(), 2);
+    // Dispatches are plain data: a plan executor can capture and re-run them.
+    let captured: Vec<_> = rec.dispatches().to_vec();
+    assert_eq!(captured[0].kernel.key.shader, "elementwise.wgsl");
+    let d = rec.submit_timed().unwrap();
+    assert!(d.as_nanos() > 0);
+    check("two chained dispatches", &b.to_vec(g).unwrap(), &x, 1e-6, 1e-6);
+}
