@@ -14,21 +14,101 @@ struct Case {
 
 const CASES: &[Case] = &[
     // SD 1.5 self-attention at 64×64 latents: 4096 tokens, 8 heads × 40.
-    Case { name: "sd self 4096x4096 8x40", b: 1, n: 4096, m: 4096, heads: 8, d: 40, causal: false },
+    Case {
+        name: "sd self 4096x4096 8x40",
+        b: 1,
+        n: 4096,
+        m: 4096,
+        heads: 8,
+        d: 40,
+        causal: false,
+    },
     // Cross-attention to the 77-token context, batch 2 (guidance).
-    Case { name: "sd cross 4096x77 8x40 b2", b: 2, n: 4096, m: 77, heads: 8, d: 40, causal: false },
+    Case {
+        name: "sd cross 4096x77 8x40 b2",
+        b: 2,
+        n: 4096,
+        m: 77,
+        heads: 8,
+        d: 40,
+        causal: false,
+    },
     // SD 2.x head dim 64, SD 1.5 mid-block 8 × 160, 8 × 80 at 32×32.
-    Case { name: "sd2 self 1024 5x64", b: 1, n: 1024, m: 1024, heads: 5, d: 64, causal: false },
-    Case { name: "sd 8x80 1024x77", b: 2, n: 1024, m: 77, heads: 8, d: 80, causal: false },
-    Case { name: "sd mid 8x160 64x64", b: 1, n: 64, m: 64, heads: 8, d: 160, causal: false },
+    Case {
+        name: "sd2 self 1024 5x64",
+        b: 1,
+        n: 1024,
+        m: 1024,
+        heads: 5,
+        d: 64,
+        causal: false,
+    },
+    Case {
+        name: "sd 8x80 1024x77",
+        b: 2,
+        n: 1024,
+        m: 77,
+        heads: 8,
+        d: 80,
+        causal: false,
+    },
+    Case {
+        name: "sd mid 8x160 64x64",
+        b: 1,
+        n: 64,
+        m: 64,
+        heads: 8,
+        d: 160,
+        causal: false,
+    },
     // CLIP text encoder: causal, 77 tokens, 12 heads × 64.
-    Case { name: "clip causal 77 12x64 b2", b: 2, n: 77, m: 77, heads: 12, d: 64, causal: true },
+    Case {
+        name: "clip causal 77 12x64 b2",
+        b: 2,
+        n: 77,
+        m: 77,
+        heads: 12,
+        d: 64,
+        causal: true,
+    },
     // VAE mid-block: one head of 512 channels.
-    Case { name: "vae 1x512 256 tokens", b: 1, n: 256, m: 256, heads: 1, d: 512, causal: false },
+    Case {
+        name: "vae 1x512 256 tokens",
+        b: 1,
+        n: 256,
+        m: 256,
+        heads: 1,
+        d: 512,
+        causal: false,
+    },
     // Odd shapes.
-    Case { name: "odd 67x13 3x7", b: 2, n: 67, m: 13, heads: 3, d: 7, causal: false },
-    Case { name: "one query one key", b: 1, n: 1, m: 1, heads: 1, d: 1, causal: false },
-    Case { name: "causal 65 2x40", b: 1, n: 65, m: 65, heads: 2, d: 40, causal: true },
+    Case {
+        name: "odd 67x13 3x7",
+        b: 2,
+        n: 67,
+        m: 13,
+        heads: 3,
+        d: 7,
+        causal: false,
+    },
+    Case {
+        name: "one query one key",
+        b: 1,
+        n: 1,
+        m: 1,
+        heads: 1,
+        d: 1,
+        causal: false,
+    },
+    Case {
+        name: "causal 65 2x40",
+        b: 1,
+        n: 65,
+        m: 65,
+        heads: 2,
+        d: 40,
+        causal: true,
+    },
 ];
 
 #[test]
@@ -46,19 +126,46 @@ fn attention_matches_reference() {
             upload(&k, &[c.b, c.m, ch], DType::F32, "k"),
             upload(&v, &[c.b, c.m, ch], DType::F32, "v"),
         );
-        let opts = AttentionOptions { heads: c.heads, causal: c.causal, scale: None };
+        let opts = AttentionOptions {
+            heads: c.heads,
+            causal: c.causal,
+            scale: None,
+        };
         let mut rec = Recorder::new(gpu);
         let out = ops::attention(&mut rec, &qt, &kt, &vt, opts).unwrap();
         let got = run(rec, &out);
         // Long sequences: compare a spread of query rows (every 13th and the last), all heads.
-        let rows: Vec<usize> = if c.n > 1024 { (0..c.n).step_by(13).chain([c.n - 1]).collect() } else { (0..c.n).collect() };
+        let rows: Vec<usize> = if c.n > 1024 {
+            (0..c.n).step_by(13).chain([c.n - 1]).collect()
+        } else {
+            (0..c.n).collect()
+        };
         let scale = 1.0 / (c.d as f32).sqrt();
-        let want = reference::attention(&q, &k, &v, [c.b, c.n, c.m], c.heads, c.d, c.causal, scale, Some(&rows));
+        let want = reference::attention(
+            &q,
+            &k,
+            &v,
+            [c.b, c.n, c.m],
+            c.heads,
+            c.d,
+            c.causal,
+            scale,
+            Some(&rows),
+        );
         let got_rows: Vec<f32> = (0..c.b)
-            .flat_map(|bi| rows.iter().flat_map(move |&r| (0..ch).map(move |j| (bi * c.n + r) * ch + j)))
+            .flat_map(|bi| {
+                rows.iter()
+                    .flat_map(move |&r| (0..ch).map(move |j| (bi * c.n + r) * ch + j))
+            })
             .map(|i| got[i])
             .collect();
-        if let Err(e) = try_check(&format!("attention {}", c.name), &got_rows, &want, 1e-4, 1e-4) {
+        if let Err(e) = try_check(
+            &format!("attention {}", c.name),
+            &got_rows,
+            &want,
+            1e-4,
+            1e-4,
+        ) {
             failures.push(e);
         }
     }
@@ -72,15 +179,29 @@ fn fused_qkv_matches_separate_inputs() {
     let c = heads * d;
     let mut rng = Rng::new(5);
     let qkv = rng.normals(b * n * 3 * c, 1.0);
-    let split = |part: usize| -> Vec<f32> { qkv.chunks_exact(3 * c).flat_map(|r| r[part * c..(part + 1) * c].to_vec()).collect() };
+    let split = |part: usize| -> Vec<f32> {
+        qkv.chunks_exact(3 * c)
+            .flat_map(|r| r[part * c..(part + 1) * c].to_vec())
+            .collect()
+    };
     let (q, k, v) = (split(0), split(1), split(2));
     let t = upload(&qkv, &[b, n, 3 * c], DType::F32, "in_proj.out");
     let mut rec = Recorder::new(gpu);
-    let opts = AttentionOptions { heads, causal: true, scale: None };
+    let opts = AttentionOptions {
+        heads,
+        causal: true,
+        scale: None,
+    };
     let out = attention_qkv(&mut rec, &t, opts).unwrap();
     let got = run(rec, &out);
     let want = reference::attention(&q, &k, &v, [b, n, n], heads, d, true, 1.0 / 8.0, None);
-    check("attention_qkv sd2 clip 16x64 causal", &got, &want, 1e-4, 1e-4);
+    check(
+        "attention_qkv sd2 clip 16x64 causal",
+        &got,
+        &want,
+        1e-4,
+        1e-4,
+    );
 }
 
 #[test]
@@ -90,30 +211,98 @@ fn attention_rejects_bad_input() {
     let k = upload(&[0.0; 2 * 5 * 8], &[2, 5, 8], DType::F32, "attn1.k");
     let k6 = upload(&[0.0; 2 * 5 * 6], &[2, 5, 6], DType::F32, "attn2.k");
     let mut rec = Recorder::new(gpu);
-    let o = |heads, causal| AttentionOptions { heads, causal, scale: None };
-    assert!(ops::attention(&mut rec, &q, &k6, &k6, o(2, false)).unwrap_err().to_string().contains("attn2.k"));
-    assert!(ops::attention(&mut rec, &q, &k, &k, o(3, false)).unwrap_err().to_string().contains("3 heads"));
-    assert!(ops::attention(&mut rec, &q, &k, &k, o(2, true)).unwrap_err().to_string().contains("causal"));
+    let o = |heads, causal| AttentionOptions {
+        heads,
+        causal,
+        scale: None,
+    };
+    assert!(
+        ops::attention(&mut rec, &q, &k6, &k6, o(2, false))
+            .unwrap_err()
+            .to_string()
+            .contains("attn2.k")
+    );
+    assert!(
+        ops::attention(&mut rec, &q, &k, &k, o(3, false))
+            .unwrap_err()
+            .to_string()
+            .contains("3 heads")
+    );
+    assert!(
+        ops::attention(&mut rec, &q, &k, &k, o(2, true))
+            .unwrap_err()
+            .to_string()
+            .contains("causal")
+    );
     let wide = upload(&vec![0.0; 1026], &[1, 1, 1026], DType::F32, "wide");
-    assert!(ops::attention(&mut rec, &wide, &wide, &wide, o(1, false)).unwrap_err().to_string().contains("maximum 512"));
+    assert!(
+        ops::attention(&mut rec, &wide, &wide, &wide, o(1, false))
+            .unwrap_err()
+            .to_string()
+            .contains("maximum 512")
+    );
 }
 
 /// Key chunking (several dispatches carrying the softmax state) on any device: a device
 /// object with a tiny loop budget forces many chunks on small inputs.
 #[test]
 fn attention_key_chunks_match_reference() {
-    let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions { loop_iteration_limit: Some(3000), ..Default::default() })
-        .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
-    for (n, m, heads, d, causal) in [(100, 300, 2, 40, false), (77, 77, 4, 16, true), (5, 1000, 1, 8, false)] {
+    let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+        loop_iteration_limit: Some(3000),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    for (n, m, heads, d, causal) in [
+        (100, 300, 2, 40, false),
+        (77, 77, 4, 16, true),
+        (5, 1000, 1, 8, false),
+    ] {
         let c = heads * d;
         let mut rng = Rng::new(m as u64);
-        let (q, k, v) = (rng.normals(n * c, 1.0), rng.normals(m * c, 1.0), rng.normals(m * c, 1.0));
-        let up = |x: &[f32], s: &[usize]| sd_wgpu::Tensor::from_f32(&g, x, s, DType::F32, "qkv").unwrap();
+        let (q, k, v) = (
+            rng.normals(n * c, 1.0),
+            rng.normals(m * c, 1.0),
+            rng.normals(m * c, 1.0),
+        );
+        let up = |x: &[f32], s: &[usize]| {
+            sd_wgpu::Tensor::from_f32(&g, x, s, DType::F32, "qkv").unwrap()
+        };
         let mut rec = Recorder::new(&g);
-        let out = ops::attention(&mut rec, &up(&q, &[1, n, c]), &up(&k, &[1, m, c]), &up(&v, &[1, m, c]), AttentionOptions { heads, causal, scale: None }).unwrap();
-        assert!(rec.len() > 1, "expected several key chunks, got {} dispatch", rec.len());
+        let out = ops::attention(
+            &mut rec,
+            &up(&q, &[1, n, c]),
+            &up(&k, &[1, m, c]),
+            &up(&v, &[1, m, c]),
+            AttentionOptions {
+                heads,
+                causal,
+                scale: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            rec.len() > 1,
+            "expected several key chunks, got {} dispatch",
+            rec.len()
+        );
         rec.submit().unwrap();
-        let want = reference::attention(&q, &k, &v, [1, n, m], heads, d, causal, 1.0 / (d as f32).sqrt(), None);
-        check(&format!("attention chunked n={n} m={m} d={d} causal={causal}"), &out.to_vec(&g).unwrap(), &want, 1e-4, 1e-4);
+        let want = reference::attention(
+            &q,
+            &k,
+            &v,
+            [1, n, m],
+            heads,
+            d,
+            causal,
+            1.0 / (d as f32).sqrt(),
+            None,
+        );
+        check(
+            &format!("attention chunked n={n} m={m} d={d} causal={causal}"),
+            &out.to_vec(&g).unwrap(),
+            &want,
+            1e-4,
+            1e-4,
+        );
     }
 }

@@ -8,7 +8,11 @@ pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| match Gpu::new() {
         Ok(g) => {
-            eprintln!("kernels-tests on: {} ({:?})", g.adapter_info().name, g.adapter_info().backend);
+            eprintln!(
+                "kernels-tests on: {} ({:?})",
+                g.adapter_info().name,
+                g.adapter_info().backend
+            );
             g
         }
         Err(e) => panic!("GPU tests need a wgpu adapter: {e}"),
@@ -68,9 +72,19 @@ pub fn check(case: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) {
 
 /// [`check`] that returns the failure message instead of panicking, for tests that run
 /// every case before failing.
-pub fn try_check(case: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) -> Result<(), String> {
+pub fn try_check(
+    case: &str,
+    got: &[f32],
+    want: &[f32],
+    atol: f32,
+    rtol: f32,
+) -> Result<(), String> {
     if got.len() != want.len() || want.is_empty() {
-        return Err(format!("{case}: {} values back, {} expected", got.len(), want.len()));
+        return Err(format!(
+            "{case}: {} values back, {} expected",
+            got.len(),
+            want.len()
+        ));
     }
     let mut worst = (0usize, -1.0f32);
     let mut bad = 0usize;
@@ -78,7 +92,11 @@ pub fn try_check(case: &str, got: &[f32], want: &[f32], atol: f32, rtol: f32) ->
         let allowed = atol + rtol * w.abs();
         let err = (g - w).abs();
         // NaN fails: the ratio is NaN, which we map to infinity.
-        let ratio = if err.is_nan() { f32::INFINITY } else { err / allowed };
+        let ratio = if err.is_nan() {
+            f32::INFINITY
+        } else {
+            err / allowed
+        };
         if ratio > 1.0 {
             bad += 1;
         }

@@ -16,27 +16,121 @@ struct Case {
 
 const CASES: &[Case] = &[
     // SD 1.5: resnet conv 3×3 320→320 at 64×64 latents, batch 2 (guidance).
-    Case { name: "sd resnet 3x3 320->320 64x64 b2", x: [2, 64, 64, 320], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F32 },
+    Case {
+        name: "sd resnet 3x3 320->320 64x64 b2",
+        x: [2, 64, 64, 320],
+        k: 3,
+        cout: 320,
+        stride: 1,
+        pad: [1; 4],
+        bias: true,
+        res: false,
+        w: DType::F32,
+    },
     // conv_in 4→320 (f16 weights), downsample 3×3 stride 2, 1×1 shortcut with fused residual.
-    Case { name: "sd conv_in 3x3 4->320 f16", x: [2, 32, 32, 4], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16 },
-    Case { name: "sd downsample 3x3 s2 640", x: [1, 16, 16, 640], k: 3, cout: 640, stride: 2, pad: [1; 4], bias: true, res: false, w: DType::F16 },
-    Case { name: "sd shortcut 1x1 640->320 +res", x: [2, 16, 16, 640], k: 1, cout: 320, stride: 1, pad: [0; 4], bias: true, res: true, w: DType::F32 },
+    Case {
+        name: "sd conv_in 3x3 4->320 f16",
+        x: [2, 32, 32, 4],
+        k: 3,
+        cout: 320,
+        stride: 1,
+        pad: [1; 4],
+        bias: true,
+        res: false,
+        w: DType::F16,
+    },
+    Case {
+        name: "sd downsample 3x3 s2 640",
+        x: [1, 16, 16, 640],
+        k: 3,
+        cout: 640,
+        stride: 2,
+        pad: [1; 4],
+        bias: true,
+        res: false,
+        w: DType::F16,
+    },
+    Case {
+        name: "sd shortcut 1x1 640->320 +res",
+        x: [2, 16, 16, 640],
+        k: 1,
+        cout: 320,
+        stride: 1,
+        pad: [0; 4],
+        bias: true,
+        res: true,
+        w: DType::F32,
+    },
     // VAE encoder downsample: pad (0, 1, 0, 1) then 3×3 stride 2.
-    Case { name: "vae asym pad s2", x: [1, 9, 11, 6], k: 3, cout: 5, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false, w: DType::F32 },
+    Case {
+        name: "vae asym pad s2",
+        x: [1, 9, 11, 6],
+        k: 3,
+        cout: 5,
+        stride: 2,
+        pad: [0, 1, 0, 1],
+        bias: true,
+        res: false,
+        w: DType::F32,
+    },
     // The longest reduction in SD 1.5: up-block conv over 1280 + 1280 concatenated channels
     // (K = 23040); the narrow cout keeps the test quick, the per-thread loop is the same.
-    Case { name: "sd up 3x3 2560->64 K=23040", x: [1, 8, 8, 2560], k: 3, cout: 64, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16 },
+    Case {
+        name: "sd up 3x3 2560->64 K=23040",
+        x: [1, 8, 8, 2560],
+        k: 3,
+        cout: 64,
+        stride: 1,
+        pad: [1; 4],
+        bias: true,
+        res: false,
+        w: DType::F16,
+    },
     // Odd shapes.
-    Case { name: "odd 5x7 3->5 +res f16", x: [3, 5, 7, 3], k: 3, cout: 5, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F16 },
-    Case { name: "1x1 image 1 channel", x: [1, 1, 1, 1], k: 1, cout: 1, stride: 1, pad: [0; 4], bias: false, res: false, w: DType::F32 },
-    Case { name: "3x3 no pad 67 ch", x: [1, 6, 5, 67], k: 3, cout: 65, stride: 1, pad: [0; 4], bias: false, res: true, w: DType::F32 },
+    Case {
+        name: "odd 5x7 3->5 +res f16",
+        x: [3, 5, 7, 3],
+        k: 3,
+        cout: 5,
+        stride: 1,
+        pad: [1; 4],
+        bias: true,
+        res: true,
+        w: DType::F16,
+    },
+    Case {
+        name: "1x1 image 1 channel",
+        x: [1, 1, 1, 1],
+        k: 1,
+        cout: 1,
+        stride: 1,
+        pad: [0; 4],
+        bias: false,
+        res: false,
+        w: DType::F32,
+    },
+    Case {
+        name: "3x3 no pad 67 ch",
+        x: [1, 6, 5, 67],
+        k: 3,
+        cout: 65,
+        stride: 1,
+        pad: [0; 4],
+        bias: false,
+        res: true,
+        w: DType::F32,
+    },
 ];
 
 #[test]
 fn conv2d_matches_reference() {
     let gpu = gpu();
     for (ci, c) in CASES.iter().enumerate() {
-        let seeds: &[u64] = if c.x[1] * c.x[2] * c.x[3] > 100_000 { &[1] } else { &[1, 2, 3] };
+        let seeds: &[u64] = if c.x[1] * c.x[2] * c.x[3] > 100_000 {
+            &[1]
+        } else {
+            &[1, 2, 3]
+        };
         for &seed in seeds {
             let mut rng = Rng::new(seed * 1000 + ci as u64);
             let [n, h, w, cin] = c.x;
@@ -49,20 +143,49 @@ fn conv2d_matches_reference() {
                 wt = round_f16(&wt);
                 bias = round_f16(&bias);
             }
-            let opts = Conv2dOptions { stride: c.stride, padding: c.pad };
+            let opts = Conv2dOptions {
+                stride: c.stride,
+                padding: c.pad,
+            };
             let [pt, pb, pl, pr] = c.pad;
-            let (ho, wo) = ((h + pt + pb - c.k) / c.stride + 1, (w + pl + pr - c.k) / c.stride + 1);
+            let (ho, wo) = (
+                (h + pt + pb - c.k) / c.stride + 1,
+                (w + pl + pr - c.k) / c.stride + 1,
+            );
             let res = rng.normals(n * ho * wo * c.cout, 1.0);
             let xt = upload(&x, &c.x, DType::F32, "x");
             let wtt = upload(&wt, &[c.k, c.k, cin, c.cout], c.w, "conv.weight");
             let bt = upload(&bias, &[c.cout], c.w, "conv.bias");
             let rt = upload(&res, &[n, ho, wo, c.cout], DType::F32, "residual");
             let mut rec = Recorder::new(gpu);
-            let out = ops::conv2d(&mut rec, &xt, &wtt, c.bias.then_some(&bt), c.res.then_some(&rt), opts).unwrap();
+            let out = ops::conv2d(
+                &mut rec,
+                &xt,
+                &wtt,
+                c.bias.then_some(&bt),
+                c.res.then_some(&rt),
+                opts,
+            )
+            .unwrap();
             let got = run(rec, &out);
-            let (want, shape) = reference::conv2d(&x, c.x, &wt, [c.k, c.k, c.cout], c.bias.then_some(&bias[..]), c.res.then_some(&res[..]), c.stride, c.pad);
+            let (want, shape) = reference::conv2d(
+                &x,
+                c.x,
+                &wt,
+                [c.k, c.k, c.cout],
+                c.bias.then_some(&bias[..]),
+                c.res.then_some(&res[..]),
+                c.stride,
+                c.pad,
+            );
             assert_eq!(out.shape(), shape, "{}", c.name);
-            check(&format!("conv2d {} seed {seed}", c.name), &got, &want, 2e-5 * (fan_in as f32).sqrt(), 1e-4);
+            check(
+                &format!("conv2d {} seed {seed}", c.name),
+                &got,
+                &want,
+                2e-5 * (fan_in as f32).sqrt(),
+                1e-4,
+            );
         }
     }
 }
@@ -71,11 +194,23 @@ fn conv2d_matches_reference() {
 fn conv2d_rejects_bad_input() {
     let gpu = gpu();
     let x = upload(&[0.0; 2 * 4 * 4 * 3], &[2, 4, 4, 3], DType::F32, "latents");
-    let w = upload(&[0.0; 9 * 4 * 8], &[3, 3, 4, 8], DType::F32, "conv_in.weight");
+    let w = upload(
+        &[0.0; 9 * 4 * 8],
+        &[3, 3, 4, 8],
+        DType::F32,
+        "conv_in.weight",
+    );
     let mut rec = Recorder::new(gpu);
-    let e = ops::conv2d(&mut rec, &x, &w, None, None, Conv2dOptions::new(1, 1)).unwrap_err().to_string();
-    assert!(e.contains("conv_in.weight") && e.contains("3 channels"), "{e}");
+    let e = ops::conv2d(&mut rec, &x, &w, None, None, Conv2dOptions::new(1, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("conv_in.weight") && e.contains("3 channels"),
+        "{e}"
+    );
     let w5 = upload(&[0.0; 25 * 3], &[5, 5, 3, 1], DType::F32, "big.weight");
-    let e = ops::conv2d(&mut rec, &x, &w5, None, None, Conv2dOptions::new(1, 0)).unwrap_err().to_string();
+    let e = ops::conv2d(&mut rec, &x, &w5, None, None, Conv2dOptions::new(1, 0))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("does not fit"), "{e}");
 }

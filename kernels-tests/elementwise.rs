@@ -6,7 +6,8 @@ use sd_wgpu::{DType, Recorder, ops, reference};
 fn unary_activations_match_reference() {
     let gpu = gpu();
     let shapes: &[&[usize]] = &[&[2, 64, 64, 320], &[7], &[1]];
-    let cases: &[(Unary, f32, f32, fn(f32) -> f32)] = &[
+    type Case = (Unary, f32, f32, fn(f32) -> f32);
+    let cases: &[Case] = &[
         (Unary::Affine, 0.18215, -0.5, |x| x),
         (Unary::Silu, 1.0, 0.0, reference::silu),
         (Unary::Gelu, 1.0, 0.0, reference::gelu),
@@ -52,18 +53,43 @@ fn binary_broadcasts_match_reference() {
                 i % nz
             }
         };
-        let (xt, zt) = (upload(&x, xs, DType::F32, "x"), upload(&z, zs, DType::F32, "z"));
+        let (xt, zt) = (
+            upload(&x, xs, DType::F32, "x"),
+            upload(&z, zs, DType::F32, "z"),
+        );
         for op in [Binary::Add, Binary::Mul] {
             let mut rec = Recorder::new(gpu);
             let y = ops::binary(&mut rec, &xt, &zt, op).unwrap();
             let got = run(rec, &y);
-            let want: Vec<f32> = (0..n).map(|i| if op == Binary::Add { x[i] + z[zi(i)] } else { x[i] * z[zi(i)] }).collect();
-            check(&format!("binary {op:?} {xs:?} ∘ {zs:?}"), &got, &want, 0.0, 1e-7);
+            let want: Vec<f32> = (0..n)
+                .map(|i| {
+                    if op == Binary::Add {
+                        x[i] + z[zi(i)]
+                    } else {
+                        x[i] * z[zi(i)]
+                    }
+                })
+                .collect();
+            check(
+                &format!("binary {op:?} {xs:?} ∘ {zs:?}"),
+                &got,
+                &want,
+                0.0,
+                1e-7,
+            );
         }
     }
     let mut rec = Recorder::new(gpu);
-    let (a, b) = (upload(&[0.0; 6], &[2, 3], DType::F32, "a"), upload(&[0.0; 2], &[2], DType::F32, "temb"));
-    assert!(ops::add(&mut rec, &a, &b).unwrap_err().to_string().contains("temb"));
+    let (a, b) = (
+        upload(&[0.0; 6], &[2, 3], DType::F32, "a"),
+        upload(&[0.0; 2], &[2], DType::F32, "temb"),
+    );
+    assert!(
+        ops::add(&mut rec, &a, &b)
+            .unwrap_err()
+            .to_string()
+            .contains("temb")
+    );
 }
 
 #[test]
@@ -73,22 +99,49 @@ fn geglu_upsample_concat_match_reference() {
     for (rows, f) in [(2 * 1024, 1280), (3, 5), (1, 1)] {
         let x = rng.normals(rows * 2 * f, 2.0);
         let mut rec = Recorder::new(gpu);
-        let y = ops::geglu(&mut rec, &upload(&x, &[rows, 2 * f], DType::F32, "ff.proj.out")).unwrap();
+        let y = ops::geglu(
+            &mut rec,
+            &upload(&x, &[rows, 2 * f], DType::F32, "ff.proj.out"),
+        )
+        .unwrap();
         assert_eq!(y.shape(), [rows, f]);
-        check(&format!("geglu {rows}x{f}"), &run(rec, &y), &reference::geglu(&x, f), 1e-6, 1e-5);
+        check(
+            &format!("geglu {rows}x{f}"),
+            &run(rec, &y),
+            &reference::geglu(&x, f),
+            1e-6,
+            1e-5,
+        );
     }
     for s in [[2, 32, 32, 640], [1, 3, 5, 7], [1, 1, 1, 1]] {
         let x = rng.normals(s.iter().product(), 1.0);
         let mut rec = Recorder::new(gpu);
         let y = ops::upsample_nearest2x(&mut rec, &upload(&x, &s, DType::F32, "x")).unwrap();
         assert_eq!(y.shape(), [s[0], 2 * s[1], 2 * s[2], s[3]]);
-        check(&format!("upsample {s:?}"), &run(rec, &y), &reference::upsample_nearest2x(&x, s), 0.0, 0.0);
+        check(
+            &format!("upsample {s:?}"),
+            &run(rec, &y),
+            &reference::upsample_nearest2x(&x, s),
+            0.0,
+            0.0,
+        );
     }
     for (rows, ca, cb) in [(2 * 32 * 32, 1280, 640), (5, 3, 1), (1, 1, 1)] {
         let (a, b) = (rng.normals(rows * ca, 1.0), rng.normals(rows * cb, 1.0));
         let mut rec = Recorder::new(gpu);
-        let y = ops::concat_channels(&mut rec, &upload(&a, &[rows, ca], DType::F32, "a"), &upload(&b, &[rows, cb], DType::F32, "skip")).unwrap();
-        check(&format!("concat {rows}x({ca}+{cb})"), &run(rec, &y), &reference::concat_channels(&a, &b, ca, cb), 0.0, 0.0);
+        let y = ops::concat_channels(
+            &mut rec,
+            &upload(&a, &[rows, ca], DType::F32, "a"),
+            &upload(&b, &[rows, cb], DType::F32, "skip"),
+        )
+        .unwrap();
+        check(
+            &format!("concat {rows}x({ca}+{cb})"),
+            &run(rec, &y),
+            &reference::concat_channels(&a, &b, ca, cb),
+            0.0,
+            0.0,
+        );
     }
 }
 
@@ -97,13 +150,33 @@ fn timestep_embedding_matches_diffusers_formula() {
     let gpu = gpu();
     // SD U-Net: dim 320, flip_sin_to_cos = true, freq_shift = 0; timesteps across the range.
     let t = [999.0f32, 981.0, 500.0, 1.0, 0.0];
-    for (dim, flip, shift) in [(320, true, 0.0), (1280, false, 1.0), (7, false, 1.0), (2, true, 0.0)] {
+    for (dim, flip, shift) in [
+        (320, true, 0.0),
+        (1280, false, 1.0),
+        (7, false, 1.0),
+        (2, true, 0.0),
+    ] {
         let mut rec = Recorder::new(gpu);
-        let y = ops::timestep_embedding(&mut rec, &upload(&t, &[t.len()], DType::F32, "t"), dim, flip, shift, 1.0, 10000.0).unwrap();
+        let y = ops::timestep_embedding(
+            &mut rec,
+            &upload(&t, &[t.len()], DType::F32, "t"),
+            dim,
+            flip,
+            shift,
+            1.0,
+            10000.0,
+        )
+        .unwrap();
         let got = run(rec, &y);
         let want = reference::timestep_embedding(&t, dim, flip, shift, 1.0, 10000.0);
         // Arguments up to 999 rad: f32 exp may differ from torch's by an ulp, which moves
         // the argument by ~1e-4 rad at t = 999.
-        check(&format!("timestep_embedding dim {dim} flip {flip}"), &got, &want, 3e-4, 0.0);
+        check(
+            &format!("timestep_embedding dim {dim} flip {flip}"),
+            &got,
+            &want,
+            3e-4,
+            0.0,
+        );
     }
 }

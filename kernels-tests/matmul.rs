@@ -12,24 +12,106 @@ struct Case {
     w: DType,
 }
 
-const fn case(name: &'static str, batch: usize, m: usize, n: usize, k: usize, b_batched: bool, bias: bool, w: DType) -> Case {
-    Case { name, batch, m, n, k, b_batched, bias, w }
+#[allow(clippy::too_many_arguments)]
+const fn case(
+    name: &'static str,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    b_batched: bool,
+    bias: bool,
+    w: DType,
+) -> Case {
+    Case {
+        name,
+        batch,
+        m,
+        n,
+        k,
+        b_batched,
+        bias,
+        w,
+    }
 }
 
 const CASES: &[Case] = &[
     // SD 1.5 shapes: attention projection at 64×64 latents (batch 2 for guidance), cross-attn
     // key/value projection of the 77-token context, feed-forward at 32×32 with f16 weights.
-    case("sd to_q 2x4096x320·320x320", 2, 4096, 320, 320, false, false, DType::F32),
-    case("sd to_k 2x77x768·768x320", 2, 77, 320, 768, false, false, DType::F32),
-    case("sd ff f16 2x1024x640·640x1280+b", 2, 1024, 1280, 640, false, true, DType::F16),
-    case("sd time_emb 2x320·320x1280+b f16", 1, 2, 1280, 320, false, true, DType::F16),
+    case(
+        "sd to_q 2x4096x320·320x320",
+        2,
+        4096,
+        320,
+        320,
+        false,
+        false,
+        DType::F32,
+    ),
+    case(
+        "sd to_k 2x77x768·768x320",
+        2,
+        77,
+        320,
+        768,
+        false,
+        false,
+        DType::F32,
+    ),
+    case(
+        "sd ff f16 2x1024x640·640x1280+b",
+        2,
+        1024,
+        1280,
+        640,
+        false,
+        true,
+        DType::F16,
+    ),
+    case(
+        "sd time_emb 2x320·320x1280+b f16",
+        1,
+        2,
+        1280,
+        320,
+        false,
+        true,
+        DType::F16,
+    ),
     // Odd shapes: nothing a multiple of the 64-wide tile, 1-element edges, batched B.
-    case("odd 3x37x53·53x29 batched+b", 3, 37, 29, 53, true, true, DType::F32),
-    case("odd batched f16 odd k·n", 2, 5, 7, 3, true, true, DType::F16),
+    case(
+        "odd 3x37x53·53x29 batched+b",
+        3,
+        37,
+        29,
+        53,
+        true,
+        true,
+        DType::F32,
+    ),
+    case(
+        "odd batched f16 odd k·n",
+        2,
+        5,
+        7,
+        3,
+        true,
+        true,
+        DType::F16,
+    ),
     case("1x1x1", 1, 1, 1, 1, false, true, DType::F32),
     case("column 65x1·1x67", 1, 65, 67, 1, false, false, DType::F32),
     case("dot 1x1000·1000x1", 1, 1, 1, 1000, false, false, DType::F32),
-    case("tile edge 64x64·64x64 +1", 1, 65, 65, 65, false, true, DType::F16),
+    case(
+        "tile edge 64x64·64x64 +1",
+        1,
+        65,
+        65,
+        65,
+        false,
+        true,
+        DType::F16,
+    ),
 ];
 
 #[test]
@@ -47,15 +129,34 @@ fn matmul_matches_reference() {
                 bias = round_f16(&bias);
             }
             let at = upload(&a, &[c.batch, c.m, c.k], DType::F32, "a");
-            let b_shape: Vec<usize> = if c.b_batched { vec![c.batch, c.k, c.n] } else { vec![c.k, c.n] };
+            let b_shape: Vec<usize> = if c.b_batched {
+                vec![c.batch, c.k, c.n]
+            } else {
+                vec![c.k, c.n]
+            };
             let bt = upload(&b, &b_shape, c.w, "b");
             let biast = upload(&bias, &[c.n], c.w, "bias");
             let mut rec = Recorder::new(gpu);
             let out = ops::matmul(&mut rec, &at, &bt, c.bias.then_some(&biast)).unwrap();
             assert_eq!(out.shape(), [c.batch, c.m, c.n]);
             let got = run(rec, &out);
-            let want = reference::matmul(&a, &b, c.bias.then_some(&bias[..]), c.batch, c.m, c.n, c.k, c.b_batched);
-            check(&format!("matmul {} seed {seed}", c.name), &got, &want, 2e-5 * (c.k as f32).sqrt(), 1e-4);
+            let want = reference::matmul(
+                &a,
+                &b,
+                c.bias.then_some(&bias[..]),
+                c.batch,
+                c.m,
+                c.n,
+                c.k,
+                c.b_batched,
+            );
+            check(
+                &format!("matmul {} seed {seed}", c.name),
+                &got,
+                &want,
+                2e-5 * (c.k as f32).sqrt(),
+                1e-4,
+            );
         }
     }
 }
@@ -70,10 +171,14 @@ fn linear_rejects_bad_shapes_with_named_tensors() {
     assert!(e.contains("proj.weight") && e.contains("inner dims"), "{e}");
     let w3 = upload(&[0.0; 12], &[3, 4], DType::F32, "w");
     let bad_bias = upload(&[0.0; 3], &[3], DType::F32, "proj.bias");
-    let e = ops::linear(&mut rec, &x, &w3, Some(&bad_bias)).unwrap_err().to_string();
+    let e = ops::linear(&mut rec, &x, &w3, Some(&bad_bias))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("proj.bias"), "{e}");
     let xf16 = upload(&[0.0; 6], &[2, 3], DType::F16, "x16");
-    let e = ops::linear(&mut rec, &xf16, &w3, None).unwrap_err().to_string();
+    let e = ops::linear(&mut rec, &xf16, &w3, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("dtype"), "{e}");
     assert!(rec.is_empty(), "failed ops must record nothing");
 }

@@ -8,25 +8,44 @@ fn group_norm_matches_reference() {
     let cases: &[(&str, [usize; 3], usize, bool, f32)] = &[
         ("sd 2x64x64x320 g32 silu", [2, 4096, 320], 32, true, 0.0),
         ("sd 1x16x16x1280 g32", [1, 256, 1280], 32, false, 0.0),
-        ("large mean 1e3 (two-pass)", [1, 1024, 64], 32, false, 1000.0),
+        (
+            "large mean 1e3 (two-pass)",
+            [1, 1024, 64],
+            32,
+            false,
+            1000.0,
+        ),
         ("odd 3x5x6 g3 silu", [3, 5, 6], 3, true, 0.5),
         ("single pixel, 1 group", [2, 1, 7], 1, false, 0.0),
     ];
     for (ci, &(name, [n, hw, c], groups, silu, offset)) in cases.iter().enumerate() {
         for seed in [1u64, 2] {
             let mut rng = Rng::new(seed * 7 + ci as u64);
-            let x: Vec<f32> = rng.normals(n * hw * c, 1.0).iter().map(|v| v + offset).collect();
+            let x: Vec<f32> = rng
+                .normals(n * hw * c, 1.0)
+                .iter()
+                .map(|v| v + offset)
+                .collect();
             let gamma = rng.normals(c, 1.0);
             let beta = rng.normals(c, 1.0);
             let xt = upload(&x, &[n, hw, c], DType::F32, "x");
-            let (gt, bt) = (upload(&gamma, &[c], DType::F32, "norm.weight"), upload(&beta, &[c], DType::F32, "norm.bias"));
+            let (gt, bt) = (
+                upload(&gamma, &[c], DType::F32, "norm.weight"),
+                upload(&beta, &[c], DType::F32, "norm.bias"),
+            );
             let mut rec = Recorder::new(gpu);
             let y = ops::group_norm(&mut rec, &xt, groups, &gt, &bt, 1e-5, silu).unwrap();
             let got = run(rec, &y);
             let want = reference::group_norm(&x, n, hw, c, groups, &gamma, &beta, 1e-5, silu);
             // |x - mean| reaches ~5σ; the large-mean case loses ~1e-4 of mean in f32 inputs.
             let atol = if offset > 100.0 { 2e-3 } else { 1e-4 };
-            check(&format!("group_norm {name} seed {seed}"), &got, &want, atol, 1e-4);
+            check(
+                &format!("group_norm {name} seed {seed}"),
+                &got,
+                &want,
+                atol,
+                1e-4,
+            );
         }
     }
 }
@@ -47,11 +66,20 @@ fn layer_norm_matches_reference() {
         let gamma = rng.normals(c, 1.0);
         let beta = rng.normals(c, 1.0);
         let xt = upload(&x, &[rows, c], DType::F32, "x");
-        let (gt, bt) = (upload(&gamma, &[c], DType::F32, "ln.weight"), upload(&beta, &[c], DType::F32, "ln.bias"));
+        let (gt, bt) = (
+            upload(&gamma, &[c], DType::F32, "ln.weight"),
+            upload(&beta, &[c], DType::F32, "ln.bias"),
+        );
         let mut rec = Recorder::new(gpu);
         let y = ops::layer_norm(&mut rec, &xt, &gt, &bt, 1e-5).unwrap();
         let got = run(rec, &y);
-        check(&format!("layer_norm {name}"), &got, &reference::layer_norm(&x, c, &gamma, &beta, 1e-5), 1e-4, 1e-4);
+        check(
+            &format!("layer_norm {name}"),
+            &got,
+            &reference::layer_norm(&x, c, &gamma, &beta, 1e-5),
+            1e-4,
+            1e-4,
+        );
     }
 }
 
@@ -62,10 +90,16 @@ fn norms_reject_bad_input() {
     let g = upload(&[1.0; 6], &[6], DType::F32, "norm1.weight");
     let b5 = upload(&[0.0; 5], &[5], DType::F32, "norm1.bias");
     let mut rec = Recorder::new(gpu);
-    let e = ops::group_norm(&mut rec, &x, 4, &g, &g, 1e-5, false).unwrap_err().to_string();
+    let e = ops::group_norm(&mut rec, &x, 4, &g, &g, 1e-5, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("4 groups"), "{e}");
-    let e = ops::group_norm(&mut rec, &x, 3, &g, &b5, 1e-5, false).unwrap_err().to_string();
+    let e = ops::group_norm(&mut rec, &x, 3, &g, &b5, 1e-5, false)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("norm1.bias"), "{e}");
-    let e = ops::layer_norm(&mut rec, &x, &g, &b5, 1e-5).unwrap_err().to_string();
+    let e = ops::layer_norm(&mut rec, &x, &g, &b5, 1e-5)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("norm1.bias"), "{e}");
 }

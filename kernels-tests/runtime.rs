@@ -31,8 +31,18 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
     let xt = Tensor::from_f32(&g, &x, &[100, 1000], DType::F32, "x").unwrap();
     let mut rec = Recorder::new(&g);
     let y = ops::unary(&mut rec, &xt, Unary::Silu, 1.0, 0.0).unwrap();
-    assert!(rec.len() >= 7, "expected the op to split, got {} dispatches", rec.len());
-    check("split silu", &read(rec, &y), &x.iter().map(|&v| reference::silu(v)).collect::<Vec<_>>(), 1e-6, 1e-5);
+    assert!(
+        rec.len() >= 7,
+        "expected the op to split, got {} dispatches",
+        rec.len()
+    );
+    check(
+        "split silu",
+        &read(rec, &y),
+        &x.iter().map(|&v| reference::silu(v)).collect::<Vec<_>>(),
+        1e-6,
+        1e-5,
+    );
 
     // matmul with 300 rows of 100 (120 KB) split by rows; B fits.
     let (m, k, n) = (300, 100, 60);
@@ -43,7 +53,13 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
     let mut rec = Recorder::new(&g);
     let c = ops::matmul(&mut rec, &at, &bt, None).unwrap();
     assert!(rec.len() >= 2);
-    check("split matmul", &read(rec, &c), &reference::matmul(&a, &b, None, 1, m, n, k, false), 1e-4, 1e-4);
+    check(
+        "split matmul",
+        &read(rec, &c),
+        &reference::matmul(&a, &b, None, 1, m, n, k, false),
+        1e-4,
+        1e-4,
+    );
 
     // Broadcast add per (batch, channel) over 4 images of 8 KB... of 64 KB each.
     let xs = [4, 64, 64, 4];
@@ -53,7 +69,11 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
     let zt = Tensor::from_f32(&g, &zv, &[4, 4], DType::F32, "temb").unwrap();
     let mut rec = Recorder::new(&g);
     let y = ops::add(&mut rec, &xt, &zt).unwrap();
-    let want: Vec<f32> = xv.iter().enumerate().map(|(i, v)| v + zv[(i / 16384) * 4 + i % 4]).collect();
+    let want: Vec<f32> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + zv[(i / 16384) * 4 + i % 4])
+        .collect();
     check("split broadcast add", &read(rec, &y), &want, 0.0, 1e-7);
 
     // conv over 3 images of 24 KB each plus group norm split per image.
@@ -72,7 +92,9 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
     let w1 = Tensor::zeros(&g, &[1, 1, 4, 4], DType::F32, "w").unwrap();
     let mut rec = Recorder::new(&g);
     match ops::conv2d(&mut rec, &big, &w1, None, None, Conv2dOptions::new(1, 0)) {
-        Err(Error::Limit { limit_name, tensor, .. }) => {
+        Err(Error::Limit {
+            limit_name, tensor, ..
+        }) => {
             assert_eq!(limit_name, "max_storage_buffer_binding_size");
             assert!(tensor.contains("vae.decoder.h"), "{tensor}");
         }
@@ -82,7 +104,8 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
 
 #[test]
 fn buffer_reuse_switch_and_memory_accounting() {
-    let g = Gpu::with_options(&GpuOptions::default()).unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let g = Gpu::with_options(&GpuOptions::default())
+        .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
     let before = g.memory_stats();
     assert_eq!(before.allocated, 0);
     {
@@ -94,7 +117,11 @@ fn buffer_reuse_switch_and_memory_accounting() {
     let s = g.memory_stats();
     assert_eq!(s.in_use, 0);
     let _b = Tensor::zeros(&g, &[1000], DType::F32, "b").unwrap();
-    assert_eq!(g.memory_stats().allocated, s.allocated, "a pooled buffer should be reused");
+    assert_eq!(
+        g.memory_stats().allocated,
+        s.allocated,
+        "a pooled buffer should be reused"
+    );
     // Reuse off: released buffers are destroyed, every request allocates.
     g.set_buffer_reuse(false);
     let mut rng = Rng::new(1);
@@ -105,7 +132,13 @@ fn buffer_reuse_switch_and_memory_accounting() {
         let y = ops::unary(&mut rec, &xt, Unary::Gelu, 1.0, 0.0).unwrap();
         rec.submit().unwrap();
         let got = y.to_vec(&g).unwrap();
-        check(&format!("gelu with reuse off, round {i}"), &got, &x.iter().map(|&v| reference::gelu(v)).collect::<Vec<_>>(), 1e-6, 1e-5);
+        check(
+            &format!("gelu with reuse off, round {i}"),
+            &got,
+            &x.iter().map(|&v| reference::gelu(v)).collect::<Vec<_>>(),
+            1e-6,
+            1e-5,
+        );
     }
     assert!(g.memory_stats().peak >= g.memory_stats().allocated);
     drop(_b);
@@ -126,5 +159,11 @@ fn recorder_submits_one_pass_and_replays_records() {
     assert_eq!(captured[0].kernel.key.shader, "elementwise.wgsl");
     let d = rec.submit_timed().unwrap();
     assert!(d.as_nanos() > 0);
-    check("two chained dispatches", &b.to_vec(g).unwrap(), &x, 1e-6, 1e-6);
+    check(
+        "two chained dispatches",
+        &b.to_vec(g).unwrap(),
+        &x,
+        1e-6,
+        1e-6,
+    );
 }

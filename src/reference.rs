@@ -5,11 +5,24 @@
 /// `torch.matmul(a, b) + bias`: `a` `[batch, m, k]`, `b` `[batch_b, k, n]` with `batch_b` 1
 /// (broadcast) or `batch`.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(a: &[f32], b: &[f32], bias: Option<&[f32]>, batch: usize, m: usize, n: usize, k: usize, b_batched: bool) -> Vec<f32> {
+pub fn matmul(
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    b_batched: bool,
+) -> Vec<f32> {
     let mut c = vec![0.0f32; batch * m * n];
     let mut row = vec![0.0f64; n];
     for bi in 0..batch {
-        let bb = if b_batched { &b[bi * k * n..(bi + 1) * k * n] } else { &b[..k * n] };
+        let bb = if b_batched {
+            &b[bi * k * n..(bi + 1) * k * n]
+        } else {
+            &b[..k * n]
+        };
         for i in 0..m {
             row.iter_mut().for_each(|r| *r = 0.0);
             let ar = &a[(bi * m + i) * k..(bi * m + i + 1) * k];
@@ -85,7 +98,17 @@ pub fn conv2d(
 /// `torch.nn.functional.group_norm(x, groups, gamma, beta, eps)` (then `silu`) on
 /// channels-last `x` `[n, hw, c]`.
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm(x: &[f32], n: usize, hw: usize, c: usize, groups: usize, gamma: &[f32], beta: &[f32], eps: f32, silu: bool) -> Vec<f32> {
+pub fn group_norm(
+    x: &[f32],
+    n: usize,
+    hw: usize,
+    c: usize,
+    groups: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    silu: bool,
+) -> Vec<f32> {
     let cg = c / groups;
     let mut y = vec![0.0f32; x.len()];
     for b in 0..n {
@@ -110,7 +133,8 @@ pub fn group_norm(x: &[f32], n: usize, hw: usize, c: usize, groups: usize, gamma
             for p in 0..hw {
                 for cc in 0..cg {
                     let ch = g * cg + cc;
-                    let mut o = (f64::from(x[idx(p, cc)]) - mean) * inv * f64::from(gamma[ch]) + f64::from(beta[ch]);
+                    let mut o = (f64::from(x[idx(p, cc)]) - mean) * inv * f64::from(gamma[ch])
+                        + f64::from(beta[ch]);
                     if silu {
                         o = o / (1.0 + (-o).exp());
                     }
@@ -127,10 +151,15 @@ pub fn layer_norm(x: &[f32], c: usize, gamma: &[f32], beta: &[f32], eps: f32) ->
     let mut y = vec![0.0f32; x.len()];
     for (xr, yr) in x.chunks_exact(c).zip(y.chunks_exact_mut(c)) {
         let mean = xr.iter().map(|&v| f64::from(v)).sum::<f64>() / c as f64;
-        let var = xr.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / c as f64;
+        let var = xr
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / c as f64;
         let inv = 1.0 / (var + f64::from(eps)).sqrt();
         for i in 0..c {
-            yr[i] = ((f64::from(xr[i]) - mean) * inv * f64::from(gamma[i]) + f64::from(beta[i])) as f32;
+            yr[i] =
+                ((f64::from(xr[i]) - mean) * inv * f64::from(gamma[i]) + f64::from(beta[i])) as f32;
         }
     }
     y
@@ -167,7 +196,11 @@ pub fn attention(
                         continue;
                     }
                     let kr = &k[(bi * m + j) * c + h * d..][..d];
-                    let dot: f64 = qr.iter().zip(kr).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum();
+                    let dot: f64 = qr
+                        .iter()
+                        .zip(kr)
+                        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                        .sum();
                     s[j] = dot * f64::from(scale);
                     mx = mx.max(s[j]);
                 }
@@ -271,13 +304,23 @@ pub fn upsample_nearest2x(x: &[f32], [n, h, w, c]: [usize; 4]) -> Vec<f32> {
 
 /// `torch.cat([a, b], dim=-1)` for rows of `ca` and `cb`.
 pub fn concat_channels(a: &[f32], b: &[f32], ca: usize, cb: usize) -> Vec<f32> {
-    a.chunks_exact(ca).zip(b.chunks_exact(cb)).flat_map(|(x, y)| x.iter().chain(y).copied()).collect()
+    a.chunks_exact(ca)
+        .zip(b.chunks_exact(cb))
+        .flat_map(|(x, y)| x.iter().chain(y).copied())
+        .collect()
 }
 
 /// diffusers `get_timestep_embedding` (models/embeddings.py), computed as torch does in f32:
 /// `exponent = -ln(max_period)·i / (half − shift)`, `freq = exp(exponent)`, `arg = scale·t·freq`,
 /// then `[sin, cos]` (flipped to `[cos, sin]` with `flip_sin_to_cos`), zero pad for odd dims.
-pub fn timestep_embedding(t: &[f32], dim: usize, flip: bool, shift: f32, scale: f32, max_period: f32) -> Vec<f32> {
+pub fn timestep_embedding(
+    t: &[f32],
+    dim: usize,
+    flip: bool,
+    shift: f32,
+    scale: f32,
+    max_period: f32,
+) -> Vec<f32> {
     let half = dim / 2;
     let mut out = vec![0.0f32; t.len() * dim];
     for (b, &tv) in t.iter().enumerate() {
@@ -332,7 +375,13 @@ mod tests {
     #[test]
     fn erf_matches_known_values() {
         // Values from Abramowitz & Stegun table 7.1.
-        for (x, e) in [(0.0, 0.0), (0.5, 0.520_499_877_813_046_5), (1.0, 0.842_700_792_949_714_9), (2.0, 0.995_322_265_018_952_7), (3.0, 0.999_977_909_503_001_4)] {
+        for (x, e) in [
+            (0.0, 0.0),
+            (0.5, 0.520_499_877_813_046_5),
+            (1.0, 0.842_700_792_949_714_9),
+            (2.0, 0.995_322_265_018_952_7),
+            (3.0, 0.999_977_909_503_001_4),
+        ] {
             assert!((erf(x) - e).abs() < 1e-14, "erf({x}) = {} vs {e}", erf(x));
             assert!((erf(-x) + e).abs() < 1e-14);
         }
@@ -341,12 +390,36 @@ mod tests {
     #[test]
     fn small_hand_checked_cases() {
         // [[1,2],[3,4]] · [[5,6],[7,8]] + [1, -1]
-        assert_eq!(matmul(&[1., 2., 3., 4.], &[5., 6., 7., 8.], Some(&[1., -1.]), 1, 2, 2, 2, false), vec![20., 21., 44., 49.]);
+        assert_eq!(
+            matmul(
+                &[1., 2., 3., 4.],
+                &[5., 6., 7., 8.],
+                Some(&[1., -1.]),
+                1,
+                2,
+                2,
+                2,
+                false
+            ),
+            vec![20., 21., 44., 49.]
+        );
         // 3x3 box filter over a 3x3 ones image with padding 1: corners 4, edges 6, centre 9.
-        let (y, shape) = conv2d(&[1.0; 9], [1, 3, 3, 1], &[1.0; 9], [3, 3, 1], None, None, 1, [1; 4]);
+        let (y, shape) = conv2d(
+            &[1.0; 9],
+            [1, 3, 3, 1],
+            &[1.0; 9],
+            [3, 3, 1],
+            None,
+            None,
+            1,
+            [1; 4],
+        );
         assert_eq!(shape, [1, 3, 3, 1]);
         assert_eq!(y, vec![4., 6., 4., 6., 9., 6., 4., 6., 4.]);
         // timestep 0: sin = 0, cos = 1.
-        assert_eq!(timestep_embedding(&[0.0], 4, false, 1.0, 1.0, 10000.0), vec![0., 0., 1., 1.]);
+        assert_eq!(
+            timestep_embedding(&[0.0], 4, false, 1.0, 1.0, 10000.0),
+            vec![0., 0., 1., 1.]
+        );
     }
 }

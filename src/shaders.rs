@@ -18,14 +18,29 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("gemm_tile.wgsl", include_str!("../shaders/gemm_tile.wgsl")),
     ("matmul.wgsl", include_str!("../shaders/matmul.wgsl")),
     ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl")),
-    ("group_norm.wgsl", include_str!("../shaders/group_norm.wgsl")),
-    ("layer_norm.wgsl", include_str!("../shaders/layer_norm.wgsl")),
+    (
+        "group_norm.wgsl",
+        include_str!("../shaders/group_norm.wgsl"),
+    ),
+    (
+        "layer_norm.wgsl",
+        include_str!("../shaders/layer_norm.wgsl"),
+    ),
     ("attention.wgsl", include_str!("../shaders/attention.wgsl")),
-    ("elementwise.wgsl", include_str!("../shaders/elementwise.wgsl")),
+    (
+        "elementwise.wgsl",
+        include_str!("../shaders/elementwise.wgsl"),
+    ),
     ("upsample.wgsl", include_str!("../shaders/upsample.wgsl")),
     ("concat.wgsl", include_str!("../shaders/concat.wgsl")),
-    ("timestep_embedding.wgsl", include_str!("../shaders/timestep_embedding.wgsl")),
-    ("sampler_step.wgsl", include_str!("../shaders/sampler_step.wgsl")),
+    (
+        "timestep_embedding.wgsl",
+        include_str!("../shaders/timestep_embedding.wgsl"),
+    ),
+    (
+        "sampler_step.wgsl",
+        include_str!("../shaders/sampler_step.wgsl"),
+    ),
 ];
 
 /// A define: a boolean for `#if`, or an integer that becomes a `const`.
@@ -70,7 +85,9 @@ fn expand(name: &str, defines: &[Define], out: &mut String, depth: usize) -> Res
         let t = line.trim_start();
         if let Some(rest) = t.strip_prefix("#if ") {
             let flag = rest.trim();
-            let on = defines.iter().any(|d| matches!(d, Define::Flag(n) if *n == flag));
+            let on = defines
+                .iter()
+                .any(|d| matches!(d, Define::Flag(n) if *n == flag));
             stack.push((on, on));
         } else if t.starts_with("#else") {
             let top = stack
@@ -105,7 +122,11 @@ mod tests {
     #[test]
     fn every_shader_variant_validates_with_naga() {
         let keys = crate::ops::all_kernel_keys();
-        assert!(keys.len() >= 12, "only {} kernel variants listed", keys.len());
+        assert!(
+            keys.len() >= 12,
+            "only {} kernel variants listed",
+            keys.len()
+        );
         let mut failures = Vec::new();
         for key in &keys {
             let src = match preprocess(key.shader, &key.defines) {
@@ -156,7 +177,10 @@ mod tests {
             storage.sort_unstable();
             let expected: Vec<u32> = (1..=key.bindings.len() as u32).collect();
             if storage != expected {
-                failures.push(format!("{}: storage bindings {storage:?}, key declares {expected:?}", key.label()));
+                failures.push(format!(
+                    "{}: storage bindings {storage:?}, key declares {expected:?}",
+                    key.label()
+                ));
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -176,8 +200,11 @@ mod tests {
 
     #[test]
     fn preprocessor_branches_and_includes() {
-        let out = preprocess("matmul.wgsl", &[Define::Flag("W_F16"), Define::Const("X", 3)])
-            .unwrap();
+        let out = preprocess(
+            "matmul.wgsl",
+            &[Define::Flag("W_F16"), Define::Const("X", 3)],
+        )
+        .unwrap();
         assert!(out.starts_with("const X: u32 = 3u;\n"));
         assert!(out.contains("array<u32>"), "f16 branch kept");
         assert!(

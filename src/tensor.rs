@@ -38,7 +38,11 @@ pub struct Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor(`{}` {:?} {:?})", self.name, self.shape, self.dtype)
+        write!(
+            f,
+            "Tensor(`{}` {:?} {:?})",
+            self.name, self.shape, self.dtype
+        )
     }
 }
 
@@ -63,7 +67,13 @@ impl Tensor {
     }
 
     /// Uploads f32 host data, converting to `dtype`.
-    pub fn from_f32(gpu: &Gpu, data: &[f32], shape: &[usize], dtype: DType, name: &str) -> Result<Self> {
+    pub fn from_f32(
+        gpu: &Gpu,
+        data: &[f32],
+        shape: &[usize],
+        dtype: DType,
+        name: &str,
+    ) -> Result<Self> {
         let n: usize = shape.iter().product();
         if data.len() != n {
             return Err(Error::HostData {
@@ -97,7 +107,12 @@ impl Tensor {
     /// Reads the tensor back as f32 (waits for all submitted work).
     pub fn to_vec(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let n = self.numel();
-        let bytes = gpu.read_bytes(self.buffer.raw(), self.offset, byte_len(&self.shape, self.dtype), &self.name)?;
+        let bytes = gpu.read_bytes(
+            self.buffer.raw(),
+            self.offset,
+            byte_len(&self.shape, self.dtype),
+            &self.name,
+        )?;
         Ok(match self.dtype {
             DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]),
             DType::F16 => bytes[..n * 2]
@@ -150,7 +165,12 @@ impl Tensor {
         if self.shape.is_empty() || start + len > d0 {
             return Err(Error::shape(
                 "narrow0",
-                format!("rows {start}..{} of `{}` {:?}", start + len, self.name, self.shape),
+                format!(
+                    "rows {start}..{} of `{}` {:?}",
+                    start + len,
+                    self.name,
+                    self.shape
+                ),
             ));
         }
         let row: usize = self.shape[1..].iter().product();
@@ -158,7 +178,10 @@ impl Tensor {
         if self.dtype == DType::F16 && offset % 4 != 0 {
             return Err(Error::unsupported(
                 "narrow0",
-                format!("an f16 view of `{}` must start at an even element", self.name),
+                format!(
+                    "an f16 view of `{}` must start at an even element",
+                    self.name
+                ),
             ));
         }
         let mut shape = self.shape.clone();
@@ -178,7 +201,7 @@ impl Tensor {
         let start = self.offset / align * align;
         let end = self.offset + byte_len(&self.shape, self.dtype);
         let size = (end - start).div_ceil(4).max(1) * 4;
-        let limit = u64::from(gpu.limits().max_storage_buffer_binding_size);
+        let limit = gpu.limits().max_storage_buffer_binding_size;
         if size > limit {
             return Err(Error::Limit {
                 op,

@@ -132,12 +132,15 @@ impl Gpu {
             adapters.retain(|a| a.get_info().name.to_lowercase().contains(&w));
         }
         adapters.sort_by_key(|a| rank(&a.get_info()));
-        let adapter = adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {
-            detail: match &wanted {
-                Some(w) => format!(" matching {ENV_ADAPTER}=`{w}`"),
-                None => String::new(),
-            },
-        })?;
+        let adapter = adapters
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoAdapter {
+                detail: match &wanted {
+                    Some(w) => format!(" matching {ENV_ADAPTER}=`{w}`"),
+                    None => String::new(),
+                },
+            })?;
         let info = adapter.get_info();
         let features = adapter.features() & wanted_features();
         let mut limits = adapter.limits();
@@ -253,7 +256,9 @@ impl Gpu {
         Ok(self.pool.get(
             &self.device,
             size,
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
             label,
         ))
     }
@@ -312,7 +317,13 @@ impl Gpu {
     }
 
     /// Copies `size` bytes at `offset` of `buffer` back to the host.
-    pub fn read_bytes(&self, buffer: &wgpu::Buffer, offset: u64, size: u64, what: &str) -> Result<Vec<u8>> {
+    pub fn read_bytes(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
         let padded = size.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -322,7 +333,9 @@ impl Gpu {
         });
         let mut enc = self
             .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
         if padded > 0 {
             enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
         }

@@ -83,13 +83,6 @@ impl PipelineCache {
 fn create(gpu: &Gpu, key: &KernelKey) -> Result<Kernel> {
     let device = gpu.device();
     let label = key.label();
-    let needs_f16 = key.defines.iter().any(|d| *d == Define::Flag("SHADER_F16"));
-    if needs_f16 && !gpu.features().contains(wgpu::Features::SHADER_F16) {
-        return Err(Error::unsupported(
-            "pipeline",
-            format!("{label} needs the shader-f16 feature, which this device lacks"),
-        ));
-    }
     let src = shaders::preprocess(key.shader, &key.defines)?;
     let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -165,7 +165,18 @@ mod tests {
 
     #[test]
     fn size_classes_cover_the_request_with_little_waste() {
-        for s in [1u64, 255, 256, 257, 1000, 4096, 4097, 1 << 20, (1 << 20) + 1, 123_456_789] {
+        for s in [
+            1u64,
+            255,
+            256,
+            257,
+            1000,
+            4096,
+            4097,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
             let c = size_class(s);
             assert!(c >= s, "{s} -> {c}");
             assert!(c >= 256);

@@ -99,7 +99,8 @@ impl<'g> Recorder<'g> {
         self.encode_and_submit(Some((&qs, &resolve)))?;
         let bytes = self.gpu.read_bytes(&resolve, 0, 16, "pass timing")?;
         let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
-        let ns = t[1].saturating_sub(t[0]) as f64 * f64::from(self.gpu.queue().get_timestamp_period());
+        let ns =
+            t[1].saturating_sub(t[0]) as f64 * f64::from(self.gpu.queue().get_timestamp_period());
         Ok(Duration::from_nanos(ns as u64))
     }
 

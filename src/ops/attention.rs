@@ -62,9 +62,18 @@ fn key(d: usize, smem: usize) -> KernelKey {
     KernelKey {
         shader: "attention.wgsl",
         entry: "main",
-        defines: vec![Define::Const("D", d as u32), Define::Const("BKV", block_keys(d, smem))],
+        defines: vec![
+            Define::Const("D", d as u32),
+            Define::Const("BKV", block_keys(d, smem)),
+        ],
         overrides: vec![("WG", WG)],
-        bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite, Access::ReadWrite],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
         params_size: std::mem::size_of::<AttentionParams>() as u64,
     }
 }
@@ -106,63 +115,142 @@ impl Operand<'_> {
 /// Multi-head attention. `q`: f32 `[b, n, heads·d]`; `k`, `v`: f32 `[b, m, heads·d]`.
 /// Returns f32 `[b, n, heads·d]` (heads concatenated, as diffusers' attention output before
 /// `to_out`).
-pub fn attention(rec: &mut Recorder<'_>, q: &Tensor, k: &Tensor, v: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
+pub fn attention(
+    rec: &mut Recorder<'_>,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    opts: AttentionOptions,
+) -> Result<Tensor> {
     const OP: &str = "attention";
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         require_f32(OP, name, t)?;
         if t.rank() != 3 {
-            return Err(Error::shape(OP, format!("{name} `{}` must be [batch, seq, heads·d], got {:?}", t.name(), t.shape())));
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{name} `{}` must be [batch, seq, heads·d], got {:?}",
+                    t.name(),
+                    t.shape()
+                ),
+            ));
         }
     }
     let c = q.shape()[2];
-    if k.shape()[2] != c || v.shape()[2] != c || k.shape()[..2] != v.shape()[..2] || k.shape()[0] != q.shape()[0] {
+    if k.shape()[2] != c
+        || v.shape()[2] != c
+        || k.shape()[..2] != v.shape()[..2]
+        || k.shape()[0] != q.shape()[0]
+    {
         return Err(Error::shape(
             OP,
-            format!("q `{}` {:?}, k `{}` {:?}, v `{}` {:?} do not agree", q.name(), q.shape(), k.name(), k.shape(), v.name(), v.shape()),
+            format!(
+                "q `{}` {:?}, k `{}` {:?}, v `{}` {:?} do not agree",
+                q.name(),
+                q.shape(),
+                k.name(),
+                k.shape(),
+                v.name(),
+                v.shape()
+            ),
         ));
     }
-    run(rec, Operand { t: q, col: 0 }, Operand { t: k, col: 0 }, Operand { t: v, col: 0 }, c, opts)
+    run(
+        rec,
+        Operand { t: q, col: 0 },
+        Operand { t: k, col: 0 },
+        Operand { t: v, col: 0 },
+        c,
+        opts,
+    )
 }
 
 /// Self-attention on a fused projection `qkv`: f32 `[b, n, 3·heads·d]` holding q, k and v
 /// side by side in each row (OpenCLIP's `in_proj`). Returns f32 `[b, n, heads·d]`.
-pub fn attention_qkv(rec: &mut Recorder<'_>, qkv: &Tensor, opts: AttentionOptions) -> Result<Tensor> {
+pub fn attention_qkv(
+    rec: &mut Recorder<'_>,
+    qkv: &Tensor,
+    opts: AttentionOptions,
+) -> Result<Tensor> {
     const OP: &str = "attention";
     require_f32(OP, "qkv", qkv)?;
     if qkv.rank() != 3 || qkv.shape()[2] % 3 != 0 {
-        return Err(Error::shape(OP, format!("qkv `{}` must be [batch, seq, 3·c], got {:?}", qkv.name(), qkv.shape())));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "qkv `{}` must be [batch, seq, 3·c], got {:?}",
+                qkv.name(),
+                qkv.shape()
+            ),
+        ));
     }
     let c = qkv.shape()[2] / 3;
-    run(rec, Operand { t: qkv, col: 0 }, Operand { t: qkv, col: c }, Operand { t: qkv, col: 2 * c }, c, opts)
+    run(
+        rec,
+        Operand { t: qkv, col: 0 },
+        Operand { t: qkv, col: c },
+        Operand { t: qkv, col: 2 * c },
+        c,
+        opts,
+    )
 }
 
-fn run(rec: &mut Recorder<'_>, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, c: usize, opts: AttentionOptions) -> Result<Tensor> {
+fn run(
+    rec: &mut Recorder<'_>,
+    q: Operand<'_>,
+    k: Operand<'_>,
+    v: Operand<'_>,
+    c: usize,
+    opts: AttentionOptions,
+) -> Result<Tensor> {
     const OP: &str = "attention";
     let heads = opts.heads;
     if heads == 0 || c % heads != 0 {
-        return Err(Error::shape(OP, format!("{c} channels do not split into {heads} heads")));
+        return Err(Error::shape(
+            OP,
+            format!("{c} channels do not split into {heads} heads"),
+        ));
     }
     let d = c / heads;
     if d > MAX_HEAD_DIM {
-        return Err(Error::unsupported(OP, format!("head dim {d} exceeds the kernel's maximum {MAX_HEAD_DIM}")));
+        return Err(Error::unsupported(
+            OP,
+            format!("head dim {d} exceeds the kernel's maximum {MAX_HEAD_DIM}"),
+        ));
     }
     let (b, n_q) = (q.t.shape()[0], q.t.shape()[1]);
     let n_kv = k.t.shape()[1];
     if n_q == 0 || n_kv == 0 {
-        return Err(Error::shape(OP, format!("empty sequence: {n_q} queries, {n_kv} keys")));
+        return Err(Error::shape(
+            OP,
+            format!("empty sequence: {n_q} queries, {n_kv} keys"),
+        ));
     }
     if opts.causal && n_kv != n_q {
-        return Err(Error::shape(OP, format!("a causal mask needs as many keys as queries ({n_kv} vs {n_q})")));
+        return Err(Error::shape(
+            OP,
+            format!("a causal mask needs as many keys as queries ({n_kv} vs {n_q})"),
+        ));
     }
     let out = Tensor::empty(rec.gpu(), &[b, n_q, c], DType::F32, "attention.out")?;
-    let smem = (rec.gpu().limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
-    let chunk = keys_per_dispatch(rec.gpu().loop_iteration_limit(), d, block_keys(d, smem) as usize)
-        .unwrap_or(n_kv)
-        .min(n_kv);
+    let smem =
+        (rec.gpu().limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
+    let chunk = keys_per_dispatch(
+        rec.gpu().loop_iteration_limit(),
+        d,
+        block_keys(d, smem) as usize,
+    )
+    .unwrap_or(n_kv)
+    .min(n_kv);
     let chunks = n_kv.div_ceil(chunk);
     // Running softmax state between key chunks: [b, n_q, heads, d + 2], O(N·d).
     let state = if chunks > 1 {
-        Tensor::empty(rec.gpu(), &[b, n_q, heads, d + 2], DType::F32, "attention.state")?
+        Tensor::empty(
+            rec.gpu(),
+            &[b, n_q, heads, d + 2],
+            DType::F32,
+            "attention.state",
+        )?
     } else {
         Tensor::empty(rec.gpu(), &[1], DType::F32, "attention.state.unused")?
     };
@@ -172,7 +260,10 @@ fn run(rec: &mut Recorder<'_>, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, c
     let ob = out.bind(rec.gpu(), OP)?;
     let sb = state.bind(rec.gpu(), OP)?;
     if sb.elem_offset != 0 {
-        return Err(Error::unsupported(OP, "state buffer must start at its binding"));
+        return Err(Error::unsupported(
+            OP,
+            "state buffer must start at its binding",
+        ));
     }
     let tiles_q = n_q.div_ceil(WG as usize);
     let base = AttentionParams {
@@ -202,7 +293,13 @@ fn run(rec: &mut Recorder<'_>, q: Operand<'_>, k: Operand<'_>, v: Operand<'_>, c
             last: (i + 1 == chunks) as u32,
             ..base
         };
-        let bindings = vec![qb.range.clone(), kb.range.clone(), vb.range.clone(), ob.range.clone(), sb.range.clone()];
+        let bindings = vec![
+            qb.range.clone(),
+            kb.range.clone(),
+            vb.range.clone(),
+            ob.range.clone(),
+            sb.range.clone(),
+        ];
         push(rec, key(d, smem), &params, bindings, grid)?;
     }
     Ok(out)

@@ -68,7 +68,13 @@ pub(crate) fn key(w: DType) -> KernelKey {
             vec![]
         },
         overrides: vec![("WG", WG)],
-        bindings: vec![Access::Read, Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+        ],
         params_size: std::mem::size_of::<Conv2dParams>() as u64,
     }
 }
@@ -108,20 +114,35 @@ pub fn conv2d(
     let (&[n, h, w, cin], &[kh, kw, wcin, cout]) = (x.shape(), weight.shape()) else {
         return Err(Error::shape(
             OP,
-            format!("x `{}` must be [n, h, w, c] and weight `{}` [kh, kw, cin, cout]; got {:?} and {:?}", x.name(), weight.name(), x.shape(), weight.shape()),
+            format!(
+                "x `{}` must be [n, h, w, c] and weight `{}` [kh, kw, cin, cout]; got {:?} and {:?}",
+                x.name(),
+                weight.name(),
+                x.shape(),
+                weight.shape()
+            ),
         ));
     };
     if wcin != cin {
         return Err(Error::shape(
             OP,
-            format!("x `{}` has {cin} channels, weight `{}` expects {wcin}", x.name(), weight.name()),
+            format!(
+                "x `{}` has {cin} channels, weight `{}` expects {wcin}",
+                x.name(),
+                weight.name()
+            ),
         ));
     }
     let [pt, pb, pl, pr] = opts.padding;
     if opts.stride == 0 || h + pt + pb < kh || w + pl + pr < kw {
         return Err(Error::shape(
             OP,
-            format!("{kh}x{kw} kernel with stride {} and padding {:?} does not fit input {:?}", opts.stride, opts.padding, x.shape()),
+            format!(
+                "{kh}x{kw} kernel with stride {} and padding {:?} does not fit input {:?}",
+                opts.stride,
+                opts.padding,
+                x.shape()
+            ),
         ));
     }
     let ho = (h + pt + pb - kh) / opts.stride + 1;
@@ -130,7 +151,13 @@ pub fn conv2d(
         if b.shape() != [cout] || b.dtype() != weight.dtype() {
             return Err(Error::shape(
                 OP,
-                format!("bias `{}` must be [{cout}] {:?}, got {:?} {:?}", b.name(), weight.dtype(), b.shape(), b.dtype()),
+                format!(
+                    "bias `{}` must be [{cout}] {:?}, got {:?} {:?}",
+                    b.name(),
+                    weight.dtype(),
+                    b.shape(),
+                    b.dtype()
+                ),
             ));
         }
     }
@@ -139,7 +166,12 @@ pub fn conv2d(
         if r.shape() != [n, ho, wo, cout] {
             return Err(Error::shape(
                 OP,
-                format!("residual `{}` must be {:?}, got {:?}", r.name(), [n, ho, wo, cout], r.shape()),
+                format!(
+                    "residual `{}` must be {:?}, got {:?}",
+                    r.name(),
+                    [n, ho, wo, cout],
+                    r.shape()
+                ),
             ));
         }
     }
@@ -151,7 +183,16 @@ pub fn conv2d(
     while i0 < n {
         let len = chunk.min(n - i0);
         let res = residual.map(|r| r.narrow0(i0, len)).transpose()?;
-        record(rec, &x.narrow0(i0, len)?, weight, bias, res.as_ref(), &out.narrow0(i0, len)?, opts, [ho, wo])?;
+        record(
+            rec,
+            &x.narrow0(i0, len)?,
+            weight,
+            bias,
+            res.as_ref(),
+            &out.narrow0(i0, len)?,
+            opts,
+            [ho, wo],
+        )?;
         i0 += len;
     }
     Ok(out)
@@ -171,7 +212,12 @@ fn record(
     const OP: &str = "conv2d";
     let gpu = rec.gpu();
     let [n, h, w, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
-    let [kh, kw, _, cout] = [weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]];
+    let [kh, kw, _, cout] = [
+        weight.shape()[0],
+        weight.shape()[1],
+        weight.shape()[2],
+        weight.shape()[3],
+    ];
     let xb = x.bind(gpu, OP)?;
     let wb = weight.bind(gpu, OP)?;
     let bb = bias.unwrap_or(weight).bind(gpu, OP)?;
@@ -208,5 +254,11 @@ fn record(
         _pad: 0,
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
-    push(rec, key(weight.dtype()), &params, vec![xb.range, wb.range, bb.range, rb.range, ob.range], groups)
+    push(
+        rec,
+        key(weight.dtype()),
+        &params,
+        vec![xb.range, wb.range, bb.range, rb.range, ob.range],
+        groups,
+    )
 }

@@ -150,7 +150,13 @@ fn threads_grid(rec: &Recorder<'_>, op: &'static str, n: usize) -> Result<[u32; 
 
 /// `f(alpha·x + beta)` elementwise; any shape. Split into several dispatches when `x`
 /// exceeds one storage binding.
-pub fn unary(rec: &mut Recorder<'_>, x: &Tensor, f: Unary, alpha: f32, beta: f32) -> Result<Tensor> {
+pub fn unary(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    f: Unary,
+    alpha: f32,
+    beta: f32,
+) -> Result<Tensor> {
     const OP: &str = "unary";
     require_f32(OP, "x", x)?;
     let n = x.numel();
@@ -173,7 +179,13 @@ pub fn unary(rec: &mut Recorder<'_>, x: &Tensor, f: Unary, alpha: f32, beta: f32
             ..Default::default()
         };
         let grid = threads_grid(rec, OP, len)?;
-        push(rec, ew_key("unary"), &params, vec![xb.range.clone(), xb.range, yb.range], grid)?;
+        push(
+            rec,
+            ew_key("unary"),
+            &params,
+            vec![xb.range.clone(), xb.range, yb.range],
+            grid,
+        )?;
         i0 += len;
     }
     Ok(y)
@@ -195,7 +207,16 @@ pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Res
     } else if zs.len() == 2 && xs.len() > 2 && zs[0] == xs[0] && zs[1] == xs[xs.len() - 1] {
         (n / xs[0], zs[1])
     } else {
-        return Err(Error::shape(OP, format!("`{}` {:?} does not broadcast to `{}` {:?}", z.name(), zs, x.name(), xs)));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "`{}` {:?} does not broadcast to `{}` {:?}",
+                z.name(),
+                zs,
+                x.name(),
+                xs
+            ),
+        ));
     };
     let y = Tensor::empty(rec.gpu(), xs, DType::F32, "binary.out")?;
     if n == 0 {
@@ -213,7 +234,15 @@ pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Res
         let mut i0 = 0;
         while i0 < n {
             let len = chunk.min(n - i0);
-            record_binary(rec, &x1.narrow0(i0, len)?, &z1.narrow0(i0, len)?, &y1.narrow0(i0, len)?, op, len, len)?;
+            record_binary(
+                rec,
+                &x1.narrow0(i0, len)?,
+                &z1.narrow0(i0, len)?,
+                &y1.narrow0(i0, len)?,
+                op,
+                len,
+                len,
+            )?;
             i0 += len;
         }
     } else if outer == n {
@@ -222,7 +251,15 @@ pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Res
         let mut i0 = 0;
         while i0 < n {
             let len = chunk.min(n - i0);
-            record_binary(rec, &x1.narrow0(i0, len)?, z, &y1.narrow0(i0, len)?, op, len, inner)?;
+            record_binary(
+                rec,
+                &x1.narrow0(i0, len)?,
+                z,
+                &y1.narrow0(i0, len)?,
+                op,
+                len,
+                inner,
+            )?;
             i0 += len;
         }
     } else {
@@ -270,7 +307,13 @@ fn record_binary(
         ..Default::default()
     };
     let grid = threads_grid(rec, OP, n)?;
-    push(rec, ew_key("binary"), &params, vec![xb.range, zb.range, yb.range], grid)
+    push(
+        rec,
+        ew_key("binary"),
+        &params,
+        vec![xb.range, zb.range, yb.range],
+        grid,
+    )
 }
 
 /// `x + z` (see [`binary`] for the broadcasts).
@@ -289,7 +332,10 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
     require_f32(OP, "x", x)?;
     let c = *x.shape().last().unwrap_or(&0);
     if c == 0 || c % 2 != 0 {
-        return Err(Error::shape(OP, format!("last dim of `{}` {:?} must be even", x.name(), x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("last dim of `{}` {:?} must be even", x.name(), x.shape()),
+        ));
     }
     let f = c / 2;
     let mut shape = x.shape().to_vec();
@@ -306,7 +352,13 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         ..Default::default()
     };
     let grid = threads_grid(rec, OP, n)?;
-    push(rec, ew_key("geglu"), &params, vec![xb.range.clone(), xb.range, yb.range], grid)?;
+    push(
+        rec,
+        ew_key("geglu"),
+        &params,
+        vec![xb.range.clone(), xb.range, yb.range],
+        grid,
+    )?;
     Ok(y)
 }
 
@@ -315,7 +367,10 @@ pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> 
     const OP: &str = "upsample_nearest2x";
     require_f32(OP, "x", x)?;
     let &[n, h, w, c] = x.shape() else {
-        return Err(Error::shape(OP, format!("x `{}` must be [n, h, w, c], got {:?}", x.name(), x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("x `{}` must be [n, h, w, c], got {:?}", x.name(), x.shape()),
+        ));
     };
     let y = Tensor::empty(rec.gpu(), &[n, 2 * h, 2 * w, c], DType::F32, "upsample.out")?;
     let chunk = rows_per_binding(rec, 16 * (h * w * c) as u64);
@@ -323,7 +378,10 @@ pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> 
     while i0 < n {
         let len = chunk.min(n - i0);
         let gpu = rec.gpu();
-        let (xb, yb) = (x.narrow0(i0, len)?.bind(gpu, OP)?, y.narrow0(i0, len)?.bind(gpu, OP)?);
+        let (xb, yb) = (
+            x.narrow0(i0, len)?.bind(gpu, OP)?,
+            y.narrow0(i0, len)?.bind(gpu, OP)?,
+        );
         let total = len * 4 * h * w * c;
         let params = UpsampleParams {
             n: len as u32,
@@ -351,7 +409,13 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
     if ra == 0 || ra != rb || a.shape()[..ra - 1] != b.shape()[..rb - 1] {
         return Err(Error::shape(
             OP,
-            format!("`{}` {:?} and `{}` {:?} differ outside the last dim", a.name(), a.shape(), b.name(), b.shape()),
+            format!(
+                "`{}` {:?} and `{}` {:?} differ outside the last dim",
+                a.name(),
+                a.shape(),
+                b.name(),
+                b.shape()
+            ),
         ));
     }
     let (ca, cb) = (a.shape()[ra - 1], b.shape()[rb - 1]);
@@ -359,7 +423,11 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
     shape[ra - 1] = ca + cb;
     let y = Tensor::empty(rec.gpu(), &shape, DType::F32, "concat.out")?;
     let rows = a.numel() / ca.max(1);
-    let (a2, b2, y2) = (a.reshape(&[rows, ca])?, b.reshape(&[rows, cb])?, y.reshape(&[rows, ca + cb])?);
+    let (a2, b2, y2) = (
+        a.reshape(&[rows, ca])?,
+        b.reshape(&[rows, cb])?,
+        y.reshape(&[rows, ca + cb])?,
+    );
     let chunk = rows_per_binding(rec, 4 * (ca + cb) as u64);
     let mut r0 = 0;
     while r0 < rows {
@@ -380,7 +448,13 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
             _pad: 0,
         };
         let grid = threads_grid(rec, OP, total)?;
-        push(rec, concat_key(), &params, vec![ab.range, bb.range, yb.range], grid)?;
+        push(
+            rec,
+            concat_key(),
+            &params,
+            vec![ab.range, bb.range, yb.range],
+            grid,
+        )?;
         r0 += len;
     }
     Ok(y)
@@ -402,7 +476,11 @@ pub fn timestep_embedding(
     if t.rank() != 1 || dim < 2 || (dim / 2) as f32 == downscale_freq_shift {
         return Err(Error::shape(
             OP,
-            format!("t `{}` must be [batch] and dim ≥ 2 with dim/2 ≠ shift; got {:?}, dim {dim}, shift {downscale_freq_shift}", t.name(), t.shape()),
+            format!(
+                "t `{}` must be [batch] and dim ≥ 2 with dim/2 ≠ shift; got {:?}, dim {dim}, shift {downscale_freq_shift}",
+                t.name(),
+                t.shape()
+            ),
         ));
     }
     let b = t.shape()[0];

@@ -52,11 +52,20 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 
 /// `x · w + bias` for a weight `w` stored `[in, out]` (PyTorch's `Linear.weight` transposed,
 /// as the loaders lay it out) and `x` of shape `[.., in]`.
-pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub fn linear(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     if w.rank() != 2 {
         return Err(Error::shape(
             "linear",
-            format!("weight `{}` must be [in, out], got {:?}", w.name(), w.shape()),
+            format!(
+                "weight `{}` must be [in, out], got {:?}",
+                w.name(),
+                w.shape()
+            ),
         ));
     }
     matmul(rec, x, w, bias)
@@ -65,13 +74,24 @@ pub fn linear(rec: &mut Recorder<'_>, x: &Tensor, w: &Tensor, bias: Option<&Tens
 /// Batched matrix product. `a`: f32 `[.., m, k]`. `b`: `[k, n]` (shared by every batch: the
 /// batch folds into m) or `[.., k, n]` with the same batch dims as `a`; f32 or f16.
 /// `bias`: `[n]` of `b`'s dtype. Returns f32 `[.., m, n]`.
-pub fn matmul(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+pub fn matmul(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
     const OP: &str = "matmul";
     require_f32(OP, "a", a)?;
     if a.rank() < 2 || b.rank() < 2 {
         return Err(Error::shape(
             OP,
-            format!("operands need rank >= 2: `{}` {:?}, `{}` {:?}", a.name(), a.shape(), b.name(), b.shape()),
+            format!(
+                "operands need rank >= 2: `{}` {:?}, `{}` {:?}",
+                a.name(),
+                a.shape(),
+                b.name(),
+                b.shape()
+            ),
         ));
     }
     let (ar, br) = (a.rank(), b.rank());
@@ -80,14 +100,26 @@ pub fn matmul(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, bias: Option<&Tens
     if k != kb {
         return Err(Error::shape(
             OP,
-            format!("inner dims differ: `{}` {:?} · `{}` {:?}", a.name(), a.shape(), b.name(), b.shape()),
+            format!(
+                "inner dims differ: `{}` {:?} · `{}` {:?}",
+                a.name(),
+                a.shape(),
+                b.name(),
+                b.shape()
+            ),
         ));
     }
     if let Some(bias) = bias {
         if bias.shape() != [n] || bias.dtype() != b.dtype() {
             return Err(Error::shape(
                 OP,
-                format!("bias `{}` must be [{n}] {:?}, got {:?} {:?}", bias.name(), b.dtype(), bias.shape(), bias.dtype()),
+                format!(
+                    "bias `{}` must be [{n}] {:?}, got {:?} {:?}",
+                    bias.name(),
+                    b.dtype(),
+                    bias.shape(),
+                    bias.dtype()
+                ),
             ));
         }
     }
@@ -104,7 +136,18 @@ pub fn matmul(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, bias: Option<&Tens
         let mut r0 = 0;
         while r0 < rows {
             let len = chunk.min(rows - r0);
-            record(rec, &a2.narrow0(r0, len)?, b, bias, &c2.narrow0(r0, len)?, len, n, k, 1, 0)?;
+            record(
+                rec,
+                &a2.narrow0(r0, len)?,
+                b,
+                bias,
+                &c2.narrow0(r0, len)?,
+                len,
+                n,
+                k,
+                1,
+                0,
+            )?;
             r0 += len;
         }
     } else {
@@ -112,7 +155,13 @@ pub fn matmul(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor, bias: Option<&Tens
         if b.shape()[..br - 2] != a.shape()[..ar - 2] {
             return Err(Error::shape(
                 OP,
-                format!("batch dims differ: `{}` {:?} · `{}` {:?} ({a_batch} vs {b_batch})", a.name(), a.shape(), b.name(), b.shape()),
+                format!(
+                    "batch dims differ: `{}` {:?} · `{}` {:?} ({a_batch} vs {b_batch})",
+                    a.name(),
+                    a.shape(),
+                    b.name(),
+                    b.shape()
+                ),
             ));
         }
         record(rec, a, b, bias, &out, m, n, k, a_batch, k * n)?;

@@ -52,7 +52,10 @@ pub(crate) fn require_f32(op: &'static str, name: &'static str, t: &Tensor) -> R
 /// Converts a size to the `u32` the kernels index with, or names the limit.
 pub(crate) fn u32_of(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| {
-        Error::unsupported(op, format!("{what} = {v} exceeds the 32-bit index range of the kernels"))
+        Error::unsupported(
+            op,
+            format!("{what} = {v} exceeds the 32-bit index range of the kernels"),
+        )
     })
 }
 
@@ -67,7 +70,12 @@ pub(crate) fn push<P: bytemuck::Pod>(
     if key.params_size != std::mem::size_of::<P>() as u64 {
         return Err(Error::unsupported(
             "dispatch",
-            format!("{}: params are {} bytes, the key says {}", key.label(), std::mem::size_of::<P>(), key.params_size),
+            format!(
+                "{}: params are {} bytes, the key says {}",
+                key.label(),
+                std::mem::size_of::<P>(),
+                key.params_size
+            ),
         ));
     }
     let kernel = rec.gpu().kernel(&key)?;
@@ -82,7 +90,7 @@ pub(crate) fn push<P: bytemuck::Pod>(
 
 /// Largest number of rows of `row_bytes` each that fit in one storage binding.
 pub(crate) fn rows_per_binding(rec: &Recorder<'_>, row_bytes: u64) -> usize {
-    let limit = u64::from(rec.gpu().limits().max_storage_buffer_binding_size);
+    let limit = rec.gpu().limits().max_storage_buffer_binding_size;
     // Leave room for the window starting up to one alignment unit before the tensor.
     let align = u64::from(rec.gpu().limits().min_storage_buffer_offset_alignment);
     (limit.saturating_sub(align) / row_bytes.max(1)).max(1) as usize

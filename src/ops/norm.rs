@@ -66,7 +66,10 @@ fn check_affine(op: &'static str, c: usize, gamma: &Tensor, beta: &Tensor) -> Re
     for (name, t) in [("gamma", gamma), ("beta", beta)] {
         require_f32(op, name, t)?;
         if t.shape() != [c] {
-            return Err(Error::shape(op, format!("{name} `{}` must be [{c}], got {:?}", t.name(), t.shape())));
+            return Err(Error::shape(
+                op,
+                format!("{name} `{}` must be [{c}], got {:?}", t.name(), t.shape()),
+            ));
         }
     }
     Ok(())
@@ -86,12 +89,21 @@ pub fn group_norm(
     const OP: &str = "group_norm";
     require_f32(OP, "x", x)?;
     if x.rank() < 2 {
-        return Err(Error::shape(OP, format!("x `{}` must be [n, .., c], got {:?}", x.name(), x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("x `{}` must be [n, .., c], got {:?}", x.name(), x.shape()),
+        ));
     }
     let n = x.shape()[0];
     let c = x.shape()[x.rank() - 1];
     if groups == 0 || c % groups != 0 {
-        return Err(Error::shape(OP, format!("{c} channels of `{}` do not split into {groups} groups", x.name())));
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{c} channels of `{}` do not split into {groups} groups",
+                x.name()
+            ),
+        ));
     }
     check_affine(OP, c, gamma, beta)?;
     let hw = x.numel() / n.max(1) / c.max(1);
@@ -101,7 +113,11 @@ pub fn group_norm(
     while i0 < n {
         let len = chunk.min(n - i0);
         let gpu = rec.gpu();
-        let (xb, gb, bb) = (x.narrow0(i0, len)?.bind(gpu, OP)?, gamma.bind(gpu, OP)?, beta.bind(gpu, OP)?);
+        let (xb, gb, bb) = (
+            x.narrow0(i0, len)?.bind(gpu, OP)?,
+            gamma.bind(gpu, OP)?,
+            beta.bind(gpu, OP)?,
+        );
         let yb = y.narrow0(i0, len)?.bind(gpu, OP)?;
         let params = GroupNormParams {
             n: len as u32,
@@ -115,19 +131,34 @@ pub fn group_norm(
             ..Default::default()
         };
         let grid = gpu.grid(OP, (len * groups) as u64)?;
-        push(rec, group_norm_key(), &params, vec![xb.range, gb.range, bb.range, yb.range], grid)?;
+        push(
+            rec,
+            group_norm_key(),
+            &params,
+            vec![xb.range, gb.range, bb.range, yb.range],
+            grid,
+        )?;
         i0 += len;
     }
     Ok(y)
 }
 
 /// `torch.nn.LayerNorm(c, eps)` over the last dimension of `x` `[.., c]`.
-pub fn layer_norm(rec: &mut Recorder<'_>, x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> Result<Tensor> {
+pub fn layer_norm(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
     const OP: &str = "layer_norm";
     require_f32(OP, "x", x)?;
     let c = *x.shape().last().unwrap_or(&0);
     if c == 0 {
-        return Err(Error::shape(OP, format!("x `{}` has no channels: {:?}", x.name(), x.shape())));
+        return Err(Error::shape(
+            OP,
+            format!("x `{}` has no channels: {:?}", x.name(), x.shape()),
+        ));
     }
     check_affine(OP, c, gamma, beta)?;
     let rows = x.numel() / c;
@@ -138,7 +169,11 @@ pub fn layer_norm(rec: &mut Recorder<'_>, x: &Tensor, gamma: &Tensor, beta: &Ten
     while r0 < rows {
         let len = chunk.min(rows - r0);
         let gpu = rec.gpu();
-        let (xb, gb, bb) = (x2.narrow0(r0, len)?.bind(gpu, OP)?, gamma.bind(gpu, OP)?, beta.bind(gpu, OP)?);
+        let (xb, gb, bb) = (
+            x2.narrow0(r0, len)?.bind(gpu, OP)?,
+            gamma.bind(gpu, OP)?,
+            beta.bind(gpu, OP)?,
+        );
         let yb = y2.narrow0(r0, len)?.bind(gpu, OP)?;
         let params = LayerNormParams {
             rows: len as u32,
@@ -149,7 +184,13 @@ pub fn layer_norm(rec: &mut Recorder<'_>, x: &Tensor, gamma: &Tensor, beta: &Ten
             _pad: [0; 3],
         };
         let grid = gpu.grid(OP, len as u64)?;
-        push(rec, layer_norm_key(), &params, vec![xb.range, gb.range, bb.range, yb.range], grid)?;
+        push(
+            rec,
+            layer_norm_key(),
+            &params,
+            vec![xb.range, gb.range, bb.range, yb.range],
+            grid,
+        )?;
         r0 += len;
     }
     Ok(y)

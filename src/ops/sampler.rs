@@ -84,7 +84,13 @@ pub fn sampler_step(
     if eps.numel() != eps_n {
         return Err(Error::shape(
             OP,
-            format!("eps `{}` {:?} must hold {eps_n} values for latents {:?} (guidance {:?})", eps.name(), eps.shape(), x.shape(), step.guidance),
+            format!(
+                "eps `{}` {:?} must hold {eps_n} values for latents {:?} (guidance {:?})",
+                eps.name(),
+                eps.shape(),
+                x.shape(),
+                step.guidance
+            ),
         ));
     }
     for (name, t, coef) in [("noise", noise, step.c), ("hist", hist, step.d)] {
@@ -92,11 +98,22 @@ pub fn sampler_step(
             Some(t) => {
                 require_f32(OP, name, t)?;
                 if t.numel() != n {
-                    return Err(Error::shape(OP, format!("{name} `{}` {:?} must match x {:?}", t.name(), t.shape(), x.shape())));
+                    return Err(Error::shape(
+                        OP,
+                        format!(
+                            "{name} `{}` {:?} must match x {:?}",
+                            t.name(),
+                            t.shape(),
+                            x.shape()
+                        ),
+                    ));
                 }
             }
             None if coef != 0.0 => {
-                return Err(Error::shape(OP, format!("coefficient of {name} is {coef} but no {name} tensor was given")));
+                return Err(Error::shape(
+                    OP,
+                    format!("coefficient of {name} is {coef} but no {name} tensor was given"),
+                ));
             }
             None => {}
         }
@@ -135,6 +152,12 @@ pub fn sampler_step(
         ..Default::default()
     };
     let grid = gpu.grid(OP, n.div_ceil(256) as u64)?;
-    push(rec, key(), &params, vec![xb.range, eb.range, nb.range, hb.range, yb.range, ob.range], grid)?;
+    push(
+        rec,
+        key(),
+        &params,
+        vec![xb.range, eb.range, nb.range, hb.range, yb.range, ob.range],
+        grid,
+    )?;
     Ok((y, want_eps.then_some(eps_out)))
 }
