@@ -1,1 +1,61 @@
-fn main() {}
+//! conv2d (implicit GEMM) on SD 1.5 U-Net shapes.
+
+mod common;
+use common::{Work, bench, tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use sd_wgpu::DType;
+use sd_wgpu::ops::{self, Conv2dOptions};
+
+fn conv2d(c: &mut Criterion) {
+    // (id, [n, h, w, cin], k, cout, stride, weight dtype)
+    let cases = [
+        (
+            "sd 3x3 320->320 64x64 b2",
+            [2, 64, 64, 320],
+            3,
+            320,
+            1,
+            DType::F32,
+        ),
+        (
+            "sd 3x3 640->640 32x32 b2 f16",
+            [2, 32, 32, 640],
+            3,
+            640,
+            1,
+            DType::F16,
+        ),
+        (
+            "sd 3x3 s2 320 64x64 b2",
+            [2, 64, 64, 320],
+            3,
+            320,
+            2,
+            DType::F32,
+        ),
+        (
+            "sd 1x1 640->320 32x32 b2",
+            [2, 32, 32, 640],
+            1,
+            320,
+            1,
+            DType::F32,
+        ),
+    ];
+    for (id, xs, k, cout, stride, w) in cases {
+        let x = tensor(&xs, DType::F32, 1);
+        let wt = tensor(&[k, k, xs[3], cout], w, 2);
+        let pad = k / 2;
+        let (ho, wo) = (
+            (xs[1] + 2 * pad - k) / stride + 1,
+            (xs[2] + 2 * pad - k) / stride + 1,
+        );
+        let flops = 2 * (xs[0] * ho * wo * cout * k * k * xs[3]) as u64;
+        bench(c, "conv2d", id, Work::Flops(flops), |rec| {
+            ops::conv2d(rec, &x, &wt, None, None, Conv2dOptions::new(stride, pad)).expect("conv2d");
+        });
+    }
+}
+
+criterion_group!(benches, conv2d);
+criterion_main!(benches);

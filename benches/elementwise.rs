@@ -1,1 +1,92 @@
-fn main() {}
+//! Memory-bound kernels on SD 1.5 shapes; GB/s counts bytes read plus bytes written.
+
+mod common;
+use common::{Work, bench, tensor};
+use criterion::{Criterion, criterion_group, criterion_main};
+use sd_wgpu::DType;
+use sd_wgpu::ops::{self, SamplerStep, Unary};
+
+fn elementwise(c: &mut Criterion) {
+    let shape = [2, 64, 64, 320];
+    let n = shape.iter().product::<usize>() as u64;
+    let x = tensor(&shape, DType::F32, 1);
+    let y = tensor(&shape, DType::F32, 2);
+    bench(
+        c,
+        "elementwise",
+        "silu 2x64x64x320",
+        Work::Bytes(8 * n),
+        |rec| {
+            ops::unary(rec, &x, Unary::Silu, 1.0, 0.0).expect("silu");
+        },
+    );
+    bench(
+        c,
+        "elementwise",
+        "add 2x64x64x320",
+        Work::Bytes(12 * n),
+        |rec| {
+            ops::add(rec, &x, &y).expect("add");
+        },
+    );
+    let temb = tensor(&[2, 320], DType::F32, 3);
+    bench(
+        c,
+        "elementwise",
+        "add temb [2,320] bcast",
+        Work::Bytes(8 * n),
+        |rec| {
+            ops::add(rec, &x, &temb).expect("add");
+        },
+    );
+    let ff = tensor(&[2 * 4096, 2560], DType::F32, 4);
+    bench(
+        c,
+        "elementwise",
+        "geglu 8192x2560",
+        Work::Bytes(4 * (8192 * 2560 + 8192 * 1280)),
+        |rec| {
+            ops::geglu(rec, &ff).expect("geglu");
+        },
+    );
+    let small = tensor(&[2, 32, 32, 640], DType::F32, 5);
+    bench(
+        c,
+        "elementwise",
+        "upsample 2x32x32x640",
+        Work::Bytes(4 * 5 * (2 * 32 * 32 * 640)),
+        |rec| {
+            ops::upsample_nearest2x(rec, &small).expect("upsample");
+        },
+    );
+    bench(
+        c,
+        "elementwise",
+        "concat 2x32x32x(640+640)",
+        Work::Bytes(4 * 4 * (2 * 32 * 32 * 640)),
+        |rec| {
+            ops::concat_channels(rec, &small, &small).expect("concat");
+        },
+    );
+    let lat = tensor(&[1, 64, 64, 4], DType::F32, 6);
+    let eps = tensor(&[2, 64, 64, 4], DType::F32, 7);
+    let step = SamplerStep {
+        guidance: Some(7.5),
+        a: 0.99,
+        b: -0.05,
+        c: 0.0,
+        d: 0.0,
+    };
+    bench(
+        c,
+        "elementwise",
+        "sampler step cfg 64x64x4",
+        Work::Bytes(4 * 4 * 16384),
+        |rec| {
+            ops::sampler_step(rec, &lat, &eps, None, None, step, false).expect("step");
+        },
+    );
+}
+
+criterion_group!(benches, elementwise);
+criterion_main!(benches);

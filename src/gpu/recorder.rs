@@ -70,6 +70,16 @@ impl<'g> Recorder<'g> {
         }
     }
 
+    /// Takes the pending dispatches out, unsubmitted (to capture them for replay).
+    pub fn take(&mut self) -> Vec<Dispatch> {
+        std::mem::take(&mut self.dispatches)
+    }
+
+    /// Records captured dispatches again: same kernels, bindings and params.
+    pub fn replay(&mut self, dispatches: &[Dispatch]) {
+        self.dispatches.extend_from_slice(dispatches);
+    }
+
     /// Encodes and submits every pending dispatch (does not wait).
     pub fn submit(&mut self) -> Result<()> {
         self.encode_and_submit(None).map(|_| ())
