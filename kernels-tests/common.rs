@@ -1,6 +1,7 @@
 //! Shared test helpers: the device, seeded random data, and the tolerance check.
 
-use sd_wgpu::{DType, Gpu, Recorder, Tensor};
+use sd_wgpu::gpu::GemmVariant;
+use sd_wgpu::{DType, Gpu, GpuOptions, Recorder, Tensor};
 use std::sync::OnceLock;
 
 /// The one device of this test binary. Fails the test (never skips) when there is none.
@@ -17,6 +18,26 @@ pub fn gpu() -> &'static Gpu {
         }
         Err(e) => panic!("GPU tests need a wgpu adapter: {e}"),
     })
+}
+
+/// Devices for each GEMM core this adapter can run: the default one first, then the other
+/// core where the adapter supports it (on llvmpipe both run, so CI tests the tiled core that
+/// real GPUs use as well as the subgroup core it picks for itself).
+pub fn gemm_gpus() -> Vec<&'static Gpu> {
+    static OTHER: OnceLock<Option<Gpu>> = OnceLock::new();
+    let main = gpu();
+    let other = OTHER.get_or_init(|| {
+        let want = match main.gemm_variant() {
+            GemmVariant::Tiled => GemmVariant::Subgroup,
+            GemmVariant::Subgroup => GemmVariant::Tiled,
+        };
+        Gpu::with_options(&GpuOptions {
+            gemm: Some(want),
+            ..Default::default()
+        })
+        .ok()
+    });
+    std::iter::once(main).chain(other.as_ref()).collect()
 }
 
 /// SplitMix64 with Box–Muller normals: deterministic across platforms.
@@ -53,13 +74,17 @@ pub fn round_f16(v: &[f32]) -> Vec<f32> {
 }
 
 pub fn upload(data: &[f32], shape: &[usize], dtype: DType, name: &str) -> Tensor {
-    Tensor::from_f32(gpu(), data, shape, dtype, name).expect("upload")
+    upload_to(gpu(), data, shape, dtype, name)
+}
+
+pub fn upload_to(g: &Gpu, data: &[f32], shape: &[usize], dtype: DType, name: &str) -> Tensor {
+    Tensor::from_f32(g, data, shape, dtype, name).expect("upload")
 }
 
 /// Submits the recorder and reads `t` back.
 pub fn run(mut rec: Recorder<'_>, t: &Tensor) -> Vec<f32> {
     rec.submit().expect("submit");
-    t.to_vec(gpu()).expect("readback")
+    t.to_vec(rec.gpu()).expect("readback")
 }
 
 /// `|got − want| ≤ atol + rtol·|want|` for every element; on failure names the case, the

@@ -124,68 +124,71 @@ const CASES: &[Case] = &[
 
 #[test]
 fn conv2d_matches_reference() {
-    let gpu = gpu();
-    for (ci, c) in CASES.iter().enumerate() {
-        let seeds: &[u64] = if c.x[1] * c.x[2] * c.x[3] > 100_000 {
-            &[1]
-        } else {
-            &[1, 2, 3]
-        };
-        for &seed in seeds {
-            let mut rng = Rng::new(seed * 1000 + ci as u64);
-            let [n, h, w, cin] = c.x;
-            let x = rng.normals(n * h * w * cin, 1.0);
-            let fan_in = c.k * c.k * cin;
-            let w_oihw = rng.normals(c.cout * fan_in, 1.0 / (fan_in as f32).sqrt());
-            let mut wt = oihw_to_hwio(&w_oihw, c.cout, cin, c.k, c.k);
-            let mut bias = rng.normals(c.cout, 0.5);
-            if c.w == DType::F16 {
-                wt = round_f16(&wt);
-                bias = round_f16(&bias);
-            }
-            let opts = Conv2dOptions {
-                stride: c.stride,
-                padding: c.pad,
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for (ci, c) in CASES.iter().enumerate() {
+            let seeds: &[u64] = if c.x[1] * c.x[2] * c.x[3] > 100_000 {
+                &[1]
+            } else {
+                &[1, 2, 3]
             };
-            let [pt, pb, pl, pr] = c.pad;
-            let (ho, wo) = (
-                (h + pt + pb - c.k) / c.stride + 1,
-                (w + pl + pr - c.k) / c.stride + 1,
-            );
-            let res = rng.normals(n * ho * wo * c.cout, 1.0);
-            let xt = upload(&x, &c.x, DType::F32, "x");
-            let wtt = upload(&wt, &[c.k, c.k, cin, c.cout], c.w, "conv.weight");
-            let bt = upload(&bias, &[c.cout], c.w, "conv.bias");
-            let rt = upload(&res, &[n, ho, wo, c.cout], DType::F32, "residual");
-            let mut rec = Recorder::new(gpu);
-            let out = ops::conv2d(
-                &mut rec,
-                &xt,
-                &wtt,
-                c.bias.then_some(&bt),
-                c.res.then_some(&rt),
-                opts,
-            )
-            .unwrap();
-            let got = run(rec, &out);
-            let (want, shape) = reference::conv2d(
-                &x,
-                c.x,
-                &wt,
-                [c.k, c.k, c.cout],
-                c.bias.then_some(&bias[..]),
-                c.res.then_some(&res[..]),
-                c.stride,
-                c.pad,
-            );
-            assert_eq!(out.shape(), shape, "{}", c.name);
-            check(
-                &format!("conv2d {} seed {seed}", c.name),
-                &got,
-                &want,
-                2e-5 * (fan_in as f32).sqrt(),
-                1e-4,
-            );
+            for &seed in seeds {
+                let mut rng = Rng::new(seed * 1000 + ci as u64);
+                let [n, h, w, cin] = c.x;
+                let x = rng.normals(n * h * w * cin, 1.0);
+                let fan_in = c.k * c.k * cin;
+                let w_oihw = rng.normals(c.cout * fan_in, 1.0 / (fan_in as f32).sqrt());
+                let mut wt = oihw_to_hwio(&w_oihw, c.cout, cin, c.k, c.k);
+                let mut bias = rng.normals(c.cout, 0.5);
+                if c.w == DType::F16 {
+                    wt = round_f16(&wt);
+                    bias = round_f16(&bias);
+                }
+                let opts = Conv2dOptions {
+                    stride: c.stride,
+                    padding: c.pad,
+                };
+                let [pt, pb, pl, pr] = c.pad;
+                let (ho, wo) = (
+                    (h + pt + pb - c.k) / c.stride + 1,
+                    (w + pl + pr - c.k) / c.stride + 1,
+                );
+                let res = rng.normals(n * ho * wo * c.cout, 1.0);
+                let upload = |d: &[f32], s: &[usize], t, n: &str| upload_to(gpu, d, s, t, n);
+                let xt = upload(&x, &c.x, DType::F32, "x");
+                let wtt = upload(&wt, &[c.k, c.k, cin, c.cout], c.w, "conv.weight");
+                let bt = upload(&bias, &[c.cout], c.w, "conv.bias");
+                let rt = upload(&res, &[n, ho, wo, c.cout], DType::F32, "residual");
+                let mut rec = Recorder::new(gpu);
+                let out = ops::conv2d(
+                    &mut rec,
+                    &xt,
+                    &wtt,
+                    c.bias.then_some(&bt),
+                    c.res.then_some(&rt),
+                    opts,
+                )
+                .unwrap();
+                let got = run(rec, &out);
+                let (want, shape) = reference::conv2d(
+                    &x,
+                    c.x,
+                    &wt,
+                    [c.k, c.k, c.cout],
+                    c.bias.then_some(&bias[..]),
+                    c.res.then_some(&res[..]),
+                    c.stride,
+                    c.pad,
+                );
+                assert_eq!(out.shape(), shape, "{}", c.name);
+                check(
+                    &format!("conv2d {core:?} {} seed {seed}", c.name),
+                    &got,
+                    &want,
+                    2e-5 * (fan_in as f32).sqrt(),
+                    1e-4,
+                );
+            }
         }
     }
 }

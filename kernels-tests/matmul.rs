@@ -116,47 +116,50 @@ const CASES: &[Case] = &[
 
 #[test]
 fn matmul_matches_reference() {
-    let gpu = gpu();
-    for (ci, c) in CASES.iter().enumerate() {
-        for seed in [1u64, 2] {
-            let mut rng = Rng::new(seed * 100 + ci as u64);
-            let a = rng.normals(c.batch * c.m * c.k, 1.0);
-            let b_count = if c.b_batched { c.batch } else { 1 };
-            let mut b = rng.normals(b_count * c.k * c.n, 1.0 / (c.k as f32).sqrt());
-            let mut bias = rng.normals(c.n, 0.5);
-            if c.w == DType::F16 {
-                b = round_f16(&b);
-                bias = round_f16(&bias);
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for (ci, c) in CASES.iter().enumerate() {
+            for seed in [1u64, 2] {
+                let mut rng = Rng::new(seed * 100 + ci as u64);
+                let a = rng.normals(c.batch * c.m * c.k, 1.0);
+                let b_count = if c.b_batched { c.batch } else { 1 };
+                let mut b = rng.normals(b_count * c.k * c.n, 1.0 / (c.k as f32).sqrt());
+                let mut bias = rng.normals(c.n, 0.5);
+                if c.w == DType::F16 {
+                    b = round_f16(&b);
+                    bias = round_f16(&bias);
+                }
+                let upload = |d: &[f32], s: &[usize], t, n: &str| upload_to(gpu, d, s, t, n);
+                let at = upload(&a, &[c.batch, c.m, c.k], DType::F32, "a");
+                let b_shape: Vec<usize> = if c.b_batched {
+                    vec![c.batch, c.k, c.n]
+                } else {
+                    vec![c.k, c.n]
+                };
+                let bt = upload(&b, &b_shape, c.w, "b");
+                let biast = upload(&bias, &[c.n], c.w, "bias");
+                let mut rec = Recorder::new(gpu);
+                let out = ops::matmul(&mut rec, &at, &bt, c.bias.then_some(&biast)).unwrap();
+                assert_eq!(out.shape(), [c.batch, c.m, c.n]);
+                let got = run(rec, &out);
+                let want = reference::matmul(
+                    &a,
+                    &b,
+                    c.bias.then_some(&bias[..]),
+                    c.batch,
+                    c.m,
+                    c.n,
+                    c.k,
+                    c.b_batched,
+                );
+                check(
+                    &format!("matmul {core:?} {} seed {seed}", c.name),
+                    &got,
+                    &want,
+                    2e-5 * (c.k as f32).sqrt(),
+                    1e-4,
+                );
             }
-            let at = upload(&a, &[c.batch, c.m, c.k], DType::F32, "a");
-            let b_shape: Vec<usize> = if c.b_batched {
-                vec![c.batch, c.k, c.n]
-            } else {
-                vec![c.k, c.n]
-            };
-            let bt = upload(&b, &b_shape, c.w, "b");
-            let biast = upload(&bias, &[c.n], c.w, "bias");
-            let mut rec = Recorder::new(gpu);
-            let out = ops::matmul(&mut rec, &at, &bt, c.bias.then_some(&biast)).unwrap();
-            assert_eq!(out.shape(), [c.batch, c.m, c.n]);
-            let got = run(rec, &out);
-            let want = reference::matmul(
-                &a,
-                &b,
-                c.bias.then_some(&bias[..]),
-                c.batch,
-                c.m,
-                c.n,
-                c.k,
-                c.b_batched,
-            );
-            check(
-                &format!("matmul {} seed {seed}", c.name),
-                &got,
-                &want,
-                2e-5 * (c.k as f32).sqrt(),
-                1e-4,
-            );
         }
     }
 }

@@ -7,7 +7,7 @@
 // loads along k read contiguous input channels. x, out, res: f32 [n, h, w, c]. w: re-laid out
 // at load time from PyTorch's [Cout, Cin, KH, KW] to [KH, KW, Cin, Cout], f32 or f16 (define
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
-// The tile loop is gemm_tile.wgsl; dispatch: tiles_n · tiles_m workgroups.
+// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m workgroups.
 
 #include "common.wgsl"
 
@@ -44,8 +44,9 @@ struct ARow { base: u32, iy0: i32, ix0: i32, valid: bool }
 
 fn a_row(b: u32, m: u32) -> ARow {
     let hw = p.ho * p.wo;
-    let img = m / hw;
-    let r = m % hw;
+    let mc = min(m, p.m - 1u);
+    let img = mc / hw;
+    let r = mc % hw;
     let oy = r / p.wo;
     let ox = r % p.wo;
     return ARow(
@@ -56,19 +57,24 @@ fn a_row(b: u32, m: u32) -> ARow {
     );
 }
 
+// Loads are branch-free: the address is clamped into the image and the value selected
+// (zero padding, k past K), which keeps SIMD (CPU) implementations vectorised.
 fn load_a(r: ARow, k: u32) -> f32 {
-    if (!r.valid || k >= p.k) { return 0.0; }
-    let ci = k % p.cin;
-    let tap = k / p.cin;
+    let kc = min(k, p.k - 1u);
+    let ci = kc % p.cin;
+    let tap = kc / p.cin;
     let iy = r.iy0 + i32(tap / p.kw);
     let ix = r.ix0 + i32(tap % p.kw);
-    if (iy < 0 || ix < 0 || iy >= i32(p.h) || ix >= i32(p.w)) { return 0.0; }
-    return x[r.base + (u32(iy) * p.w + u32(ix)) * p.cin + ci];
+    let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+    let yc = u32(clamp(iy, 0, i32(p.h) - 1));
+    let xc = u32(clamp(ix, 0, i32(p.w) - 1));
+    let v = x[r.base + (yc * p.w + xc) * p.cin + ci];
+    return select(0.0, v, r.valid && k < p.k && inside);
 }
 
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
-    if (k >= p.k || n >= p.cout) { return 0.0; }
-    return w_at(p.w_off + k * p.cout + n);
+    let v = w_at(p.w_off + min(k, p.k - 1u) * p.cout + min(n, p.cout - 1u));
+    return select(0.0, v, k < p.k && n < p.cout);
 }
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
@@ -79,4 +85,8 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     out[p.out_off + i] = o;
 }
 
+#if SUBGROUP_GEMM
+#include "gemm_subgroup.wgsl"
+#else
 #include "gemm_tile.wgsl"
+#endif

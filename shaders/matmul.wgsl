@@ -3,7 +3,7 @@
 // A, C: f32, row-major. B: row-major [K, N] (linear weights are stored transposed at load
 // time), f32 or f16 (define W_F16: packed two per u32); bias has B's dtype. A batch stride of
 // 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
-// The tile loop is gemm_tile.wgsl; dispatch: tiles_n · tiles_m · batch workgroups.
+// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m · batch workgroups.
 
 #include "common.wgsl"
 
@@ -35,17 +35,19 @@ fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
 struct ARow { base: u32, valid: bool }
 
 fn a_row(b: u32, m: u32) -> ARow {
-    return ARow(p.a_off + b * p.a_bstride + m * p.k, m < p.m);
+    return ARow(p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.k, m < p.m);
 }
 
+// Loads are branch-free: the address is clamped into the operand and the value selected,
+// which keeps SIMD (CPU) implementations vectorised and costs nothing on GPUs.
 fn load_a(r: ARow, k: u32) -> f32 {
-    if (!r.valid || k >= p.k) { return 0.0; }
-    return a[r.base + k];
+    let v = a[r.base + min(k, p.k - 1u)];
+    return select(0.0, v, r.valid && k < p.k);
 }
 
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
-    if (k >= p.k || n >= p.n) { return 0.0; }
-    return w_at(p.b_off + b * p.b_bstride + k * p.n + n);
+    let v = w_at(p.b_off + b * p.b_bstride + min(k, p.k - 1u) * p.n + min(n, p.n - 1u));
+    return select(0.0, v, k < p.k && n < p.n);
 }
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
@@ -54,4 +56,8 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     c[p.c_off + b * p.c_bstride + m * p.n + n] = out;
 }
 
+#if SUBGROUP_GEMM
+#include "gemm_subgroup.wgsl"
+#else
 #include "gemm_tile.wgsl"
+#endif

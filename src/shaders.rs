@@ -16,6 +16,10 @@ use crate::error::{Error, Result};
 pub const SOURCES: &[(&str, &str)] = &[
     ("common.wgsl", include_str!("../shaders/common.wgsl")),
     ("gemm_tile.wgsl", include_str!("../shaders/gemm_tile.wgsl")),
+    (
+        "gemm_subgroup.wgsl",
+        include_str!("../shaders/gemm_subgroup.wgsl"),
+    ),
     ("matmul.wgsl", include_str!("../shaders/matmul.wgsl")),
     ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl")),
     (

@@ -34,6 +34,34 @@ pub struct GpuOptions {
     /// Loop iterations one shader invocation may run (see [`Gpu::loop_iteration_limit`]);
     /// `None` detects it from the adapter.
     pub loop_iteration_limit: Option<u32>,
+    /// GEMM core for matmul and conv2d; `None` reads `SD_WGPU_GEMM` (`tiled` or `subgroup`),
+    /// else picks per adapter.
+    pub gemm: Option<GemmVariant>,
+}
+
+/// Environment variable: `tiled` or `subgroup` forces the GEMM core (see [`GemmVariant`]).
+pub const ENV_GEMM: &str = "SD_WGPU_GEMM";
+
+/// The GEMM core that matmul and conv2d are built on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmVariant {
+    /// Workgroup-memory tiles with 4×4 register blocks (`shaders/gemm_tile.wgsl`): GPUs.
+    Tiled,
+    /// No workgroup memory; lanes share A through subgroup shuffles
+    /// (`shaders/gemm_subgroup.wgsl`): CPU devices with subgroups of exactly 8 lanes.
+    Subgroup,
+}
+
+fn detect_gemm(info: &wgpu::AdapterInfo, features: wgpu::Features) -> GemmVariant {
+    let fixed8 = info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+    if info.device_type == wgpu::DeviceType::Cpu
+        && features.contains(wgpu::Features::SUBGROUP)
+        && fixed8
+    {
+        GemmVariant::Subgroup
+    } else {
+        GemmVariant::Tiled
+    }
 }
 
 /// Mesa's llvmpipe (lavapipe) silently ends every loop of an invocation once 65535 loop
@@ -56,6 +84,7 @@ pub struct Gpu {
     pool: pool::BufferPool,
     pipelines: pipeline::PipelineCache,
     loop_limit: Option<u32>,
+    gemm: GemmVariant,
 }
 
 /// One adapter as `sd-wgpu info` shows it.
@@ -172,6 +201,30 @@ impl Gpu {
         if opts.loop_iteration_limit.is_some() {
             gpu.loop_limit = opts.loop_iteration_limit;
         }
+        let forced = match std::env::var(ENV_GEMM).as_deref() {
+            Ok("tiled") => Some(GemmVariant::Tiled),
+            Ok("subgroup") => Some(GemmVariant::Subgroup),
+            _ => None,
+        };
+        if let Some(g) = opts.gemm.or(forced) {
+            if g == GemmVariant::Subgroup {
+                let info = &gpu.info;
+                let sg = 8;
+                if !gpu.features.contains(wgpu::Features::SUBGROUP)
+                    || info.subgroup_min_size != sg
+                    || info.subgroup_max_size != sg
+                {
+                    return Err(Error::unsupported(
+                        "gpu",
+                        format!(
+                            "the subgroup GEMM needs subgroups of exactly {sg} lanes; `{}` has {}..{}",
+                            info.name, info.subgroup_min_size, info.subgroup_max_size
+                        ),
+                    ));
+                }
+            }
+            gpu.gemm = g;
+        }
         Ok(gpu)
     }
 
@@ -187,8 +240,10 @@ impl Gpu {
         let limits = device.limits();
         let reuse = std::env::var(ENV_NO_REUSE).map_or(true, |v| v != "1");
         let loop_limit = detect_loop_limit(&info);
+        let gemm = detect_gemm(&info, features);
         Self {
             loop_limit,
+            gemm,
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
             device,
@@ -219,6 +274,10 @@ impl Gpu {
     /// into several dispatches to stay below it.
     pub fn loop_iteration_limit(&self) -> Option<u32> {
         self.loop_limit
+    }
+    /// The GEMM core matmul and conv2d use on this device.
+    pub fn gemm_variant(&self) -> GemmVariant {
+        self.gemm
     }
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

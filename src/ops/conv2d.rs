@@ -1,10 +1,10 @@
 //! conv2d as implicit GEMM (`shaders/conv2d.wgsl`): channels-last activations, weights laid
 //! out `[kh, kw, cin, cout]`, optional bias and fused residual add.
 
+use super::matmul::{Gemm, gemm, gemm_variants};
 use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
-use crate::shaders::Define;
 use crate::tensor::{DType, Tensor};
 
 /// Mirrors `Params` in `shaders/conv2d.wgsl`.
@@ -55,19 +55,12 @@ impl Conv2dOptions {
     }
 }
 
-/// Workgroup side of the GEMM tile loop (shared with matmul).
-pub const WG: u32 = super::matmul::WG;
-
-pub(crate) fn key(w: DType) -> KernelKey {
+fn key(g: Gemm) -> KernelKey {
     KernelKey {
         shader: "conv2d.wgsl",
         entry: "main",
-        defines: if w == DType::F16 {
-            vec![Define::Flag("W_F16")]
-        } else {
-            vec![]
-        },
-        overrides: vec![("WG", WG)],
+        defines: g.defines,
+        overrides: g.overrides,
         bindings: vec![
             Access::Read,
             Access::Read,
@@ -80,7 +73,7 @@ pub(crate) fn key(w: DType) -> KernelKey {
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    vec![key(DType::F32), key(DType::F16)]
+    gemm_variants().into_iter().map(key).collect()
 }
 
 /// PyTorch's conv weight `[cout, cin, kh, kw]` → the kernel's `[kh, kw, cin, cout]`.
@@ -225,8 +218,8 @@ fn record(
     let ob = out.bind(gpu, OP)?;
     let m = n * ho * wo;
     let k = kh * kw * cin;
-    let tile = (4 * WG) as usize;
-    let (tiles_n, tiles_m) = (cout.div_ceil(tile), m.div_ceil(tile));
+    let g = gemm(gpu.gemm_variant(), weight.dtype());
+    let (tiles_n, tiles_m) = (cout.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let params = Conv2dParams {
         n: n as u32,
         h: u32_of(OP, "h", h)?,
@@ -256,7 +249,7 @@ fn record(
     let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
     push(
         rec,
-        key(weight.dtype()),
+        key(g),
         &params,
         vec![xb.range, wb.range, bb.range, rb.range, ob.range],
         groups,

@@ -3,7 +3,7 @@
 
 use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, KernelKey, Recorder};
+use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::shaders::Define;
 use crate::tensor::{DType, Tensor};
 
@@ -28,26 +28,69 @@ pub struct MatmulParams {
     pub _pad: [u32; 2],
 }
 
-/// Threads per side of the workgroup; the output tile is `4·WG` square.
+/// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
 pub const WG: u32 = 16;
+/// C tile of one subgroup-core workgroup (fixed in `shaders/gemm_subgroup.wgsl`).
+const SG_TILE_M: usize = 16;
+const SG_TILE_N: usize = 32;
 
-pub(crate) fn key(w: DType) -> KernelKey {
+/// One GEMM core's specialisation: its output tile and the shader defines / overrides.
+pub(crate) struct Gemm {
+    pub tile_m: usize,
+    pub tile_n: usize,
+    pub defines: Vec<Define>,
+    pub overrides: Vec<(&'static str, u32)>,
+}
+
+/// The core `variant` with weights of dtype `w` (shared by matmul and conv2d).
+pub(crate) fn gemm(variant: GemmVariant, w: DType) -> Gemm {
+    let mut defines = Vec::new();
+    if w == DType::F16 {
+        defines.push(Define::Flag("W_F16"));
+    }
+    match variant {
+        GemmVariant::Tiled => Gemm {
+            tile_m: (4 * WG) as usize,
+            tile_n: (4 * WG) as usize,
+            defines,
+            overrides: vec![("WG", WG)],
+        },
+        GemmVariant::Subgroup => {
+            defines.push(Define::Flag("SUBGROUP_GEMM"));
+            Gemm {
+                tile_m: SG_TILE_M,
+                tile_n: SG_TILE_N,
+                defines,
+                overrides: vec![],
+            }
+        }
+    }
+}
+
+/// Both cores, both weight dtypes.
+pub(crate) fn gemm_variants() -> Vec<Gemm> {
+    let mut v = Vec::new();
+    for variant in [GemmVariant::Tiled, GemmVariant::Subgroup] {
+        for w in [DType::F32, DType::F16] {
+            v.push(gemm(variant, w));
+        }
+    }
+    v
+}
+
+fn key(g: Gemm) -> KernelKey {
     KernelKey {
         shader: "matmul.wgsl",
         entry: "main",
-        defines: if w == DType::F16 {
-            vec![Define::Flag("W_F16")]
-        } else {
-            vec![]
-        },
-        overrides: vec![("WG", WG)],
+        defines: g.defines,
+        overrides: g.overrides,
         bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<MatmulParams>() as u64,
     }
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    vec![key(DType::F32), key(DType::F16)]
+    gemm_variants().into_iter().map(key).collect()
 }
 
 /// `x · w + bias` for a weight `w` stored `[in, out]` (PyTorch's `Linear.weight` transposed,
@@ -188,9 +231,9 @@ fn record(
     let bb = b.bind(gpu, OP)?;
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
-    let tile = (4 * WG) as usize;
-    let tiles_n = n.div_ceil(tile);
-    let tiles_m = m.div_ceil(tile);
+    let g = gemm(gpu.gemm_variant(), b.dtype());
+    let tiles_n = n.div_ceil(g.tile_n);
+    let tiles_m = m.div_ceil(g.tile_m);
     let params = MatmulParams {
         m: u32_of(OP, "m", m)?,
         n: u32_of(OP, "n", n)?,
@@ -211,7 +254,7 @@ fn record(
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
     push(
         rec,
-        key(b.dtype()),
+        key(g),
         &params,
         vec![ab.range, bb.range, biasb.range, cb.range],
         groups,

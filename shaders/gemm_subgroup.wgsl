@@ -1,0 +1,85 @@
+// Subgroup GEMM core, same operand hooks as gemm_tile.wgsl (gemm_dims, gemm_tiles, ARow,
+// a_row, load_a, load_b, store_c), for devices where every memory load is costly relative
+// to register shuffles and workgroup memory buys nothing — CPU implementations such as
+// Mesa's llvmpipe, where each lane's load is a gather (see the README's platform notes).
+//
+//   C[b, m, n] = sum_k A(b, m, k) · B(b, k, n)      (f32 accumulation)
+//
+// One workgroup is one subgroup of 8 lanes (the host checks the device's subgroup size is
+// exactly 8) and computes a 16 × 32 tile of C with no workgroup memory: for each k, lane l
+// loads A rows m0 + l and m0 + 8 + l and B columns n0 + 4l .. n0 + 4l + 3 (one vec4), then
+// the 16 values of A are shared with subgroupBroadcast: 64 FMAs per lane for 6 loads. The
+// accumulators are 16 named vec4 registers (no dynamically indexed arrays, which a CPU
+// compiler would spill to memory). Rows and columns past the edge of C load clamped,
+// valid addresses and are not stored; only k must stay below K.
+// Dispatch: tiles_n · tiles_m · batch workgroups (linearised grid).
+
+@compute @workgroup_size(8, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let dims = gemm_dims();
+    let tiles = gemm_tiles();
+    let wg_index = linear_workgroup(wid, nwg);
+    if (wg_index >= tiles.x * tiles.y * dims.w) {
+        return;
+    }
+    let tn = wg_index % tiles.x;
+    let tm = (wg_index / tiles.x) % tiles.y;
+    let b = wg_index / (tiles.x * tiles.y);
+    let m0 = tm * 16u;
+    let n0 = tn * 32u + 4u * lane;
+    let last_m = dims.x - 1u;
+    let last_n = dims.y - 1u;
+    let row0 = a_row(b, min(m0 + lane, last_m));
+    let row1 = a_row(b, min(m0 + 8u + lane, last_m));
+    let c0 = min(n0, last_n);
+    let c1 = min(n0 + 1u, last_n);
+    let c2 = min(n0 + 2u, last_n);
+    let c3 = min(n0 + 3u, last_n);
+
+    var acc: array<vec4<f32>, 16>;
+    // Four k per iteration: fewer loop iterations (llvmpipe caps them per invocation) and
+    // independent loads in flight. load_a / load_b return 0 for k >= K.
+    for (var k = 0u; k < dims.z; k += 4u) {
+        let a0 = vec4<f32>(load_a(row0, k), load_a(row0, k + 1u), load_a(row0, k + 2u), load_a(row0, k + 3u));
+        let a1 = vec4<f32>(load_a(row1, k), load_a(row1, k + 1u), load_a(row1, k + 2u), load_a(row1, k + 3u));
+        for (var s = 0u; s < 4u; s++) {
+            let kk = k + s;
+            let bv = vec4<f32>(load_b(b, kk, c0), load_b(b, kk, c1), load_b(b, kk, c2), load_b(b, kk, c3));
+            let x0 = a0[s];
+            let x1 = a1[s];
+            // subgroupBroadcast with a constant lane: an extract and splat on SIMD CPUs.
+            acc[0] = fma(vec4<f32>(subgroupBroadcast(x0, 0u)), bv, acc[0]);
+            acc[1] = fma(vec4<f32>(subgroupBroadcast(x0, 1u)), bv, acc[1]);
+            acc[2] = fma(vec4<f32>(subgroupBroadcast(x0, 2u)), bv, acc[2]);
+            acc[3] = fma(vec4<f32>(subgroupBroadcast(x0, 3u)), bv, acc[3]);
+            acc[4] = fma(vec4<f32>(subgroupBroadcast(x0, 4u)), bv, acc[4]);
+            acc[5] = fma(vec4<f32>(subgroupBroadcast(x0, 5u)), bv, acc[5]);
+            acc[6] = fma(vec4<f32>(subgroupBroadcast(x0, 6u)), bv, acc[6]);
+            acc[7] = fma(vec4<f32>(subgroupBroadcast(x0, 7u)), bv, acc[7]);
+            acc[8] = fma(vec4<f32>(subgroupBroadcast(x1, 0u)), bv, acc[8]);
+            acc[9] = fma(vec4<f32>(subgroupBroadcast(x1, 1u)), bv, acc[9]);
+            acc[10] = fma(vec4<f32>(subgroupBroadcast(x1, 2u)), bv, acc[10]);
+            acc[11] = fma(vec4<f32>(subgroupBroadcast(x1, 3u)), bv, acc[11]);
+            acc[12] = fma(vec4<f32>(subgroupBroadcast(x1, 4u)), bv, acc[12]);
+            acc[13] = fma(vec4<f32>(subgroupBroadcast(x1, 5u)), bv, acc[13]);
+            acc[14] = fma(vec4<f32>(subgroupBroadcast(x1, 6u)), bv, acc[14]);
+            acc[15] = fma(vec4<f32>(subgroupBroadcast(x1, 7u)), bv, acc[15]);
+        }
+    }
+
+    for (var r = 0u; r < 16u; r++) {
+        let m = m0 + r;
+        if (m < dims.x) {
+            for (var j = 0u; j < 4u; j++) {
+                let n = n0 + j;
+                if (n < dims.y) {
+                    store_c(b, m, n, acc[r][j]);
+                }
+            }
+        }
+    }
+}
