@@ -10,15 +10,30 @@
 // row with q and the output accumulator (D floats each) in registers. Keys and values stream
 // through workgroup memory in blocks of BKV rows; each thread keeps a running max and
 // denominator (online softmax) and rescales its accumulator when the max grows. Memory is
-// O((N + M)·D); workgroup memory 2·BKV·D floats. D (head dim) and BKV are compile-time
-// constants prepended by the host. Dispatch: tiles_q · heads · batch workgroups.
+// O((N + M)·D); workgroup memory 2·BKV·D floats. Dispatch: tiles_q · heads · batch
+// workgroups.
+//
+// Head-dim storage is in units of V: vec4<f32> when the host defines VEC4 (D, every
+// offset and every stride a multiple of 4: all SD shapes), else f32. Offsets, strides and
+// D below are in units of V. D (in floats), DV = D / width and BKV are constants prepended
+// by the host.
 //
 // Key chunks: one dispatch handles keys [kv_begin, kv_end). When the host splits the keys
 // over several dispatches (devices that cap loop iterations per invocation, such as Mesa's
 // llvmpipe at 65535), each non-final chunk saves its running (max, sum, accumulator) to
-// `state` ([b, n_q, heads, D + 2] f32, still O(N·D)) and the next chunk resumes from it.
+// `state` ([b, n_q, heads, STATE_LEN] of V, still O(N·D)) and the next chunk resumes from it.
 
 #include "common.wgsl"
+
+#if VEC4
+alias V = vec4<f32>;
+fn vdot(a: V, b: V) -> f32 { return dot(a, b); }
+const STATE_LEN: u32 = DV + 1u;   // accumulator, then (max, sum, 0, 0)
+#else
+alias V = f32;
+fn vdot(a: V, b: V) -> f32 { return a * b; }
+const STATE_LEN: u32 = DV + 2u;   // accumulator, max, sum
+#endif
 
 override WG: u32 = 64u;
 
@@ -31,14 +46,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> k: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> o: array<f32>;
-@group(0) @binding(5) var<storage, read_write> state: array<f32>;
+@group(0) @binding(1) var<storage, read> q: array<V>;
+@group(0) @binding(2) var<storage, read> k: array<V>;
+@group(0) @binding(3) var<storage, read> v: array<V>;
+@group(0) @binding(4) var<storage, read_write> o: array<V>;
+@group(0) @binding(5) var<storage, read_write> state: array<V>;
 
-var<workgroup> k_tile: array<f32, BKV * D>;
-var<workgroup> v_tile: array<f32, BKV * D>;
+var<workgroup> k_tile: array<V, BKV * DV>;
+var<workgroup> v_tile: array<V, BKV * DV>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -57,23 +72,29 @@ fn main(
     let in_range = i < p.n_q;
     let qi = min(i, p.n_q - 1u);
 
-    var qv: array<f32, D>;
-    var acc: array<f32, D>;
-    let q_base = p.q_off + (b * p.n_q + qi) * p.q_stride + h * D;
-    for (var c = 0u; c < D; c++) {
+    var qv: array<V, DV>;
+    var acc: array<V, DV>;
+    let q_base = p.q_off + (b * p.n_q + qi) * p.q_stride + h * DV;
+    for (var c = 0u; c < DV; c++) {
         qv[c] = q[q_base + c] * p.scale;
-        acc[c] = 0.0;
+        acc[c] = V(0.0);
     }
     // Finite start so a fully masked block gives exp(-inf) = 0, never inf - inf.
     var m_run = -3.0e38;
     var l_run = 0.0;
-    let s_base = ((b * p.n_q + qi) * p.heads + h) * (D + 2u);
+    let s_base = ((b * p.n_q + qi) * p.heads + h) * STATE_LEN;
     if (p.first == 0u) {
-        m_run = state[s_base];
-        l_run = state[s_base + 1u];
-        for (var c = 0u; c < D; c++) {
-            acc[c] = state[s_base + 2u + c];
+        for (var c = 0u; c < DV; c++) {
+            acc[c] = state[s_base + c];
         }
+        let ml = state[s_base + DV];
+#if VEC4
+        m_run = ml.x;
+        l_run = ml.y;
+#else
+        m_run = ml;
+        l_run = state[s_base + DV + 1u];
+#endif
     }
 
     // With a causal mask no key past the workgroup's last query is needed.
@@ -81,63 +102,61 @@ fn main(
     if (p.causal != 0u) {
         kv_end = min(kv_end, min(tq * WG + WG, p.n_q));
     }
-    let k_base = p.k_off + b * p.n_kv * p.k_stride + h * D;
-    let v_base = p.v_off + b * p.n_kv * p.v_stride + h * D;
+    let k_base = p.k_off + b * p.n_kv * p.k_stride + h * DV;
+    let v_base = p.v_off + b * p.n_kv * p.v_stride + h * DV;
 
     for (var j0 = p.kv_begin; j0 < kv_end; j0 += BKV) {
         workgroupBarrier();
-        for (var e = li; e < BKV * D; e += WG) {
-            let j = j0 + e / D;
-            let c = e % D;
-            var kval = 0.0;
-            var vval = 0.0;
-            if (j < kv_end) {
-                kval = k[k_base + j * p.k_stride + c];
-                vval = v[v_base + j * p.v_stride + c];
-            }
-            k_tile[e] = kval;
-            v_tile[e] = vval;
+        for (var e = li; e < BKV * DV; e += WG) {
+            let j = min(j0 + e / DV, kv_end - 1u);
+            let c = e % DV;
+            k_tile[e] = k[k_base + j * p.k_stride + c];
+            v_tile[e] = v[v_base + j * p.v_stride + c];
         }
         workgroupBarrier();
 
         var s: array<f32, BKV>;
         var m_blk = m_run;
         for (var j = 0u; j < BKV; j++) {
-            var dot = 0.0;
-            for (var c = 0u; c < D; c++) {
-                dot = fma(qv[c], k_tile[j * D + c], dot);
+            var dot_acc = 0.0;
+            for (var c = 0u; c < DV; c++) {
+                dot_acc += vdot(qv[c], k_tile[j * DV + c]);
             }
             let jj = j0 + j;
             let masked = jj >= kv_end || (p.causal != 0u && jj > qi);
-            s[j] = select(dot, -3.0e38, masked);
+            s[j] = select(dot_acc, -3.0e38, masked);
             m_blk = max(m_blk, s[j]);
         }
         let corr = exp(m_run - m_blk);
         l_run *= corr;
-        for (var c = 0u; c < D; c++) {
+        for (var c = 0u; c < DV; c++) {
             acc[c] *= corr;
         }
         for (var j = 0u; j < BKV; j++) {
             let pj = select(exp(s[j] - m_blk), 0.0, s[j] <= -3.0e38);
             l_run += pj;
-            for (var c = 0u; c < D; c++) {
-                acc[c] = fma(pj, v_tile[j * D + c], acc[c]);
+            for (var c = 0u; c < DV; c++) {
+                acc[c] = fma(V(pj), v_tile[j * DV + c], acc[c]);
             }
         }
         m_run = m_blk;
     }
 
     if (in_range && p.last == 0u) {
-        state[s_base] = m_run;
-        state[s_base + 1u] = l_run;
-        for (var c = 0u; c < D; c++) {
-            state[s_base + 2u + c] = acc[c];
+        for (var c = 0u; c < DV; c++) {
+            state[s_base + c] = acc[c];
         }
+#if VEC4
+        state[s_base + DV] = vec4<f32>(m_run, l_run, 0.0, 0.0);
+#else
+        state[s_base + DV] = m_run;
+        state[s_base + DV + 1u] = l_run;
+#endif
     }
     if (in_range && p.last != 0u) {
         let inv = 1.0 / l_run;
-        let o_base = p.o_off + (b * p.n_q + i) * p.o_stride + h * D;
-        for (var c = 0u; c < D; c++) {
+        let o_base = p.o_off + (b * p.n_q + i) * p.o_stride + h * DV;
+        for (var c = 0u; c < DV; c++) {
             o[o_base + c] = acc[c] * inv;
         }
     }

@@ -58,14 +58,20 @@ fn block_keys(d: usize, smem: usize) -> u32 {
     b as u32
 }
 
-fn key(d: usize, smem: usize) -> KernelKey {
+fn key(d: usize, smem: usize, vec4: bool) -> KernelKey {
+    let width = if vec4 { 4 } else { 1 };
+    let mut defines = vec![
+        Define::Const("D", d as u32),
+        Define::Const("DV", (d / width) as u32),
+        Define::Const("BKV", block_keys(d, smem)),
+    ];
+    if vec4 {
+        defines.push(Define::Flag("VEC4"));
+    }
     KernelKey {
         shader: "attention.wgsl",
         entry: "main",
-        defines: vec![
-            Define::Const("D", d as u32),
-            Define::Const("BKV", block_keys(d, smem)),
-        ],
+        defines,
         overrides: vec![("WG", WG)],
         bindings: vec![
             Access::Read,
@@ -81,19 +87,27 @@ fn key(d: usize, smem: usize) -> KernelKey {
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let mut keys: Vec<KernelKey> = [40, 64, 80, 160, 512, 1, 7]
         .iter()
-        .flat_map(|&d| [key(d, SMEM_BUDGET), key(d, 2 * SMEM_BUDGET)])
+        .flat_map(|&d| {
+            let vec4 = d % 4 == 0;
+            [
+                key(d, SMEM_BUDGET, vec4),
+                key(d, 2 * SMEM_BUDGET, vec4),
+                key(d, SMEM_BUDGET, false),
+            ]
+        })
         .collect();
     keys.dedup();
     keys
 }
 
-/// Keys one dispatch may take so that no invocation runs more than `limit` loop iterations:
-/// per block of `bkv` keys the kernel runs 1 + ⌈bkv·d/WG⌉ (loads) + 2·bkv·(d + 1) (scores,
-/// weighted sum) + d (rescale) iterations, plus 4·d around the loop. `None`: all keys.
-fn keys_per_dispatch(limit: Option<u32>, d: usize, bkv: usize) -> Option<usize> {
+/// Keys one dispatch may take so that no invocation runs more than `limit` loop iterations,
+/// for `dv` head-dim entries (floats or vec4s): per block of `bkv` keys the kernel runs
+/// 1 + ⌈bkv·dv/WG⌉ (loads) + 2·bkv·(dv + 1) (scores, weighted sum) + dv (rescale)
+/// iterations, plus 4·dv around the loop. `None`: all keys.
+fn keys_per_dispatch(limit: Option<u32>, dv: usize, bkv: usize) -> Option<usize> {
     let limit = limit? as usize * 9 / 10;
-    let per_block = 1 + (bkv * d).div_ceil(WG as usize) + 2 * bkv * (d + 1) + d;
-    let blocks = (limit.saturating_sub(4 * d) / per_block).max(1);
+    let per_block = 1 + (bkv * dv).div_ceil(WG as usize) + 2 * bkv * (dv + 1) + dv;
+    let blocks = (limit.saturating_sub(4 * dv) / per_block).max(1);
     Some(blocks * bkv)
 }
 
@@ -104,6 +118,7 @@ struct Operand<'a> {
 }
 
 impl Operand<'_> {
+    /// The binding with the element offset of the heads and the row stride, in floats.
     fn bind(&self, rec: &Recorder<'_>) -> Result<(Bound, u32, u32)> {
         let b = self.t.bind(rec.gpu(), "attention")?;
         let off = b.elem_offset + u32_of("attention", "column offset", self.col)?;
@@ -232,33 +247,46 @@ fn run(
             format!("a causal mask needs as many keys as queries ({n_kv} vs {n_q})"),
         ));
     }
-    let out = Tensor::empty(rec.gpu(), &[b, n_q, c], DType::F32, "attention.out")?;
-    let smem =
-        (rec.gpu().limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
-    let chunk = keys_per_dispatch(
-        rec.gpu().loop_iteration_limit(),
-        d,
-        block_keys(d, smem) as usize,
-    )
-    .unwrap_or(n_kv)
-    .min(n_kv);
+    let gpu = rec.gpu();
+    let out = Tensor::empty(gpu, &[b, n_q, c], DType::F32, "attention.out")?;
+    let (qb, q_off, q_stride) = q.bind(rec)?;
+    let (kb, k_off, k_stride) = k.bind(rec)?;
+    let (vb, v_off, v_stride) = v.bind(rec)?;
+    let ob = out.bind(gpu, OP)?;
+    // vec4 storage when the head dim and every offset and stride (in floats) divide by 4.
+    let vec4 = [
+        d as u32,
+        q_off,
+        k_off,
+        v_off,
+        ob.elem_offset,
+        q_stride,
+        k_stride,
+        v_stride,
+        c as u32,
+    ]
+    .iter()
+    .all(|&x| x % 4 == 0);
+    let width: u32 = if vec4 { 4 } else { 1 };
+    let dv = d / width as usize;
+    let smem = (gpu.limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
+    let chunk = keys_per_dispatch(gpu.loop_iteration_limit(), dv, block_keys(d, smem) as usize)
+        .unwrap_or(n_kv)
+        .min(n_kv);
     let chunks = n_kv.div_ceil(chunk);
-    // Running softmax state between key chunks: [b, n_q, heads, d + 2], O(N·d).
+    // Running softmax state between key chunks: per query and head the accumulator and
+    // (max, sum), rounded to whole vec4s: [b, n_q, heads, 4·⌈(d + 2) / 4⌉] floats, O(N·d).
     let state = if chunks > 1 {
         Tensor::empty(
-            rec.gpu(),
-            &[b, n_q, heads, d + 2],
+            gpu,
+            &[b, n_q, heads, (d + 2).div_ceil(4) * 4],
             DType::F32,
             "attention.state",
         )?
     } else {
-        Tensor::empty(rec.gpu(), &[1], DType::F32, "attention.state.unused")?
+        Tensor::empty(gpu, &[4], DType::F32, "attention.state.unused")?
     };
-    let (qb, q_off, q_stride) = q.bind(rec)?;
-    let (kb, k_off, k_stride) = k.bind(rec)?;
-    let (vb, v_off, v_stride) = v.bind(rec)?;
-    let ob = out.bind(rec.gpu(), OP)?;
-    let sb = state.bind(rec.gpu(), OP)?;
+    let sb = state.bind(gpu, OP)?;
     if sb.elem_offset != 0 {
         return Err(Error::unsupported(
             OP,
@@ -271,20 +299,20 @@ fn run(
         heads: heads as u32,
         n_q: u32_of(OP, "queries", n_q)?,
         n_kv: u32_of(OP, "keys", n_kv)?,
-        q_off,
-        k_off,
-        v_off,
-        o_off: ob.elem_offset,
-        q_stride,
-        k_stride,
-        v_stride,
-        o_stride: c as u32,
+        q_off: q_off / width,
+        k_off: k_off / width,
+        v_off: v_off / width,
+        o_off: ob.elem_offset / width,
+        q_stride: q_stride / width,
+        k_stride: k_stride / width,
+        v_stride: v_stride / width,
+        o_stride: c as u32 / width,
         tiles_q: tiles_q as u32,
         causal: opts.causal as u32,
         scale: opts.scale.unwrap_or(1.0 / (d as f32).sqrt()),
         ..Default::default()
     };
-    let grid = rec.gpu().grid(OP, (tiles_q * heads * b) as u64)?;
+    let grid = gpu.grid(OP, (tiles_q * heads * b) as u64)?;
     for i in 0..chunks {
         let params = AttentionParams {
             kv_begin: (i * chunk) as u32,
@@ -300,7 +328,7 @@ fn run(
             ob.range.clone(),
             sb.range.clone(),
         ];
-        push(rec, key(d, smem), &params, bindings, grid)?;
+        push(rec, key(d, smem, vec4), &params, bindings, grid)?;
     }
     Ok(out)
 }
