@@ -115,15 +115,17 @@ fn main(
         }
         workgroupBarrier();
 
+        // Keys present in this block (the last block of a chunk may be partial).
+        let jn = min(BKV, kv_end - j0);
         var s: array<f32, BKV>;
         var m_blk = m_run;
-        for (var j = 0u; j < BKV; j++) {
+        for (var j = 0u; j < jn; j++) {
             var dot_acc = 0.0;
             for (var c = 0u; c < DV; c++) {
                 dot_acc += vdot(qv[c], k_tile[j * DV + c]);
             }
             let jj = j0 + j;
-            let masked = jj >= kv_end || (p.causal != 0u && jj > qi);
+            let masked = p.causal != 0u && jj > qi;
             s[j] = select(dot_acc, -3.0e38, masked);
             m_blk = max(m_blk, s[j]);
         }
@@ -132,7 +134,7 @@ fn main(
         for (var c = 0u; c < DV; c++) {
             acc[c] *= corr;
         }
-        for (var j = 0u; j < BKV; j++) {
+        for (var j = 0u; j < jn; j++) {
             let pj = select(exp(s[j] - m_blk), 0.0, s[j] <= -3.0e38);
             l_run += pj;
             for (var c = 0u; c < DV; c++) {
