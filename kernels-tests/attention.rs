@@ -12,103 +12,24 @@ struct Case {
     causal: bool,
 }
 
+#[rustfmt::skip]
 const CASES: &[Case] = &[
     // SD 1.5 self-attention at 64×64 latents: 4096 tokens, 8 heads × 40.
-    Case {
-        name: "sd self 4096x4096 8x40",
-        b: 1,
-        n: 4096,
-        m: 4096,
-        heads: 8,
-        d: 40,
-        causal: false,
-    },
+    Case { name: "sd self 4096x4096 8x40", b: 1, n: 4096, m: 4096, heads: 8, d: 40, causal: false },
     // Cross-attention to the 77-token context, batch 2 (guidance).
-    Case {
-        name: "sd cross 4096x77 8x40 b2",
-        b: 2,
-        n: 4096,
-        m: 77,
-        heads: 8,
-        d: 40,
-        causal: false,
-    },
+    Case { name: "sd cross 4096x77 8x40 b2", b: 2, n: 4096, m: 77, heads: 8, d: 40, causal: false },
     // SD 2.x head dim 64, SD 1.5 mid-block 8 × 160, 8 × 80 at 32×32.
-    Case {
-        name: "sd2 self 1024 5x64",
-        b: 1,
-        n: 1024,
-        m: 1024,
-        heads: 5,
-        d: 64,
-        causal: false,
-    },
-    Case {
-        name: "sd 8x80 1024x77",
-        b: 2,
-        n: 1024,
-        m: 77,
-        heads: 8,
-        d: 80,
-        causal: false,
-    },
-    Case {
-        name: "sd mid 8x160 64x64",
-        b: 1,
-        n: 64,
-        m: 64,
-        heads: 8,
-        d: 160,
-        causal: false,
-    },
+    Case { name: "sd2 self 1024 5x64", b: 1, n: 1024, m: 1024, heads: 5, d: 64, causal: false },
+    Case { name: "sd 8x80 1024x77", b: 2, n: 1024, m: 77, heads: 8, d: 80, causal: false },
+    Case { name: "sd mid 8x160 64x64", b: 1, n: 64, m: 64, heads: 8, d: 160, causal: false },
     // CLIP text encoder: causal, 77 tokens, 12 heads × 64.
-    Case {
-        name: "clip causal 77 12x64 b2",
-        b: 2,
-        n: 77,
-        m: 77,
-        heads: 12,
-        d: 64,
-        causal: true,
-    },
+    Case { name: "clip causal 77 12x64 b2", b: 2, n: 77, m: 77, heads: 12, d: 64, causal: true },
     // VAE mid-block: one head of 512 channels.
-    Case {
-        name: "vae 1x512 256 tokens",
-        b: 1,
-        n: 256,
-        m: 256,
-        heads: 1,
-        d: 512,
-        causal: false,
-    },
+    Case { name: "vae 1x512 256 tokens", b: 1, n: 256, m: 256, heads: 1, d: 512, causal: false },
     // Odd shapes.
-    Case {
-        name: "odd 67x13 3x7",
-        b: 2,
-        n: 67,
-        m: 13,
-        heads: 3,
-        d: 7,
-        causal: false,
-    },
-    Case {
-        name: "one query one key",
-        b: 1,
-        n: 1,
-        m: 1,
-        heads: 1,
-        d: 1,
-        causal: false,
-    },
-    Case {
-        name: "causal 65 2x40",
-        b: 1,
-        n: 65,
-        m: 65,
-        heads: 2,
-        d: 40,
-        causal: true,
-    },
+    Case { name: "odd 67x13 3x7", b: 2, n: 67, m: 13, heads: 3, d: 7, causal: false },
+    Case { name: "one query one key", b: 1, n: 1, m: 1, heads: 1, d: 1, causal: false },
+    Case { name: "causal 65 2x40", b: 1, n: 65, m: 65, heads: 2, d: 40, causal: true },
 ];
 
 #[test]

@@ -12,106 +12,21 @@ struct Case {
     w: DType,
 }
 
-#[allow(clippy::too_many_arguments)]
-const fn case(
-    name: &'static str,
-    batch: usize,
-    m: usize,
-    n: usize,
-    k: usize,
-    b_batched: bool,
-    bias: bool,
-    w: DType,
-) -> Case {
-    Case {
-        name,
-        batch,
-        m,
-        n,
-        k,
-        b_batched,
-        bias,
-        w,
-    }
-}
-
+#[rustfmt::skip]
 const CASES: &[Case] = &[
     // SD 1.5 shapes: attention projection at 64×64 latents (batch 2 for guidance), cross-attn
     // key/value projection of the 77-token context, feed-forward at 32×32 with f16 weights.
-    case(
-        "sd to_q 2x4096x320·320x320",
-        2,
-        4096,
-        320,
-        320,
-        false,
-        false,
-        DType::F32,
-    ),
-    case(
-        "sd to_k 2x77x768·768x320",
-        2,
-        77,
-        320,
-        768,
-        false,
-        false,
-        DType::F32,
-    ),
-    case(
-        "sd ff f16 2x1024x640·640x1280+b",
-        2,
-        1024,
-        1280,
-        640,
-        false,
-        true,
-        DType::F16,
-    ),
-    case(
-        "sd time_emb 2x320·320x1280+b f16",
-        1,
-        2,
-        1280,
-        320,
-        false,
-        true,
-        DType::F16,
-    ),
+    Case { name: "sd to_q 2x4096x320·320x320", batch: 2, m: 4096, n: 320, k: 320, b_batched: false, bias: false, w: DType::F32 },
+    Case { name: "sd to_k 2x77x768·768x320", batch: 2, m: 77, n: 320, k: 768, b_batched: false, bias: false, w: DType::F32 },
+    Case { name: "sd ff f16 2x1024x640·640x1280+b", batch: 2, m: 1024, n: 1280, k: 640, b_batched: false, bias: true, w: DType::F16 },
+    Case { name: "sd time_emb 2x320·320x1280+b f16", batch: 1, m: 2, n: 1280, k: 320, b_batched: false, bias: true, w: DType::F16 },
     // Odd shapes: nothing a multiple of the 64-wide tile, 1-element edges, batched B.
-    case(
-        "odd 3x37x53·53x29 batched+b",
-        3,
-        37,
-        29,
-        53,
-        true,
-        true,
-        DType::F32,
-    ),
-    case(
-        "odd batched f16 odd k·n",
-        2,
-        5,
-        7,
-        3,
-        true,
-        true,
-        DType::F16,
-    ),
-    case("1x1x1", 1, 1, 1, 1, false, true, DType::F32),
-    case("column 65x1·1x67", 1, 65, 67, 1, false, false, DType::F32),
-    case("dot 1x1000·1000x1", 1, 1, 1, 1000, false, false, DType::F32),
-    case(
-        "tile edge 64x64·64x64 +1",
-        1,
-        65,
-        65,
-        65,
-        false,
-        true,
-        DType::F16,
-    ),
+    Case { name: "odd 3x37x53·53x29 batched+b", batch: 3, m: 37, n: 29, k: 53, b_batched: true, bias: true, w: DType::F32 },
+    Case { name: "odd batched f16 odd k·n", batch: 2, m: 5, n: 7, k: 3, b_batched: true, bias: true, w: DType::F16 },
+    Case { name: "1x1x1", batch: 1, m: 1, n: 1, k: 1, b_batched: false, bias: true, w: DType::F32 },
+    Case { name: "column 65x1·1x67", batch: 1, m: 65, n: 67, k: 1, b_batched: false, bias: false, w: DType::F32 },
+    Case { name: "dot 1x1000·1000x1", batch: 1, m: 1, n: 1, k: 1000, b_batched: false, bias: false, w: DType::F32 },
+    Case { name: "tile edge 64x64·64x64 +1", batch: 1, m: 65, n: 65, k: 65, b_batched: false, bias: true, w: DType::F16 },
 ];
 
 #[test]

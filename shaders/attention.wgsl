@@ -65,9 +65,10 @@ fn main(
     if (wg_index >= p.tiles_q * p.heads * p.batch) {
         return;
     }
-    let tq = wg_index % p.tiles_q;
-    let h = (wg_index / p.tiles_q) % p.heads;
-    let b = wg_index / (p.tiles_q * p.heads);
+    let t = split3(wg_index, p.tiles_q, p.heads);
+    let tq = t.x;
+    let h = t.y;
+    let b = t.z;
     let i = tq * WG + li;
     let in_range = i < p.n_q;
     let qi = min(i, p.n_q - 1u);

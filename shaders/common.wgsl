@@ -6,6 +6,12 @@ fn linear_workgroup(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wid.x + nwg.x * (wid.y + nwg.y * wid.z);
 }
 
+// Splits a linear workgroup index into (x, y, z) for a grid of nx × ny × (any) tiles:
+// x fastest. Used with linear_workgroup to address (tile column, tile row, batch) and the like.
+fn split3(index: u32, nx: u32, ny: u32) -> vec3<u32> {
+    return vec3<u32>(index % nx, (index / nx) % ny, index / (nx * ny));
+}
+
 // erfc(x) with relative error < 1.2e-7 over the whole line (Chebyshev fit, Numerical
 // Recipes' erfcc), so that GELU keeps its relative accuracy in the negative tail, where
 // 1 + erf(x) cancels.

@@ -26,9 +26,10 @@ fn main(
     if (wg_index >= tiles.x * tiles.y * dims.w) {
         return;
     }
-    let tn = wg_index % tiles.x;
-    let tm = (wg_index / tiles.x) % tiles.y;
-    let b = wg_index / (tiles.x * tiles.y);
+    let t = split3(wg_index, tiles.x, tiles.y);
+    let tn = t.x;
+    let tm = t.y;
+    let b = t.z;
     let m0 = tm * 16u;
     let n0 = tn * 32u + 4u * lane;
     let last_m = dims.x - 1u;

@@ -35,9 +35,10 @@ fn main(
     if (wg_index >= tiles.x * tiles.y * dims.w) {
         return;
     }
-    let tn = wg_index % tiles.x;
-    let tm = (wg_index / tiles.x) % tiles.y;
-    let b = wg_index / (tiles.x * tiles.y);
+    let t = split3(wg_index, tiles.x, tiles.y);
+    let tn = t.x;
+    let tm = t.y;
+    let b = t.z;
     let bm = WG * RB;
     let m0 = tm * bm;
     let n0 = tn * bm;
