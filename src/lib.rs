@@ -5,12 +5,14 @@
 //! - [`gpu`]: device and queue (own or borrowed), buffer pool, pipeline cache, recorder;
 //! - [`tensor`]: GPU tensors (f32 or packed f16, channels-last activations);
 //! - [`ops`]: the kernels' Rust wrappers, which validate and record dispatches;
-//! - [`reference`]: plain-loop CPU references of every op.
+//! - [`reference`]: plain-loop CPU references of every op;
+//! - [`schedulers`]: noise schedules and samplers (DDIM, DDPM, PNDM, Euler, Euler-a, DPM++ 2M).
 
 pub mod error;
 pub mod gpu;
 pub mod ops;
 pub mod reference;
+pub mod schedulers;
 pub mod shaders;
 pub mod tensor;
 

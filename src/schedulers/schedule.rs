@@ -1,0 +1,314 @@
+//! Noise-schedule math on the CPU: betas and ᾱ, inference timesteps for each spacing,
+//! sigmas (interpolated or Karras) and σ → t. Cross-checked against numbers dumped from
+//! diffusers 0.42 (`tools/dump_scheduler_fixtures.py`, `tests/schedulers.rs`).
+
+use crate::error::{Error, Result};
+
+const OP: &str = "scheduler config";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BetaSchedule {
+    Linear,
+    ScaledLinear,
+    SquaredCosCapV2,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prediction {
+    Epsilon,
+    VPrediction,
+    Sample,
+}
+
+/// How inference timesteps are spread over the training range ("Common Diffusion Noise
+/// Schedules and Sample Steps are Flawed", table 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spacing {
+    Leading,
+    Trailing,
+    Linspace,
+}
+
+/// The fields of a diffusers `scheduler_config.json` the samplers use.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleConfig {
+    pub num_train_timesteps: usize,
+    pub beta_start: f64,
+    pub beta_end: f64,
+    pub beta_schedule: BetaSchedule,
+    pub prediction: Prediction,
+    /// `None`: the sampler's own default (DDIM, DDPM, PNDM: leading; Euler, DPM++: linspace),
+    /// as diffusers does when a config written for another scheduler lacks the key.
+    pub spacing: Option<Spacing>,
+    pub steps_offset: usize,
+    pub set_alpha_to_one: bool,
+    /// `clip_sample` with its range: DDIM and DDPM clamp the predicted x₀ to ±range.
+    pub clip_sample: Option<f64>,
+    pub use_karras_sigmas: bool,
+}
+
+impl ScheduleConfig {
+    /// Stable Diffusion 1.x (`runwayml/stable-diffusion-v1-5` scheduler_config.json).
+    pub fn sd15() -> Self {
+        Self {
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: BetaSchedule::ScaledLinear,
+            prediction: Prediction::Epsilon,
+            spacing: None,
+            steps_offset: 1,
+            set_alpha_to_one: false,
+            clip_sample: None,
+            use_karras_sigmas: false,
+        }
+    }
+
+    /// Stable Diffusion 2.x at 768 px (`stabilityai/stable-diffusion-2-1`): v-prediction.
+    pub fn sd21() -> Self {
+        Self {
+            prediction: Prediction::VPrediction,
+            ..Self::sd15()
+        }
+    }
+
+    /// Reads a diffusers `scheduler_config.json`; absent keys take diffusers' defaults.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::unsupported(OP, format!("not valid JSON: {e}")))?;
+        Self::from_value(&v)
+    }
+
+    pub fn from_value(v: &serde_json::Value) -> Result<Self> {
+        let num = |k: &str, d: f64| -> Result<f64> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(d),
+                Some(x) => x.as_f64().ok_or_else(|| {
+                    Error::unsupported(OP, format!("`{k}` must be a number, got {x}"))
+                }),
+            }
+        };
+        let flag = |k: &str, d: bool| v.get(k).and_then(|x| x.as_bool()).unwrap_or(d);
+        let text = |k: &str| v.get(k).and_then(|x| x.as_str());
+        if v.get("trained_betas").is_some_and(|x| !x.is_null()) {
+            return Err(Error::unsupported(OP, "`trained_betas` is not supported"));
+        }
+        let beta_schedule = match text("beta_schedule").unwrap_or("linear") {
+            "linear" => BetaSchedule::Linear,
+            "scaled_linear" => BetaSchedule::ScaledLinear,
+            "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
+            o => {
+                return Err(Error::unsupported(
+                    OP,
+                    format!(
+                        "beta_schedule `{o}` (known: linear, scaled_linear, squaredcos_cap_v2)"
+                    ),
+                ));
+            }
+        };
+        let prediction = match text("prediction_type").unwrap_or("epsilon") {
+            "epsilon" => Prediction::Epsilon,
+            "v_prediction" => Prediction::VPrediction,
+            "sample" => Prediction::Sample,
+            o => {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("prediction_type `{o}` (known: epsilon, v_prediction, sample)"),
+                ));
+            }
+        };
+        let spacing = match text("timestep_spacing") {
+            None => None,
+            Some("leading") => Some(Spacing::Leading),
+            Some("trailing") => Some(Spacing::Trailing),
+            Some("linspace") => Some(Spacing::Linspace),
+            Some(o) => {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("timestep_spacing `{o}` (known: leading, trailing, linspace)"),
+                ));
+            }
+        };
+        let n = num("num_train_timesteps", 1000.0)?;
+        if !(2.0..=100_000.0).contains(&n) {
+            return Err(Error::unsupported(OP, format!("num_train_timesteps = {n}")));
+        }
+        Ok(Self {
+            num_train_timesteps: n as usize,
+            beta_start: num("beta_start", 0.0001)?,
+            beta_end: num("beta_end", 0.02)?,
+            beta_schedule,
+            prediction,
+            spacing,
+            steps_offset: num("steps_offset", 0.0)? as usize,
+            set_alpha_to_one: flag("set_alpha_to_one", true),
+            clip_sample: flag("clip_sample", false)
+                .then(|| num("clip_sample_range", 1.0))
+                .transpose()?,
+            use_karras_sigmas: flag("use_karras_sigmas", false),
+        })
+    }
+
+    /// ᾱ_t for t in 0..num_train_timesteps, computed as diffusers does with torch (betas by
+    /// `torch.linspace(..., dtype=float32)`, alphas in f32, `cumprod` accumulating in f64 and
+    /// stored in f32), so that every later quantity starts from the reference's own numbers.
+    pub fn alphas_cumprod(&self) -> Vec<f64> {
+        let n = self.num_train_timesteps;
+        let betas: Vec<f32> = match self.beta_schedule {
+            BetaSchedule::Linear => linspace_f32(self.beta_start as f32, self.beta_end as f32, n),
+            BetaSchedule::ScaledLinear => linspace_f32(
+                self.beta_start.sqrt() as f32,
+                self.beta_end.sqrt() as f32,
+                n,
+            )
+            .iter()
+            .map(|b| b * b)
+            .collect(),
+            // diffusers `betas_for_alpha_bar` (cosine, max_beta 0.999) in f64, then f32.
+            BetaSchedule::SquaredCosCapV2 => {
+                let ab = |t: f64| {
+                    ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
+                (0..n)
+                    .map(|i| {
+                        (1.0 - ab((i + 1) as f64 / n as f64) / ab(i as f64 / n as f64)).min(0.999)
+                            as f32
+                    })
+                    .collect()
+            }
+        };
+        // torch's CPU cumprod accumulates f32 in f64 and rounds each output to f32.
+        let mut acc = 1.0f64;
+        betas
+            .iter()
+            .map(|b| {
+                acc *= f64::from(1.0 - b);
+                f64::from(acc as f32)
+            })
+            .collect()
+    }
+}
+
+/// torch.linspace for float32 on the CPU: the first half counts up from `start`, the second
+/// half down from `end`, each element one fused multiply-add in f32 (torch's vectorised
+/// kernel; checked bit for bit against torch 2.15 for SD's beta ranges).
+fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    if n == 1 {
+        return vec![start];
+    }
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((n - 1 - i) as f32, end)
+            }
+        })
+        .collect()
+}
+
+/// numpy's `np.linspace(a, b, n)` in f64.
+pub(crate) fn linspace(a: f64, b: f64, n: usize) -> Vec<f64> {
+    if n == 1 {
+        return vec![a];
+    }
+    let step = (b - a) / (n - 1) as f64;
+    (0..n)
+        .map(|i| if i == n - 1 { b } else { a + step * i as f64 })
+        .collect()
+}
+
+/// Python's `round` (half to even), which numpy's `.round()` uses too.
+pub(crate) fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// `np.arange(start, stop, step)` for a negative step, in f64.
+pub(crate) fn arange_down(start: f64, stop: f64, step: f64) -> Vec<f64> {
+    let n = ((stop - start) / step).ceil().max(0.0) as usize;
+    (0..n).map(|i| start + step * i as f64).collect()
+}
+
+/// σ_t = sqrt((1 − ᾱ_t) / ᾱ_t) for every training timestep, as diffusers computes it from
+/// the f32 ᾱ (in f32).
+pub fn train_sigmas(alphas_cumprod: &[f64]) -> Vec<f64> {
+    alphas_cumprod
+        .iter()
+        .map(|&a| {
+            let a = a as f32;
+            f64::from(((1.0 - a) / a).sqrt())
+        })
+        .collect()
+}
+
+/// `np.interp(x, 0..len, ys)`.
+pub(crate) fn interp(x: f64, ys: &[f64]) -> f64 {
+    if x <= 0.0 {
+        return ys[0];
+    }
+    let last = ys.len() - 1;
+    if x >= last as f64 {
+        return ys[last];
+    }
+    let i = x.floor() as usize;
+    let w = x - i as f64;
+    ys[i] + w * (ys[i + 1] - ys[i])
+}
+
+/// diffusers `_sigma_to_t`: the (fractional) training timestep whose σ is `sigma`, by linear
+/// interpolation in log σ.
+pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let n = log_sigmas.len();
+    // Index of the last log σ at or below log_sigma, clipped to n − 2.
+    let count = log_sigmas.iter().filter(|&&l| log_sigma - l >= 0.0).count();
+    let low = count.saturating_sub(1).min(n - 2);
+    let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
+    let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
+    (1.0 - w) * low as f64 + w * (low + 1) as f64
+}
+
+/// Karras et al. (2022) σ spacing with ρ = 7 between `sigma_max` and `sigma_min`.
+pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+    linspace(0.0, 1.0, n)
+        .iter()
+        .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// Integer timesteps of DDIM / DDPM (descending) for `steps` inference steps.
+pub(crate) fn discrete_timesteps(cfg: &ScheduleConfig, spacing: Spacing, steps: usize) -> Vec<f64> {
+    let n = cfg.num_train_timesteps;
+    match spacing {
+        Spacing::Linspace => linspace(0.0, (n - 1) as f64, steps)
+            .iter()
+            .rev()
+            .map(|&t| round_half_even(t))
+            .collect(),
+        Spacing::Leading => {
+            let ratio = n / steps;
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio + cfg.steps_offset) as f64)
+                .collect()
+        }
+        Spacing::Trailing => {
+            let ratio = n as f64 / steps as f64;
+            arange_down(n as f64, 0.0, -ratio)
+                .iter()
+                .map(|&t| round_half_even(t) - 1.0)
+                .collect()
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Samplers against diffusers 0.42: schedules (timesteps, sigmas, ᾱ, init_noise_sigma,
+//! model-input scales) and whole trajectories, replaying the model outputs and the noise that
+//! diffusers used (`tests/fixtures/schedulers.json`, made by
+//! `tools/dump_scheduler_fixtures.py`). CPU only.
+
+use sd_wgpu::schedulers::{HostOps, Sampler, SamplerKind, ScheduleConfig};
+use serde_json::Value;
+
+fn fixtures() -> Vec<Value> {
+    let text = include_str!("fixtures/schedulers.json");
+    let v: Value = serde_json::from_str(text).expect("fixture JSON");
+    v["cases"].as_array().expect("cases").clone()
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .expect("array")
+        .iter()
+        .map(|x| x.as_f64().expect("number"))
+        .collect()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    floats(v).into_iter().map(|x| x as f32).collect()
+}
+
+/// `|a − b| ≤ atol + rtol·|b|` for each element; the message names the worst one.
+fn close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) -> Result<(), String> {
+    if got.len() != want.len() {
+        return Err(format!(
+            "{what}: {} values, expected {} ({got:?} vs {want:?})",
+            got.len(),
+            want.len()
+        ));
+    }
+    let worst = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (g, w))| (i, (g - w).abs() / (atol + rtol * w.abs())))
+        .fold(
+            (0, 0.0),
+            |a, b| if b.1 > a.1 || b.1.is_nan() { b } else { a },
+        );
+    if worst.1 > 1.0 || worst.1.is_nan() {
+        let i = worst.0;
+        return Err(format!(
+            "{what}: element {i}: {} vs diffusers {} ({:.2}× the tolerance)",
+            got[i], want[i], worst.1
+        ));
+    }
+    Ok(())
+}
+
+fn kind_of(case: &Value) -> SamplerKind {
+    let mut k = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
+    if let (SamplerKind::Ddim { eta }, Some(e)) = (&mut k, case["eta"].as_f64()) {
+        *eta = e;
+    }
+    k
+}
+
+fn check_case(case: &Value) -> Result<(), String> {
+    let name = case["name"].as_str().unwrap();
+    let cfg = ScheduleConfig::from_value(&case["config"]).map_err(|e| format!("{name}: {e}"))?;
+    let steps = case["steps"].as_u64().unwrap() as usize;
+    let mut s =
+        Sampler::<Vec<f32>>::new(kind_of(case), &cfg, steps).map_err(|e| format!("{name}: {e}"))?;
+
+    let ac = cfg.alphas_cumprod();
+    for (t, v) in case["alphas_cumprod"].as_object().unwrap() {
+        close(
+            &format!("{name}: alphas_cumprod[{t}]"),
+            &[ac[t.parse::<usize>().unwrap()]],
+            &[v.as_f64().unwrap()],
+            0.0,
+            1e-7,
+        )?;
+    }
+    close(
+        &format!("{name}: timesteps"),
+        s.timesteps(),
+        &floats(&case["timesteps"]),
+        1e-3,
+        1e-6,
+    )?;
+    if !case["sigmas"].is_null() {
+        close(
+            &format!("{name}: sigmas"),
+            s.sigmas(),
+            &floats(&case["sigmas"]),
+            1e-6,
+            1e-6,
+        )?;
+    }
+    close(
+        &format!("{name}: init_noise_sigma"),
+        &[s.init_noise_sigma()],
+        &[case["init_noise_sigma"].as_f64().unwrap()],
+        0.0,
+        1e-6,
+    )?;
+    let scales: Vec<f64> = (0..steps_taken(case)).map(|i| s.input_scale(i)).collect();
+    close(
+        &format!("{name}: input scales"),
+        &scales,
+        &floats(&case["input_scales"]),
+        0.0,
+        1e-5,
+    )?;
+
+    let xs = case["x"].as_array().unwrap();
+    let ms = case["model_outputs"].as_array().unwrap();
+    let noises = case["noise"].as_array().unwrap();
+    let mut x = f32s(&xs[0]);
+    let mut worst = 0.0f64;
+    for k in 0..ms.len() {
+        let m = f32s(&ms[k]);
+        let noise = (!noises[k].is_null()).then(|| f32s(&noises[k]));
+        if s.needs_noise(k) != noise.is_some() {
+            return Err(format!(
+                "{name}: step {k}: needs_noise = {} but diffusers drew {}",
+                s.needs_noise(k),
+                noise.is_some()
+            ));
+        }
+        x = s
+            .step(&mut HostOps, k, &x, &m, noise.as_ref())
+            .map_err(|e| format!("{name}: step {k}: {e}"))?;
+        let got: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        close(
+            &format!("{name}: sample after step {k}"),
+            &got,
+            &floats(&xs[k + 1]),
+            1e-4,
+            1e-4,
+        )?;
+    }
+    eprintln!("ok {name}: {} steps", ms.len());
+    Ok(())
+}
+
+fn steps_taken(case: &Value) -> usize {
+    case["model_outputs"].as_array().unwrap().len()
+}
+
+#[test]
+fn samplers_match_diffusers() {
+    let cases = fixtures();
+    assert!(cases.len() >= 20, "fixture has {} cases", cases.len());
+    let failures: Vec<String> = cases.iter().filter_map(|c| check_case(c).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from diffusers:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
+    for name in [
+        "ddim",
+        "ddpm",
+        "pndm",
+        "euler",
+        "euler-a",
+        "dpm++2m",
+        "dpm++2m-karras",
+    ] {
+        SamplerKind::parse(name).unwrap();
+    }
+    let e = SamplerKind::parse("heun").unwrap_err().to_string();
+    assert!(e.contains("heun") && e.contains("dpm++2m-karras"), "{e}");
+}
+
+#[test]
+fn bad_configs_are_refused_with_the_key_named() {
+    let e = ScheduleConfig::from_json(r#"{"beta_schedule": "cosine"}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("beta_schedule") && e.contains("cosine"), "{e}");
+    let e = ScheduleConfig::from_json(r#"{"trained_betas": [0.1, 0.2]}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("trained_betas"), "{e}");
+    assert!(ScheduleConfig::from_json("{not json").is_err());
+    let cfg = ScheduleConfig::sd15();
+    assert!(Sampler::<Vec<f32>>::new(SamplerKind::Ddim { eta: 0.0 }, &cfg, 0).is_err());
+    assert!(Sampler::<Vec<f32>>::new(SamplerKind::Ddim { eta: 1.5 }, &cfg, 10).is_err());
+    // A real SD 1.5 scheduler_config.json reads as the built-in SD 1.5 config.
+    let sd15 = r#"{"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+        "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+        "set_alpha_to_one": false, "skip_prk_steps": true, "steps_offset": 1, "trained_betas": null,
+        "clip_sample": false}"#;
+    assert_eq!(
+        ScheduleConfig::from_json(sd15).unwrap(),
+        ScheduleConfig::sd15()
+    );
+}

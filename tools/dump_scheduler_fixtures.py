@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Dumps scheduler fixtures from diffusers (the reference implementation) for
+tests/schedulers.rs: timesteps, sigmas, init_noise_sigma, model-input scales, alphas_cumprod
+samples, and whole sampling trajectories on small vectors with recorded model outputs and
+recorded noise (diffusers' randn_tensor is replaced by a queue of numpy arrays, so the Rust
+side can replay exactly the same noise).
+
+Run from the repo root in a venv with torch, diffusers, numpy:
+    .venv/bin/python tools/dump_scheduler_fixtures.py
+CI never runs this; the JSON it writes is committed.
+"""
+import inspect
+import json
+
+import numpy as np
+import torch
+import diffusers
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, PNDMScheduler)
+from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
+                                  scheduling_euler_ancestral_discrete)
+
+# SD 1.5's scheduler_config.json (PNDM) and SD 2.1's (DDIM, v-prediction), as shipped.
+SD15 = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+            beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
+            steps_offset=1, skip_prk_steps=True, prediction_type="epsilon")
+SD21 = dict(SD15, prediction_type="v_prediction")
+
+N = 8  # vector length
+
+
+class NoiseQueue:
+    """Replaces diffusers' randn_tensor: hands out recorded noise arrays in order."""
+
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)
+        self.drawn = []
+
+    def __call__(self, shape, generator=None, device=None, dtype=None, **kw):
+        z = self.rng.standard_normal(shape).astype(np.float32)
+        self.drawn.append(z.reshape(-1).tolist())
+        return torch.from_numpy(z)
+
+
+def model(x, t, k):
+    """A deterministic stand-in for the U-Net: depends on the sample and the step."""
+    base = np.sin(np.arange(N, dtype=np.float32) * 0.7 + k).astype(np.float32)
+    return (0.6 * x + 0.4 * base).astype(np.float32)
+
+
+def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
+    accepted = inspect.signature(cls.__init__).parameters
+    cfg = {k: v for k, v in config.items() if k in accepted}
+    if clip is not None:
+        cfg.update(clip_sample=True, clip_sample_range=clip)
+    sched = cls(**cfg)
+    sched.set_timesteps(steps)
+    noise = NoiseQueue(seed + 1)
+    for mod in (scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_dpmsolver_multistep):
+        mod.randn_tensor = noise
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(N).astype(np.float32) * float(sched.init_noise_sigma))
+    xs, ms, scales, noises_per_step = [x.tolist()], [], [], []
+    for k, t in enumerate(sched.timesteps):
+        inp = sched.scale_model_input(torch.from_numpy(x).reshape(1, N), t).numpy().reshape(-1)
+        scales.append(float(inp[0] / x[0]))
+        m = model(x, float(t), k)
+        before = len(noise.drawn)
+        kwargs = {}
+        if eta is not None:
+            kwargs["eta"] = eta
+            z = noise(x.shape)
+            kwargs["variance_noise"] = torch.from_numpy(np.array(noise.drawn[-1], np.float32)).reshape(1, N)
+            before = len(noise.drawn) - 1
+        out = sched.step(torch.from_numpy(m).reshape(1, N), t, torch.from_numpy(x).reshape(1, N), **kwargs).prev_sample
+        x = out.numpy().astype(np.float32).reshape(-1)
+        ms.append(m.tolist())
+        xs.append(x.tolist())
+        drawn = noise.drawn[before:]
+        noises_per_step.append(drawn[0] if drawn else None)
+    sig = getattr(sched, "sigmas", None)
+    return {
+        "name": name,
+        "sampler": kind,
+        # Non-finite values (DPM's lambda_min_clipped = -inf) are not JSON: null.
+        "config": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                   for k, v in sched.config.items() if isinstance(v, (int, float, str, bool)) or v is None},
+        "steps": steps,
+        "eta": eta,
+        "timesteps": [float(t) for t in sched.timesteps],
+        "sigmas": [float(s) for s in sig] if sig is not None else None,
+        "init_noise_sigma": float(sched.init_noise_sigma),
+        "alphas_cumprod": {str(i): float(sched.alphas_cumprod[i]) for i in (0, 1, 250, 500, 999)},
+        "input_scales": scales,
+        "x": xs,
+        "model_outputs": ms,
+        "noise": noises_per_step,
+    }
+
+
+cases = []
+for steps in (4, 10, 20):
+    cases.append(trajectory(f"ddim sd15 {steps}", "ddim", DDIMScheduler, SD15, steps))
+cases.append(trajectory("ddim sd21 v-pred trailing 7", "ddim", DDIMScheduler, dict(SD21, timestep_spacing="trailing"), 7))
+cases.append(trajectory("ddim eta 0.7 linspace 6", "ddim", DDIMScheduler, dict(SD15, timestep_spacing="linspace"), 6, eta=0.7))
+cases.append(trajectory("ddim clip_sample 1.0 5", "ddim", DDIMScheduler, SD15, 5, clip=1.0))
+cases.append(trajectory("ddim linear betas 5", "ddim", DDIMScheduler, dict(SD15, beta_schedule="linear", beta_start=0.0001, beta_end=0.02), 5))
+cases.append(trajectory("ddim squaredcos 5", "ddim", DDIMScheduler, dict(SD15, beta_schedule="squaredcos_cap_v2"), 5))
+cases.append(trajectory("ddpm sd15 6", "ddpm", DDPMScheduler, SD15, 6, seed=3))
+cases.append(trajectory("ddpm v-pred trailing 5", "ddpm", DDPMScheduler, dict(SD21, timestep_spacing="trailing"), 5, seed=4))
+for steps in (4, 10):
+    cases.append(trajectory(f"pndm sd15 {steps}", "pndm", PNDMScheduler, SD15, steps))
+cases.append(trajectory("pndm v-pred 6", "pndm", PNDMScheduler, SD21, 6))
+cases.append(trajectory("euler sd15 8", "euler", EulerDiscreteScheduler, SD15, 8))
+cases.append(trajectory("euler v-pred trailing 6", "euler", EulerDiscreteScheduler, dict(SD21, timestep_spacing="trailing"), 6))
+cases.append(trajectory("euler karras linspace 7", "euler", EulerDiscreteScheduler, dict(SD15, use_karras_sigmas=True, timestep_spacing="linspace"), 7))
+cases.append(trajectory("euler-a sd15 8", "euler-a", EulerAncestralDiscreteScheduler, SD15, 8, seed=5))
+cases.append(trajectory("euler-a v-pred 5", "euler-a", EulerAncestralDiscreteScheduler, SD21, 5, seed=6))
+for steps in (5, 20):
+    cases.append(trajectory(f"dpm++2m sd15 {steps}", "dpm++2m", DPMSolverMultistepScheduler, SD15, steps))
+cases.append(trajectory("dpm++2m karras 12", "dpm++2m-karras", DPMSolverMultistepScheduler, dict(SD15, use_karras_sigmas=True), 12))
+cases.append(trajectory("dpm++2m karras 20", "dpm++2m-karras", DPMSolverMultistepScheduler, dict(SD15, use_karras_sigmas=True), 20))
+cases.append(trajectory("dpm++2m v-pred trailing 8", "dpm++2m", DPMSolverMultistepScheduler, dict(SD21, timestep_spacing="trailing"), 8))
+
+with open("tests/fixtures/schedulers.json", "w") as f:
+    json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,
+              allow_nan=False)
+print(f"{len(cases)} cases written with diffusers {diffusers.__version__}")
