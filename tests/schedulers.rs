@@ -128,15 +128,24 @@ fn check_case(case: &Value) -> Result<(), String> {
             .step(&mut HostOps, k, &x, &m, noise.as_ref())
             .map_err(|e| format!("{name}: step {k}: {e}"))?;
         let got: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let want = floats(&xs[k + 1]);
         close(
             &format!("{name}: sample after step {k}"),
             &got,
-            &floats(&xs[k + 1]),
+            &want,
             1e-4,
             1e-4,
         )?;
+        worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(worst, f64::max);
     }
-    eprintln!("ok {name}: {} steps", ms.len());
+    eprintln!(
+        "ok {name}: {} steps, max |x - diffusers| = {worst:.2e}",
+        ms.len()
+    );
     Ok(())
 }
 
