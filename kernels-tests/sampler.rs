@@ -114,3 +114,103 @@ fn sampler_step_matches_reference() {
     };
     assert!(ops::sampler_step(&mut rec, &xt, &e1t, None, None, bad, false).is_err());
 }
+
+#[test]
+fn lincomb_and_clamp_match_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(8);
+    let n = 1000;
+    let vs: Vec<Vec<f32>> = (0..7).map(|_| rng.normals(n, 1.0)).collect();
+    let ts: Vec<_> = vs
+        .iter()
+        .map(|v| upload(v, &[10, 100], DType::F32, "term"))
+        .collect();
+    // 1, 2, 4 (one dispatch) and 7 terms (chained).
+    for k in [1, 2, 4, 7] {
+        let coefs: Vec<f32> = (0..k).map(|i| 0.5 - 0.3 * i as f32).collect();
+        let terms: Vec<(f32, &sd_wgpu::Tensor)> = coefs.iter().copied().zip(&ts).collect();
+        let mut rec = Recorder::new(gpu);
+        let y = ops::lincomb(&mut rec, &terms).unwrap();
+        let want: Vec<f32> = (0..n)
+            .map(|i| {
+                (0..k)
+                    .map(|j| f64::from(coefs[j]) * f64::from(vs[j][i]))
+                    .sum::<f64>() as f32
+            })
+            .collect();
+        check(&format!("lincomb of {k}"), &run(rec, &y), &want, 1e-6, 1e-6);
+    }
+    let mut rec = Recorder::new(gpu);
+    let y = ops::clamp(&mut rec, &ts[0], -0.5, 0.75).unwrap();
+    check(
+        "clamp",
+        &run(rec, &y),
+        &vs[0]
+            .iter()
+            .map(|v| v.clamp(-0.5, 0.75))
+            .collect::<Vec<_>>(),
+        0.0,
+        0.0,
+    );
+    let mut rec = Recorder::new(gpu);
+    assert!(ops::clamp(&mut rec, &ts[0], 1.0, -1.0).is_err());
+    let short = upload(&[1.0; 3], &[3], DType::F32, "short");
+    assert!(
+        ops::lincomb(&mut rec, &[(1.0, &ts[0]), (1.0, &short)])
+            .unwrap_err()
+            .to_string()
+            .contains("short")
+    );
+}
+
+/// Every diffusers trajectory of `tests/fixtures/schedulers.json`, run by the same sampler
+/// code on GPU tensors (`GpuOps`) instead of host vectors.
+#[test]
+fn samplers_on_gpu_match_diffusers() {
+    use sd_wgpu::schedulers::{GpuOps, Sampler, SamplerKind, ScheduleConfig};
+    let gpu = gpu();
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/fixtures/schedulers.json")).unwrap();
+    let vec = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let cases = fixture["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20);
+    for case in cases {
+        let name = case["name"].as_str().unwrap();
+        let cfg = ScheduleConfig::from_value(&case["config"]).unwrap();
+        let mut kind = SamplerKind::parse(case["sampler"].as_str().unwrap()).unwrap();
+        if let (SamplerKind::Ddim { eta }, Some(e)) = (&mut kind, case["eta"].as_f64()) {
+            *eta = e;
+        }
+        let steps = case["steps"].as_u64().unwrap() as usize;
+        let mut sampler = Sampler::<sd_wgpu::Tensor>::new(kind, &cfg, steps).unwrap();
+        let xs = case["x"].as_array().unwrap();
+        let (ms, noises) = (
+            case["model_outputs"].as_array().unwrap(),
+            case["noise"].as_array().unwrap(),
+        );
+        let mut x = upload(&vec(&xs[0]), &[1, 8], DType::F32, "latents");
+        for k in 0..ms.len() {
+            let m = upload(&vec(&ms[k]), &[1, 8], DType::F32, "noise_pred");
+            let z = (!noises[k].is_null())
+                .then(|| upload(&vec(&noises[k]), &[1, 8], DType::F32, "noise"));
+            let mut rec = Recorder::new(gpu);
+            x = sampler
+                .step(&mut GpuOps { rec: &mut rec }, k, &x, &m, z.as_ref())
+                .unwrap();
+            let got = run(rec, &x);
+            check(
+                &format!("gpu sampler {name} step {k}"),
+                &got,
+                &vec(&xs[k + 1]),
+                1e-4,
+                1e-4,
+            );
+        }
+    }
+}

@@ -1,7 +1,8 @@
 // Elementwise kernels, f32, one element per thread, WG threads per workgroup, linearised grid.
 //
 // unary:  y[i] = f(alpha · x[i] + beta), f by p.op: 0 identity (scale/shift), 1 SiLU,
-//         2 GELU (erf, torch's default), 3 quick-GELU (CLIP).
+//         2 GELU (erf, torch's default), 3 quick-GELU (CLIP); op 4 is
+//         y[i] = clamp(x[i], alpha, beta) (torch.clamp).
 // binary: y[i] = x[i] ∘ z[j(i)], ∘ by p.op: 0 add, 1 mul; z broadcasts with
 //         j(i) = (i / outer) · inner + i % inner  (same shape: outer = inner = n;
 //         per-channel [c]: outer = n, inner = c; per-(batch, channel) [b, c] over [b, hw, c]:
@@ -41,6 +42,7 @@ fn unary(
         case 1u: { r = silu(t); }
         case 2u: { r = gelu(t); }
         case 3u: { r = quick_gelu(t); }
+        case 4u: { r = clamp(x[p.x_off + i], p.alpha, p.beta); }
         default: {}
     }
     y[p.y_off + i] = r;

@@ -78,6 +78,8 @@ pub enum Unary {
     Gelu,
     /// CLIP's `x·sigmoid(1.702x)`.
     QuickGelu,
+    /// `clamp(x, alpha, beta)` (no affine step); see [`clamp`].
+    Clamp,
 }
 
 /// `y = x ∘ z` with `z` broadcast.
@@ -189,6 +191,17 @@ pub fn unary(
         i0 += len;
     }
     Ok(y)
+}
+
+/// `torch.clamp(x, lo, hi)`.
+pub fn clamp(rec: &mut Recorder<'_>, x: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
+    if lo > hi || lo.is_nan() || hi.is_nan() {
+        return Err(Error::unsupported(
+            "clamp",
+            format!("empty range [{lo}, {hi}] for `{}`", x.name()),
+        ));
+    }
+    unary(rec, x, Unary::Clamp, lo, hi)
 }
 
 /// `x ∘ z` where `z`'s shape is `x`'s, or a suffix of it (`[c]` over `[.., c]`), or

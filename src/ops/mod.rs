@@ -14,12 +14,12 @@ pub mod sampler;
 pub use attention::{AttentionOptions, attention};
 pub use conv2d::{Conv2dOptions, conv2d};
 pub use elementwise::{
-    Binary, Unary, add, binary, concat_channels, geglu, mul, timestep_embedding, unary,
+    Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, timestep_embedding, unary,
     upsample_nearest2x,
 };
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};
-pub use sampler::{SamplerStep, sampler_step};
+pub use sampler::{SamplerStep, lincomb, sampler_step};
 
 use crate::error::{Error, Result};
 use crate::gpu::{BufferRange, Dispatch, KernelKey, Recorder};

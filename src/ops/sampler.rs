@@ -63,6 +63,57 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     vec![key()]
 }
 
+/// `Σ cᵢ · tᵢ` over tensors with the same number of elements (any shapes; the result has the
+/// first tensor's shape). Four terms per dispatch of the sampler-step kernel; longer sums
+/// chain.
+pub fn lincomb(rec: &mut Recorder<'_>, terms: &[(f32, &Tensor)]) -> Result<Tensor> {
+    const OP: &str = "lincomb";
+    let Some(&(c0, t0)) = terms.first() else {
+        return Err(Error::shape(OP, "no terms"));
+    };
+    if let Some((_, t)) = terms.iter().find(|(_, t)| t.numel() != t0.numel()) {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "`{}` {:?} and `{}` {:?} differ in size",
+                t0.name(),
+                t0.shape(),
+                t.name(),
+                t.shape()
+            ),
+        ));
+    }
+    let (mut acc, mut a) = (t0.clone(), c0);
+    let mut rest = &terms[1..];
+    loop {
+        let take = rest.len().min(3);
+        let [b, c, d] = [0, 1, 2].map(|i| rest.get(i).map_or(0.0, |(k, _)| *k));
+        let pick = |i: usize| rest.get(i).map(|(_, t)| t.reshape(t0.shape())).transpose();
+        let (eps, noise, hist) = (pick(0)?, pick(1)?, pick(2)?);
+        let step = SamplerStep {
+            guidance: None,
+            a,
+            b,
+            c,
+            d,
+        };
+        let (y, _) = sampler_step(
+            rec,
+            &acc,
+            eps.as_ref().unwrap_or(&acc),
+            noise.as_ref(),
+            hist.as_ref(),
+            step,
+            false,
+        )?;
+        rest = &rest[take..];
+        if rest.is_empty() {
+            return Ok(y);
+        }
+        (acc, a) = (y, 1.0);
+    }
+}
+
 /// One sampler update. `x`: f32 latents; `eps`: the model output, `[2·batch, ..]` with the
 /// unconditional half first when `step.guidance` is set, else `x`'s shape; `noise` and `hist`
 /// as `x` (required when `c` / `d` are non-zero). Returns `(x', guided ε)` — the second only

@@ -4,7 +4,7 @@
 //! The schedule math ([`schedule`]) runs once on the CPU. Each step is written once, as in
 //! diffusers, over [`LatentOps`] — linear combinations and a clamp of latent tensors — so the
 //! same sampler code runs on host vectors ([`HostOps`], the reference the tests check against
-//! diffusers) and on GPU tensors (an implementation over the engine's kernels). Where a step
+//! diffusers) and on GPU tensors ([`GpuOps`], over the engine's kernels). Where a step
 //! needs no clamp it is folded into one linear combination of (x, model output, noise).
 
 pub mod schedule;
@@ -42,6 +42,23 @@ impl LatentOps for HostOps {
     fn clamp(&mut self, v: &Vec<f32>, r: f64) -> Result<Vec<f32>> {
         let r = r as f32;
         Ok(v.iter().map(|x| x.clamp(-r, r)).collect())
+    }
+}
+
+/// [`LatentOps`] on GPU tensors: each operation records dispatches into `rec`
+/// ([`crate::ops::lincomb`], [`crate::ops::clamp`]); nothing is submitted.
+pub struct GpuOps<'r, 'g> {
+    pub rec: &'r mut crate::gpu::Recorder<'g>,
+}
+
+impl LatentOps for GpuOps<'_, '_> {
+    type V = crate::tensor::Tensor;
+    fn lincomb(&mut self, terms: &[(f64, &Self::V)]) -> Result<Self::V> {
+        let terms: Vec<(f32, &Self::V)> = terms.iter().map(|&(c, t)| (c as f32, t)).collect();
+        crate::ops::lincomb(self.rec, &terms)
+    }
+    fn clamp(&mut self, v: &Self::V, r: f64) -> Result<Self::V> {
+        crate::ops::clamp(self.rec, v, -r as f32, r as f32)
     }
 }
 
