@@ -11,3 +11,4 @@ mod matmul;
 mod norm;
 mod runtime;
 mod sampler;
+mod weights;

@@ -67,6 +67,58 @@ pub enum Error {
     #[error("readback of `{tensor}` failed: {what}")]
     Readback { tensor: String, what: String },
 
+    /// A file could not be read.
+    #[error("reading `{path}`: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A pickle checkpoint (`.ckpt`, `.pt`, …): refused, never executed.
+    #[error(
+        "`{path}` is a pickle checkpoint: sd-wgpu never loads pickles, because unpickling runs          arbitrary code. Convert it to .safetensors (for example with diffusers'          convert_original_stable_diffusion_to_diffusers.py, or torch.load +          safetensors.torch.save_file in a Python you trust) and pass that file"
+    )]
+    Pickle { path: std::path::PathBuf },
+
+    /// A safetensors file whose header or size is wrong.
+    #[error("`{path}` is not a valid safetensors file: {what}")]
+    Safetensors {
+        path: std::path::PathBuf,
+        what: String,
+    },
+
+    /// A tensor the model needs is not in its weight files.
+    #[error("tensor `{tensor}` is missing from `{path}`")]
+    MissingTensor {
+        path: std::path::PathBuf,
+        tensor: String,
+    },
+
+    /// A tensor has another shape than the model's config implies.
+    #[error("tensor `{tensor}` in `{path}` has shape {got:?}, the model expects {expected:?}")]
+    TensorShape {
+        path: std::path::PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+
+    /// A tensor has a dtype we do not load, or values that do not fit the requested one.
+    #[error("tensor `{tensor}` in `{path}`: {what}")]
+    TensorData {
+        path: std::path::PathBuf,
+        tensor: String,
+        what: String,
+    },
+
+    /// A model path that is neither a diffusers folder nor a single-file checkpoint.
+    #[error("`{path}`: {what}")]
+    ModelLayout {
+        path: std::path::PathBuf,
+        what: String,
+    },
+
     /// The device reported an error (validation, out of memory) while running our work.
     #[error("GPU error in {context}: {what}")]
     Device { context: String, what: String },

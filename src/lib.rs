@@ -6,7 +6,8 @@
 //! - [`tensor`]: GPU tensors (f32 or packed f16, channels-last activations);
 //! - [`ops`]: the kernels' Rust wrappers, which validate and record dispatches;
 //! - [`reference`]: plain-loop CPU references of every op;
-//! - [`schedulers`]: noise schedules and samplers (DDIM, DDPM, PNDM, Euler, Euler-a, DPM++ 2M).
+//! - [`schedulers`]: noise schedules and samplers (DDIM, DDPM, PNDM, Euler, Euler-a, DPM++ 2M);
+//! - [`weights`]: safetensors checkpoints (mmap, dtype conversion, re-layout), pickles refused.
 
 pub mod error;
 pub mod gpu;
@@ -15,6 +16,7 @@ pub mod reference;
 pub mod schedulers;
 pub mod shaders;
 pub mod tensor;
+pub mod weights;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Recorder};

@@ -1,0 +1,339 @@
+//! Checkpoint weights: safetensors files mapped into memory, read tensor by tensor,
+//! converted (f32 / f16 / bf16 → the GPU dtype) and re-laid out while uploading, so host
+//! memory holds one tensor at a time, never the file. Pickle checkpoints are refused.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::tensor::{DType, Tensor};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// One memory-mapped safetensors file and its parsed header.
+pub struct WeightFile {
+    path: PathBuf,
+    map: memmap2::Mmap,
+    /// Byte offset of the data section (8-byte length + JSON header).
+    data_start: usize,
+    tensors: HashMap<String, safetensors::tensor::TensorInfo>,
+}
+
+/// A tensor inside a mapped file.
+#[derive(Clone, Copy, Debug)]
+pub struct TensorRef<'a> {
+    pub file: &'a Path,
+    pub name: &'a str,
+    pub dtype: Dtype,
+    pub shape: &'a [usize],
+    pub bytes: &'a [u8],
+}
+
+/// Extensions of pickle-based checkpoints.
+const PICKLE_EXTENSIONS: &[&str] = &["ckpt", "pt", "pth", "bin", "pkl", "pickle"];
+
+/// Refuses pickle checkpoints by extension and by content (`head`: the first 9 bytes or
+/// fewer): a zip archive, as `torch.save` writes, or a raw pickle stream starting with the
+/// PROTO opcode — unless the bytes are a safetensors start (an 8-byte header length, then
+/// the header's `{`), whose length bytes can look the same.
+pub fn refuse_pickle(path: &Path, head: &[u8]) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_lowercase);
+    let by_name = ext.is_some_and(|e| PICKLE_EXTENSIONS.contains(&e.as_str()));
+    let safetensors_start = head.get(8) == Some(&b'{');
+    let zip = head.starts_with(b"PK\x03\x04");
+    let raw_pickle =
+        head.first() == Some(&0x80) && head.get(1).is_some_and(|&v| (2..=5).contains(&v));
+    let by_content = !safetensors_start && (zip || raw_pickle);
+    if by_name || by_content {
+        return Err(Error::Pickle {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+impl WeightFile {
+    /// Maps `path` and parses its header. Pickles, truncated files and corrupt headers are
+    /// errors naming the file.
+    pub fn open(path: &Path) -> Result<Self> {
+        let io = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only; a file truncated by another process while mapped
+        // can fault on access, a risk every mmap-based loader shares (we only read files
+        // the user named as model weights).
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        refuse_pickle(path, &map[..map.len().min(9)])?;
+        let bad = |what: String| Error::Safetensors {
+            path: path.to_path_buf(),
+            what,
+        };
+        let (header_len, meta) =
+            SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
+        let tensors: HashMap<String, _> = meta
+            .tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+            data_start: 8 + header_len,
+            tensors,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
+    pub fn get(&self, name: &str) -> Option<TensorRef<'_>> {
+        let (key, info) = self.tensors.get_key_value(name)?;
+        let (a, b) = info.data_offsets;
+        Some(TensorRef {
+            file: &self.path,
+            name: key,
+            dtype: info.dtype,
+            shape: &info.shape,
+            bytes: &self.map[self.data_start + a..self.data_start + b],
+        })
+    }
+}
+
+/// A model's weights, possibly spread over several files (sharded checkpoints).
+pub struct Weights {
+    files: Vec<WeightFile>,
+    /// What errors call the weights: the folder or the single file.
+    origin: PathBuf,
+}
+
+/// How a tensor is rearranged for the kernels while uploading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relayout {
+    None,
+    /// PyTorch `Linear.weight` `[out, in]` → `[in, out]` (matmul's B).
+    Transpose,
+    /// PyTorch conv weight `[out, in, kh, kw]` → `[kh, kw, in, out]` (conv2d's layout).
+    ConvToHwio,
+}
+
+/// Which dtype weights get on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightDType {
+    /// f16 files stay f16; f32 and bf16 files load as f32 (bf16's range exceeds f16's).
+    Auto,
+    /// Everything as f16 (a value beyond f16's range is an error naming the tensor).
+    F16,
+    F32,
+}
+
+impl Weights {
+    /// The weights in `files` (each a safetensors file); `origin` names them in errors.
+    pub fn open(origin: &Path, files: &[PathBuf]) -> Result<Self> {
+        if files.is_empty() {
+            return Err(Error::ModelLayout {
+                path: origin.to_path_buf(),
+                what: "no .safetensors weight files found".into(),
+            });
+        }
+        let files = files
+            .iter()
+            .map(|f| WeightFile::open(f))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            files,
+            origin: origin.to_path_buf(),
+        })
+    }
+
+    /// A single safetensors file.
+    pub fn open_file(path: &Path) -> Result<Self> {
+        Self::open(path, &[path.to_path_buf()])
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.files.iter().flat_map(WeightFile::names)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.files.iter().any(|f| f.get(name).is_some())
+    }
+
+    /// The tensor `name`, or an error naming it and the weights.
+    pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
+        self.files
+            .iter()
+            .find_map(|f| f.get(name))
+            .ok_or_else(|| Error::MissingTensor {
+                path: self.origin.clone(),
+                tensor: name.to_string(),
+            })
+    }
+
+    /// Reads `name` as f32 after checking it has `shape`.
+    pub fn read_f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let t = self.tensor(name)?;
+        check_shape(&t, shape)?;
+        to_f32(&t)
+    }
+
+    /// Uploads `name` (checked against `shape`, PyTorch's layout) as a GPU tensor of the
+    /// dtype `policy` picks, rearranged by `relayout`. The GPU tensor is labelled with `name`.
+    pub fn upload(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        relayout: Relayout,
+        policy: WeightDType,
+    ) -> Result<Tensor> {
+        let t = self.tensor(name)?;
+        check_shape(&t, shape)?;
+        let values = to_f32(&t)?;
+        let (values, gpu_shape) = match (relayout, shape) {
+            (Relayout::None, _) => (values, shape.to_vec()),
+            (Relayout::Transpose, &[o, i]) => (transpose(&values, o, i), vec![i, o]),
+            (Relayout::ConvToHwio, &[o, i, kh, kw]) => (
+                crate::ops::conv2d::oihw_to_hwio(&values, o, i, kh, kw),
+                vec![kh, kw, i, o],
+            ),
+            _ => {
+                return Err(Error::TensorData {
+                    path: t.file.to_path_buf(),
+                    tensor: name.into(),
+                    what: format!("{relayout:?} does not apply to shape {shape:?}"),
+                });
+            }
+        };
+        let dtype = match (policy, t.dtype) {
+            (WeightDType::F16, _) | (WeightDType::Auto, Dtype::F16) => DType::F16,
+            _ => DType::F32,
+        };
+        if dtype == DType::F16 {
+            if let Some(v) = values
+                .iter()
+                .find(|v| v.is_finite() && v.abs() > f32::from(half::f16::MAX))
+            {
+                return Err(Error::TensorData {
+                    path: t.file.to_path_buf(),
+                    tensor: name.into(),
+                    what: format!("value {v} does not fit f16 (load with f32 weights instead)"),
+                });
+            }
+        }
+        Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)
+    }
+}
+
+fn check_shape(t: &TensorRef<'_>, shape: &[usize]) -> Result<()> {
+    if t.shape != shape {
+        return Err(Error::TensorShape {
+            path: t.file.to_path_buf(),
+            tensor: t.name.into(),
+            expected: shape.to_vec(),
+            got: t.shape.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// The tensor's values as f32 (from f32, f16 or bf16 storage, little-endian).
+pub fn to_f32(t: &TensorRef<'_>) -> Result<Vec<f32>> {
+    let b = t.bytes;
+    let n: usize = t.shape.iter().product();
+    let width = match t.dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        other => {
+            return Err(Error::TensorData {
+                path: t.file.to_path_buf(),
+                tensor: t.name.into(),
+                what: format!(
+                    "dtype {other:?} is not supported (weights must be F32, F16 or BF16)"
+                ),
+            });
+        }
+    };
+    if b.len() != n * width {
+        return Err(Error::TensorData {
+            path: t.file.to_path_buf(),
+            tensor: t.name.into(),
+            what: format!("{} bytes for {n} {:?} values", b.len(), t.dtype),
+        });
+    }
+    Ok(match t.dtype {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+    })
+}
+
+fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = v[r * cols + c];
+        }
+    }
+    out
+}
+
+/// How a model path stores its networks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ModelLayout {
+    /// A diffusers folder (`model_index.json`, `unet/`, `vae/`, `text_encoder/`, …).
+    Diffusers(PathBuf),
+    /// One original (CompVis-layout) `.safetensors` checkpoint.
+    SingleFile(PathBuf),
+}
+
+/// Detects the layout of `path`; pickles and unknown files are errors that say what is
+/// expected.
+pub fn detect_layout(path: &Path) -> Result<ModelLayout> {
+    if path.is_dir() {
+        if path.join("model_index.json").is_file() {
+            return Ok(ModelLayout::Diffusers(path.to_path_buf()));
+        }
+        return Err(Error::ModelLayout {
+            path: path.to_path_buf(),
+            what: "a folder without model_index.json (expected a diffusers pipeline folder)".into(),
+        });
+    }
+    let mut head = [0u8; 9];
+    let n = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        f.read(&mut head).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+    };
+    refuse_pickle(path, &head[..n])?;
+    if path.extension().and_then(|e| e.to_str()) == Some("safetensors") {
+        return Ok(ModelLayout::SingleFile(path.to_path_buf()));
+    }
+    Err(Error::ModelLayout {
+        path: path.to_path_buf(),
+        what: "expected a diffusers folder or a .safetensors checkpoint".into(),
+    })
+}
