@@ -7,7 +7,8 @@
 //! - [`ops`]: the kernels' Rust wrappers, which validate and record dispatches;
 //! - [`reference`]: plain-loop CPU references of every op;
 //! - [`schedulers`]: noise schedules and samplers (DDIM, DDPM, PNDM, Euler, Euler-a, DPM++ 2M);
-//! - [`weights`]: safetensors checkpoints (mmap, dtype conversion, re-layout), pickles refused.
+//! - [`weights`]: safetensors checkpoints (mmap, dtype conversion, re-layout), pickles refused;
+//! - [`tokenizer`]: the CLIP tokenizer (built-in real CLIP BPE, or a model's own files).
 
 pub mod error;
 pub mod gpu;
@@ -16,6 +17,7 @@ pub mod reference;
 pub mod schedulers;
 pub mod shaders;
 pub mod tensor;
+pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
