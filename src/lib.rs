@@ -5,6 +5,7 @@
 //! - [`gpu`]: device and queue (own or borrowed), buffer pool, pipeline cache, recorder;
 //! - [`tensor`]: GPU tensors (f32 or packed f16, channels-last activations);
 //! - [`ops`]: the kernels' Rust wrappers, which validate and record dispatches;
+//! - [`models`]: the networks (CLIP text encoder so far), from checkpoint weights;
 //! - [`reference`]: plain-loop CPU references of every op;
 //! - [`schedulers`]: noise schedules and samplers (DDIM, DDPM, PNDM, Euler, Euler-a, DPM++ 2M);
 //! - [`weights`]: safetensors checkpoints (mmap, dtype conversion, re-layout), pickles refused;
@@ -12,6 +13,7 @@
 
 pub mod error;
 pub mod gpu;
+pub mod models;
 pub mod ops;
 pub mod reference;
 pub mod schedulers;

@@ -1,0 +1,285 @@
+//! CLIP text encoder (transformers `CLIPTextModel`): token + position embeddings, pre-LN
+//! transformer layers with causal self-attention, final layer norm. SD 1.x uses OpenAI's
+//! ViT-L/14 text tower (quick-GELU); SD 2.x OpenCLIP ViT-H (GELU, taken at the penultimate
+//! layer).
+
+use super::{LayerNorm, Linear, read_json};
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::ops::{self, AttentionOptions, Unary};
+use crate::tensor::{DType, Tensor};
+use crate::weights::{Relayout, WeightDType, Weights, to_f32};
+use std::path::Path;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    QuickGelu,
+    Gelu,
+}
+
+/// The fields of a transformers `CLIPTextConfig` the encoder uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f32,
+}
+
+impl ClipTextConfig {
+    /// SD 1.x: `openai/clip-vit-large-patch14` text config.
+    pub fn sd15() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            max_position_embeddings: 77,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    /// SD 2.x: OpenCLIP ViT-H/14 text tower as diffusers ships it (23 of its 24 layers).
+    pub fn sd21() -> Self {
+        Self {
+            hidden_size: 1024,
+            intermediate_size: 4096,
+            num_hidden_layers: 23,
+            num_attention_heads: 16,
+            hidden_act: Activation::Gelu,
+            ..Self::sd15()
+        }
+    }
+
+    /// Reads a transformers `config.json` (`text_encoder/config.json`).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v = read_json(path)?;
+        let bad = |what: String| Error::ModelLayout {
+            path: path.to_path_buf(),
+            what,
+        };
+        let int = |k: &str| -> Result<usize> {
+            v[k].as_u64()
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("`{k}` missing or not an integer")))
+        };
+        let hidden_act = match v["hidden_act"].as_str().unwrap_or("quick_gelu") {
+            "quick_gelu" => Activation::QuickGelu,
+            "gelu" => Activation::Gelu,
+            o => {
+                return Err(bad(format!(
+                    "hidden_act `{o}` is not supported (quick_gelu, gelu)"
+                )));
+            }
+        };
+        Ok(Self {
+            vocab_size: int("vocab_size")?,
+            hidden_size: int("hidden_size")?,
+            intermediate_size: int("intermediate_size")?,
+            num_hidden_layers: int("num_hidden_layers")?,
+            num_attention_heads: int("num_attention_heads")?,
+            max_position_embeddings: int("max_position_embeddings")?,
+            hidden_act,
+            layer_norm_eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-5) as f32,
+        })
+    }
+}
+
+/// One encoder layer (`encoder.layers.{i}`).
+pub struct ClipEncoderLayer {
+    pub layer_norm1: LayerNorm,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub out_proj: Linear,
+    pub layer_norm2: LayerNorm,
+    pub fc1: Linear,
+    pub fc2: Linear,
+}
+
+/// The token-embedding table stays on the host in its file dtype; the rows a prompt uses
+/// are gathered there and uploaded ([vocab, hidden]).
+enum TokenTable {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+pub struct ClipTextModel {
+    pub config: ClipTextConfig,
+    token_embedding: TokenTable,
+    pub position_embedding: Tensor,
+    pub layers: Vec<ClipEncoderLayer>,
+    pub final_layer_norm: LayerNorm,
+}
+
+impl ClipTextModel {
+    /// Loads the encoder from `weights`. Keys may carry the `text_model.` prefix (real
+    /// checkpoints) or not (transformers 5 saves); `prefix` is prepended to either.
+    pub fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        prefix: &str,
+        config: &ClipTextConfig,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let c = config;
+        let (h, ff) = (c.hidden_size, c.intermediate_size);
+        if c.num_attention_heads == 0 || h % c.num_attention_heads != 0 {
+            return Err(Error::unsupported(
+                "clip",
+                format!(
+                    "hidden size {h} does not split into {} heads",
+                    c.num_attention_heads
+                ),
+            ));
+        }
+        let root = if w.contains(&format!(
+            "{prefix}text_model.embeddings.token_embedding.weight"
+        )) {
+            format!("{prefix}text_model.")
+        } else {
+            prefix.to_string()
+        };
+        let name = format!("{root}embeddings.token_embedding.weight");
+        let t = w.tensor(&name)?;
+        if t.shape != [c.vocab_size, h] {
+            return Err(Error::TensorShape {
+                path: t.file.into(),
+                tensor: name,
+                expected: vec![c.vocab_size, h],
+                got: t.shape.to_vec(),
+            });
+        }
+        let values = to_f32(&t)?;
+        let token_embedding = if t.dtype == safetensors::Dtype::F16 && dt != WeightDType::F32 {
+            TokenTable::F16(values.iter().map(|&v| half::f16::from_f32(v)).collect())
+        } else {
+            TokenTable::F32(values)
+        };
+        let position_embedding = w.upload(
+            gpu,
+            &format!("{root}embeddings.position_embedding.weight"),
+            &[c.max_position_embeddings, h],
+            Relayout::None,
+            WeightDType::F32,
+        )?;
+        let ln = |p: &str, n: usize| LayerNorm::load(w, gpu, p, n, c.layer_norm_eps);
+        let lin = |p: &str, i: usize, o: usize| Linear::load(w, gpu, p, i, o, true, dt);
+        let layers = (0..c.num_hidden_layers)
+            .map(|i| {
+                let p = format!("{root}encoder.layers.{i}");
+                Ok(ClipEncoderLayer {
+                    layer_norm1: ln(&format!("{p}.layer_norm1"), h)?,
+                    q_proj: lin(&format!("{p}.self_attn.q_proj"), h, h)?,
+                    k_proj: lin(&format!("{p}.self_attn.k_proj"), h, h)?,
+                    v_proj: lin(&format!("{p}.self_attn.v_proj"), h, h)?,
+                    out_proj: lin(&format!("{p}.self_attn.out_proj"), h, h)?,
+                    layer_norm2: ln(&format!("{p}.layer_norm2"), h)?,
+                    fc1: lin(&format!("{p}.mlp.fc1"), h, ff)?,
+                    fc2: lin(&format!("{p}.mlp.fc2"), ff, h)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let final_layer_norm = ln(&format!("{root}final_layer_norm"), h)?;
+        Ok(Self {
+            config: c.clone(),
+            token_embedding,
+            position_embedding,
+            layers,
+            final_layer_norm,
+        })
+    }
+
+    /// Prompt embeddings `[batch, seq, hidden]` for token ids (`ids[b]`, each of the same
+    /// length ≤ max_position_embeddings), as diffusers computes them: the output of layer
+    /// `num_hidden_layers − clip_skip`, then the final layer norm (`clip_skip` 0: the last
+    /// hidden state).
+    pub fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        ids: &[Vec<u32>],
+        clip_skip: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "clip";
+        let c = &self.config;
+        let h = c.hidden_size;
+        let seq = ids.first().map_or(0, Vec::len);
+        if ids.is_empty()
+            || seq == 0
+            || seq > c.max_position_embeddings
+            || ids.iter().any(|r| r.len() != seq)
+        {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "token ids must be {} rows of equal length 1..={}",
+                    ids.len(),
+                    c.max_position_embeddings
+                ),
+            ));
+        }
+        if clip_skip >= c.num_hidden_layers {
+            return Err(Error::unsupported(
+                OP,
+                format!("clip skip {clip_skip} with {} layers", c.num_hidden_layers),
+            ));
+        }
+        // Token embeddings gathered on the host.
+        let mut emb = Vec::with_capacity(ids.len() * seq * h);
+        for &id in ids.iter().flatten() {
+            let id = id as usize;
+            if id >= c.vocab_size {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("token id {id} is outside the vocabulary ({})", c.vocab_size),
+                ));
+            }
+            match &self.token_embedding {
+                TokenTable::F32(t) => emb.extend_from_slice(&t[id * h..(id + 1) * h]),
+                TokenTable::F16(t) => {
+                    emb.extend(t[id * h..(id + 1) * h].iter().map(|v| v.to_f32()))
+                }
+            }
+        }
+        let gpu = rec.gpu();
+        let tokens = Tensor::from_f32(
+            gpu,
+            &emb,
+            &[ids.len(), seq, h],
+            DType::F32,
+            "clip.token_embeddings",
+        )?;
+        let pos = self.position_embedding.narrow0(0, seq)?;
+        let mut x = ops::add(rec, &tokens, &pos)?; // [B, seq, h]
+        let opts = AttentionOptions {
+            heads: c.num_attention_heads,
+            causal: true,
+            scale: None,
+        };
+        for layer in &self.layers[..c.num_hidden_layers - clip_skip] {
+            let y = layer.layer_norm1.forward(rec, &x)?;
+            let q = layer.q_proj.forward(rec, &y)?;
+            let k = layer.k_proj.forward(rec, &y)?;
+            let v = layer.v_proj.forward(rec, &y)?;
+            let a = ops::attention(rec, &q, &k, &v, opts)?; // [B, seq, h]
+            let a = layer.out_proj.forward(rec, &a)?;
+            x = ops::add(rec, &x, &a)?;
+            let y = layer.layer_norm2.forward(rec, &x)?;
+            let y = layer.fc1.forward(rec, &y)?; // [B, seq, ff]
+            let act = match c.hidden_act {
+                Activation::QuickGelu => Unary::QuickGelu,
+                Activation::Gelu => Unary::Gelu,
+            };
+            let y = ops::unary(rec, &y, act, 1.0, 0.0)?;
+            let y = layer.fc2.forward(rec, &y)?;
+            x = ops::add(rec, &x, &y)?;
+        }
+        self.final_layer_norm.forward(rec, &x)
+    }
+}

@@ -1,0 +1,101 @@
+//! The networks of a latent diffusion model, executed from checkpoint weights with the
+//! engine's ops. One struct per checkpoint module; field names follow the diffusers /
+//! transformers keys, so a missing tensor's error names its full dotted path.
+
+pub mod clip;
+
+use crate::error::{Error, Result};
+use crate::gpu::Recorder;
+use crate::ops;
+use crate::tensor::Tensor;
+use crate::weights::{Relayout, WeightDType, Weights};
+
+/// A `Linear` layer: weight stored `[in, out]` for matmul, bias in the weight's dtype.
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `{prefix}.weight` (`[out, in]` in the file) and `{prefix}.bias` if `bias`.
+    pub fn load(
+        w: &Weights,
+        gpu: &crate::Gpu,
+        prefix: &str,
+        in_f: usize,
+        out_f: usize,
+        bias: bool,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let weight = w.upload(
+            gpu,
+            &format!("{prefix}.weight"),
+            &[out_f, in_f],
+            Relayout::Transpose,
+            dt,
+        )?;
+        // The bias must have the weight's dtype (the matmul kernel reads both alike).
+        let bias_dt = match weight.dtype() {
+            crate::DType::F16 => WeightDType::F16,
+            crate::DType::F32 => WeightDType::F32,
+        };
+        let bias = bias
+            .then(|| {
+                w.upload(
+                    gpu,
+                    &format!("{prefix}.bias"),
+                    &[out_f],
+                    Relayout::None,
+                    bias_dt,
+                )
+            })
+            .transpose()?;
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        ops::linear(rec, x, &self.weight, self.bias.as_ref())
+    }
+}
+
+/// A `LayerNorm` (weights kept in f32: they are tiny and the kernel reads f32).
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(w: &Weights, gpu: &crate::Gpu, prefix: &str, c: usize, eps: f32) -> Result<Self> {
+        let up = |n: &str| {
+            w.upload(
+                gpu,
+                &format!("{prefix}.{n}"),
+                &[c],
+                Relayout::None,
+                WeightDType::F32,
+            )
+        };
+        Ok(Self {
+            weight: up("weight")?,
+            bias: up("bias")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        ops::layer_norm(rec, x, &self.weight, &self.bias, self.eps)
+    }
+}
+
+/// Reads a JSON config file into a value, naming the file on error.
+pub(crate) fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::ModelLayout {
+        path: path.to_path_buf(),
+        what: format!("invalid JSON: {e}"),
+    })
+}
