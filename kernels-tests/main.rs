@@ -12,4 +12,5 @@ mod matmul;
 mod norm;
 mod runtime;
 mod sampler;
+mod vae;
 mod weights;

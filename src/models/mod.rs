@@ -2,7 +2,9 @@
 //! engine's ops. One struct per checkpoint module; field names follow the diffusers /
 //! transformers keys, so a missing tensor's error names its full dotted path.
 
+pub mod blocks;
 pub mod clip;
+pub mod vae;
 
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;

@@ -1,0 +1,55 @@
+//! VAE decoder against diffusers' AutoencoderKL.decode on a random-weight fixture
+//! (`tests/fixtures/vae/`, made by `tools/make_vae_fixtures.py`).
+
+use crate::common::*;
+use sd_wgpu::models::vae::{AutoencoderKLConfig, VaeDecoder};
+use sd_wgpu::weights::{WeightDType, Weights};
+use sd_wgpu::{DType, Recorder};
+use std::path::PathBuf;
+
+/// NCHW → NHWC.
+fn nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for b in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    out[((b * h + y) * w + x) * c + ch] = v[((b * c + ch) * h + y) * w + x];
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn vae_decoder_matches_diffusers() {
+    let gpu = gpu();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae/f4-tiny");
+    let cfg = AutoencoderKLConfig::from_file(&dir.join("config.json")).unwrap();
+    assert_eq!(cfg.downsample_factor(), 4);
+    let w = Weights::open_file(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let golden = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
+    let z = nhwc(
+        &golden.read_f32("latents", &[1, 4, 6, 7]).unwrap(),
+        [1, 4, 6, 7],
+    );
+    let want = nhwc(
+        &golden.read_f32("image", &[1, 3, 24, 28]).unwrap(),
+        [1, 3, 24, 28],
+    );
+    for (dt, tol) in [(WeightDType::Auto, 1e-4f32), (WeightDType::F16, 2e-2)] {
+        let vae = VaeDecoder::load(gpu, &w, "", &cfg, dt).unwrap();
+        let zt = upload(&z, &[1, 6, 7, 4], DType::F32, "latents");
+        let mut rec = Recorder::new(gpu);
+        let img = vae.forward(&mut rec, &zt).unwrap();
+        assert_eq!(img.shape(), [1, 24, 28, 3]);
+        check(
+            &format!("vae decode {dt:?}"),
+            &run(rec, &img),
+            &want,
+            tol,
+            tol,
+        );
+    }
+}

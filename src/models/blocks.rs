@@ -1,0 +1,267 @@
+//! Building blocks shared by the U-Net and the VAE (diffusers `resnet.py`,
+//! `attention_processor.py`, `upsampling.py`), channels-last.
+
+use super::Linear;
+use crate::error::Result;
+use crate::gpu::{Gpu, Recorder};
+use crate::ops::{self, AttentionOptions, Conv2dOptions};
+use crate::tensor::Tensor;
+use crate::weights::{Relayout, WeightDType, Weights};
+
+/// A `Conv2d` with bias: weight `[kh, kw, in, out]` for the implicit-GEMM kernel.
+pub struct Conv2d {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub opts: Conv2dOptions,
+}
+
+impl Conv2d {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &Weights,
+        gpu: &Gpu,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        opts: Conv2dOptions,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let weight = w.upload(
+            gpu,
+            &format!("{prefix}.weight"),
+            &[cout, cin, k, k],
+            Relayout::ConvToHwio,
+            dt,
+        )?;
+        let bias_dt = if weight.dtype() == crate::DType::F16 {
+            WeightDType::F16
+        } else {
+            WeightDType::F32
+        };
+        let bias = w.upload(
+            gpu,
+            &format!("{prefix}.bias"),
+            &[cout],
+            Relayout::None,
+            bias_dt,
+        )?;
+        Ok(Self { weight, bias, opts })
+    }
+
+    /// `conv(x) + residual`.
+    pub fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        ops::conv2d(rec, x, &self.weight, Some(&self.bias), residual, self.opts)
+    }
+}
+
+/// `GroupNorm` (affine, f32 weights), optionally followed by SiLU.
+pub struct GroupNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub groups: usize,
+    pub eps: f32,
+}
+
+impl GroupNorm {
+    pub fn load(
+        w: &Weights,
+        gpu: &Gpu,
+        prefix: &str,
+        c: usize,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Self> {
+        let up = |n: &str| {
+            w.upload(
+                gpu,
+                &format!("{prefix}.{n}"),
+                &[c],
+                Relayout::None,
+                WeightDType::F32,
+            )
+        };
+        Ok(Self {
+            weight: up("weight")?,
+            bias: up("bias")?,
+            groups,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, silu: bool) -> Result<Tensor> {
+        ops::group_norm(
+            rec,
+            x,
+            self.groups,
+            &self.weight,
+            &self.bias,
+            self.eps,
+            silu,
+        )
+    }
+}
+
+/// diffusers `ResnetBlock2D` (time embedding optional, output_scale_factor 1):
+/// `conv2(silu(norm2(conv1(silu(norm1(x))) + temb))) + shortcut(x)`.
+pub struct ResnetBlock2D {
+    pub norm1: GroupNorm,
+    pub conv1: Conv2d,
+    pub time_emb_proj: Option<Linear>,
+    pub norm2: GroupNorm,
+    pub conv2: Conv2d,
+    pub conv_shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock2D {
+    /// `temb_channels`: the time-embedding width for U-Net blocks, `None` for the VAE.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &Weights,
+        gpu: &Gpu,
+        prefix: &str,
+        cin: usize,
+        cout: usize,
+        groups: usize,
+        eps: f32,
+        temb_channels: Option<usize>,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let same = Conv2dOptions::new(1, 1);
+        Ok(Self {
+            norm1: GroupNorm::load(w, gpu, &format!("{prefix}.norm1"), cin, groups, eps)?,
+            conv1: Conv2d::load(w, gpu, &format!("{prefix}.conv1"), cin, cout, 3, same, dt)?,
+            time_emb_proj: temb_channels
+                .map(|t| {
+                    Linear::load(
+                        w,
+                        gpu,
+                        &format!("{prefix}.time_emb_proj"),
+                        t,
+                        cout,
+                        true,
+                        dt,
+                    )
+                })
+                .transpose()?,
+            norm2: GroupNorm::load(w, gpu, &format!("{prefix}.norm2"), cout, groups, eps)?,
+            conv2: Conv2d::load(w, gpu, &format!("{prefix}.conv2"), cout, cout, 3, same, dt)?,
+            conv_shortcut: (cin != cout)
+                .then(|| {
+                    Conv2d::load(
+                        w,
+                        gpu,
+                        &format!("{prefix}.conv_shortcut"),
+                        cin,
+                        cout,
+                        1,
+                        Conv2dOptions::new(1, 0),
+                        dt,
+                    )
+                })
+                .transpose()?,
+        })
+    }
+
+    /// `x`: `[n, h, w, cin]`; `temb`: `[n, temb_channels]` after the U-Net's activation.
+    pub fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        temb: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let h = self.norm1.forward(rec, x, true)?;
+        let mut h = self.conv1.forward(rec, &h, None)?;
+        if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
+            let t = proj.forward(rec, t)?; // [n, cout], added per image and channel
+            h = ops::add(rec, &h, &t)?;
+        }
+        let h = self.norm2.forward(rec, &h, true)?;
+        let shortcut = match &self.conv_shortcut {
+            Some(c) => c.forward(rec, x, None)?,
+            None => x.clone(),
+        };
+        self.conv2.forward(rec, &h, Some(&shortcut))
+    }
+}
+
+/// The VAE's mid-block attention (diffusers `Attention` with group norm, one head, residual):
+/// `x + to_out(attn(to_q(gn(x)), to_k(gn(x)), to_v(gn(x))))` over the h·w positions.
+pub struct SpatialSelfAttention {
+    pub group_norm: GroupNorm,
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
+    pub to_out: Linear,
+    pub heads: usize,
+}
+
+impl SpatialSelfAttention {
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &Weights,
+        gpu: &Gpu,
+        prefix: &str,
+        c: usize,
+        heads: usize,
+        groups: usize,
+        eps: f32,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let lin = |n: &str| Linear::load(w, gpu, &format!("{prefix}.{n}"), c, c, true, dt);
+        Ok(Self {
+            group_norm: GroupNorm::load(w, gpu, &format!("{prefix}.group_norm"), c, groups, eps)?,
+            to_q: lin("to_q")?,
+            to_k: lin("to_k")?,
+            to_v: lin("to_v")?,
+            to_out: lin("to_out.0")?,
+            heads,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        let &[n, h, w, c] = x.shape() else {
+            return Err(crate::Error::shape(
+                "attention block",
+                format!("`{}` must be [n, h, w, c], got {:?}", x.name(), x.shape()),
+            ));
+        };
+        let y = self
+            .group_norm
+            .forward(rec, x, false)?
+            .reshape(&[n, h * w, c])?;
+        let q = self.to_q.forward(rec, &y)?;
+        let k = self.to_k.forward(rec, &y)?;
+        let v = self.to_v.forward(rec, &y)?;
+        let a = ops::attention(
+            rec,
+            &q,
+            &k,
+            &v,
+            AttentionOptions {
+                heads: self.heads,
+                causal: false,
+                scale: None,
+            },
+        )?;
+        let o = self.to_out.forward(rec, &a)?;
+        ops::add(rec, &o.reshape(&[n, h, w, c])?, x)
+    }
+}
+
+/// diffusers `Upsample2D` with a conv: nearest 2× then 3×3 conv.
+pub struct Upsample2D {
+    pub conv: Conv2d,
+}
+
+impl Upsample2D {
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        let up = ops::upsample_nearest2x(rec, x)?;
+        self.conv.forward(rec, &up, None)
+    }
+}

@@ -1,0 +1,214 @@
+//! VAE decoder (diffusers `AutoencoderKL.decode`): `post_quant_conv`, then the `Decoder`:
+//! conv_in, mid block (resnet, attention, resnet), up blocks (resnets, upsample), GroupNorm +
+//! SiLU, conv_out. Channels-last throughout.
+
+use super::blocks::{Conv2d, GroupNorm, ResnetBlock2D, SpatialSelfAttention, Upsample2D};
+use super::read_json;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::ops::Conv2dOptions;
+use crate::tensor::Tensor;
+use crate::weights::{WeightDType, Weights};
+use std::path::Path;
+
+/// The fields of a diffusers `AutoencoderKL` config the decoder uses.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AutoencoderKLConfig {
+    pub out_channels: usize,
+    pub latent_channels: usize,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub norm_num_groups: usize,
+    pub scaling_factor: f32,
+}
+
+impl AutoencoderKLConfig {
+    /// SD 1.x / 2.x VAE (`vae/config.json` of stable-diffusion-v1-5).
+    pub fn sd() -> Self {
+        Self {
+            out_channels: 3,
+            latent_channels: 4,
+            block_out_channels: vec![128, 256, 512, 512],
+            layers_per_block: 2,
+            norm_num_groups: 32,
+            scaling_factor: 0.18215,
+        }
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let v = read_json(path)?;
+        let bad = |what: String| Error::ModelLayout {
+            path: path.to_path_buf(),
+            what,
+        };
+        let int = |k: &str, d: u64| {
+            v.get(k)
+                .map_or(Some(d), |x| x.as_u64())
+                .map(|x| x as usize)
+                .ok_or_else(|| bad(format!("`{k}` must be an integer")))
+        };
+        let blocks = v["block_out_channels"]
+            .as_array()
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.as_u64().map(|x| x as usize))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| bad("`block_out_channels` missing".into()))?;
+        Ok(Self {
+            out_channels: int("out_channels", 3)?,
+            latent_channels: int("latent_channels", 4)?,
+            block_out_channels: blocks,
+            layers_per_block: int("layers_per_block", 2)?,
+            norm_num_groups: int("norm_num_groups", 32)?,
+            scaling_factor: v["scaling_factor"].as_f64().unwrap_or(0.18215) as f32,
+        })
+    }
+
+    /// Pixels per latent along each side: 2^(blocks − 1).
+    pub fn downsample_factor(&self) -> usize {
+        1 << (self.block_out_channels.len() - 1)
+    }
+}
+
+pub struct UpDecoderBlock2D {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub upsampler: Option<Upsample2D>,
+}
+
+pub struct VaeDecoder {
+    pub config: AutoencoderKLConfig,
+    pub post_quant_conv: Conv2d,
+    pub conv_in: Conv2d,
+    pub mid_resnet0: ResnetBlock2D,
+    pub mid_attention: SpatialSelfAttention,
+    pub mid_resnet1: ResnetBlock2D,
+    pub up_blocks: Vec<UpDecoderBlock2D>,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+}
+
+const EPS: f32 = 1e-6;
+
+impl VaeDecoder {
+    /// Loads `post_quant_conv.*` and `decoder.*` (under `prefix`) from `w`.
+    pub fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        prefix: &str,
+        config: &AutoencoderKLConfig,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let c = config;
+        let g = c.norm_num_groups;
+        let rev: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
+        let top = rev[0];
+        let same = Conv2dOptions::new(1, 1);
+        let p = |s: &str| format!("{prefix}{s}");
+        let resnet = |name: String, cin, cout| {
+            ResnetBlock2D::load(w, gpu, &name, cin, cout, g, EPS, None, dt)
+        };
+        let mut up_blocks = Vec::new();
+        let mut prev = top;
+        for (i, &out) in rev.iter().enumerate() {
+            let resnets = (0..=c.layers_per_block)
+                .map(|j| {
+                    resnet(
+                        p(&format!("decoder.up_blocks.{i}.resnets.{j}")),
+                        if j == 0 { prev } else { out },
+                        out,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let upsampler = (i + 1 < rev.len())
+                .then(|| {
+                    Conv2d::load(
+                        w,
+                        gpu,
+                        &p(&format!("decoder.up_blocks.{i}.upsamplers.0.conv")),
+                        out,
+                        out,
+                        3,
+                        same,
+                        dt,
+                    )
+                    .map(|conv| Upsample2D { conv })
+                })
+                .transpose()?;
+            up_blocks.push(UpDecoderBlock2D { resnets, upsampler });
+            prev = out;
+        }
+        let lc = c.latent_channels;
+        Ok(Self {
+            post_quant_conv: Conv2d::load(
+                w,
+                gpu,
+                &p("post_quant_conv"),
+                lc,
+                lc,
+                1,
+                Conv2dOptions::new(1, 0),
+                dt,
+            )?,
+            conv_in: Conv2d::load(w, gpu, &p("decoder.conv_in"), lc, top, 3, same, dt)?,
+            mid_resnet0: resnet(p("decoder.mid_block.resnets.0"), top, top)?,
+            // diffusers' VAE attention: attention_head_dim = channels, one head.
+            mid_attention: SpatialSelfAttention::load(
+                w,
+                gpu,
+                &p("decoder.mid_block.attentions.0"),
+                top,
+                1,
+                g,
+                EPS,
+                dt,
+            )?,
+            mid_resnet1: resnet(p("decoder.mid_block.resnets.1"), top, top)?,
+            up_blocks,
+            conv_norm_out: GroupNorm::load(w, gpu, &p("decoder.conv_norm_out"), prev, g, EPS)?,
+            conv_out: Conv2d::load(
+                w,
+                gpu,
+                &p("decoder.conv_out"),
+                prev,
+                c.out_channels,
+                3,
+                same,
+                dt,
+            )?,
+            config: c.clone(),
+        })
+    }
+
+    /// Decodes latents `[n, h, w, latent_channels]` (already divided by `scaling_factor`)
+    /// to images `[n, h·f, w·f, 3]` in about [−1, 1].
+    pub fn forward(&self, rec: &mut Recorder<'_>, z: &Tensor) -> Result<Tensor> {
+        if z.rank() != 4 || z.shape()[3] != self.config.latent_channels {
+            return Err(Error::shape(
+                "vae decode",
+                format!(
+                    "latents `{}` must be [n, h, w, {}], got {:?}",
+                    z.name(),
+                    self.config.latent_channels,
+                    z.shape()
+                ),
+            ));
+        }
+        let x = self.post_quant_conv.forward(rec, z, None)?;
+        let x = self.conv_in.forward(rec, &x, None)?; // [n, h, w, top]
+        let x = self.mid_resnet0.forward(rec, &x, None)?;
+        let x = self.mid_attention.forward(rec, &x)?;
+        let mut x = self.mid_resnet1.forward(rec, &x, None)?;
+        for block in &self.up_blocks {
+            for r in &block.resnets {
+                x = r.forward(rec, &x, None)?;
+            }
+            if let Some(up) = &block.upsampler {
+                x = up.forward(rec, &x)?; // [n, 2h, 2w, c]
+            }
+        }
+        let x = self.conv_norm_out.forward(rec, &x, true)?;
+        self.conv_out.forward(rec, &x, None)
+    }
+}
