@@ -12,5 +12,6 @@ mod matmul;
 mod norm;
 mod runtime;
 mod sampler;
+mod unet;
 mod vae;
 mod weights;

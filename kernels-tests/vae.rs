@@ -7,21 +7,6 @@ use sd_wgpu::weights::{WeightDType, Weights};
 use sd_wgpu::{DType, Recorder};
 use std::path::PathBuf;
 
-/// NCHW → NHWC.
-fn nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for b in 0..n {
-        for ch in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    out[((b * h + y) * w + x) * c + ch] = v[((b * c + ch) * h + y) * w + x];
-                }
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn vae_decoder_matches_diffusers() {
     let gpu = gpu();

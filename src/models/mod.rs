@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod unet;
 pub mod vae;
 
 use crate::error::{Error, Result};
