@@ -380,9 +380,9 @@ impl UNet {
 
         let mut down_blocks = Vec::new();
         let mut out = ch[0];
-        for i in 0..nb {
+        for (i, &block_out) in ch.iter().enumerate() {
             let input = out;
-            out = ch[i];
+            out = block_out;
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
             for j in 0..c.layers_per_block {
