@@ -10,6 +10,7 @@ mod conv2d;
 mod elementwise;
 mod matmul;
 mod norm;
+mod pipeline;
 mod runtime;
 mod sampler;
 mod unet;

@@ -119,6 +119,10 @@ pub enum Error {
         what: String,
     },
 
+    /// The progress callback asked to stop.
+    #[error("cancelled after step {step}")]
+    Cancelled { step: usize },
+
     /// The device reported an error (validation, out of memory) while running our work.
     #[error("GPU error in {context}: {what}")]
     Device { context: String, what: String },

@@ -6,6 +6,7 @@
 //! - [`tensor`]: GPU tensors (f32 or packed f16, channels-last activations);
 //! - [`ops`]: the kernels' Rust wrappers, which validate and record dispatches;
 //! - [`models`]: the networks (CLIP text encoder so far), from checkpoint weights;
+//! - [`pipeline`]: text-to-image from a diffusers folder, with guidance and any sampler;
 //! - [`reference`]: plain-loop CPU references of every op;
 //! - [`schedulers`]: noise schedules and samplers (DDIM, DDPM, PNDM, Euler, Euler-a, DPM++ 2M);
 //! - [`weights`]: safetensors checkpoints (mmap, dtype conversion, re-layout), pickles refused;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod gpu;
 pub mod models;
 pub mod ops;
+pub mod pipeline;
 pub mod reference;
 pub mod schedulers;
 pub mod shaders;

@@ -1,0 +1,383 @@
+//! Text-to-image (diffusers `StableDiffusionPipeline` semantics): prompt and negative prompt
+//! through the tokenizer and CLIP, classifier-free guidance with the unconditional half first
+//! in one batch-2 U-Net call, any sampler, VAE decode to an RGB image in [0, 1].
+
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder};
+use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::unet::{UNet, UNetConfig};
+use crate::models::vae::{AutoencoderKLConfig, VaeDecoder};
+use crate::ops::{self, Unary};
+use crate::schedulers::{GpuOps, Sampler, SamplerKind, ScheduleConfig};
+use crate::tensor::{DType, Tensor};
+use crate::tokenizer::{ClipTokenizer, Tokens};
+use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
+use std::path::{Path, PathBuf};
+
+/// A loaded model: every network on the GPU, ready to generate.
+pub struct Pipeline {
+    pub tokenizer: ClipTokenizer,
+    pub text_encoder: ClipTextModel,
+    pub unet: UNet,
+    pub vae: VaeDecoder,
+    pub scheduler: ScheduleConfig,
+    /// The sampler the model's scheduler config names.
+    pub default_sampler: SamplerKind,
+}
+
+/// One text-to-image request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub prompt: String,
+    pub negative_prompt: String,
+    pub steps: usize,
+    /// Classifier-free guidance scale; ≤ 1 skips the unconditional pass.
+    pub guidance: f32,
+    /// `None`: the model's own scheduler.
+    pub sampler: Option<SamplerKind>,
+    pub width: usize,
+    pub height: usize,
+    /// diffusers' `latents=` argument: f32 `[1, 4, h/f, w/f]` (NCHW), scaled by the sampler's
+    /// `init_noise_sigma` before the first step. `None`: Gaussian noise from `seed`.
+    pub init_latents: Option<Vec<f32>>,
+    pub seed: u64,
+    pub clip_skip: usize,
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Self {
+            prompt: String::new(),
+            negative_prompt: String::new(),
+            steps: 30,
+            guidance: 7.5,
+            sampler: None,
+            width: 512,
+            height: 512,
+            init_latents: None,
+            seed: 0,
+            clip_skip: 0,
+        }
+    }
+}
+
+/// Progress reported after every sampling step; return `false` to cancel.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+}
+
+pub struct Output {
+    /// Final latents before VAE scaling, f32 `[1, 4, h/f, w/f]` (NCHW, as diffusers returns).
+    pub latents: Vec<f32>,
+    /// RGB `[height, width, 3]` in [0, 1].
+    pub image: Vec<f32>,
+    pub width: usize,
+    pub height: usize,
+    /// Prompt tokens dropped to fit 77 (the caller's warning).
+    pub truncated_tokens: usize,
+}
+
+/// The `.safetensors` weights of one component folder: full-precision files, else the
+/// `.fp16.` variants.
+fn component_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut all: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("safetensors"))
+        .collect();
+    all.sort();
+    let is_fp16 = |p: &PathBuf| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.contains(".fp16."))
+    };
+    let full: Vec<PathBuf> = all.iter().filter(|p| !is_fp16(p)).cloned().collect();
+    let files = if full.is_empty() { all } else { full };
+    if files.is_empty() {
+        let pickles = ["bin", "ckpt", "pt"].iter().any(|e| {
+            dir.join(format!("diffusion_pytorch_model.{e}")).exists()
+                || dir.join(format!("pytorch_model.{e}")).exists()
+        });
+        let what = if pickles {
+            "only pickle weights (.bin); convert them to .safetensors"
+        } else {
+            "no .safetensors weights"
+        };
+        return Err(Error::ModelLayout {
+            path: dir.to_path_buf(),
+            what: what.into(),
+        });
+    }
+    Ok(files)
+}
+
+fn sampler_of(scheduler_json: &serde_json::Value) -> SamplerKind {
+    let karras = scheduler_json["use_karras_sigmas"]
+        .as_bool()
+        .unwrap_or(false);
+    match scheduler_json["_class_name"].as_str().unwrap_or("") {
+        "DDIMScheduler" => SamplerKind::Ddim { eta: 0.0 },
+        "DDPMScheduler" => SamplerKind::Ddpm,
+        "EulerDiscreteScheduler" => SamplerKind::Euler,
+        "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
+        "DPMSolverMultistepScheduler" => SamplerKind::DpmPP2M { karras },
+        // PNDM is SD 1.x's default, and the fallback for schedulers we do not implement.
+        _ => SamplerKind::Pndm,
+    }
+}
+
+impl Pipeline {
+    /// Loads a diffusers pipeline folder. Single-file checkpoints are detected and refused
+    /// for now with a message saying so.
+    pub fn load(gpu: &Gpu, path: &Path, dtype: WeightDType) -> Result<Self> {
+        let dir = match detect_layout(path)? {
+            ModelLayout::Diffusers(d) => d,
+            ModelLayout::SingleFile(f) => {
+                return Err(Error::ModelLayout {
+                    path: f,
+                    what: "single-file checkpoints are not supported yet; use a diffusers folder"
+                        .into(),
+                });
+            }
+        };
+        let tok_dir = dir.join("tokenizer");
+        let has_vocab =
+            tok_dir.join("tokenizer.json").is_file() || tok_dir.join("vocab.json").is_file();
+        let tokenizer = if has_vocab {
+            ClipTokenizer::from_folder(&tok_dir)?
+        } else {
+            // No vocabulary files: the built-in CLIP vocabulary, with the folder's pad token.
+            let pad = crate::models::read_json(&tok_dir.join("tokenizer_config.json"))
+                .ok()
+                .and_then(|v| v["pad_token"].as_str().map(str::to_string));
+            let t = ClipTokenizer::builtin()?;
+            match pad.as_deref() {
+                Some("!") => t.with_padding(crate::tokenizer::Padding::Id(0))?,
+                _ => t,
+            }
+        };
+        let te_dir = dir.join("text_encoder");
+        let te = Weights::open(&te_dir, &component_files(&te_dir)?)?;
+        let text_encoder = ClipTextModel::load(
+            gpu,
+            &te,
+            "",
+            &ClipTextConfig::from_file(&te_dir.join("config.json"))?,
+            dtype,
+        )?;
+        let unet_dir = dir.join("unet");
+        let uw = Weights::open(&unet_dir, &component_files(&unet_dir)?)?;
+        let unet = UNet::load(
+            gpu,
+            &uw,
+            "",
+            &UNetConfig::from_file(&unet_dir.join("config.json"))?,
+            dtype,
+        )?;
+        let vae_dir = dir.join("vae");
+        let vw = Weights::open(&vae_dir, &component_files(&vae_dir)?)?;
+        let vae = VaeDecoder::load(
+            gpu,
+            &vw,
+            "",
+            &AutoencoderKLConfig::from_file(&vae_dir.join("config.json"))?,
+            dtype,
+        )?;
+        let sched_path = dir.join("scheduler/scheduler_config.json");
+        let sched_json = crate::models::read_json(&sched_path)?;
+        let scheduler = ScheduleConfig::from_value(&sched_json)?;
+        Ok(Self {
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            default_sampler: sampler_of(&sched_json),
+            scheduler,
+        })
+    }
+
+    /// Pixels per latent along each side.
+    pub fn vae_scale_factor(&self) -> usize {
+        self.vae.config.downsample_factor()
+    }
+
+    fn encode_prompts(
+        &self,
+        rec: &mut Recorder<'_>,
+        req: &Request,
+        guided: bool,
+    ) -> Result<(Tensor, usize)> {
+        let pos: Tokens = self.tokenizer.encode(&req.prompt)?;
+        let mut ids = Vec::new();
+        if guided {
+            ids.push(self.tokenizer.encode(&req.negative_prompt)?.ids);
+        }
+        ids.push(pos.ids);
+        Ok((
+            self.text_encoder.forward(rec, &ids, req.clip_skip)?,
+            pos.truncated,
+        ))
+    }
+
+    /// Runs `req`; `progress` is called after every step and may cancel.
+    pub fn generate(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Output> {
+        const OP: &str = "generate";
+        let f = self.vae_scale_factor();
+        // The VAE's factor times the U-Net's 2^(levels − 1) (SD: 8 · 8 = 64 px).
+        let multiple = f << (self.unet.config.block_out_channels.len() - 1);
+        if req.width == 0
+            || req.height == 0
+            || req.width % multiple != 0
+            || req.height % multiple != 0
+        {
+            return Err(Error::unsupported(
+                OP,
+                format!(
+                    "{}x{} px: width and height must be multiples of {multiple}",
+                    req.width, req.height
+                ),
+            ));
+        }
+        let (h, w, c) = (req.height / f, req.width / f, self.unet.config.in_channels);
+        let kind = req.sampler.unwrap_or(self.default_sampler);
+        let mut sampler = Sampler::<Tensor>::new(kind, &self.scheduler, req.steps)?;
+        let guided = req.guidance > 1.0;
+
+        let mut rec = Recorder::new(gpu);
+        let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
+        let init: Vec<f32> = match &req.init_latents {
+            Some(l) if l.len() == c * h * w => nchw_to_nhwc(l, c, h, w),
+            Some(l) => {
+                return Err(Error::shape(
+                    OP,
+                    format!(
+                        "init latents hold {} values, [1, {c}, {h}, {w}] needs {}",
+                        l.len(),
+                        c * h * w
+                    ),
+                ));
+            }
+            None => gaussian(req.seed, c * h * w),
+        };
+        let sigma0 = sampler.init_noise_sigma() as f32;
+        let x0 = Tensor::from_f32(gpu, &init, &[1, h, w, c], DType::F32, "latents")?;
+        let mut x = ops::unary(&mut rec, &x0, Unary::Affine, sigma0, 0.0)?;
+        rec.submit()?;
+
+        let mut noise_rng = req.seed.wrapping_add(0x5EED);
+        for i in 0..req.steps {
+            let t = sampler.timesteps()[i] as f32;
+            let mut rec = Recorder::new(gpu);
+            let xin = ops::unary(
+                &mut rec,
+                &x,
+                Unary::Affine,
+                sampler.input_scale(i) as f32,
+                0.0,
+            )?;
+            let m = if guided {
+                // Batch 2: [uncond; cond], as diffusers concatenates them.
+                let n = xin.numel();
+                let x2 =
+                    ops::concat_channels(&mut rec, &xin.reshape(&[1, n])?, &xin.reshape(&[1, n])?)?
+                        .reshape(&[2, h, w, c])?;
+                let eps = self.unet.forward(&mut rec, &x2, t, &context)?;
+                let (u, cnd) = (eps.narrow0(0, 1)?, eps.narrow0(1, 1)?);
+                ops::lincomb(&mut rec, &[(1.0 - req.guidance, &u), (req.guidance, &cnd)])?
+            } else {
+                self.unet.forward(&mut rec, &xin, t, &context)?
+            };
+            let noise = if sampler.needs_noise(i) {
+                noise_rng = noise_rng.wrapping_add(1);
+                Some(Tensor::from_f32(
+                    gpu,
+                    &gaussian(noise_rng, c * h * w),
+                    &[1, h, w, c],
+                    DType::F32,
+                    "step noise",
+                )?)
+            } else {
+                None
+            };
+            x = sampler.step(&mut GpuOps { rec: &mut rec }, i, &x, &m, noise.as_ref())?;
+            rec.submit()?;
+            if !progress(Progress {
+                step: i + 1,
+                steps: req.steps,
+            }) {
+                return Err(Error::Cancelled { step: i + 1 });
+            }
+        }
+
+        let latents = nhwc_to_nchw(&x.to_vec(gpu)?, c, h, w);
+        let mut rec = Recorder::new(gpu);
+        let z = ops::unary(
+            &mut rec,
+            &x,
+            Unary::Affine,
+            1.0 / self.vae.config.scaling_factor,
+            0.0,
+        )?;
+        let img = self.vae.forward(&mut rec, &z)?;
+        // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
+        let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
+        let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
+        rec.submit()?;
+        Ok(Output {
+            latents,
+            image: img.to_vec(gpu)?,
+            width: req.width,
+            height: req.height,
+            truncated_tokens,
+        })
+    }
+}
+
+fn nchw_to_nhwc(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for ch in 0..c {
+        for p in 0..h * w {
+            out[p * c + ch] = v[ch * h * w + p];
+        }
+    }
+    out
+}
+
+fn nhwc_to_nchw(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0.0; v.len()];
+    for ch in 0..c {
+        for p in 0..h * w {
+            out[ch * h * w + p] = v[p * c + ch];
+        }
+    }
+    out
+}
+
+/// Standard normal samples from a seed (SplitMix64 + Box–Muller): deterministic on every
+/// platform. Not torch's mt19937 stream; pass `init_latents` for diffusers-identical noise.
+pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..n)
+        .map(|_| {
+            let (u1, u2) = (next().max(1e-300), next());
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
