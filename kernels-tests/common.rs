@@ -40,33 +40,8 @@ pub fn gemm_gpus() -> Vec<&'static Gpu> {
     std::iter::once(main).chain(other.as_ref()).collect()
 }
 
-/// SplitMix64 with Box–Muller normals: deterministic across platforms.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn normal(&mut self) -> f32 {
-        let u1 = self.uniform().max(1e-300);
-        let u2 = self.uniform();
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    }
-    pub fn normals(&mut self, n: usize, std: f32) -> Vec<f32> {
-        (0..n).map(|_| self.normal() * std).collect()
-    }
-}
+/// Seeded test data: the library's SplitMix64 / Box–Muller source.
+pub use sd_wgpu::rng::SplitMix64 as Rng;
 
 /// NCHW → NHWC.
 pub fn nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {

@@ -18,6 +18,7 @@ pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod reference;
+pub mod rng;
 pub mod schedulers;
 pub mod shaders;
 pub mod tensor;

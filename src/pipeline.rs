@@ -363,21 +363,8 @@ fn nhwc_to_nchw(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     out
 }
 
-/// Standard normal samples from a seed (SplitMix64 + Box–Muller): deterministic on every
+/// Standard normal samples from a seed ([`crate::rng::SplitMix64`]): deterministic on every
 /// platform. Not torch's mt19937 stream; pass `init_latents` for diffusers-identical noise.
 pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u1, u2) = (next().max(1e-300), next());
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect()
+    crate::rng::SplitMix64::new(seed).normals(n, 1.0)
 }

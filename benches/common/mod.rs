@@ -17,22 +17,9 @@ pub fn gpu() -> &'static Gpu {
     GPU.get_or_init(|| Gpu::new().unwrap_or_else(|e| panic!("benches need a wgpu adapter: {e}")))
 }
 
-/// Deterministic N(0, std) data (SplitMix64 + Box–Muller).
+/// Deterministic N(0, std²) data.
 pub fn normals(n: usize, std: f32, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = move || {
-        s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = s;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..n)
-        .map(|_| {
-            let (u1, u2) = (next().max(1e-300), next());
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32 * std
-        })
-        .collect()
+    sd_wgpu::rng::SplitMix64::new(seed).normals(n, std)
 }
 
 pub fn tensor(shape: &[usize], dtype: DType, seed: u64) -> Tensor {

@@ -77,18 +77,10 @@ impl GroupNorm {
         groups: usize,
         eps: f32,
     ) -> Result<Self> {
-        let up = |n: &str| {
-            w.upload(
-                gpu,
-                &format!("{prefix}.{n}"),
-                &[c],
-                Relayout::None,
-                WeightDType::F32,
-            )
-        };
+        let (weight, bias) = super::load_affine(w, gpu, prefix, c)?;
         Ok(Self {
-            weight: up("weight")?,
-            bias: up("bias")?,
+            weight,
+            bias,
             groups,
             eps,
         })
@@ -190,15 +182,70 @@ impl ResnetBlock2D {
     }
 }
 
-/// The VAE's mid-block attention (diffusers `Attention` with group norm, one head, residual):
-/// `x + to_out(attn(to_q(gn(x)), to_k(gn(x)), to_v(gn(x))))` over the h·w positions.
-pub struct SpatialSelfAttention {
-    pub group_norm: GroupNorm,
+/// diffusers `Attention` (no group norm): `to_out(attn(to_q(x), to_k(ctx), to_v(ctx)))` with
+/// `ctx = x` for self-attention. The U-Net's projections have no q/k/v bias, the VAE's do.
+pub struct Attention {
     pub to_q: Linear,
     pub to_k: Linear,
     pub to_v: Linear,
     pub to_out: Linear,
     pub heads: usize,
+}
+
+impl Attention {
+    /// `c`: query width; `kv_dim`: context width (`c` for self-attention).
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        w: &Weights,
+        gpu: &Gpu,
+        prefix: &str,
+        c: usize,
+        kv_dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let lin = |n: &str, i, bias| Linear::load(w, gpu, &format!("{prefix}.{n}"), i, c, bias, dt);
+        Ok(Self {
+            to_q: lin("to_q", c, qkv_bias)?,
+            to_k: lin("to_k", kv_dim, qkv_bias)?,
+            to_v: lin("to_v", kv_dim, qkv_bias)?,
+            to_out: lin("to_out.0", c, true)?,
+            heads,
+        })
+    }
+
+    /// `x`: `[b, n, c]`; `context`: `[b, m, kv_dim]` (self-attention when `None`).
+    pub fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        context: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let kv = context.unwrap_or(x);
+        let q = self.to_q.forward(rec, x)?;
+        let k = self.to_k.forward(rec, kv)?;
+        let v = self.to_v.forward(rec, kv)?;
+        let a = ops::attention(
+            rec,
+            &q,
+            &k,
+            &v,
+            AttentionOptions {
+                heads: self.heads,
+                causal: false,
+                scale: None,
+            },
+        )?;
+        self.to_out.forward(rec, &a)
+    }
+}
+
+/// The VAE's mid-block attention (diffusers `Attention` with group norm and a residual):
+/// `x + attn(gn(x))` over the h·w positions.
+pub struct SpatialSelfAttention {
+    pub group_norm: GroupNorm,
+    pub attn: Attention,
 }
 
 impl SpatialSelfAttention {
@@ -213,14 +260,9 @@ impl SpatialSelfAttention {
         eps: f32,
         dt: WeightDType,
     ) -> Result<Self> {
-        let lin = |n: &str| Linear::load(w, gpu, &format!("{prefix}.{n}"), c, c, true, dt);
         Ok(Self {
             group_norm: GroupNorm::load(w, gpu, &format!("{prefix}.group_norm"), c, groups, eps)?,
-            to_q: lin("to_q")?,
-            to_k: lin("to_k")?,
-            to_v: lin("to_v")?,
-            to_out: lin("to_out.0")?,
-            heads,
+            attn: Attention::load(w, gpu, prefix, c, c, heads, true, dt)?,
         })
     }
 
@@ -235,21 +277,7 @@ impl SpatialSelfAttention {
             .group_norm
             .forward(rec, x, false)?
             .reshape(&[n, h * w, c])?;
-        let q = self.to_q.forward(rec, &y)?;
-        let k = self.to_k.forward(rec, &y)?;
-        let v = self.to_v.forward(rec, &y)?;
-        let a = ops::attention(
-            rec,
-            &q,
-            &k,
-            &v,
-            AttentionOptions {
-                heads: self.heads,
-                causal: false,
-                scale: None,
-            },
-        )?;
-        let o = self.to_out.forward(rec, &a)?;
+        let o = self.attn.forward(rec, &y, None)?;
         ops::add(rec, &o.reshape(&[n, h, w, c])?, x)
     }
 }
@@ -260,6 +288,22 @@ pub struct Upsample2D {
 }
 
 impl Upsample2D {
+    /// Loads `{prefix}.conv` (3×3, `c` → `c`).
+    pub fn load(w: &Weights, gpu: &Gpu, prefix: &str, c: usize, dt: WeightDType) -> Result<Self> {
+        Ok(Self {
+            conv: Conv2d::load(
+                w,
+                gpu,
+                &format!("{prefix}.conv"),
+                c,
+                c,
+                3,
+                Conv2dOptions::new(1, 1),
+                dt,
+            )?,
+        })
+    }
+
     pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         let up = ops::upsample_nearest2x(rec, x)?;
         self.conv.forward(rec, &up, None)

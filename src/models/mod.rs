@@ -68,22 +68,30 @@ pub struct LayerNorm {
     pub eps: f32,
 }
 
+/// Loads `{prefix}.weight` and `{prefix}.bias` of a norm layer with `c` channels, in f32
+/// (they are tiny and the norm kernels read f32).
+pub(crate) fn load_affine(
+    w: &Weights,
+    gpu: &crate::Gpu,
+    prefix: &str,
+    c: usize,
+) -> Result<(Tensor, Tensor)> {
+    let up = |n: &str| {
+        w.upload(
+            gpu,
+            &format!("{prefix}.{n}"),
+            &[c],
+            Relayout::None,
+            WeightDType::F32,
+        )
+    };
+    Ok((up("weight")?, up("bias")?))
+}
+
 impl LayerNorm {
     pub fn load(w: &Weights, gpu: &crate::Gpu, prefix: &str, c: usize, eps: f32) -> Result<Self> {
-        let up = |n: &str| {
-            w.upload(
-                gpu,
-                &format!("{prefix}.{n}"),
-                &[c],
-                Relayout::None,
-                WeightDType::F32,
-            )
-        };
-        Ok(Self {
-            weight: up("weight")?,
-            bias: up("bias")?,
-            eps,
-        })
+        let (weight, bias) = load_affine(w, gpu, prefix, c)?;
+        Ok(Self { weight, bias, eps })
     }
 
     pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {

@@ -3,11 +3,11 @@
 //! up blocks (skip concatenation, resnets, transformers, upsample), GroupNorm + SiLU,
 //! conv_out. Channels-last throughout: the transformers need no permutes.
 
-use super::blocks::{Conv2d, GroupNorm, ResnetBlock2D, Upsample2D};
+use super::blocks::{Attention, Conv2d, GroupNorm, ResnetBlock2D, Upsample2D};
 use super::{LayerNorm, Linear, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::ops::{self, AttentionOptions, Conv2dOptions, Unary};
+use crate::ops::{self, Conv2dOptions, Unary};
 use crate::tensor::{DType, Tensor};
 use crate::weights::{WeightDType, Weights};
 use std::path::Path;
@@ -153,61 +153,6 @@ impl UNetConfig {
     }
 }
 
-/// diffusers `Attention` without group norm: to_q / to_k / to_v without bias, to_out with.
-pub struct Attention {
-    pub to_q: Linear,
-    pub to_k: Linear,
-    pub to_v: Linear,
-    pub to_out: Linear,
-    pub heads: usize,
-}
-
-impl Attention {
-    fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
-        c: usize,
-        kv_dim: usize,
-        heads: usize,
-        dt: WeightDType,
-    ) -> Result<Self> {
-        let lin = |n: &str, i, bias| Linear::load(w, gpu, &format!("{prefix}.{n}"), i, c, bias, dt);
-        Ok(Self {
-            to_q: lin("to_q", c, false)?,
-            to_k: lin("to_k", kv_dim, false)?,
-            to_v: lin("to_v", kv_dim, false)?,
-            to_out: lin("to_out.0", c, true)?,
-            heads,
-        })
-    }
-
-    /// `x`: `[b, n, c]`; `context`: `[b, m, kv_dim]` (self-attention when `None`).
-    fn forward(
-        &self,
-        rec: &mut Recorder<'_>,
-        x: &Tensor,
-        context: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let kv = context.unwrap_or(x);
-        let q = self.to_q.forward(rec, x)?;
-        let k = self.to_k.forward(rec, kv)?;
-        let v = self.to_v.forward(rec, kv)?;
-        let a = ops::attention(
-            rec,
-            &q,
-            &k,
-            &v,
-            AttentionOptions {
-                heads: self.heads,
-                causal: false,
-                scale: None,
-            },
-        )?;
-        self.to_out.forward(rec, &a)
-    }
-}
-
 /// diffusers `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward,
 /// each pre-LayerNorm with a residual.
 pub struct BasicTransformerBlock {
@@ -280,7 +225,7 @@ impl Transformer2D {
             proj_in: Projection::load(w, gpu, &format!("{prefix}.proj_in"), c, lin, dt)?,
             block: BasicTransformerBlock {
                 norm1: ln("norm1")?,
-                attn1: Attention::load(w, gpu, &format!("{b}.attn1"), c, c, heads, dt)?,
+                attn1: Attention::load(w, gpu, &format!("{b}.attn1"), c, c, heads, false, dt)?,
                 norm2: ln("norm2")?,
                 attn2: Attention::load(
                     w,
@@ -289,6 +234,7 @@ impl Transformer2D {
                     c,
                     cfg.cross_attention_dim,
                     heads,
+                    false,
                     dt,
                 )?,
                 norm3: ln("norm3")?,
@@ -450,17 +396,7 @@ impl UNet {
             }
             let upsampler = (i + 1 < nb)
                 .then(|| {
-                    Conv2d::load(
-                        w,
-                        gpu,
-                        &p(&format!("up_blocks.{i}.upsamplers.0.conv")),
-                        out,
-                        out,
-                        3,
-                        same,
-                        dt,
-                    )
-                    .map(|conv| Upsample2D { conv })
+                    Upsample2D::load(w, gpu, &p(&format!("up_blocks.{i}.upsamplers.0")), out, dt)
                 })
                 .transpose()?;
             up_blocks.push(UpBlock {

@@ -123,17 +123,13 @@ impl VaeDecoder {
                 .collect::<Result<Vec<_>>>()?;
             let upsampler = (i + 1 < rev.len())
                 .then(|| {
-                    Conv2d::load(
+                    Upsample2D::load(
                         w,
                         gpu,
-                        &p(&format!("decoder.up_blocks.{i}.upsamplers.0.conv")),
+                        &p(&format!("decoder.up_blocks.{i}.upsamplers.0")),
                         out,
-                        out,
-                        3,
-                        same,
                         dt,
                     )
-                    .map(|conv| Upsample2D { conv })
                 })
                 .transpose()?;
             up_blocks.push(UpDecoderBlock2D { resnets, upsampler });
