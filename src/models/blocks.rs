@@ -34,11 +34,7 @@ impl Conv2d {
             Relayout::ConvToHwio,
             dt,
         )?;
-        let bias_dt = if weight.dtype() == crate::DType::F16 {
-            WeightDType::F16
-        } else {
-            WeightDType::F32
-        };
+        let bias_dt = super::dtype_of(&weight);
         let bias = w.upload(
             gpu,
             &format!("{prefix}.bias"),

@@ -37,11 +37,7 @@ impl Linear {
             Relayout::Transpose,
             dt,
         )?;
-        // The bias must have the weight's dtype (the matmul kernel reads both alike).
-        let bias_dt = match weight.dtype() {
-            crate::DType::F16 => WeightDType::F16,
-            crate::DType::F32 => WeightDType::F32,
-        };
+        let bias_dt = dtype_of(&weight);
         let bias = bias
             .then(|| {
                 w.upload(
@@ -66,6 +62,15 @@ pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
     pub eps: f32,
+}
+
+/// The upload policy that gives a tensor the dtype of `t`: a bias must have its weight's
+/// dtype (the matmul and conv kernels read both alike).
+pub(crate) fn dtype_of(t: &Tensor) -> WeightDType {
+    match t.dtype() {
+        crate::DType::F16 => WeightDType::F16,
+        crate::DType::F32 => WeightDType::F32,
+    }
 }
 
 /// Loads `{prefix}.weight` and `{prefix}.bias` of a norm layer with `c` channels, in f32
