@@ -71,3 +71,97 @@ fn txt2img_matches_diffusers_end_to_end() {
             .contains("multiples of 8")
     );
 }
+
+/// The `generate` command end to end: same run through the binary, PNG pixels and text
+/// chunk, `--init-latents` / `--latents-out` .npy files.
+#[test]
+fn generate_cli_writes_the_reference_image_and_latents() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (init, lat_out, png_out) = (
+        dir.join("init.npy"),
+        dir.join("final.npy"),
+        dir.join("out.png"),
+    );
+    sd_wgpu::npy::write_f32(
+        &init,
+        &[1, 4, 8, 8],
+        &g.read_f32("latents", &[1, 4, 8, 8]).unwrap(),
+    )
+    .unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args(["generate", "--model"])
+        .arg(root.join("sd1-tiny"))
+        .args([
+            "--prompt",
+            "a red sneaker on a white table",
+            "--negative-prompt",
+            "blurry",
+            "--steps",
+            "4",
+        ])
+        .args([
+            "--guidance",
+            "7.5",
+            "--sampler",
+            "ddim",
+            "--width",
+            "32",
+            "--height",
+            "32",
+            "--seed",
+            "7",
+        ])
+        .arg("--init-latents")
+        .arg(&init)
+        .arg("--latents-out")
+        .arg(&lat_out)
+        .arg("--out")
+        .arg(&png_out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "sd-wgpu generate failed: {status}");
+    let (shape, latents) = sd_wgpu::npy::read_f32(&lat_out).unwrap();
+    assert_eq!(shape, [1, 4, 8, 8]);
+    check(
+        "cli --latents-out",
+        &latents,
+        &g.read_f32("final_latents", &[1, 4, 8, 8]).unwrap(),
+        1e-3,
+        1e-3,
+    );
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png_out).unwrap(),
+    ));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(
+        (frame.width, frame.height, frame.color_type),
+        (32, 32, png::ColorType::Rgb)
+    );
+    let want: Vec<f32> = g
+        .read_f32("image", &[1, 32, 32, 3])
+        .unwrap()
+        .iter()
+        .map(|v| (v * 255.0).round())
+        .collect();
+    let got: Vec<f32> = buf[..32 * 32 * 3].iter().map(|&b| f32::from(b)).collect();
+    check("cli png pixels (0..255)", &got, &want, 1.0, 0.0);
+    let text = &reader.info().uncompressed_latin1_text;
+    let params = text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .map(|t| t.text.clone())
+        .unwrap_or_default();
+    assert!(
+        params.contains("a red sneaker")
+            && params.contains("Steps: 4")
+            && params.contains("Seed: 7")
+            && params.contains("Negative prompt: blurry"),
+        "{params}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -119,6 +119,13 @@ pub enum Error {
         what: String,
     },
 
+    /// A `.npy` file that is not a float32 C-order array.
+    #[error("`{path}`: {what}")]
+    Npy {
+        path: std::path::PathBuf,
+        what: String,
+    },
+
     /// The progress callback asked to stop.
     #[error("cancelled after step {step}")]
     Cancelled { step: usize },

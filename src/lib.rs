@@ -15,6 +15,7 @@
 pub mod error;
 pub mod gpu;
 pub mod models;
+pub mod npy;
 pub mod ops;
 pub mod pipeline;
 pub mod reference;

@@ -77,6 +77,15 @@ pub struct Output {
     pub height: usize,
     /// Prompt tokens dropped to fit 77 (the caller's warning).
     pub truncated_tokens: usize,
+    pub timings: Timings,
+}
+
+/// Wall time of each phase, GPU work included.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub text_encoding: std::time::Duration,
+    pub sampling: std::time::Duration,
+    pub decoding: std::time::Duration,
 }
 
 /// The `.safetensors` weights of one component folder: full-precision files, else the
@@ -253,8 +262,14 @@ impl Pipeline {
         let mut sampler = Sampler::<Tensor>::new(kind, &self.scheduler, req.steps)?;
         let guided = req.guidance > 1.0;
 
+        let mut timings = Timings::default();
+        let clock = std::time::Instant::now();
         let mut rec = Recorder::new(gpu);
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
+        rec.submit()?;
+        gpu.wait()?;
+        timings.text_encoding = clock.elapsed();
+        let clock = std::time::Instant::now();
         let init: Vec<f32> = match &req.init_latents {
             Some(l) if l.len() == c * h * w => nchw_to_nhwc(l, c, h, w),
             Some(l) => {
@@ -311,6 +326,7 @@ impl Pipeline {
             };
             x = sampler.step(&mut GpuOps { rec: &mut rec }, i, &x, &m, noise.as_ref())?;
             rec.submit()?;
+            gpu.wait()?;
             if !progress(Progress {
                 step: i + 1,
                 steps: req.steps,
@@ -320,6 +336,8 @@ impl Pipeline {
         }
 
         let latents = nhwc_to_nchw(&x.to_vec(gpu)?, c, h, w);
+        timings.sampling = clock.elapsed();
+        let clock = std::time::Instant::now();
         let mut rec = Recorder::new(gpu);
         let z = ops::unary(
             &mut rec,
@@ -333,12 +351,15 @@ impl Pipeline {
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
         let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
         rec.submit()?;
+        let image = img.to_vec(gpu)?;
+        timings.decoding = clock.elapsed();
         Ok(Output {
             latents,
-            image: img.to_vec(gpu)?,
+            image,
             width: req.width,
             height: req.height,
             truncated_tokens,
+            timings,
         })
     }
 }

@@ -1,8 +1,13 @@
 //! The `sd-wgpu` command line.
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
 use sd_wgpu::gpu::{self, Gpu};
+use sd_wgpu::pipeline::{Pipeline, Request};
+use sd_wgpu::schedulers::{Prediction, SamplerKind};
+use sd_wgpu::weights::WeightDType;
+use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(Parser)]
 #[command(name = "sd-wgpu", version, about = "Latent diffusion on any wgpu GPU")]
@@ -11,8 +16,65 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum DTypeArg {
+    F16,
+    F32,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PredictionArg {
+    Epsilon,
+    #[value(name = "v_prediction")]
+    VPrediction,
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, ...).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    #[arg(long, default_value_t = 30)]
+    steps: usize,
+    /// Classifier-free guidance scale (≤ 1 skips the unconditional pass).
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    /// ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras (default: the model's own).
+    #[arg(long)]
+    sampler: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 512)]
+    width: usize,
+    #[arg(long, default_value_t = 512)]
+    height: usize,
+    #[arg(long, default_value = "image.png")]
+    out: PathBuf,
+    /// float32 [1, 4, h/8, w/8] .npy: diffusers' `latents=` (scaled by init_noise_sigma).
+    #[arg(long)]
+    init_latents: Option<PathBuf>,
+    /// Save the final latents (float32 [1, 4, h/8, w/8], before VAE scaling) as .npy.
+    #[arg(long)]
+    latents_out: Option<PathBuf>,
+    /// Take the text encoder's output this many layers before the last.
+    #[arg(long, default_value_t = 0)]
+    clip_skip: usize,
+    /// Weight dtype on the GPU (default: f16 for f16 files, f32 otherwise).
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+    /// Override the scheduler config's prediction type.
+    #[arg(long, value_enum)]
+    prediction_type: Option<PredictionArg>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Generate an image from a text prompt.
+    Generate(Box<GenerateArgs>),
     /// Show the adapter the engine picks, every adapter wgpu sees, and their features and limits.
     Info {
         /// Also list every adapter, not only the chosen one.
@@ -25,6 +87,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info { all } => info(all),
+        Command::Generate(args) => generate(&args),
     }
 }
 
@@ -96,5 +159,133 @@ fn info(all: bool) -> Result<()> {
             print_adapter(&a.info, a.features, &a.limits);
         }
     }
+    Ok(())
+}
+
+fn generate(a: &GenerateArgs) -> Result<()> {
+    let gpu = Gpu::new()?;
+    let dtype = match a.dtype {
+        None => WeightDType::Auto,
+        Some(DTypeArg::F16) => WeightDType::F16,
+        Some(DTypeArg::F32) => WeightDType::F32,
+    };
+    let sampler = a.sampler.as_deref().map(SamplerKind::parse).transpose()?;
+    let t0 = Instant::now();
+    let mut pipe = Pipeline::load(&gpu, &a.model, dtype)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    if let Some(p) = a.prediction_type {
+        pipe.scheduler.prediction = match p {
+            PredictionArg::Epsilon => Prediction::Epsilon,
+            PredictionArg::VPrediction => Prediction::VPrediction,
+        };
+    }
+    eprintln!(
+        "loaded {} in {:.1} s on {}",
+        a.model.display(),
+        t0.elapsed().as_secs_f64(),
+        gpu.adapter_info().name
+    );
+    let init_latents = match &a.init_latents {
+        Some(p) => {
+            let (shape, v) = sd_wgpu::npy::read_f32(p)?;
+            let f = pipe.vae_scale_factor();
+            let want = [1, pipe.unet.config.in_channels, a.height / f, a.width / f];
+            if shape != want {
+                bail!(
+                    "{}: shape {shape:?}, expected {want:?} for {}x{} px",
+                    p.display(),
+                    a.width,
+                    a.height
+                );
+            }
+            Some(v)
+        }
+        None => None,
+    };
+    let req = Request {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        guidance: a.guidance,
+        sampler,
+        width: a.width,
+        height: a.height,
+        init_latents,
+        seed: a.seed,
+        clip_skip: a.clip_skip,
+    };
+    gpu.reset_peak_memory();
+    let bar = indicatif::ProgressBar::new(a.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("sampling");
+    let out = pipe.generate(&gpu, &req, &mut |p| {
+        bar.set_position(p.step as u64);
+        true
+    })?;
+    bar.finish_and_clear();
+    if out.truncated_tokens > 0 {
+        eprintln!(
+            "warning: the prompt is longer than 77 tokens; {} tokens were dropped",
+            out.truncated_tokens
+        );
+    }
+    let used = req.sampler.unwrap_or(pipe.default_sampler);
+    let params = format!(
+        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {:?}, CFG scale: {}, Seed: {}, Size: {}x{}, Clip skip: {}, Model: {}, Engine: sd-wgpu {}",
+        a.prompt,
+        a.negative_prompt,
+        a.steps,
+        used,
+        a.guidance,
+        a.seed,
+        a.width,
+        a.height,
+        a.clip_skip,
+        a.model.display(),
+        env!("CARGO_PKG_VERSION")
+    );
+    write_png(&a.out, &out.image, out.width, out.height, &params)?;
+    if let Some(p) = &a.latents_out {
+        let f = pipe.vae_scale_factor();
+        sd_wgpu::npy::write_f32(
+            p,
+            &[1, pipe.unet.config.in_channels, a.height / f, a.width / f],
+            &out.latents,
+        )?;
+    }
+    let t = out.timings;
+    eprintln!(
+        "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",
+        t.text_encoding.as_secs_f64(),
+        t.sampling.as_secs_f64(),
+        t.sampling.as_secs_f64() / a.steps.max(1) as f64,
+        t.decoding.as_secs_f64(),
+        gpu.memory_stats().peak as f64 / (1 << 20) as f64
+    );
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// An 8-bit RGB PNG (diffusers' `numpy_to_pil` rounding) with the generation parameters in a
+/// `parameters` text chunk, as the common UIs write them.
+fn write_png(path: &std::path::Path, rgb: &[f32], w: usize, h: usize, params: &str) -> Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.add_text_chunk("parameters".into(), params.into())?;
+    let mut writer = enc.write_header()?;
+    let bytes: Vec<u8> = rgb
+        .iter()
+        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    writer.write_image_data(&bytes)?;
+    writer.finish()?;
     Ok(())
 }
