@@ -8,6 +8,7 @@ use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet, UNetConfig};
 use crate::models::vae::{AutoencoderKLConfig, VaeDecoder};
 use crate::ops::{self, Unary};
+use crate::rng::TorchGenerator;
 use crate::schedulers::{GpuOps, Sampler, SamplerKind, ScheduleConfig};
 use crate::tensor::{DType, Tensor};
 use crate::tokenizer::{ClipTokenizer, Tokens};
@@ -38,8 +39,10 @@ pub struct Request {
     pub width: usize,
     pub height: usize,
     /// diffusers' `latents=` argument: f32 `[1, 4, h/f, w/f]` (NCHW), scaled by the sampler's
-    /// `init_noise_sigma` before the first step. `None`: Gaussian noise from `seed`.
+    /// `init_noise_sigma` before the first step. `None`: drawn from `seed`.
     pub init_latents: Option<Vec<f32>>,
+    /// Seeds a torch-compatible CPU generator: the same initial latents and step noise as
+    /// diffusers with `generator=torch.Generator("cpu").manual_seed(seed)`.
     pub seed: u64,
     pub clip_skip: usize,
 }
@@ -270,6 +273,9 @@ impl Pipeline {
         gpu.wait()?;
         timings.text_encoding = clock.elapsed();
         let clock = std::time::Instant::now();
+        // One torch-compatible generator per request: initial latents, then each step's noise,
+        // drawn in diffusers' order.
+        let mut generator = TorchGenerator::new(req.seed);
         let init: Vec<f32> = match &req.init_latents {
             Some(l) if l.len() == c * h * w => nchw_to_nhwc(l, c, h, w),
             Some(l) => {
@@ -282,14 +288,14 @@ impl Pipeline {
                     ),
                 ));
             }
-            None => gaussian(req.seed, c * h * w),
+            // diffusers' prepare_latents: randn([1, c, h, w]) from the seeded CPU generator.
+            None => nchw_to_nhwc(&generator.randn(c * h * w), c, h, w),
         };
         let sigma0 = sampler.init_noise_sigma() as f32;
         let x0 = Tensor::from_f32(gpu, &init, &[1, h, w, c], DType::F32, "latents")?;
         let mut x = ops::unary(&mut rec, &x0, Unary::Affine, sigma0, 0.0)?;
         rec.submit()?;
 
-        let mut noise_rng = req.seed.wrapping_add(0x5EED);
         for i in 0..req.steps {
             let t = sampler.timesteps()[i] as f32;
             let mut rec = Recorder::new(gpu);
@@ -313,10 +319,10 @@ impl Pipeline {
                 self.unet.forward(&mut rec, &xin, t, &context)?
             };
             let noise = if sampler.needs_noise(i) {
-                noise_rng = noise_rng.wrapping_add(1);
+                let z = nchw_to_nhwc(&generator.randn(c * h * w), c, h, w);
                 Some(Tensor::from_f32(
                     gpu,
-                    &gaussian(noise_rng, c * h * w),
+                    &z,
                     &[1, h, w, c],
                     DType::F32,
                     "step noise",
@@ -382,10 +388,4 @@ fn nhwc_to_nchw(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
         }
     }
     out
-}
-
-/// Standard normal samples from a seed ([`crate::rng::SplitMix64`]): deterministic on every
-/// platform. Not torch's mt19937 stream; pass `init_latents` for diffusers-identical noise.
-pub fn gaussian(seed: u64, n: usize) -> Vec<f32> {
-    crate::rng::SplitMix64::new(seed).normals(n, 1.0)
 }

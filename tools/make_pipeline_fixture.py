@@ -55,6 +55,19 @@ kw = dict(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidan
 with torch.no_grad():
     final = pipe(**kw, latents=latents.clone(), output_type="latent").images
     image = pipe(**kw, latents=latents.clone(), output_type="np").images
-save_file({"latents": latents, "final_latents": final.contiguous(), "image": torch.from_numpy(image).contiguous()},
+# A seeded run with an ancestral sampler: initial latents and every step's noise come from
+# the generator.
+# Computed on the pipeline as a user loads it from the saved folder (the in-memory pipeline
+# above gave a different seeded Euler-a image, which we could not explain; the reloaded one
+# is what `from_pretrained` users get).
+from diffusers import EulerAncestralDiscreteScheduler
+pipe = StableDiffusionPipeline.from_pretrained(out, tokenizer=tokenizer, safety_checker=None, feature_extractor=None,
+                                               requires_safety_checker=False)
+pipe.scheduler = EulerAncestralDiscreteScheduler.from_config(pipe.scheduler.config)
+kw2 = dict(prompt=PROMPT, negative_prompt="", num_inference_steps=3, guidance_scale=5.0, height=32, width=32)
+with torch.no_grad():
+    seeded = pipe(**kw2, generator=torch.Generator("cpu").manual_seed(42), output_type="np").images
+save_file({"latents": latents, "final_latents": final.contiguous(), "image": torch.from_numpy(image).contiguous(),
+           "image_seed42_euler_a": torch.from_numpy(seeded).contiguous()},
           "tests/fixtures/pipeline/sd1-tiny-golden.safetensors")
 print("final latents", tuple(final.shape), "image", image.shape, float(image.min()), float(image.max()))
