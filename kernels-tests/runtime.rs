@@ -87,11 +87,67 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
     let (want, _) = reference::conv2d(&xv, xs, &wv, [3, 3, cout], None, None, 1, [1; 4]);
     check("split conv2d", &read(rec, &y), &want, 1e-4, 1e-4);
 
-    // A single image larger than one binding: a typed error naming the limit, no panic.
+    // A single image larger than one binding: conv2d splits it into bands of rows (stride 1
+    // and 2, padding on every side, residual), exactly as the unsplit reference computes it.
+    for (xs, k, cout, stride, pad, with_res) in [
+        ([1, 70, 33, 16], 3, 12, 1, [1, 1, 1, 1], true),
+        ([1, 71, 30, 16], 3, 8, 2, [1, 1, 1, 1], false),
+        ([2, 40, 41, 24], 3, 8, 2, [0, 1, 0, 1], true),
+    ] {
+        let [n, h, w, cin] = xs;
+        assert!(
+            h * w * cin * 4 > 1 << 16,
+            "the case must exceed one binding"
+        );
+        let xv = rng.normals(n * h * w * cin, 1.0);
+        let wv = rng.normals(k * k * cin * cout, 0.1);
+        let (ho, wo) = (
+            (h + pad[0] + pad[1] - k) / stride + 1,
+            (w + pad[2] + pad[3] - k) / stride + 1,
+        );
+        let rv = rng.normals(n * ho * wo * cout, 1.0);
+        let xt = Tensor::from_f32(&g, &xv, &xs, DType::F32, "vae.decoder.h").unwrap();
+        let wt = Tensor::from_f32(&g, &wv, &[k, k, cin, cout], DType::F32, "w").unwrap();
+        let rt = Tensor::from_f32(&g, &rv, &[n, ho, wo, cout], DType::F32, "res").unwrap();
+        let mut rec = Recorder::new(&g);
+        let opts = Conv2dOptions {
+            stride,
+            padding: pad,
+        };
+        let y = ops::conv2d(&mut rec, &xt, &wt, None, with_res.then_some(&rt), opts).unwrap();
+        assert!(
+            rec.len() > n,
+            "expected bands, got {} dispatches",
+            rec.len()
+        );
+        let (want, _) = reference::conv2d(
+            &xv,
+            xs,
+            &wv,
+            [k, k, cout],
+            None,
+            with_res.then_some(&rv[..]),
+            stride,
+            pad,
+        );
+        check(
+            &format!("banded conv2d {xs:?} s{stride}"),
+            &read(rec, &y),
+            &want,
+            1e-4,
+            1e-4,
+        );
+    }
+
+    // What cannot be split yet (group-norm over one image larger than a binding): a typed
+    // error naming the tensor and the limit, never a wgpu validation panic.
     let big = Tensor::zeros(&g, &[1, 128, 128, 4], DType::F32, "vae.decoder.h").unwrap();
-    let w1 = Tensor::zeros(&g, &[1, 1, 4, 4], DType::F32, "w").unwrap();
+    let (gamma, beta) = (
+        Tensor::zeros(&g, &[4], DType::F32, "gn.w").unwrap(),
+        Tensor::zeros(&g, &[4], DType::F32, "gn.b").unwrap(),
+    );
     let mut rec = Recorder::new(&g);
-    match ops::conv2d(&mut rec, &big, &w1, None, None, Conv2dOptions::new(1, 0)) {
+    match ops::group_norm(&mut rec, &big, 2, &gamma, &beta, 1e-6, true) {
         Err(Error::Limit {
             limit_name, tensor, ..
         }) => {

@@ -2,7 +2,7 @@
 //! out `[kh, kw, cin, cout]`, optional bias and fused residual add.
 
 use super::matmul::{Gemm, gemm, gemm_variants};
-use super::{push, require_f32, rows_per_binding, u32_of};
+use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
@@ -169,8 +169,15 @@ pub fn conv2d(
         }
     }
     let out = Tensor::empty(rec.gpu(), &[n, ho, wo, cout], DType::F32, "conv2d.out")?;
-    // Split over images when one binding would exceed the device limit.
+    // Split over images when one binding would exceed the device limit; an image too large
+    // for one binding is split into bands of output rows (below).
     let img_bytes = 4 * (h * w * cin).max(ho * wo * cout) as u64;
+    if !fits_binding(rec, img_bytes) {
+        for b in 0..n {
+            record_bands(rec, x, weight, bias, residual, &out, opts, b, [ho, wo])?;
+        }
+        return Ok(out);
+    }
     let chunk = rows_per_binding(rec, img_bytes);
     let mut i0 = 0;
     while i0 < n {
@@ -189,6 +196,77 @@ pub fn conv2d(
         i0 += len;
     }
     Ok(out)
+}
+
+/// Image `b` in bands of output rows, each binding only the input rows it reads (NHWC rows
+/// are contiguous). A band's input starts at row `in0`; its top padding becomes
+/// `in0 + pad_t − oy0·stride`, so zero padding still applies at the image's edges only.
+#[allow(clippy::too_many_arguments)]
+fn record_bands(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out: &Tensor,
+    opts: Conv2dOptions,
+    b: usize,
+    [ho, wo]: [usize; 2],
+) -> Result<()> {
+    const OP: &str = "conv2d";
+    let [_, h, w, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    let (kh, cout) = (weight.shape()[0], weight.shape()[3]);
+    let (s, pad_t) = (opts.stride, opts.padding[0]);
+    let (in_row, out_row) = (4 * (w * cin) as u64, 4 * (wo * cout) as u64);
+    // Largest band whose input rows ((band − 1)·s + kh) and output rows fit one binding.
+    let mut band = rows_per_binding(rec, out_row).min(ho);
+    while band > 1 && !fits_binding(rec, ((band - 1) * s + kh) as u64 * in_row) {
+        band = band * 3 / 4;
+    }
+    if !fits_binding(rec, kh as u64 * in_row) || !fits_binding(rec, out_row) {
+        return Err(Error::Limit {
+            op: OP,
+            tensor: format!("{} {:?} (one band of rows)", x.name(), x.shape()),
+            bytes: (kh as u64 * in_row).max(out_row),
+            limit_name: "max_storage_buffer_binding_size",
+            limit: rec.gpu().limits().max_storage_buffer_binding_size,
+        });
+    }
+    let (x_rows, o_rows) = (
+        x.reshape(&[x.shape()[0] * h, w, cin])?,
+        out.reshape(&[out.shape()[0] * ho, wo, cout])?,
+    );
+    let r_rows = residual
+        .map(|r| r.reshape(&[r.shape()[0] * ho, wo, cout]))
+        .transpose()?;
+    let mut oy0 = 0;
+    while oy0 < ho {
+        let ob = band.min(ho - oy0);
+        let first = (oy0 * s) as isize - pad_t as isize;
+        let last = ((oy0 + ob - 1) * s + kh) as isize - pad_t as isize; // exclusive
+        let (in0, in1) = (
+            first.max(0) as usize,
+            (last.min(h as isize)).max(0) as usize,
+        );
+        let xb = x_rows
+            .narrow0(b * h + in0, in1 - in0)?
+            .reshape(&[1, in1 - in0, w, cin])?;
+        let ob_view = o_rows
+            .narrow0(b * ho + oy0, ob)?
+            .reshape(&[1, ob, wo, cout])?;
+        let rb = r_rows
+            .as_ref()
+            .map(|r| {
+                r.narrow0(b * ho + oy0, ob)
+                    .and_then(|v| v.reshape(&[1, ob, wo, cout]))
+            })
+            .transpose()?;
+        let mut o = opts;
+        o.padding[0] = (in0 as isize - first) as usize;
+        record(rec, &xb, weight, bias, rb.as_ref(), &ob_view, o, [ob, wo])?;
+        oy0 += ob;
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

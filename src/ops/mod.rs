@@ -88,6 +88,12 @@ pub(crate) fn push<P: bytemuck::Pod>(
     Ok(())
 }
 
+/// Whether `bytes` fit one storage binding (with room for the window's alignment).
+pub(crate) fn fits_binding(rec: &Recorder<'_>, bytes: u64) -> bool {
+    let l = rec.gpu().limits();
+    bytes + u64::from(l.min_storage_buffer_offset_alignment) <= l.max_storage_buffer_binding_size
+}
+
 /// Largest number of rows of `row_bytes` each that fit in one storage binding.
 pub(crate) fn rows_per_binding(rec: &Recorder<'_>, row_bytes: u64) -> usize {
     let limit = rec.gpu().limits().max_storage_buffer_binding_size;
