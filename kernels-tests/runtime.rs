@@ -139,20 +139,57 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
         );
     }
 
-    // What cannot be split yet (group-norm over one image larger than a binding): a typed
+    // Group norm over images larger than one binding: per-band statistics merged exactly
+    // (data offset by 1000 to exercise the merge), SiLU fused, two images.
+    for (shape, groups, silu) in [([2, 64, 70, 12], 3, true), ([1, 97, 31, 16], 4, false)] {
+        let [n, h, w, c] = shape;
+        assert!(h * w * c * 4 > 1 << 16);
+        let xv: Vec<f32> = rng
+            .normals(n * h * w * c, 2.0)
+            .iter()
+            .map(|v| v + 1000.0)
+            .collect();
+        let (gv, bv) = (rng.normals(c, 1.0), rng.normals(c, 1.0));
+        let xt = Tensor::from_f32(&g, &xv, &shape, DType::F32, "h").unwrap();
+        let gt = Tensor::from_f32(&g, &gv, &[c], DType::F32, "gn.w").unwrap();
+        let bt = Tensor::from_f32(&g, &bv, &[c], DType::F32, "gn.b").unwrap();
+        let mut rec = Recorder::new(&g);
+        let y = ops::group_norm(&mut rec, &xt, groups, &gt, &bt, 1e-6, silu).unwrap();
+        assert!(
+            rec.len() > 3 * n,
+            "expected banded dispatches, got {}",
+            rec.len()
+        );
+        let want = reference::group_norm(&xv, n, h * w, c, groups, &gv, &bv, 1e-6, silu);
+        check(
+            &format!("banded group_norm {shape:?}"),
+            &read(rec, &y),
+            &want,
+            2e-3,
+            1e-4,
+        );
+    }
+
+    // What cannot be split (attention over a sequence larger than one binding): a typed
     // error naming the tensor and the limit, never a wgpu validation panic.
-    let big = Tensor::zeros(&g, &[1, 128, 128, 4], DType::F32, "vae.decoder.h").unwrap();
-    let (gamma, beta) = (
-        Tensor::zeros(&g, &[4], DType::F32, "gn.w").unwrap(),
-        Tensor::zeros(&g, &[4], DType::F32, "gn.b").unwrap(),
-    );
+    let big = Tensor::zeros(&g, &[1, 128 * 128, 4], DType::F32, "vae.mid.attn.q").unwrap();
     let mut rec = Recorder::new(&g);
-    match ops::group_norm(&mut rec, &big, 2, &gamma, &beta, 1e-6, true) {
+    match ops::attention(
+        &mut rec,
+        &big,
+        &big,
+        &big,
+        ops::AttentionOptions {
+            heads: 1,
+            causal: false,
+            scale: None,
+        },
+    ) {
         Err(Error::Limit {
             limit_name, tensor, ..
         }) => {
             assert_eq!(limit_name, "max_storage_buffer_binding_size");
-            assert!(tensor.contains("vae.decoder.h"), "{tensor}");
+            assert!(tensor.contains("vae.mid.attn.q"), "{tensor}");
         }
         other => panic!("expected a limit error, got {other:?}"),
     }

@@ -38,3 +38,40 @@ fn vae_decoder_matches_diffusers() {
         );
     }
 }
+
+/// The decoder on a device whose storage bindings (256 KiB) are smaller than its activations
+/// (up to 983 KB): conv2d, group-norm and upsample run in bands of rows, and the image is
+/// still diffusers' — the path that lets 512² and 768² decode within lavapipe's 128 MiB.
+#[test]
+fn vae_decoder_in_bands_matches_diffusers() {
+    let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+        max_storage_binding: Some(256 << 10),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae/f4-tiny");
+    let cfg = AutoencoderKLConfig::from_file(&dir.join("config.json")).unwrap();
+    let w = Weights::open_file(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let golden = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
+    let z = nhwc(
+        &golden.read_f32("latents_big", &[1, 4, 24, 20]).unwrap(),
+        [1, 4, 24, 20],
+    );
+    let want = nhwc(
+        &golden.read_f32("image_big", &[1, 3, 96, 80]).unwrap(),
+        [1, 3, 96, 80],
+    );
+    let vae = VaeDecoder::load(&g, &w, "", &cfg, WeightDType::Auto).unwrap();
+    let zt = sd_wgpu::Tensor::from_f32(&g, &z, &[1, 24, 20, 4], DType::F32, "latents").unwrap();
+    let mut rec = Recorder::new(&g);
+    let img = vae.forward(&mut rec, &zt).unwrap();
+    assert_eq!(img.shape(), [1, 96, 80, 3]);
+    rec.submit().unwrap();
+    check(
+        "vae decode in bands (256 KiB bindings)",
+        &img.to_vec(&g).unwrap(),
+        &want,
+        1e-4,
+        1e-4,
+    );
+}

@@ -22,9 +22,14 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("matmul.wgsl", include_str!("../shaders/matmul.wgsl")),
     ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl")),
+    ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     (
         "group_norm.wgsl",
         include_str!("../shaders/group_norm.wgsl"),
+    ),
+    (
+        "group_norm_banded.wgsl",
+        include_str!("../shaders/group_norm_banded.wgsl"),
     ),
     (
         "layer_norm.wgsl",

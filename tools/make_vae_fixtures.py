@@ -33,7 +33,11 @@ for name, kw in CONFIGS.items():
             p.add_(torch.randn_like(p) * 0.05)
     vae.save_pretrained(out, safe_serialization=True)
     latents = torch.randn(1, 4, 6, 7)
+    # A larger decode for the banded paths (activations bigger than a test device's binding).
+    big = torch.randn(1, 4, 24, 20)
     with torch.no_grad():
         image = vae.decode(latents).sample
-    save_file({"latents": latents.contiguous(), "image": image.contiguous()}, out / "golden.safetensors")
+        image_big = vae.decode(big).sample
+    save_file({"latents": latents.contiguous(), "image": image.contiguous(),
+               "latents_big": big.contiguous(), "image_big": image_big.contiguous()}, out / "golden.safetensors")
     print(name, tuple(image.shape), sum(p.numel() for p in vae.parameters()), "parameters")

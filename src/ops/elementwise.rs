@@ -386,19 +386,23 @@ pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> 
         ));
     };
     let y = Tensor::empty(rec.gpu(), &[n, 2 * h, 2 * w, c], DType::F32, "upsample.out")?;
-    let chunk = rows_per_binding(rec, 16 * (h * w * c) as u64);
-    let mut i0 = 0;
-    while i0 < n {
-        let len = chunk.min(n - i0);
+    // Rows are independent: treat the batch as one tall image and split it into bands of
+    // input rows whose output (2 rows of 2w pixels each) fits one binding.
+    let (xr, yr) = (
+        x.reshape(&[n * h, w, c])?,
+        y.reshape(&[2 * n * h, 2 * w, c])?,
+    );
+    let chunk = rows_per_binding(rec, 16 * (w * c) as u64);
+    let mut r0 = 0;
+    while r0 < n * h {
+        let len = chunk.min(n * h - r0);
         let gpu = rec.gpu();
-        let (xb, yb) = (
-            x.narrow0(i0, len)?.bind(gpu, OP)?,
-            y.narrow0(i0, len)?.bind(gpu, OP)?,
-        );
-        let total = len * 4 * h * w * c;
+        let xb = xr.narrow0(r0, len)?.bind(gpu, OP)?;
+        let yb = yr.narrow0(2 * r0, 2 * len)?.bind(gpu, OP)?;
+        let total = 4 * len * w * c;
         let params = UpsampleParams {
-            n: len as u32,
-            h: h as u32,
+            n: 1,
+            h: len as u32,
             w: w as u32,
             c: c as u32,
             x_off: xb.elem_offset,
@@ -408,7 +412,7 @@ pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> 
         };
         let grid = threads_grid(rec, OP, total)?;
         push(rec, upsample_key(), &params, vec![xb.range, yb.range], grid)?;
-        i0 += len;
+        r0 += len;
     }
     Ok(y)
 }

@@ -1,7 +1,7 @@
 //! group-norm with optional fused SiLU (`shaders/group_norm.wgsl`) and layer-norm
 //! (`shaders/layer_norm.wgsl`); f32 two-pass statistics.
 
-use super::{push, require_f32, rows_per_binding, u32_of};
+use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
@@ -18,6 +18,25 @@ pub struct GroupNormParams {
     pub y_off: u32,
     pub silu: u32,
     pub _pad0: u32,
+    pub eps: f32,
+    pub _pad1: [u32; 3],
+}
+
+/// Mirrors `Params` in `shaders/group_norm_banded.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupNormBandParams {
+    pub hw: u32,
+    pub c: u32,
+    pub groups: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub silu: u32,
+    pub band: u32,
+    pub n_bands: u32,
+    pub band_hw: u32,
+    pub total_hw: u32,
+    pub _pad0: [u32; 2],
     pub eps: f32,
     pub _pad1: [u32; 3],
 }
@@ -58,8 +77,145 @@ fn layer_norm_key() -> KernelKey {
     }
 }
 
+fn banded_key(entry: &'static str) -> KernelKey {
+    KernelKey {
+        shader: "group_norm_banded.wgsl",
+        entry,
+        defines: vec![],
+        overrides: vec![("WG", 256)],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        params_size: std::mem::size_of::<GroupNormBandParams>() as u64,
+    }
+}
+
+const BANDED: [&str; 3] = ["band_stats", "band_finalize", "band_apply"];
+
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    vec![group_norm_key(), layer_norm_key()]
+    let mut keys = vec![group_norm_key(), layer_norm_key()];
+    keys.extend(BANDED.map(banded_key));
+    keys
+}
+
+/// Group norm of image `b` of `x` `[n, hw, c]` in bands of pixels, for images larger than one
+/// binding: per-band statistics, merged, then applied (`shaders/group_norm_banded.wgsl`).
+#[allow(clippy::too_many_arguments)]
+fn group_norm_banded(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    y: &Tensor,
+    b: usize,
+    groups: usize,
+    (gamma, beta): (&Tensor, &Tensor),
+    eps: f32,
+    silu: bool,
+) -> Result<()> {
+    const OP: &str = "group_norm";
+    let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
+    let hw = x.numel() / n / c;
+    let band_hw = rows_per_binding(rec, 4 * c as u64).min(hw);
+    let n_bands = hw.div_ceil(band_hw);
+    let gpu = rec.gpu();
+    let stats = Tensor::empty(
+        gpu,
+        &[(n_bands + 1) * groups * 2],
+        DType::F32,
+        "group_norm.band_stats",
+    )?;
+    let scratch = Tensor::empty(gpu, &[4], DType::F32, "group_norm.unused")?;
+    let (x2, y2) = (x.reshape(&[n * hw, c])?, y.reshape(&[n * hw, c])?);
+    let base = GroupNormBandParams {
+        c: u32_of(OP, "c", c)?,
+        groups: groups as u32,
+        silu: silu as u32,
+        n_bands: u32_of(OP, "bands", n_bands)?,
+        band_hw: band_hw as u32,
+        total_hw: u32_of(OP, "spatial size", hw)?,
+        eps,
+        ..Default::default()
+    };
+    let grid = gpu.grid(OP, groups as u64)?;
+    let (gb, bb, sb) = (
+        gamma.bind(gpu, OP)?,
+        beta.bind(gpu, OP)?,
+        stats.bind(gpu, OP)?,
+    );
+    let band = |i: usize| -> Result<(Tensor, Tensor, usize)> {
+        let len = band_hw.min(hw - i * band_hw);
+        Ok((
+            x2.narrow0(b * hw + i * band_hw, len)?,
+            y2.narrow0(b * hw + i * band_hw, len)?,
+            len,
+        ))
+    };
+    for i in 0..n_bands {
+        let (xv, _, len) = band(i)?;
+        let xb = xv.bind(gpu, OP)?;
+        let params = GroupNormBandParams {
+            hw: len as u32,
+            x_off: xb.elem_offset,
+            band: i as u32,
+            ..base
+        };
+        let out = scratch.bind(gpu, OP)?;
+        push(
+            rec,
+            banded_key("band_stats"),
+            &params,
+            vec![
+                xb.range,
+                gb.range.clone(),
+                bb.range.clone(),
+                out.range,
+                sb.range.clone(),
+            ],
+            grid,
+        )?;
+    }
+    let (xs, ys) = (gamma.bind(gpu, OP)?, scratch.bind(gpu, OP)?);
+    push(
+        rec,
+        banded_key("band_finalize"),
+        &base,
+        vec![
+            xs.range,
+            gb.range.clone(),
+            bb.range.clone(),
+            ys.range,
+            sb.range.clone(),
+        ],
+        grid,
+    )?;
+    for i in 0..n_bands {
+        let (xv, yv, len) = band(i)?;
+        let (xb, yb) = (xv.bind(gpu, OP)?, yv.bind(gpu, OP)?);
+        let params = GroupNormBandParams {
+            hw: len as u32,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            band: i as u32,
+            ..base
+        };
+        push(
+            rec,
+            banded_key("band_apply"),
+            &params,
+            vec![
+                xb.range,
+                gb.range.clone(),
+                bb.range.clone(),
+                yb.range,
+                sb.range.clone(),
+            ],
+            grid,
+        )?;
+    }
+    Ok(())
 }
 
 fn check_affine(op: &'static str, c: usize, gamma: &Tensor, beta: &Tensor) -> Result<()> {
@@ -108,6 +264,12 @@ pub fn group_norm(
     check_affine(OP, c, gamma, beta)?;
     let hw = x.numel() / n.max(1) / c.max(1);
     let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "group_norm.out")?;
+    if !fits_binding(rec, 4 * (hw * c) as u64) {
+        for b in 0..n {
+            group_norm_banded(rec, x, &y, b, groups, (gamma, beta), eps, silu)?;
+        }
+        return Ok(y);
+    }
     let chunk = rows_per_binding(rec, 4 * (hw * c) as u64);
     let mut i0 = 0;
     while i0 < n {
