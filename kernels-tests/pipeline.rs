@@ -191,3 +191,58 @@ fn seeded_euler_ancestral_matches_diffusers() {
     eprintln!("seeded euler-a PSNR vs diffusers: {p:.1} dB");
     assert!(p >= 40.0, "PSNR {p:.1} dB");
 }
+
+/// The full-size SD 1.5 architecture (random weights) at 256², 2 DDIM steps, against
+/// diffusers. Heavy: run on demand after `tools/make_full_size_sd15.py DIR`:
+/// `SD_WGPU_FULL_SIZE_DIR=DIR cargo test --release --test kernels -- --ignored full_size --nocapture`.
+#[test]
+#[ignore = "needs tools/make_full_size_sd15.py output (~4.3 GB) and minutes of GPU time"]
+fn full_size_sd15_matches_diffusers() {
+    let dir =
+        PathBuf::from(std::env::var("SD_WGPU_FULL_SIZE_DIR").expect("set SD_WGPU_FULL_SIZE_DIR"));
+    let gpu = gpu();
+    let t0 = std::time::Instant::now();
+    let pipe = Pipeline::load(gpu, &dir.join("model"), WeightDType::Auto).unwrap();
+    eprintln!(
+        "loaded in {:.1} s; {:.0} MiB on the GPU",
+        t0.elapsed().as_secs_f64(),
+        gpu.memory_stats().allocated as f64 / 1048576.0
+    );
+    let g = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
+    let req = Request {
+        prompt: "a photograph of an astronaut riding a horse".into(),
+        steps: 2,
+        guidance: 7.5,
+        width: 256,
+        height: 256,
+        init_latents: Some(g.read_f32("latents", &[1, 4, 32, 32]).unwrap()),
+        ..Request::default()
+    };
+    gpu.reset_peak_memory();
+    let out = pipe
+        .generate(gpu, &req, &mut |p| {
+            eprintln!("step {}/{} done", p.step, p.steps);
+            true
+        })
+        .unwrap();
+    let t = out.timings;
+    eprintln!(
+        "text encoding {:.2} s, sampling {:.1} s ({:.1} s/step, U-Net batch 2 at 32x32 latents), decoding {:.1} s; peak GPU memory {:.0} MiB",
+        t.text_encoding.as_secs_f64(),
+        t.sampling.as_secs_f64(),
+        t.sampling.as_secs_f64() / 2.0,
+        t.decoding.as_secs_f64(),
+        gpu.memory_stats().peak as f64 / 1048576.0
+    );
+    check(
+        "full-size final latents",
+        &out.latents,
+        &g.read_f32("final_latents", &[1, 4, 32, 32]).unwrap(),
+        1e-3,
+        1e-3,
+    );
+    let want = g.read_f32("image", &[1, 256, 256, 3]).unwrap();
+    let p = psnr(&out.image, &want);
+    eprintln!("full-size SD 1.5 txt2img PSNR vs diffusers: {p:.1} dB");
+    assert!(p >= 40.0, "PSNR {p:.1} dB");
+}
