@@ -246,3 +246,51 @@ fn full_size_sd15_matches_diffusers() {
     eprintln!("full-size SD 1.5 txt2img PSNR vs diffusers: {p:.1} dB");
     assert!(p >= 40.0, "PSNR {p:.1} dB");
 }
+
+/// An SD 2.x-style pipeline end to end (v-prediction, trailing spacing, linear projections,
+/// per-block heads, GELU text encoder, "!" padding with a "!!" in the prompt), with guidance
+/// and with guidance 1.0 (the unconditional pass skipped).
+#[test]
+fn sd2_style_txt2img_matches_diffusers() {
+    let gpu = gpu();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let pipe = Pipeline::load(gpu, &root.join("sd2-tiny"), WeightDType::Auto).unwrap();
+    assert_eq!(
+        pipe.scheduler.prediction,
+        sd_wgpu::schedulers::Prediction::VPrediction
+    );
+    let g = Weights::open_file(&root.join("sd2-tiny-golden.safetensors")).unwrap();
+    let base = Request {
+        prompt: "a blue dress!! on a mannequin".into(),
+        width: 32,
+        height: 32,
+        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
+        ..Request::default()
+    };
+    for (name, req) in [
+        (
+            "image_cfg",
+            Request {
+                negative_prompt: "low quality".into(),
+                steps: 4,
+                guidance: 7.5,
+                ..base.clone()
+            },
+        ),
+        (
+            "image_noguide",
+            Request {
+                steps: 3,
+                guidance: 1.0,
+                ..base.clone()
+            },
+        ),
+    ] {
+        let out = pipe.generate(gpu, &req, &mut |_| true).unwrap();
+        let want = g.read_f32(name, &[1, 32, 32, 3]).unwrap();
+        check(&format!("sd2-style {name}"), &out.image, &want, 1e-3, 1e-3);
+        let p = psnr(&out.image, &want);
+        eprintln!("sd2-style {name} PSNR vs diffusers: {p:.1} dB");
+        assert!(p >= 40.0, "{name}: PSNR {p:.1} dB");
+    }
+}
