@@ -3,7 +3,7 @@
 
 use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, KernelKey, Recorder};
+use crate::gpu::{Access, BufferRange, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Mirrors `Params` in `shaders/group_norm.wgsl`.
@@ -145,6 +145,10 @@ fn group_norm_banded(
         beta.bind(gpu, OP)?,
         stats.bind(gpu, OP)?,
     );
+    // Every pass binds x, gamma, beta, y, stats (x and y are the band, or unused words).
+    let bindings = |x: BufferRange, y: BufferRange| {
+        vec![x, gb.range.clone(), bb.range.clone(), y, sb.range.clone()]
+    };
     let band = |i: usize| -> Result<(Tensor, Tensor, usize)> {
         let len = band_hw.min(hw - i * band_hw);
         Ok((
@@ -162,33 +166,20 @@ fn group_norm_banded(
             band: i as u32,
             ..base
         };
-        let out = scratch.bind(gpu, OP)?;
         push(
             rec,
             banded_key("band_stats"),
             &params,
-            vec![
-                xb.range,
-                gb.range.clone(),
-                bb.range.clone(),
-                out.range,
-                sb.range.clone(),
-            ],
+            bindings(xb.range, scratch.bind(gpu, OP)?.range),
             grid,
         )?;
     }
-    let (xs, ys) = (gamma.bind(gpu, OP)?, scratch.bind(gpu, OP)?);
+    let unused = scratch.bind(gpu, OP)?.range;
     push(
         rec,
         banded_key("band_finalize"),
         &base,
-        vec![
-            xs.range,
-            gb.range.clone(),
-            bb.range.clone(),
-            ys.range,
-            sb.range.clone(),
-        ],
+        bindings(gamma.bind(gpu, OP)?.range, unused),
         grid,
     )?;
     for i in 0..n_bands {
@@ -205,13 +196,7 @@ fn group_norm_banded(
             rec,
             banded_key("band_apply"),
             &params,
-            vec![
-                xb.range,
-                gb.range.clone(),
-                bb.range.clone(),
-                yb.range,
-                sb.range.clone(),
-            ],
+            bindings(xb.range, yb.range),
             grid,
         )?;
     }
