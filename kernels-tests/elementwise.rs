@@ -126,6 +126,25 @@ fn geglu_upsample_concat_match_reference() {
             0.0,
         );
     }
+    // General sizes: the U-Net's odd skips (5 → 9, 3 → 5), shrinking, identity.
+    for (s, oh, ow) in [
+        ([2, 5, 6, 3], 9, 11),
+        ([1, 3, 3, 640], 5, 5),
+        ([1, 7, 5, 2], 3, 4),
+        ([1, 4, 4, 1], 4, 4),
+    ] {
+        let x = rng.normals(s.iter().product(), 1.0);
+        let mut rec = Recorder::new(gpu);
+        let y = ops::upsample_nearest(&mut rec, &upload(&x, &s, DType::F32, "x"), oh, ow).unwrap();
+        assert_eq!(y.shape(), [s[0], oh, ow, s[3]]);
+        check(
+            &format!("upsample {s:?} to {oh}x{ow}"),
+            &run(rec, &y),
+            &reference::upsample_nearest(&x, s, oh, ow),
+            0.0,
+            0.0,
+        );
+    }
     for (rows, ca, cb) in [(2 * 32 * 32, 1280, 640), (5, 3, 1), (1, 1, 1)] {
         let (a, b) = (rng.normals(rows * ca, 1.0), rng.normals(rows * cb, 1.0));
         let mut rec = Recorder::new(gpu);

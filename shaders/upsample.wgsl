@@ -1,14 +1,17 @@
-// Nearest-neighbour 2× upsample (torch.nn.functional.interpolate(scale_factor=2,
-// mode="nearest")), channels-last: y[b, oy, ox, c] = x[b, oy / 2, ox / 2, c].
-// x: f32 [n, h, w, c], y: f32 [n, 2h, 2w, c]. One output element per thread.
+// Nearest-neighbour resize, channels-last, as torch.nn.functional.interpolate(mode="nearest")
+// computes it: source row = min(floor(dst_row · scale_h), H − 1) with scale_h = H / OH in f32
+// (likewise columns), which for OH = 2H is exactly dst / 2.
+// x: f32 [H, W, c] window starting at input row iy0; y: f32 band of output rows
+// [oy0, oy0 + band_h) × OW × c. One output element per thread.
 
 #include "common.wgsl"
 
 override WG: u32 = 256u;
 
 struct Params {
-    n: u32, h: u32, w: u32, c: u32,
-    x_off: u32, y_off: u32, total: u32, _pad0: u32,
+    full_h: u32, w: u32, c: u32, ow: u32,
+    oy0: u32, iy0: u32, band_h: u32, total: u32,
+    x_off: u32, y_off: u32, scale_h: f32, scale_w: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -23,11 +26,11 @@ fn main(
 ) {
     let i = linear_workgroup(wid, nwg) * WG + li;
     if (i >= p.total) { return; }
-    let c = i % p.c;
+    let ch = i % p.c;
     let pix = i / p.c;
-    let w2 = p.w * 2u;
-    let ox = pix % w2;
-    let oy = (pix / w2) % (p.h * 2u);
-    let b = pix / (w2 * p.h * 2u);
-    y[p.y_off + i] = x[p.x_off + ((b * p.h + oy / 2u) * p.w + ox / 2u) * p.c + c];
+    let ox = pix % p.ow;
+    let oy = p.oy0 + pix / p.ow;
+    let sy = min(u32(floor(f32(oy) * p.scale_h)), p.full_h - 1u) - p.iy0;
+    let sx = min(u32(floor(f32(ox) * p.scale_w)), p.w - 1u);
+    y[p.y_off + i] = x[p.x_off + (sy * p.w + sx) * p.c + ch];
 }

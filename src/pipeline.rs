@@ -245,8 +245,8 @@ impl Pipeline {
     ) -> Result<Output> {
         const OP: &str = "generate";
         let f = self.vae_scale_factor();
-        // The VAE's factor times the U-Net's 2^(levels − 1) (SD: 8 · 8 = 64 px).
-        let multiple = f << (self.unet.config.block_out_channels.len() - 1);
+        // Whole latents: a multiple of the VAE's factor (SD: 8 px).
+        let multiple = f;
         if req.width == 0
             || req.height == 0
             || req.width % multiple != 0

@@ -302,6 +302,24 @@ pub fn upsample_nearest2x(x: &[f32], [n, h, w, c]: [usize; 4]) -> Vec<f32> {
     y
 }
 
+/// `torch.nn.functional.interpolate(x, size=(oh, ow), mode="nearest")`, channels-last: source
+/// index `min(floor(dst · (in / out) in f32), in − 1)`, as ATen's `nearest_idx`.
+pub fn upsample_nearest(x: &[f32], [n, h, w, c]: [usize; 4], oh: usize, ow: usize) -> Vec<f32> {
+    let (sh, sw) = (h as f32 / oh as f32, w as f32 / ow as f32);
+    let mut y = Vec::with_capacity(n * oh * ow * c);
+    for b in 0..n {
+        for oy in 0..oh {
+            let iy = ((oy as f32 * sh).floor() as usize).min(h - 1);
+            for ox in 0..ow {
+                let ix = ((ox as f32 * sw).floor() as usize).min(w - 1);
+                let src = ((b * h + iy) * w + ix) * c;
+                y.extend_from_slice(&x[src..src + c]);
+            }
+        }
+    }
+    y
+}
+
 /// `torch.cat([a, b], dim=-1)` for rows of `ca` and `cb`.
 pub fn concat_channels(a: &[f32], b: &[f32], ca: usize, cb: usize) -> Vec<f32> {
     a.chunks_exact(ca)

@@ -38,8 +38,11 @@ for name, kw in CONFIGS.items():
     sample = torch.randn(2, 4, 8, 12)
     t = torch.tensor([601.0])
     ehs = torch.randn(2, 77, kw["cross_attention_dim"])
+    # An odd latent size (9×11): down 9→5→3, up to the skip sizes (diffusers' upsample_size).
+    sample_odd = torch.randn(2, 4, 9, 11, generator=torch.Generator().manual_seed(123))
     with torch.no_grad():
         o = unet(sample, t, ehs).sample
-    save_file({"sample": sample, "timestep": t, "encoder_hidden_states": ehs, "out": o.contiguous()},
-              out / "golden.safetensors")
+        o_odd = unet(sample_odd, t, ehs).sample
+    save_file({"sample": sample, "timestep": t, "encoder_hidden_states": ehs, "out": o.contiguous(),
+               "sample_odd": sample_odd, "out_odd": o_odd.contiguous()}, out / "golden.safetensors")
     print(name, tuple(o.shape), sum(p.numel() for p in unet.parameters()), "parameters")

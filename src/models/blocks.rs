@@ -304,4 +304,17 @@ impl Upsample2D {
         let up = ops::upsample_nearest2x(rec, x)?;
         self.conv.forward(rec, &up, None)
     }
+
+    /// Nearest resize to `oh × ow` (diffusers' `upsample_size`, when a skip connection is not
+    /// exactly twice as large), then the conv.
+    pub fn forward_to(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        oh: usize,
+        ow: usize,
+    ) -> Result<Tensor> {
+        let up = ops::upsample_nearest(rec, x, oh, ow)?;
+        self.conv.forward(rec, &up, None)
+    }
 }

@@ -437,9 +437,8 @@ impl UNet {
         })
     }
 
-    /// The noise prediction for latents `[n, h, w, in_channels]` at `timestep`, conditioned on
-    /// `context` `[n, seq, cross_attention_dim]`. `h` and `w` must divide by
-    /// 2^(blocks − 1) (SD: latents a multiple of 8, images a multiple of 64 px).
+    /// The noise prediction for latents `[n, h, w, in_channels]` (any size) at `timestep`,
+    /// conditioned on `context` `[n, seq, cross_attention_dim]`.
     pub fn forward(
         &self,
         rec: &mut Recorder<'_>,
@@ -459,16 +458,10 @@ impl UNet {
                 ),
             ));
         };
-        let f = 1usize << (c.block_out_channels.len() - 1);
-        if cin != c.in_channels || h % f != 0 || w % f != 0 || h == 0 || w == 0 {
+        if cin != c.in_channels || h == 0 || w == 0 {
             return Err(Error::shape(
                 OP,
-                format!(
-                    "latents {:?} need {} channels and sides divisible by {f} (images a multiple of {} px)",
-                    x.shape(),
-                    c.in_channels,
-                    8 * f
-                ),
+                format!("latents {:?} need {} channels", x.shape(), c.in_channels),
             ));
         }
         if context.rank() != 3
@@ -527,7 +520,12 @@ impl UNet {
                 }
             }
             if let Some(u) = &b.upsampler {
-                x = u.forward(rec, &x)?;
+                // To the size of the skip connection the next block takes (2× unless the
+                // latent size was odd somewhere on the way down).
+                let next = skips
+                    .last()
+                    .ok_or_else(|| Error::unsupported(OP, "skip connections ran out"))?;
+                x = u.forward_to(rec, &x, next.shape()[1], next.shape()[2])?;
             }
         }
         let x = self.conv_norm_out.forward(rec, &x, true)?;

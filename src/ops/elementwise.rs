@@ -28,14 +28,18 @@ pub struct ElementwiseParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct UpsampleParams {
-    pub n: u32,
-    pub h: u32,
+    pub full_h: u32,
     pub w: u32,
     pub c: u32,
+    pub ow: u32,
+    pub oy0: u32,
+    pub iy0: u32,
+    pub band_h: u32,
+    pub total: u32,
     pub x_off: u32,
     pub y_off: u32,
-    pub total: u32,
-    pub _pad: u32,
+    pub scale_h: f32,
+    pub scale_w: f32,
 }
 
 /// Mirrors `Params` in `shaders/concat.wgsl`.
@@ -377,7 +381,23 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
 
 /// Nearest-neighbour 2× upsample of channels-last `x` `[n, h, w, c]` → `[n, 2h, 2w, c]`.
 pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
-    const OP: &str = "upsample_nearest2x";
+    let (h, w) = (
+        x.shape().get(1).copied().unwrap_or(0),
+        x.shape().get(2).copied().unwrap_or(0),
+    );
+    upsample_nearest(rec, x, 2 * h, 2 * w)
+}
+
+/// `torch.nn.functional.interpolate(x, size=(oh, ow), mode="nearest")` on channels-last
+/// `x` `[n, h, w, c]` → `[n, oh, ow, c]` (the U-Net upsamples to an odd skip's size this way).
+/// Split into bands of output rows when an image exceeds one binding.
+pub fn upsample_nearest(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    oh: usize,
+    ow: usize,
+) -> Result<Tensor> {
+    const OP: &str = "upsample_nearest";
     require_f32(OP, "x", x)?;
     let &[n, h, w, c] = x.shape() else {
         return Err(Error::shape(
@@ -385,34 +405,45 @@ pub fn upsample_nearest2x(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> 
             format!("x `{}` must be [n, h, w, c], got {:?}", x.name(), x.shape()),
         ));
     };
-    let y = Tensor::empty(rec.gpu(), &[n, 2 * h, 2 * w, c], DType::F32, "upsample.out")?;
-    // Rows are independent: treat the batch as one tall image and split it into bands of
-    // input rows whose output (2 rows of 2w pixels each) fits one binding.
-    let (xr, yr) = (
-        x.reshape(&[n * h, w, c])?,
-        y.reshape(&[2 * n * h, 2 * w, c])?,
-    );
-    let chunk = rows_per_binding(rec, 16 * (w * c) as u64);
-    let mut r0 = 0;
-    while r0 < n * h {
-        let len = chunk.min(n * h - r0);
-        let gpu = rec.gpu();
-        let xb = xr.narrow0(r0, len)?.bind(gpu, OP)?;
-        let yb = yr.narrow0(2 * r0, 2 * len)?.bind(gpu, OP)?;
-        let total = 4 * len * w * c;
-        let params = UpsampleParams {
-            n: 1,
-            h: len as u32,
-            w: w as u32,
-            c: c as u32,
-            x_off: xb.elem_offset,
-            y_off: yb.elem_offset,
-            total: u32_of(OP, "elements", total)?,
-            _pad: 0,
-        };
-        let grid = threads_grid(rec, OP, total)?;
-        push(rec, upsample_key(), &params, vec![xb.range, yb.range], grid)?;
-        r0 += len;
+    if h == 0 || w == 0 || oh == 0 || ow == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("cannot resize `{}` {:?} to {oh}x{ow}", x.name(), x.shape()),
+        ));
+    }
+    let y = Tensor::empty(rec.gpu(), &[n, oh, ow, c], DType::F32, "upsample.out")?;
+    // torch's nearest source index: floor(dst · (in / out)) with the scale in f32.
+    let (scale_h, scale_w) = (h as f32 / oh as f32, w as f32 / ow as f32);
+    let src_row = |oy: usize| ((oy as f32 * scale_h).floor() as usize).min(h - 1);
+    let (xr, yr) = (x.reshape(&[n * h, w, c])?, y.reshape(&[n * oh, ow, c])?);
+    let band = rows_per_binding(rec, 4 * (ow * c).max(w * c) as u64).min(oh);
+    for b in 0..n {
+        let mut oy0 = 0;
+        while oy0 < oh {
+            let len = band.min(oh - oy0);
+            let (iy0, iy1) = (src_row(oy0), src_row(oy0 + len - 1) + 1);
+            let gpu = rec.gpu();
+            let xb = xr.narrow0(b * h + iy0, iy1 - iy0)?.bind(gpu, OP)?;
+            let yb = yr.narrow0(b * oh + oy0, len)?.bind(gpu, OP)?;
+            let total = len * ow * c;
+            let params = UpsampleParams {
+                full_h: h as u32,
+                w: u32_of(OP, "w", w)?,
+                c: u32_of(OP, "c", c)?,
+                ow: u32_of(OP, "output width", ow)?,
+                oy0: oy0 as u32,
+                iy0: iy0 as u32,
+                band_h: len as u32,
+                total: u32_of(OP, "elements", total)?,
+                x_off: xb.elem_offset,
+                y_off: yb.elem_offset,
+                scale_h,
+                scale_w,
+            };
+            let grid = threads_grid(rec, OP, total)?;
+            push(rec, upsample_key(), &params, vec![xb.range, yb.range], grid)?;
+            oy0 += len;
+        }
     }
     Ok(y)
 }
