@@ -75,3 +75,50 @@ fn vae_decoder_in_bands_matches_diffusers() {
         1e-4,
     );
 }
+
+/// The full-size SD VAE decoding 64×64 latents to 512² on this device: at 512² its
+/// 256-channel activations (256 MiB) exceed lavapipe's 128 MiB binding, so conv, group-norm and
+/// upsample run in bands. On demand, after `tools/make_full_size_sd15.py DIR`:
+/// `SD_WGPU_FULL_SIZE_DIR=DIR cargo test --release --test kernels -- --ignored full_size_vae --nocapture`.
+#[test]
+#[ignore = "needs tools/make_full_size_sd15.py output and minutes of GPU time"]
+fn full_size_vae_decodes_512_like_diffusers() {
+    let gpu = gpu();
+    let dir =
+        PathBuf::from(std::env::var("SD_WGPU_FULL_SIZE_DIR").expect("set SD_WGPU_FULL_SIZE_DIR"));
+    let vdir = dir.join("model/vae");
+    let cfg = AutoencoderKLConfig::from_file(&vdir.join("config.json")).unwrap();
+    let w = Weights::open_file(&vdir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let vae = VaeDecoder::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&dir.join("vae512.safetensors")).unwrap();
+    let z = nhwc(
+        &g.read_f32("latents", &[1, 4, 64, 64]).unwrap(),
+        [1, 4, 64, 64],
+    );
+    let want = nhwc(
+        &g.read_f32("image", &[1, 3, 512, 512]).unwrap(),
+        [1, 3, 512, 512],
+    );
+    gpu.reset_peak_memory();
+    let t0 = std::time::Instant::now();
+    let zt = upload(&z, &[1, 64, 64, 4], DType::F32, "latents");
+    let mut rec = Recorder::new(gpu);
+    let img = vae.forward(&mut rec, &zt).unwrap();
+    let got = run(rec, &img);
+    eprintln!(
+        "512² decode on {}: {:.1} s, peak device memory {:.0} MiB",
+        gpu.adapter_info().name,
+        t0.elapsed().as_secs_f64(),
+        gpu.memory_stats().peak as f64 / 1048576.0
+    );
+    let mse = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum::<f64>()
+        / got.len() as f64;
+    // Images in [-1, 1]: peak-to-peak 2.
+    let psnr = 10.0 * (4.0 / mse.max(1e-20)).log10();
+    eprintln!("512² decode PSNR vs diffusers: {psnr:.1} dB");
+    check("full-size VAE 512² decode", &got, &want, 1e-3, 1e-3);
+}

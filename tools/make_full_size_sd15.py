@@ -58,3 +58,12 @@ with torch.no_grad():
 print(f"diffusers (CPU, fp32): 2 runs in {time.time() - t0:.1f} s")
 save_file({"latents": latents, "final_latents": final.contiguous(), "image": torch.from_numpy(image).contiguous()},
           out / "golden.safetensors")
+
+# A 512² decode with the full-size VAE (its 256-channel activations at 512² exceed lavapipe's
+# 128 MiB binding, exercising the banded ops): latents [1, 4, 64, 64] → image [1, 3, 512, 512].
+z = torch.randn(1, 4, 64, 64)
+t0 = time.time()
+with torch.no_grad():
+    img512 = pipe.vae.decode(z).sample
+print(f"diffusers VAE decode 512² (CPU, fp32): {time.time() - t0:.1f} s")
+save_file({"latents": z, "image": img512.contiguous()}, out / "vae512.safetensors")
