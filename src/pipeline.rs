@@ -157,21 +157,12 @@ impl Pipeline {
                 });
             }
         };
+        // The model's tokenizer folder, or the built-in CLIP vocabulary when it has none.
         let tok_dir = dir.join("tokenizer");
-        let has_vocab =
-            tok_dir.join("tokenizer.json").is_file() || tok_dir.join("vocab.json").is_file();
-        let tokenizer = if has_vocab {
+        let tokenizer = if tok_dir.is_dir() {
             ClipTokenizer::from_folder(&tok_dir)?
         } else {
-            // No vocabulary files: the built-in CLIP vocabulary, with the folder's pad token.
-            let pad = crate::models::read_json(&tok_dir.join("tokenizer_config.json"))
-                .ok()
-                .and_then(|v| v["pad_token"].as_str().map(str::to_string));
-            let t = ClipTokenizer::builtin()?;
-            match pad.as_deref() {
-                Some("!") => t.with_padding(crate::tokenizer::Padding::Id(0))?,
-                _ => t,
-            }
+            ClipTokenizer::builtin()?
         };
         let te_dir = dir.join("text_encoder");
         let te = Weights::open(&te_dir, &component_files(&te_dir)?)?;

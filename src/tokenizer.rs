@@ -86,13 +86,23 @@ impl ClipTokenizer {
         Self::from_tokenizer(t)
     }
 
-    /// A diffusers `tokenizer/` folder: `tokenizer.json`, else `vocab.json` + `merges.txt`;
-    /// the pad token comes from `tokenizer_config.json` or `special_tokens_map.json`.
+    /// A diffusers `tokenizer/` folder: `tokenizer.json`, else `vocab.json` + `merges.txt`, else
+    /// (configuration files only) the built-in vocabulary; the pad token comes from
+    /// `tokenizer_config.json` or `special_tokens_map.json`.
     pub fn from_folder(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::ModelLayout {
+                path: dir.to_path_buf(),
+                what: "no such tokenizer folder".into(),
+            });
+        }
         let tok = if dir.join("tokenizer.json").is_file() {
             Self::from_json_file(&dir.join("tokenizer.json"))?
-        } else {
+        } else if dir.join("vocab.json").is_file() {
             Self::from_vocab_merges(&dir.join("vocab.json"), &dir.join("merges.txt"))?
+        } else {
+            // Only configuration files: the built-in CLIP vocabulary, with the folder's padding.
+            Self::builtin()?
         };
         let pad = ["tokenizer_config.json", "special_tokens_map.json"]
             .iter()
