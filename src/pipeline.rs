@@ -4,14 +4,16 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::models::clip::{ClipTextConfig, ClipTextModel};
-use crate::models::unet::{UNet, UNetConfig};
-use crate::models::vae::{AutoencoderKLConfig, VaeDecoder};
+use crate::models::arch::{ArchSource, Architecture};
+use crate::models::clip::ClipTextModel;
+use crate::models::unet::UNet;
+use crate::models::vae::VaeDecoder;
 use crate::ops::{self, Unary};
 use crate::rng::TorchGenerator;
 use crate::schedulers::{GpuOps, Sampler, SamplerKind, ScheduleConfig};
 use crate::tensor::{DType, Tensor};
 use crate::tokenizer::{ClipTokenizer, Tokens};
+use crate::weights::single_file::SingleFile;
 use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,8 @@ pub struct Pipeline {
     pub scheduler: ScheduleConfig,
     /// The sampler the model's scheduler config names.
     pub default_sampler: SamplerKind,
+    /// Where the architecture came from.
+    pub architecture: ArchSource,
 }
 
 /// One text-to-image request.
@@ -143,64 +147,60 @@ fn sampler_of(scheduler_json: &serde_json::Value) -> SamplerKind {
     }
 }
 
+/// How [`Pipeline::load_with`] loads a model.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub dtype: WeightDType,
+    /// Architecture of a single-file checkpoint: a diffusers folder of configs (as diffusers'
+    /// `from_single_file(config=…)` takes) or an original LDM yaml. `None`: `<stem>.yaml`
+    /// beside the checkpoint if there is one, else inferred from the tensor shapes. Ignored
+    /// for diffusers folders, which carry their own configs.
+    pub config: Option<PathBuf>,
+}
+
 impl Pipeline {
-    /// Loads a diffusers pipeline folder. Single-file checkpoints are detected and refused
-    /// for now with a message saying so.
+    /// Loads a diffusers pipeline folder or a single-file checkpoint (see [`LoadOptions`]).
     pub fn load(gpu: &Gpu, path: &Path, dtype: WeightDType) -> Result<Self> {
-        let dir = match detect_layout(path)? {
-            ModelLayout::Diffusers(d) => d,
-            ModelLayout::SingleFile(f) => {
-                return Err(Error::ModelLayout {
-                    path: f,
-                    what: "single-file checkpoints are not supported yet; use a diffusers folder"
-                        .into(),
-                });
+        Self::load_with(
+            gpu,
+            path,
+            &LoadOptions {
+                dtype,
+                config: None,
+            },
+        )
+    }
+
+    pub fn load_with(gpu: &Gpu, path: &Path, opts: &LoadOptions) -> Result<Self> {
+        let dtype = opts.dtype;
+        let (arch, te, uw, vw) = match detect_layout(path)? {
+            ModelLayout::Diffusers(dir) => {
+                let arch = Architecture::from_folder(&dir)?;
+                let open = |c: &str| {
+                    let d = dir.join(c);
+                    Weights::open(&d, &component_files(&d)?)
+                };
+                (arch, open("text_encoder")?, open("unet")?, open("vae")?)
+            }
+            ModelLayout::SingleFile(file) => {
+                let shapes = Weights::open_file(&file)?.file_shapes();
+                let arch = Architecture::for_single_file(&file, &shapes, opts.config.as_deref())?;
+                let sf = SingleFile::open(&file, arch.unet.layers_per_block)?;
+                (arch, sf.text_encoder, sf.unet, sf.vae)
             }
         };
-        // The model's tokenizer folder, or the built-in CLIP vocabulary when it has none.
-        let tok_dir = dir.join("tokenizer");
-        let tokenizer = if tok_dir.is_dir() {
-            ClipTokenizer::from_folder(&tok_dir)?
-        } else {
-            ClipTokenizer::builtin()?
-        };
-        let te_dir = dir.join("text_encoder");
-        let te = Weights::open(&te_dir, &component_files(&te_dir)?)?;
-        let text_encoder = ClipTextModel::load(
-            gpu,
-            &te,
-            "",
-            &ClipTextConfig::from_file(&te_dir.join("config.json"))?,
-            dtype,
-        )?;
-        let unet_dir = dir.join("unet");
-        let uw = Weights::open(&unet_dir, &component_files(&unet_dir)?)?;
-        let unet = UNet::load(
-            gpu,
-            &uw,
-            "",
-            &UNetConfig::from_file(&unet_dir.join("config.json"))?,
-            dtype,
-        )?;
-        let vae_dir = dir.join("vae");
-        let vw = Weights::open(&vae_dir, &component_files(&vae_dir)?)?;
-        let vae = VaeDecoder::load(
-            gpu,
-            &vw,
-            "",
-            &AutoencoderKLConfig::from_file(&vae_dir.join("config.json"))?,
-            dtype,
-        )?;
-        let sched_path = dir.join("scheduler/scheduler_config.json");
-        let sched_json = crate::models::read_json(&sched_path)?;
-        let scheduler = ScheduleConfig::from_value(&sched_json)?;
+        let text_encoder = ClipTextModel::load(gpu, &te, "", &arch.text, dtype)?;
+        let unet = UNet::load(gpu, &uw, "", &arch.unet, dtype)?;
+        let vae = VaeDecoder::load(gpu, &vw, "", &arch.vae, dtype)?;
+        let scheduler = ScheduleConfig::from_value(&arch.scheduler)?;
         Ok(Self {
-            tokenizer,
+            tokenizer: arch.tokenizer,
             text_encoder,
             unet,
             vae,
-            default_sampler: sampler_of(&sched_json),
+            default_sampler: sampler_of(&arch.scheduler),
             scheduler,
+            architecture: arch.source,
         })
     }
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sd_wgpu::gpu::{self, Gpu};
-use sd_wgpu::pipeline::{Pipeline, Request};
+use sd_wgpu::pipeline::{LoadOptions, Pipeline, Request};
 use sd_wgpu::schedulers::{Prediction, SamplerKind};
 use sd_wgpu::weights::WeightDType;
 use std::path::PathBuf;
@@ -31,7 +31,8 @@ enum PredictionArg {
 
 #[derive(clap::Args)]
 struct GenerateArgs {
-    /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, ...).
+    /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, ...) or a
+    /// single-file original checkpoint (.safetensors).
     #[arg(long)]
     model: PathBuf,
     #[arg(long)]
@@ -69,6 +70,11 @@ struct GenerateArgs {
     /// Override the scheduler config's prediction type.
     #[arg(long, value_enum)]
     prediction_type: Option<PredictionArg>,
+    /// Architecture of a single-file checkpoint: a diffusers folder of config.json files
+    /// (and tokenizer/scheduler files) or an original LDM yaml. Default: <stem>.yaml beside
+    /// the checkpoint, else inferred from its tensor shapes.
+    #[arg(long)]
+    config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -171,7 +177,11 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let sampler = a.sampler.as_deref().map(SamplerKind::parse).transpose()?;
     let t0 = Instant::now();
-    let mut pipe = Pipeline::load(&gpu, &a.model, dtype)
+    let opts = LoadOptions {
+        dtype,
+        config: a.config.clone(),
+    };
+    let mut pipe = Pipeline::load_with(&gpu, &a.model, &opts)
         .with_context(|| format!("loading {}", a.model.display()))?;
     if let Some(p) = a.prediction_type {
         pipe.scheduler.prediction = match p {
@@ -180,8 +190,9 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         };
     }
     eprintln!(
-        "loaded {} in {:.1} s on {}",
+        "loaded {} ({}) in {:.1} s on {}",
         a.model.display(),
+        pipe.architecture,
         t0.elapsed().as_secs_f64(),
         gpu.adapter_info().name
     );

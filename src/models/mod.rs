@@ -2,6 +2,7 @@
 //! engine's ops. One struct per checkpoint module; field names follow the diffusers /
 //! transformers keys, so a missing tensor's error names its full dotted path.
 
+pub mod arch;
 pub mod blocks;
 pub mod clip;
 pub mod unet;

@@ -9,6 +9,8 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+pub mod single_file;
+
 /// One memory-mapped safetensors file and its parsed header.
 pub struct WeightFile {
     path: PathBuf,
@@ -19,12 +21,13 @@ pub struct WeightFile {
 }
 
 /// A tensor inside a mapped file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct TensorRef<'a> {
     pub file: &'a Path,
-    pub name: &'a str,
+    /// The key in the file (for a renamed tensor: the file's key and the name asked for).
+    pub name: String,
     pub dtype: Dtype,
-    pub shape: &'a [usize],
+    pub shape: Vec<usize>,
     pub bytes: &'a [u8],
 }
 
@@ -100,9 +103,9 @@ impl WeightFile {
         let (a, b) = info.data_offsets;
         Some(TensorRef {
             file: &self.path,
-            name: key,
+            name: key.clone(),
             dtype: info.dtype,
-            shape: &info.shape,
+            shape: info.shape.clone(),
             bytes: &self.map[self.data_start + a..self.data_start + b],
         })
     }
@@ -113,6 +116,30 @@ pub struct Weights {
     files: Vec<WeightFile>,
     /// What errors call the weights: the folder or the single file.
     origin: PathBuf,
+    /// For a checkpoint in another layout: the name each network asks for → where the tensor
+    /// is in the files (see [`single_file`]). `None`: names are the files' keys.
+    renames: Option<HashMap<String, Rename>>,
+}
+
+/// Where a renamed tensor lives: a key of the file, whole or one of `parts` equal slices
+/// along its first dimension (a fused q/k/v projection), optionally with trailing unit
+/// dimensions dropped (a 1×1 conv stored where a linear is asked for).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rename {
+    pub source: String,
+    /// `(index, parts)`: rows `index·n/parts .. (index+1)·n/parts`.
+    pub slice: Option<(usize, usize)>,
+    pub squeeze: bool,
+}
+
+impl Rename {
+    pub fn to(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            slice: None,
+            squeeze: false,
+        }
+    }
 }
 
 /// How a tensor is rearranged for the kernels while uploading.
@@ -126,9 +153,10 @@ pub enum Relayout {
 }
 
 /// Which dtype weights get on the GPU.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum WeightDType {
     /// f16 files stay f16; f32 and bf16 files load as f32 (bf16's range exceeds f16's).
+    #[default]
     Auto,
     /// Everything as f16 (a value beyond f16's range is an error naming the tensor).
     F16,
@@ -151,7 +179,27 @@ impl Weights {
         Ok(Self {
             files,
             origin: origin.to_path_buf(),
+            renames: None,
         })
+    }
+
+    /// This view names tensors by `renames`' keys (only those).
+    pub fn with_renames(mut self, renames: HashMap<String, Rename>) -> Self {
+        self.renames = Some(renames);
+        self
+    }
+
+    /// The file or folder the weights come from.
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// Name and shape of every tensor in the files (their own keys, before renaming).
+    pub fn file_shapes(&self) -> HashMap<String, Vec<usize>> {
+        self.files
+            .iter()
+            .flat_map(|f| f.tensors.iter().map(|(k, v)| (k.clone(), v.shape.clone())))
+            .collect()
     }
 
     /// A single safetensors file.
@@ -159,23 +207,66 @@ impl Weights {
         Self::open(path, &[path.to_path_buf()])
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.files.iter().flat_map(WeightFile::names)
+    /// The names tensors are asked for by (after renaming).
+    pub fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        match &self.renames {
+            Some(r) => Box::new(r.keys().map(String::as_str)),
+            None => Box::new(self.files.iter().flat_map(WeightFile::names)),
+        }
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.files.iter().any(|f| f.get(name).is_some())
+        match &self.renames {
+            Some(r) => r
+                .get(name)
+                .is_some_and(|r| self.files.iter().any(|f| f.get(&r.source).is_some())),
+            None => self.files.iter().any(|f| f.get(name).is_some()),
+        }
     }
 
     /// The tensor `name`, or an error naming it and the weights.
     pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
-        self.files
+        let missing = |tensor: String| Error::MissingTensor {
+            path: self.origin.clone(),
+            tensor,
+        };
+        let Some(renames) = &self.renames else {
+            return self
+                .files
+                .iter()
+                .find_map(|f| f.get(name))
+                .ok_or_else(|| missing(name.to_string()));
+        };
+        let r = renames.get(name).ok_or_else(|| {
+            missing(format!(
+                "{name} (no key of this checkpoint's layout maps to it)"
+            ))
+        })?;
+        let mut t = self
+            .files
             .iter()
-            .find_map(|f| f.get(name))
-            .ok_or_else(|| Error::MissingTensor {
-                path: self.origin.clone(),
-                tensor: name.to_string(),
-            })
+            .find_map(|f| f.get(&r.source))
+            .ok_or_else(|| missing(format!("{} (for {name})", r.source)))?;
+        t.name = format!("{} (as {name})", r.source);
+        if let Some((index, parts)) = r.slice {
+            let rows = t.shape.first().copied().unwrap_or(0);
+            if parts == 0 || rows % parts != 0 || t.bytes.len() % parts != 0 {
+                return Err(Error::TensorData {
+                    path: t.file.to_path_buf(),
+                    tensor: t.name,
+                    what: format!("shape {:?} does not split into {parts} parts", t.shape),
+                });
+            }
+            let len = t.bytes.len() / parts;
+            t.bytes = &t.bytes[index * len..(index + 1) * len];
+            t.shape[0] = rows / parts;
+        }
+        if r.squeeze {
+            while t.shape.len() > 2 && t.shape.last() == Some(&1) {
+                t.shape.pop();
+            }
+        }
+        Ok(t)
     }
 
     /// Reads `name` as f32 after checking it has `shape`.
@@ -208,7 +299,7 @@ impl Weights {
             _ => {
                 return Err(Error::TensorData {
                     path: t.file.to_path_buf(),
-                    tensor: name.into(),
+                    tensor: t.name.clone(),
                     what: format!("{relayout:?} does not apply to shape {shape:?}"),
                 });
             }
@@ -224,7 +315,7 @@ impl Weights {
             {
                 return Err(Error::TensorData {
                     path: t.file.to_path_buf(),
-                    tensor: name.into(),
+                    tensor: t.name.clone(),
                     what: format!("value {v} does not fit f16 (load with f32 weights instead)"),
                 });
             }
@@ -234,10 +325,10 @@ impl Weights {
 }
 
 fn check_shape(t: &TensorRef<'_>, shape: &[usize]) -> Result<()> {
-    if t.shape != shape {
+    if t.shape.as_slice() != shape {
         return Err(Error::TensorShape {
             path: t.file.to_path_buf(),
-            tensor: t.name.into(),
+            tensor: t.name.clone(),
             expected: shape.to_vec(),
             got: t.shape.to_vec(),
         });
@@ -255,7 +346,7 @@ pub fn to_f32(t: &TensorRef<'_>) -> Result<Vec<f32>> {
         other => {
             return Err(Error::TensorData {
                 path: t.file.to_path_buf(),
-                tensor: t.name.into(),
+                tensor: t.name.clone(),
                 what: format!(
                     "dtype {other:?} is not supported (weights must be F32, F16 or BF16)"
                 ),
@@ -265,7 +356,7 @@ pub fn to_f32(t: &TensorRef<'_>) -> Result<Vec<f32>> {
     if b.len() != n * width {
         return Err(Error::TensorData {
             path: t.file.to_path_buf(),
-            tensor: t.name.into(),
+            tensor: t.name.clone(),
             what: format!("{} bytes for {n} {:?} values", b.len(), t.dtype),
         });
     }

@@ -1,0 +1,464 @@
+//! A model's architecture: the configs of its three networks, its scheduler and tokenizer.
+//! From a diffusers folder of `config.json` files, from an original LDM yaml
+//! (`v1-inference.yaml` style), or inferred from a single-file checkpoint's tensor names and
+//! shapes with the SD 1.x / 2.x conventions.
+
+use super::clip::{Activation, ClipTextConfig};
+use super::read_json;
+use super::unet::UNetConfig;
+use super::vae::AutoencoderKLConfig;
+use crate::error::{Error, Result};
+use crate::tokenizer::{ClipTokenizer, Padding};
+use crate::weights::single_file::{
+    CLIP_PREFIX, OPEN_CLIP_PREFIX, TextTower, UNET_PREFIX, VAE_PREFIX, text_tower,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// Where an [`Architecture`] came from (reported to the user).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchSource {
+    /// A diffusers folder of configs (the model's own, or `--config`).
+    Folder(PathBuf),
+    /// An original LDM yaml (`--config`, or `<stem>.yaml` beside the checkpoint).
+    LdmYaml(PathBuf),
+    /// Tensor names and shapes with the SD 1.x / 2.x conventions.
+    Inferred,
+}
+
+impl std::fmt::Display for ArchSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Folder(p) => write!(f, "diffusers configs in {}", p.display()),
+            Self::LdmYaml(p) => write!(f, "LDM config {}", p.display()),
+            Self::Inferred => write!(f, "inferred from the checkpoint's tensor shapes"),
+        }
+    }
+}
+
+pub struct Architecture {
+    pub text: ClipTextConfig,
+    pub unet: UNetConfig,
+    pub vae: AutoencoderKLConfig,
+    /// A diffusers `scheduler_config.json` (given, or the equivalent of the LDM settings).
+    pub scheduler: serde_json::Value,
+    pub tokenizer: ClipTokenizer,
+    pub source: ArchSource,
+}
+
+/// Tensor shapes by name (a checkpoint's header).
+pub type Shapes = HashMap<String, Vec<usize>>;
+
+impl Architecture {
+    /// A diffusers folder's `text_encoder/`, `unet/`, `vae/` configs, its
+    /// `scheduler/scheduler_config.json` and `tokenizer/` (the built-in CLIP vocabulary when
+    /// it has none). Weights are not needed.
+    pub fn from_folder(dir: &Path) -> Result<Self> {
+        let tok_dir = dir.join("tokenizer");
+        let tokenizer = if tok_dir.is_dir() {
+            ClipTokenizer::from_folder(&tok_dir)?
+        } else {
+            ClipTokenizer::builtin()?
+        };
+        Ok(Self {
+            text: ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
+            unet: UNetConfig::from_file(&dir.join("unet/config.json"))?,
+            vae: AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?,
+            scheduler: read_json(&dir.join("scheduler/scheduler_config.json"))?,
+            tokenizer,
+            source: ArchSource::Folder(dir.to_path_buf()),
+        })
+    }
+
+    /// An original LDM yaml: U-Net, VAE and schedule from it; the text tower (whose yaml
+    /// entry names only a pretrained architecture) from the checkpoint's shapes.
+    pub fn from_ldm_yaml(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
+        let bad = |what: String| Error::ModelLayout {
+            path: path.to_path_buf(),
+            what,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let docs =
+            YamlLoader::load_from_str(&text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+        let doc = docs.first().ok_or_else(|| bad("empty YAML".into()))?;
+        let model = &doc["model"]["params"];
+        let unet_p = &model["unet_config"]["params"];
+        if unet_p.is_badvalue() {
+            return Err(bad("no model.params.unet_config.params".into()));
+        }
+        let int = |v: &Yaml, k: &str| -> Result<Option<i64>> {
+            match &v[k] {
+                Yaml::BadValue | Yaml::Null => Ok(None),
+                Yaml::Integer(i) => Ok(Some(*i)),
+                o => Err(bad(format!("`{k}` must be an integer, got {o:?}"))),
+            }
+        };
+        let need = |v: &Yaml, k: &str| -> Result<usize> {
+            int(v, k)?
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or_else(|| bad(format!("`{k}` missing or negative")))
+        };
+        let list = |v: &Yaml, k: &str| -> Result<Vec<usize>> {
+            v[k].as_vec()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_i64().and_then(|i| usize::try_from(i).ok()))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| bad(format!("`{k}` must be a list of integers")))
+        };
+        let float = |v: &Yaml, k: &str, d: f64| -> f64 {
+            v[k].as_f64()
+                .or_else(|| v[k].as_i64().map(|i| i as f64))
+                .unwrap_or(d)
+        };
+
+        // U-Net (the rules of diffusers' create_unet_diffusers_config_from_ldm, with the
+        // head count from num_head_channels when given).
+        let mc = need(unet_p, "model_channels")?;
+        let mult = list(unet_p, "channel_mult")?;
+        let blocks: Vec<usize> = mult.iter().map(|m| m * mc).collect();
+        let attn_res = list(unet_p, "attention_resolutions")?;
+        let down_attention: Vec<bool> = (0..blocks.len())
+            .map(|i| attn_res.contains(&(1 << i)))
+            .collect();
+        let up_attention = down_attention.iter().rev().copied().collect();
+        if int(unet_p, "transformer_depth")?.is_some_and(|d| d != 1) {
+            return Err(bad("transformer_depth other than 1 is not supported".into()));
+        }
+        let head_channels = int(unet_p, "num_head_channels")?.filter(|&h| h > 0);
+        let num_heads = int(unet_p, "num_heads")?.filter(|&h| h > 0);
+        let heads = match (head_channels, num_heads) {
+            (Some(hc), _) => blocks.iter().map(|&c| c / hc as usize).collect(),
+            (None, Some(n)) => vec![n as usize; blocks.len()],
+            (None, None) => return Err(bad("neither num_heads nor num_head_channels".into())),
+        };
+        let context_dim = match &unet_p["context_dim"] {
+            Yaml::Integer(i) => *i as usize,
+            Yaml::Array(a) => a.first().and_then(Yaml::as_i64).unwrap_or(0) as usize,
+            _ => return Err(bad("`context_dim` missing".into())),
+        };
+        let unet = UNetConfig {
+            in_channels: need(unet_p, "in_channels")?,
+            out_channels: need(unet_p, "out_channels")?,
+            block_out_channels: blocks,
+            down_attention,
+            up_attention,
+            layers_per_block: need(unet_p, "num_res_blocks")?,
+            heads,
+            cross_attention_dim: context_dim,
+            norm_num_groups: 32,
+            norm_eps: 1e-5,
+            use_linear_projection: unet_p["use_linear_in_transformer"]
+                .as_bool()
+                .unwrap_or(false),
+            flip_sin_to_cos: true,
+            freq_shift: 0.0,
+        };
+
+        let fs = &model["first_stage_config"]["params"];
+        let dd = &fs["ddconfig"];
+        if dd.is_badvalue() {
+            return Err(bad(
+                "no model.params.first_stage_config.params.ddconfig".into()
+            ));
+        }
+        let ch = need(dd, "ch")?;
+        let vae = AutoencoderKLConfig {
+            out_channels: need(dd, "out_ch")?,
+            latent_channels: need(fs, "embed_dim")?,
+            block_out_channels: list(dd, "ch_mult")?.iter().map(|m| m * ch).collect(),
+            layers_per_block: need(dd, "num_res_blocks")?,
+            norm_num_groups: 32,
+            scaling_factor: float(model, "scale_factor", 0.18215) as f32,
+        };
+
+        let cond = &model["cond_stage_config"];
+        let target = cond["target"].as_str().unwrap_or("");
+        let yaml_tower = if target.contains("OpenCLIP") {
+            TextTower::OpenClip
+        } else {
+            TextTower::Clip
+        };
+        if yaml_tower != tower {
+            return Err(bad(format!(
+                "the config's text encoder `{target}` is not the checkpoint's ({tower:?})"
+            )));
+        }
+        let penultimate = cond["params"]["layer"].as_str() == Some("penultimate");
+        let v = model["parameterization"].as_str() == Some("v");
+        let scheduler = scheduler_json(
+            v,
+            float(model, "linear_start", 0.00085),
+            float(model, "linear_end", 0.012),
+            int(model, "timesteps")?.unwrap_or(1000),
+        );
+        Ok(Self {
+            text: text_from_shapes(path, shapes, tower, penultimate)?,
+            unet,
+            vae,
+            scheduler,
+            tokenizer: builtin_tokenizer(tower)?,
+            source: ArchSource::LdmYaml(path.to_path_buf()),
+        })
+    }
+
+    /// The architecture of the single-file checkpoint `file` (whose header is `shapes`), in
+    /// the order: `config` (a diffusers folder of configs, or an LDM yaml), `<stem>.yaml`
+    /// beside the file, inference from the shapes.
+    pub fn for_single_file(file: &Path, shapes: &Shapes, config: Option<&Path>) -> Result<Self> {
+        let tower = text_tower(file, shapes)?;
+        let stem_yaml = file.with_extension("yaml");
+        match config {
+            Some(c) if c.is_dir() => Self::from_folder(c),
+            Some(c) => Self::from_ldm_yaml(c, shapes, tower),
+            None if stem_yaml.is_file() => Self::from_ldm_yaml(&stem_yaml, shapes, tower),
+            None => Self::infer(file, shapes, tower),
+        }
+    }
+
+    /// The SD 1.x / 2.x conventions applied to a checkpoint's shapes: SD 1.x (CLIP ViT-L
+    /// tower) has 8 heads per attention, ε-prediction and PNDM; SD 2.x (OpenCLIP tower) has
+    /// 64-wide heads, the penultimate text layer, and — like diffusers, which takes such a file
+    /// for stable-diffusion-2-1 — v-prediction with DDIM (2.x-base checkpoints need
+    /// `--prediction-type epsilon`).
+    pub fn infer(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
+        let sd2 = tower == TextTower::OpenClip;
+        let unet = unet_from_shapes(path, shapes, |c| if sd2 { c / 64 } else { 8 })?;
+        Ok(Self {
+            text: text_from_shapes(path, shapes, tower, sd2)?,
+            unet,
+            vae: vae_from_shapes(path, shapes)?,
+            scheduler: scheduler_json(sd2, 0.00085, 0.012, 1000),
+            tokenizer: builtin_tokenizer(tower)?,
+            source: ArchSource::Inferred,
+        })
+    }
+}
+
+/// The built-in vocabulary with the tower's padding (OpenCLIP pads with id 0, `!`).
+fn builtin_tokenizer(tower: TextTower) -> Result<ClipTokenizer> {
+    ClipTokenizer::builtin()?.with_padding(match tower {
+        TextTower::Clip => Padding::EndOfText,
+        TextTower::OpenClip => Padding::Id(0),
+    })
+}
+
+/// The scheduler of the diffusers SD 1.5 (PNDM, ε) or SD 2.1 (DDIM, v) repositories, with
+/// the given betas.
+fn scheduler_json(v: bool, beta_start: f64, beta_end: f64, steps: i64) -> serde_json::Value {
+    serde_json::json!({
+        "_class_name": if v { "DDIMScheduler" } else { "PNDMScheduler" },
+        "beta_start": beta_start,
+        "beta_end": beta_end,
+        "beta_schedule": "scaled_linear",
+        "num_train_timesteps": steps,
+        "prediction_type": if v { "v_prediction" } else { "epsilon" },
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "clip_sample": false,
+    })
+}
+
+fn layout_err(path: &Path, what: String) -> Error {
+    Error::ModelLayout {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
+/// The shape of `name`, or an error naming it.
+fn shape<'a>(path: &Path, shapes: &'a Shapes, name: &str) -> Result<&'a [usize]> {
+    shapes
+        .get(name)
+        .map(Vec::as_slice)
+        .ok_or_else(|| Error::MissingTensor {
+            path: path.to_path_buf(),
+            tensor: name.to_string(),
+        })
+}
+
+/// Number of `{prefix}{i}.` groups (i = 0, 1, … contiguous).
+fn count(shapes: &Shapes, prefix: &str) -> usize {
+    (0..)
+        .take_while(|i| {
+            let p = format!("{prefix}{i}.");
+            shapes.keys().any(|k| k.starts_with(&p))
+        })
+        .count()
+}
+
+/// The text encoder's config from its tensors: width, depth and MLP size from shapes, 64-wide
+/// heads (both ViT-L/14 and ViT-H/14), quick-GELU for OpenAI CLIP, GELU for OpenCLIP.
+/// `penultimate` drops the last layer (SD 2.x runs 23 of OpenCLIP's 24).
+pub fn text_from_shapes(
+    path: &Path,
+    shapes: &Shapes,
+    tower: TextTower,
+    penultimate: bool,
+) -> Result<ClipTextConfig> {
+    let (tok, pos, layers, fc1, act) = match tower {
+        TextTower::Clip => {
+            let root = if shapes
+                .keys()
+                .any(|k| k.starts_with(&format!("{CLIP_PREFIX}text_model.")))
+            {
+                format!("{CLIP_PREFIX}text_model.")
+            } else {
+                CLIP_PREFIX.to_string()
+            };
+            (
+                format!("{root}embeddings.token_embedding.weight"),
+                format!("{root}embeddings.position_embedding.weight"),
+                count(shapes, &format!("{root}encoder.layers.")),
+                format!("{root}encoder.layers.0.mlp.fc1.weight"),
+                Activation::QuickGelu,
+            )
+        }
+        TextTower::OpenClip => (
+            format!("{OPEN_CLIP_PREFIX}token_embedding.weight"),
+            format!("{OPEN_CLIP_PREFIX}positional_embedding"),
+            count(shapes, &format!("{OPEN_CLIP_PREFIX}transformer.resblocks.")),
+            format!("{OPEN_CLIP_PREFIX}transformer.resblocks.0.mlp.c_fc.weight"),
+            Activation::Gelu,
+        ),
+    };
+    let &[vocab, hidden] = shape(path, shapes, &tok)? else {
+        return Err(layout_err(path, format!("`{tok}` is not 2-D")));
+    };
+    let max_pos = shape(path, shapes, &pos)?[0];
+    let ff = shape(path, shapes, &fc1)?[0];
+    let layers = layers.saturating_sub(usize::from(penultimate));
+    if layers == 0 || hidden % 64 != 0 {
+        return Err(layout_err(
+            path,
+            format!(
+                "text encoder with {layers} layers of width {hidden}: not an SD 1.x / 2.x tower \
+                 (pass --config)"
+            ),
+        ));
+    }
+    Ok(ClipTextConfig {
+        vocab_size: vocab,
+        hidden_size: hidden,
+        intermediate_size: ff,
+        num_hidden_layers: layers,
+        num_attention_heads: hidden / 64,
+        max_position_embeddings: max_pos,
+        hidden_act: act,
+        layer_norm_eps: 1e-5,
+    })
+}
+
+/// The U-Net's config from its tensors; `heads(channels)` gives each level's head count.
+pub fn unet_from_shapes(
+    path: &Path,
+    shapes: &Shapes,
+    heads: impl Fn(usize) -> usize,
+) -> Result<UNetConfig> {
+    let p = UNET_PREFIX;
+    let conv_in = shape(path, shapes, &format!("{p}input_blocks.0.0.weight"))?;
+    let (mc, in_channels) = (conv_in[0], conv_in[1]);
+    let out_channels = shape(path, shapes, &format!("{p}out.2.weight"))?[0];
+    let n_in = count(shapes, &format!("{p}input_blocks."));
+    // The first downsampler (`input_blocks.{lpb+1}.0.op`) gives layers per block.
+    let lpb = (1..n_in)
+        .find(|i| shapes.contains_key(&format!("{p}input_blocks.{i}.0.op.weight")))
+        .map(|i| i - 1)
+        .unwrap_or(n_in.saturating_sub(1));
+    if lpb == 0 || n_in == 0 || n_in % (lpb + 1) != 0 {
+        return Err(layout_err(
+            path,
+            format!("{n_in} U-Net input blocks do not form levels (pass --config)"),
+        ));
+    }
+    let levels = n_in / (lpb + 1);
+    let mut blocks = Vec::new();
+    let mut down_attention = Vec::new();
+    let mut linear = None;
+    let mut context = None;
+    for b in 0..levels {
+        let i = 1 + b * (lpb + 1);
+        blocks.push(
+            shape(
+                path,
+                shapes,
+                &format!("{p}input_blocks.{i}.0.out_layers.3.weight"),
+            )?[0],
+        );
+        let proj = format!("{p}input_blocks.{i}.1.proj_in.weight");
+        down_attention.push(shapes.contains_key(&proj));
+        if let Some(s) = shapes.get(&proj) {
+            linear = Some(s.len() == 2);
+            let k = format!("{p}input_blocks.{i}.1.transformer_blocks.0.attn2.to_k.weight");
+            context = Some(shape(path, shapes, &k)?[1]);
+            if shapes.contains_key(&format!(
+                "{p}input_blocks.{i}.1.transformer_blocks.1.norm1.weight"
+            )) {
+                return Err(layout_err(
+                    path,
+                    "transformer depth > 1 is not supported".into(),
+                ));
+            }
+        }
+    }
+    let up_attention = (0..levels)
+        .map(|b| {
+            shapes.contains_key(&format!(
+                "{p}output_blocks.{}.1.proj_in.weight",
+                b * (lpb + 1)
+            ))
+        })
+        .collect();
+    if blocks[0] != mc {
+        return Err(layout_err(
+            path,
+            format!("conv_in has {mc} channels, the first level {}", blocks[0]),
+        ));
+    }
+    Ok(UNetConfig {
+        in_channels,
+        out_channels,
+        heads: blocks.iter().map(|&c| heads(c).max(1)).collect(),
+        block_out_channels: blocks,
+        down_attention,
+        up_attention,
+        layers_per_block: lpb,
+        cross_attention_dim: context
+            .ok_or_else(|| layout_err(path, "the U-Net has no cross-attention".into()))?,
+        norm_num_groups: 32,
+        norm_eps: 1e-5,
+        use_linear_projection: linear.unwrap_or(false),
+        flip_sin_to_cos: true,
+        freq_shift: 0.0,
+    })
+}
+
+/// The VAE's config from its decoder's tensors (32 groups, SD's scaling factor).
+pub fn vae_from_shapes(path: &Path, shapes: &Shapes) -> Result<AutoencoderKLConfig> {
+    let p = format!("{VAE_PREFIX}decoder.");
+    let levels = count(shapes, &format!("{p}up."));
+    let per_level = count(shapes, &format!("{p}up.0.block."));
+    if levels == 0 || per_level == 0 {
+        return Err(layout_err(
+            path,
+            "no VAE decoder levels (`decoder.up.*`)".into(),
+        ));
+    }
+    let blocks = (0..levels)
+        .map(|i| Ok(shape(path, shapes, &format!("{p}up.{i}.block.0.conv2.weight"))?[0]))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(AutoencoderKLConfig {
+        out_channels: shape(path, shapes, &format!("{p}conv_out.weight"))?[0],
+        latent_channels: shape(path, shapes, &format!("{p}conv_in.weight"))?[1],
+        block_out_channels: blocks,
+        layers_per_block: per_level - 1,
+        norm_num_groups: 32,
+        scaling_factor: 0.18215,
+    })
+}

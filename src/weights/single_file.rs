@@ -1,0 +1,332 @@
+//! Original single-file checkpoints (the CompVis / Stability "LDM" layout that UIs share):
+//! one `.safetensors` with `model.diffusion_model.*` (U-Net), `first_stage_model.*` (VAE)
+//! and `cond_stage_model.transformer.*` (SD 1.x: Hugging Face CLIP keys) or
+//! `cond_stage_model.model.*` (SD 2.x: the OpenCLIP text tower, with fused
+//! `attn.in_proj_weight`).
+//!
+//! Nothing is converted in memory ahead of time: each network gets a view of the file whose
+//! tensor names are the diffusers ones, built by renaming every key of the file. The renaming
+//! follows the structure diffusers' `convert_ldm_unet_checkpoint`, `convert_ldm_vae_checkpoint`
+//! and `convert_open_clip_checkpoint` (diffusers/loaders/single_file_utils.py) undo; the
+//! fixtures made by `tools/make_single_file_fixtures.py` are checked against diffusers'
+//! `from_single_file` on the same files.
+
+use super::{Rename, Weights};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const UNET_PREFIX: &str = "model.diffusion_model.";
+pub const VAE_PREFIX: &str = "first_stage_model.";
+pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
+pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+
+/// Which text tower a single file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TextTower {
+    /// SD 1.x: OpenAI CLIP ViT-L/14 in Hugging Face keys.
+    Clip,
+    /// SD 2.x: OpenCLIP ViT-H/14 in its own keys.
+    OpenClip,
+}
+
+/// A single-file checkpoint opened as three diffusers-named views.
+pub struct SingleFile {
+    pub unet: Weights,
+    pub vae: Weights,
+    pub text_encoder: Weights,
+    pub tower: TextTower,
+    /// Every key of the file with its shape (for architecture inference).
+    pub shapes: HashMap<String, Vec<usize>>,
+}
+
+/// The text tower a file's keys name, or an error saying what is missing.
+pub fn text_tower(path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<TextTower> {
+    let has = |p: &str| shapes.keys().any(|k| k.starts_with(p));
+    if has(OPEN_CLIP_PREFIX) {
+        Ok(TextTower::OpenClip)
+    } else if has(CLIP_PREFIX) {
+        Ok(TextTower::Clip)
+    } else {
+        Err(Error::ModelLayout {
+            path: path.to_path_buf(),
+            what: format!(
+                "no text encoder in the file (expected keys `{CLIP_PREFIX}*` or \
+                 `{OPEN_CLIP_PREFIX}*`)"
+            ),
+        })
+    }
+}
+
+impl SingleFile {
+    /// Maps the file (three times: one view per network; the header is parsed, no tensor is
+    /// read) and builds the renames. `layers_per_block` is the U-Net's (the key numbering of
+    /// the original layout depends on it).
+    pub fn open(path: &Path, layers_per_block: usize) -> Result<Self> {
+        let probe = Weights::open_file(path)?;
+        let shapes = probe.file_shapes();
+        for (prefix, what) in [(UNET_PREFIX, "U-Net"), (VAE_PREFIX, "VAE")] {
+            if !shapes.keys().any(|k| k.starts_with(prefix)) {
+                return Err(Error::ModelLayout {
+                    path: path.to_path_buf(),
+                    what: format!("no {what} in the file (expected keys `{prefix}*`)"),
+                });
+            }
+        }
+        let tower = text_tower(path, &shapes)?;
+        let unet = unet_renames(shapes.keys().map(String::as_str), layers_per_block);
+        let vae = vae_renames(shapes.keys().map(String::as_str));
+        let text = match tower {
+            TextTower::Clip => clip_renames(shapes.keys().map(String::as_str)),
+            TextTower::OpenClip => open_clip_renames(shapes.keys().map(String::as_str)),
+        };
+        Ok(Self {
+            unet: probe.with_renames(unet),
+            vae: Weights::open_file(path)?.with_renames(vae),
+            text_encoder: Weights::open_file(path)?.with_renames(text),
+            tower,
+            shapes,
+        })
+    }
+}
+
+/// `a.b.rest` → `(a, b, rest)` where `b` is a number.
+fn split_index(s: &str) -> Option<(&str, usize, &str)> {
+    let (head, rest) = s.split_once('.')?;
+    let (num, tail) = rest.split_once('.')?;
+    Some((head, num.parse().ok()?, tail))
+}
+
+/// The original ResBlock's module names → diffusers' `ResnetBlock2D`.
+fn resnet_leaf(rest: &str) -> Option<String> {
+    const MAP: [(&str, &str); 6] = [
+        ("in_layers.0.", "norm1."),
+        ("in_layers.2.", "conv1."),
+        ("out_layers.0.", "norm2."),
+        ("out_layers.3.", "conv2."),
+        ("emb_layers.1.", "time_emb_proj."),
+        ("skip_connection.", "conv_shortcut."),
+    ];
+    MAP.iter()
+        .find_map(|(o, d)| rest.strip_prefix(o).map(|leaf| format!("{d}{leaf}")))
+}
+
+/// One U-Net key of the original layout (without `model.diffusion_model.`) → its diffusers
+/// name; `None` for keys the engine does not use (or does not know).
+pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
+    const FIXED: [(&str, &str); 5] = [
+        ("time_embed.0.", "time_embedding.linear_1."),
+        ("time_embed.2.", "time_embedding.linear_2."),
+        ("input_blocks.0.0.", "conv_in."),
+        ("out.0.", "conv_norm_out."),
+        ("out.2.", "conv_out."),
+    ];
+    if let Some(s) = FIXED
+        .iter()
+        .find_map(|(o, d)| key.strip_prefix(o).map(|leaf| format!("{d}{leaf}")))
+    {
+        return Some(s);
+    }
+    let (kind, i, rest) = split_index(key)?;
+    if kind == "middle_block" {
+        return match i {
+            0 | 2 => Some(format!(
+                "mid_block.resnets.{}.{}",
+                i / 2,
+                resnet_leaf(rest)?
+            )),
+            1 => Some(format!("mid_block.attentions.0.{rest}")),
+            _ => None,
+        };
+    }
+    let (j, rest) = rest
+        .split_once('.')
+        .and_then(|(j, r)| Some((j.parse::<usize>().ok()?, r)))?;
+    let per = lpb + 1;
+    match kind {
+        "input_blocks" if i >= 1 => {
+            let (b, l) = ((i - 1) / per, (i - 1) % per);
+            match (j, rest.strip_prefix("op.")) {
+                (0, Some(leaf)) => Some(format!("down_blocks.{b}.downsamplers.0.conv.{leaf}")),
+                (0, None) => Some(format!(
+                    "down_blocks.{b}.resnets.{l}.{}",
+                    resnet_leaf(rest)?
+                )),
+                (1, None) => Some(format!("down_blocks.{b}.attentions.{l}.{rest}")),
+                _ => None,
+            }
+        }
+        "output_blocks" => {
+            let (b, l) = (i / per, i % per);
+            match (j, rest.strip_prefix("conv.")) {
+                (0, _) => Some(format!("up_blocks.{b}.resnets.{l}.{}", resnet_leaf(rest)?)),
+                (1 | 2, Some(leaf)) => Some(format!("up_blocks.{b}.upsamplers.0.conv.{leaf}")),
+                (1, None) => Some(format!("up_blocks.{b}.attentions.{l}.{rest}")),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+pub fn unet_renames<'a>(
+    keys: impl Iterator<Item = &'a str>,
+    layers_per_block: usize,
+) -> HashMap<String, Rename> {
+    keys.filter_map(|k| {
+        let key = k.strip_prefix(UNET_PREFIX)?;
+        Some((unet_key(key, layers_per_block)?, Rename::to(k)))
+    })
+    .collect()
+}
+
+/// One VAE key of the original layout (without `first_stage_model.`) → its diffusers name
+/// and whether it is a 1×1 conv standing for a linear; `levels` is the number of resolution
+/// levels (the decoder's `up.{i}` count in reverse).
+pub fn vae_key(key: &str, levels: usize) -> Option<(String, bool)> {
+    let (part, rest) = key.split_once('.')?;
+    if part != "encoder" && part != "decoder" {
+        // quant_conv, post_quant_conv keep their names.
+        return Some((key.to_string(), false));
+    }
+    let resnet = |r: &str| r.replacen("nin_shortcut.", "conv_shortcut.", 1);
+    let (inner, squeeze) = if let Some(r) = rest.strip_prefix("norm_out.") {
+        (format!("conv_norm_out.{r}"), false)
+    } else if let Some(r) = rest.strip_prefix("mid.block_1.") {
+        (format!("mid_block.resnets.0.{}", resnet(r)), false)
+    } else if let Some(r) = rest.strip_prefix("mid.block_2.") {
+        (format!("mid_block.resnets.1.{}", resnet(r)), false)
+    } else if let Some(r) = rest.strip_prefix("mid.attn_1.") {
+        let (m, leaf) = r.split_once('.')?;
+        let m = match m {
+            "norm" => "group_norm",
+            "q" => "to_q",
+            "k" => "to_k",
+            "v" => "to_v",
+            "proj_out" => "to_out.0",
+            _ => return None,
+        };
+        (
+            format!("mid_block.attentions.0.{m}.{leaf}"),
+            m != "group_norm",
+        )
+    } else if let Some((kind, i, r)) = split_index(rest) {
+        let (blocks, level) = match kind {
+            "down" => ("down_blocks", i),
+            "up" if i < levels => ("up_blocks", levels - 1 - i),
+            _ => return None,
+        };
+        if let Some((_, j, leaf)) = split_index(r).filter(|(b, _, _)| *b == "block") {
+            (
+                format!("{blocks}.{level}.resnets.{j}.{}", resnet(leaf)),
+                false,
+            )
+        } else if let Some(leaf) = r
+            .strip_prefix("downsample.")
+            .or_else(|| r.strip_prefix("upsample."))
+        {
+            let s = if kind == "down" { "down" } else { "up" };
+            (format!("{blocks}.{level}.{s}samplers.0.{leaf}"), false)
+        } else {
+            return None;
+        }
+    } else {
+        (rest.to_string(), false)
+    };
+    Some((format!("{part}.{inner}"), squeeze))
+}
+
+pub fn vae_renames<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> HashMap<String, Rename> {
+    let levels = keys
+        .clone()
+        .filter_map(|k| {
+            let r = k.strip_prefix(VAE_PREFIX)?.strip_prefix("decoder.up.")?;
+            r.split_once('.')?.0.parse::<usize>().ok()
+        })
+        .max()
+        .map_or(0, |m| m + 1);
+    keys.filter_map(|k| {
+        let (name, squeeze) = vae_key(k.strip_prefix(VAE_PREFIX)?, levels)?;
+        Some((
+            name,
+            Rename {
+                squeeze,
+                ..Rename::to(k)
+            },
+        ))
+    })
+    .collect()
+}
+
+/// SD 1.x: Hugging Face CLIP keys behind `cond_stage_model.transformer.` (with or without
+/// `text_model.`), named as a `CLIPTextModel` with the `text_model.` prefix.
+pub fn clip_renames<'a>(keys: impl Iterator<Item = &'a str>) -> HashMap<String, Rename> {
+    keys.filter_map(|k| {
+        let rest = k.strip_prefix(CLIP_PREFIX)?;
+        let name = if rest.starts_with("text_model.") {
+            rest.to_string()
+        } else {
+            format!("text_model.{rest}")
+        };
+        Some((name, Rename::to(k)))
+    })
+    .collect()
+}
+
+/// SD 2.x: the OpenCLIP text tower, named as a `CLIPTextModel` (`text_model.` prefix). The
+/// fused `attn.in_proj_*` splits into q/k/v by rows; `text_projection` and `logit_scale`
+/// are unused, and so is the last resblock when the model takes the penultimate layer (the
+/// text config then has one layer less).
+pub fn open_clip_renames<'a>(keys: impl Iterator<Item = &'a str>) -> HashMap<String, Rename> {
+    let mut out = HashMap::new();
+    for k in keys {
+        let Some(rest) = k.strip_prefix(OPEN_CLIP_PREFIX) else {
+            continue;
+        };
+        let fixed = match rest {
+            "token_embedding.weight" => Some("embeddings.token_embedding.weight".to_string()),
+            "positional_embedding" => Some("embeddings.position_embedding.weight".to_string()),
+            r => r
+                .strip_prefix("ln_final.")
+                .map(|leaf| format!("final_layer_norm.{leaf}")),
+        };
+        if let Some(name) = fixed {
+            out.insert(format!("text_model.{name}"), Rename::to(k));
+            continue;
+        }
+        let Some((_, i, leaf)) = rest
+            .strip_prefix("transformer.")
+            .and_then(split_index)
+            .filter(|(r, _, _)| *r == "resblocks")
+        else {
+            continue;
+        };
+        let layer = format!("text_model.encoder.layers.{i}");
+        if let Some(w) = leaf.strip_prefix("attn.in_proj_") {
+            for (idx, q) in ["q", "k", "v"].iter().enumerate() {
+                out.insert(
+                    format!("{layer}.self_attn.{q}_proj.{w}"),
+                    Rename {
+                        slice: Some((idx, 3)),
+                        ..Rename::to(k)
+                    },
+                );
+            }
+            continue;
+        }
+        const MAP: [(&str, &str); 5] = [
+            ("attn.out_proj.", "self_attn.out_proj."),
+            ("ln_1.", "layer_norm1."),
+            ("ln_2.", "layer_norm2."),
+            ("mlp.c_fc.", "mlp.fc1."),
+            ("mlp.c_proj.", "mlp.fc2."),
+        ];
+        if let Some(name) = MAP
+            .iter()
+            .find_map(|(o, d)| leaf.strip_prefix(o).map(|l| format!("{layer}.{d}{l}")))
+        {
+            out.insert(name, Rename::to(k));
+        }
+    }
+    out
+}

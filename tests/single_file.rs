@@ -1,0 +1,231 @@
+//! Single-file checkpoints without a GPU: the architecture from an LDM yaml or inferred from
+//! tensor shapes must be exactly SD 1.5's / SD 2.1's diffusers configs, and the renames must
+//! cover the file. `tests/fixtures/ldm-headers.json` holds the names and shapes of full-size
+//! SD 1.5 and 2.1 single files (written by `tools/make_single_file_fixtures.py` from
+//! diffusers' models through its diffusers → LDM renaming, which that script verifies
+//! against diffusers' `from_single_file`).
+
+use sd_wgpu::models::arch::{ArchSource, Architecture, Shapes};
+use sd_wgpu::models::clip::ClipTextConfig;
+use sd_wgpu::models::unet::UNetConfig;
+use sd_wgpu::models::vae::AutoencoderKLConfig;
+use sd_wgpu::schedulers::ScheduleConfig;
+use sd_wgpu::weights::single_file::{
+    TextTower, clip_renames, open_clip_renames, text_tower, unet_renames, vae_renames,
+};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn header(which: &str) -> Shapes {
+    let text = std::fs::read_to_string(fixtures().join("ldm-headers.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v[which]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, s)| {
+            let s = s
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_u64().unwrap() as usize);
+            (k.clone(), s.collect())
+        })
+        .collect()
+}
+
+fn check_arch(a: &Architecture, sd2: bool) {
+    let (text, unet, sched) = if sd2 {
+        (
+            ClipTextConfig::sd21(),
+            UNetConfig::sd21(),
+            ScheduleConfig::sd21(),
+        )
+    } else {
+        (
+            ClipTextConfig::sd15(),
+            UNetConfig::sd15(),
+            ScheduleConfig::sd15(),
+        )
+    };
+    assert_eq!(a.text, text);
+    assert_eq!(a.unet, unet);
+    assert_eq!(a.vae, AutoencoderKLConfig::sd());
+    assert_eq!(ScheduleConfig::from_value(&a.scheduler).unwrap(), sched);
+    let class = if sd2 {
+        "DDIMScheduler"
+    } else {
+        "PNDMScheduler"
+    };
+    assert_eq!(a.scheduler["_class_name"], class);
+    // SD 1 pads with <|endoftext|> (49407), SD 2's OpenCLIP with `!` (0).
+    let ids = a.tokenizer.encode("a cat").unwrap().ids;
+    assert_eq!(ids[76], if sd2 { 0 } else { 49407 });
+}
+
+#[test]
+fn sd15_and_sd21_architectures_inferred_from_shapes() {
+    for (which, sd2) in [("sd15", false), ("sd21", true)] {
+        let h = header(which);
+        let file = Path::new("model.safetensors");
+        let tower = text_tower(file, &h).unwrap();
+        assert_eq!(tower == TextTower::OpenClip, sd2);
+        let a = Architecture::infer(file, &h, tower).unwrap();
+        assert_eq!(a.source, ArchSource::Inferred);
+        check_arch(&a, sd2);
+    }
+}
+
+#[test]
+fn ldm_yaml_gives_the_same_architecture() {
+    for (which, yaml, sd2) in [
+        ("sd15", "v1-inference.yaml", false),
+        ("sd21", "v2-inference-v.yaml", true),
+    ] {
+        let h = header(which);
+        let path = fixtures().join("ldm").join(yaml);
+        let file = Path::new("model.safetensors");
+        let a = Architecture::for_single_file(file, &h, Some(&path)).unwrap();
+        assert_eq!(a.source, ArchSource::LdmYaml(path.clone()));
+        check_arch(&a, sd2);
+    }
+    // The yaml's text encoder must be the checkpoint's.
+    let e = Architecture::for_single_file(
+        Path::new("model.safetensors"),
+        &header("sd15"),
+        Some(&fixtures().join("ldm/v2-inference-v.yaml")),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(e.contains("FrozenOpenCLIPEmbedder"), "{e}");
+}
+
+#[test]
+fn stem_yaml_beside_the_checkpoint_is_used() {
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-stem-yaml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("my-model.safetensors");
+    let h = header("sd21");
+    // Without a yaml: inferred.
+    let a = Architecture::for_single_file(&file, &h, None).unwrap();
+    assert_eq!(a.source, ArchSource::Inferred);
+    // `my-model.yaml` beside it wins over inference (here: ε-prediction, 2.x-base style).
+    let yaml = std::fs::read_to_string(fixtures().join("ldm/v2-inference-v.yaml"))
+        .unwrap()
+        .replace("parameterization: \"v\"", "parameterization: \"eps\"");
+    std::fs::write(dir.join("my-model.yaml"), yaml).unwrap();
+    let a = Architecture::for_single_file(&file, &h, None).unwrap();
+    assert_eq!(a.source, ArchSource::LdmYaml(dir.join("my-model.yaml")));
+    assert_eq!(a.scheduler["prediction_type"], "epsilon");
+    // A diffusers config folder given explicitly wins over both.
+    let folder = fixtures().join("pipeline/sd2-tiny");
+    let a = Architecture::for_single_file(&file, &h, Some(&folder)).unwrap();
+    assert_eq!(a.source, ArchSource::Folder(folder));
+    assert_eq!(a.unet.block_out_channels, [32, 64]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_ldm_yaml_is_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-bad-yaml-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let h = header("sd15");
+    for (text, want) in [
+        ("model: [unclosed", "invalid YAML"),
+        ("model:\n  params: {}\n", "unet_config"),
+        (
+            "model:\n  params:\n    unet_config:\n      params:\n        model_channels: 320\n",
+            "channel_mult",
+        ),
+    ] {
+        let y = dir.join("bad.yaml");
+        std::fs::write(&y, text).unwrap();
+        let e = Architecture::for_single_file(Path::new("m.safetensors"), &h, Some(&y))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(want) && e.contains("bad.yaml"), "{e}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Every U-Net, VAE and text-encoder key of the full-size files gets exactly one diffusers
+/// name (no two keys collide), and spot checks of the index arithmetic.
+#[test]
+fn renames_cover_full_size_checkpoints() {
+    for (which, lpb) in [("sd15", 2), ("sd21", 2)] {
+        let h = header(which);
+        let keys = || h.keys().map(String::as_str);
+        let count = |p: &str| h.keys().filter(|k| k.starts_with(p)).count();
+        let unet = unet_renames(keys(), lpb);
+        let mapped: HashSet<_> = unet.values().map(|r| r.source.as_str()).collect();
+        let unmapped: Vec<_> = keys()
+            .filter(|k| k.starts_with("model.diffusion_model.") && !mapped.contains(k))
+            .collect();
+        assert!(
+            unmapped.is_empty(),
+            "{which}: unmapped U-Net keys {unmapped:?}"
+        );
+        assert_eq!(unet.len(), count("model.diffusion_model."), "{which} unet");
+        let vae = vae_renames(keys());
+        assert_eq!(vae.len(), count("first_stage_model."), "{which} vae");
+        let sources: HashSet<_> = unet.values().map(|r| &r.source).collect();
+        assert_eq!(sources.len(), unet.len());
+        let src = |name: &str| unet[name].source.clone();
+        assert_eq!(
+            src("down_blocks.1.downsamplers.0.conv.weight"),
+            "model.diffusion_model.input_blocks.6.0.op.weight"
+        );
+        assert_eq!(
+            src("up_blocks.0.upsamplers.0.conv.weight"),
+            "model.diffusion_model.output_blocks.2.1.conv.weight"
+        );
+        assert_eq!(
+            src("up_blocks.1.upsamplers.0.conv.weight"),
+            "model.diffusion_model.output_blocks.5.2.conv.weight"
+        );
+        assert_eq!(
+            src("up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_k.weight"),
+            "model.diffusion_model.output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight"
+        );
+        assert_eq!(
+            src("mid_block.resnets.1.time_emb_proj.weight"),
+            "model.diffusion_model.middle_block.2.emb_layers.1.weight"
+        );
+        assert_eq!(
+            vae["decoder.up_blocks.0.resnets.2.conv1.weight"].source,
+            "first_stage_model.decoder.up.3.block.2.conv1.weight"
+        );
+        assert_eq!(
+            vae["decoder.up_blocks.2.upsamplers.0.conv.weight"].source,
+            "first_stage_model.decoder.up.1.upsample.conv.weight"
+        );
+        let q = &vae["decoder.mid_block.attentions.0.to_q.weight"];
+        assert!(q.squeeze && q.source.ends_with("decoder.mid.attn_1.q.weight"));
+        assert!(!vae["decoder.mid_block.attentions.0.group_norm.weight"].squeeze);
+    }
+    let sd1 = clip_renames(header("sd15").keys().map(String::as_str));
+    assert_eq!(
+        sd1["text_model.encoder.layers.11.mlp.fc2.bias"].source,
+        "cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.bias"
+    );
+    let h = header("sd21");
+    let sd2 = open_clip_renames(h.keys().map(String::as_str));
+    let k = &sd2["text_model.encoder.layers.22.self_attn.k_proj.weight"];
+    assert_eq!(
+        k.source,
+        "cond_stage_model.model.transformer.resblocks.22.attn.in_proj_weight"
+    );
+    assert_eq!(k.slice, Some((1, 3)));
+    assert_eq!(
+        sd2["text_model.embeddings.position_embedding.weight"].source,
+        "cond_stage_model.model.positional_embedding"
+    );
+    // 24 resblocks × 16 tensors (q/k/v weight and bias from the fused ones) + 4.
+    assert_eq!(sd2.len(), 24 * 16 + 4);
+}
