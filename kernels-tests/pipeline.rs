@@ -200,9 +200,25 @@ fn seeded_euler_ancestral_matches_diffusers() {
 fn full_size_sd15_matches_diffusers() {
     let dir =
         PathBuf::from(std::env::var("SD_WGPU_FULL_SIZE_DIR").expect("set SD_WGPU_FULL_SIZE_DIR"));
+    full_size_run(&dir, &dir.join("model"));
+}
+
+/// The same model as one single-file checkpoint (made by `tools/make_single_file_fixtures.py
+/// convert DIR/model DIR/sd15.safetensors`), architecture inferred from the tensor shapes
+/// alone (no config), and DDIM chosen over the inferred PNDM default.
+#[test]
+#[ignore = "needs DIR/sd15.safetensors (~4.3 GB) and minutes of GPU time"]
+fn full_size_sd15_single_file_inferred_matches_diffusers() {
+    let dir =
+        PathBuf::from(std::env::var("SD_WGPU_FULL_SIZE_DIR").expect("set SD_WGPU_FULL_SIZE_DIR"));
+    full_size_run(&dir, &dir.join("sd15.safetensors"));
+}
+
+fn full_size_run(dir: &std::path::Path, model: &std::path::Path) {
     let gpu = gpu();
     let t0 = std::time::Instant::now();
-    let pipe = Pipeline::load(gpu, &dir.join("model"), WeightDType::Auto).unwrap();
+    let pipe = Pipeline::load(gpu, model, WeightDType::Auto).unwrap();
+    eprintln!("architecture: {}", pipe.architecture);
     eprintln!(
         "loaded in {:.1} s; {:.0} MiB on the GPU",
         t0.elapsed().as_secs_f64(),
@@ -216,6 +232,7 @@ fn full_size_sd15_matches_diffusers() {
         width: 256,
         height: 256,
         init_latents: Some(g.read_f32("latents", &[1, 4, 32, 32]).unwrap()),
+        sampler: Some(sd_wgpu::schedulers::SamplerKind::Ddim { eta: 0.0 }),
         ..Request::default()
     };
     gpu.reset_peak_memory();

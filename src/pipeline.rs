@@ -204,6 +204,12 @@ impl Pipeline {
         })
     }
 
+    /// The model's native image size in pixels (width = height): the U-Net's `sample_size`
+    /// × the VAE factor, as diffusers' default `height` / `width`.
+    pub fn default_size(&self) -> usize {
+        self.unet.config.sample_size * self.vae_scale_factor()
+    }
+
     /// Pixels per latent along each side.
     pub fn vae_scale_factor(&self) -> usize {
         self.vae.config.downsample_factor()

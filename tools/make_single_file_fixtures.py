@@ -21,6 +21,11 @@ writes
         SD 1.5 and SD 2.1 single-file checkpoints (no weights), for the architecture
         inference test.
 
+    .venv/bin/python tools/make_single_file_fixtures.py convert FOLDER OUT.safetensors [--open-clip]
+
+converts any diffusers SD folder (e.g. tools/make_full_size_sd15.py's DIR/model) to one f32
+single file, checked the same way.
+
 The diffusers → LDM renaming below is written from the structure of the two code bases; it is
 verified, not assumed: every single file is loaded back with diffusers' own converter
 (`from_single_file`) and each network's state dict must equal the folder's exactly (in f32).
@@ -226,5 +231,17 @@ def headers():
 
 
 if __name__ == "__main__":
-    headers()
-    tiny()
+    import sys
+    if sys.argv[1:2] == ["convert"]:
+        folder, out, oc = Path(sys.argv[2]), Path(sys.argv[3]), "--open-clip" in sys.argv
+        pad = "!" if oc else "<|endoftext|>"
+        tok = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
+                                eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token=pad,
+                                model_max_length=77)
+        ckpt = folder_to_ldm(folder, oc)
+        check_roundtrip(folder, ckpt, tok)
+        save_file({k: v.contiguous() for k, v in ckpt.items()}, out)
+        print("wrote", out)
+    else:
+        headers()
+        tiny()

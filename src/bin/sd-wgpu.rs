@@ -32,9 +32,10 @@ enum PredictionArg {
 #[derive(clap::Args)]
 struct GenerateArgs {
     /// A diffusers pipeline folder (model_index.json, unet/, vae/, text_encoder/, ...) or a
-    /// single-file original checkpoint (.safetensors).
+    /// single-file original checkpoint (.safetensors). Default: the built-in Fashion model
+    /// (assets/fashion-model; SD_WGPU_DEFAULT_MODEL overrides where it is).
     #[arg(long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     #[arg(long)]
     prompt: String,
     #[arg(long, default_value = "")]
@@ -49,10 +50,12 @@ struct GenerateArgs {
     sampler: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    #[arg(long, default_value_t = 512)]
-    width: usize,
-    #[arg(long, default_value_t = 512)]
-    height: usize,
+    /// Default: the model's native size (SD 1.x 512, SD 2.1 768, the built-in model 32).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Default: the model's native size.
+    #[arg(long)]
+    height: Option<usize>,
     #[arg(long, default_value = "image.png")]
     out: PathBuf,
     /// float32 [1, 4, h/8, w/8] .npy: diffusers' `latents=` (scaled by init_noise_sigma).
@@ -168,6 +171,14 @@ fn info(all: bool) -> Result<()> {
     Ok(())
 }
 
+/// The built-in model: SD_WGPU_DEFAULT_MODEL, else the repository's assets/fashion-model.
+fn default_model() -> PathBuf {
+    std::env::var_os("SD_WGPU_DEFAULT_MODEL").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-model")),
+        PathBuf::from,
+    )
+}
+
 fn generate(a: &GenerateArgs) -> Result<()> {
     let gpu = Gpu::new()?;
     let dtype = match a.dtype {
@@ -181,8 +192,14 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         dtype,
         config: a.config.clone(),
     };
-    let mut pipe = Pipeline::load_with(&gpu, &a.model, &opts)
-        .with_context(|| format!("loading {}", a.model.display()))?;
+    let model = match &a.model {
+        Some(m) => m.clone(),
+        None => default_model(),
+    };
+    let mut pipe = Pipeline::load_with(&gpu, &model, &opts)
+        .with_context(|| format!("loading {}", model.display()))?;
+    let width = a.width.unwrap_or_else(|| pipe.default_size());
+    let height = a.height.unwrap_or_else(|| pipe.default_size());
     if let Some(p) = a.prediction_type {
         pipe.scheduler.prediction = match p {
             PredictionArg::Epsilon => Prediction::Epsilon,
@@ -191,7 +208,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     }
     eprintln!(
         "loaded {} ({}) in {:.1} s on {}",
-        a.model.display(),
+        model.display(),
         pipe.architecture,
         t0.elapsed().as_secs_f64(),
         gpu.adapter_info().name
@@ -200,13 +217,13 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         Some(p) => {
             let (shape, v) = sd_wgpu::npy::read_f32(p)?;
             let f = pipe.vae_scale_factor();
-            let want = [1, pipe.unet.config.in_channels, a.height / f, a.width / f];
+            let want = [1, pipe.unet.config.in_channels, height / f, width / f];
             if shape != want {
                 bail!(
                     "{}: shape {shape:?}, expected {want:?} for {}x{} px",
                     p.display(),
-                    a.width,
-                    a.height
+                    width,
+                    height
                 );
             }
             Some(v)
@@ -219,8 +236,8 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         steps: a.steps,
         guidance: a.guidance,
         sampler,
-        width: a.width,
-        height: a.height,
+        width,
+        height,
         init_latents,
         seed: a.seed,
         clip_skip: a.clip_skip,
@@ -254,10 +271,10 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         used,
         a.guidance,
         a.seed,
-        a.width,
-        a.height,
+        width,
+        height,
         a.clip_skip,
-        a.model.display(),
+        model.display(),
         env!("CARGO_PKG_VERSION")
     );
     write_png(&a.out, &out.image, out.width, out.height, &params)?;
@@ -265,7 +282,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         let f = pipe.vae_scale_factor();
         sd_wgpu::npy::write_f32(
             p,
-            &[1, pipe.unet.config.in_channels, a.height / f, a.width / f],
+            &[1, pipe.unet.config.in_channels, height / f, width / f],
             &out.latents,
         )?;
     }

@@ -158,6 +158,12 @@ impl Architecture {
                 .unwrap_or(false),
             flip_sin_to_cos: true,
             freq_shift: 0.0,
+            // diffusers' defaults for the model types (v-prediction SD 2.x: 768 px).
+            sample_size: if model["parameterization"].as_str() == Some("v") {
+                96
+            } else {
+                64
+            },
         };
 
         let fs = &model["first_stage_config"]["params"];
@@ -228,7 +234,8 @@ impl Architecture {
     /// `--prediction-type epsilon`).
     pub fn infer(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
         let sd2 = tower == TextTower::OpenClip;
-        let unet = unet_from_shapes(path, shapes, |c| if sd2 { c / 64 } else { 8 })?;
+        let mut unet = unet_from_shapes(path, shapes, |c| if sd2 { c / 64 } else { 8 })?;
+        unet.sample_size = if sd2 { 96 } else { 64 };
         Ok(Self {
             text: text_from_shapes(path, shapes, tower, sd2)?,
             unet,
@@ -436,6 +443,7 @@ pub fn unet_from_shapes(
         use_linear_projection: linear.unwrap_or(false),
         flip_sin_to_cos: true,
         freq_shift: 0.0,
+        sample_size: 64,
     })
 }
 

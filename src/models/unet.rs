@@ -32,6 +32,9 @@ pub struct UNetConfig {
     pub use_linear_projection: bool,
     pub flip_sin_to_cos: bool,
     pub freq_shift: f32,
+    /// Native latent size (diffusers' `sample_size`): the default image is this × the VAE
+    /// factor (SD 1.x: 64 → 512 px, SD 2.1: 96 → 768 px).
+    pub sample_size: usize,
 }
 
 impl UNetConfig {
@@ -51,6 +54,7 @@ impl UNetConfig {
             use_linear_projection: false,
             flip_sin_to_cos: true,
             freq_shift: 0.0,
+            sample_size: 64,
         }
     }
 
@@ -59,6 +63,7 @@ impl UNetConfig {
         Self {
             heads: vec![5, 10, 20, 20],
             cross_attention_dim: 1024,
+            sample_size: 96,
             use_linear_projection: true,
             ..Self::sd15()
         }
@@ -149,6 +154,8 @@ impl UNetConfig {
             use_linear_projection: v["use_linear_projection"].as_bool().unwrap_or(false),
             flip_sin_to_cos: v["flip_sin_to_cos"].as_bool().unwrap_or(true),
             freq_shift: v["freq_shift"].as_f64().unwrap_or(0.0) as f32,
+            sample_size: int("sample_size", 64)
+                .ok_or_else(|| bad("`sample_size` must be an integer".into()))?,
         })
     }
 }
