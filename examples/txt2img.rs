@@ -26,30 +26,7 @@ fn main() -> Result<()> {
         eprintln!("step {}/{}", p.step, p.steps);
         true // return false to cancel
     })?;
-    // RGB [height, width, 3] in [0, 1] → 8-bit PNG.
-    let bytes: Vec<u8> = image
-        .image
-        .iter()
-        .map(|v| (v * 255.0).round() as u8)
-        .collect();
-    let file = std::fs::File::create(out).map_err(|source| sd_wgpu::Error::Io {
-        path: out.into(),
-        source,
-    })?;
-    let mut enc = png::Encoder::new(
-        std::io::BufWriter::new(file),
-        image.width as u32,
-        image.height as u32,
-    );
-    enc.set_color(png::ColorType::Rgb);
-    let write = |e: png::EncodingError| sd_wgpu::Error::Io {
-        path: out.into(),
-        source: std::io::Error::other(e),
-    };
-    enc.write_header()
-        .map_err(write)?
-        .write_image_data(&bytes)
-        .map_err(write)?;
+    sd_wgpu::imageio::write_png(out.as_ref(), &image.image, image.width, image.height, &[])?;
     eprintln!("wrote {out}");
     Ok(())
 }

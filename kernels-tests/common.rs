@@ -135,3 +135,14 @@ pub fn try_check(
     eprintln!("ok {msg}");
     Ok(())
 }
+
+/// Peak signal-to-noise ratio of images with values in [0, 1].
+pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(x - y).powi(2))
+        .sum::<f64>()
+        / a.len() as f64;
+    10.0 * (1.0 / mse.max(1e-20)).log10()
+}

@@ -7,6 +7,7 @@ mod attention;
 mod clip;
 mod common;
 mod conv2d;
+mod default_model;
 mod elementwise;
 mod matmul;
 mod norm;

@@ -8,16 +8,6 @@ use sd_wgpu::pipeline::{Pipeline, Request};
 use sd_wgpu::weights::{WeightDType, Weights};
 use std::path::PathBuf;
 
-fn psnr(a: &[f32], b: &[f32]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| f64::from(x - y).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    10.0 * (1.0 / mse.max(1e-20)).log10()
-}
-
 #[test]
 fn txt2img_matches_diffusers_end_to_end() {
     let gpu = gpu();

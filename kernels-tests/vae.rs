@@ -83,6 +83,18 @@ fn vae_decoder_in_bands_matches_diffusers() {
 #[test]
 #[ignore = "needs tools/make_full_size_sd15.py output and minutes of GPU time"]
 fn full_size_vae_decodes_512_like_diffusers() {
+    full_size_vae_decode(512, "vae512.safetensors");
+}
+
+/// The same at 768² (96×96 latents; 128-channel activations of 288 MiB), after
+/// `tools/make_full_size_sd15.py DIR --vae768` wrote `DIR/vae768.safetensors`.
+#[test]
+#[ignore = "needs DIR/vae768.safetensors and tens of minutes on lavapipe"]
+fn full_size_vae_decodes_768_like_diffusers() {
+    full_size_vae_decode(768, "vae768.safetensors");
+}
+
+fn full_size_vae_decode(px: usize, golden: &str) {
     let gpu = gpu();
     let dir =
         PathBuf::from(std::env::var("SD_WGPU_FULL_SIZE_DIR").expect("set SD_WGPU_FULL_SIZE_DIR"));
@@ -90,23 +102,21 @@ fn full_size_vae_decodes_512_like_diffusers() {
     let cfg = AutoencoderKLConfig::from_file(&vdir.join("config.json")).unwrap();
     let w = Weights::open_file(&vdir.join("diffusion_pytorch_model.safetensors")).unwrap();
     let vae = VaeDecoder::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
-    let g = Weights::open_file(&dir.join("vae512.safetensors")).unwrap();
-    let z = nhwc(
-        &g.read_f32("latents", &[1, 4, 64, 64]).unwrap(),
-        [1, 4, 64, 64],
-    );
+    let g = Weights::open_file(&dir.join(golden)).unwrap();
+    let l = px / 8;
+    let z = nhwc(&g.read_f32("latents", &[1, 4, l, l]).unwrap(), [1, 4, l, l]);
     let want = nhwc(
-        &g.read_f32("image", &[1, 3, 512, 512]).unwrap(),
-        [1, 3, 512, 512],
+        &g.read_f32("image", &[1, 3, px, px]).unwrap(),
+        [1, 3, px, px],
     );
     gpu.reset_peak_memory();
     let t0 = std::time::Instant::now();
-    let zt = upload(&z, &[1, 64, 64, 4], DType::F32, "latents");
+    let zt = upload(&z, &[1, l, l, 4], DType::F32, "latents");
     let mut rec = Recorder::new(gpu);
     let img = vae.forward(&mut rec, &zt).unwrap();
     let got = run(rec, &img);
     eprintln!(
-        "512² decode on {}: {:.1} s, peak device memory {:.0} MiB",
+        "{px}² decode on {}: {:.1} s, peak device memory {:.0} MiB",
         gpu.adapter_info().name,
         t0.elapsed().as_secs_f64(),
         gpu.memory_stats().peak as f64 / 1048576.0
@@ -119,6 +129,12 @@ fn full_size_vae_decodes_512_like_diffusers() {
         / got.len() as f64;
     // Images in [-1, 1]: peak-to-peak 2.
     let psnr = 10.0 * (4.0 / mse.max(1e-20)).log10();
-    eprintln!("512² decode PSNR vs diffusers: {psnr:.1} dB");
-    check("full-size VAE 512² decode", &got, &want, 1e-3, 1e-3);
+    eprintln!("{px}² decode PSNR vs diffusers: {psnr:.1} dB");
+    check(
+        &format!("full-size VAE {px}² decode"),
+        &got,
+        &want,
+        1e-3,
+        1e-3,
+    );
 }

@@ -15,6 +15,7 @@
 pub mod error;
 pub mod fashion;
 pub mod gpu;
+pub mod imageio;
 pub mod models;
 pub mod npy;
 pub mod ops;

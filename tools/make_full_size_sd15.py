@@ -9,6 +9,7 @@ the diffusers folder layout, and a reference run, for the on-demand check
 
 Configs are SD 1.5's own (runwayml/stable-diffusion-v1-5: unet, vae, text_encoder,
 scheduler). Run: .venv/bin/python tools/make_full_size_sd15.py DIR
+Then `... DIR --vae768` adds DIR/vae768.safetensors (a 768² decode reference).
 """
 import sys
 import time
@@ -20,6 +21,17 @@ from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
 
 out = Path(sys.argv[1])
+if "--vae768" in sys.argv:
+    # Only the 768² decode reference, from the VAE saved by an earlier run: latents
+    # [1, 4, 96, 96] → image [1, 3, 768, 768], in DIR/vae768.safetensors.
+    vae = AutoencoderKL.from_pretrained(out / "model/vae").eval()
+    z = torch.randn(1, 4, 96, 96, generator=torch.Generator().manual_seed(768))
+    t0 = time.time()
+    with torch.no_grad():
+        img = vae.decode(z).sample
+    print(f"diffusers VAE decode 768² (CPU, fp32): {time.time() - t0:.1f} s")
+    save_file({"latents": z, "image": img.contiguous()}, out / "vae768.safetensors")
+    sys.exit(0)
 torch.manual_seed(0)
 t0 = time.time()
 unet = UNet2DConditionModel(

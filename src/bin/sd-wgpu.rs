@@ -277,7 +277,13 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         model.display(),
         env!("CARGO_PKG_VERSION")
     );
-    write_png(&a.out, &out.image, out.width, out.height, &params)?;
+    sd_wgpu::imageio::write_png(
+        &a.out,
+        &out.image,
+        out.width,
+        out.height,
+        &[("parameters", &params)],
+    )?;
     if let Some(p) = &a.latents_out {
         let f = pipe.vae_scale_factor();
         sd_wgpu::npy::write_f32(
@@ -296,24 +302,5 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         gpu.memory_stats().peak as f64 / (1 << 20) as f64
     );
     eprintln!("wrote {}", a.out.display());
-    Ok(())
-}
-
-/// An 8-bit RGB PNG (diffusers' `numpy_to_pil` rounding) with the generation parameters in a
-/// `parameters` text chunk, as the common UIs write them.
-fn write_png(path: &std::path::Path, rgb: &[f32], w: usize, h: usize, params: &str) -> Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
-    enc.set_color(png::ColorType::Rgb);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.add_text_chunk("parameters".into(), params.into())?;
-    let mut writer = enc.write_header()?;
-    let bytes: Vec<u8> = rgb
-        .iter()
-        .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect();
-    writer.write_image_data(&bytes)?;
-    writer.finish()?;
     Ok(())
 }
