@@ -2,7 +2,7 @@
 //! (`tests/fixtures/vae/`, made by `tools/make_vae_fixtures.py`).
 
 use crate::common::*;
-use sd_wgpu::models::vae::{AutoencoderKLConfig, VaeDecoder};
+use sd_wgpu::models::vae::{AutoencoderKLConfig, Posterior, VaeDecoder, VaeEncoder};
 use sd_wgpu::weights::{WeightDType, Weights};
 use sd_wgpu::{DType, Recorder};
 use std::path::PathBuf;
@@ -37,6 +37,68 @@ fn vae_decoder_matches_diffusers() {
             tol,
         );
     }
+}
+
+/// The encoder against diffusers' `AutoencoderKL.encode` (posterior mean and std, and a sample
+/// drawn with `torch.Generator("cpu").manual_seed(3)`) on a 28×36 image: odd sizes for the
+/// downsamplers' one-sided padding. f32 and f16 weights.
+#[test]
+fn vae_encoder_matches_diffusers() {
+    let gpu = gpu();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vae/f4-tiny");
+    let cfg = AutoencoderKLConfig::from_file(&dir.join("config.json")).unwrap();
+    let w = Weights::open_file(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let golden = Weights::open_file(&dir.join("encode_golden.safetensors")).unwrap();
+    let image = nhwc(
+        &golden.read_f32("image", &[1, 3, 28, 36]).unwrap(),
+        [1, 3, 28, 36],
+    );
+    let want_mean = golden.read_f32("mean", &[1, 4, 7, 9]).unwrap();
+    let want_std = golden.read_f32("std", &[1, 4, 7, 9]).unwrap();
+    for (dt, tol) in [(WeightDType::Auto, 1e-4f32), (WeightDType::F16, 2e-2)] {
+        let enc = VaeEncoder::load(gpu, &w, "", &cfg, dt).unwrap();
+        let x = upload(&image, &[1, 28, 36, 3], DType::F32, "image");
+        let mut rec = Recorder::new(gpu);
+        let m = enc.forward(&mut rec, &x).unwrap();
+        assert_eq!(m.shape(), [1, 7, 9, 8]);
+        let post = Posterior::from_moments(&run(rec, &m), [1, 7, 9, 8]).unwrap();
+        check(
+            &format!("vae encode mean {dt:?}"),
+            &post.mean,
+            &want_mean,
+            tol,
+            tol,
+        );
+        check(
+            &format!("vae encode std {dt:?}"),
+            &post.std,
+            &want_std,
+            tol,
+            tol,
+        );
+        if dt == WeightDType::Auto {
+            let s = post.sample(&mut sd_wgpu::rng::TorchGenerator::new(3));
+            let want = golden.read_f32("sample_seed3", &[1, 4, 7, 9]).unwrap();
+            check("vae encode sample (seed 3)", &s, &want, tol, tol);
+        }
+    }
+    // A size that is not a multiple of the factor is refused, naming the tensor.
+    let enc = VaeEncoder::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+    let x = upload(
+        &image[..27 * 36 * 3],
+        &[1, 27, 36, 3],
+        DType::F32,
+        "odd image",
+    );
+    let e = enc
+        .forward(&mut Recorder::new(gpu), &x)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("odd image") && e.contains("multiples of 4"),
+        "{e}"
+    );
 }
 
 /// The decoder on a device whose storage bindings (256 KiB) are smaller than its activations

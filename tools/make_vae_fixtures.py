@@ -41,3 +41,17 @@ for name, kw in CONFIGS.items():
     save_file({"latents": latents.contiguous(), "image": image.contiguous(),
                "latents_big": big.contiguous(), "image_big": image_big.contiguous()}, out / "golden.safetensors")
     print(name, tuple(image.shape), sum(p.numel() for p in vae.parameters()), "parameters")
+
+# The encoder (img2img / inpainting): posterior mean and std of one image, and a sample of it
+# with a seeded CPU generator (diffusers' `latent_dist.sample(generator)`), from the saved
+# weights above: tests/fixtures/vae/f4-tiny/encode_golden.safetensors. Odd sizes (28×36 px)
+# exercise the downsamplers' one-sided padding.
+out = Path("tests/fixtures/vae/f4-tiny")
+vae = AutoencoderKL.from_pretrained(out).eval()
+image = torch.rand(1, 3, 28, 36, generator=torch.Generator().manual_seed(11)) * 2 - 1
+with torch.no_grad():
+    dist = vae.encode(image).latent_dist
+    sample = dist.sample(generator=torch.Generator().manual_seed(3))
+save_file({"image": image.contiguous(), "mean": dist.mean.contiguous(), "std": dist.std.contiguous(),
+           "sample_seed3": sample.contiguous()}, out / "encode_golden.safetensors")
+print("encode", tuple(dist.mean.shape))

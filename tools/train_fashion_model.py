@@ -3,7 +3,7 @@
 garments ("a red sneaker", "a blue dress"), in the diffusers layout, with the latent diffusion
 recipe: first the autoencoder (KL-regularised, f = 4, 4 latent channels), then the U-Net on
 its latents with the CLIP text encoder optimised jointly, captions dropped 10% of the time for
-classifier-free guidance. CPU only, seeded, about 35 minutes on 2 cores.
+classifier-free guidance. CPU only, seeded, about 37 minutes on 2 cores.
 
 Data: Debian's `dataset-fashion-mnist` (60k 28×28 training images, MIT): padded to 32×32 and
 tinted with one of the COLOURS below. HELD_OUT colour × class pairs never appear in training.

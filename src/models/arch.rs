@@ -175,6 +175,7 @@ impl Architecture {
         }
         let ch = need(dd, "ch")?;
         let vae = AutoencoderKLConfig {
+            in_channels: need(dd, "in_channels").unwrap_or(3),
             out_channels: need(dd, "out_ch")?,
             latent_channels: need(fs, "embed_dim")?,
             block_out_channels: list(dd, "ch_mult")?.iter().map(|m| m * ch).collect(),
@@ -461,7 +462,9 @@ pub fn vae_from_shapes(path: &Path, shapes: &Shapes) -> Result<AutoencoderKLConf
     let blocks = (0..levels)
         .map(|i| Ok(shape(path, shapes, &format!("{p}up.{i}.block.0.conv2.weight"))?[0]))
         .collect::<Result<Vec<_>>>()?;
+    let encoder_in = format!("{VAE_PREFIX}encoder.conv_in.weight");
     Ok(AutoencoderKLConfig {
+        in_channels: shapes.get(&encoder_in).map_or(3, |s| s[1]),
         out_channels: shape(path, shapes, &format!("{p}conv_out.weight"))?[0],
         latent_channels: shape(path, shapes, &format!("{p}conv_in.weight"))?[1],
         block_out_channels: blocks,

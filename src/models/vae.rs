@@ -14,6 +14,7 @@ use std::path::Path;
 /// The fields of a diffusers `AutoencoderKL` config the decoder uses.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AutoencoderKLConfig {
+    pub in_channels: usize,
     pub out_channels: usize,
     pub latent_channels: usize,
     pub block_out_channels: Vec<usize>,
@@ -26,6 +27,7 @@ impl AutoencoderKLConfig {
     /// SD 1.x / 2.x VAE (`vae/config.json` of stable-diffusion-v1-5).
     pub fn sd() -> Self {
         Self {
+            in_channels: 3,
             out_channels: 3,
             latent_channels: 4,
             block_out_channels: vec![128, 256, 512, 512],
@@ -57,6 +59,7 @@ impl AutoencoderKLConfig {
             .filter(|b| !b.is_empty())
             .ok_or_else(|| bad("`block_out_channels` missing".into()))?;
         Ok(Self {
+            in_channels: int("in_channels", 3)?,
             out_channels: int("out_channels", 3)?,
             latent_channels: int("latent_channels", 4)?,
             block_out_channels: blocks,
@@ -206,5 +209,211 @@ impl VaeDecoder {
         }
         let x = self.conv_norm_out.forward(rec, &x, true)?;
         self.conv_out.forward(rec, &x, None)
+    }
+}
+
+pub struct DownEncoderBlock2D {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub downsampler: Option<Conv2d>,
+}
+
+/// diffusers `AutoencoderKL.encode` up to the posterior's moments: conv_in, down blocks
+/// (resnets, stride-2 conv padded on the bottom/right only), mid block, GroupNorm + SiLU,
+/// conv_out to 2·latent channels, quant_conv.
+pub struct VaeEncoder {
+    pub config: AutoencoderKLConfig,
+    pub conv_in: Conv2d,
+    pub down_blocks: Vec<DownEncoderBlock2D>,
+    pub mid_resnet0: ResnetBlock2D,
+    pub mid_attention: SpatialSelfAttention,
+    pub mid_resnet1: ResnetBlock2D,
+    pub conv_norm_out: GroupNorm,
+    pub conv_out: Conv2d,
+    pub quant_conv: Conv2d,
+}
+
+impl VaeEncoder {
+    /// Loads `encoder.*` and `quant_conv.*` (under `prefix`) from `w`.
+    pub fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        prefix: &str,
+        config: &AutoencoderKLConfig,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let c = config;
+        let g = c.norm_num_groups;
+        let same = Conv2dOptions::new(1, 1);
+        let p = |s: &str| format!("{prefix}{s}");
+        let resnet = |name: String, cin, cout| {
+            ResnetBlock2D::load(w, gpu, &name, cin, cout, g, EPS, None, dt)
+        };
+        let boc = &c.block_out_channels;
+        let mut down_blocks = Vec::new();
+        let mut prev = boc[0];
+        for (i, &out) in boc.iter().enumerate() {
+            let resnets = (0..c.layers_per_block)
+                .map(|j| {
+                    resnet(
+                        p(&format!("encoder.down_blocks.{i}.resnets.{j}")),
+                        if j == 0 { prev } else { out },
+                        out,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // diffusers' Downsample2D(padding=0) pads (0, 1, 0, 1) before the stride-2 conv.
+            let down = Conv2dOptions {
+                stride: 2,
+                padding: [0, 1, 0, 1],
+            };
+            let downsampler = (i + 1 < boc.len())
+                .then(|| {
+                    Conv2d::load(
+                        w,
+                        gpu,
+                        &p(&format!("encoder.down_blocks.{i}.downsamplers.0.conv")),
+                        out,
+                        out,
+                        3,
+                        down,
+                        dt,
+                    )
+                })
+                .transpose()?;
+            down_blocks.push(DownEncoderBlock2D {
+                resnets,
+                downsampler,
+            });
+            prev = out;
+        }
+        let lc2 = 2 * c.latent_channels;
+        Ok(Self {
+            conv_in: Conv2d::load(
+                w,
+                gpu,
+                &p("encoder.conv_in"),
+                c.in_channels,
+                boc[0],
+                3,
+                same,
+                dt,
+            )?,
+            down_blocks,
+            mid_resnet0: resnet(p("encoder.mid_block.resnets.0"), prev, prev)?,
+            mid_attention: SpatialSelfAttention::load(
+                w,
+                gpu,
+                &p("encoder.mid_block.attentions.0"),
+                prev,
+                1,
+                g,
+                EPS,
+                dt,
+            )?,
+            mid_resnet1: resnet(p("encoder.mid_block.resnets.1"), prev, prev)?,
+            conv_norm_out: GroupNorm::load(w, gpu, &p("encoder.conv_norm_out"), prev, g, EPS)?,
+            conv_out: Conv2d::load(w, gpu, &p("encoder.conv_out"), prev, lc2, 3, same, dt)?,
+            quant_conv: Conv2d::load(
+                w,
+                gpu,
+                &p("quant_conv"),
+                lc2,
+                lc2,
+                1,
+                Conv2dOptions::new(1, 0),
+                dt,
+            )?,
+            config: c.clone(),
+        })
+    }
+
+    /// Images `[n, H, W, in_channels]` in [−1, 1] (H, W multiples of the VAE factor) → the
+    /// posterior's moments `[n, H/f, W/f, 2·latent_channels]` (mean, then log-variance).
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        let f = self.config.downsample_factor();
+        let s = x.shape();
+        if x.rank() != 4 || s[3] != self.config.in_channels || s[1] % f != 0 || s[2] % f != 0 {
+            return Err(Error::shape(
+                "vae encode",
+                format!(
+                    "image `{}` must be [n, h, w, {}] with h and w multiples of {f}, got {:?}",
+                    x.name(),
+                    self.config.in_channels,
+                    s
+                ),
+            ));
+        }
+        let mut x = self.conv_in.forward(rec, x, None)?;
+        for block in &self.down_blocks {
+            for r in &block.resnets {
+                x = r.forward(rec, &x, None)?;
+            }
+            if let Some(d) = &block.downsampler {
+                x = d.forward(rec, &x, None)?;
+            }
+        }
+        let x = self.mid_resnet0.forward(rec, &x, None)?;
+        let x = self.mid_attention.forward(rec, &x)?;
+        let x = self.mid_resnet1.forward(rec, &x, None)?;
+        let x = self.conv_norm_out.forward(rec, &x, true)?;
+        let x = self.conv_out.forward(rec, &x, None)?;
+        self.quant_conv.forward(rec, &x, None)
+    }
+}
+
+/// diffusers' `DiagonalGaussianDistribution`, on the host, NCHW like the latents the
+/// pipelines take: log-variance clamped to [−30, 20], std = exp(logvar / 2).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Posterior {
+    /// `[n, c, h, w]`.
+    pub shape: [usize; 4],
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Posterior {
+    /// From the encoder's moments, NHWC `[n, h, w, 2c]`.
+    pub fn from_moments(m: &[f32], [n, h, w, c2]: [usize; 4]) -> Result<Self> {
+        if c2 % 2 != 0 || m.len() != n * h * w * c2 {
+            return Err(Error::shape(
+                "posterior",
+                format!(
+                    "{} moments for [n, h, w, 2c] = {:?}",
+                    m.len(),
+                    [n, h, w, c2]
+                ),
+            ));
+        }
+        let c = c2 / 2;
+        let mut mean = vec![0.0; n * c * h * w];
+        let mut std = vec![0.0; n * c * h * w];
+        for b in 0..n {
+            for y in 0..h {
+                for x in 0..w {
+                    let src = ((b * h + y) * w + x) * c2;
+                    for ch in 0..c {
+                        let dst = ((b * c + ch) * h + y) * w + x;
+                        mean[dst] = m[src + ch];
+                        std[dst] = (0.5 * m[src + c + ch].clamp(-30.0, 20.0)).exp();
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            shape: [n, c, h, w],
+            mean,
+            std,
+        })
+    }
+
+    /// `mean + std · ε` with ε drawn by `rng` in NCHW order (diffusers' `sample(generator)`).
+    pub fn sample(&self, rng: &mut crate::rng::TorchGenerator) -> Vec<f32> {
+        let eps = rng.randn(self.mean.len());
+        self.mean
+            .iter()
+            .zip(&self.std)
+            .zip(eps)
+            .map(|((m, s), e)| m + s * e)
+            .collect()
     }
 }
