@@ -406,3 +406,178 @@ fn single_file_sd2_open_clip_through_the_cli() {
     check("cli single-file sd2 png (0..255)", &got, &want, 1.0, 0.0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Image-to-image against diffusers' `StableDiffusionImg2ImgPipeline` (tiny SD 1-like model,
+/// `tools/make_img2img_fixture.py`): the init image encoded to a posterior sample, noised with
+/// the scheduler's `add_noise` at the step `strength` selects, then the remaining steps, all
+/// random draws from `torch.Generator("cpu").manual_seed(42)` in diffusers' order. DDIM
+/// (strength 0.6 of 4 steps: 2 run, from t = 251), PNDM (its extra PLMS step included),
+/// Euler-ancestral (step noise) and DPM++ 2M.
+#[test]
+fn img2img_matches_diffusers() {
+    use sd_wgpu::pipeline::InitImage;
+    use sd_wgpu::schedulers::SamplerKind;
+    let gpu = gpu();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
+    let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
+    assert_eq!((w, h), (32, 32));
+    for (name, kind, strength, steps, runs) in [
+        ("ddim_s06", SamplerKind::Ddim { eta: 0.0 }, 0.6, 4, 2),
+        ("pndm_s075", SamplerKind::Pndm, 0.75, 4, 4),
+        ("euler_a_s05", SamplerKind::EulerAncestral, 0.5, 6, 3),
+        ("dpm_s08", SamplerKind::DpmPP2M { karras: false }, 0.8, 5, 4),
+    ] {
+        let req = Request {
+            prompt: "a red sneaker on a white table".into(),
+            negative_prompt: "blurry".into(),
+            steps,
+            guidance: 7.5,
+            sampler: Some(kind),
+            width: 32,
+            height: 32,
+            seed: 42,
+            init_image: Some(InitImage {
+                rgb: rgb.clone(),
+                strength,
+                noise: None,
+                sample_posterior: true,
+            }),
+            ..Request::default()
+        };
+        let mut seen = 0;
+        let out = pipe
+            .generate(gpu, &req, &mut |p| {
+                seen = p.steps;
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, runs, "{name}: steps run");
+        let want = g.read_f32(name, &[1, 32, 32, 3]).unwrap();
+        check(&format!("img2img {name}"), &out.image, &want, 1e-3, 1e-3);
+        let p = psnr(&out.image, &want);
+        eprintln!("img2img {name} PSNR vs diffusers: {p:.1} dB");
+        assert!(p >= 40.0, "{name}: PSNR {p:.1} dB");
+    }
+    // Strength outside [0, 1] is a typed error.
+    let bad = Request {
+        width: 32,
+        height: 32,
+        init_image: Some(InitImage {
+            rgb,
+            strength: 1.5,
+            noise: None,
+            sample_posterior: true,
+        }),
+        ..Request::default()
+    };
+    let e = pipe.generate(gpu, &bad, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("strength 1.5"), "{e}");
+}
+
+/// Text-to-image with PNDM, SD 1.5's default sampler: its PLMS schedule repeats one timestep,
+/// so 5 steps are 6 U-Net calls, every one of which must run (as diffusers' loop over
+/// `scheduler.timesteps` does).
+#[test]
+fn txt2img_pndm_runs_every_plms_timestep_like_diffusers() {
+    let gpu = gpu();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
+    let req = Request {
+        prompt: "a red sneaker on a white table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 5,
+        guidance: 7.5,
+        sampler: Some(sd_wgpu::schedulers::SamplerKind::Pndm),
+        width: 32,
+        height: 32,
+        init_latents: Some(g.read_f32("latents_pndm", &[1, 4, 8, 8]).unwrap()),
+        ..Request::default()
+    };
+    let mut calls = 0;
+    let out = pipe
+        .generate(gpu, &req, &mut |_| {
+            calls += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(calls, 6);
+    let want = g.read_f32("txt2img_pndm", &[1, 32, 32, 3]).unwrap();
+    check("txt2img pndm", &out.image, &want, 1e-3, 1e-3);
+    let p = psnr(&out.image, &want);
+    eprintln!("txt2img PNDM PSNR vs diffusers: {p:.1} dB");
+    assert!(p >= 40.0, "PSNR {p:.1} dB");
+}
+
+/// `generate --init-image --strength` through the CLI: the DDIM case of
+/// `img2img_matches_diffusers` (seed 42), PNG pixels within 1 of diffusers'; an init image
+/// whose size is no multiple of 8 is cropped with a warning; a strength outside [0, 1] fails.
+#[test]
+fn img2img_through_the_cli() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-i2i-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let png_out = dir.join("out.png");
+    let run = |image: &std::path::Path, strength: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+            .args(["generate", "--model"])
+            .arg(root.join("sd1-tiny"))
+            .args(["--prompt", "a red sneaker on a white table"])
+            .args([
+                "--negative-prompt",
+                "blurry",
+                "--steps",
+                "4",
+                "--seed",
+                "42",
+            ])
+            .args(["--sampler", "ddim", "--strength", strength, "--init-image"])
+            .arg(image)
+            .arg("--out")
+            .arg(&png_out)
+            .output()
+            .unwrap()
+    };
+    let out = run(&root.join("img2img-input.png"), "0.6");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (w, h, got) = read_png_rgb(&png_out);
+    assert_eq!((w, h), (32, 32));
+    let want: Vec<f32> = g
+        .read_f32("ddim_s06", &[1, 32, 32, 3])
+        .unwrap()
+        .iter()
+        .map(|v| (v * 255.0).round())
+        .collect();
+    check("cli img2img png (0..255)", &got, &want, 1.0, 0.0);
+    // 37×35 px: cropped to 36×32 (the tiny VAE's factor is 4; SD's 8) with a message.
+    let (_, _, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
+    let mut big = vec![0.5f32; 37 * 35 * 3];
+    for y in 0..32 {
+        big[(y * 37) * 3..(y * 37 + 32) * 3].copy_from_slice(&rgb[y * 32 * 3..(y + 1) * 32 * 3]);
+    }
+    let odd = dir.join("odd.png");
+    sd_wgpu::imageio::write_png(&odd, &big, 37, 35, &[]).unwrap();
+    let out = run(&odd, "0.6");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cropped 37x35 to 36x32"), "{err}");
+    let out = run(&root.join("img2img-input.png"), "1.5");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("strength 1.5"));
+    // Not an image.
+    let out = run(&root.join("sd1-tiny/model_index.json"), "0.5");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable PNG"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,7 @@ use crate::gpu::{Gpu, Recorder};
 use crate::models::arch::{ArchSource, Architecture};
 use crate::models::clip::ClipTextModel;
 use crate::models::unet::UNet;
-use crate::models::vae::VaeDecoder;
+use crate::models::vae::{Posterior, VaeDecoder, VaeEncoder};
 use crate::ops::{self, Unary};
 use crate::rng::TorchGenerator;
 use crate::schedulers::{GpuOps, Sampler, SamplerKind, ScheduleConfig};
@@ -28,6 +28,25 @@ pub struct Pipeline {
     pub default_sampler: SamplerKind,
     /// Where the architecture came from.
     pub architecture: ArchSource,
+    /// The VAE's weights, for the encoder (loaded on the first image-to-image request).
+    vae_weights: Weights,
+    dtype: WeightDType,
+    encoder: std::sync::OnceLock<VaeEncoder>,
+}
+
+/// What image-to-image starts from (diffusers' `StableDiffusionImg2ImgPipeline`).
+#[derive(Clone, Debug)]
+pub struct InitImage {
+    /// RGB `[height, width, 3]` in [0, 1], the request's size.
+    pub rgb: Vec<f32>,
+    /// 0..=1: how much of the schedule runs (1 = from pure noise, 0 = none).
+    pub strength: f64,
+    /// The Gaussian noise added to the encoded image, f32 `[1, 4, h/f, w/f]` (NCHW; the
+    /// `noise` of diffusers' `scheduler.add_noise`). `None`: drawn from the seed.
+    pub noise: Option<Vec<f32>>,
+    /// Encode to a sample of the VAE posterior drawn with the seed (diffusers' default), or
+    /// to its mean.
+    pub sample_posterior: bool,
 }
 
 /// One text-to-image request.
@@ -49,6 +68,8 @@ pub struct Request {
     /// diffusers with `generator=torch.Generator("cpu").manual_seed(seed)`.
     pub seed: u64,
     pub clip_skip: usize,
+    /// Image-to-image: start from this image instead of pure noise.
+    pub init_image: Option<InitImage>,
 }
 
 impl Default for Request {
@@ -64,6 +85,7 @@ impl Default for Request {
             init_latents: None,
             seed: 0,
             clip_skip: 0,
+            init_image: None,
         }
     }
 }
@@ -84,6 +106,8 @@ pub struct Output {
     pub height: usize,
     /// Prompt tokens dropped to fit 77 (the caller's warning).
     pub truncated_tokens: usize,
+    /// U-Net steps that ran (img2img runs part of the schedule; PNDM one more than `steps`).
+    pub steps_run: usize,
     pub timings: Timings,
 }
 
@@ -201,7 +225,19 @@ impl Pipeline {
             default_sampler: sampler_of(&arch.scheduler),
             scheduler,
             architecture: arch.source,
+            vae_weights: vw,
+            dtype,
+            encoder: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The VAE encoder, loaded from the model's weights on first use.
+    pub fn vae_encoder(&self, gpu: &Gpu) -> Result<&VaeEncoder> {
+        if let Some(e) = self.encoder.get() {
+            return Ok(e);
+        }
+        let e = VaeEncoder::load(gpu, &self.vae_weights, "", &self.vae.config, self.dtype)?;
+        Ok(self.encoder.get_or_init(|| e))
     }
 
     /// The model's native image size in pixels (width = height): the U-Net's `sample_size`
@@ -285,15 +321,66 @@ impl Pipeline {
                     ),
                 ));
             }
+            // img2img: the latents come from the image (below).
+            None if req.init_image.is_some() => Vec::new(),
             // diffusers' prepare_latents: randn([1, c, h, w]) from the seeded CPU generator.
             None => nchw_to_nhwc(&generator.randn(c * h * w), c, h, w),
         };
-        let sigma0 = sampler.init_noise_sigma() as f32;
-        let x0 = Tensor::from_f32(gpu, &init, &[1, h, w, c], DType::F32, "latents")?;
-        let mut x = ops::unary(&mut rec, &x0, Unary::Affine, sigma0, 0.0)?;
+        let first = match &req.init_image {
+            None => 0,
+            Some(im) => {
+                if !(0.0..=1.0).contains(&im.strength) {
+                    return Err(Error::unsupported(
+                        OP,
+                        format!("strength {} is outside [0, 1]", im.strength),
+                    ));
+                }
+                Sampler::<Tensor>::start_index(req.steps, im.strength)
+            }
+        };
+        let mut x = match &req.init_image {
+            None => {
+                let sigma0 = sampler.init_noise_sigma() as f32;
+                let x0 = Tensor::from_f32(gpu, &init, &[1, h, w, c], DType::F32, "latents")?;
+                ops::unary(&mut rec, &x0, Unary::Affine, sigma0, 0.0)?
+            }
+            Some(im) => {
+                let lat = self.encode_image(gpu, im, req, &mut generator)?;
+                let noise = match &im.noise {
+                    Some(n) if n.len() == c * h * w => n.clone(),
+                    Some(n) => {
+                        return Err(Error::shape(
+                            OP,
+                            format!(
+                                "noise holds {} values, [1, {c}, {h}, {w}] needs {}",
+                                n.len(),
+                                c * h * w
+                            ),
+                        ));
+                    }
+                    None => generator.randn(c * h * w),
+                };
+                let noisy: Vec<f32> = if first < sampler.timesteps().len() {
+                    let (a, b) = sampler.noise_coefficients(first);
+                    lat.iter().zip(&noise).map(|(l, n)| a * l + b * n).collect()
+                } else {
+                    lat
+                };
+                sampler.begin_at(first)?;
+                Tensor::from_f32(
+                    gpu,
+                    &nchw_to_nhwc(&noisy, c, h, w),
+                    &[1, h, w, c],
+                    DType::F32,
+                    "latents",
+                )?
+            }
+        };
         rec.submit()?;
 
-        for i in 0..req.steps {
+        // Every timestep of the schedule (PNDM has one more than `steps`), from `first`.
+        let total = sampler.timesteps().len();
+        for i in first..total {
             let t = sampler.timesteps()[i] as f32;
             let mut rec = Recorder::new(gpu);
             let xin = ops::unary(
@@ -331,10 +418,12 @@ impl Pipeline {
             rec.submit()?;
             gpu.wait()?;
             if !progress(Progress {
-                step: i + 1,
-                steps: req.steps,
+                step: i + 1 - first,
+                steps: total - first,
             }) {
-                return Err(Error::Cancelled { step: i + 1 });
+                return Err(Error::Cancelled {
+                    step: i + 1 - first,
+                });
             }
         }
 
@@ -362,8 +451,52 @@ impl Pipeline {
             width: req.width,
             height: req.height,
             truncated_tokens,
+            steps_run: total - first,
             timings,
         })
+    }
+}
+
+impl Pipeline {
+    /// The init image's latents (NCHW, × scaling_factor): the VAE posterior's sample drawn
+    /// with `generator` (diffusers' `retrieve_latents(..., generator)`) or its mean.
+    fn encode_image(
+        &self,
+        gpu: &Gpu,
+        im: &InitImage,
+        req: &Request,
+        generator: &mut TorchGenerator,
+    ) -> Result<Vec<f32>> {
+        let (hh, ww) = (req.height, req.width);
+        if im.rgb.len() != hh * ww * 3 {
+            return Err(Error::shape(
+                "img2img",
+                format!(
+                    "init image holds {} values, a {ww}x{hh} RGB image needs {}",
+                    im.rgb.len(),
+                    hh * ww * 3
+                ),
+            ));
+        }
+        let enc = self.vae_encoder(gpu)?;
+        let mut rec = Recorder::new(gpu);
+        let x = Tensor::from_f32(gpu, &im.rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
+        let x = ops::unary(&mut rec, &x, Unary::Affine, 2.0, -1.0)?;
+        let m = enc.forward(&mut rec, &x)?;
+        rec.submit()?;
+        let post = Posterior::from_moments(
+            &m.to_vec(gpu)?,
+            m.shape()
+                .try_into()
+                .map_err(|_| Error::shape("img2img", "encoder output is not 4-D".to_string()))?,
+        )?;
+        let lat = if im.sample_posterior {
+            post.sample(generator)
+        } else {
+            post.mean
+        };
+        let s = self.vae.config.scaling_factor;
+        Ok(lat.iter().map(|v| v * s).collect())
     }
 }
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sd_wgpu::gpu::{self, Gpu};
-use sd_wgpu::pipeline::{LoadOptions, Pipeline, Request};
+use sd_wgpu::pipeline::{InitImage, LoadOptions, Pipeline, Request};
 use sd_wgpu::schedulers::{Prediction, SamplerKind};
 use sd_wgpu::weights::WeightDType;
 use std::path::PathBuf;
@@ -78,6 +78,27 @@ struct GenerateArgs {
     /// the checkpoint, else inferred from its tensor shapes.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Image-to-image: start from this PNG (its size, cropped to a multiple of 8, is the output
+    /// size).
+    #[arg(long)]
+    init_image: Option<PathBuf>,
+    /// Image-to-image: how much of the schedule runs, 0..1 (diffusers' `strength`).
+    #[arg(long, default_value_t = 0.8)]
+    strength: f64,
+    /// Image-to-image: the Gaussian noise added to the encoded image, float32 [1, 4, h/8, w/8]
+    /// .npy (default: drawn from the seed).
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// Image-to-image: encode to a `sample` of the VAE posterior (diffusers' default) or its
+    /// `mean`.
+    #[arg(long, value_enum, default_value = "sample")]
+    vae_encode: VaeEncodeArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VaeEncodeArg {
+    Sample,
+    Mean,
 }
 
 #[derive(Subcommand)]
@@ -198,8 +219,31 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let mut pipe = Pipeline::load_with(&gpu, &model, &opts)
         .with_context(|| format!("loading {}", model.display()))?;
-    let width = a.width.unwrap_or_else(|| pipe.default_size());
-    let height = a.height.unwrap_or_else(|| pipe.default_size());
+    let f = pipe.vae_scale_factor();
+    let init_rgb = match &a.init_image {
+        Some(p) => {
+            let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(p)?;
+            let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+            if let Some(m) = msg {
+                eprintln!("warning: {}: {m}", p.display());
+            }
+            if a.width.is_some_and(|x| x != w) || a.height.is_some_and(|x| x != h) {
+                eprintln!("warning: --width/--height ignored: the init image is {w}x{h}");
+            }
+            Some((w, h, rgb))
+        }
+        None => None,
+    };
+    let width = init_rgb
+        .as_ref()
+        .map(|i| i.0)
+        .or(a.width)
+        .unwrap_or_else(|| pipe.default_size());
+    let height = init_rgb
+        .as_ref()
+        .map(|i| i.1)
+        .or(a.height)
+        .unwrap_or_else(|| pipe.default_size());
     if let Some(p) = a.prediction_type {
         pipe.scheduler.prediction = match p {
             PredictionArg::Epsilon => Prediction::Epsilon,
@@ -241,6 +285,25 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         init_latents,
         seed: a.seed,
         clip_skip: a.clip_skip,
+        init_image: match init_rgb {
+            None => None,
+            Some((_, _, rgb)) => Some(InitImage {
+                rgb,
+                strength: a.strength,
+                noise: match &a.noise {
+                    Some(p) => {
+                        let (shape, v) = sd_wgpu::npy::read_f32(p)?;
+                        let want = [1, pipe.unet.config.in_channels, height / f, width / f];
+                        if shape != want {
+                            bail!("{}: shape {shape:?}, expected {want:?}", p.display());
+                        }
+                        Some(v)
+                    }
+                    None => None,
+                },
+                sample_posterior: matches!(a.vae_encode, VaeEncodeArg::Sample),
+            }),
+        },
     };
     gpu.reset_peak_memory();
     let bar = indicatif::ProgressBar::new(a.steps as u64);
@@ -252,6 +315,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     );
     bar.set_message("sampling");
     let out = pipe.generate(&gpu, &req, &mut |p| {
+        bar.set_length(p.steps as u64);
         bar.set_position(p.step as u64);
         true
     })?;
@@ -263,7 +327,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         );
     }
     let used = req.sampler.unwrap_or(pipe.default_sampler);
-    let params = format!(
+    let mut params = format!(
         "{}\nNegative prompt: {}\nSteps: {}, Sampler: {:?}, CFG scale: {}, Seed: {}, Size: {}x{}, Clip skip: {}, Model: {}, Engine: sd-wgpu {}",
         a.prompt,
         a.negative_prompt,
@@ -277,6 +341,13 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         model.display(),
         env!("CARGO_PKG_VERSION")
     );
+    if let Some(p) = &a.init_image {
+        params.push_str(&format!(
+            ", Denoising strength: {}, Init image: {}",
+            a.strength,
+            p.display()
+        ));
+    }
     sd_wgpu::imageio::write_png(
         &a.out,
         &out.image,
@@ -297,7 +368,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",
         t.text_encoding.as_secs_f64(),
         t.sampling.as_secs_f64(),
-        t.sampling.as_secs_f64() / a.steps.max(1) as f64,
+        t.sampling.as_secs_f64() / out.steps_run.max(1) as f64,
         t.decoding.as_secs_f64(),
         gpu.memory_stats().peak as f64 / (1 << 20) as f64
     );

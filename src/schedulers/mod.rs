@@ -230,6 +230,49 @@ impl<V: Clone> Sampler<V> {
         }
     }
 
+    /// Image-to-image (diffusers' `get_timesteps`): the step index sampling starts at for
+    /// `strength` ∈ [0, 1] — `steps − min(⌊steps·strength⌋, steps)` (every sampler here has
+    /// order 1). Strength 1 starts at 0, strength 0 skips every step.
+    pub fn start_index(steps: usize, strength: f64) -> usize {
+        let init = ((steps as f64 * strength).floor() as usize).min(steps);
+        steps - init
+    }
+
+    /// Starts the run at step `k` (diffusers' `set_begin_index` / sliced timesteps): the
+    /// multistep histories start empty there.
+    pub fn begin_at(&mut self, k: usize) -> Result<()> {
+        if self.step_index != 0 || k > self.timesteps.len() {
+            return Err(Error::unsupported(
+                "sampler",
+                format!(
+                    "begin at step {k} of {} (only before the first step)",
+                    self.timesteps.len()
+                ),
+            ));
+        }
+        self.step_index = k;
+        Ok(())
+    }
+
+    /// `(a, b)` of diffusers' `scheduler.add_noise(x₀, noise, timesteps[k])` = a·x₀ + b·noise:
+    /// DDIM / DDPM / PNDM √ᾱ_t and √(1−ᾱ_t) (in f32, as diffusers computes them); Euler σ_k
+    /// (a = 1); DPM++ its VP pair α_t = 1/√(σ²+1), σ_t = σ·α_t.
+    pub fn noise_coefficients(&self, k: usize) -> (f32, f32) {
+        match self.kind {
+            SamplerKind::Euler | SamplerKind::EulerAncestral => (1.0, self.sigmas[k] as f32),
+            SamplerKind::DpmPP2M { .. } => {
+                let s = self.sigmas[k] as f32;
+                let a = 1.0 / (s * s + 1.0).sqrt();
+                (a, s * a)
+            }
+            _ => {
+                let t = self.timesteps[k] as usize;
+                let ac = self.ac[t] as f32;
+                (ac.sqrt(), (1.0 - ac).sqrt())
+            }
+        }
+    }
+
     /// Whether step `i` draws Gaussian noise (pass it to [`Sampler::step`]).
     pub fn needs_noise(&self, i: usize) -> bool {
         match self.kind {
