@@ -581,3 +581,78 @@ fn img2img_through_the_cli() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable PNG"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Prompt weighting and long prompts against a reference built from transformers'
+/// CLIPTextModel and AUTOMATIC1111's rule (`tools/make_prompt_fixture.py`): per-token weights,
+/// mean restored per chunk, 75-token chunks concatenated; a plain prompt in weighting syntax
+/// with weight 1 gives exactly the plain encoding; a two-chunk context runs through the U-Net.
+#[test]
+fn weighted_and_long_prompts_match_the_reference() {
+    let gpu = gpu();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&root.join("prompt-golden.safetensors")).unwrap();
+    let req = Request {
+        prompt: "a (red:1.3) sneaker on a [white] table".into(),
+        negative_prompt: "((blurry))".into(),
+        guidance: 7.5,
+        width: 32,
+        height: 32,
+        ..Request::default()
+    };
+    let (ctx, shape) = pipe.text_context(gpu, &req).unwrap();
+    assert_eq!(shape, [2, 77, 32]);
+    let mut want = g.read_f32("negative", &[1, 77, 32]).unwrap();
+    want.extend(g.read_f32("weighted", &[1, 77, 32]).unwrap());
+    check("weighted prompt context", &ctx, &want, 1e-4, 1e-4);
+
+    let long = std::fs::read_to_string(root.join("prompt-long.txt")).unwrap();
+    let req_long = Request {
+        prompt: long.clone(),
+        guidance: 1.0,
+        steps: 2,
+        width: 32,
+        height: 32,
+        ..Request::default()
+    };
+    let (ctx, shape) = pipe.text_context(gpu, &req_long).unwrap();
+    assert_eq!(shape, [1, 154, 32]);
+    let want = g.read_f32("long", &[1, 154, 32]).unwrap();
+    check("long prompt context (2 chunks)", &ctx, &want, 1e-4, 1e-4);
+    let out = pipe.generate(gpu, &req_long, &mut |_| true).unwrap();
+    assert!(out.image.iter().all(|v| v.is_finite()) && out.truncated_tokens == 0);
+    // Truncation instead: one window, the dropped tokens reported.
+    let trunc = Request {
+        long_prompt: sd_wgpu::pipeline::LongPrompt::Truncate,
+        ..req_long.clone()
+    };
+    let (_, shape) = pipe.text_context(gpu, &trunc).unwrap();
+    assert_eq!(shape, [1, 77, 32]);
+    assert_eq!(
+        pipe.generate(gpu, &trunc, &mut |_| true)
+            .unwrap()
+            .truncated_tokens,
+        108 - 75
+    );
+
+    // Weight 1 in weighting syntax: exactly the plain prompt.
+    let plain = Request {
+        prompt: "a red sneaker".into(),
+        ..req.clone()
+    };
+    let same = Request {
+        prompt: "(a red sneaker:1)".into(),
+        ..req.clone()
+    };
+    assert_eq!(
+        pipe.text_context(gpu, &plain).unwrap().0,
+        pipe.text_context(gpu, &same).unwrap().0
+    );
+    // Unbalanced brackets: a typed error naming the prompt.
+    let bad = Request {
+        prompt: "a (red sneaker".into(),
+        ..req
+    };
+    let e = pipe.generate(gpu, &bad, &mut |_| true).err().unwrap();
+    assert!(matches!(e, sd_wgpu::Error::Prompt { .. }), "{e}");
+}

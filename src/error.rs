@@ -126,6 +126,10 @@ pub enum Error {
         what: String,
     },
 
+    /// A prompt's weighting syntax is malformed (unbalanced brackets).
+    #[error("prompt {prompt:?}: {what}")]
+    Prompt { prompt: String, what: String },
+
     /// The progress callback asked to stop.
     #[error("cancelled after step {step}")]
     Cancelled { step: usize },

@@ -20,6 +20,7 @@ pub mod models;
 pub mod npy;
 pub mod ops;
 pub mod pipeline;
+pub mod prompt;
 pub mod reference;
 pub mod rng;
 pub mod schedulers;

@@ -12,7 +12,7 @@ use crate::ops::{self, Unary};
 use crate::rng::TorchGenerator;
 use crate::schedulers::{GpuOps, Sampler, SamplerKind, ScheduleConfig};
 use crate::tensor::{DType, Tensor};
-use crate::tokenizer::{ClipTokenizer, Tokens};
+use crate::tokenizer::{CONTEXT_LEN, ClipTokenizer, Tokens};
 use crate::weights::single_file::SingleFile;
 use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
 use std::path::{Path, PathBuf};
@@ -70,6 +70,18 @@ pub struct Request {
     pub clip_skip: usize,
     /// Image-to-image: start from this image instead of pure noise.
     pub init_image: Option<InitImage>,
+    /// Prompts over 75 tokens: encoded in 77-token chunks (default) or truncated.
+    pub long_prompt: LongPrompt,
+}
+
+/// What happens to a prompt longer than one 77-token window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LongPrompt {
+    /// Chunks of 75 tokens, each encoded on its own, concatenated (the common UIs' way).
+    #[default]
+    Chunk,
+    /// Keep the first 75 tokens (diffusers' behaviour), with a warning.
+    Truncate,
 }
 
 impl Default for Request {
@@ -86,6 +98,7 @@ impl Default for Request {
             seed: 0,
             clip_skip: 0,
             init_image: None,
+            long_prompt: LongPrompt::Chunk,
         }
     }
 }
@@ -258,15 +271,96 @@ impl Pipeline {
         guided: bool,
     ) -> Result<(Tensor, usize)> {
         let pos: Tokens = self.tokenizer.encode(&req.prompt)?;
-        let mut ids = Vec::new();
-        if guided {
-            ids.push(self.tokenizer.encode(&req.negative_prompt)?.ids);
+        let neg = self.tokenizer.encode(&req.negative_prompt)?;
+        let plain = |p: &str, t: &Tokens| {
+            !crate::prompt::has_weights(p)
+                && (t.truncated == 0 || req.long_prompt == LongPrompt::Truncate)
+        };
+        if plain(&req.prompt, &pos) && (!guided || plain(&req.negative_prompt, &neg)) {
+            // diffusers' encoding, exactly.
+            let mut ids = Vec::new();
+            if guided {
+                ids.push(neg.ids);
+            }
+            ids.push(pos.ids);
+            return Ok((
+                self.text_encoder.forward(rec, &ids, req.clip_skip)?,
+                pos.truncated,
+            ));
         }
-        ids.push(pos.ids);
-        Ok((
-            self.text_encoder.forward(rec, &ids, req.clip_skip)?,
-            pos.truncated,
-        ))
+        self.encode_weighted(rec, req, guided)
+    }
+
+    /// Weighted and/or chunked prompts (see [`crate::prompt`]): every chunk of both prompts in
+    /// one text-encoder batch, weights applied on the host, context `[n, 77·k, width]`.
+    fn encode_weighted(
+        &self,
+        rec: &mut Recorder<'_>,
+        req: &Request,
+        guided: bool,
+    ) -> Result<(Tensor, usize)> {
+        use crate::prompt::{Chunks, apply_weights, chunk_prompt};
+        let truncate = |mut c: Chunks| {
+            let dropped = c.tokens.saturating_sub(crate::prompt::CHUNK);
+            if req.long_prompt == LongPrompt::Truncate {
+                c.ids.truncate(1);
+                c.weights.truncate(1);
+            }
+            (c, dropped)
+        };
+        let (pos, dropped) = truncate(chunk_prompt(&self.tokenizer, &req.prompt)?);
+        let mut prompts = vec![pos];
+        if guided {
+            prompts.insert(
+                0,
+                truncate(chunk_prompt(&self.tokenizer, &req.negative_prompt)?).0,
+            );
+        }
+        // Both prompts get the same number of chunks (empty ones appended).
+        let k = prompts.iter().map(|c| c.ids.len()).max().unwrap_or(1);
+        let (empty_ids, empty_w) = self.tokenizer.frame(&[], &[]);
+        for c in &mut prompts {
+            c.ids.resize(k, empty_ids.clone());
+            c.weights.resize(k, empty_w.clone());
+        }
+        let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|c| c.ids.clone()).collect();
+        let z = self.text_encoder.forward(rec, &rows, req.clip_skip)?;
+        let width = z.shape()[2];
+        // The weights need the encoder's output on the host (77 × width per chunk: small).
+        let mut sub = Recorder::new(rec.gpu());
+        std::mem::swap(rec, &mut sub);
+        sub.submit()?;
+        let mut host = z.to_vec(rec.gpu())?;
+        let per = CONTEXT_LEN * width;
+        for (chunk, w) in host
+            .chunks_exact_mut(per)
+            .zip(prompts.iter().flat_map(|c| c.weights.iter()))
+        {
+            apply_weights(chunk, w, width);
+        }
+        let n = prompts.len();
+        let ctx = Tensor::from_f32(
+            rec.gpu(),
+            &host,
+            &[n, k * CONTEXT_LEN, width],
+            DType::F32,
+            "prompt context",
+        )?;
+        let truncated = if req.long_prompt == LongPrompt::Truncate {
+            dropped
+        } else {
+            0
+        };
+        Ok((ctx, truncated))
+    }
+
+    /// The text context `req` gives the U-Net (host copy): `[2, 77·k, width]` (negative
+    /// prompt first) with guidance > 1, else `[1, 77·k, width]`; k > 1 for chunked long prompts.
+    pub fn text_context(&self, gpu: &Gpu, req: &Request) -> Result<(Vec<f32>, Vec<usize>)> {
+        let mut rec = Recorder::new(gpu);
+        let (ctx, _) = self.encode_prompts(&mut rec, req, req.guidance > 1.0)?;
+        rec.submit()?;
+        Ok((ctx.to_vec(gpu)?, ctx.shape().to_vec()))
     }
 
     /// Runs `req`; `progress` is called after every step and may cancel.

@@ -166,6 +166,30 @@ impl ClipTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// The token ids of `text` alone (no BOS, EOS or padding).
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| err(format!("encoding {text:?}: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    /// BOS + `ids` (at most 75) + EOS + padding to 77, with `weights` for `ids` and 1 for the
+    /// rest.
+    pub fn frame(&self, ids: &[u32], weights: &[f32]) -> (Vec<u32>, Vec<f32>) {
+        let keep = ids.len().min(CONTEXT_LEN - 2);
+        let mut out = Vec::with_capacity(CONTEXT_LEN);
+        out.push(self.bos);
+        out.extend_from_slice(&ids[..keep]);
+        out.push(self.eos);
+        out.resize(CONTEXT_LEN, self.pad);
+        let mut w = vec![1.0; CONTEXT_LEN];
+        w[1..1 + keep].copy_from_slice(&weights[..keep]);
+        (out, w)
+    }
+
     /// The 77 ids of `prompt`: BOS, up to 75 tokens, EOS, padding.
     pub fn encode(&self, prompt: &str) -> Result<Tokens> {
         let enc = self

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sd_wgpu::gpu::{self, Gpu};
-use sd_wgpu::pipeline::{InitImage, LoadOptions, Pipeline, Request};
+use sd_wgpu::pipeline::{InitImage, LoadOptions, LongPrompt, Pipeline, Request};
 use sd_wgpu::schedulers::{Prediction, SamplerKind};
 use sd_wgpu::weights::WeightDType;
 use std::path::PathBuf;
@@ -93,6 +93,16 @@ struct GenerateArgs {
     /// `mean`.
     #[arg(long, value_enum, default_value = "sample")]
     vae_encode: VaeEncodeArg,
+    /// Prompts over 75 tokens: encode them in 77-token `chunk`s (as the common UIs do) or
+    /// `truncate` them (as diffusers does).
+    #[arg(long, value_enum, default_value = "chunk")]
+    long_prompt: LongPromptArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LongPromptArg {
+    Chunk,
+    Truncate,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -285,6 +295,10 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         init_latents,
         seed: a.seed,
         clip_skip: a.clip_skip,
+        long_prompt: match a.long_prompt {
+            LongPromptArg::Chunk => LongPrompt::Chunk,
+            LongPromptArg::Truncate => LongPrompt::Truncate,
+        },
         init_image: match init_rgb {
             None => None,
             Some((_, _, rgb)) => Some(InitImage {
