@@ -47,6 +47,37 @@ pub struct InitImage {
     /// Encode to a sample of the VAE posterior drawn with the seed (diffusers' default), or
     /// to its mean.
     pub sample_posterior: bool,
+    /// Inpainting: `[height, width]` in [0, 1], ≥ 0.5 (white) = repaint. A 9-channel
+    /// (inpainting) U-Net gets the mask and the masked image's latents as input; an ordinary
+    /// 4-channel one has the known region blended back into the latents after every step
+    /// (diffusers' `StableDiffusionInpaintPipeline`, both cases).
+    pub mask: Option<Vec<f32>>,
+    /// Inpainting: paste the original pixels back outside the mask after decoding.
+    pub keep_unmasked: bool,
+}
+
+impl InitImage {
+    /// Image-to-image from `rgb` with `strength`: noise from the seed, posterior sampled.
+    pub fn new(rgb: Vec<f32>, strength: f64) -> Self {
+        Self {
+            rgb,
+            strength,
+            noise: None,
+            sample_posterior: true,
+            mask: None,
+            keep_unmasked: false,
+        }
+    }
+}
+
+/// Inpainting state for the sampling loop.
+struct Inpaint {
+    /// Binarized mask per latent, `[h·w]` (1 = repaint).
+    mask_lat: Vec<f32>,
+    /// 9-channel U-Net input extras `[h·w, 5]` (mask, masked-image latents), NHWC.
+    extra: Option<Tensor>,
+    /// 4-channel U-Net: the image's latents and the noise, NCHW, for the per-step blend.
+    blend: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// One text-to-image request.
@@ -387,7 +418,7 @@ impl Pipeline {
                 ),
             ));
         }
-        let (h, w, c) = (req.height / f, req.width / f, self.unet.config.in_channels);
+        let (h, w, c) = (req.height / f, req.width / f, self.unet.config.out_channels);
         let kind = req.sampler.unwrap_or(self.default_sampler);
         let mut sampler = Sampler::<Tensor>::new(kind, &self.scheduler, req.steps)?;
         let guided = req.guidance > 1.0;
@@ -432,6 +463,7 @@ impl Pipeline {
                 Sampler::<Tensor>::start_index(req.steps, im.strength)
             }
         };
+        let mut inpaint: Option<Inpaint> = None;
         let mut x = match &req.init_image {
             None => {
                 let sigma0 = sampler.init_noise_sigma() as f32;
@@ -439,7 +471,45 @@ impl Pipeline {
                 ops::unary(&mut rec, &x0, Unary::Affine, sigma0, 0.0)?
             }
             Some(im) => {
-                let lat = self.encode_image(gpu, im, req, &mut generator)?;
+                let (hh, ww) = (req.height, req.width);
+                let unet_in = self.unet.config.in_channels;
+                let nine = unet_in == c + 1 + c;
+                if im.mask.is_none() && unet_in != c {
+                    return Err(Error::unsupported(
+                        OP,
+                        format!(
+                            "this U-Net takes {unet_in} channels (an inpainting model): give a mask"
+                        ),
+                    ));
+                }
+                if let Some(m) = &im.mask {
+                    if m.len() != hh * ww {
+                        return Err(Error::shape(
+                            OP,
+                            format!(
+                                "mask holds {} values, the {ww}x{hh} image needs {}",
+                                m.len(),
+                                hh * ww
+                            ),
+                        ));
+                    }
+                }
+                let strength_max = im.strength == 1.0;
+                // diffusers: the image's latents only when blending (4-channel inpainting)
+                // or starting part-way; plain img2img always.
+                let need_image = im.mask.is_none() || !nine || !strength_max;
+                let lat = if need_image {
+                    Some(self.encode_rgb(
+                        gpu,
+                        &im.rgb,
+                        hh,
+                        ww,
+                        im.sample_posterior,
+                        &mut generator,
+                    )?)
+                } else {
+                    None
+                };
                 let noise = match &im.noise {
                     Some(n) if n.len() == c * h * w => n.clone(),
                     Some(n) => {
@@ -454,16 +524,63 @@ impl Pipeline {
                     }
                     None => generator.randn(c * h * w),
                 };
-                let noisy: Vec<f32> = if first < sampler.timesteps().len() {
-                    let (a, b) = sampler.noise_coefficients(first);
-                    lat.iter().zip(&noise).map(|(l, n)| a * l + b * n).collect()
-                } else {
-                    lat
+                let start: Vec<f32> = match (&im.mask, &lat) {
+                    // Inpainting at full strength starts from pure noise.
+                    (Some(_), _) if strength_max => {
+                        let s0 = sampler.init_noise_sigma() as f32;
+                        noise.iter().map(|n| n * s0).collect()
+                    }
+                    (_, Some(lat)) if first < sampler.timesteps().len() => {
+                        let (a, b) = sampler.noise_coefficients(first);
+                        lat.iter().zip(&noise).map(|(l, n)| a * l + b * n).collect()
+                    }
+                    (_, Some(lat)) => lat.clone(),
+                    (_, None) => noise.clone(),
                 };
+                if let Some(m) = &im.mask {
+                    // Binarized at 0.5; the masked image is the init image with the repaint
+                    // region at 0 (in [−1, 1]).
+                    let bin: Vec<f32> = m.iter().map(|&v| f32::from(u8::from(v >= 0.5))).collect();
+                    let masked: Vec<f32> = im
+                        .rgb
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| if bin[i / 3] >= 0.5 { 0.5 } else { v })
+                        .collect();
+                    let masked_lat =
+                        self.encode_rgb(gpu, &masked, hh, ww, im.sample_posterior, &mut generator)?;
+                    // F.interpolate(mask, (h, w)) (nearest): pixel (y·f, x·f).
+                    let mask_lat: Vec<f32> = (0..h * w)
+                        .map(|p| bin[(p / w) * f * ww + (p % w) * f])
+                        .collect();
+                    let extra = if nine {
+                        let mut e = Vec::with_capacity(h * w * (1 + c));
+                        let ml = nchw_to_nhwc(&masked_lat, c, h, w);
+                        for p in 0..h * w {
+                            e.push(mask_lat[p]);
+                            e.extend_from_slice(&ml[p * c..(p + 1) * c]);
+                        }
+                        Some(Tensor::from_f32(
+                            gpu,
+                            &e,
+                            &[h * w, 1 + c],
+                            DType::F32,
+                            "mask and masked-image latents",
+                        )?)
+                    } else {
+                        None
+                    };
+                    let blend = (!nine).then(|| (lat.clone().unwrap_or_default(), noise.clone()));
+                    inpaint = Some(Inpaint {
+                        mask_lat,
+                        extra,
+                        blend,
+                    });
+                }
                 sampler.begin_at(first)?;
                 Tensor::from_f32(
                     gpu,
-                    &nchw_to_nhwc(&noisy, c, h, w),
+                    &nchw_to_nhwc(&start, c, h, w),
                     &[1, h, w, c],
                     DType::F32,
                     "latents",
@@ -484,12 +601,19 @@ impl Pipeline {
                 sampler.input_scale(i) as f32,
                 0.0,
             )?;
+            // 9-channel inpainting U-Net: [latents, mask, masked-image latents] per pixel.
+            let xin = match inpaint.as_ref().and_then(|p| p.extra.as_ref()) {
+                Some(e) => ops::concat_channels(&mut rec, &xin.reshape(&[h * w, c])?, e)?
+                    .reshape(&[1, h, w, self.unet.config.in_channels])?,
+                None => xin,
+            };
+            let ci = xin.shape()[3];
             let m = if guided {
                 // Batch 2: [uncond; cond], as diffusers concatenates them.
                 let n = xin.numel();
                 let x2 =
                     ops::concat_channels(&mut rec, &xin.reshape(&[1, n])?, &xin.reshape(&[1, n])?)?
-                        .reshape(&[2, h, w, c])?;
+                        .reshape(&[2, h, w, ci])?;
                 let eps = self.unet.forward(&mut rec, &x2, t, &context)?;
                 let (u, cnd) = (eps.narrow0(0, 1)?, eps.narrow0(1, 1)?);
                 ops::lincomb(&mut rec, &[(1.0 - req.guidance, &u), (req.guidance, &cnd)])?
@@ -511,6 +635,36 @@ impl Pipeline {
             x = sampler.step(&mut GpuOps { rec: &mut rec }, i, &x, &m, noise.as_ref())?;
             rec.submit()?;
             gpu.wait()?;
+            // 4-channel inpainting: the known region back from the image, noised to the next
+            // step's level (exactly the image after the last step).
+            if let Some(Inpaint {
+                mask_lat,
+                blend: Some((img, noise)),
+                ..
+            }) = &inpaint
+            {
+                let (a, b) = if i + 1 < total {
+                    sampler.noise_coefficients(i + 1)
+                } else {
+                    (1.0, 0.0)
+                };
+                let cur = nhwc_to_nchw(&x.to_vec(gpu)?, c, h, w);
+                let hw = h * w;
+                let mixed: Vec<f32> = (0..cur.len())
+                    .map(|k| {
+                        let m = mask_lat[k % hw];
+                        let known = a * img[k] + b * noise[k];
+                        (1.0 - m) * known + m * cur[k]
+                    })
+                    .collect();
+                x = Tensor::from_f32(
+                    gpu,
+                    &nchw_to_nhwc(&mixed, c, h, w),
+                    &[1, h, w, c],
+                    DType::F32,
+                    "latents",
+                )?;
+            }
             if !progress(Progress {
                 step: i + 1 - first,
                 steps: total - first,
@@ -537,7 +691,16 @@ impl Pipeline {
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
         let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
         rec.submit()?;
-        let image = img.to_vec(gpu)?;
+        let mut image = img.to_vec(gpu)?;
+        if let Some(im) = req.init_image.as_ref().filter(|im| im.keep_unmasked) {
+            if let Some(m) = &im.mask {
+                for (i, v) in image.iter_mut().enumerate() {
+                    if m[i / 3] < 0.5 {
+                        *v = im.rgb[i];
+                    }
+                }
+            }
+        }
         timings.decoding = clock.elapsed();
         Ok(Output {
             latents,
@@ -552,29 +715,30 @@ impl Pipeline {
 }
 
 impl Pipeline {
-    /// The init image's latents (NCHW, × scaling_factor): the VAE posterior's sample drawn
-    /// with `generator` (diffusers' `retrieve_latents(..., generator)`) or its mean.
-    fn encode_image(
+    /// An RGB image's latents (NCHW, × scaling_factor): the VAE posterior's sample drawn with
+    /// `generator` (diffusers' `retrieve_latents(..., generator)`) or its mean.
+    fn encode_rgb(
         &self,
         gpu: &Gpu,
-        im: &InitImage,
-        req: &Request,
+        rgb: &[f32],
+        hh: usize,
+        ww: usize,
+        sample: bool,
         generator: &mut TorchGenerator,
     ) -> Result<Vec<f32>> {
-        let (hh, ww) = (req.height, req.width);
-        if im.rgb.len() != hh * ww * 3 {
+        if rgb.len() != hh * ww * 3 {
             return Err(Error::shape(
                 "img2img",
                 format!(
                     "init image holds {} values, a {ww}x{hh} RGB image needs {}",
-                    im.rgb.len(),
+                    rgb.len(),
                     hh * ww * 3
                 ),
             ));
         }
         let enc = self.vae_encoder(gpu)?;
         let mut rec = Recorder::new(gpu);
-        let x = Tensor::from_f32(gpu, &im.rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
+        let x = Tensor::from_f32(gpu, rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
         let x = ops::unary(&mut rec, &x, Unary::Affine, 2.0, -1.0)?;
         let m = enc.forward(&mut rec, &x)?;
         rec.submit()?;
@@ -584,7 +748,7 @@ impl Pipeline {
                 .try_into()
                 .map_err(|_| Error::shape("img2img", "encoder output is not 4-D".to_string()))?,
         )?;
-        let lat = if im.sample_posterior {
+        let lat = if sample {
             post.sample(generator)
         } else {
             post.mean

@@ -20,13 +20,19 @@ fn close(got: &[(String, f32)], want: &[(&str, f32)]) {
 #[test]
 fn weighting_syntax() {
     close(&p("a cat"), &[("a cat", 1.0)]);
-    close(&p("a (red) cat"), &[("a ", 1.0), ("red", 1.1), (" cat", 1.0)]);
+    close(
+        &p("a (red) cat"),
+        &[("a ", 1.0), ("red", 1.1), (" cat", 1.0)],
+    );
     close(&p("((red))"), &[("red", 1.21)]);
     close(&p("[blue] sky"), &[("blue", 1.0 / 1.1), (" sky", 1.0)]);
     close(&p("(red:1.4) cat"), &[("red", 1.4), (" cat", 1.0)]);
     close(&p("(red: 0.5 )"), &[("red", 0.5)]);
     close(&p("((red:1.5))"), &[("red", 1.65)]);
-    close(&p(r"a \(literal\) \[x\] \\"), &[(r"a (literal) [x] \", 1.0)]);
+    close(
+        &p(r"a \(literal\) \[x\] \\"),
+        &[(r"a (literal) [x] \", 1.0)],
+    );
     // A colon without a number stays text.
     close(&p("(time: noon)"), &[("time: noon", 1.1)]);
     // Nested: (a [b] c).

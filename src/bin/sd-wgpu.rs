@@ -82,9 +82,10 @@ struct GenerateArgs {
     /// size).
     #[arg(long)]
     init_image: Option<PathBuf>,
-    /// Image-to-image: how much of the schedule runs, 0..1 (diffusers' `strength`).
-    #[arg(long, default_value_t = 0.8)]
-    strength: f64,
+    /// Image-to-image: how much of the schedule runs, 0..1 (diffusers' `strength`; default
+    /// 0.8, or 1.0 with --mask).
+    #[arg(long)]
+    strength: Option<f64>,
     /// Image-to-image: the Gaussian noise added to the encoded image, float32 [1, 4, h/8, w/8]
     /// .npy (default: drawn from the seed).
     #[arg(long)]
@@ -97,6 +98,13 @@ struct GenerateArgs {
     /// `truncate` them (as diffusers does).
     #[arg(long, value_enum, default_value = "chunk")]
     long_prompt: LongPromptArg,
+    /// Inpainting: a PNG of the init image's size, white = repaint (needs --init-image;
+    /// --strength defaults to 1 then).
+    #[arg(long)]
+    mask: Option<PathBuf>,
+    /// Inpainting: paste the original pixels back outside the mask after decoding.
+    #[arg(long)]
+    keep_unmasked: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -244,6 +252,27 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         }
         None => None,
     };
+    let mask = match (&a.mask, &init_rgb) {
+        (None, _) => None,
+        (Some(_), None) => bail!("--mask needs --init-image"),
+        (Some(p), Some((iw, ih, _))) => {
+            let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(p)?;
+            let (rgb, w, h, _) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+            if (w, h) != (*iw, *ih) {
+                bail!(
+                    "{}: the mask is {w}x{h} but the init image is {iw}x{ih} (after cropping to multiples of {f})",
+                    p.display()
+                );
+            }
+            // PIL's "L" conversion, as diffusers' mask processor does.
+            Some(
+                rgb.chunks_exact(3)
+                    .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2])
+                    .collect::<Vec<f32>>(),
+            )
+        }
+    };
+    let strength = a.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 });
     let width = init_rgb
         .as_ref()
         .map(|i| i.0)
@@ -303,7 +332,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             None => None,
             Some((_, _, rgb)) => Some(InitImage {
                 rgb,
-                strength: a.strength,
+                strength,
                 noise: match &a.noise {
                     Some(p) => {
                         let (shape, v) = sd_wgpu::npy::read_f32(p)?;
@@ -316,6 +345,8 @@ fn generate(a: &GenerateArgs) -> Result<()> {
                     None => None,
                 },
                 sample_posterior: matches!(a.vae_encode, VaeEncodeArg::Sample),
+                mask,
+                keep_unmasked: a.keep_unmasked,
             }),
         },
     };
@@ -358,7 +389,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     if let Some(p) = &a.init_image {
         params.push_str(&format!(
             ", Denoising strength: {}, Init image: {}",
-            a.strength,
+            strength,
             p.display()
         ));
     }
