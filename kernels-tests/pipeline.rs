@@ -678,7 +678,7 @@ fn inpainting_matches_diffusers() {
         }),
         ..Request::default()
     };
-    let mut run = |pipe: &Pipeline, name: &str, r: &Request| {
+    let run = |pipe: &Pipeline, name: &str, r: &Request| {
         let out = pipe.generate(gpu, r, &mut |_| true).unwrap();
         let want = g.read_f32(name, &[1, 32, 32, 3]).unwrap();
         check(&format!("inpaint {name}"), &out.image, &want, 1e-3, 1e-3);
