@@ -713,3 +713,78 @@ fn inpainting_matches_diffusers() {
     let e = pipe.generate(gpu, &no_mask, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("give a mask"), "{e}");
 }
+
+/// Batches: `batch_size` 2 against diffusers' `num_images_per_prompt=2` (one seeded draw of
+/// `[2, 4, 8, 8]`, both images in one U-Net call); through the CLI with `--batch-count 2`:
+/// four numbered files, the second run seeded seed + 1, each PNG recording its seed.
+#[test]
+fn batches_match_diffusers_and_number_their_files() {
+    let gpu = gpu();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
+    let want = g.read_f32("batch2_seed7", &[2, 32, 32, 3]).unwrap();
+    let req = Request {
+        prompt: "a red sneaker on a white table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 3,
+        guidance: 7.5,
+        sampler: Some(sd_wgpu::schedulers::SamplerKind::Ddim { eta: 0.0 }),
+        width: 32,
+        height: 32,
+        seed: 7,
+        batch_size: 2,
+        ..Request::default()
+    };
+    let out = pipe.generate(gpu, &req, &mut |_| true).unwrap();
+    assert_eq!(out.latents.len(), 2 * 4 * 8 * 8);
+    check("batch of 2", &out.image, &want, 1e-3, 1e-3);
+    let p = psnr(&out.image, &want);
+    eprintln!("batch of 2 PSNR vs diffusers: {p:.1} dB");
+    assert!(p >= 40.0);
+
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args(["generate", "--model"])
+        .arg(root.join("sd1-tiny"))
+        .args(["--prompt", "a red sneaker on a white table"])
+        .args(["--negative-prompt", "blurry", "--steps", "3", "--seed", "7"])
+        .args([
+            "--sampler",
+            "ddim",
+            "--batch-size",
+            "2",
+            "--batch-count",
+            "2",
+        ])
+        .args(["--width", "32", "--height", "32", "--out"])
+        .arg(dir.join("b.png"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let want255: Vec<f32> = want.iter().map(|v| (v * 255.0).round()).collect();
+    for k in 0..4 {
+        let path = dir.join(format!("b-{k:03}.png"));
+        let (_, _, got) = read_png_rgb(&path);
+        if k < 2 {
+            let w = &want255[k * 3072..(k + 1) * 3072];
+            check(&format!("cli batch image {k}"), &got, w, 1.0, 0.0);
+        }
+        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
+        let reader = dec.read_info().unwrap();
+        let params = reader
+            .info()
+            .uncompressed_latin1_text
+            .iter()
+            .find(|t| t.keyword == "parameters")
+            .map(|t| t.text.clone())
+            .unwrap();
+        let seed = if k < 2 { "Seed: 7," } else { "Seed: 8," };
+        assert!(
+            params.contains(seed) && params.contains(&format!("Batch pos: {}", k % 2)),
+            "{params}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -103,6 +103,9 @@ pub struct Request {
     pub init_image: Option<InitImage>,
     /// Prompts over 75 tokens: encoded in 77-token chunks (default) or truncated.
     pub long_prompt: LongPrompt,
+    /// Images per U-Net call (diffusers' `num_images_per_prompt`: one seeded draw of
+    /// `[n, 4, h, w]` initial latents). Text-to-image only for now.
+    pub batch_size: usize,
 }
 
 /// What happens to a prompt longer than one 77-token window.
@@ -130,6 +133,7 @@ impl Default for Request {
             clip_skip: 0,
             init_image: None,
             long_prompt: LongPrompt::Chunk,
+            batch_size: 1,
         }
     }
 }
@@ -142,9 +146,10 @@ pub struct Progress {
 }
 
 pub struct Output {
-    /// Final latents before VAE scaling, f32 `[1, 4, h/f, w/f]` (NCHW, as diffusers returns).
+    /// Final latents before VAE scaling, f32 `[n, 4, h/f, w/f]` (NCHW, as diffusers returns;
+    /// n = `batch_size`).
     pub latents: Vec<f32>,
-    /// RGB `[height, width, 3]` in [0, 1].
+    /// RGB `[n, height, width, 3]` in [0, 1] (one image after another).
     pub image: Vec<f32>,
     pub width: usize,
     pub height: usize,
@@ -426,7 +431,34 @@ impl Pipeline {
         let mut timings = Timings::default();
         let clock = std::time::Instant::now();
         let mut rec = Recorder::new(gpu);
+        let n = req.batch_size;
+        if n == 0 || (n > 1 && req.init_image.is_some()) {
+            return Err(Error::unsupported(
+                OP,
+                format!("batch size {n} (1 or more; more than 1 only for text-to-image so far)"),
+            ));
+        }
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
+        let context = if n > 1 {
+            // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
+            let shape = context.shape().to_vec();
+            rec.submit()?;
+            let host = context.to_vec(gpu)?;
+            let row = shape[1] * shape[2];
+            let rep: Vec<f32> = host
+                .chunks(row)
+                .flat_map(|r| std::iter::repeat_n(r, n).flatten().copied())
+                .collect();
+            Tensor::from_f32(
+                gpu,
+                &rep,
+                &[shape[0] * n, shape[1], shape[2]],
+                DType::F32,
+                "prompt context",
+            )?
+        } else {
+            context
+        };
         rec.submit()?;
         gpu.wait()?;
         timings.text_encoding = clock.elapsed();
@@ -435,21 +467,21 @@ impl Pipeline {
         // drawn in diffusers' order.
         let mut generator = TorchGenerator::new(req.seed);
         let init: Vec<f32> = match &req.init_latents {
-            Some(l) if l.len() == c * h * w => nchw_to_nhwc(l, c, h, w),
+            Some(l) if l.len() == n * c * h * w => nchw_to_nhwc(l, c, h, w),
             Some(l) => {
                 return Err(Error::shape(
                     OP,
                     format!(
-                        "init latents hold {} values, [1, {c}, {h}, {w}] needs {}",
+                        "init latents hold {} values, [{n}, {c}, {h}, {w}] needs {}",
                         l.len(),
-                        c * h * w
+                        n * c * h * w
                     ),
                 ));
             }
             // img2img: the latents come from the image (below).
             None if req.init_image.is_some() => Vec::new(),
-            // diffusers' prepare_latents: randn([1, c, h, w]) from the seeded CPU generator.
-            None => nchw_to_nhwc(&generator.randn(c * h * w), c, h, w),
+            // diffusers' prepare_latents: randn([n, c, h, w]) from the seeded CPU generator.
+            None => nchw_to_nhwc(&generator.randn(n * c * h * w), c, h, w),
         };
         let first = match &req.init_image {
             None => 0,
@@ -467,7 +499,7 @@ impl Pipeline {
         let mut x = match &req.init_image {
             None => {
                 let sigma0 = sampler.init_noise_sigma() as f32;
-                let x0 = Tensor::from_f32(gpu, &init, &[1, h, w, c], DType::F32, "latents")?;
+                let x0 = Tensor::from_f32(gpu, &init, &[n, h, w, c], DType::F32, "latents")?;
                 ops::unary(&mut rec, &x0, Unary::Affine, sigma0, 0.0)?
             }
             Some(im) => {
@@ -609,19 +641,19 @@ impl Pipeline {
             };
             let ci = xin.shape()[3];
             let m = if guided {
-                // Batch 2: [uncond; cond], as diffusers concatenates them.
-                let n = xin.numel();
+                // Batch 2n: [uncond × n; cond × n], as diffusers concatenates them.
+                let numel = xin.numel();
+                let flat = xin.reshape(&[1, numel])?;
                 let x2 =
-                    ops::concat_channels(&mut rec, &xin.reshape(&[1, n])?, &xin.reshape(&[1, n])?)?
-                        .reshape(&[2, h, w, ci])?;
+                    ops::concat_channels(&mut rec, &flat, &flat)?.reshape(&[2 * n, h, w, ci])?;
                 let eps = self.unet.forward(&mut rec, &x2, t, &context)?;
-                let (u, cnd) = (eps.narrow0(0, 1)?, eps.narrow0(1, 1)?);
+                let (u, cnd) = (eps.narrow0(0, n)?, eps.narrow0(n, n)?);
                 ops::lincomb(&mut rec, &[(1.0 - req.guidance, &u), (req.guidance, &cnd)])?
             } else {
                 self.unet.forward(&mut rec, &xin, t, &context)?
             };
             let noise = if sampler.needs_noise(i) {
-                let z = nchw_to_nhwc(&generator.randn(c * h * w), c, h, w);
+                let z = nchw_to_nhwc(&generator.randn(n * c * h * w), c, h, w);
                 Some(Tensor::from_f32(
                     gpu,
                     &z,
@@ -758,21 +790,27 @@ impl Pipeline {
     }
 }
 
+/// NCHW → NHWC for any number of images (`v.len()` a multiple of c·h·w).
 fn nchw_to_nhwc(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     let mut out = vec![0.0; v.len()];
-    for ch in 0..c {
-        for p in 0..h * w {
-            out[p * c + ch] = v[ch * h * w + p];
+    for (src, dst) in v.chunks(c * h * w).zip(out.chunks_mut(c * h * w)) {
+        for ch in 0..c {
+            for p in 0..h * w {
+                dst[p * c + ch] = src[ch * h * w + p];
+            }
         }
     }
     out
 }
 
+/// NHWC → NCHW for any number of images.
 fn nhwc_to_nchw(v: &[f32], c: usize, h: usize, w: usize) -> Vec<f32> {
     let mut out = vec![0.0; v.len()];
-    for ch in 0..c {
-        for p in 0..h * w {
-            out[ch * h * w + p] = v[p * c + ch];
+    for (src, dst) in v.chunks(c * h * w).zip(out.chunks_mut(c * h * w)) {
+        for ch in 0..c {
+            for p in 0..h * w {
+                dst[ch * h * w + p] = src[p * c + ch];
+            }
         }
     }
     out

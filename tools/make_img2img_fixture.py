@@ -64,3 +64,13 @@ with torch.no_grad():
 out["latents_pndm"] = lat
 save_file(out, root / "img2img-golden.safetensors")
 print("txt2img pndm timesteps", [int(t) for t in t2i.scheduler.timesteps])
+
+# A batch: num_images_per_prompt=2 (one seeded draw of [2, 4, 8, 8]), DDIM, 3 steps: batch2_seed7.
+t2i.scheduler = DDIMScheduler.from_config(cfg)
+with torch.no_grad():
+    out["batch2_seed7"] = torch.from_numpy(t2i(prompt="a red sneaker on a white table", negative_prompt="blurry",
+                                               num_images_per_prompt=2, num_inference_steps=3, guidance_scale=7.5,
+                                               height=32, width=32, generator=torch.Generator("cpu").manual_seed(7),
+                                               output_type="np").images).contiguous()
+save_file(out, root / "img2img-golden.safetensors")
+print("batch", tuple(out["batch2_seed7"].shape))

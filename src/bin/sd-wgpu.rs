@@ -105,6 +105,13 @@ struct GenerateArgs {
     /// Inpainting: paste the original pixels back outside the mask after decoding.
     #[arg(long)]
     keep_unmasked: bool,
+    /// Images per U-Net call (one seeded draw for the whole batch, as diffusers'
+    /// num_images_per_prompt).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Runs one after another with seeds seed, seed+1, ...; files are numbered.
+    #[arg(long, default_value_t = 1)]
+    batch_count: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -300,7 +307,12 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         Some(p) => {
             let (shape, v) = sd_wgpu::npy::read_f32(p)?;
             let f = pipe.vae_scale_factor();
-            let want = [1, pipe.unet.config.in_channels, height / f, width / f];
+            let want = [
+                a.batch_size,
+                pipe.unet.config.out_channels,
+                height / f,
+                width / f,
+            ];
             if shape != want {
                 bail!(
                     "{}: shape {shape:?}, expected {want:?} for {}x{} px",
@@ -324,6 +336,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         init_latents,
         seed: a.seed,
         clip_skip: a.clip_skip,
+        batch_size: a.batch_size,
         long_prompt: match a.long_prompt {
             LongPromptArg::Chunk => LongPrompt::Chunk,
             LongPromptArg::Truncate => LongPrompt::Truncate,
@@ -351,72 +364,108 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         },
     };
     gpu.reset_peak_memory();
-    let bar = indicatif::ProgressBar::new(a.steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    bar.set_message("sampling");
-    let out = pipe.generate(&gpu, &req, &mut |p| {
-        bar.set_length(p.steps as u64);
-        bar.set_position(p.step as u64);
-        true
-    })?;
-    bar.finish_and_clear();
-    if out.truncated_tokens > 0 {
+    let total = a.batch_size * a.batch_count;
+    // Numbered file names when there is more than one image: image-000.png, …
+    let numbered = |path: &std::path::Path, k: usize, ext: &str| -> PathBuf {
+        if total == 1 {
+            return path.to_path_buf();
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+        path.with_file_name(format!("{stem}-{k:03}.{ext}"))
+    };
+    for run in 0..a.batch_count.max(1) {
+        let req = Request {
+            seed: a.seed + run as u64,
+            ..req.clone()
+        };
+        let bar = indicatif::ProgressBar::new(a.steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(if a.batch_count > 1 {
+            format!("run {}/{}", run + 1, a.batch_count)
+        } else {
+            "sampling".to_string()
+        });
+        let out = pipe.generate(&gpu, &req, &mut |p| {
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64);
+            true
+        })?;
+        bar.finish_and_clear();
+        if out.truncated_tokens > 0 {
+            eprintln!(
+                "warning: the prompt is longer than 77 tokens; {} tokens were dropped",
+                out.truncated_tokens
+            );
+        }
+        let used = req.sampler.unwrap_or(pipe.default_sampler);
+        let per_image = out.width * out.height * 3;
+        for (j, img) in out.image.chunks(per_image).enumerate() {
+            let mut params = format!(
+                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {:?}, CFG scale: {}, Seed: {}, Size: {}x{}, Clip skip: {}, Model: {}, Engine: sd-wgpu {}",
+                a.prompt,
+                a.negative_prompt,
+                a.steps,
+                used,
+                a.guidance,
+                req.seed,
+                width,
+                height,
+                a.clip_skip,
+                model.display(),
+                env!("CARGO_PKG_VERSION")
+            );
+            if a.batch_size > 1 {
+                params.push_str(&format!(", Batch size: {}, Batch pos: {j}", a.batch_size));
+            }
+            if let Some(p) = &a.init_image {
+                params.push_str(&format!(
+                    ", Denoising strength: {}, Init image: {}",
+                    strength,
+                    p.display()
+                ));
+            }
+            let path = numbered(&a.out, run * a.batch_size + j, "png");
+            sd_wgpu::imageio::write_png(
+                &path,
+                img,
+                out.width,
+                out.height,
+                &[("parameters", &params)],
+            )?;
+            eprintln!("wrote {} (seed {})", path.display(), req.seed);
+        }
+        if let Some(p) = &a.latents_out {
+            let f = pipe.vae_scale_factor();
+            let path = if a.batch_count > 1 {
+                numbered(p, run, "npy")
+            } else {
+                p.clone()
+            };
+            sd_wgpu::npy::write_f32(
+                &path,
+                &[
+                    a.batch_size,
+                    pipe.unet.config.out_channels,
+                    height / f,
+                    width / f,
+                ],
+                &out.latents,
+            )?;
+        }
+        let t = out.timings;
         eprintln!(
-            "warning: the prompt is longer than 77 tokens; {} tokens were dropped",
-            out.truncated_tokens
+            "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",
+            t.text_encoding.as_secs_f64(),
+            t.sampling.as_secs_f64(),
+            t.sampling.as_secs_f64() / out.steps_run.max(1) as f64,
+            t.decoding.as_secs_f64(),
+            gpu.memory_stats().peak as f64 / (1 << 20) as f64
         );
     }
-    let used = req.sampler.unwrap_or(pipe.default_sampler);
-    let mut params = format!(
-        "{}\nNegative prompt: {}\nSteps: {}, Sampler: {:?}, CFG scale: {}, Seed: {}, Size: {}x{}, Clip skip: {}, Model: {}, Engine: sd-wgpu {}",
-        a.prompt,
-        a.negative_prompt,
-        a.steps,
-        used,
-        a.guidance,
-        a.seed,
-        width,
-        height,
-        a.clip_skip,
-        model.display(),
-        env!("CARGO_PKG_VERSION")
-    );
-    if let Some(p) = &a.init_image {
-        params.push_str(&format!(
-            ", Denoising strength: {}, Init image: {}",
-            strength,
-            p.display()
-        ));
-    }
-    sd_wgpu::imageio::write_png(
-        &a.out,
-        &out.image,
-        out.width,
-        out.height,
-        &[("parameters", &params)],
-    )?;
-    if let Some(p) = &a.latents_out {
-        let f = pipe.vae_scale_factor();
-        sd_wgpu::npy::write_f32(
-            p,
-            &[1, pipe.unet.config.in_channels, height / f, width / f],
-            &out.latents,
-        )?;
-    }
-    let t = out.timings;
-    eprintln!(
-        "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",
-        t.text_encoding.as_secs_f64(),
-        t.sampling.as_secs_f64(),
-        t.sampling.as_secs_f64() / out.steps_run.max(1) as f64,
-        t.decoding.as_secs_f64(),
-        gpu.memory_stats().peak as f64 / (1 << 20) as f64
-    );
-    eprintln!("wrote {}", a.out.display());
     Ok(())
 }
