@@ -788,3 +788,98 @@ fn batches_match_diffusers_and_number_their_files() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Previews through the progress callback every N steps (the latent → RGB approximation of the
+/// latents at that step), and cancellation from another thread: the run stops at the step it
+/// was asked to, every buffer it held is back in the pool, and the next request gives
+/// diffusers' image.
+#[test]
+fn previews_and_cancellation_from_another_thread() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // Its own device: the memory accounting must not see the tests running beside it.
+    let own = sd_wgpu::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let gpu = &own;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
+    let req = Request {
+        prompt: "a red sneaker on a white table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 4,
+        guidance: 7.5,
+        width: 32,
+        height: 32,
+        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
+        preview_every: 2,
+        ..Request::default()
+    };
+    let mut previews = Vec::new();
+    let out = pipe
+        .generate(gpu, &req, &mut |p| {
+            if let Some(pv) = p.preview {
+                previews.push((p.step, pv));
+            }
+            true
+        })
+        .unwrap();
+    assert_eq!(previews.iter().map(|p| p.0).collect::<Vec<_>>(), [2, 4]);
+    // The last preview is the approximation of the final latents.
+    let nhwc: Vec<f32> = (0..64)
+        .flat_map(|p| (0..4).map(move |c| (p, c)))
+        .map(|(p, c)| out.latents[c * 64 + p])
+        .collect();
+    let want = sd_wgpu::pipeline::latent_preview(&nhwc, 8, 8, 4);
+    let last = &previews[1].1;
+    assert_eq!((last.width, last.height), (8, 8));
+    check(
+        "preview of the final latents",
+        &last.rgb,
+        &want.rgb,
+        1e-6,
+        0.0,
+    );
+
+    // Cancel from another thread while step 1 is being reported.
+    let before = gpu.memory_stats().in_use;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let (c2, s2) = (cancel.clone(), started.clone());
+    let canceller = std::thread::spawn(move || {
+        while !s2.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        c2.store(true, Ordering::SeqCst);
+    });
+    let plain = Request {
+        preview_every: 0,
+        ..req.clone()
+    };
+    let e = pipe
+        .generate(gpu, &plain, &mut |_| {
+            started.store(true, Ordering::SeqCst);
+            while !cancel.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            false
+        })
+        .err()
+        .unwrap();
+    canceller.join().unwrap();
+    assert!(matches!(e, sd_wgpu::Error::Cancelled { step: 1 }), "{e}");
+    assert_eq!(
+        gpu.memory_stats().in_use,
+        before,
+        "the cancelled run left buffers in use"
+    );
+    // Still usable: the next run is diffusers' image.
+    let again = pipe.generate(gpu, &plain, &mut |_| true).unwrap();
+    let want = g.read_f32("image", &[1, 32, 32, 3]).unwrap();
+    check(
+        "txt2img after a cancelled run",
+        &again.image,
+        &want,
+        1e-3,
+        1e-3,
+    );
+}

@@ -106,6 +106,8 @@ pub struct Request {
     /// Images per U-Net call (diffusers' `num_images_per_prompt`: one seeded draw of
     /// `[n, 4, h, w]` initial latents). Text-to-image only for now.
     pub batch_size: usize,
+    /// Deliver a [`Preview`] through the progress callback every this many steps (0: never).
+    pub preview_every: usize,
 }
 
 /// What happens to a prompt longer than one 77-token window.
@@ -134,15 +136,59 @@ impl Default for Request {
             init_image: None,
             long_prompt: LongPrompt::Chunk,
             batch_size: 1,
+            preview_every: 0,
         }
     }
 }
 
-/// Progress reported after every sampling step; return `false` to cancel.
-#[derive(Clone, Copy, Debug)]
+/// Progress reported after every sampling step; return `false` to cancel (the run ends
+/// there, within one step, and every buffer it held goes back to the pool).
+#[derive(Clone, Debug)]
 pub struct Progress {
     pub step: usize,
     pub steps: usize,
+    /// Every `Request::preview_every` steps: a cheap RGB approximation of the current
+    /// latents (first image of the batch).
+    pub preview: Option<Preview>,
+}
+
+/// A latent → RGB approximation at latent resolution: a fixed linear map of the 4 latent
+/// channels (the factors the common UIs use for SD 1.x / 2.x latents), no VAE.
+#[derive(Clone, Debug)]
+pub struct Preview {
+    pub width: usize,
+    pub height: usize,
+    /// `[height, width, 3]` in [0, 1].
+    pub rgb: Vec<f32>,
+}
+
+/// SD 1.x / 2.x latent channel → RGB contributions (rows: latent channels).
+const LATENT_RGB: [[f32; 3]; 4] = [
+    [0.3512, 0.2297, 0.3227],
+    [0.3250, 0.4974, 0.2350],
+    [-0.2829, 0.1762, 0.2721],
+    [-0.2120, -0.2616, -0.7177],
+];
+
+/// The preview of NHWC latents (`[.., h, w, c]`, first image), c = 4; other channel counts
+/// give gray from the channel mean.
+pub fn latent_preview(latents: &[f32], h: usize, w: usize, c: usize) -> Preview {
+    let mut rgb = Vec::with_capacity(h * w * 3);
+    for px in latents[..h * w * c].chunks_exact(c) {
+        for k in 0..3 {
+            let v = if c == 4 {
+                px.iter().zip(&LATENT_RGB).map(|(v, f)| v * f[k]).sum::<f32>()
+            } else {
+                px.iter().sum::<f32>() / c as f32
+            };
+            rgb.push(((v + 1.0) / 2.0).clamp(0.0, 1.0));
+        }
+    }
+    Preview {
+        width: w,
+        height: h,
+        rgb,
+    }
 }
 
 pub struct Output {
@@ -697,9 +743,16 @@ impl Pipeline {
                     "latents",
                 )?;
             }
+            let step = i + 1 - first;
+            let preview = if req.preview_every > 0 && step % req.preview_every == 0 {
+                Some(latent_preview(&x.to_vec(gpu)?, h, w, c))
+            } else {
+                None
+            };
             if !progress(Progress {
-                step: i + 1 - first,
+                step,
                 steps: total - first,
+                preview,
             }) {
                 return Err(Error::Cancelled {
                     step: i + 1 - first,

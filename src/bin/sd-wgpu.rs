@@ -112,6 +112,12 @@ struct GenerateArgs {
     /// Runs one after another with seeds seed, seed+1, ...; files are numbered.
     #[arg(long, default_value_t = 1)]
     batch_count: usize,
+    /// Write a cheap latent preview every N steps (to --preview).
+    #[arg(long, default_value_t = 0)]
+    preview_every: usize,
+    /// Where --preview-every writes its preview PNG (overwritten each time).
+    #[arg(long, default_value = "preview.png")]
+    preview: PathBuf,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -337,6 +343,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         seed: a.seed,
         clip_skip: a.clip_skip,
         batch_size: a.batch_size,
+        preview_every: a.preview_every,
         long_prompt: match a.long_prompt {
             LongPromptArg::Chunk => LongPrompt::Chunk,
             LongPromptArg::Truncate => LongPrompt::Truncate,
@@ -390,11 +397,35 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         } else {
             "sampling".to_string()
         });
+        let scale = pipe.vae_scale_factor();
+        let mut preview_err = None;
         let out = pipe.generate(&gpu, &req, &mut |p| {
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
+            if let Some(pv) = &p.preview {
+                // Nearest-upscaled to the image size.
+                let (w, h) = (pv.width * scale, pv.height * scale);
+                let mut big = Vec::with_capacity(w * h * 3);
+                for y in 0..h {
+                    for x in 0..w {
+                        let s = ((y / scale) * pv.width + x / scale) * 3;
+                        big.extend_from_slice(&pv.rgb[s..s + 3]);
+                    }
+                }
+                let text = format!("step {}/{}", p.step, p.steps);
+                if let Err(e) =
+                    sd_wgpu::imageio::write_png(&a.preview, &big, w, h, &[("preview", &text)])
+                {
+                    preview_err = Some(e);
+                    return false;
+                }
+            }
             true
-        })?;
+        });
+        if let Some(e) = preview_err {
+            return Err(e.into());
+        }
+        let out = out?;
         bar.finish_and_clear();
         if out.truncated_tokens > 0 {
             eprintln!(
