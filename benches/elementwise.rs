@@ -86,6 +86,16 @@ fn elementwise(c: &mut Criterion) {
             ops::sampler_step(rec, &lat, &eps, None, None, step, false).expect("step");
         },
     );
+    let img = tensor(&[512, 512, 3], DType::F32, 8);
+    bench(
+        c,
+        "elementwise",
+        "to_rgba8 512x512",
+        Work::Bytes(512 * 512 * (12 + 4)),
+        |rec| {
+            ops::to_rgba8(rec, &img, false).expect("to_rgba8");
+        },
+    );
 }
 
 criterion_group!(benches, elementwise);

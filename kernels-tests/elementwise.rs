@@ -199,3 +199,44 @@ fn timestep_embedding_matches_diffusers_formula() {
         );
     }
 }
+
+/// RGB → packed RGBA8 texels (the texture output): bit-exact against the plain-loop reference,
+/// values beyond [0, 1] and exact half-steps (k + 0.5)/255 included, RGBA and BGRA, SD's 512²
+/// and odd sizes (row padding to 64 texels).
+#[test]
+fn to_rgba8_matches_reference_bit_exactly() {
+    let gpu = gpu();
+    for (h, w) in [(512, 512), (37, 23), (1, 1), (3, 65)] {
+        let n = h * w * 3;
+        let mut x: Vec<f32> = Rng::new(n as u64)
+            .normals(n, 0.6)
+            .iter()
+            .map(|v| v + 0.5)
+            .collect();
+        for (i, v) in x.iter_mut().enumerate().step_by(7) {
+            *v = ((i % 256) as f32 + 0.5) / 255.0;
+        }
+        let xt = upload(&x, &[h, w, 3], DType::F32, "image");
+        for swap in [false, true] {
+            let mut rec = Recorder::new(gpu);
+            let y = ops::to_rgba8(&mut rec, &xt, swap).unwrap();
+            let row = ops::rgba8_row(w);
+            assert_eq!(y.shape(), [h, row]);
+            let got: Vec<u32> = run(rec, &y).iter().map(|v| v.to_bits()).collect();
+            let want = reference::to_rgba8(&x, h, w, row, swap);
+            let bad = got.iter().zip(&want).position(|(a, b)| a != b);
+            assert!(
+                bad.is_none(),
+                "to_rgba8 {h}x{w} swap {swap}: texel {} is {:08x}, reference {:08x}",
+                bad.unwrap(),
+                got[bad.unwrap()],
+                want[bad.unwrap()]
+            );
+        }
+    }
+    let bad = upload(&[0.0; 8], &[2, 4], DType::F32, "two channels");
+    let e = ops::to_rgba8(&mut Recorder::new(gpu), &bad, false)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("two channels"), "{e}");
+}

@@ -177,7 +177,10 @@ pub fn latent_preview(latents: &[f32], h: usize, w: usize, c: usize) -> Preview 
     for px in latents[..h * w * c].chunks_exact(c) {
         for k in 0..3 {
             let v = if c == 4 {
-                px.iter().zip(&LATENT_RGB).map(|(v, f)| v * f[k]).sum::<f32>()
+                px.iter()
+                    .zip(&LATENT_RGB)
+                    .map(|(v, f)| v * f[k])
+                    .sum::<f32>()
             } else {
                 px.iter().sum::<f32>() / c as f32
             };
@@ -451,6 +454,68 @@ impl Pipeline {
         gpu: &Gpu,
         req: &Request,
         progress: &mut dyn FnMut(Progress) -> bool,
+    ) -> Result<Output> {
+        self.run(gpu, req, progress, None)
+    }
+
+    /// Runs `req` and writes the image into `texture` on the GPU, with no CPU readback (the
+    /// returned `Output::image` is empty; `latents` are still returned). The texture must be
+    /// on the engine's device (a host app hands its device over with `Gpu::from_device`), 2-D,
+    /// the request's size, `COPY_DST`, and `Rgba8Unorm(Srgb)` or `Bgra8Unorm(Srgb)`; texel
+    /// bytes are the PNG's (sRGB-encoded values), so an `…Srgb` format samples as the PNG
+    /// looks. Batches of more than one image are refused.
+    pub fn generate_to_texture(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        progress: &mut dyn FnMut(Progress) -> bool,
+        texture: &wgpu::Texture,
+    ) -> Result<Output> {
+        use wgpu::TextureFormat as F;
+        const OP: &str = "texture output";
+        let bad = |what: String| Error::unsupported(OP, what);
+        let size = texture.size();
+        if texture.dimension() != wgpu::TextureDimension::D2
+            || (size.width as usize, size.height as usize) != (req.width, req.height)
+            || size.depth_or_array_layers != 1
+        {
+            return Err(bad(format!(
+                "texture {}x{}x{} ({:?}), the request is {}x{} (2-D, one layer)",
+                size.width,
+                size.height,
+                size.depth_or_array_layers,
+                texture.dimension(),
+                req.width,
+                req.height
+            )));
+        }
+        if !matches!(
+            texture.format(),
+            F::Rgba8Unorm | F::Rgba8UnormSrgb | F::Bgra8Unorm | F::Bgra8UnormSrgb
+        ) {
+            return Err(bad(format!(
+                "format {:?} (Rgba8Unorm(Srgb) or Bgra8Unorm(Srgb))",
+                texture.format()
+            )));
+        }
+        if !texture.usage().contains(wgpu::TextureUsages::COPY_DST) {
+            return Err(bad("the texture needs TextureUsages::COPY_DST".into()));
+        }
+        if req.batch_size != 1 {
+            return Err(bad(format!(
+                "batch size {} (one image per texture)",
+                req.batch_size
+            )));
+        }
+        self.run(gpu, req, progress, Some(texture))
+    }
+
+    fn run(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        progress: &mut dyn FnMut(Progress) -> bool,
+        texture: Option<&wgpu::Texture>,
     ) -> Result<Output> {
         const OP: &str = "generate";
         let f = self.vae_scale_factor();
@@ -775,6 +840,47 @@ impl Pipeline {
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
         let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
+        if let Some(tex) = texture {
+            let swap = matches!(
+                tex.format(),
+                wgpu::TextureFormat::Bgra8Unorm | wgpu::TextureFormat::Bgra8UnormSrgb
+            );
+            let (hh, ww) = (req.height, req.width);
+            let texels = ops::to_rgba8(&mut rec, &img.reshape(&[hh, ww, 3])?, swap)?;
+            rec.submit()?;
+            let mut enc = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("sd-wgpu texture output"),
+                });
+            enc.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: texels.buffer().raw(),
+                    layout: wgpu::TexelCopyBufferLayout {
+                        offset: texels.byte_offset(),
+                        bytes_per_row: Some((ops::rgba8_row(ww) * 4) as u32),
+                        rows_per_image: Some(hh as u32),
+                    },
+                },
+                tex.as_image_copy(),
+                wgpu::Extent3d {
+                    width: ww as u32,
+                    height: hh as u32,
+                    depth_or_array_layers: 1,
+                },
+            );
+            gpu.queue().submit([enc.finish()]);
+            timings.decoding = clock.elapsed();
+            return Ok(Output {
+                latents,
+                image: Vec::new(),
+                width: req.width,
+                height: req.height,
+                truncated_tokens,
+                steps_run: total - first,
+                timings,
+            });
+        }
         rec.submit()?;
         let mut image = img.to_vec(gpu)?;
         if let Some(im) = req.init_image.as_ref().filter(|im| im.keep_unmasked) {

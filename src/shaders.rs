@@ -50,6 +50,7 @@ pub const SOURCES: &[(&str, &str)] = &[
         "sampler_step.wgsl",
         include_str!("../shaders/sampler_step.wgsl"),
     ),
+    ("to_rgba8.wgsl", include_str!("../shaders/to_rgba8.wgsl")),
 ];
 
 /// A define: a boolean for `#if`, or an integer that becomes a `const`.

@@ -72,6 +72,18 @@ pub struct TimestepParams {
     pub _pad1: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Rgba8Params {
+    pub h: u32,
+    pub w: u32,
+    pub row: u32,
+    pub swap: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub _pad: [u32; 2],
+}
+
 /// `y = f(alpha·x + beta)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Unary {
@@ -139,8 +151,58 @@ fn timestep_key() -> KernelKey {
     }
 }
 
+fn rgba8_key() -> KernelKey {
+    KernelKey {
+        shader: "to_rgba8.wgsl",
+        entry: "main",
+        defines: vec![],
+        overrides: vec![("WG", 256)],
+        bindings: vec![Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<Rgba8Params>() as u64,
+    }
+}
+
+/// Texels per padded row: `w` rounded up to 64 (256 bytes, wgpu's `COPY_BYTES_PER_ROW_ALIGNMENT`).
+pub fn rgba8_row(w: usize) -> usize {
+    w.div_ceil(64) * 64
+}
+
+/// An RGB image `[h, w, 3]` (f32, [0, 1]) → packed RGBA8 texels `[h, rgba8_row(w)]` (u32 bit
+/// patterns in a buffer the tensor labels f32), ready for `copy_buffer_to_texture`; `swap_rb`
+/// for BGRA8 targets.
+pub fn to_rgba8(rec: &mut Recorder<'_>, x: &Tensor, swap_rb: bool) -> Result<Tensor> {
+    const OP: &str = "to_rgba8";
+    require_f32(OP, "x", x)?;
+    let &[h, w, 3] = x.shape() else {
+        return Err(Error::shape(
+            OP,
+            format!("`{}` must be [h, w, 3], got {:?}", x.name(), x.shape()),
+        ));
+    };
+    let row = rgba8_row(w);
+    let y = Tensor::empty(rec.gpu(), &[h, row], DType::F32, "rgba8 texels")?;
+    if h * w == 0 {
+        return Ok(y);
+    }
+    let gpu = rec.gpu();
+    let (xb, yb) = (x.bind(gpu, OP)?, y.bind(gpu, OP)?);
+    let params = Rgba8Params {
+        h: h as u32,
+        w: w as u32,
+        row: row as u32,
+        swap: u32::from(swap_rb),
+        x_off: xb.elem_offset,
+        y_off: yb.elem_offset,
+        ..Default::default()
+    };
+    let grid = gpu.grid(OP, (h * row).div_ceil(256) as u64)?;
+    push(rec, rgba8_key(), &params, vec![xb.range, yb.range], grid)?;
+    Ok(y)
+}
+
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     vec![
+        rgba8_key(),
         ew_key("unary"),
         ew_key("binary"),
         ew_key("geglu"),

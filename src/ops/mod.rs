@@ -14,8 +14,8 @@ pub mod sampler;
 pub use attention::{AttentionOptions, attention};
 pub use conv2d::{Conv2dOptions, conv2d};
 pub use elementwise::{
-    Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, timestep_embedding, unary,
-    upsample_nearest, upsample_nearest2x,
+    Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, rgba8_row, timestep_embedding,
+    to_rgba8, unary, upsample_nearest, upsample_nearest2x,
 };
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};
