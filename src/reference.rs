@@ -386,6 +386,24 @@ pub fn sampler_step(
     (y, e_out)
 }
 
+/// RGB `[h, w, 3]` → RGBA8 texels `[h, row]` (u32, little-endian R, G, B, 255; padding 0):
+/// `round_half_even(clamp(v, 0, 1)·255)`, R and B swapped for BGRA.
+pub fn to_rgba8(x: &[f32], h: usize, w: usize, row: usize, swap_rb: bool) -> Vec<u32> {
+    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u32;
+    let mut out = vec![0u32; h * row];
+    for r in 0..h {
+        for c in 0..w {
+            let s = (r * w + c) * 3;
+            let (mut red, green, mut blue) = (q(x[s]), q(x[s + 1]), q(x[s + 2]));
+            if swap_rb {
+                std::mem::swap(&mut red, &mut blue);
+            }
+            out[r * row + c] = red | (green << 8) | (blue << 16) | (255 << 24);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,22 +458,4 @@ mod tests {
             vec![0., 0., 1., 1.]
         );
     }
-}
-
-/// RGB `[h, w, 3]` → RGBA8 texels `[h, row]` (u32, little-endian R, G, B, 255; padding 0):
-/// `round_half_even(clamp(v, 0, 1)·255)`, R and B swapped for BGRA.
-pub fn to_rgba8(x: &[f32], h: usize, w: usize, row: usize, swap_rb: bool) -> Vec<u32> {
-    let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round_ties_even() as u32;
-    let mut out = vec![0u32; h * row];
-    for r in 0..h {
-        for c in 0..w {
-            let s = (r * w + c) * 3;
-            let (mut red, green, mut blue) = (q(x[s]), q(x[s + 1]), q(x[s + 2]));
-            if swap_rb {
-                std::mem::swap(&mut red, &mut blue);
-            }
-            out[r * row + c] = red | (green << 8) | (blue << 16) | (255 << 24);
-        }
-    }
-    out
 }
