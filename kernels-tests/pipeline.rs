@@ -883,3 +883,48 @@ fn previews_and_cancellation_from_another_thread() {
         1e-3,
     );
 }
+
+/// Several pipelines on one `Gpu`: loading the same model again shares its weight buffers
+/// (no new device memory in use), unless `private_weights` asks for a copy; the pipelines
+/// give identical images, and dropping one keeps the other's weights alive.
+#[test]
+fn pipelines_on_one_gpu_share_weights() {
+    use sd_wgpu::pipeline::LoadOptions;
+    let own = sd_wgpu::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let gpu = &own;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let base = gpu.memory_stats().in_use;
+    let a = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let one = gpu.memory_stats().in_use - base;
+    assert!(one > 1 << 20, "weights: {one} bytes");
+    let b = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    assert_eq!(
+        gpu.memory_stats().in_use - base,
+        one,
+        "a second load doubled the weights"
+    );
+    let opts = LoadOptions {
+        private_weights: true,
+        ..LoadOptions::default()
+    };
+    let c = Pipeline::load_with(gpu, &root.join("sd1-tiny"), &opts).unwrap();
+    assert_eq!(
+        gpu.memory_stats().in_use - base,
+        2 * one,
+        "private weights are a copy"
+    );
+    let req = Request {
+        prompt: "a red sneaker".into(),
+        steps: 2,
+        width: 32,
+        height: 32,
+        seed: 3,
+        ..Request::default()
+    };
+    let ia = a.generate(gpu, &req, &mut |_| true).unwrap().image;
+    drop(a);
+    let ib = b.generate(gpu, &req, &mut |_| true).unwrap().image;
+    let ic = c.generate(gpu, &req, &mut |_| true).unwrap().image;
+    assert_eq!(ia, ib);
+    assert_eq!(ia, ic);
+}

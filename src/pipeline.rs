@@ -278,6 +278,9 @@ pub struct LoadOptions {
     /// beside the checkpoint if there is one, else inferred from the tensor shapes. Ignored
     /// for diffusers folders, which carry their own configs.
     pub config: Option<PathBuf>,
+    /// Upload a private copy of every weight. By default a model already loaded on the same
+    /// `Gpu` (same files) shares its weight buffers: a second pipeline costs no weight memory.
+    pub private_weights: bool,
 }
 
 impl Pipeline {
@@ -288,7 +291,7 @@ impl Pipeline {
             path,
             &LoadOptions {
                 dtype,
-                config: None,
+                ..LoadOptions::default()
             },
         )
     }
@@ -311,6 +314,8 @@ impl Pipeline {
                 (arch, sf.text_encoder, sf.unet, sf.vae)
             }
         };
+        let share = !opts.private_weights;
+        let (te, uw, vw) = (te.sharing(share), uw.sharing(share), vw.sharing(share));
         let text_encoder = ClipTextModel::load(gpu, &te, "", &arch.text, dtype)?;
         let unet = UNet::load(gpu, &uw, "", &arch.unet, dtype)?;
         let vae = VaeDecoder::load(gpu, &vw, "", &arch.vae, dtype)?;

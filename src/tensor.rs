@@ -46,6 +46,37 @@ impl std::fmt::Debug for Tensor {
     }
 }
 
+/// A tensor that does not keep its buffer alive (the weight cache's entries).
+pub(crate) struct WeakTensor {
+    buffer: std::sync::Weak<GpuBuffer>,
+    offset: u64,
+    shape: Vec<usize>,
+    dtype: DType,
+    name: Arc<str>,
+}
+
+impl WeakTensor {
+    pub(crate) fn of(t: &Tensor) -> Self {
+        Self {
+            buffer: Arc::downgrade(&t.buffer),
+            offset: t.offset,
+            shape: t.shape.clone(),
+            dtype: t.dtype,
+            name: t.name.clone(),
+        }
+    }
+
+    pub(crate) fn upgrade(&self) -> Option<Tensor> {
+        Some(Tensor {
+            buffer: self.buffer.upgrade()?,
+            offset: self.offset,
+            shape: self.shape.clone(),
+            dtype: self.dtype,
+            name: self.name.clone(),
+        })
+    }
+}
+
 /// What a kernel needs to address a tensor: the bound window and the element index of the
 /// tensor's first element inside it.
 pub(crate) struct Bound {

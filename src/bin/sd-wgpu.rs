@@ -243,6 +243,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     let opts = LoadOptions {
         dtype,
         config: a.config.clone(),
+        ..LoadOptions::default()
     };
     let model = match &a.model {
         Some(m) => m.clone(),

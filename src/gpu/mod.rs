@@ -85,6 +85,21 @@ pub struct Gpu {
     pipelines: pipeline::PipelineCache,
     loop_limit: Option<u32>,
     gemm: GemmVariant,
+    /// Weights uploaded from checkpoint files, by file region and layout: a second pipeline
+    /// loading the same file gets the same buffers (held weakly: dropped pipelines free them).
+    pub(crate) weight_cache:
+        std::sync::Mutex<std::collections::HashMap<WeightKey, crate::tensor::WeakTensor>>,
+}
+
+/// A weight on the device: the file, the tensor's byte range in it, and how it was laid out.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct WeightKey {
+    pub file: std::path::PathBuf,
+    pub stamp: (u64, Option<std::time::SystemTime>),
+    pub bytes: (usize, usize),
+    pub relayout: u8,
+    pub dtype: crate::DType,
+    pub shape: Vec<usize>,
 }
 
 /// One adapter as `sd-wgpu info` shows it.
@@ -246,6 +261,7 @@ impl Gpu {
             gemm,
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
+            weight_cache: Default::default(),
             device,
             queue,
             info,

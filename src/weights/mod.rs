@@ -14,6 +14,9 @@ pub mod single_file;
 /// One memory-mapped safetensors file and its parsed header.
 pub struct WeightFile {
     path: PathBuf,
+    /// Canonical path, length and modification time: what identifies the file's contents
+    /// for the device's weight cache.
+    identity: (PathBuf, u64, Option<std::time::SystemTime>),
     map: memmap2::Mmap,
     /// Byte offset of the data section (8-byte length + JSON header).
     data_start: usize,
@@ -29,6 +32,9 @@ pub struct TensorRef<'a> {
     pub dtype: Dtype,
     pub shape: Vec<usize>,
     pub bytes: &'a [u8],
+    /// Where `bytes` start in the file.
+    pub file_offset: usize,
+    identity: &'a (PathBuf, u64, Option<std::time::SystemTime>),
 }
 
 /// Extensions of pickle-based checkpoints.
@@ -82,8 +88,15 @@ impl WeightFile {
             .into_iter()
             .map(|(k, v)| (k, v.clone()))
             .collect();
+        let meta = file.metadata().map_err(io)?;
+        let identity = (
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+            meta.len(),
+            meta.modified().ok(),
+        );
         Ok(Self {
             path: path.to_path_buf(),
+            identity,
             map,
             data_start: 8 + header_len,
             tensors,
@@ -107,6 +120,8 @@ impl WeightFile {
             dtype: info.dtype,
             shape: info.shape.clone(),
             bytes: &self.map[self.data_start + a..self.data_start + b],
+            file_offset: self.data_start + a,
+            identity: &self.identity,
         })
     }
 }
@@ -119,6 +134,8 @@ pub struct Weights {
     /// For a checkpoint in another layout: the name each network asks for → where the tensor
     /// is in the files (see [`single_file`]). `None`: names are the files' keys.
     renames: Option<HashMap<String, Rename>>,
+    /// Reuse tensors already on the device from the same file region (see [`Weights::sharing`]).
+    share: bool,
 }
 
 /// Where a renamed tensor lives: a key of the file, whole or one of `parts` equal slices
@@ -180,7 +197,16 @@ impl Weights {
             files,
             origin: origin.to_path_buf(),
             renames: None,
+            share: true,
         })
+    }
+
+    /// Whether uploads reuse a tensor another load already put on the same `Gpu` from the
+    /// same file region with the same layout and dtype (default: yes — loading a model twice
+    /// does not double its weights). `false` always uploads a private copy.
+    pub fn sharing(mut self, share: bool) -> Self {
+        self.share = share;
+        self
     }
 
     /// This view names tensors by `renames`' keys (only those).
@@ -259,6 +285,7 @@ impl Weights {
             }
             let len = t.bytes.len() / parts;
             t.bytes = &t.bytes[index * len..(index + 1) * len];
+            t.file_offset += index * len;
             t.shape[0] = rows / parts;
         }
         if r.squeeze {
@@ -288,6 +315,24 @@ impl Weights {
     ) -> Result<Tensor> {
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
+        let dtype = match (policy, t.dtype) {
+            (WeightDType::F16, _) | (WeightDType::Auto, Dtype::F16) => DType::F16,
+            _ => DType::F32,
+        };
+        let key = self.share.then(|| crate::gpu::WeightKey {
+            file: t.identity.0.clone(),
+            stamp: (t.identity.1, t.identity.2),
+            bytes: (t.file_offset, t.bytes.len()),
+            relayout: relayout as u8,
+            dtype,
+            shape: shape.to_vec(),
+        });
+        if let Some(k) = &key {
+            let cache = gpu.weight_cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(hit) = cache.get(k).and_then(|w| w.upgrade()) {
+                return Ok(hit);
+            }
+        }
         let values = to_f32(&t)?;
         let (values, gpu_shape) = match (relayout, shape) {
             (Relayout::None, _) => (values, shape.to_vec()),
@@ -304,10 +349,6 @@ impl Weights {
                 });
             }
         };
-        let dtype = match (policy, t.dtype) {
-            (WeightDType::F16, _) | (WeightDType::Auto, Dtype::F16) => DType::F16,
-            _ => DType::F32,
-        };
         if dtype == DType::F16 {
             if let Some(v) = values
                 .iter()
@@ -320,7 +361,13 @@ impl Weights {
                 });
             }
         }
-        Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)
+        let tensor = Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)?;
+        if let Some(k) = key {
+            let mut cache = gpu.weight_cache.lock().unwrap_or_else(|e| e.into_inner());
+            cache.retain(|_, w| w.upgrade().is_some());
+            cache.insert(k, crate::tensor::WeakTensor::of(&tensor));
+        }
+        Ok(tensor)
     }
 }
 
