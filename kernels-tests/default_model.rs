@@ -17,6 +17,9 @@ fn default_model_matches_diffusers() {
     let gpu = gpu();
     let pipe = Pipeline::load(gpu, &model_dir(), WeightDType::Auto).unwrap();
     assert_eq!(pipe.default_size(), 32);
+    // Its own fitted preview map (tools/fit_latent_preview.py), not SD's.
+    assert_eq!(pipe.latent_rgb.factors.len(), 4);
+    assert_ne!(pipe.latent_rgb, sd_wgpu::pipeline::LatentRgb::default());
     let g = Weights::open_file(
         &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/fashion/golden.safetensors"),

@@ -829,7 +829,7 @@ fn previews_and_cancellation_from_another_thread() {
         .flat_map(|p| (0..4).map(move |c| (p, c)))
         .map(|(p, c)| out.latents[c * 64 + p])
         .collect();
-    let want = sd_wgpu::pipeline::latent_preview(&nhwc, 8, 8, 4);
+    let want = sd_wgpu::pipeline::latent_preview(&nhwc, 8, 8, 4, &pipe.latent_rgb);
     let last = &previews[1].1;
     assert_eq!((last.width, last.height), (8, 8));
     check(

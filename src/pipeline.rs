@@ -32,6 +32,8 @@ pub struct Pipeline {
     vae_weights: Weights,
     dtype: WeightDType,
     encoder: std::sync::OnceLock<VaeEncoder>,
+    /// The step previews' latent → RGB map.
+    pub latent_rgb: LatentRgb,
 }
 
 /// What image-to-image starts from (diffusers' `StableDiffusionImg2ImgPipeline`).
@@ -162,29 +164,68 @@ pub struct Preview {
     pub rgb: Vec<f32>,
 }
 
-/// SD 1.x / 2.x latent channel → RGB contributions (rows: latent channels).
-const LATENT_RGB: [[f32; 3]; 4] = [
-    [0.3512, 0.2297, 0.3227],
-    [0.3250, 0.4974, 0.2350],
-    [-0.2829, 0.1762, 0.2721],
-    [-0.2120, -0.2616, -0.7177],
-];
+/// A linear latent → RGB map for previews: `rgb = Σ_c z_c · factors[c] + bias`, in [0, 1]
+/// units. The default is the map the common UIs use for SD 1.x / 2.x latents; a model folder
+/// may carry its own in `latent_rgb.json` (`{"factors": [[r, g, b], …], "bias": [r, g, b]}`;
+/// the built-in model's is fitted by `tools/fit_latent_preview.py`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatentRgb {
+    pub factors: Vec<[f32; 3]>,
+    pub bias: [f32; 3],
+}
 
-/// The preview of NHWC latents (`[.., h, w, c]`, first image), c = 4; other channel counts
-/// give gray from the channel mean.
-pub fn latent_preview(latents: &[f32], h: usize, w: usize, c: usize) -> Preview {
+impl Default for LatentRgb {
+    fn default() -> Self {
+        const SD: [[f32; 3]; 4] = [
+            [0.3512, 0.2297, 0.3227],
+            [0.3250, 0.4974, 0.2350],
+            [-0.2829, 0.1762, 0.2721],
+            [-0.2120, -0.2616, -0.7177],
+        ];
+        Self {
+            factors: SD.iter().map(|r| r.map(|v| v / 2.0)).collect(),
+            bias: [0.5; 3],
+        }
+    }
+}
+
+impl LatentRgb {
+    /// `dir/latent_rgb.json` if present and well-formed, else the SD map.
+    fn from_folder(dir: &Path) -> Self {
+        let Ok(v) = crate::models::read_json(&dir.join("latent_rgb.json")) else {
+            return Self::default();
+        };
+        let rgb = |x: &serde_json::Value| -> Option<[f32; 3]> {
+            let a = x.as_array()?;
+            let f = |i: usize| a.get(i)?.as_f64().map(|v| v as f32);
+            Some([f(0)?, f(1)?, f(2)?])
+        };
+        let factors: Option<Vec<[f32; 3]>> = v["factors"]
+            .as_array()
+            .and_then(|a| a.iter().map(rgb).collect());
+        match (factors, rgb(&v["bias"])) {
+            (Some(factors), Some(bias)) => Self { factors, bias },
+            _ => Self::default(),
+        }
+    }
+}
+
+/// The preview of NHWC latents (`[.., h, w, c]`, first image) with `map`; a channel count the
+/// map does not have gives gray from the channel mean.
+pub fn latent_preview(latents: &[f32], h: usize, w: usize, c: usize, map: &LatentRgb) -> Preview {
     let mut rgb = Vec::with_capacity(h * w * 3);
     for px in latents[..h * w * c].chunks_exact(c) {
         for k in 0..3 {
-            let v = if c == 4 {
+            let v = if map.factors.len() == c {
                 px.iter()
-                    .zip(&LATENT_RGB)
+                    .zip(&map.factors)
                     .map(|(v, f)| v * f[k])
                     .sum::<f32>()
+                    + map.bias[k]
             } else {
-                px.iter().sum::<f32>() / c as f32
+                (px.iter().sum::<f32>() / c as f32 + 1.0) / 2.0
             };
-            rgb.push(((v + 1.0) / 2.0).clamp(0.0, 1.0));
+            rgb.push(v.clamp(0.0, 1.0));
         }
     }
     Preview {
@@ -298,9 +339,11 @@ impl Pipeline {
 
     pub fn load_with(gpu: &Gpu, path: &Path, opts: &LoadOptions) -> Result<Self> {
         let dtype = opts.dtype;
+        let mut latent_rgb = LatentRgb::default();
         let (arch, te, uw, vw) = match detect_layout(path)? {
             ModelLayout::Diffusers(dir) => {
                 let arch = Architecture::from_folder(&dir)?;
+                latent_rgb = LatentRgb::from_folder(&dir);
                 let open = |c: &str| {
                     let d = dir.join(c);
                     Weights::open(&d, &component_files(&d)?)
@@ -331,6 +374,7 @@ impl Pipeline {
             vae_weights: vw,
             dtype,
             encoder: std::sync::OnceLock::new(),
+            latent_rgb,
         })
     }
 
@@ -815,7 +859,7 @@ impl Pipeline {
             }
             let step = i + 1 - first;
             let preview = if req.preview_every > 0 && step % req.preview_every == 0 {
-                Some(latent_preview(&x.to_vec(gpu)?, h, w, c))
+                Some(latent_preview(&x.to_vec(gpu)?, h, w, c, &self.latent_rgb))
             } else {
                 None
             };
