@@ -712,6 +712,16 @@ fn inpainting_matches_diffusers() {
     };
     let e = pipe.generate(gpu, &no_mask, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("give a mask"), "{e}");
+    // A mask of another size than the image: a shape error saying both.
+    let wrong = Request {
+        init_image: Some(InitImage {
+            mask: Some(vec![1.0; 16 * 16]),
+            ..InitImage::new(rgb.clone(), 1.0)
+        }),
+        ..req(1.0, false)
+    };
+    let e = pipe.generate(gpu, &wrong, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("mask holds 256 values"), "{e}");
 }
 
 /// Batches: `batch_size` 2 against diffusers' `num_images_per_prompt=2` (one seeded draw of
