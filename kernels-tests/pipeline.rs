@@ -752,6 +752,24 @@ fn batches_match_diffusers_and_number_their_files() {
     let p = psnr(&out.image, &want);
     eprintln!("batch of 2 PSNR vs diffusers: {p:.1} dB");
     assert!(p >= 40.0);
+    // A batch whose activations cannot fit one device buffer: refused before any work,
+    // naming the limit.
+    let huge = Request {
+        batch_size: 1 << 20,
+        ..req.clone()
+    };
+    let e = pipe.generate(gpu, &huge, &mut |_| true).err().unwrap();
+    assert!(
+        matches!(
+            &e,
+            sd_wgpu::Error::Limit {
+                limit_name: "max_buffer_size",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("batch 1048576"), "{e}");
 
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-batch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

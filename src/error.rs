@@ -43,8 +43,8 @@ pub enum Error {
 
     /// A buffer or binding would exceed a device limit.
     #[error(
-        "{op}: `{tensor}` needs {bytes} bytes in one binding, above the device limit \
-         {limit_name} = {limit}"
+        "{op}: `{tensor}` needs {bytes} bytes in one buffer or binding, above the device \
+         limit {limit_name} = {limit}"
     )]
     Limit {
         op: &'static str,

@@ -387,6 +387,55 @@ impl Pipeline {
         Ok(self.encoder.get_or_init(|| e))
     }
 
+    /// Refuses a request whose largest activations would not fit one device buffer
+    /// (`max_buffer_size`), before anything is allocated: the U-Net's feed-forward input at
+    /// the first attention level (`[2n·h·w, 8·c]`, GEGLU) and its widest resnet input, and
+    /// the VAE decoder's full-resolution activations.
+    fn check_buffer_sizes(&self, gpu: &Gpu, n: usize, guided: bool, req: &Request) -> Result<()> {
+        let f = self.vae_scale_factor();
+        let (h, w) = (req.height / f, req.width / f);
+        let rows = (if guided { 2 } else { 1 }) * n;
+        let u = &self.unet.config;
+        let mut largest: Vec<(u64, String)> = Vec::new();
+        for (i, &c) in u.block_out_channels.iter().enumerate() {
+            let px = ((h >> i).max(1) * (w >> i).max(1)) as u64;
+            if u.down_attention[i] {
+                largest.push((
+                    4 * rows as u64 * px * 8 * c as u64,
+                    format!("U-Net feed-forward activation at level {i} (batch {n})"),
+                ));
+            }
+            let cat = c + u.block_out_channels.get(i + 1).copied().unwrap_or(c);
+            largest.push((
+                4 * rows as u64 * px * cat as u64,
+                format!("U-Net skip concatenation at level {i} (batch {n})"),
+            ));
+        }
+        // The decoder's last upsampler outputs the second level's channels at full size.
+        let v = &self.vae.config.block_out_channels;
+        let full = v.get(1).copied().unwrap_or(v[0]).max(v[0]) as u64;
+        largest.push((
+            4 * n as u64 * (req.height * req.width) as u64 * full,
+            format!(
+                "VAE decoder activation at {}x{} (batch {n})",
+                req.width, req.height
+            ),
+        ));
+        let limit = gpu.limits().max_buffer_size;
+        if let Some((bytes, what)) = largest.into_iter().max_by_key(|(b, _)| *b) {
+            if bytes > limit {
+                return Err(Error::Limit {
+                    op: "generate",
+                    tensor: what,
+                    bytes,
+                    limit_name: "max_buffer_size",
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The model's native image size in pixels (width = height): the U-Net's `sample_size`
     /// × the VAE factor, as diffusers' default `height` / `width`.
     pub fn default_size(&self) -> usize {
@@ -598,6 +647,7 @@ impl Pipeline {
                 format!("batch size {n} (1 or more; more than 1 only for text-to-image so far)"),
             ));
         }
+        self.check_buffer_sizes(gpu, n, guided, req)?;
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
         let context = if n > 1 {
             // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
