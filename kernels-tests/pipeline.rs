@@ -455,6 +455,35 @@ fn img2img_matches_diffusers() {
         eprintln!("img2img {name} PSNR vs diffusers: {p:.1} dB");
         assert!(p >= 40.0, "{name}: PSNR {p:.1} dB");
     }
+    // A batch of 2 with an init image (encoded once, repeated; noise and Euler-a step noise
+    // drawn for both), against diffusers' num_images_per_prompt=2.
+    let batch = Request {
+        prompt: "a red sneaker on a white table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 6,
+        guidance: 7.5,
+        sampler: Some(SamplerKind::EulerAncestral),
+        width: 32,
+        height: 32,
+        seed: 42,
+        batch_size: 2,
+        init_image: Some(InitImage::new(rgb.clone(), 0.5)),
+        ..Request::default()
+    };
+    let out = pipe.generate(gpu, &batch, &mut |_| true).unwrap();
+    let want = g
+        .read_f32("img2img_batch2_euler_a", &[2, 32, 32, 3])
+        .unwrap();
+    check(
+        "img2img batch of 2 (euler-a)",
+        &out.image,
+        &want,
+        1e-3,
+        1e-3,
+    );
+    let p = psnr(&out.image, &want);
+    eprintln!("img2img batch of 2 PSNR vs diffusers: {p:.1} dB");
+    assert!(p >= 40.0);
     // Strength outside [0, 1] is a typed error.
     let bad = Request {
         width: 32,

@@ -106,7 +106,7 @@ pub struct Request {
     /// Prompts over 75 tokens: encoded in 77-token chunks (default) or truncated.
     pub long_prompt: LongPrompt,
     /// Images per U-Net call (diffusers' `num_images_per_prompt`: one seeded draw of
-    /// `[n, 4, h, w]` initial latents). Text-to-image only for now.
+    /// `[n, 4, h, w]` initial latents or noise; an init image is encoded once and repeated).
     pub batch_size: usize,
     /// Deliver a [`Preview`] through the progress callback every this many steps (0: never).
     pub preview_every: usize,
@@ -641,11 +641,8 @@ impl Pipeline {
         let clock = std::time::Instant::now();
         let mut rec = Recorder::new(gpu);
         let n = req.batch_size;
-        if n == 0 || (n > 1 && req.init_image.is_some()) {
-            return Err(Error::unsupported(
-                OP,
-                format!("batch size {n} (1 or more; more than 1 only for text-to-image so far)"),
-            ));
+        if n == 0 {
+            return Err(Error::unsupported(OP, "batch size 0 (1 or more)"));
         }
         self.check_buffer_sizes(gpu, n, guided, req)?;
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
@@ -752,19 +749,21 @@ impl Pipeline {
                 } else {
                     None
                 };
+                // One encoding for the batch, repeated (diffusers duplicates the latents).
+                let lat = lat.map(|l| l.repeat(n));
                 let noise = match &im.noise {
-                    Some(n) if n.len() == c * h * w => n.clone(),
-                    Some(n) => {
+                    Some(z) if z.len() == n * c * h * w => z.clone(),
+                    Some(z) => {
                         return Err(Error::shape(
                             OP,
                             format!(
-                                "noise holds {} values, [1, {c}, {h}, {w}] needs {}",
-                                n.len(),
-                                c * h * w
+                                "noise holds {} values, [{n}, {c}, {h}, {w}] needs {}",
+                                z.len(),
+                                n * c * h * w
                             ),
                         ));
                     }
-                    None => generator.randn(c * h * w),
+                    None => generator.randn(n * c * h * w),
                 };
                 let start: Vec<f32> = match (&im.mask, &lat) {
                     // Inpainting at full strength starts from pure noise.
@@ -802,10 +801,11 @@ impl Pipeline {
                             e.push(mask_lat[p]);
                             e.extend_from_slice(&ml[p * c..(p + 1) * c]);
                         }
+                        let e = e.repeat(n);
                         Some(Tensor::from_f32(
                             gpu,
                             &e,
-                            &[h * w, 1 + c],
+                            &[n * h * w, 1 + c],
                             DType::F32,
                             "mask and masked-image latents",
                         )?)
@@ -823,7 +823,7 @@ impl Pipeline {
                 Tensor::from_f32(
                     gpu,
                     &nchw_to_nhwc(&start, c, h, w),
-                    &[1, h, w, c],
+                    &[n, h, w, c],
                     DType::F32,
                     "latents",
                 )?
@@ -845,8 +845,8 @@ impl Pipeline {
             )?;
             // 9-channel inpainting U-Net: [latents, mask, masked-image latents] per pixel.
             let xin = match inpaint.as_ref().and_then(|p| p.extra.as_ref()) {
-                Some(e) => ops::concat_channels(&mut rec, &xin.reshape(&[h * w, c])?, e)?
-                    .reshape(&[1, h, w, self.unet.config.in_channels])?,
+                Some(e) => ops::concat_channels(&mut rec, &xin.reshape(&[n * h * w, c])?, e)?
+                    .reshape(&[n, h, w, self.unet.config.in_channels])?,
                 None => xin,
             };
             let ci = xin.shape()[3];
@@ -867,7 +867,7 @@ impl Pipeline {
                 Some(Tensor::from_f32(
                     gpu,
                     &z,
-                    &[1, h, w, c],
+                    &[n, h, w, c],
                     DType::F32,
                     "step noise",
                 )?)
@@ -902,7 +902,7 @@ impl Pipeline {
                 x = Tensor::from_f32(
                     gpu,
                     &nchw_to_nhwc(&mixed, c, h, w),
-                    &[1, h, w, c],
+                    &[n, h, w, c],
                     DType::F32,
                     "latents",
                 )?;
@@ -984,9 +984,10 @@ impl Pipeline {
         let mut image = img.to_vec(gpu)?;
         if let Some(im) = req.init_image.as_ref().filter(|im| im.keep_unmasked) {
             if let Some(m) = &im.mask {
+                let px = req.width * req.height;
                 for (i, v) in image.iter_mut().enumerate() {
-                    if m[i / 3] < 0.5 {
-                        *v = im.rgb[i];
+                    if m[(i / 3) % px] < 0.5 {
+                        *v = im.rgb[i % (3 * px)];
                     }
                 }
             }

@@ -74,3 +74,16 @@ with torch.no_grad():
                                                output_type="np").images).contiguous()
 save_file(out, root / "img2img-golden.safetensors")
 print("batch", tuple(out["batch2_seed7"].shape))
+
+# Batches with an init image: img2img and 4-channel inpainting, num_images_per_prompt=2, seed 42
+# (the image encoded once and repeated, noise [2, 4, 8, 8]); Euler-a for per-step batch noise.
+i2i = StableDiffusionImg2ImgPipeline(**{k: v for k, v in pipe.components.items() if k != "image_encoder"})
+i2i.scheduler = EulerAncestralDiscreteScheduler.from_config(cfg)
+i2i.set_progress_bar_config(disable=True)
+with torch.no_grad():
+    out["img2img_batch2_euler_a"] = torch.from_numpy(i2i(
+        prompt="a red sneaker on a white table", negative_prompt="blurry", image=init, strength=0.5,
+        num_inference_steps=6, guidance_scale=7.5, num_images_per_prompt=2,
+        generator=torch.Generator("cpu").manual_seed(42), output_type="np").images).contiguous()
+save_file(out, root / "img2img-golden.safetensors")
+print("img2img batch", tuple(out["img2img_batch2_euler_a"].shape))
