@@ -8,21 +8,38 @@ use sd_wgpu::pipeline::{Pipeline, Request};
 use sd_wgpu::weights::{WeightDType, Weights};
 use std::path::PathBuf;
 
-#[test]
-fn txt2img_matches_diffusers_end_to_end() {
-    let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
-    let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
-    let req = Request {
+/// The pipeline fixtures' folder.
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline")
+}
+
+/// The tiny SD 1-like pipeline (f32 weights).
+fn sd1_tiny(gpu: &sd_wgpu::Gpu) -> Pipeline {
+    Pipeline::load(gpu, &fixtures().join("sd1-tiny"), WeightDType::Auto).unwrap()
+}
+
+/// The reference prompt pair of the SD 1-like fixtures at 32×32 with guidance 7.5.
+fn sneaker(steps: usize) -> Request {
+    Request {
         prompt: "a red sneaker on a white table".into(),
         negative_prompt: "blurry".into(),
-        steps: 4,
+        steps,
         guidance: 7.5,
         width: 32,
         height: 32,
-        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
         ..Request::default()
+    }
+}
+
+#[test]
+fn txt2img_matches_diffusers_end_to_end() {
+    let gpu = gpu();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
+    let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
+    let req = Request {
+        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
+        ..sneaker(4)
     };
     let mut seen = Vec::new();
     let out = pipe
@@ -66,7 +83,7 @@ fn txt2img_matches_diffusers_end_to_end() {
 /// chunk, `--init-latents` / `--latents-out` .npy files.
 #[test]
 fn generate_cli_writes_the_reference_image_and_latents() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let root = fixtures();
     let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -161,8 +178,8 @@ fn generate_cli_writes_the_reference_image_and_latents() {
 #[test]
 fn seeded_euler_ancestral_matches_diffusers() {
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
     let req = Request {
         prompt: "a red sneaker on a white table".into(),
@@ -260,7 +277,7 @@ fn full_size_run(dir: &std::path::Path, model: &std::path::Path) {
 #[test]
 fn sd2_style_txt2img_matches_diffusers() {
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let root = fixtures();
     let pipe = Pipeline::load(gpu, &root.join("sd2-tiny"), WeightDType::Auto).unwrap();
     assert_eq!(
         pipe.scheduler.prediction,
@@ -326,7 +343,7 @@ fn single_file_sd1_f16_matches_diffusers_from_single_file() {
     use sd_wgpu::models::arch::ArchSource;
     use sd_wgpu::pipeline::LoadOptions;
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let root = fixtures();
     let file = root.join("sd1-tiny.safetensors");
     // The tiny model breaks the SD conventions (4 heads, 32 wide): inference refuses it and
     // says what to do.
@@ -348,14 +365,8 @@ fn single_file_sd1_f16_matches_diffusers_from_single_file() {
     let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
     let golden = Weights::open_file(&root.join("single-file-golden.safetensors")).unwrap();
     let req = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 4,
-        guidance: 7.5,
-        width: 32,
-        height: 32,
         init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
-        ..Request::default()
+        ..sneaker(4)
     };
     let out = pipe.generate(gpu, &req, &mut |_| true).unwrap();
     let want = golden.read_f32("sd1_image", &[1, 32, 32, 3]).unwrap();
@@ -369,7 +380,7 @@ fn single_file_sd1_f16_matches_diffusers_from_single_file() {
 /// extra unused last resblock), stored bf16, through the CLI with `--config`.
 #[test]
 fn single_file_sd2_open_clip_through_the_cli() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let root = fixtures();
     let g = Weights::open_file(&root.join("sd2-tiny-golden.safetensors")).unwrap();
     let golden = Weights::open_file(&root.join("single-file-golden.safetensors")).unwrap();
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-sf-{}", std::process::id()));
@@ -418,8 +429,8 @@ fn img2img_matches_diffusers() {
     use sd_wgpu::pipeline::InitImage;
     use sd_wgpu::schedulers::SamplerKind;
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
     let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
     assert_eq!((w, h), (32, 32));
@@ -430,16 +441,10 @@ fn img2img_matches_diffusers() {
         ("dpm_s08", SamplerKind::DpmPP2M { karras: false }, 0.8, 5, 4),
     ] {
         let req = Request {
-            prompt: "a red sneaker on a white table".into(),
-            negative_prompt: "blurry".into(),
-            steps,
-            guidance: 7.5,
             sampler: Some(kind),
-            width: 32,
-            height: 32,
             seed: 42,
             init_image: Some(InitImage::new(rgb.clone(), strength)),
-            ..Request::default()
+            ..sneaker(steps)
         };
         let mut seen = 0;
         let out = pipe
@@ -458,17 +463,11 @@ fn img2img_matches_diffusers() {
     // A batch of 2 with an init image (encoded once, repeated; noise and Euler-a step noise
     // drawn for both), against diffusers' num_images_per_prompt=2.
     let batch = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 6,
-        guidance: 7.5,
         sampler: Some(SamplerKind::EulerAncestral),
-        width: 32,
-        height: 32,
         seed: 42,
         batch_size: 2,
         init_image: Some(InitImage::new(rgb.clone(), 0.5)),
-        ..Request::default()
+        ..sneaker(6)
     };
     let out = pipe.generate(gpu, &batch, &mut |_| true).unwrap();
     let want = g
@@ -501,19 +500,13 @@ fn img2img_matches_diffusers() {
 #[test]
 fn txt2img_pndm_runs_every_plms_timestep_like_diffusers() {
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
     let req = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 5,
-        guidance: 7.5,
         sampler: Some(sd_wgpu::schedulers::SamplerKind::Pndm),
-        width: 32,
-        height: 32,
         init_latents: Some(g.read_f32("latents_pndm", &[1, 4, 8, 8]).unwrap()),
-        ..Request::default()
+        ..sneaker(5)
     };
     let mut calls = 0;
     let out = pipe
@@ -535,7 +528,7 @@ fn txt2img_pndm_runs_every_plms_timestep_like_diffusers() {
 /// whose size is no multiple of 8 is cropped with a warning; a strength outside [0, 1] fails.
 #[test]
 fn img2img_through_the_cli() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let root = fixtures();
     let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-i2i-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -608,8 +601,8 @@ fn img2img_through_the_cli() {
 #[test]
 fn weighted_and_long_prompts_match_the_reference() {
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("prompt-golden.safetensors")).unwrap();
     let req = Request {
         prompt: "a (red:1.3) sneaker on a [white] table".into(),
@@ -686,26 +679,20 @@ fn inpainting_matches_diffusers() {
     use sd_wgpu::models::unet::{UNet, UNetConfig};
     use sd_wgpu::pipeline::InitImage;
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let mut pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let mut pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("inpaint-golden.safetensors")).unwrap();
     let (_, _, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
     let (_, _, m) = sd_wgpu::imageio::read_png_rgb(&root.join("inpaint-mask.png")).unwrap();
     let mask: Vec<f32> = m.chunks_exact(3).map(|p| p[0]).collect();
     let req = |strength: f64, keep: bool| Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 4,
-        guidance: 7.5,
-        width: 32,
-        height: 32,
         seed: 42,
         init_image: Some(InitImage {
             mask: Some(mask.clone()),
             keep_unmasked: keep,
             ..InitImage::new(rgb.clone(), strength)
         }),
-        ..Request::default()
+        ..sneaker(4)
     };
     let run = |pipe: &Pipeline, name: &str, r: &Request| {
         let out = pipe.generate(gpu, r, &mut |_| true).unwrap();
@@ -759,21 +746,15 @@ fn inpainting_matches_diffusers() {
 #[test]
 fn batches_match_diffusers_and_number_their_files() {
     let gpu = gpu();
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
     let want = g.read_f32("batch2_seed7", &[2, 32, 32, 3]).unwrap();
     let req = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 3,
-        guidance: 7.5,
         sampler: Some(sd_wgpu::schedulers::SamplerKind::Ddim { eta: 0.0 }),
-        width: 32,
-        height: 32,
         seed: 7,
         batch_size: 2,
-        ..Request::default()
+        ..sneaker(3)
     };
     let out = pipe.generate(gpu, &req, &mut |_| true).unwrap();
     assert_eq!(out.latents.len(), 2 * 4 * 8 * 8);
@@ -857,19 +838,13 @@ fn previews_and_cancellation_from_another_thread() {
     // Its own device: the memory accounting must not see the tests running beside it.
     let own = sd_wgpu::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
     let gpu = &own;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
-    let pipe = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let root = fixtures();
+    let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
     let req = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 4,
-        guidance: 7.5,
-        width: 32,
-        height: 32,
         init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
         preview_every: 2,
-        ..Request::default()
+        ..sneaker(4)
     };
     let mut previews = Vec::new();
     let out = pipe
@@ -949,12 +924,12 @@ fn pipelines_on_one_gpu_share_weights() {
     use sd_wgpu::pipeline::LoadOptions;
     let own = sd_wgpu::Gpu::new().unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
     let gpu = &own;
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pipeline");
+    let root = fixtures();
     let base = gpu.memory_stats().in_use;
-    let a = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let a = sd1_tiny(gpu);
     let one = gpu.memory_stats().in_use - base;
     assert!(one > 1 << 20, "weights: {one} bytes");
-    let b = Pipeline::load(gpu, &root.join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let b = sd1_tiny(gpu);
     assert_eq!(
         gpu.memory_stats().in_use - base,
         one,
