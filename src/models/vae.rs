@@ -80,13 +80,56 @@ pub struct UpDecoderBlock2D {
     pub upsampler: Option<Upsample2D>,
 }
 
+/// diffusers `UNetMidBlock2D` of the VAE: resnet, single-head self-attention, resnet.
+pub struct VaeMidBlock {
+    pub resnet0: ResnetBlock2D,
+    pub attention: SpatialSelfAttention,
+    pub resnet1: ResnetBlock2D,
+}
+
+impl VaeMidBlock {
+    /// Loads `{prefix}.resnets.{0,1}` and `{prefix}.attentions.0` with `c` channels.
+    fn load(
+        gpu: &Gpu,
+        w: &Weights,
+        prefix: &str,
+        c: usize,
+        groups: usize,
+        dt: WeightDType,
+    ) -> Result<Self> {
+        let resnet = |i: usize| {
+            let name = format!("{prefix}.resnets.{i}");
+            ResnetBlock2D::load(w, gpu, &name, c, c, groups, EPS, None, dt)
+        };
+        Ok(Self {
+            resnet0: resnet(0)?,
+            // diffusers' VAE attention: attention_head_dim = channels, one head.
+            attention: SpatialSelfAttention::load(
+                w,
+                gpu,
+                &format!("{prefix}.attentions.0"),
+                c,
+                1,
+                groups,
+                EPS,
+                dt,
+            )?,
+            resnet1: resnet(1)?,
+        })
+    }
+
+    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        let x = self.resnet0.forward(rec, x, None)?;
+        let x = self.attention.forward(rec, &x)?;
+        self.resnet1.forward(rec, &x, None)
+    }
+}
+
 pub struct VaeDecoder {
     pub config: AutoencoderKLConfig,
     pub post_quant_conv: Conv2d,
     pub conv_in: Conv2d,
-    pub mid_resnet0: ResnetBlock2D,
-    pub mid_attention: SpatialSelfAttention,
-    pub mid_resnet1: ResnetBlock2D,
+    pub mid_block: VaeMidBlock,
     pub up_blocks: Vec<UpDecoderBlock2D>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
@@ -151,19 +194,7 @@ impl VaeDecoder {
                 dt,
             )?,
             conv_in: Conv2d::load(w, gpu, &p("decoder.conv_in"), lc, top, 3, same, dt)?,
-            mid_resnet0: resnet(p("decoder.mid_block.resnets.0"), top, top)?,
-            // diffusers' VAE attention: attention_head_dim = channels, one head.
-            mid_attention: SpatialSelfAttention::load(
-                w,
-                gpu,
-                &p("decoder.mid_block.attentions.0"),
-                top,
-                1,
-                g,
-                EPS,
-                dt,
-            )?,
-            mid_resnet1: resnet(p("decoder.mid_block.resnets.1"), top, top)?,
+            mid_block: VaeMidBlock::load(gpu, w, &p("decoder.mid_block"), top, g, dt)?,
             up_blocks,
             conv_norm_out: GroupNorm::load(w, gpu, &p("decoder.conv_norm_out"), prev, g, EPS)?,
             conv_out: Conv2d::load(
@@ -196,9 +227,7 @@ impl VaeDecoder {
         }
         let x = self.post_quant_conv.forward(rec, z, None)?;
         let x = self.conv_in.forward(rec, &x, None)?; // [n, h, w, top]
-        let x = self.mid_resnet0.forward(rec, &x, None)?;
-        let x = self.mid_attention.forward(rec, &x)?;
-        let mut x = self.mid_resnet1.forward(rec, &x, None)?;
+        let mut x = self.mid_block.forward(rec, &x)?;
         for block in &self.up_blocks {
             for r in &block.resnets {
                 x = r.forward(rec, &x, None)?;
@@ -224,9 +253,7 @@ pub struct VaeEncoder {
     pub config: AutoencoderKLConfig,
     pub conv_in: Conv2d,
     pub down_blocks: Vec<DownEncoderBlock2D>,
-    pub mid_resnet0: ResnetBlock2D,
-    pub mid_attention: SpatialSelfAttention,
-    pub mid_resnet1: ResnetBlock2D,
+    pub mid_block: VaeMidBlock,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
     pub quant_conv: Conv2d,
@@ -299,18 +326,7 @@ impl VaeEncoder {
                 dt,
             )?,
             down_blocks,
-            mid_resnet0: resnet(p("encoder.mid_block.resnets.0"), prev, prev)?,
-            mid_attention: SpatialSelfAttention::load(
-                w,
-                gpu,
-                &p("encoder.mid_block.attentions.0"),
-                prev,
-                1,
-                g,
-                EPS,
-                dt,
-            )?,
-            mid_resnet1: resnet(p("encoder.mid_block.resnets.1"), prev, prev)?,
+            mid_block: VaeMidBlock::load(gpu, w, &p("encoder.mid_block"), prev, g, dt)?,
             conv_norm_out: GroupNorm::load(w, gpu, &p("encoder.conv_norm_out"), prev, g, EPS)?,
             conv_out: Conv2d::load(w, gpu, &p("encoder.conv_out"), prev, lc2, 3, same, dt)?,
             quant_conv: Conv2d::load(
@@ -352,9 +368,7 @@ impl VaeEncoder {
                 x = d.forward(rec, &x, None)?;
             }
         }
-        let x = self.mid_resnet0.forward(rec, &x, None)?;
-        let x = self.mid_attention.forward(rec, &x)?;
-        let x = self.mid_resnet1.forward(rec, &x, None)?;
+        let x = self.mid_block.forward(rec, &x)?;
         let x = self.conv_norm_out.forward(rec, &x, true)?;
         let x = self.conv_out.forward(rec, &x, None)?;
         self.quant_conv.forward(rec, &x, None)
