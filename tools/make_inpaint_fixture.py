@@ -20,12 +20,10 @@ import torch
 from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
 from PIL import Image
 from safetensors.torch import save_file
-from transformers import CLIPTokenizerFast
+from fixture_common import clip_tokenizer
 
 root = Path("tests/fixtures/pipeline")
-tok = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                        eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>",
-                        model_max_length=77)
+tok = clip_tokenizer()
 pipe = StableDiffusionInpaintPipeline.from_pretrained(root / "sd1-tiny", tokenizer=tok, safety_checker=None,
                                                       feature_extractor=None, requires_safety_checker=False)
 pipe.set_progress_bar_config(disable=True)

@@ -19,7 +19,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from fixture_common import clip_tokenizer
 
 torch.manual_seed(0)
 PROMPT = "a red sneaker on a white table"
@@ -42,13 +44,12 @@ for m in (text_encoder, unet, vae):
             p.add_(torch.randn_like(p) * 0.05)
 scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-tokenizer = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                              eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>",
-                              model_max_length=77)
+tokenizer = clip_tokenizer()
 pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 out = Path("tests/fixtures/pipeline/sd1-tiny")
 pipe.save_pretrained(out, safe_serialization=True)
+(out / "tokenizer/tokenizer.json").unlink()  # the engine's built-in vocabulary; padding from the config
 
 latents = torch.randn(1, 4, 8, 8)
 kw = dict(prompt=PROMPT, negative_prompt=NEGATIVE, num_inference_steps=4, guidance_scale=7.5, height=32, width=32)

@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from fixture_common import clip_tokenizer
 
 torch.manual_seed(1)
 text_encoder = CLIPTextModel(CLIPTextConfig(
@@ -37,8 +39,7 @@ for m in (text_encoder, unet, vae):
 scheduler = DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                           clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction",
                           timestep_spacing="trailing")
-tok = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                        eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="!", model_max_length=77)
+tok = clip_tokenizer("!")
 pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler,
                                safety_checker=None, feature_extractor=None, requires_safety_checker=False)
 out = Path("tests/fixtures/pipeline/sd2-tiny")

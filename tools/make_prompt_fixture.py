@@ -12,12 +12,11 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from transformers import CLIPTextModel, CLIPTokenizerFast
+from transformers import CLIPTextModel
+from fixture_common import clip_tokenizer
 
 root = Path("tests/fixtures/pipeline")
-tok = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                        eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>",
-                        model_max_length=77)
+tok = clip_tokenizer()
 te = CLIPTextModel.from_pretrained(root / "sd1-tiny/text_encoder").eval()
 BOS, EOS, PAD = 49406, 49407, 49407
 

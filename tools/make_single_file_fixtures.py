@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel
+from fixture_common import clip_tokenizer
 
 ROOT = Path("tests/fixtures/pipeline")
 RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
@@ -185,9 +186,7 @@ def tiny():
               dict(prompt="a blue dress!! on a mannequin", negative_prompt="low quality"))]
     for name, open_clip, dtype, pad, prompts in cases:
         folder = ROOT / name
-        tok = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                                eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token=pad,
-                                model_max_length=77)
+        tok = clip_tokenizer(pad)
         ckpt = folder_to_ldm(folder, open_clip)
         check_roundtrip(folder, ckpt, tok)
         path = ROOT / f"{name}.safetensors"
@@ -235,9 +234,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["convert"]:
         folder, out, oc = Path(sys.argv[2]), Path(sys.argv[3]), "--open-clip" in sys.argv
         pad = "!" if oc else "<|endoftext|>"
-        tok = CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                                eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token=pad,
-                                model_max_length=77)
+        tok = clip_tokenizer(pad)
         ckpt = folder_to_ldm(folder, oc)
         check_roundtrip(folder, ckpt, tok)
         save_file({k: v.contiguous() for k, v in ckpt.items()}, out)

@@ -31,7 +31,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizerFast
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from fixture_common import clip_tokenizer
 
 DATA = Path("/usr/share/datasets/fashion-mnist")
 OUT = Path("assets/fashion-model")
@@ -149,9 +151,7 @@ def make_models():
 
 
 def tokenizer():
-    return CLIPTokenizerFast(tokenizer_file="assets/clip-tokenizer.json", bos_token="<|startoftext|>",
-                             eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>",
-                             model_max_length=77)
+    return clip_tokenizer()
 
 
 def lr_at(step, total, base, warm=200):
