@@ -705,6 +705,17 @@ fn inpainting_matches_diffusers() {
     };
     run(&pipe, "legacy_s1", &req(1.0, false));
     run(&pipe, "legacy_s075", &req(0.75, false));
+    // A batch of 2 (image and masked image encoded once, noise per image).
+    let batch = Request {
+        batch_size: 2,
+        ..req(0.75, false)
+    };
+    let out = pipe.generate(gpu, &batch, &mut |_| true).unwrap();
+    let want = g.read_f32("legacy_s075_batch2", &[2, 32, 32, 3]).unwrap();
+    check("inpaint batch of 2", &out.image, &want, 1e-3, 1e-3);
+    let p = psnr(&out.image, &want);
+    eprintln!("inpaint batch of 2 PSNR vs diffusers: {p:.1} dB");
+    assert!(p >= 40.0);
     // keep_unmasked: outside the mask, exactly the input pixels.
     let kept = pipe
         .generate(gpu, &req(1.0, true), &mut |_| true)

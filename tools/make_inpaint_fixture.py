@@ -58,3 +58,11 @@ with torch.no_grad():
                                              generator=torch.Generator("cpu").manual_seed(42)).images).contiguous()
 save_file(out, root / "inpaint-golden.safetensors")
 print({k: tuple(v.shape) for k, v in out.items()})
+
+# A batch of 2 with the 4-channel model at strength 0.75 (image and masked image encoded once,
+# noise [2, 4, 8, 8]): legacy_s075_batch2.
+with torch.no_grad():
+    out["legacy_s075_batch2"] = torch.from_numpy(pipe(**kw, strength=0.75, num_images_per_prompt=2,
+                                                      generator=torch.Generator("cpu").manual_seed(42)).images).contiguous()
+save_file(out, root / "inpaint-golden.safetensors")
+print("batch", tuple(out["legacy_s075_batch2"].shape))
