@@ -351,9 +351,11 @@ impl Pipeline {
                 (arch, open("text_encoder")?, open("unet")?, open("vae")?)
             }
             ModelLayout::SingleFile(file) => {
-                let shapes = Weights::open_file(&file)?.file_shapes();
-                let arch = Architecture::for_single_file(&file, &shapes, opts.config.as_deref())?;
-                let sf = SingleFile::open(&file, arch.unet.layers_per_block)?;
+                // One header read serves the architecture and the renames.
+                let sf = SingleFile::open(&file)?;
+                let arch =
+                    Architecture::for_single_file(&file, &sf.shapes, opts.config.as_deref())?;
+                let sf = sf.with_unet_layout(arch.unet.layers_per_block);
                 (arch, sf.text_encoder, sf.unet, sf.vae)
             }
         };

@@ -32,6 +32,7 @@ pub enum TextTower {
 
 /// A single-file checkpoint opened as three diffusers-named views.
 pub struct SingleFile {
+    /// Named by the diffusers keys after [`SingleFile::with_unet_layout`].
     pub unet: Weights,
     pub vae: Weights,
     pub text_encoder: Weights,
@@ -59,10 +60,10 @@ pub fn text_tower(path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<T
 }
 
 impl SingleFile {
-    /// Maps the file (three times: one view per network; the header is parsed, no tensor is
-    /// read) and builds the renames. `layers_per_block` is the U-Net's (the key numbering of
-    /// the original layout depends on it).
-    pub fn open(path: &Path, layers_per_block: usize) -> Result<Self> {
+    /// Maps the file (once per network; the header is parsed, no tensor is read) and renames
+    /// the VAE and text encoder. The U-Net's key numbering depends on its layers per block,
+    /// known only once the architecture is: name them with [`SingleFile::with_unet_layout`].
+    pub fn open(path: &Path) -> Result<Self> {
         let probe = Weights::open_file(path)?;
         let shapes = probe.file_shapes();
         for (prefix, what) in [(UNET_PREFIX, "U-Net"), (VAE_PREFIX, "VAE")] {
@@ -74,19 +75,25 @@ impl SingleFile {
             }
         }
         let tower = text_tower(path, &shapes)?;
-        let unet = unet_renames(shapes.keys().map(String::as_str), layers_per_block);
         let vae = vae_renames(shapes.keys().map(String::as_str));
         let text = match tower {
             TextTower::Clip => clip_renames(shapes.keys().map(String::as_str)),
             TextTower::OpenClip => open_clip_renames(shapes.keys().map(String::as_str)),
         };
         Ok(Self {
-            unet: probe.with_renames(unet),
+            unet: probe,
             vae: Weights::open_file(path)?.with_renames(vae),
             text_encoder: Weights::open_file(path)?.with_renames(text),
             tower,
             shapes,
         })
+    }
+
+    /// Names the U-Net's tensors for a U-Net with `layers_per_block` resnets per level.
+    pub fn with_unet_layout(mut self, layers_per_block: usize) -> Self {
+        let renames = unet_renames(self.shapes.keys().map(String::as_str), layers_per_block);
+        self.unet = self.unet.with_renames(renames);
+        self
     }
 }
 
