@@ -971,3 +971,210 @@ fn pipelines_on_one_gpu_share_weights() {
     assert_eq!(ia, ib);
     assert_eq!(ia, ic);
 }
+
+/// Memory estimates: the peak recorded against the simulating pool is what the real pool
+/// allocates for the same request (txt2img batches with several samplers and sizes, img2img,
+/// 4-channel inpainting); a request over the memory budget is refused before anything is
+/// allocated, with the largest batch that fits, and that batch then runs.
+#[test]
+fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
+    use sd_wgpu::pipeline::InitImage;
+    use sd_wgpu::schedulers::SamplerKind;
+    // A device of its own: the other tests' buffers would count in the shared one's pool.
+    let own = sd_wgpu::Gpu::new().expect("GPU tests need a wgpu adapter");
+    let pipe = sd1_tiny(&own);
+    let (_, _, rgb) =
+        sd_wgpu::imageio::read_png_rgb(&fixtures().join("img2img-input.png")).unwrap();
+    let mask: Vec<f32> = (0..32 * 32).map(|p| f32::from(p % 32 >= 16)).collect();
+    let cases = [
+        (
+            "txt2img ddim batch 2",
+            Request {
+                batch_size: 2,
+                ..sneaker(3)
+            },
+        ),
+        (
+            "txt2img pndm 64x48, 9 timesteps",
+            Request {
+                sampler: Some(SamplerKind::Pndm),
+                width: 64,
+                height: 48,
+                ..sneaker(8)
+            },
+        ),
+        (
+            "txt2img dpm++ unguided batch 3",
+            Request {
+                sampler: Some(SamplerKind::DpmPP2M { karras: true }),
+                guidance: 1.0,
+                batch_size: 3,
+                ..sneaker(4)
+            },
+        ),
+        (
+            "img2img euler-a",
+            Request {
+                sampler: Some(SamplerKind::EulerAncestral),
+                init_image: Some(InitImage::new(rgb.clone(), 0.7)),
+                ..sneaker(5)
+            },
+        ),
+        (
+            "inpaint 4-channel batch 2",
+            Request {
+                batch_size: 2,
+                init_image: Some(InitImage {
+                    mask: Some(mask),
+                    ..InitImage::new(rgb, 1.0)
+                }),
+                ..sneaker(4)
+            },
+        ),
+    ];
+    for (name, req) in &cases {
+        own.trim_pool();
+        let clock = std::time::Instant::now();
+        let est = pipe.memory_estimate(&own, req).unwrap();
+        let took = clock.elapsed();
+        let before = own.memory_stats();
+        assert_eq!(est.resident, before.in_use, "{name}");
+        own.reset_peak_memory();
+        pipe.generate(&own, req, &mut |_| true).unwrap();
+        let real = own.memory_stats().peak - before.allocated;
+        eprintln!(
+            "{name}: estimate {} bytes in {:.1} ms, real peak {real} bytes (resident {})",
+            est.request,
+            took.as_secs_f64() * 1e3,
+            est.resident
+        );
+        assert_eq!(
+            est.request, real,
+            "{name}: estimate vs the pool's real peak"
+        );
+    }
+
+    // A budget that holds a batch of 3 and not 8.
+    let batch = |n: usize| Request {
+        batch_size: n,
+        ..sneaker(3)
+    };
+    own.trim_pool();
+    let three = pipe.memory_estimate(&own, &batch(3)).unwrap();
+    let eight = pipe.memory_estimate(&own, &batch(8)).unwrap();
+    assert!(eight.total() > three.total());
+    let named = |bytes| {
+        Some(sd_wgpu::MemoryBudget {
+            bytes,
+            source: "the test's".into(),
+        })
+    };
+    own.set_memory_budget(named(three.total()));
+    let before = own.memory_stats();
+    let e = pipe
+        .generate(&own, &batch(8), &mut |_| panic!("no step may run"))
+        .err()
+        .unwrap();
+    eprintln!("{e}");
+    let sd_wgpu::Error::Memory {
+        resident,
+        request,
+        budget,
+        ..
+    } = &e
+    else {
+        panic!("expected a memory error, got {e}");
+    };
+    assert_eq!(
+        (*resident + *request, *budget),
+        (eight.total(), three.total())
+    );
+    let msg = e.to_string();
+    assert!(msg.contains("batch 8 at 32x32"), "{msg}");
+    assert!(msg.contains("(the test's)"), "{msg}");
+    let most: usize = msg
+        .split("a batch of at most ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("no largest batch in: {msg}"));
+    assert!((3..8).contains(&most), "{msg}");
+    // Nothing was allocated for the refused request.
+    assert_eq!(own.memory_stats(), before);
+    // The batch it names runs within the budget; one more does not fit.
+    own.reset_peak_memory();
+    let out = pipe.generate(&own, &batch(most), &mut |_| true).unwrap();
+    assert_eq!(out.image.len(), most * 32 * 32 * 3);
+    assert!(own.memory_stats().peak <= three.total());
+    assert!(!pipe.memory_estimate(&own, &batch(most + 1)).unwrap().fits());
+    // One image over the budget: the message says the size must shrink.
+    own.set_memory_budget(named(before.in_use + 1024));
+    let e = pipe.generate(&own, &batch(1), &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("1 image at 32x32"), "{e}");
+    own.set_memory_budget(None);
+
+    // The CLI: the estimate printed, and a budget too small refused with no image written.
+    let out_png = std::env::temp_dir().join(format!("sd-wgpu-budget-{}.png", std::process::id()));
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args(["generate", "--model"])
+        .arg(fixtures().join("sd1-tiny"))
+        .args([
+            "--prompt",
+            "a red sneaker",
+            "--steps",
+            "2",
+            "--width",
+            "32",
+            "--height",
+            "32",
+        ])
+        .args(["--batch-size", "4", "--memory-budget", "9MiB", "--out"])
+        .arg(&out_png)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "{err}");
+    assert!(err.contains("device memory: "), "{err}");
+    assert!(
+        err.contains("above the memory budget of 9.0 MiB (--memory-budget)"),
+        "{err}"
+    );
+    assert!(err.contains("a batch of at most"), "{err}");
+    assert!(!out_png.exists());
+    assert!(
+        !out_png
+            .with_file_name(format!("sd-wgpu-budget-{}-000.png", std::process::id()))
+            .exists()
+    );
+}
+
+/// The whole text-to-image run on a device whose storage bindings hold 320 KiB (the tiny
+/// model's largest weight is 288 KiB): at 96×64 px with a batch of 2 the U-Net's
+/// feed-forward and skip concatenations (384 KiB) and the VAE's activations (3 MiB) must
+/// split into binding windows — as SD's do on real devices (768² or big batches exceed
+/// lavapipe's 128 MiB and many GPUs' limits) — and the images still match diffusers
+/// (`tools/make_split_fixture.py`).
+#[test]
+fn txt2img_within_small_binding_limits_matches_diffusers() {
+    let small = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+        max_storage_binding: Some(320 << 10),
+        ..Default::default()
+    })
+    .expect("GPU tests need a wgpu adapter");
+    let pipe = sd1_tiny(&small);
+    let g = Weights::open_file(&fixtures().join("split-golden.safetensors")).unwrap();
+    let req = Request {
+        sampler: Some(sd_wgpu::schedulers::SamplerKind::Ddim { eta: 0.0 }),
+        seed: 11,
+        batch_size: 2,
+        width: 96,
+        height: 64,
+        ..sneaker(3)
+    };
+    let out = pipe.generate(&small, &req, &mut |_| true).unwrap();
+    let want = g.read_f32("batch2_96x64", &[2, 64, 96, 3]).unwrap();
+    check("txt2img, 320 KiB bindings", &out.image, &want, 1e-3, 1e-3);
+    let p = psnr(&out.image, &want);
+    eprintln!("96x64 batch 2 within 320 KiB bindings: PSNR {p:.1} dB vs diffusers");
+    assert!(p >= 40.0);
+}

@@ -44,6 +44,18 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
         1e-5,
     );
 
+    // GEGLU split by whole rows of its (twice as wide) input: 100 rows of 2·500.
+    let mut rec = Recorder::new(&g);
+    let y = ops::geglu(&mut rec, &xt).unwrap();
+    assert!(rec.len() >= 7, "geglu did not split: {}", rec.len());
+    check(
+        "split geglu",
+        &read(rec, &y),
+        &reference::geglu(&x, 500),
+        1e-6,
+        1e-5,
+    );
+
     // matmul with 300 rows of 100 (120 KB) split by rows; B fits.
     let (m, k, n) = (300, 100, 60);
     let a = rng.normals(m * k, 1.0);

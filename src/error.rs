@@ -54,6 +54,26 @@ pub enum Error {
         limit: u64,
     },
 
+    /// A request would need more device memory than the budget allows (checked before
+    /// anything is allocated).
+    #[error(
+        "{op}: {what} needs {} of device memory ({} in use by loaded weights and live tensors \
+         + {} for the request), above the memory budget of {} ({budget_source}){hint}",
+        crate::gpu::format_bytes(*.resident + *.request),
+        crate::gpu::format_bytes(*.resident),
+        crate::gpu::format_bytes(*.request),
+        crate::gpu::format_bytes(*.budget)
+    )]
+    Memory {
+        op: &'static str,
+        what: String,
+        resident: u64,
+        request: u64,
+        budget: u64,
+        budget_source: String,
+        hint: String,
+    },
+
     /// Host data given to an upload does not match the tensor shape.
     #[error("upload of `{tensor}`: {got} values given for shape {shape:?} ({expected} values)")]
     HostData {

@@ -30,5 +30,5 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use error::{Error, Result};
-pub use gpu::{Gpu, GpuOptions, Recorder};
+pub use gpu::{Gpu, GpuOptions, MemoryBudget, Recorder};
 pub use tensor::{DType, Tensor};

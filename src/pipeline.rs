@@ -250,6 +250,39 @@ pub struct Output {
     pub timings: Timings,
 }
 
+/// The device memory a request needs, sized by recording it against a simulating pool
+/// ([`Pipeline::memory_estimate`]).
+#[derive(Clone, Debug)]
+pub struct MemoryEstimate {
+    /// Bytes in use on the engine's device when asked: the weights of every loaded model and
+    /// the tensors alive outside the request.
+    pub resident: u64,
+    /// The request's peak allocation on top of that (latents, text context, activations, the
+    /// per-submission parameters), in the pool's size classes, when the pool's cache is empty.
+    pub request: u64,
+    /// Unused buffers the pool caches now (reused by the request, or freed when the request
+    /// would not fit beside them).
+    pub cached: u64,
+    /// What the device allows, when known ([`Gpu::memory_budget`]).
+    pub budget: Option<crate::gpu::MemoryBudget>,
+}
+
+impl MemoryEstimate {
+    /// `resident + request`: the device memory the engine holds at the request's peak.
+    pub fn total(&self) -> u64 {
+        self.resident + self.request
+    }
+
+    /// Whether the request fits the budget (always, when no budget is known).
+    pub fn fits(&self) -> bool {
+        self.budget.as_ref().is_none_or(|b| self.total() <= b.bytes)
+    }
+}
+
+/// U-Net steps a memory estimate records: every sampler's history (PNDM's four ε, DPM++'s
+/// previous x₀) reaches its largest within these, so later steps allocate nothing new.
+const SIMULATED_STEPS: usize = 6;
+
 /// Wall time of each phase, GPU work included.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {
@@ -548,6 +581,96 @@ impl Pipeline {
         Ok((ctx.to_vec(gpu)?, ctx.shape().to_vec()))
     }
 
+    /// The device memory `req` needs, found by recording the request (every op of the text
+    /// encoder, the first U-Net steps, the VAE) against a pool that allocates nothing and
+    /// counts what a real run allocates — the same code sizes it that runs it, so the figure
+    /// is the pool's real peak, not a formula. Takes milliseconds; loads the VAE encoder first
+    /// when the request has an init image. `generate` runs this check itself and refuses a
+    /// request over [`Gpu::memory_budget`] before allocating anything.
+    pub fn memory_estimate(&self, gpu: &Gpu, req: &Request) -> Result<MemoryEstimate> {
+        self.estimate(gpu, req, None)
+    }
+
+    fn estimate(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        texture: Option<&wgpu::Texture>,
+    ) -> Result<MemoryEstimate> {
+        if req.init_image.is_some() {
+            self.vae_encoder(gpu)?;
+        }
+        let now = gpu.memory_stats();
+        let (_, sim) = gpu.simulate(|| self.run(gpu, req, &mut |_| true, texture))?;
+        Ok(MemoryEstimate {
+            resident: now.in_use,
+            request: sim.peak,
+            cached: now.allocated.saturating_sub(now.in_use),
+            budget: gpu.memory_budget(),
+        })
+    }
+
+    /// Refuses `req` when it would not fit the memory budget (naming the largest batch that
+    /// would), and frees the pool's cache when the request fits only without it.
+    fn ensure_fits(&self, gpu: &Gpu, req: &Request, texture: Option<&wgpu::Texture>) -> Result<()> {
+        let est = self.estimate(gpu, req, texture)?;
+        let Some(budget) = est.budget.clone() else {
+            return Ok(());
+        };
+        if est.fits() {
+            if est.total() + est.cached > budget.bytes {
+                gpu.trim_pool();
+            }
+            return Ok(());
+        }
+        let n = req.batch_size;
+        let hint = if n > 1 {
+            // Memory grows with the batch: bisect for the largest that fits.
+            let fits = |k: usize| -> Result<bool> {
+                let r = Request {
+                    batch_size: k,
+                    init_latents: None,
+                    ..req.clone()
+                };
+                Ok(self.memory_estimate(gpu, &r)?.fits())
+            };
+            let (mut lo, mut hi) = (0, n);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if fits(mid)? {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            if lo == 0 {
+                "; even one image does not fit: lower the size".to_string()
+            } else {
+                format!("; a batch of at most {lo} fits")
+            }
+        } else {
+            "; lower the size".to_string()
+        };
+        Err(Error::Memory {
+            op: "generate",
+            what: format!(
+                "{} at {}x{}",
+                if n == 1 {
+                    "1 image".to_string()
+                } else {
+                    format!("batch {n}")
+                },
+                req.width,
+                req.height
+            ),
+            resident: est.resident,
+            request: est.request,
+            budget: budget.bytes,
+            budget_source: budget.source,
+            hint,
+        })
+    }
+
     /// Runs `req`; `progress` is called after every step and may cancel.
     pub fn generate(
         &self,
@@ -647,6 +770,17 @@ impl Pipeline {
             return Err(Error::unsupported(OP, "batch size 0 (1 or more)"));
         }
         self.check_buffer_sizes(gpu, n, guided, req)?;
+        if let Some(im) = &req.init_image {
+            if !(0.0..=1.0).contains(&im.strength) {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("strength {} is outside [0, 1]", im.strength),
+                ));
+            }
+        }
+        if !gpu.is_simulating() {
+            self.ensure_fits(gpu, req, texture)?;
+        }
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
         let context = if n > 1 {
             // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
@@ -694,15 +828,7 @@ impl Pipeline {
         };
         let first = match &req.init_image {
             None => 0,
-            Some(im) => {
-                if !(0.0..=1.0).contains(&im.strength) {
-                    return Err(Error::unsupported(
-                        OP,
-                        format!("strength {} is outside [0, 1]", im.strength),
-                    ));
-                }
-                Sampler::<Tensor>::start_index(req.steps, im.strength)
-            }
+            Some(im) => Sampler::<Tensor>::start_index(req.steps, im.strength),
         };
         let mut inpaint: Option<Inpaint> = None;
         let mut x = match &req.init_image {
@@ -835,7 +961,12 @@ impl Pipeline {
 
         // Every timestep of the schedule (PNDM has one more than `steps`), from `first`.
         let total = sampler.timesteps().len();
-        for i in first..total {
+        let end = if gpu.is_simulating() {
+            total.min(first + SIMULATED_STEPS)
+        } else {
+            total
+        };
+        for i in first..end {
             let t = sampler.timesteps()[i] as f32;
             let mut rec = Recorder::new(gpu);
             let xin = ops::unary(
@@ -927,6 +1058,10 @@ impl Pipeline {
         }
 
         let latents = nhwc_to_nchw(&x.to_vec(gpu)?, c, h, w);
+        // The U-Net's cached buffers are of no use to the VAE, whose activations are larger:
+        // free them rather than hold both at the decoder's peak.
+        drop(inpaint);
+        gpu.trim_pool();
         timings.sampling = clock.elapsed();
         let clock = std::time::Instant::now();
         let mut rec = Recorder::new(gpu);
@@ -949,6 +1084,17 @@ impl Pipeline {
             let (hh, ww) = (req.height, req.width);
             let texels = ops::to_rgba8(&mut rec, &img.reshape(&[hh, ww, 3])?, swap)?;
             rec.submit()?;
+            if gpu.is_simulating() {
+                return Ok(Output {
+                    latents,
+                    image: Vec::new(),
+                    width: req.width,
+                    height: req.height,
+                    truncated_tokens,
+                    steps_run: 0,
+                    timings,
+                });
+            }
             let mut enc = gpu
                 .device()
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {

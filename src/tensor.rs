@@ -6,7 +6,7 @@
 //! with `unpack2x16float`, `shader-f16` or not.
 
 use crate::error::{Error, Result};
-use crate::gpu::{BufferRange, Gpu, GpuBuffer};
+use crate::gpu::{BufferRange, Gpu, GpuBuffer, Recorder};
 use std::sync::Arc;
 
 /// Storage type of a tensor's elements. Arithmetic is always f32.
@@ -97,6 +97,20 @@ impl Tensor {
         })
     }
 
+    /// An op's output or scratch tensor: like [`Tensor::empty`], but may reuse a buffer whose
+    /// last reader is an earlier dispatch of `rec` (see [`Recorder::alloc`]). Only for
+    /// tensors that a dispatch of `rec` writes before anything reads them.
+    pub fn empty_in(rec: &Recorder<'_>, shape: &[usize], dtype: DType, name: &str) -> Result<Self> {
+        let bytes = byte_len(shape, dtype);
+        Ok(Self {
+            buffer: rec.alloc(bytes.max(4), name)?,
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+            name: name.into(),
+        })
+    }
+
     /// Uploads f32 host data, converting to `dtype`.
     pub fn from_f32(
         gpu: &Gpu,
@@ -115,6 +129,9 @@ impl Tensor {
             });
         }
         let t = Self::empty(gpu, shape, dtype, name)?;
+        if gpu.is_simulating() {
+            return Ok(t);
+        }
         let mut bytes: Vec<u8> = match dtype {
             DType::F32 => bytemuck::cast_slice(data).to_vec(),
             DType::F16 => data

@@ -118,6 +118,15 @@ struct GenerateArgs {
     /// Where --preview-every writes its preview PNG (overwritten each time).
     #[arg(long, default_value = "preview.png")]
     preview: PathBuf,
+    /// Device memory the run may use (6GiB, 512MiB, bytes); a request that needs more is
+    /// refused before anything is allocated. Default: SD_WGPU_MEMORY_BUDGET, else the
+    /// driver's device-local heap (Vulkan).
+    #[arg(long, value_parser = parse_size)]
+    memory_budget: Option<u64>,
+}
+
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    gpu::parse_bytes(text).ok_or_else(|| format!("`{text}` is not a size (6GiB, 512MiB, bytes)"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -214,6 +223,17 @@ fn info(all: bool) -> Result<()> {
         gpu::ENV_ADAPTER
     );
     print_adapter(gpu.adapter_info(), gpu.features(), gpu.limits());
+    match gpu.memory_budget() {
+        Some(b) => println!(
+            "  memory budget                         {} ({})",
+            gpu::format_bytes(b.bytes),
+            b.source
+        ),
+        None => println!(
+            "  memory budget                         unknown (set {})",
+            gpu::ENV_MEMORY_BUDGET
+        ),
+    }
     if all {
         for a in gpu::list_adapters(None) {
             println!();
@@ -233,6 +253,12 @@ fn default_model() -> PathBuf {
 
 fn generate(a: &GenerateArgs) -> Result<()> {
     let gpu = Gpu::new()?;
+    if let Some(bytes) = a.memory_budget {
+        gpu.set_memory_budget(Some(sd_wgpu::MemoryBudget {
+            bytes,
+            source: "--memory-budget".into(),
+        }));
+    }
     let dtype = match a.dtype {
         None => WeightDType::Auto,
         Some(DTypeArg::F16) => WeightDType::F16,
@@ -371,6 +397,17 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             }),
         },
     };
+    let est = pipe.memory_estimate(&gpu, &req)?;
+    eprintln!(
+        "device memory: {} weights and live tensors + {} for this request = {}{}",
+        gpu::format_bytes(est.resident),
+        gpu::format_bytes(est.request),
+        gpu::format_bytes(est.total()),
+        match &est.budget {
+            Some(b) => format!(" of a {} budget ({})", gpu::format_bytes(b.bytes), b.source),
+            None => String::new(),
+        }
+    );
     gpu.reset_peak_memory();
     let total = a.batch_size * a.batch_count;
     // Numbered file names when there is more than one image: image-000.png, …

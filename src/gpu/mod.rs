@@ -10,6 +10,7 @@ mod recorder;
 
 pub use pipeline::{Access, Kernel, KernelKey};
 pub use pool::{GpuBuffer, MemoryStats};
+
 pub use recorder::{BufferRange, Dispatch, Recorder};
 
 use crate::error::{Error, Result};
@@ -37,6 +38,135 @@ pub struct GpuOptions {
     /// GEMM core for matmul and conv2d; `None` reads `SD_WGPU_GEMM` (`tiled` or `subgroup`),
     /// else picks per adapter.
     pub gemm: Option<GemmVariant>,
+    /// Device memory the engine may use, in bytes (see [`Gpu::memory_budget`]); `None` reads
+    /// `SD_WGPU_MEMORY_BUDGET`, else asks the driver.
+    pub memory_budget: Option<u64>,
+}
+
+/// Environment variable: the device memory the engine may use (`6GiB`, `512MiB`, `8G`, or
+/// bytes), for [`Gpu::memory_budget`]; overrides what the driver reports.
+pub const ENV_MEMORY_BUDGET: &str = "SD_WGPU_MEMORY_BUDGET";
+
+/// How much device memory requests may need, and where that number came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryBudget {
+    pub bytes: u64,
+    /// Where the number came from, for messages: `SD_WGPU_MEMORY_BUDGET`, the driver's heap…
+    pub source: String,
+}
+
+/// Parses a byte count: a number with an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
+/// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (all binary: 1 GB = 1 GiB = 2^30 bytes), case-insensitive,
+/// fractions allowed (`1.5GiB`).
+pub fn parse_bytes(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t
+        .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    let bytes = value * (1u64 << shift) as f64;
+    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// `1.5 GiB`, `320.0 MiB`, `512 B`: for messages.
+pub fn format_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 3] = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    for (name, shift) in UNITS {
+        if bytes >= 1u64 << shift {
+            return format!("{:.1} {name}", bytes as f64 / (1u64 << shift) as f64);
+        }
+    }
+    format!("{bytes} B")
+}
+
+fn env_budget() -> Option<MemoryBudget> {
+    let text = std::env::var(ENV_MEMORY_BUDGET).ok()?;
+    match parse_bytes(&text) {
+        Some(bytes) => Some(MemoryBudget {
+            bytes,
+            source: format!("{ENV_MEMORY_BUDGET}={text}"),
+        }),
+        None => {
+            eprintln!(
+                "warning: ignoring {ENV_MEMORY_BUDGET}={text:?} (expected bytes or a size like 6GiB)"
+            );
+            None
+        }
+    }
+}
+
+/// What the device may hold when nobody said: a CPU adapter's memory is the host's (lavapipe
+/// reports a nominal 2 GiB heap it does not enforce), so the memory Linux has available;
+/// else the driver's figure.
+fn default_budget(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<MemoryBudget> {
+    if info.device_type == wgpu::DeviceType::Cpu {
+        if let Some(bytes) = host_available_memory() {
+            return Some(MemoryBudget {
+                bytes,
+                source: "host memory available (CPU adapter), /proc/meminfo".into(),
+            });
+        }
+    }
+    driver_budget(device)
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes.
+fn host_available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The device's memory as the driver reports it: Vulkan's largest device-local heap. Other
+/// backends report none through wgpu (the budget is then unknown unless set).
+#[cfg(not(any(target_os = "macos", target_os = "ios", target_arch = "wasm32")))]
+fn driver_budget(device: &wgpu::Device) -> Option<MemoryBudget> {
+    // SAFETY: only reads the physical device's memory properties; nothing is created or
+    // destroyed through the hal handles, which live as long as `device`.
+    unsafe {
+        let hal = device.as_hal::<wgpu::hal::api::Vulkan>()?;
+        let instance = hal.shared_instance().raw_instance();
+        let props = instance.get_physical_device_memory_properties(hal.raw_physical_device());
+        let heaps = &props.memory_heaps[..(props.memory_heap_count as usize).min(16)];
+        // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT = 0x1.
+        let (i, heap) = heaps
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.flags.as_raw() & 1 != 0)
+            .max_by_key(|(_, h)| h.size)
+            .or_else(|| heaps.iter().enumerate().max_by_key(|(_, h)| h.size))?;
+        Some(MemoryBudget {
+            bytes: heap.size,
+            source: format!("Vulkan device-local heap {i}"),
+        })
+    }
+}
+
+#[cfg(any(target_os = "macos", target_os = "ios", target_arch = "wasm32"))]
+fn driver_budget(_device: &wgpu::Device) -> Option<MemoryBudget> {
+    None
+}
+
+/// Usage of every storage buffer the engine allocates.
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+thread_local! {
+    /// The simulating pool of a [`Gpu::simulate`] call running on this thread, with the
+    /// identity of the `Gpu` it stands in for.
+    static SIMULATION: std::cell::RefCell<Option<(usize, pool::BufferPool)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Environment variable: `tiled` or `subgroup` forces the GEMM core (see [`GemmVariant`]).
@@ -85,6 +215,7 @@ pub struct Gpu {
     pipelines: pipeline::PipelineCache,
     loop_limit: Option<u32>,
     gemm: GemmVariant,
+    budget: std::sync::Mutex<Option<MemoryBudget>>,
     /// Weights uploaded from checkpoint files, by file region and layout: a second pipeline
     /// loading the same file gets the same buffers (held weakly: dropped pipelines free them).
     pub(crate) weight_cache:
@@ -213,6 +344,12 @@ impl Gpu {
                 }
             })?;
         let mut gpu = Self::build(device, queue, info);
+        if let Some(bytes) = opts.memory_budget {
+            gpu.set_memory_budget(Some(MemoryBudget {
+                bytes,
+                source: "GpuOptions::memory_budget".into(),
+            }));
+        }
         if opts.loop_iteration_limit.is_some() {
             gpu.loop_limit = opts.loop_iteration_limit;
         }
@@ -256,7 +393,9 @@ impl Gpu {
         let reuse = std::env::var(ENV_NO_REUSE).map_or(true, |v| v != "1");
         let loop_limit = detect_loop_limit(&info);
         let gemm = detect_gemm(&info, features);
+        let budget = env_budget().or_else(|| default_budget(&device, &info));
         Self {
+            budget: std::sync::Mutex::new(budget),
             loop_limit,
             gemm,
             pool: pool::BufferPool::new(reuse),
@@ -312,9 +451,94 @@ impl Gpu {
     pub fn reset_peak_memory(&self) {
         self.pool.reset_peak();
     }
-    /// Frees the pool's cached (unused) buffers.
+    /// Frees the pool's cached (unused) buffers (inside [`Gpu::simulate`]: the simulated
+    /// pool's).
     pub fn trim_pool(&self) {
-        self.pool.trim();
+        let id = self.id();
+        let simulated = SIMULATION.with(|s| match &*s.borrow() {
+            Some((sid, p)) if *sid == id => {
+                p.trim();
+                true
+            }
+            _ => false,
+        });
+        if !simulated {
+            self.pool.trim();
+        }
+    }
+
+    /// The device memory requests may need (checked before each generation): set with
+    /// [`GpuOptions::memory_budget`] or [`Gpu::set_memory_budget`], else
+    /// `SD_WGPU_MEMORY_BUDGET`, else the driver's figure (Vulkan: the largest device-local
+    /// heap). `None` when none is known: then only per-buffer limits are checked.
+    pub fn memory_budget(&self) -> Option<MemoryBudget> {
+        self.budget
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets the memory budget (a host app that shares the device with its own resources
+    /// gives the engine its share; `source` names where the number came from in messages);
+    /// `None` returns to the environment's or the driver's figure.
+    pub fn set_memory_budget(&self, budget: Option<MemoryBudget>) {
+        let b =
+            budget.or_else(|| env_budget().or_else(|| default_budget(&self.device, &self.info)));
+        *self.budget.lock().unwrap_or_else(|p| p.into_inner()) = b;
+    }
+
+    fn id(&self) -> usize {
+        self as *const Self as usize
+    }
+
+    /// Whether this thread is inside [`Gpu::simulate`] for this device.
+    pub fn is_simulating(&self) -> bool {
+        SIMULATION.with(|s| matches!(&*s.borrow(), Some((id, _)) if *id == self.id()))
+    }
+
+    /// Runs `f` against a simulating pool and returns its result with the memory it would
+    /// have allocated: buffers are not created (every tensor shares one 256-byte placeholder),
+    /// uploads and submissions are skipped, readbacks return zeros; pool classes and reuse
+    /// behave exactly as for real, so `peak` is what running `f` would add to the pool when
+    /// its cache starts empty. Ops only record, so the same code that runs a request sizes it.
+    /// Weights must not be loaded inside (they would be placeholders): see
+    /// `Weights::upload`. Calls nested in a simulation run in the outer one.
+    pub fn simulate<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<(T, MemoryStats)> {
+        if self.is_simulating() {
+            return f().map(|t| (t, MemoryStats::default()));
+        }
+        let placeholder = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("memory estimate placeholder"),
+            size: 256,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let sim = pool::BufferPool::simulating(self.pool.reuse(), placeholder.clone());
+        struct Restore(Option<(usize, pool::BufferPool)>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                SIMULATION.with(|s| *s.borrow_mut() = prev);
+            }
+        }
+        let prev = SIMULATION.with(|s| s.borrow_mut().replace((self.id(), sim)));
+        let restore = Restore(prev);
+        let out = f();
+        let stats = SIMULATION.with(|s| s.borrow().as_ref().map(|(_, p)| p.stats()));
+        drop(restore);
+        placeholder.destroy();
+        out.map(|t| (t, stats.unwrap_or_default()))
+    }
+
+    fn pooled(&self, size: u64, usage: wgpu::BufferUsages, label: &str) -> Arc<GpuBuffer> {
+        let id = self.id();
+        let simulated = SIMULATION.with(|s| match &*s.borrow() {
+            Some((sid, p)) if *sid == id => Some(p.get(&self.device, size, usage, label)),
+            _ => None,
+        });
+        simulated.unwrap_or_else(|| self.pool.get(&self.device, size, usage, label))
     }
 
     /// A storage buffer of at least `size` bytes from the pool.
@@ -328,19 +552,11 @@ impl Gpu {
                 limit: self.limits.max_buffer_size,
             });
         }
-        Ok(self.pool.get(
-            &self.device,
-            size,
-            wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            label,
-        ))
+        Ok(self.pooled(size, STORAGE_USAGE, label))
     }
 
     pub(crate) fn alloc_uniform(&self, size: u64) -> Arc<GpuBuffer> {
-        self.pool.get(
-            &self.device,
+        self.pooled(
             size,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             "params",
@@ -399,6 +615,9 @@ impl Gpu {
         size: u64,
         what: &str,
     ) -> Result<Vec<u8>> {
+        if self.is_simulating() {
+            return Ok(vec![0; size as usize]);
+        }
         let padded = size.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -439,5 +658,27 @@ impl std::fmt::Debug for Gpu {
             .field("adapter", &self.info.name)
             .field("backend", &self.info.backend)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_bytes, parse_bytes};
+
+    #[test]
+    fn byte_sizes_parse_and_print() {
+        assert_eq!(parse_bytes("123"), Some(123));
+        assert_eq!(parse_bytes("6GiB"), Some(6 << 30));
+        assert_eq!(parse_bytes("6 gb"), Some(6 << 30));
+        assert_eq!(parse_bytes("512M"), Some(512 << 20));
+        assert_eq!(parse_bytes("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_bytes("64kib"), Some(64 << 10));
+        assert_eq!(parse_bytes("1T"), Some(1 << 40));
+        for bad in ["", "GiB", "6 parsecs", "-1G", "1e3", "1.2.3G"] {
+            assert_eq!(parse_bytes(bad), None, "{bad}");
+        }
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(format_bytes(320 << 20), "320.0 MiB");
     }
 }

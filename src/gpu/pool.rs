@@ -24,6 +24,9 @@ pub(crate) struct PoolInner {
     free: Mutex<HashMap<(u64, u32), Vec<wgpu::Buffer>>>,
     reuse: AtomicBool,
     counters: Counters,
+    /// A simulating pool (memory estimates): every buffer it hands out is this one small
+    /// placeholder; sizes, classes, reuse and counters behave exactly as in the real pool.
+    placeholder: Option<wgpu::Buffer>,
 }
 
 /// Memory the engine allocated on the device, as the pool counts it.
@@ -45,6 +48,8 @@ pub(crate) struct BufferPool {
 pub struct GpuBuffer {
     buffer: wgpu::Buffer,
     class: u64,
+    /// The usage it was asked for (a simulating pool's placeholder has another).
+    usage: u32,
     pool: Arc<PoolInner>,
 }
 
@@ -55,6 +60,9 @@ impl GpuBuffer {
     /// Allocated size (the size class, at least what was asked for).
     pub fn size(&self) -> u64 {
         self.class
+    }
+    pub(crate) fn usage_bits(&self) -> u32 {
+        self.usage
     }
 }
 
@@ -69,11 +77,13 @@ impl Drop for GpuBuffer {
         let c = &self.pool.counters;
         c.in_use.fetch_sub(self.class, Ordering::Relaxed);
         if self.pool.reuse.load(Ordering::Relaxed) {
-            let key = (self.class, self.buffer.usage().bits());
+            let key = (self.class, self.usage);
             let mut free = self.pool.free.lock().unwrap_or_else(|p| p.into_inner());
             free.entry(key).or_default().push(self.buffer.clone());
         } else {
-            self.buffer.destroy();
+            if self.pool.placeholder.is_none() {
+                self.buffer.destroy();
+            }
             c.allocated.fetch_sub(self.class, Ordering::Relaxed);
         }
     }
@@ -81,13 +91,28 @@ impl Drop for GpuBuffer {
 
 impl BufferPool {
     pub(crate) fn new(reuse: bool) -> Self {
+        Self::with_placeholder(reuse, None)
+    }
+
+    /// A pool that allocates nothing: it hands out `placeholder` under each requested size
+    /// and counts what a real pool would hold (see `Gpu::simulate`).
+    pub(crate) fn simulating(reuse: bool, placeholder: wgpu::Buffer) -> Self {
+        Self::with_placeholder(reuse, Some(placeholder))
+    }
+
+    fn with_placeholder(reuse: bool, placeholder: Option<wgpu::Buffer>) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 free: Mutex::new(HashMap::new()),
                 reuse: AtomicBool::new(reuse),
                 counters: Counters::default(),
+                placeholder,
             }),
         }
+    }
+
+    pub(crate) fn reuse(&self) -> bool {
+        self.inner.reuse.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_reuse(&self, on: bool) {
@@ -115,6 +140,9 @@ impl BufferPool {
         let buffer = cached.unwrap_or_else(|| {
             let now = c.allocated.fetch_add(class, Ordering::Relaxed) + class;
             c.peak.fetch_max(now, Ordering::Relaxed);
+            if let Some(p) = &self.inner.placeholder {
+                return p.clone();
+            }
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: class,
@@ -126,6 +154,7 @@ impl BufferPool {
         Arc::new(GpuBuffer {
             buffer,
             class,
+            usage: usage.bits(),
             pool: self.inner.clone(),
         })
     }
@@ -134,7 +163,9 @@ impl BufferPool {
         let mut free = self.inner.free.lock().unwrap_or_else(|p| p.into_inner());
         for ((class, _), bufs) in free.drain() {
             for b in bufs {
-                b.destroy();
+                if self.inner.placeholder.is_none() {
+                    b.destroy();
+                }
                 self.inner
                     .counters
                     .allocated

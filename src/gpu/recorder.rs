@@ -32,11 +32,22 @@ pub struct Dispatch {
 
 /// Collects dispatches and submits them in one pass.
 ///
+/// Buffers are reused inside the pass: once every tensor on a buffer is dropped and only
+/// this recorder's pending dispatches still bind it, [`Recorder::alloc`] hands it to a later
+/// op (the pass runs dispatches in order, and wgpu puts a barrier between a dispatch that
+/// reads a buffer and a later one that writes it). So a network's intermediates take the
+/// memory of the live ones at each point, not of all of them. Host uploads never get such a
+/// buffer: `queue.write_buffer` lands before the pass runs.
+///
 /// A recorder that is dropped with dispatches still pending submits them (errors are then
 /// lost; call [`Recorder::submit`] to see them).
 pub struct Recorder<'g> {
     gpu: &'g Gpu,
     dispatches: Vec<Dispatch>,
+    /// Every buffer the pending dispatches bind (by address), with how many bindings hold it.
+    held: std::collections::HashMap<usize, (Arc<GpuBuffer>, usize)>,
+    /// Addresses of `held` buffers by (size class, usage): where `alloc` looks.
+    by_class: std::collections::HashMap<(u64, u32), Vec<usize>>,
 }
 
 impl<'g> Recorder<'g> {
@@ -44,7 +55,27 @@ impl<'g> Recorder<'g> {
         Self {
             gpu,
             dispatches: Vec::new(),
+            held: Default::default(),
+            by_class: Default::default(),
         }
+    }
+
+    /// A storage buffer of at least `size` bytes for an op's output or scratch, written
+    /// first by a dispatch of this recorder: a buffer of the same size class whose tensors
+    /// are all dropped and that only earlier dispatches of this pass bind, else a new one
+    /// from the pool.
+    pub fn alloc(&self, size: u64, label: &str) -> Result<Arc<GpuBuffer>> {
+        let key = (super::pool::size_class(size), super::STORAGE_USAGE.bits());
+        if let Some(addrs) = self.by_class.get(&key) {
+            for a in addrs {
+                let (buf, refs) = &self.held[a];
+                // Our `held` clone plus one per binding: no tensor holds it any more.
+                if Arc::strong_count(buf) == refs + 1 {
+                    return Ok(buf.clone());
+                }
+            }
+        }
+        self.gpu.alloc(size, label)
     }
 
     pub fn gpu(&self) -> &'g Gpu {
@@ -66,18 +97,31 @@ impl<'g> Recorder<'g> {
 
     pub fn push(&mut self, d: Dispatch) {
         if d.workgroups.iter().all(|&n| n > 0) {
+            for b in &d.bindings {
+                let addr = Arc::as_ptr(&b.buffer) as usize;
+                let entry = self.held.entry(addr).or_insert_with(|| {
+                    let key = (b.buffer.size(), b.buffer.usage_bits());
+                    self.by_class.entry(key).or_default().push(addr);
+                    (b.buffer.clone(), 0)
+                });
+                entry.1 += 1;
+            }
             self.dispatches.push(d);
         }
     }
 
     /// Takes the pending dispatches out, unsubmitted (to capture them for replay).
     pub fn take(&mut self) -> Vec<Dispatch> {
+        self.held.clear();
+        self.by_class.clear();
         std::mem::take(&mut self.dispatches)
     }
 
     /// Records captured dispatches again: same kernels, bindings and params.
     pub fn replay(&mut self, dispatches: &[Dispatch]) {
-        self.dispatches.extend_from_slice(dispatches);
+        for d in dispatches {
+            self.push(d.clone());
+        }
     }
 
     /// Encodes and submits every pending dispatch (does not wait).
@@ -88,7 +132,7 @@ impl<'g> Recorder<'g> {
     /// Submits, waits, and returns the GPU time of the pass: from timestamp queries when the
     /// device has them, else the wall time from submit to completion.
     pub fn submit_timed(&mut self) -> Result<Duration> {
-        if !self.gpu.has_timestamps() {
+        if !self.gpu.has_timestamps() || self.gpu.is_simulating() {
             let t = Instant::now();
             self.encode_and_submit(None)?;
             self.gpu.wait()?;
@@ -118,7 +162,7 @@ impl<'g> Recorder<'g> {
         &mut self,
         timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
     ) -> Result<()> {
-        let dispatches = std::mem::take(&mut self.dispatches);
+        let dispatches = self.take();
         if dispatches.is_empty() && timing.is_none() {
             return Ok(());
         }
@@ -132,6 +176,10 @@ impl<'g> Recorder<'g> {
             total += (d.params.len() as u64).max(16).div_ceil(align) * align;
         }
         let uniform = gpu.alloc_uniform(total.max(align));
+        if gpu.is_simulating() {
+            // Sized like a real submission (its params buffer counts), nothing encoded.
+            return Ok(());
+        }
         let mut staging = vec![0u8; total as usize];
         for (d, &o) in dispatches.iter().zip(&offsets) {
             staging[o as usize..o as usize + d.params.len()].copy_from_slice(&d.params);

@@ -248,7 +248,7 @@ fn run(
         ));
     }
     let gpu = rec.gpu();
-    let out = Tensor::empty(gpu, &[b, n_q, c], DType::F32, "attention.out")?;
+    let out = Tensor::empty_in(rec, &[b, n_q, c], DType::F32, "attention.out")?;
     let (qb, q_off, q_stride) = q.bind(rec)?;
     let (kb, k_off, k_stride) = k.bind(rec)?;
     let (vb, v_off, v_stride) = v.bind(rec)?;
@@ -277,14 +277,14 @@ fn run(
     // Running softmax state between key chunks: per query and head the accumulator and
     // (max, sum), rounded to whole vec4s: [b, n_q, heads, 4·⌈(d + 2) / 4⌉] floats, O(N·d).
     let state = if chunks > 1 {
-        Tensor::empty(
-            gpu,
+        Tensor::empty_in(
+            rec,
             &[b, n_q, heads, (d + 2).div_ceil(4) * 4],
             DType::F32,
             "attention.state",
         )?
     } else {
-        Tensor::empty(gpu, &[4], DType::F32, "attention.state.unused")?
+        Tensor::empty_in(rec, &[4], DType::F32, "attention.state.unused")?
     };
     let sb = state.bind(gpu, OP)?;
     if sb.elem_offset != 0 {

@@ -168,7 +168,7 @@ pub fn conv2d(
             ));
         }
     }
-    let out = Tensor::empty(rec.gpu(), &[n, ho, wo, cout], DType::F32, "conv2d.out")?;
+    let out = Tensor::empty_in(rec, &[n, ho, wo, cout], DType::F32, "conv2d.out")?;
     // Split over images when one binding would exceed the device limit; an image too large
     // for one binding is split into bands of output rows (below).
     let img_bytes = 4 * (h * w * cin).max(ho * wo * cout) as u64;

@@ -180,7 +180,7 @@ pub fn to_rgba8(rec: &mut Recorder<'_>, x: &Tensor, swap_rb: bool) -> Result<Ten
         ));
     };
     let row = rgba8_row(w);
-    let y = Tensor::empty(rec.gpu(), &[h, row], DType::F32, "rgba8 texels")?;
+    let y = Tensor::empty_in(rec, &[h, row], DType::F32, "rgba8 texels")?;
     if h * w == 0 {
         return Ok(y);
     }
@@ -228,7 +228,7 @@ pub fn unary(
     const OP: &str = "unary";
     require_f32(OP, "x", x)?;
     let n = x.numel();
-    let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "unary.out")?;
+    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "unary.out")?;
     let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
     let chunk = rows_per_binding(rec, 4);
     let mut i0 = 0;
@@ -297,7 +297,7 @@ pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Res
             ),
         ));
     };
-    let y = Tensor::empty(rec.gpu(), xs, DType::F32, "binary.out")?;
+    let y = Tensor::empty_in(rec, xs, DType::F32, "binary.out")?;
     if n == 0 {
         return Ok(y);
     }
@@ -419,25 +419,35 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
     let f = c / 2;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = f;
-    let y = Tensor::empty(rec.gpu(), &shape, DType::F32, "geglu.out")?;
-    let gpu = rec.gpu();
-    let (xb, yb) = (x.bind(gpu, OP)?, y.bind(gpu, OP)?);
-    let n = y.numel();
-    let params = ElementwiseParams {
-        n: u32_of(OP, "elements", n)?,
-        x_off: xb.elem_offset,
-        y_off: yb.elem_offset,
-        f: f as u32,
-        ..Default::default()
-    };
-    let grid = threads_grid(rec, OP, n)?;
-    push(
-        rec,
-        ew_key("geglu"),
-        &params,
-        vec![xb.range.clone(), xb.range, yb.range],
-        grid,
-    )?;
+    let y = Tensor::empty_in(rec, &shape, DType::F32, "geglu.out")?;
+    // Whole rows per dispatch, as many as one binding of the (wider) input holds.
+    let rows = x.numel() / c;
+    let (x2, y2) = (x.reshape(&[rows, c])?, y.reshape(&[rows, f])?);
+    let chunk = rows_per_binding(rec, 4 * c as u64);
+    let mut r0 = 0;
+    while r0 < rows {
+        let len = chunk.min(rows - r0);
+        let gpu = rec.gpu();
+        let xb = x2.narrow0(r0, len)?.bind(gpu, OP)?;
+        let yb = y2.narrow0(r0, len)?.bind(gpu, OP)?;
+        let n = len * f;
+        let params = ElementwiseParams {
+            n: u32_of(OP, "elements", n)?,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            f: f as u32,
+            ..Default::default()
+        };
+        let grid = threads_grid(rec, OP, n)?;
+        push(
+            rec,
+            ew_key("geglu"),
+            &params,
+            vec![xb.range.clone(), xb.range, yb.range],
+            grid,
+        )?;
+        r0 += len;
+    }
     Ok(y)
 }
 
@@ -473,7 +483,7 @@ pub fn upsample_nearest(
             format!("cannot resize `{}` {:?} to {oh}x{ow}", x.name(), x.shape()),
         ));
     }
-    let y = Tensor::empty(rec.gpu(), &[n, oh, ow, c], DType::F32, "upsample.out")?;
+    let y = Tensor::empty_in(rec, &[n, oh, ow, c], DType::F32, "upsample.out")?;
     // torch's nearest source index: floor(dst · (in / out)) with the scale in f32.
     let (scale_h, scale_w) = (h as f32 / oh as f32, w as f32 / ow as f32);
     let src_row = |oy: usize| ((oy as f32 * scale_h).floor() as usize).min(h - 1);
@@ -531,7 +541,7 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
     let (ca, cb) = (a.shape()[ra - 1], b.shape()[rb - 1]);
     let mut shape = a.shape().to_vec();
     shape[ra - 1] = ca + cb;
-    let y = Tensor::empty(rec.gpu(), &shape, DType::F32, "concat.out")?;
+    let y = Tensor::empty_in(rec, &shape, DType::F32, "concat.out")?;
     let rows = a.numel() / ca.max(1);
     let (a2, b2, y2) = (
         a.reshape(&[rows, ca])?,
@@ -594,7 +604,7 @@ pub fn timestep_embedding(
         ));
     }
     let b = t.shape()[0];
-    let y = Tensor::empty(rec.gpu(), &[b, dim], DType::F32, "timestep_embedding.out")?;
+    let y = Tensor::empty_in(rec, &[b, dim], DType::F32, "timestep_embedding.out")?;
     let gpu = rec.gpu();
     let (tb, yb) = (t.bind(gpu, OP)?, y.bind(gpu, OP)?);
     let params = TimestepParams {

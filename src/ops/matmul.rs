@@ -169,7 +169,7 @@ pub fn matmul(
     let a_batch: usize = a.shape()[..ar - 2].iter().product();
     let mut out_shape = a.shape().to_vec();
     out_shape[ar - 1] = n;
-    let out = Tensor::empty(rec.gpu(), &out_shape, DType::F32, "matmul.out")?;
+    let out = Tensor::empty_in(rec, &out_shape, DType::F32, "matmul.out")?;
     if br == 2 {
         // One weight for every batch: fold the batch into M, split rows to fit bindings.
         let rows = a_batch * m;

@@ -121,13 +121,13 @@ fn group_norm_banded(
     let band_hw = rows_per_binding(rec, 4 * c as u64).min(hw);
     let n_bands = hw.div_ceil(band_hw);
     let gpu = rec.gpu();
-    let stats = Tensor::empty(
-        gpu,
+    let stats = Tensor::empty_in(
+        rec,
         &[(n_bands + 1) * groups * 2],
         DType::F32,
         "group_norm.band_stats",
     )?;
-    let scratch = Tensor::empty(gpu, &[4], DType::F32, "group_norm.unused")?;
+    let scratch = Tensor::empty_in(rec, &[4], DType::F32, "group_norm.unused")?;
     let (x2, y2) = (x.reshape(&[n * hw, c])?, y.reshape(&[n * hw, c])?);
     let base = GroupNormBandParams {
         c: u32_of(OP, "c", c)?,
@@ -248,7 +248,7 @@ pub fn group_norm(
     }
     check_affine(OP, c, gamma, beta)?;
     let hw = x.numel() / n.max(1) / c.max(1);
-    let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "group_norm.out")?;
+    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "group_norm.out")?;
     if !fits_binding(rec, 4 * (hw * c) as u64) {
         for b in 0..n {
             group_norm_banded(rec, x, &y, b, groups, (gamma, beta), eps, silu)?;
@@ -309,7 +309,7 @@ pub fn layer_norm(
     }
     check_affine(OP, c, gamma, beta)?;
     let rows = x.numel() / c;
-    let y = Tensor::empty(rec.gpu(), x.shape(), DType::F32, "layer_norm.out")?;
+    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "layer_norm.out")?;
     let (x2, y2) = (x.reshape(&[rows, c])?, y.reshape(&[rows, c])?);
     let chunk = rows_per_binding(rec, 4 * c as u64);
     let mut r0 = 0;

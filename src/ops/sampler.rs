@@ -170,12 +170,12 @@ pub fn sampler_step(
         }
     }
     let gpu = rec.gpu();
-    let y = Tensor::empty(gpu, x.shape(), DType::F32, "sampler_step.x_out")?;
+    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "sampler_step.x_out")?;
     let eps_out = if want_eps {
-        Tensor::empty(gpu, x.shape(), DType::F32, "sampler_step.eps_out")?
+        Tensor::empty_in(rec, x.shape(), DType::F32, "sampler_step.eps_out")?
     } else {
         // A scratch word: the kernel does not write it, but the layout needs a binding.
-        Tensor::empty(gpu, &[1], DType::F32, "sampler_step.unused")?
+        Tensor::empty_in(rec, &[1], DType::F32, "sampler_step.unused")?
     };
     let xb = x.bind(gpu, OP)?;
     let eb = eps.bind(gpu, OP)?;

@@ -313,6 +313,13 @@ impl Weights {
         relayout: Relayout,
         policy: WeightDType,
     ) -> Result<Tensor> {
+        if gpu.is_simulating() {
+            // A placeholder weight would be cached and used for real later.
+            return Err(Error::unsupported(
+                "memory estimate",
+                format!("weight `{name}` would be loaded inside a simulation; load it first"),
+            ));
+        }
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
         let dtype = match (policy, t.dtype) {
