@@ -242,6 +242,13 @@ fn full_size_run(dir: &std::path::Path, model: &std::path::Path) {
         sampler: Some(sd_wgpu::schedulers::SamplerKind::Ddim { eta: 0.0 }),
         ..Request::default()
     };
+    // The estimate must be the real peak at full size too (run these tests one at a time:
+    // they share the device's pool).
+    gpu.trim_pool();
+    let t1 = std::time::Instant::now();
+    let est = pipe.memory_estimate(gpu, &req).unwrap();
+    let est_time = t1.elapsed();
+    let before = gpu.memory_stats();
     gpu.reset_peak_memory();
     let out = pipe
         .generate(gpu, &req, &mut |p| {
@@ -249,6 +256,14 @@ fn full_size_run(dir: &std::path::Path, model: &std::path::Path) {
             true
         })
         .unwrap();
+    let real = gpu.memory_stats().peak - before.allocated;
+    eprintln!(
+        "request memory: estimated {:.1} MiB in {:.0} ms, real peak {:.1} MiB",
+        est.request as f64 / 1048576.0,
+        est_time.as_secs_f64() * 1e3,
+        real as f64 / 1048576.0
+    );
+    assert_eq!(est.request, real, "memory estimate vs the real peak");
     let t = out.timings;
     eprintln!(
         "text encoding {:.2} s, sampling {:.1} s ({:.1} s/step, U-Net batch 2 at 32x32 latents), decoding {:.1} s; peak GPU memory {:.0} MiB",
