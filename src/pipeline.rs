@@ -1084,39 +1084,31 @@ impl Pipeline {
             let (hh, ww) = (req.height, req.width);
             let texels = ops::to_rgba8(&mut rec, &img.reshape(&[hh, ww, 3])?, swap)?;
             rec.submit()?;
-            if gpu.is_simulating() {
-                return Ok(Output {
-                    latents,
-                    image: Vec::new(),
-                    width: req.width,
-                    height: req.height,
-                    truncated_tokens,
-                    steps_run: 0,
-                    timings,
-                });
-            }
-            let mut enc = gpu
-                .device()
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("sd-wgpu texture output"),
-                });
-            enc.copy_buffer_to_texture(
-                wgpu::TexelCopyBufferInfo {
-                    buffer: texels.buffer().raw(),
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset: texels.byte_offset(),
-                        bytes_per_row: Some((ops::rgba8_row(ww) * 4) as u32),
-                        rows_per_image: Some(hh as u32),
+            // A simulation only sizes the run: nothing to copy.
+            if !gpu.is_simulating() {
+                let mut enc =
+                    gpu.device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("sd-wgpu texture output"),
+                        });
+                enc.copy_buffer_to_texture(
+                    wgpu::TexelCopyBufferInfo {
+                        buffer: texels.buffer().raw(),
+                        layout: wgpu::TexelCopyBufferLayout {
+                            offset: texels.byte_offset(),
+                            bytes_per_row: Some((ops::rgba8_row(ww) * 4) as u32),
+                            rows_per_image: Some(hh as u32),
+                        },
                     },
-                },
-                tex.as_image_copy(),
-                wgpu::Extent3d {
-                    width: ww as u32,
-                    height: hh as u32,
-                    depth_or_array_layers: 1,
-                },
-            );
-            gpu.queue().submit([enc.finish()]);
+                    tex.as_image_copy(),
+                    wgpu::Extent3d {
+                        width: ww as u32,
+                        height: hh as u32,
+                        depth_or_array_layers: 1,
+                    },
+                );
+                gpu.queue().submit([enc.finish()]);
+            }
             timings.decoding = clock.elapsed();
             return Ok(Output {
                 latents,

@@ -87,28 +87,27 @@ pub(crate) struct Bound {
 impl Tensor {
     /// A tensor of uninitialised contents (pooled memory may hold old data).
     pub fn empty(gpu: &Gpu, shape: &[usize], dtype: DType, name: &str) -> Result<Self> {
-        let bytes = byte_len(shape, dtype);
-        Ok(Self {
-            buffer: gpu.alloc(bytes.max(4), name)?,
+        let buffer = gpu.alloc(byte_len(shape, dtype).max(4), name)?;
+        Ok(Self::whole(buffer, shape, dtype, name))
+    }
+
+    /// A tensor over all of `buffer` from its start.
+    fn whole(buffer: Arc<GpuBuffer>, shape: &[usize], dtype: DType, name: &str) -> Self {
+        Self {
+            buffer,
             offset: 0,
             shape: shape.to_vec(),
             dtype,
             name: name.into(),
-        })
+        }
     }
 
     /// An op's output or scratch tensor: like [`Tensor::empty`], but may reuse a buffer whose
     /// last reader is an earlier dispatch of `rec` (see [`Recorder::alloc`]). Only for
     /// tensors that a dispatch of `rec` writes before anything reads them.
     pub fn empty_in(rec: &Recorder<'_>, shape: &[usize], dtype: DType, name: &str) -> Result<Self> {
-        let bytes = byte_len(shape, dtype);
-        Ok(Self {
-            buffer: rec.alloc(bytes.max(4), name)?,
-            offset: 0,
-            shape: shape.to_vec(),
-            dtype,
-            name: name.into(),
-        })
+        let buffer = rec.alloc(byte_len(shape, dtype).max(4), name)?;
+        Ok(Self::whole(buffer, shape, dtype, name))
     }
 
     /// Uploads f32 host data, converting to `dtype`.

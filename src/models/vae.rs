@@ -233,6 +233,11 @@ impl VaeDecoder {
                 x = r.forward(rec, &x, None)?;
             }
             if let Some(up) = &block.upsampler {
+                // The buffers of this resolution are too small for any larger layer: submit
+                // what is recorded so they go back to the pool, and free them, so that the
+                // decoder's peak is the largest level's working set, not every level's.
+                rec.submit()?;
+                rec.gpu().trim_pool();
                 x = up.forward(rec, &x)?; // [n, 2h, 2w, c]
             }
         }
