@@ -7,7 +7,7 @@ use sd_wgpu::DType;
 use sd_wgpu::ops::{self, Conv2dOptions};
 
 fn conv2d(c: &mut Criterion) {
-    // (id, [n, h, w, cin], k, cout, stride, weight dtype)
+    // (id, [n, h, w, cin], k, cout, stride, weight dtype, upsample)
     let cases = [
         (
             "sd 3x3 320->320 64x64 b2",
@@ -16,6 +16,7 @@ fn conv2d(c: &mut Criterion) {
             320,
             1,
             DType::F32,
+            1,
         ),
         (
             "sd 3x3 640->640 32x32 b2 f16",
@@ -24,6 +25,7 @@ fn conv2d(c: &mut Criterion) {
             640,
             1,
             DType::F16,
+            1,
         ),
         (
             "sd 3x3 s2 320 64x64 b2",
@@ -32,6 +34,7 @@ fn conv2d(c: &mut Criterion) {
             320,
             2,
             DType::F32,
+            1,
         ),
         (
             "sd 1x1 640->320 32x32 b2",
@@ -40,19 +43,33 @@ fn conv2d(c: &mut Criterion) {
             320,
             1,
             DType::F32,
+            1,
+        ),
+        (
+            "sd upsampler 3x3 640 32x32 -> 64x64 b2 f16 (fused 2x)",
+            [2, 32, 32, 640],
+            3,
+            640,
+            1,
+            DType::F16,
+            2,
         ),
     ];
-    for (id, xs, k, cout, stride, w) in cases {
+    for (id, xs, k, cout, stride, w, up) in cases {
         let x = tensor(&xs, DType::F32, 1);
         let wt = tensor(&[k, k, xs[3], cout], w, 2);
         let pad = k / 2;
         let (ho, wo) = (
-            (xs[1] + 2 * pad - k) / stride + 1,
-            (xs[2] + 2 * pad - k) / stride + 1,
+            (xs[1] * up + 2 * pad - k) / stride + 1,
+            (xs[2] * up + 2 * pad - k) / stride + 1,
         );
+        let opts = Conv2dOptions {
+            upsample: up,
+            ..Conv2dOptions::new(stride, pad)
+        };
         let flops = 2 * (xs[0] * ho * wo * cout * k * k * xs[3]) as u64;
         bench(c, "conv2d", id, Work::Flops(flops), |rec| {
-            ops::conv2d(rec, &x, &wt, None, None, Conv2dOptions::new(stride, pad)).expect("conv2d");
+            ops::conv2d(rec, &x, &wt, None, None, opts).expect("conv2d");
         });
     }
 }

@@ -12,25 +12,31 @@ struct Case {
     bias: bool,
     res: bool,
     w: DType,
+    /// 2: the conv reads x nearest-upsampled (diffusers' Upsample2D, fused).
+    up: usize,
 }
 
 #[rustfmt::skip]
 const CASES: &[Case] = &[
     // SD 1.5: resnet conv 3×3 320→320 at 64×64 latents, batch 2 (guidance).
-    Case { name: "sd resnet 3x3 320->320 64x64 b2", x: [2, 64, 64, 320], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F32 },
+    Case { name: "sd resnet 3x3 320->320 64x64 b2", x: [2, 64, 64, 320], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F32, up: 1 },
     // conv_in 4→320 (f16 weights), downsample 3×3 stride 2, 1×1 shortcut with fused residual.
-    Case { name: "sd conv_in 3x3 4->320 f16", x: [2, 32, 32, 4], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16 },
-    Case { name: "sd downsample 3x3 s2 640", x: [1, 16, 16, 640], k: 3, cout: 640, stride: 2, pad: [1; 4], bias: true, res: false, w: DType::F16 },
-    Case { name: "sd shortcut 1x1 640->320 +res", x: [2, 16, 16, 640], k: 1, cout: 320, stride: 1, pad: [0; 4], bias: true, res: true, w: DType::F32 },
+    Case { name: "sd conv_in 3x3 4->320 f16", x: [2, 32, 32, 4], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16, up: 1 },
+    Case { name: "sd downsample 3x3 s2 640", x: [1, 16, 16, 640], k: 3, cout: 640, stride: 2, pad: [1; 4], bias: true, res: false, w: DType::F16, up: 1 },
+    Case { name: "sd shortcut 1x1 640->320 +res", x: [2, 16, 16, 640], k: 1, cout: 320, stride: 1, pad: [0; 4], bias: true, res: true, w: DType::F32, up: 1 },
     // VAE encoder downsample: pad (0, 1, 0, 1) then 3×3 stride 2.
-    Case { name: "vae asym pad s2", x: [1, 9, 11, 6], k: 3, cout: 5, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false, w: DType::F32 },
+    Case { name: "vae asym pad s2", x: [1, 9, 11, 6], k: 3, cout: 5, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false, w: DType::F32, up: 1 },
     // The longest reduction in SD 1.5: up-block conv over 1280 + 1280 concatenated channels
     // (K = 23040); the narrow cout keeps the test quick, the per-thread loop is the same.
-    Case { name: "sd up 3x3 2560->64 K=23040", x: [1, 8, 8, 2560], k: 3, cout: 64, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16 },
+    Case { name: "sd up 3x3 2560->64 K=23040", x: [1, 8, 8, 2560], k: 3, cout: 64, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16, up: 1 },
     // Odd shapes.
-    Case { name: "odd 5x7 3->5 +res f16", x: [3, 5, 7, 3], k: 3, cout: 5, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F16 },
-    Case { name: "1x1 image 1 channel", x: [1, 1, 1, 1], k: 1, cout: 1, stride: 1, pad: [0; 4], bias: false, res: false, w: DType::F32 },
-    Case { name: "3x3 no pad 67 ch", x: [1, 6, 5, 67], k: 3, cout: 65, stride: 1, pad: [0; 4], bias: false, res: true, w: DType::F32 },
+    Case { name: "odd 5x7 3->5 +res f16", x: [3, 5, 7, 3], k: 3, cout: 5, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F16, up: 1 },
+    Case { name: "1x1 image 1 channel", x: [1, 1, 1, 1], k: 1, cout: 1, stride: 1, pad: [0; 4], bias: false, res: false, w: DType::F32, up: 1 },
+    Case { name: "3x3 no pad 67 ch", x: [1, 6, 5, 67], k: 3, cout: 65, stride: 1, pad: [0; 4], bias: false, res: true, w: DType::F32, up: 1 },
+    // Upsample2D fused: the VAE / U-Net upsampler conv over a 2× nearest-upsampled input.
+    Case { name: "sd upsampler 3x3 320 16x16 -> 32x32 f16", x: [2, 16, 16, 320], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16, up: 2 },
+    Case { name: "odd upsampled 5x3 7->5 +res", x: [2, 5, 3, 7], k: 3, cout: 5, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F32, up: 2 },
+    Case { name: "upsampled 1x1 s2 asym pad", x: [1, 3, 4, 6], k: 3, cout: 4, stride: 2, pad: [0, 1, 0, 1], bias: false, res: false, w: DType::F32, up: 2 },
 ];
 
 #[test]
@@ -58,11 +64,21 @@ fn conv2d_matches_reference() {
                 let opts = Conv2dOptions {
                     stride: c.stride,
                     padding: c.pad,
+                    upsample: c.up,
                 };
                 let [pt, pb, pl, pr] = c.pad;
+                // The reference convolves the explicitly upsampled input.
+                let (xr, xs) = if c.up == 2 {
+                    (
+                        reference::upsample_nearest2x(&x, c.x),
+                        [n, 2 * h, 2 * w, cin],
+                    )
+                } else {
+                    (x.clone(), c.x)
+                };
                 let (ho, wo) = (
-                    (h + pt + pb - c.k) / c.stride + 1,
-                    (w + pl + pr - c.k) / c.stride + 1,
+                    (xs[1] + pt + pb - c.k) / c.stride + 1,
+                    (xs[2] + pl + pr - c.k) / c.stride + 1,
                 );
                 let res = rng.normals(n * ho * wo * c.cout, 1.0);
                 let upload = |d: &[f32], s: &[usize], t, n: &str| upload_to(gpu, d, s, t, n);
@@ -82,8 +98,8 @@ fn conv2d_matches_reference() {
                 .unwrap();
                 let got = run(rec, &out);
                 let (want, shape) = reference::conv2d(
-                    &x,
-                    c.x,
+                    &xr,
+                    xs,
                     &wt,
                     [c.k, c.k, c.cout],
                     c.bias.then_some(&bias[..]),

@@ -101,30 +101,44 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
 
     // A single image larger than one binding: conv2d splits it into bands of rows (stride 1
     // and 2, padding on every side, residual), exactly as the unsplit reference computes it.
-    for (xs, k, cout, stride, pad, with_res) in [
-        ([1, 70, 33, 16], 3, 12, 1, [1, 1, 1, 1], true),
-        ([1, 71, 30, 16], 3, 8, 2, [1, 1, 1, 1], false),
-        ([2, 40, 41, 24], 3, 8, 2, [0, 1, 0, 1], true),
+    // With a fused 2× upsample (up = 2) a band starts on a stored row: odd band edges too.
+    for (xs, k, cout, stride, pad, with_res, up) in [
+        ([1, 70, 33, 16], 3, 12, 1, [1, 1, 1, 1], true, 1),
+        ([1, 71, 30, 16], 3, 8, 2, [1, 1, 1, 1], false, 1),
+        ([2, 40, 41, 24], 3, 8, 2, [0, 1, 0, 1], true, 1),
+        ([1, 37, 29, 16], 3, 12, 1, [1, 1, 1, 1], true, 2),
+        ([2, 35, 20, 24], 3, 8, 2, [0, 1, 0, 1], false, 2),
     ] {
         let [n, h, w, cin] = xs;
+        let (xv0, xs0) = (rng.normals(n * h * w * cin, 1.0), xs);
+        let (xv_ref, xs, h, w) = if up == 2 {
+            (
+                reference::upsample_nearest2x(&xv0, xs0),
+                [n, 2 * h, 2 * w, cin],
+                2 * h,
+                2 * w,
+            )
+        } else {
+            (xv0.clone(), xs0, h, w)
+        };
         assert!(
             h * w * cin * 4 > 1 << 16,
             "the case must exceed one binding"
         );
-        let xv = rng.normals(n * h * w * cin, 1.0);
         let wv = rng.normals(k * k * cin * cout, 0.1);
         let (ho, wo) = (
             (h + pad[0] + pad[1] - k) / stride + 1,
             (w + pad[2] + pad[3] - k) / stride + 1,
         );
         let rv = rng.normals(n * ho * wo * cout, 1.0);
-        let xt = Tensor::from_f32(&g, &xv, &xs, DType::F32, "vae.decoder.h").unwrap();
+        let xt = Tensor::from_f32(&g, &xv0, &xs0, DType::F32, "vae.decoder.h").unwrap();
         let wt = Tensor::from_f32(&g, &wv, &[k, k, cin, cout], DType::F32, "w").unwrap();
         let rt = Tensor::from_f32(&g, &rv, &[n, ho, wo, cout], DType::F32, "res").unwrap();
         let mut rec = Recorder::new(&g);
         let opts = Conv2dOptions {
             stride,
             padding: pad,
+            upsample: up,
         };
         let y = ops::conv2d(&mut rec, &xt, &wt, None, with_res.then_some(&rt), opts).unwrap();
         assert!(
@@ -133,7 +147,7 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
             rec.len()
         );
         let (want, _) = reference::conv2d(
-            &xv,
+            &xv_ref,
             xs,
             &wv,
             [k, k, cout],
@@ -143,7 +157,7 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
             pad,
         );
         check(
-            &format!("banded conv2d {xs:?} s{stride}"),
+            &format!("banded conv2d {xs0:?} s{stride} up{up}"),
             &read(rec, &y),
             &want,
             1e-4,

@@ -7,6 +7,9 @@
 // loads along k read contiguous input channels. x, out, res: f32 [n, h, w, c]. w: re-laid out
 // at load time from PyTorch's [Cout, Cin, KH, KW] to [KH, KW, Cin, Cout], f32 or f16 (define
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
+// Define UP2: x is read as if nearest-upsampled 2× (h, w are the upsampled sizes; pixel
+// (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor
+// (up_shift = 1 then, for the record).
 // The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m workgroups.
 
 #include "common.wgsl"
@@ -17,7 +20,7 @@ struct Params {
     kw: u32, stride: u32, pad_t: u32, pad_l: u32,
     m: u32, k: u32, x_off: u32, w_off: u32,
     bias_off: u32, res_off: u32, out_off: u32, has_bias: u32,
-    has_res: u32, tiles_n: u32, tiles_m: u32, _pad0: u32,
+    has_res: u32, tiles_n: u32, tiles_m: u32, up_shift: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,6 +39,12 @@ fn bias_at(i: u32) -> f32 { return bias[i]; }
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 
+#if UP2
+const UP: u32 = 1u;
+#else
+const UP: u32 = 0u;
+#endif
+
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.cout, p.k, 1u); }
 fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
 
@@ -50,7 +59,7 @@ fn a_row(b: u32, m: u32) -> ARow {
     let oy = r / p.wo;
     let ox = r % p.wo;
     return ARow(
-        p.x_off + img * p.h * p.w * p.cin,
+        p.x_off + img * (p.h >> UP) * (p.w >> UP) * p.cin,
         i32(oy * p.stride) - i32(p.pad_t),
         i32(ox * p.stride) - i32(p.pad_l),
         m < p.m,
@@ -68,7 +77,7 @@ fn load_a(r: ARow, k: u32) -> f32 {
     let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
     let yc = u32(clamp(iy, 0, i32(p.h) - 1));
     let xc = u32(clamp(ix, 0, i32(p.w) - 1));
-    let v = x[r.base + (yc * p.w + xc) * p.cin + ci];
+    let v = x[r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin + ci];
     return select(0.0, v, r.valid && k < p.k && inside);
 }
 

@@ -300,9 +300,10 @@ impl Upsample2D {
         })
     }
 
+    /// The conv reads `x` as nearest-upsampled (fused: no 4×-sized intermediate).
     pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
-        let up = ops::upsample_nearest2x(rec, x)?;
-        self.conv.forward(rec, &up, None)
+        let c = &self.conv;
+        ops::conv2d(rec, x, &c.weight, Some(&c.bias), None, c.opts.upsampled2x())
     }
 
     /// Nearest resize to `oh × ow` (diffusers' `upsample_size`, when a skip connection is not
@@ -314,6 +315,9 @@ impl Upsample2D {
         oh: usize,
         ow: usize,
     ) -> Result<Tensor> {
+        if x.rank() == 4 && (2 * x.shape()[1], 2 * x.shape()[2]) == (oh, ow) {
+            return self.forward(rec, x);
+        }
         let up = ops::upsample_nearest(rec, x, oh, ow)?;
         self.conv.forward(rec, &up, None)
     }

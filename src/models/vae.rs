@@ -295,8 +295,8 @@ impl VaeEncoder {
                 .collect::<Result<Vec<_>>>()?;
             // diffusers' Downsample2D(padding=0) pads (0, 1, 0, 1) before the stride-2 conv.
             let down = Conv2dOptions {
-                stride: 2,
                 padding: [0, 1, 0, 1],
+                ..Conv2dOptions::new(2, 0)
             };
             let downsampler = (i + 1 < boc.len())
                 .then(|| {

@@ -34,15 +34,20 @@ pub struct Conv2dParams {
     pub has_res: u32,
     pub tiles_n: u32,
     pub tiles_m: u32,
-    pub _pad: u32,
+    /// log2 of the nearest-upsampling factor applied to x on the fly (0 or 1).
+    pub up_shift: u32,
 }
 
-/// Stride and zero padding of a convolution.
+/// Stride and zero padding of a convolution, and an optional nearest 2× upsampling of its
+/// input done on the fly (diffusers' `Upsample2D`: `conv(interpolate(x, scale_factor=2))`
+/// without the 4×-sized upsampled tensor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dOptions {
     pub stride: usize,
-    /// Zero padding (top, bottom, left, right).
+    /// Zero padding (top, bottom, left, right), in upsampled pixels.
     pub padding: [usize; 4],
+    /// 1, or 2: the conv reads `x` as if nearest-upsampled 2× (`[n, 2h, 2w, c]`).
+    pub upsample: usize,
 }
 
 impl Conv2dOptions {
@@ -51,15 +56,30 @@ impl Conv2dOptions {
         Self {
             stride,
             padding: [padding; 4],
+            upsample: 1,
+        }
+    }
+
+    /// The same conv over the input nearest-upsampled 2×.
+    pub fn upsampled2x(self) -> Self {
+        Self {
+            upsample: 2,
+            ..self
         }
     }
 }
 
-fn key(g: Gemm) -> KernelKey {
+/// `up2`: the variant that reads its input nearest-upsampled 2× (define `UP2`), so that
+/// ordinary convs keep their plain addressing.
+fn key(g: Gemm, up2: bool) -> KernelKey {
+    let mut defines = g.defines;
+    if up2 {
+        defines.push(crate::shaders::Define::Flag("UP2"));
+    }
     KernelKey {
         shader: "conv2d.wgsl",
         entry: "main",
-        defines: g.defines,
+        defines,
         overrides: g.overrides,
         bindings: vec![
             Access::Read,
@@ -73,7 +93,10 @@ fn key(g: Gemm) -> KernelKey {
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    gemm_variants().into_iter().map(key).collect()
+    gemm_variants()
+        .into_iter()
+        .flat_map(|g| [key(g.clone(), false), key(g, true)])
+        .collect()
 }
 
 /// PyTorch's conv weight `[cout, cin, kh, kw]` → the kernel's `[kh, kw, cin, cout]`.
@@ -127,6 +150,18 @@ pub fn conv2d(
         ));
     }
     let [pt, pb, pl, pr] = opts.padding;
+    if let Some(p) = opts.padding.iter().find(|&&p| p > i32::MAX as usize) {
+        return Err(Error::unsupported(OP, format!("padding {p} out of range")));
+    }
+    if opts.upsample != 1 && opts.upsample != 2 {
+        return Err(Error::unsupported(
+            OP,
+            format!("upsample factor {} (1 or 2)", opts.upsample),
+        ));
+    }
+    // The input as the kernel reads it: upsampled (physical rows are shared by `up` rows).
+    let (ph, pw) = (h, w);
+    let (h, w) = (h * opts.upsample, w * opts.upsample);
     if opts.stride == 0 || h + pt + pb < kh || w + pl + pr < kw {
         return Err(Error::shape(
             OP,
@@ -171,7 +206,7 @@ pub fn conv2d(
     let out = Tensor::empty_in(rec, &[n, ho, wo, cout], DType::F32, "conv2d.out")?;
     // Split over images when one binding would exceed the device limit; an image too large
     // for one binding is split into bands of output rows (below).
-    let img_bytes = 4 * (h * w * cin).max(ho * wo * cout) as u64;
+    let img_bytes = 4 * (ph * pw * cin).max(ho * wo * cout) as u64;
     if !fits_binding(rec, img_bytes) {
         for b in 0..n {
             record_bands(rec, x, weight, bias, residual, &out, opts, b, [ho, wo])?;
@@ -199,8 +234,9 @@ pub fn conv2d(
 }
 
 /// Image `b` in bands of output rows, each binding only the input rows it reads (NHWC rows
-/// are contiguous). A band's input starts at row `in0`; its top padding becomes
-/// `in0 + pad_t − oy0·stride`, so zero padding still applies at the image's edges only.
+/// are contiguous). A band's input starts at (upsampled) row `in0`; its top padding becomes
+/// `in0 + pad_t − oy0·stride`, so zero padding still applies at the image's edges only. With
+/// a 2× upsampled input a band starts on an even row: stored row `in0 / 2`.
 #[allow(clippy::too_many_arguments)]
 fn record_bands(
     rec: &mut Recorder<'_>,
@@ -214,26 +250,32 @@ fn record_bands(
     [ho, wo]: [usize; 2],
 ) -> Result<()> {
     const OP: &str = "conv2d";
-    let [_, h, w, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    // Stored rows ph × pw; the kernel reads h = ph·up rows.
+    let [_, ph, pw, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    let up = opts.upsample;
+    let h = ph * up;
     let (kh, cout) = (weight.shape()[0], weight.shape()[3]);
     let (s, pad_t) = (opts.stride, opts.padding[0]);
-    let (in_row, out_row) = (4 * (w * cin) as u64, 4 * (wo * cout) as u64);
+    let (in_row, out_row) = (4 * (pw * cin) as u64, 4 * (wo * cout) as u64);
+    // Stored rows a band of `rows` upsampled input rows binds (one more when it starts
+    // mid-pair).
+    let stored = |rows: usize| (rows.div_ceil(up) + usize::from(up > 1)) as u64;
     // Largest band whose input rows ((band − 1)·s + kh) and output rows fit one binding.
     let mut band = rows_per_binding(rec, out_row).min(ho);
-    while band > 1 && !fits_binding(rec, ((band - 1) * s + kh) as u64 * in_row) {
+    while band > 1 && !fits_binding(rec, stored((band - 1) * s + kh) * in_row) {
         band = band * 3 / 4;
     }
-    if !fits_binding(rec, kh as u64 * in_row) || !fits_binding(rec, out_row) {
+    if !fits_binding(rec, stored(kh) * in_row) || !fits_binding(rec, out_row) {
         return Err(Error::Limit {
             op: OP,
             tensor: format!("{} {:?} (one band of rows)", x.name(), x.shape()),
-            bytes: (kh as u64 * in_row).max(out_row),
+            bytes: (stored(kh) * in_row).max(out_row),
             limit_name: "max_storage_buffer_binding_size",
             limit: rec.gpu().limits().max_storage_buffer_binding_size,
         });
     }
     let (x_rows, o_rows) = (
-        x.reshape(&[x.shape()[0] * h, w, cin])?,
+        x.reshape(&[x.shape()[0] * ph, pw, cin])?,
         out.reshape(&[out.shape()[0] * ho, wo, cout])?,
     );
     let r_rows = residual
@@ -248,9 +290,12 @@ fn record_bands(
             first.max(0) as usize,
             (last.min(h as isize)).max(0) as usize,
         );
+        // Stored rows p0..p1 hold upsampled rows p0·up..p1·up ⊇ in0..in1.
+        let (p0, p1) = (in0 / up, in1.div_ceil(up));
+        let in0 = p0 * up;
         let xb = x_rows
-            .narrow0(b * h + in0, in1 - in0)?
-            .reshape(&[1, in1 - in0, w, cin])?;
+            .narrow0(b * ph + p0, p1 - p0)?
+            .reshape(&[1, p1 - p0, pw, cin])?;
         let ob_view = o_rows
             .narrow0(b * ho + oy0, ob)?
             .reshape(&[1, ob, wo, cout])?;
@@ -262,6 +307,7 @@ fn record_bands(
             })
             .transpose()?;
         let mut o = opts;
+        // Negative (wrapped) when a 2× upsampled band starts a row early; see `record`.
         o.padding[0] = (in0 as isize - first) as usize;
         record(rec, &xb, weight, bias, rb.as_ref(), &ob_view, o, [ob, wo])?;
         oy0 += ob;
@@ -283,6 +329,8 @@ fn record(
     const OP: &str = "conv2d";
     let gpu = rec.gpu();
     let [n, h, w, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    // The kernel's h, w are the upsampled ones; it reads stored pixel (y >> up_shift, …).
+    let (h, w) = (h * opts.upsample, w * opts.upsample);
     let [kh, kw, _, cout] = [
         weight.shape()[0],
         weight.shape()[1],
@@ -309,7 +357,11 @@ fn record(
         kh: kh as u32,
         kw: kw as u32,
         stride: u32_of(OP, "stride", opts.stride)?,
-        pad_t: u32_of(OP, "padding", opts.padding[0])?,
+        // A band over a 2× upsampled input may start one row above the first it needs: a
+        // negative top padding, stored as its two's complement (the kernel reads i32).
+        pad_t: i32::try_from(opts.padding[0] as isize).map_err(|_| {
+            Error::unsupported(OP, format!("top padding {} out of range", opts.padding[0]))
+        })? as u32,
         pad_l: u32_of(OP, "padding", opts.padding[2])?,
         m: u32_of(OP, "n·ho·wo", m)?,
         k: u32_of(OP, "kh·kw·cin", k)?,
@@ -322,12 +374,12 @@ fn record(
         has_res: residual.is_some() as u32,
         tiles_n: tiles_n as u32,
         tiles_m: tiles_m as u32,
-        _pad: 0,
+        up_shift: u32::from(opts.upsample == 2),
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
     push(
         rec,
-        key(g),
+        key(g, opts.upsample == 2),
         &params,
         vec![xb.range, wb.range, bb.range, rb.range, ob.range],
         groups,

@@ -35,6 +35,7 @@ const SG_TILE_M: usize = 16;
 const SG_TILE_N: usize = 32;
 
 /// One GEMM core's specialisation: its output tile and the shader defines / overrides.
+#[derive(Clone)]
 pub(crate) struct Gemm {
     pub tile_m: usize,
     pub tile_n: usize,
