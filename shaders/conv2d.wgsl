@@ -8,8 +8,7 @@
 // at load time from PyTorch's [Cout, Cin, KH, KW] to [KH, KW, Cin, Cout], f32 or f16 (define
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
 // Define UP2: x is read as if nearest-upsampled 2× (h, w are the upsampled sizes; pixel
-// (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor
-// (up_shift = 1 then, for the record).
+// (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor.
 // The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m workgroups.
 
 #include "common.wgsl"
@@ -20,7 +19,7 @@ struct Params {
     kw: u32, stride: u32, pad_t: u32, pad_l: u32,
     m: u32, k: u32, x_off: u32, w_off: u32,
     bias_off: u32, res_off: u32, out_off: u32, has_bias: u32,
-    has_res: u32, tiles_n: u32, tiles_m: u32, up_shift: u32,
+    has_res: u32, tiles_n: u32, tiles_m: u32, _pad0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

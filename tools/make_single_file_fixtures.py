@@ -46,6 +46,13 @@ RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_lay
           ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]
 
 
+def resnet_leaf(rest):
+    """A diffusers resnet's sub-module names in the original layout."""
+    for d, o in RESNET:
+        rest = rest.replace(d, o)
+    return rest
+
+
 def unet_to_ldm(sd, cfg):
     lpb = cfg["layers_per_block"]
     up_attn = [t == "CrossAttnUpBlock2D" for t in cfg["up_block_types"]]
@@ -57,26 +64,18 @@ def unet_to_ldm(sd, cfg):
         if mod in fixed:
             new = f"{fixed[mod]}.{leaf}"
         elif m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", k):
-            b, l, rest = int(m[1]), int(m[2]), m[3]
-            for d, o in RESNET:
-                rest = rest.replace(d, o)
-            new = f"input_blocks.{1 + b * (lpb + 1) + l}.0.{rest}"
+            b, l = int(m[1]), int(m[2])
+            new = f"input_blocks.{1 + b * (lpb + 1) + l}.0.{resnet_leaf(m[3])}"
         elif m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", k):
             new = f"input_blocks.{1 + int(m[1]) * (lpb + 1) + int(m[2])}.1.{m[3]}"
         elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", k):
             new = f"input_blocks.{1 + int(m[1]) * (lpb + 1) + lpb}.0.op.{m[2]}"
         elif m := re.match(r"mid_block\.(resnets|attentions)\.(\d+)\.(.*)", k):
             idx = {("resnets", 0): 0, ("attentions", 0): 1, ("resnets", 1): 2}[(m[1], int(m[2]))]
-            rest = m[3]
-            if m[1] == "resnets":
-                for d, o in RESNET:
-                    rest = rest.replace(d, o)
+            rest = resnet_leaf(m[3]) if m[1] == "resnets" else m[3]
             new = f"middle_block.{idx}.{rest}"
         elif m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", k):
-            rest = m[3]
-            for d, o in RESNET:
-                rest = rest.replace(d, o)
-            new = f"output_blocks.{int(m[1]) * (lpb + 1) + int(m[2])}.0.{rest}"
+            new = f"output_blocks.{int(m[1]) * (lpb + 1) + int(m[2])}.0.{resnet_leaf(m[3])}"
         elif m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", k):
             new = f"output_blocks.{int(m[1]) * (lpb + 1) + int(m[2])}.1.{m[3]}"
         elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", k):

@@ -454,17 +454,7 @@ impl Gpu {
     /// Frees the pool's cached (unused) buffers (inside [`Gpu::simulate`]: the simulated
     /// pool's).
     pub fn trim_pool(&self) {
-        let id = self.id();
-        let simulated = SIMULATION.with(|s| match &*s.borrow() {
-            Some((sid, p)) if *sid == id => {
-                p.trim();
-                true
-            }
-            _ => false,
-        });
-        if !simulated {
-            self.pool.trim();
-        }
+        self.with_pool(|p| p.trim());
     }
 
     /// The device memory requests may need (checked before each generation): set with
@@ -532,13 +522,17 @@ impl Gpu {
         out.map(|t| (t, stats.unwrap_or_default()))
     }
 
+    /// Runs `f` on the pool in effect: this thread's simulating one inside
+    /// [`Gpu::simulate`], else the device's.
+    fn with_pool<R>(&self, f: impl FnOnce(&pool::BufferPool) -> R) -> R {
+        SIMULATION.with(|s| match &*s.borrow() {
+            Some((id, sim)) if *id == self.id() => f(sim),
+            _ => f(&self.pool),
+        })
+    }
+
     fn pooled(&self, size: u64, usage: wgpu::BufferUsages, label: &str) -> Arc<GpuBuffer> {
-        let id = self.id();
-        let simulated = SIMULATION.with(|s| match &*s.borrow() {
-            Some((sid, p)) if *sid == id => Some(p.get(&self.device, size, usage, label)),
-            _ => None,
-        });
-        simulated.unwrap_or_else(|| self.pool.get(&self.device, size, usage, label))
+        self.with_pool(|p| p.get(&self.device, size, usage, label))
     }
 
     /// A storage buffer of at least `size` bytes from the pool.

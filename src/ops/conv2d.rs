@@ -34,8 +34,7 @@ pub struct Conv2dParams {
     pub has_res: u32,
     pub tiles_n: u32,
     pub tiles_m: u32,
-    /// log2 of the nearest-upsampling factor applied to x on the fly (0 or 1).
-    pub up_shift: u32,
+    pub _pad: u32,
 }
 
 /// Stride and zero padding of a convolution, and an optional nearest 2× upsampling of its
@@ -329,7 +328,8 @@ fn record(
     const OP: &str = "conv2d";
     let gpu = rec.gpu();
     let [n, h, w, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
-    // The kernel's h, w are the upsampled ones; it reads stored pixel (y >> up_shift, …).
+    // The kernel's h, w are the upsampled ones; its UP2 variant reads stored pixel
+    // (y >> 1, x >> 1).
     let (h, w) = (h * opts.upsample, w * opts.upsample);
     let [kh, kw, _, cout] = [
         weight.shape()[0],
@@ -374,7 +374,7 @@ fn record(
         has_res: residual.is_some() as u32,
         tiles_n: tiles_n as u32,
         tiles_m: tiles_m as u32,
-        up_shift: u32::from(opts.upsample == 2),
+        _pad: 0,
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
     push(
