@@ -87,6 +87,32 @@ pub enum Error {
     #[error("readback of `{tensor}` failed: {what}")]
     Readback { tensor: String, what: String },
 
+    /// An input file that is not what it must be (not a regular file, too large, not text).
+    #[error("`{path}` {what}")]
+    Input {
+        path: std::path::PathBuf,
+        what: String,
+    },
+
+    /// An output file could not be written, or is refused (exists, is a symbolic link, its
+    /// folder is missing or read-only, an unknown format). Nothing was written at `path`.
+    #[error("writing `{path}`: {what}")]
+    Output {
+        path: std::path::PathBuf,
+        what: String,
+    },
+
+    /// A request parameter outside its range (checked before any work).
+    #[error("request: `{field}` {what}")]
+    Request { field: &'static str, what: String },
+
+    /// NaN or Inf appeared in the computation; the run stopped at the stage that made them.
+    #[error(
+        "non-finite values (NaN or Inf) in {stage}: the run stopped there. Check the model's \
+         weights and config and the request's values (guidance, prompt weights, latents)"
+    )]
+    NonFinite { stage: String },
+
     /// A file could not be read.
     #[error("reading `{path}`: {source}")]
     Io {
@@ -163,6 +189,13 @@ impl Error {
     pub(crate) fn shape(op: &'static str, what: impl Into<String>) -> Self {
         Error::Shape {
             op,
+            what: what.into(),
+        }
+    }
+
+    pub(crate) fn request(field: &'static str, what: impl Into<String>) -> Self {
+        Error::Request {
+            field,
             what: what.into(),
         }
     }

@@ -14,8 +14,10 @@
 
 pub mod error;
 pub mod fashion;
+pub mod files;
 pub mod gpu;
 pub mod imageio;
+pub mod infotext;
 pub mod models;
 pub mod npy;
 pub mod ops;

@@ -11,12 +11,17 @@ fn bad(path: &Path, what: impl Into<String>) -> Error {
     }
 }
 
-/// Reads a float32 array: `(shape, values)`.
+/// Largest `.npy` file read (1 GiB: far above any latents the engine takes).
+pub const MAX_NPY_BYTES: u64 = 1 << 30;
+
+/// Reads a float32 array: `(shape, values)` (a regular file of at most [`MAX_NPY_BYTES`]).
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = crate::files::read_limited(path, MAX_NPY_BYTES)?;
+    parse_f32(&bytes, path)
+}
+
+/// Parses `.npy` bytes (see [`read_f32`]); `path` names them in errors.
+pub fn parse_f32(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(path, "not a .npy file (no \\x93NUMPY magic)"));
     }
@@ -29,7 +34,7 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         v => return Err(bad(path, format!("unsupported .npy version {v}"))),
     };
     let header = bytes
-        .get(start..start + header_len)
+        .get(start..(start as usize).saturating_add(header_len))
         .ok_or_else(|| bad(path, "truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad(path, "header is not text"))?;
     let field = |key: &str| -> Option<&str> {
@@ -67,7 +72,11 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
                 .map_err(|_| bad(path, format!("bad shape entry `{s}`")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let n: usize = shape.iter().product();
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_mul(4).is_some())
+        .ok_or_else(|| bad(path, format!("shape {shape:?} is too large")))?;
     let data = &bytes[start + header_len..];
     if data.len() != 4 * n {
         return Err(bad(
@@ -87,9 +96,15 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     ))
 }
 
-/// Writes a float32 C-order array (format 1.0).
+/// Writes a float32 C-order array (format 1.0), all or nothing, replacing an existing
+/// regular file (never following a symbolic link).
 pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
-    if shape.iter().product::<usize>() != values.len() {
+    crate::files::write_atomic(path, &encode_f32(path, shape, values)?, true)
+}
+
+/// The bytes of a float32 C-order `.npy` (format 1.0); `path` names it in errors.
+pub fn encode_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
+    if shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) != Some(values.len()) {
         return Err(bad(
             path,
             format!("{} values for shape {shape:?}", values.len()),
@@ -110,10 +125,7 @@ pub fn write_f32(path: &Path, shape: &[usize], values: &[f32]) -> Result<()> {
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     out.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, out).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -17,6 +17,13 @@
 use crate::error::{Error, Result};
 use crate::tokenizer::{CONTEXT_LEN, ClipTokenizer};
 
+/// Largest weight magnitude a piece of a prompt may end up with (explicit or through nested
+/// brackets); beyond it the encoder's output is meaningless and can overflow.
+pub const MAX_WEIGHT: f32 = 100.0;
+
+/// Deepest bracket nesting accepted (keeps parsing linear in the prompt's length).
+pub const MAX_NESTING: usize = 64;
+
 /// Tokens per chunk between BOS and EOS.
 pub const CHUNK: usize = CONTEXT_LEN - 2;
 
@@ -48,6 +55,11 @@ pub fn parse_weights(prompt: &str) -> Result<Vec<(String, f32)>> {
             }
             '(' | '[' => {
                 flush(&mut text, &mut pieces);
+                if open.len() == MAX_NESTING {
+                    return Err(bad(format!(
+                        "brackets nest deeper than {MAX_NESTING} levels at byte {at}"
+                    )));
+                }
                 open.push((pieces.len(), ch, at));
             }
             ')' | ']' => {
@@ -58,6 +70,12 @@ pub fn parse_weights(prompt: &str) -> Result<Vec<(String, f32)>> {
                     if let Some(colon) = text.rfind(':') {
                         let num = text[colon + 1..].trim();
                         if let Ok(v) = num.parse::<f32>() {
+                            if !v.is_finite() || v.abs() > MAX_WEIGHT {
+                                return Err(bad(format!(
+                                    "weight `{num}` before byte {at} must be a finite number \
+                                     within ±{MAX_WEIGHT}"
+                                )));
+                            }
                             factor = v;
                             text.truncate(colon);
                         }
@@ -68,6 +86,12 @@ pub fn parse_weights(prompt: &str) -> Result<Vec<(String, f32)>> {
                     Some((start, kind, _)) if kind == want => {
                         for p in &mut pieces[start..] {
                             p.1 *= factor;
+                            if p.1.abs() > MAX_WEIGHT {
+                                return Err(bad(format!(
+                                    "`{}` gets weight {} from nested brackets, beyond ±{MAX_WEIGHT}",
+                                    p.0, p.1
+                                )));
+                            }
                         }
                     }
                     Some((_, kind, pos)) => {

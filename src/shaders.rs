@@ -51,6 +51,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../shaders/sampler_step.wgsl"),
     ),
     ("to_rgba8.wgsl", include_str!("../shaders/to_rgba8.wgsl")),
+    (
+        "finite_check.wgsl",
+        include_str!("../shaders/finite_check.wgsl"),
+    ),
 ];
 
 /// A define: a boolean for `#if`, or an integer that becomes a `const`.

@@ -47,6 +47,10 @@ pub struct ClipTokenizer {
     pad: u32,
 }
 
+/// Largest tokenizer file read (`tokenizer.json`, `vocab.json`, `merges.txt`: CLIP's are
+/// 1–4 MiB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
 fn err(what: impl std::fmt::Display) -> Error {
     Error::unsupported("tokenizer", what.to_string())
 }
@@ -60,12 +64,9 @@ impl ClipTokenizer {
         )
     }
 
-    /// A `tokenizer.json` file.
+    /// A `tokenizer.json` file (at most [`MAX_TOKENIZER_BYTES`]).
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = crate::files::read_text_limited(path, MAX_TOKENIZER_BYTES)?;
         Self::from_tokenizer(
             Tokenizer::from_str(&text).map_err(|e| err(format!("{}: {e}", path.display())))?,
         )
@@ -74,6 +75,10 @@ impl ClipTokenizer {
     /// A `vocab.json` + `merges.txt` pair (the `tokenizer/` folder of SD checkpoints), with
     /// CLIP's normalisation and pre-tokenisation.
     pub fn from_vocab_merges(vocab: &Path, merges: &Path) -> Result<Self> {
+        // The BPE reader opens them itself: only regular files of a sane size get that far.
+        for p in [vocab, merges] {
+            crate::files::read_limited(p, MAX_TOKENIZER_BYTES)?;
+        }
         let (v, m) = (vocab.to_string_lossy(), merges.to_string_lossy());
         let bpe = BPE::from_file(&v, &m)
             .unk_token(EOS.into())
@@ -107,7 +112,7 @@ impl ClipTokenizer {
         let pad = ["tokenizer_config.json", "special_tokens_map.json"]
             .iter()
             .find_map(|f| {
-                let text = std::fs::read_to_string(dir.join(f)).ok()?;
+                let text = crate::files::read_config_text(&dir.join(f)).ok()?;
                 let v: serde_json::Value = serde_json::from_str(&text).ok()?;
                 let p = &v["pad_token"];
                 p.as_str()

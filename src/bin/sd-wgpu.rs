@@ -2,11 +2,14 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use sd_wgpu::files::{self, PendingFile};
 use sd_wgpu::gpu::{self, Gpu};
+use sd_wgpu::imageio::ImageFormat;
+use sd_wgpu::infotext::Infotext;
 use sd_wgpu::pipeline::{InitImage, LoadOptions, LongPrompt, Pipeline, Request};
 use sd_wgpu::schedulers::{Prediction, SamplerKind};
 use sd_wgpu::weights::WeightDType;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -56,8 +59,19 @@ struct GenerateArgs {
     /// Default: the model's native size.
     #[arg(long)]
     height: Option<usize>,
+    /// The image file; the format follows the extension (.png, .jpg/.jpeg, .webp), with the
+    /// parameters embedded in AUTOMATIC1111's format. An existing file is never replaced
+    /// unless --overwrite.
     #[arg(long, default_value = "image.png")]
     out: PathBuf,
+    /// Replace existing output files (--out and its numbered batch names, --latents-out,
+    /// --preview). Never through a symbolic link.
+    #[arg(long)]
+    overwrite: bool,
+    /// Largest init image or mask, in pixels, checked from the file header before decoding
+    /// (default: SD_WGPU_MAX_IMAGE_PIXELS, else 16777216 = 4096x4096).
+    #[arg(long)]
+    max_image_pixels: Option<u64>,
     /// float32 [1, 4, h/8, w/8] .npy: diffusers' `latents=` (scaled by init_noise_sigma).
     #[arg(long)]
     init_latents: Option<PathBuf>,
@@ -110,8 +124,8 @@ struct GenerateArgs {
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
     /// Runs one after another with seeds seed, seed+1, ...; files are numbered.
-    #[arg(long, default_value_t = 1)]
-    batch_count: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    batch_count: u64,
     /// Write a cheap latent preview every N steps (to --preview).
     #[arg(long, default_value_t = 0)]
     preview_every: usize,
@@ -251,7 +265,91 @@ fn default_model() -> PathBuf {
     )
 }
 
+/// `out` for image `k` of `total`: `out` itself for a single image, else `stem-000.ext`.
+fn numbered(path: &Path, k: usize, total: usize) -> PathBuf {
+    if total == 1 {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("png");
+    path.with_file_name(format!("{stem}-{k:03}.{ext}"))
+}
+
+/// One run's outputs, created (as temporary files beside their targets) before the run.
+struct RunOutputs {
+    images: Vec<(ImageFormat, PendingFile)>,
+    latents: Option<PendingFile>,
+}
+
 fn generate(a: &GenerateArgs) -> Result<()> {
+    // Flags that only mean something together, and counts, before anything else.
+    for (flag, given) in [
+        ("--strength", a.strength.is_some()),
+        ("--noise", a.noise.is_some()),
+        ("--mask", a.mask.is_some()),
+        ("--keep-unmasked", a.keep_unmasked),
+    ] {
+        if given && a.init_image.is_none() {
+            bail!("{flag} needs --init-image");
+        }
+    }
+    if a.keep_unmasked && a.mask.is_none() {
+        bail!("--keep-unmasked needs --mask");
+    }
+    let runs = usize::try_from(a.batch_count)?;
+    a.seed.checked_add(a.batch_count - 1).with_context(|| {
+        format!(
+            "--seed {} with --batch-count {}: the last run's seed would pass 2^64 - 1",
+            a.seed, a.batch_count
+        )
+    })?;
+    let total = a
+        .batch_size
+        .checked_mul(runs)
+        .filter(|&t| t <= 1_000_000)
+        .with_context(|| {
+            format!(
+                "--batch-size {} x --batch-count {} images: at most 1000000 per command",
+                a.batch_size, a.batch_count
+            )
+        })?;
+    // Every output name is checked now: format, existing files, links.
+    let image_format = ImageFormat::from_path(&a.out)?;
+    for k in 0..total {
+        files::check_output_path(&numbered(&a.out, k, total), a.overwrite)?;
+    }
+    let latents_path =
+        |run: usize| -> Option<PathBuf> { a.latents_out.as_ref().map(|p| numbered(p, run, runs)) };
+    for run in 0..runs {
+        if let Some(p) = latents_path(run) {
+            files::check_output_path(&p, a.overwrite)?;
+        }
+    }
+    let preview_format = if a.preview_every > 0 {
+        files::check_output_path(&a.preview, a.overwrite)?;
+        Some(ImageFormat::from_path(&a.preview)?)
+    } else {
+        None
+    };
+    let prepare = |run: usize| -> Result<RunOutputs> {
+        let images = (0..a.batch_size)
+            .map(|j| {
+                let path = numbered(&a.out, run * a.batch_size + j, total);
+                Ok((image_format, PendingFile::create(&path, a.overwrite)?))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let latents = latents_path(run)
+            .map(|p| PendingFile::create(&p, a.overwrite))
+            .transpose()?;
+        Ok(RunOutputs { images, latents })
+    };
+    // The first run's files now: a missing or read-only folder is found before any work.
+    let mut first_outputs = Some(prepare(0)?);
+    let max_pixels = match a.max_image_pixels {
+        Some(n) => n,
+        None => sd_wgpu::imageio::max_image_pixels_from_env()?,
+    };
+
     let gpu = Gpu::new()?;
     if let Some(bytes) = a.memory_budget {
         gpu.set_memory_budget(Some(sd_wgpu::MemoryBudget {
@@ -277,11 +375,20 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let mut pipe = Pipeline::load_with(&gpu, &model, &opts)
         .with_context(|| format!("loading {}", model.display()))?;
+    // The "Model hash" of the parameters, computed beside the generation.
+    let hash_job = {
+        let file = sd_wgpu::infotext::hashed_file(&model);
+        std::thread::spawn(move || file.map(|f| files::sha256_hex(&f)))
+    };
     let f = pipe.vae_scale_factor();
+    let read_image = |p: &Path| -> Result<(usize, usize, Vec<f32>, Option<String>)> {
+        let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb_limited(p, max_pixels)?;
+        let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+        Ok((w, h, rgb, msg))
+    };
     let init_rgb = match &a.init_image {
         Some(p) => {
-            let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(p)?;
-            let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+            let (w, h, rgb, msg) = read_image(p)?;
             if let Some(m) = msg {
                 eprintln!("warning: {}: {m}", p.display());
             }
@@ -293,11 +400,8 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         None => None,
     };
     let mask = match (&a.mask, &init_rgb) {
-        (None, _) => None,
-        (Some(_), None) => bail!("--mask needs --init-image"),
         (Some(p), Some((iw, ih, _))) => {
-            let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(p)?;
-            let (rgb, w, h, _) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+            let (w, h, rgb, _) = read_image(p)?;
             if (w, h) != (*iw, *ih) {
                 bail!(
                     "{}: the mask is {w}x{h} but the init image is {iw}x{ih} (after cropping to multiples of {f})",
@@ -311,6 +415,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
                     .collect::<Vec<f32>>(),
             )
         }
+        _ => None,
     };
     let strength = a.strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 });
     let width = init_rgb
@@ -336,29 +441,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         gpu.adapter_info().name
     );
-    let init_latents = match &a.init_latents {
-        Some(p) => {
-            let (shape, v) = sd_wgpu::npy::read_f32(p)?;
-            let f = pipe.vae_scale_factor();
-            let want = [
-                a.batch_size,
-                pipe.unet.config.out_channels,
-                height / f,
-                width / f,
-            ];
-            if shape != want {
-                bail!(
-                    "{}: shape {shape:?}, expected {want:?} for {}x{} px",
-                    p.display(),
-                    width,
-                    height
-                );
-            }
-            Some(v)
-        }
-        None => None,
-    };
-    let req = Request {
+    let mut req = Request {
         prompt: a.prompt.clone(),
         negative_prompt: a.negative_prompt.clone(),
         steps: a.steps,
@@ -366,7 +449,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         sampler,
         width,
         height,
-        init_latents,
+        init_latents: None,
         seed: a.seed,
         clip_skip: a.clip_skip,
         batch_size: a.batch_size,
@@ -375,28 +458,36 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             LongPromptArg::Chunk => LongPrompt::Chunk,
             LongPromptArg::Truncate => LongPrompt::Truncate,
         },
-        init_image: match init_rgb {
-            None => None,
-            Some((_, _, rgb)) => Some(InitImage {
-                rgb,
-                strength,
-                noise: match &a.noise {
-                    Some(p) => {
-                        let (shape, v) = sd_wgpu::npy::read_f32(p)?;
-                        let want = [1, pipe.unet.config.in_channels, height / f, width / f];
-                        if shape != want {
-                            bail!("{}: shape {shape:?}, expected {want:?}", p.display());
-                        }
-                        Some(v)
-                    }
-                    None => None,
-                },
-                sample_posterior: matches!(a.vae_encode, VaeEncodeArg::Sample),
-                mask,
-                keep_unmasked: a.keep_unmasked,
-            }),
-        },
+        init_image: init_rgb.map(|(_, _, rgb)| InitImage {
+            rgb,
+            strength,
+            noise: None,
+            sample_posterior: matches!(a.vae_encode, VaeEncodeArg::Sample),
+            mask,
+            keep_unmasked: a.keep_unmasked,
+        }),
     };
+    // Arrays from .npy files must have the library's latent shape (the request validates
+    // their values).
+    let want = pipe.latent_shape(&req);
+    let read_latents = |p: &Path, flag: &str| -> Result<Vec<f32>> {
+        let (shape, v) = sd_wgpu::npy::read_f32(p)?;
+        if shape != want {
+            bail!(
+                "{flag} {}: shape {shape:?}, expected {want:?} (batch, channels, height/{f}, width/{f}) for {width}x{height} px",
+                p.display()
+            );
+        }
+        Ok(v)
+    };
+    if let Some(p) = &a.init_latents {
+        req.init_latents = Some(read_latents(p, "--init-latents")?);
+    }
+    if let (Some(p), Some(im)) = (&a.noise, req.init_image.as_mut()) {
+        im.noise = Some(read_latents(p, "--noise")?);
+    }
+    pipe.validate(&req)?;
+    let used = pipe.sampler_for(&req)?;
     let est = pipe.memory_estimate(&gpu, &req)?;
     eprintln!(
         "device memory: {} weights and live tensors + {} for this request = {}{}",
@@ -409,16 +500,13 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         }
     );
     gpu.reset_peak_memory();
-    let total = a.batch_size * a.batch_count;
-    // Numbered file names when there is more than one image: image-000.png, …
-    let numbered = |path: &std::path::Path, k: usize, ext: &str| -> PathBuf {
-        if total == 1 {
-            return path.to_path_buf();
-        }
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
-        path.with_file_name(format!("{stem}-{k:03}.{ext}"))
-    };
-    for run in 0..a.batch_count.max(1) {
+    let mut hash_job = Some(hash_job);
+    let mut model_hash: Option<String> = None;
+    for run in 0..runs {
+        let outputs = match first_outputs.take() {
+            Some(o) => o,
+            None => prepare(run)?,
+        };
         let req = Request {
             seed: a.seed + run as u64,
             ..req.clone()
@@ -430,30 +518,30 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
-        bar.set_message(if a.batch_count > 1 {
-            format!("run {}/{}", run + 1, a.batch_count)
+        bar.set_message(if runs > 1 {
+            format!("run {}/{}", run + 1, runs)
         } else {
             "sampling".to_string()
         });
-        let scale = pipe.vae_scale_factor();
         let mut preview_err = None;
         let out = pipe.generate(&gpu, &req, &mut |p| {
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
-            if let Some(pv) = &p.preview {
+            if let (Some(pv), Some(format)) = (&p.preview, preview_format) {
                 // Nearest-upscaled to the image size.
-                let (w, h) = (pv.width * scale, pv.height * scale);
+                let (w, h) = (pv.width * f, pv.height * f);
                 let mut big = Vec::with_capacity(w * h * 3);
                 for y in 0..h {
                     for x in 0..w {
-                        let s = ((y / scale) * pv.width + x / scale) * 3;
+                        let s = ((y / f) * pv.width + x / f) * 3;
                         big.extend_from_slice(&pv.rgb[s..s + 3]);
                     }
                 }
                 let text = format!("step {}/{}", p.step, p.steps);
-                if let Err(e) =
-                    sd_wgpu::imageio::write_png(&a.preview, &big, w, h, &[("preview", &text)])
-                {
+                let written =
+                    sd_wgpu::imageio::encode_image(format, &big, w, h, &[("preview", &text)])
+                        .and_then(|bytes| files::write_atomic(&a.preview, &bytes, true));
+                if let Err(e) = written {
                     preview_err = Some(e);
                     return false;
                 }
@@ -471,61 +559,55 @@ fn generate(a: &GenerateArgs) -> Result<()> {
                 out.truncated_tokens
             );
         }
-        let used = req.sampler.unwrap_or(pipe.default_sampler);
+        if let Some(job) = hash_job.take() {
+            model_hash = match job.join() {
+                Ok(Some(Ok(h))) => Some(h[..10].to_string()),
+                Ok(Some(Err(e))) => {
+                    eprintln!("warning: no model hash in the parameters: {e}");
+                    None
+                }
+                _ => None,
+            };
+        }
         let per_image = out.width * out.height * 3;
-        for (j, img) in out.image.chunks(per_image).enumerate() {
-            let mut params = format!(
-                "{}\nNegative prompt: {}\nSteps: {}, Sampler: {:?}, CFG scale: {}, Seed: {}, Size: {}x{}, Clip skip: {}, Model: {}, Engine: sd-wgpu {}",
-                a.prompt,
-                a.negative_prompt,
-                a.steps,
-                used,
-                a.guidance,
-                req.seed,
+        let mut writes = Vec::new();
+        let mut names = Vec::new();
+        for ((j, img), (format, file)) in
+            out.image.chunks(per_image).enumerate().zip(outputs.images)
+        {
+            let info = Infotext {
+                prompt: a.prompt.clone(),
+                negative_prompt: a.negative_prompt.clone(),
+                steps: a.steps,
+                sampler: Some(used),
+                guidance: a.guidance,
+                seed: req.seed,
                 width,
                 height,
-                a.clip_skip,
-                model.display(),
-                env!("CARGO_PKG_VERSION")
-            );
-            if a.batch_size > 1 {
-                params.push_str(&format!(", Batch size: {}, Batch pos: {j}", a.batch_size));
-            }
-            if let Some(p) = &a.init_image {
-                params.push_str(&format!(
-                    ", Denoising strength: {}, Init image: {}",
-                    strength,
-                    p.display()
-                ));
-            }
-            let path = numbered(&a.out, run * a.batch_size + j, "png");
-            sd_wgpu::imageio::write_png(
-                &path,
+                model_hash: model_hash.clone(),
+                model: sd_wgpu::infotext::model_name(&model),
+                clip_skip: a.clip_skip,
+                batch: (a.batch_size > 1).then_some((a.batch_size, j)),
+                denoising_strength: req.init_image.as_ref().map(|_| strength),
+            };
+            let bytes = sd_wgpu::imageio::encode_image(
+                format,
                 img,
                 out.width,
                 out.height,
-                &[("parameters", &params)],
+                &[("parameters", &info.to_text())],
             )?;
-            eprintln!("wrote {} (seed {})", path.display(), req.seed);
+            names.push(file.path().display().to_string());
+            writes.push((file, bytes));
         }
-        if let Some(p) = &a.latents_out {
-            let f = pipe.vae_scale_factor();
-            let path = if a.batch_count > 1 {
-                numbered(p, run, "npy")
-            } else {
-                p.clone()
-            };
-            sd_wgpu::npy::write_f32(
-                &path,
-                &[
-                    a.batch_size,
-                    pipe.unet.config.out_channels,
-                    height / f,
-                    width / f,
-                ],
-                &out.latents,
-            )?;
+        if let Some(file) = outputs.latents {
+            let bytes = sd_wgpu::npy::encode_f32(file.path(), &want, &out.latents)?;
+            names.push(file.path().display().to_string());
+            writes.push((file, bytes));
         }
+        // All of the run's files, or none of the new ones.
+        files::commit_all(writes)?;
+        eprintln!("wrote {} (seed {})", names.join(", "), req.seed);
         let t = out.timings;
         eprintln!(
             "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",

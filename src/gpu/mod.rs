@@ -354,9 +354,15 @@ impl Gpu {
             gpu.loop_limit = opts.loop_iteration_limit;
         }
         let forced = match std::env::var(ENV_GEMM).as_deref() {
+            Err(_) | Ok("") => None,
             Ok("tiled") => Some(GemmVariant::Tiled),
             Ok("subgroup") => Some(GemmVariant::Subgroup),
-            _ => None,
+            Ok(other) => {
+                return Err(Error::unsupported(
+                    "gpu",
+                    format!("{ENV_GEMM}={other:?} is not a GEMM variant (tiled, subgroup)"),
+                ));
+            }
         };
         if let Some(g) = opts.gemm.or(forced) {
             if g == GemmVariant::Subgroup {
@@ -643,6 +649,105 @@ impl Gpu {
         drop(view);
         staging.unmap();
         Ok(out)
+    }
+}
+
+/// A readback under way ([`Gpu::read_bytes_async`]): the copy is submitted and the map
+/// requested; the data arrive whenever the device next completes work, with no wait here.
+pub struct AsyncRead {
+    staging: Option<wgpu::Buffer>,
+    size: usize,
+    done: std::sync::Arc<std::sync::Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
+    what: String,
+}
+
+impl AsyncRead {
+    /// The bytes if the map has completed (polls the device without blocking), else `None`.
+    pub fn try_take(&mut self, gpu: &Gpu) -> Result<Option<Vec<u8>>> {
+        let Some(staging) = &self.staging else {
+            // A simulation reads zeros at once.
+            return Ok(Some(vec![0; self.size]));
+        };
+        let _ = gpu.device.poll(wgpu::PollType::Poll);
+        let state = self.done.lock().map_err(|e| Error::Readback {
+            tensor: self.what.clone(),
+            what: e.to_string(),
+        })?;
+        let err = |e: &dyn std::fmt::Display| Error::Readback {
+            tensor: self.what.clone(),
+            what: e.to_string(),
+        };
+        match &*state {
+            None => Ok(None),
+            Some(Err(e)) => Err(err(e)),
+            Some(Ok(())) => {
+                let view = staging.get_mapped_range(..).map_err(|e| err(&e))?;
+                let out = view[..self.size].to_vec();
+                drop(view);
+                staging.unmap();
+                Ok(Some(out))
+            }
+        }
+    }
+
+    /// The bytes, waiting for the device if they have not arrived.
+    pub fn wait(&mut self, gpu: &Gpu) -> Result<Vec<u8>> {
+        if let Some(b) = self.try_take(gpu)? {
+            return Ok(b);
+        }
+        gpu.wait()?;
+        self.try_take(gpu)?.ok_or_else(|| Error::Readback {
+            tensor: self.what.clone(),
+            what: "the map did not complete after the device went idle".into(),
+        })
+    }
+}
+
+impl Gpu {
+    /// Starts copying `size` bytes at `offset` of `buffer` back to the host and returns at
+    /// once: the copy runs after the work submitted so far, and [`AsyncRead::try_take`]
+    /// delivers it without stalling the queue.
+    pub fn read_bytes_async(
+        &self,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+        size: u64,
+        what: &str,
+    ) -> AsyncRead {
+        let done = std::sync::Arc::new(std::sync::Mutex::new(None));
+        if self.is_simulating() {
+            return AsyncRead {
+                staging: None,
+                size: size as usize,
+                done,
+                what: what.into(),
+            };
+        }
+        let padded = (size.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT)
+            .max(wgpu::COPY_BUFFER_ALIGNMENT);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: padded,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut enc = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
+        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
+        self.queue.submit([enc.finish()]);
+        let slot = done.clone();
+        staging.map_async(wgpu::MapMode::Read, .., move |r| {
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(r);
+            }
+        });
+        AsyncRead {
+            staging: Some(staging),
+            size: size as usize,
+            done,
+            what: what.into(),
+        }
     }
 }
 

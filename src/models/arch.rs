@@ -27,6 +27,16 @@ pub enum ArchSource {
     Inferred,
 }
 
+impl ArchSource {
+    /// The file or folder the architecture came from (empty when inferred).
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Folder(p) | Self::LdmYaml(p) => p,
+            Self::Inferred => Path::new(""),
+        }
+    }
+}
+
 impl std::fmt::Display for ArchSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -78,12 +88,8 @@ impl Architecture {
             path: path.to_path_buf(),
             what,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let docs =
-            YamlLoader::load_from_str(&text).map_err(|e| bad(format!("invalid YAML: {e}")))?;
+        let text = crate::files::read_config_text(path)?;
+        let docs = load_yaml(&text).map_err(bad)?;
         let doc = docs.first().ok_or_else(|| bad("empty YAML".into()))?;
         let model = &doc["model"]["params"];
         let unet_p = &model["unet_config"]["params"];
@@ -254,6 +260,68 @@ fn builtin_tokenizer(tower: TextTower) -> Result<ClipTokenizer> {
         TextTower::Clip => Padding::EndOfText,
         TextTower::OpenClip => Padding::Id(0),
     })
+}
+
+/// Nodes a YAML document may expand to, aliases counted at their full size each time they are
+/// used (an LDM config has a few hundred; an alias bomb of 450 bytes has billions).
+pub const MAX_YAML_NODES: u64 = 100_000;
+/// Deepest YAML nesting accepted.
+pub const MAX_YAML_DEPTH: usize = 64;
+
+/// Parses YAML after counting, from the parser's events, the nodes the documents expand to
+/// (an alias costs its anchor's whole size) and their depth: documents over
+/// [`MAX_YAML_NODES`] or [`MAX_YAML_DEPTH`] are refused before any is built.
+pub fn load_yaml(text: &str) -> std::result::Result<Vec<Yaml>, String> {
+    use yaml_rust2::parser::{Event, Parser};
+    let mut parser = Parser::new_from_str(text);
+    // Expanded size of each anchor; per open collection: (anchor id, nodes so far).
+    let mut anchors: HashMap<usize, u64> = HashMap::new();
+    let mut open: Vec<(usize, u64)> = Vec::new();
+    let mut total: u64 = 0;
+    let too_big = || {
+        format!(
+            "the YAML expands to more than {MAX_YAML_NODES} nodes (aliases counted at their \
+             full size): refused"
+        )
+    };
+    loop {
+        let (event, mark) = parser
+            .next_token()
+            .map_err(|e| format!("invalid YAML: {e}"))?;
+        // Nodes this event completes, and the anchor it defines.
+        let (size, anchor) = match event {
+            Event::StreamEnd => break,
+            Event::Scalar(_, _, a, _) => (1, a),
+            Event::Alias(a) => (anchors.get(&a).copied().unwrap_or(1), 0),
+            Event::SequenceStart(a, _) | Event::MappingStart(a, _) => {
+                if open.len() == MAX_YAML_DEPTH {
+                    return Err(format!(
+                        "the YAML nests deeper than {MAX_YAML_DEPTH} levels (line {})",
+                        mark.line()
+                    ));
+                }
+                open.push((a, 1));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some((a, n)) => (n, a),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if anchor != 0 {
+            anchors.insert(anchor, size);
+        }
+        match open.last_mut() {
+            Some(parent) => parent.1 = parent.1.saturating_add(size),
+            None => total = total.saturating_add(size),
+        }
+        let live: u64 = open.iter().fold(total, |acc, o| acc.saturating_add(o.1));
+        if live > MAX_YAML_NODES || size > MAX_YAML_NODES {
+            return Err(too_big());
+        }
+    }
+    YamlLoader::load_from_str(text).map_err(|e| format!("invalid YAML: {e}"))
 }
 
 /// The scheduler of the diffusers SD 1.5 (PNDM, ε) or SD 2.1 (DDIM, v) repositories, with

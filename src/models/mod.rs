@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod blocks;
 pub mod clip;
+mod limits;
 pub mod unet;
 pub mod vae;
 
@@ -107,10 +108,7 @@ impl LayerNorm {
 
 /// Reads a JSON config file into a value, naming the file on error.
 pub(crate) fn read_json(path: &std::path::Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = crate::files::read_config_text(path)?;
     serde_json::from_str(&text).map_err(|e| Error::ModelLayout {
         path: path.to_path_buf(),
         what: format!("invalid JSON: {e}"),

@@ -7,6 +7,7 @@
 pub mod attention;
 pub mod conv2d;
 pub mod elementwise;
+pub mod finite;
 pub mod matmul;
 pub mod norm;
 pub mod sampler;
@@ -17,6 +18,7 @@ pub use elementwise::{
     Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, rgba8_row, timestep_embedding,
     to_rgba8, unary, upsample_nearest, upsample_nearest2x,
 };
+pub use finite::flag_nonfinite;
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};
 pub use sampler::{SamplerStep, lincomb, sampler_step};
@@ -33,6 +35,7 @@ pub fn all_kernel_keys() -> Vec<KernelKey> {
     v.extend(norm::kernel_keys());
     v.extend(attention::kernel_keys());
     v.extend(elementwise::kernel_keys());
+    v.extend(finite::kernel_keys());
     v.extend(sampler::kernel_keys());
     v
 }

@@ -169,6 +169,19 @@ impl<V: Clone> Sampler<V> {
             ));
         }
         let spacing = cfg.spacing.unwrap_or(kind.default_spacing());
+        // Leading spacing adds steps_offset to (steps − 1)·(n / steps): past the training
+        // range diffusers fails with an index error; say why instead.
+        let last = (steps - 1) * (n / steps) + cfg.steps_offset;
+        if (spacing == Spacing::Leading || kind == SamplerKind::Pndm) && last >= n {
+            return Err(Error::unsupported(
+                "sampler",
+                format!(
+                    "{steps} steps with steps_offset {} reach timestep {last}, beyond the {n} \
+                     training timesteps",
+                    cfg.steps_offset
+                ),
+            ));
+        }
         let ac = cfg.alphas_cumprod();
         let final_ac = if cfg.set_alpha_to_one { 1.0 } else { ac[0] };
         let mut s = Self {

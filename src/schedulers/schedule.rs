@@ -133,18 +133,48 @@ impl ScheduleConfig {
         if !(2.0..=100_000.0).contains(&n) {
             return Err(Error::unsupported(OP, format!("num_train_timesteps = {n}")));
         }
+        if n.fract() != 0.0 {
+            return Err(Error::unsupported(
+                OP,
+                format!("num_train_timesteps = {n} is not a whole number"),
+            ));
+        }
+        let (beta_start, beta_end) = (num("beta_start", 0.0001)?, num("beta_end", 0.02)?);
+        for (k, b) in [("beta_start", beta_start), ("beta_end", beta_end)] {
+            if !(b > 0.0 && b < 1.0) {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("`{k}` = {b} is outside (0, 1)"),
+                ));
+            }
+        }
+        let steps_offset = num("steps_offset", 0.0)?;
+        if !(0.0..n).contains(&steps_offset) || steps_offset.fract() != 0.0 {
+            return Err(Error::unsupported(
+                OP,
+                format!(
+                    "`steps_offset` = {steps_offset} must be a whole number from 0 to {}",
+                    n - 1.0
+                ),
+            ));
+        }
+        let clip_range = num("clip_sample_range", 1.0)?;
+        if !(clip_range.is_finite() && clip_range > 0.0) {
+            return Err(Error::unsupported(
+                OP,
+                format!("`clip_sample_range` = {clip_range} must be a finite positive number"),
+            ));
+        }
         Ok(Self {
             num_train_timesteps: n as usize,
-            beta_start: num("beta_start", 0.0001)?,
-            beta_end: num("beta_end", 0.02)?,
+            beta_start,
+            beta_end,
             beta_schedule,
             prediction,
             spacing,
-            steps_offset: num("steps_offset", 0.0)? as usize,
+            steps_offset: steps_offset as usize,
             set_alpha_to_one: flag("set_alpha_to_one", true),
-            clip_sample: flag("clip_sample", false)
-                .then(|| num("clip_sample_range", 1.0))
-                .transpose()?,
+            clip_sample: flag("clip_sample", false).then_some(clip_range),
             use_karras_sigmas: flag("use_karras_sigmas", false),
         })
     }

@@ -71,7 +71,8 @@ impl WeightFile {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(io)?;
+        // Only a regular file: a FIFO would block the open, a device could map anything.
+        let file = crate::files::open_regular(path)?;
         // SAFETY: the map is read-only; a file truncated by another process while mapped
         // can fault on access, a risk every mmap-based loader shares (we only read files
         // the user named as model weights).
@@ -464,10 +465,7 @@ pub fn detect_layout(path: &Path) -> Result<ModelLayout> {
     let mut head = [0u8; 9];
     let n = {
         use std::io::Read;
-        let mut f = std::fs::File::open(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut f = crate::files::open_regular(path)?;
         f.read(&mut head).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,

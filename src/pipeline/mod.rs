@@ -17,6 +17,12 @@ use crate::weights::single_file::SingleFile;
 use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
 use std::path::{Path, PathBuf};
 
+mod guard;
+mod validate;
+
+use guard::{FiniteGuard, check_host};
+pub use validate::{MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_BYTES, MAX_SIDE_PX};
+
 /// A loaded model: every network on the GPU, ready to generate.
 pub struct Pipeline {
     pub tokenizer: ClipTokenizer,
@@ -24,8 +30,11 @@ pub struct Pipeline {
     pub unet: UNet,
     pub vae: VaeDecoder,
     pub scheduler: ScheduleConfig,
-    /// The sampler the model's scheduler config names.
-    pub default_sampler: SamplerKind,
+    /// The sampler the model's scheduler config names; `None` for a diffusers scheduler the
+    /// engine does not implement yet (a request must then name its sampler).
+    pub default_sampler: Option<SamplerKind>,
+    /// The scheduler config's `_class_name`.
+    pub scheduler_class: String,
     /// Where the architecture came from.
     pub architecture: ArchSource,
     /// The VAE's weights, for the encoder (loaded on the first image-to-image request).
@@ -328,19 +337,48 @@ fn component_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn sampler_of(scheduler_json: &serde_json::Value) -> SamplerKind {
+/// Schedulers diffusers has that the engine does not implement yet: a model that names one
+/// loads, and its requests must choose a sampler.
+const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
+    "LMSDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "DPMSolverSinglestepScheduler",
+    "DPMSolverSDEScheduler",
+    "UniPCMultistepScheduler",
+    "DEISMultistepScheduler",
+    "LCMScheduler",
+    "TCDScheduler",
+    "EDMEulerScheduler",
+    "EDMDPMSolverMultistepScheduler",
+];
+
+/// The sampler a scheduler config's `_class_name` names (`None`: a diffusers scheduler not
+/// implemented yet); an unknown or missing class is an error.
+fn sampler_of(
+    scheduler_json: &serde_json::Value,
+) -> std::result::Result<Option<SamplerKind>, String> {
     let karras = scheduler_json["use_karras_sigmas"]
         .as_bool()
         .unwrap_or(false);
-    match scheduler_json["_class_name"].as_str().unwrap_or("") {
+    let class = scheduler_json["_class_name"].as_str().unwrap_or("");
+    Ok(Some(match class {
         "DDIMScheduler" => SamplerKind::Ddim { eta: 0.0 },
         "DDPMScheduler" => SamplerKind::Ddpm,
+        "PNDMScheduler" => SamplerKind::Pndm,
         "EulerDiscreteScheduler" => SamplerKind::Euler,
         "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
         "DPMSolverMultistepScheduler" => SamplerKind::DpmPP2M { karras },
-        // PNDM is SD 1.x's default, and the fallback for schedulers we do not implement.
-        _ => SamplerKind::Pndm,
-    }
+        c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
+        c => {
+            return Err(format!(
+                "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
+                 DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
+                 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler)"
+            ));
+        }
+    }))
 }
 
 /// How [`Pipeline::load_with`] loads a model.
@@ -392,24 +430,49 @@ impl Pipeline {
                 (arch, sf.text_encoder, sf.unet, sf.vae)
             }
         };
+        arch.check(path)?;
         let share = !opts.private_weights;
         let (te, uw, vw) = (te.sharing(share), uw.sharing(share), vw.sharing(share));
         let text_encoder = ClipTextModel::load(gpu, &te, "", &arch.text, dtype)?;
         let unet = UNet::load(gpu, &uw, "", &arch.unet, dtype)?;
         let vae = VaeDecoder::load(gpu, &vw, "", &arch.vae, dtype)?;
         let scheduler = ScheduleConfig::from_value(&arch.scheduler)?;
+        let layout_err = |what: String| Error::ModelLayout {
+            path: path.to_path_buf(),
+            what: format!("{what} ({})", arch.source),
+        };
+        let default_sampler = sampler_of(&arch.scheduler).map_err(layout_err)?;
+        let scheduler_class = arch.scheduler["_class_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         Ok(Self {
             tokenizer: arch.tokenizer,
             text_encoder,
             unet,
             vae,
-            default_sampler: sampler_of(&arch.scheduler),
+            default_sampler,
+            scheduler_class,
             scheduler,
             architecture: arch.source,
             vae_weights: vw,
             dtype,
             encoder: std::sync::OnceLock::new(),
             latent_rgb,
+        })
+    }
+
+    /// The sampler `req` runs: its own, else the model's.
+    pub fn sampler_for(&self, req: &Request) -> Result<SamplerKind> {
+        req.sampler.or(self.default_sampler).ok_or_else(|| {
+            Error::request(
+                "sampler",
+                format!(
+                    "is not set, and the model's scheduler {} is not implemented yet: choose one \
+                     (ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras)",
+                    self.scheduler_class
+                ),
+            )
         })
     }
 
@@ -597,6 +660,7 @@ impl Pipeline {
         req: &Request,
         texture: Option<&wgpu::Texture>,
     ) -> Result<MemoryEstimate> {
+        self.validate(req)?;
         if req.init_image.is_some() {
             self.vae_encoder(gpu)?;
         }
@@ -741,24 +805,10 @@ impl Pipeline {
         texture: Option<&wgpu::Texture>,
     ) -> Result<Output> {
         const OP: &str = "generate";
+        self.validate(req)?;
         let f = self.vae_scale_factor();
-        // Whole latents: a multiple of the VAE's factor (SD: 8 px).
-        let multiple = f;
-        if req.width == 0
-            || req.height == 0
-            || req.width % multiple != 0
-            || req.height % multiple != 0
-        {
-            return Err(Error::unsupported(
-                OP,
-                format!(
-                    "{}x{} px: width and height must be multiples of {multiple}",
-                    req.width, req.height
-                ),
-            ));
-        }
         let (h, w, c) = (req.height / f, req.width / f, self.unet.config.out_channels);
-        let kind = req.sampler.unwrap_or(self.default_sampler);
+        let kind = self.sampler_for(req)?;
         let mut sampler = Sampler::<Tensor>::new(kind, &self.scheduler, req.steps)?;
         let guided = req.guidance > 1.0;
 
@@ -766,22 +816,13 @@ impl Pipeline {
         let clock = std::time::Instant::now();
         let mut rec = Recorder::new(gpu);
         let n = req.batch_size;
-        if n == 0 {
-            return Err(Error::unsupported(OP, "batch size 0 (1 or more)"));
-        }
         self.check_buffer_sizes(gpu, n, guided, req)?;
-        if let Some(im) = &req.init_image {
-            if !(0.0..=1.0).contains(&im.strength) {
-                return Err(Error::unsupported(
-                    OP,
-                    format!("strength {} is outside [0, 1]", im.strength),
-                ));
-            }
-        }
         if !gpu.is_simulating() {
             self.ensure_fits(gpu, req, texture)?;
         }
+        let mut guard = FiniteGuard::new(gpu)?;
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
+        guard.check(&mut rec, &context, "the text encoder's output".into())?;
         let context = if n > 1 {
             // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
             let shape = context.shape().to_vec();
@@ -803,24 +844,14 @@ impl Pipeline {
             context
         };
         rec.submit()?;
-        gpu.wait()?;
+        guard.finish(gpu)?;
         timings.text_encoding = clock.elapsed();
         let clock = std::time::Instant::now();
         // One torch-compatible generator per request: initial latents, then each step's noise,
         // drawn in diffusers' order.
         let mut generator = TorchGenerator::new(req.seed);
         let init: Vec<f32> = match &req.init_latents {
-            Some(l) if l.len() == n * c * h * w => nchw_to_nhwc(l, c, h, w),
-            Some(l) => {
-                return Err(Error::shape(
-                    OP,
-                    format!(
-                        "init latents hold {} values, [{n}, {c}, {h}, {w}] needs {}",
-                        l.len(),
-                        n * c * h * w
-                    ),
-                ));
-            }
+            Some(l) => nchw_to_nhwc(l, c, h, w),
             // img2img: the latents come from the image (below).
             None if req.init_image.is_some() => Vec::new(),
             // diffusers' prepare_latents: randn([n, c, h, w]) from the seeded CPU generator.
@@ -849,18 +880,6 @@ impl Pipeline {
                         ),
                     ));
                 }
-                if let Some(m) = &im.mask {
-                    if m.len() != hh * ww {
-                        return Err(Error::shape(
-                            OP,
-                            format!(
-                                "mask holds {} values, the {ww}x{hh} image needs {}",
-                                m.len(),
-                                hh * ww
-                            ),
-                        ));
-                    }
-                }
                 let strength_max = im.strength == 1.0;
                 // diffusers: the image's latents only when blending (4-channel inpainting)
                 // or starting part-way; plain img2img always.
@@ -880,17 +899,7 @@ impl Pipeline {
                 // One encoding for the batch, repeated (diffusers duplicates the latents).
                 let lat = lat.map(|l| l.repeat(n));
                 let noise = match &im.noise {
-                    Some(z) if z.len() == n * c * h * w => z.clone(),
-                    Some(z) => {
-                        return Err(Error::shape(
-                            OP,
-                            format!(
-                                "noise holds {} values, [{n}, {c}, {h}, {w}] needs {}",
-                                z.len(),
-                                n * c * h * w
-                            ),
-                        ));
-                    }
+                    Some(z) => z.clone(),
                     None => generator.randn(n * c * h * w),
                 };
                 let start: Vec<f32> = match (&im.mask, &lat) {
@@ -968,6 +977,8 @@ impl Pipeline {
         };
         for i in first..end {
             let t = sampler.timesteps()[i] as f32;
+            let step = i + 1 - first;
+            let unet_stage = || format!("the U-Net's output at step {step} (timestep {t})");
             let mut rec = Recorder::new(gpu);
             let xin = ops::unary(
                 &mut rec,
@@ -990,10 +1001,22 @@ impl Pipeline {
                 let x2 =
                     ops::concat_channels(&mut rec, &flat, &flat)?.reshape(&[2 * n, h, w, ci])?;
                 let eps = self.unet.forward(&mut rec, &x2, t, &context)?;
+                guard.check(&mut rec, &eps, unet_stage())?;
                 let (u, cnd) = (eps.narrow0(0, n)?, eps.narrow0(n, n)?);
-                ops::lincomb(&mut rec, &[(1.0 - req.guidance, &u), (req.guidance, &cnd)])?
+                let m = ops::lincomb(&mut rec, &[(1.0 - req.guidance, &u), (req.guidance, &cnd)])?;
+                guard.check(
+                    &mut rec,
+                    &m,
+                    format!(
+                        "classifier-free guidance at step {step} (scale {})",
+                        req.guidance
+                    ),
+                )?;
+                m
             } else {
-                self.unet.forward(&mut rec, &xin, t, &context)?
+                let eps = self.unet.forward(&mut rec, &xin, t, &context)?;
+                guard.check(&mut rec, &eps, unet_stage())?;
+                eps
             };
             let noise = if sampler.needs_noise(i) {
                 let z = nchw_to_nhwc(&generator.randn(n * c * h * w), c, h, w);
@@ -1008,8 +1031,16 @@ impl Pipeline {
                 None
             };
             x = sampler.step(&mut GpuOps { rec: &mut rec }, i, &x, &m, noise.as_ref())?;
+            guard.check(
+                &mut rec,
+                &x,
+                format!("the {kind:?} sampler's update at step {step}"),
+            )?;
             rec.submit()?;
+            guard.after_submit(gpu);
             gpu.wait()?;
+            // The flag read behind this step's work has arrived with the wait: no extra sync.
+            guard.poll(gpu)?;
             // 4-channel inpainting: the known region back from the image, noised to the next
             // step's level (exactly the image after the last step).
             if let Some(Inpaint {
@@ -1040,7 +1071,6 @@ impl Pipeline {
                     "latents",
                 )?;
             }
-            let step = i + 1 - first;
             let preview = if req.preview_every > 0 && step % req.preview_every == 0 {
                 Some(latent_preview(&x.to_vec(gpu)?, h, w, c, &self.latent_rgb))
             } else {
@@ -1057,6 +1087,7 @@ impl Pipeline {
             }
         }
 
+        guard.finish(gpu)?;
         let latents = nhwc_to_nchw(&x.to_vec(gpu)?, c, h, w);
         // The U-Net's cached buffers are of no use to the VAE, whose activations are larger:
         // free them rather than hold both at the decoder's peak.
@@ -1073,6 +1104,7 @@ impl Pipeline {
             0.0,
         )?;
         let img = self.vae.forward(&mut rec, &z)?;
+        guard.check(&mut rec, &img, "the VAE decoder's output".into())?;
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
         let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
@@ -1084,6 +1116,7 @@ impl Pipeline {
             let (hh, ww) = (req.height, req.width);
             let texels = ops::to_rgba8(&mut rec, &img.reshape(&[hh, ww, 3])?, swap)?;
             rec.submit()?;
+            guard.finish(gpu)?;
             // A simulation only sizes the run: nothing to copy.
             if !gpu.is_simulating() {
                 let mut enc =
@@ -1121,6 +1154,7 @@ impl Pipeline {
             });
         }
         rec.submit()?;
+        guard.finish(gpu)?;
         let mut image = img.to_vec(gpu)?;
         if let Some(im) = req.init_image.as_ref().filter(|im| im.keep_unmasked) {
             if let Some(m) = &im.mask {
@@ -1173,8 +1207,12 @@ impl Pipeline {
         let x = ops::unary(&mut rec, &x, Unary::Affine, 2.0, -1.0)?;
         let m = enc.forward(&mut rec, &x)?;
         rec.submit()?;
+        let moments = m.to_vec(gpu)?;
+        check_host(&moments, || {
+            "the VAE encoder's output (the init image's latents)".into()
+        })?;
         let post = Posterior::from_moments(
-            &m.to_vec(gpu)?,
+            &moments,
             m.shape()
                 .try_into()
                 .map_err(|_| Error::shape("img2img", "encoder output is not 4-D".to_string()))?,

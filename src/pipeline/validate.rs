@@ -1,0 +1,162 @@
+//! Request validation, before any work: every size, count and value of a [`Request`] is
+//! checked with checked arithmetic against the limits below, and every host array it carries
+//! (initial latents, noise, init image, mask) must have the request's shape and finite values.
+//! The messages name the field, the value and the limit.
+
+use super::{Pipeline, Request};
+use crate::error::{Error, Result};
+
+/// Largest image side in pixels (both sides; 16384 px is 2048 latents at SD's factor 8).
+pub const MAX_SIDE_PX: usize = 16384;
+/// Largest `batch_size` (images per U-Net call).
+pub const MAX_BATCH: usize = 1024;
+/// Largest `|guidance|` (the common UIs stop at 30; 100 leaves room for experiments).
+pub const MAX_GUIDANCE: f32 = 100.0;
+/// Largest prompt (and negative prompt) in bytes.
+pub const MAX_PROMPT_BYTES: usize = 65536;
+
+/// Checks that `values` are finite, naming the field and the first bad index.
+fn finite(field: &'static str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|v| !v.is_finite()) {
+        None => Ok(()),
+        Some(i) => Err(Error::request(
+            field,
+            format!(
+                "holds {} at index {i} (every value must be finite)",
+                values[i]
+            ),
+        )),
+    }
+}
+
+/// Checks that `values` hold `want` elements, described by `shape`.
+fn sized(field: &'static str, values: &[f32], want: usize, shape: &str) -> Result<()> {
+    if values.len() != want {
+        return Err(Error::request(
+            field,
+            format!("holds {} values; {shape} needs {want}", values.len()),
+        ));
+    }
+    finite(field, values)
+}
+
+impl Pipeline {
+    /// The latents' shape for `req` (NCHW, as diffusers and `.npy` files have it):
+    /// `[batch_size, out_channels, height / f, width / f]`: the shape of `init_latents`, of an
+    /// init image's `noise`, and of the returned latents.
+    pub fn latent_shape(&self, req: &Request) -> [usize; 4] {
+        let f = self.vae_scale_factor();
+        [
+            req.batch_size,
+            self.unet.config.out_channels,
+            req.height / f,
+            req.width / f,
+        ]
+    }
+
+    /// Checks `req` against the model and the limits above (see the module doc). Called by
+    /// `generate` and `memory_estimate` before anything else.
+    pub fn validate(&self, req: &Request) -> Result<()> {
+        let f = self.vae_scale_factor();
+        for (field, v) in [("width", req.width), ("height", req.height)] {
+            if v == 0 || v % f != 0 || v > MAX_SIDE_PX {
+                return Err(Error::request(
+                    field,
+                    format!("is {v} px; it must be a multiple of {f} from {f} to {MAX_SIDE_PX}"),
+                ));
+            }
+        }
+        if !(1..=MAX_BATCH).contains(&req.batch_size) {
+            return Err(Error::request(
+                "batch_size",
+                format!("is {}; it must be 1 to {MAX_BATCH}", req.batch_size),
+            ));
+        }
+        let n_train = self.scheduler.num_train_timesteps;
+        if !(1..=n_train).contains(&req.steps) {
+            return Err(Error::request(
+                "steps",
+                format!(
+                    "is {}; this model's schedule allows 1 to {n_train}",
+                    req.steps
+                ),
+            ));
+        }
+        if !req.guidance.is_finite() || req.guidance.abs() > MAX_GUIDANCE {
+            return Err(Error::request(
+                "guidance",
+                format!(
+                    "is {}; it must be finite, at most {MAX_GUIDANCE} in magnitude",
+                    req.guidance
+                ),
+            ));
+        }
+        for (field, p) in [
+            ("prompt", &req.prompt),
+            ("negative_prompt", &req.negative_prompt),
+        ] {
+            if p.len() > MAX_PROMPT_BYTES {
+                return Err(Error::request(
+                    field,
+                    format!(
+                        "is {} bytes, above the limit of {MAX_PROMPT_BYTES}",
+                        p.len()
+                    ),
+                ));
+            }
+            // Weights out of range or malformed brackets: the prompt parser's own errors.
+            if crate::prompt::has_weights(p) {
+                crate::prompt::parse_weights(p)?;
+            }
+        }
+        let layers = self.text_encoder.config.num_hidden_layers;
+        if req.clip_skip >= layers {
+            return Err(Error::request(
+                "clip_skip",
+                format!(
+                    "is {}; the text encoder has {layers} layers (0 to {})",
+                    req.clip_skip,
+                    layers - 1
+                ),
+            ));
+        }
+        // Sizes are bounded above, so these products cannot overflow; checked all the same.
+        let [n, c, h, w] = self.latent_shape(req);
+        let shape = format!("[{n}, {c}, {h}, {w}]");
+        let latents = n
+            .checked_mul(c)
+            .and_then(|v| v.checked_mul(h))
+            .and_then(|v| v.checked_mul(w))
+            .ok_or_else(|| Error::request("batch_size", "makes the latents too large"))?;
+        if let Some(l) = &req.init_latents {
+            sized("init_latents", l, latents, &shape)?;
+        }
+        if let Some(im) = &req.init_image {
+            let px = req.width * req.height;
+            sized(
+                "init_image.rgb",
+                &im.rgb,
+                px * 3,
+                &format!("a {}x{} RGB image", req.width, req.height),
+            )?;
+            if !(0.0..=1.0).contains(&im.strength) {
+                return Err(Error::request(
+                    "init_image.strength",
+                    format!("is {}; it must be within [0, 1]", im.strength),
+                ));
+            }
+            if let Some(z) = &im.noise {
+                sized("init_image.noise", z, latents, &shape)?;
+            }
+            if let Some(m) = &im.mask {
+                sized(
+                    "init_image.mask",
+                    m,
+                    px,
+                    &format!("a {}x{} mask", req.width, req.height),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
