@@ -9,6 +9,7 @@ mod common;
 mod conv2d;
 mod default_model;
 mod elementwise;
+mod hardening;
 mod matmul;
 mod norm;
 mod pipeline;

@@ -75,7 +75,7 @@ fn txt2img_matches_diffusers_end_to_end() {
             .err()
             .unwrap()
             .to_string()
-            .contains("multiples of 4")
+            .contains("multiple of 4")
     );
 }
 
@@ -157,17 +157,17 @@ fn generate_cli_writes_the_reference_image_and_latents() {
         .collect();
     let got: Vec<f32> = buf[..32 * 32 * 3].iter().map(|&b| f32::from(b)).collect();
     check("cli png pixels (0..255)", &got, &want, 1.0, 0.0);
-    let text = &reader.info().uncompressed_latin1_text;
-    let params = text
-        .iter()
-        .find(|t| t.keyword == "parameters")
-        .map(|t| t.text.clone())
-        .unwrap_or_default();
+    let params = png_parameters(&png_out);
+    // AUTOMATIC1111's infotext: the model by name and hash, never by its directory.
+    let hash =
+        sd_wgpu::files::sha256_hex(&root.join("sd1-tiny/unet/diffusion_pytorch_model.safetensors"))
+            .unwrap();
     assert!(
-        params.contains("a red sneaker")
-            && params.contains("Steps: 4")
-            && params.contains("Seed: 7")
-            && params.contains("Negative prompt: blurry"),
+        params.starts_with("a red sneaker on a white table\nNegative prompt: blurry\nSteps: 4, ")
+            && params.contains("Sampler: DDIM, CFG scale: 7.5, Seed: 7, Size: 32x32, ")
+            && params.contains(&format!("Model hash: {}, Model: sd1-tiny, ", &hash[..10]))
+            && params.contains("Clip skip: 1")
+            && !params.contains(&*root.to_string_lossy()),
         "{params}"
     );
     let _ = std::fs::remove_dir_all(&dir);
@@ -506,7 +506,10 @@ fn img2img_matches_diffusers() {
         ..Request::default()
     };
     let e = pipe.generate(gpu, &bad, &mut |_| true).err().unwrap();
-    assert!(e.to_string().contains("strength 1.5"), "{e}");
+    assert!(
+        e.to_string().contains("`init_image.strength` is 1.5"),
+        "{e}"
+    );
 }
 
 /// Text-to-image with PNDM, SD 1.5's default sampler: its PLMS schedule repeats one timestep,
@@ -565,6 +568,7 @@ fn img2img_through_the_cli() {
             .arg(image)
             .arg("--out")
             .arg(&png_out)
+            .arg("--overwrite")
             .output()
             .unwrap()
     };
@@ -763,7 +767,10 @@ fn inpainting_matches_diffusers() {
         ..req(1.0, false)
     };
     let e = pipe.generate(gpu, &wrong, &mut |_| true).err().unwrap();
-    assert!(e.to_string().contains("mask holds 256 values"), "{e}");
+    assert!(
+        e.to_string().contains("`init_image.mask` holds 256 values"),
+        "{e}"
+    );
 }
 
 /// Batches: `batch_size` 2 against diffusers' `num_images_per_prompt=2` (one seeded draw of
@@ -791,7 +798,9 @@ fn batches_match_diffusers_and_number_their_files() {
     // A batch whose activations cannot fit one device buffer: refused before any work,
     // naming the limit.
     let huge = Request {
-        batch_size: 1 << 20,
+        batch_size: 1024,
+        width: 4096,
+        height: 4096,
         ..req.clone()
     };
     let e = pipe.generate(gpu, &huge, &mut |_| true).err().unwrap();
@@ -805,7 +814,24 @@ fn batches_match_diffusers_and_number_their_files() {
         ),
         "{e}"
     );
-    assert!(e.to_string().contains("batch 1048576"), "{e}");
+    assert!(e.to_string().contains("batch 1024"), "{e}");
+    // Past the batch limit: a request error naming the field and the limit.
+    let e = pipe
+        .generate(
+            gpu,
+            &Request {
+                batch_size: 1 << 20,
+                ..req.clone()
+            },
+            &mut |_| true,
+        )
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("`batch_size` is 1048576; it must be 1 to 1024"),
+        "{e}"
+    );
 
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-batch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -835,15 +861,7 @@ fn batches_match_diffusers_and_number_their_files() {
             let w = &want255[k * 3072..(k + 1) * 3072];
             check(&format!("cli batch image {k}"), &got, w, 1.0, 0.0);
         }
-        let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap()));
-        let reader = dec.read_info().unwrap();
-        let params = reader
-            .info()
-            .uncompressed_latin1_text
-            .iter()
-            .find(|t| t.keyword == "parameters")
-            .map(|t| t.text.clone())
-            .unwrap();
+        let params = png_parameters(&path);
         let seed = if k < 2 { "Seed: 7," } else { "Seed: 8," };
         assert!(
             params.contains(seed) && params.contains(&format!("Batch pos: {}", k % 2)),
@@ -1192,4 +1210,17 @@ fn txt2img_within_small_binding_limits_matches_diffusers() {
     let p = psnr(&out.image, &want);
     eprintln!("96x64 batch 2 within 320 KiB bindings: PSNR {p:.1} dB vs diffusers");
     assert!(p >= 40.0);
+}
+
+/// The `parameters` text of a PNG the CLI wrote (an `iTXt` chunk: UTF-8).
+fn png_parameters(path: &std::path::Path) -> String {
+    let dec = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let reader = dec.read_info().unwrap();
+    reader
+        .info()
+        .utf8_text
+        .iter()
+        .find(|t| t.keyword == "parameters")
+        .and_then(|t| t.get_text().ok())
+        .unwrap_or_default()
 }

@@ -386,6 +386,16 @@ pub fn sampler_step(
     (y, e_out)
 }
 
+/// The flag [`crate::ops::flag_nonfinite`] leaves: `min(flag, code)` when any value of `x`
+/// is NaN or ±Inf (`torch.isfinite(x).all()` negated), else `flag`.
+pub fn flag_nonfinite(x: &[f32], flag: u32, code: u32) -> u32 {
+    if x.iter().all(|v| v.is_finite()) {
+        flag
+    } else {
+        flag.min(code)
+    }
+}
+
 /// RGB `[h, w, 3]` → RGBA8 texels `[h, row]` (u32, little-endian R, G, B, 255; padding 0):
 /// `round_half_even(clamp(v, 0, 1)·255)`, R and B swapped for BGRA.
 pub fn to_rgba8(x: &[f32], h: usize, w: usize, row: usize, swap_rb: bool) -> Vec<u32> {
