@@ -605,7 +605,8 @@ fn img2img_through_the_cli() {
     assert!(err.contains("cropped 37x35 to 36x32"), "{err}");
     let out = run(&root.join("img2img-input.png"), "1.5");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("strength 1.5"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("`init_image.strength` is 1.5"), "{err}");
     // Not an image.
     let out = run(&root.join("sd1-tiny/model_index.json"), "0.5");
     assert!(!out.status.success());

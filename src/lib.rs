@@ -15,6 +15,7 @@
 pub mod error;
 pub mod fashion;
 pub mod files;
+pub mod fuzz;
 pub mod gpu;
 pub mod imageio;
 pub mod infotext;

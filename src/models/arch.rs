@@ -84,134 +84,20 @@ impl Architecture {
     /// An original LDM yaml: U-Net, VAE and schedule from it; the text tower (whose yaml
     /// entry names only a pretrained architecture) from the checkpoint's shapes.
     pub fn from_ldm_yaml(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
-        let bad = |what: String| Error::ModelLayout {
-            path: path.to_path_buf(),
-            what,
-        };
         let text = crate::files::read_config_text(path)?;
-        let docs = load_yaml(&text).map_err(bad)?;
-        let doc = docs.first().ok_or_else(|| bad("empty YAML".into()))?;
-        let model = &doc["model"]["params"];
-        let unet_p = &model["unet_config"]["params"];
-        if unet_p.is_badvalue() {
-            return Err(bad("no model.params.unet_config.params".into()));
-        }
-        let int = |v: &Yaml, k: &str| -> Result<Option<i64>> {
-            match &v[k] {
-                Yaml::BadValue | Yaml::Null => Ok(None),
-                Yaml::Integer(i) => Ok(Some(*i)),
-                o => Err(bad(format!("`{k}` must be an integer, got {o:?}"))),
-            }
-        };
-        let need = |v: &Yaml, k: &str| -> Result<usize> {
-            int(v, k)?
-                .and_then(|i| usize::try_from(i).ok())
-                .ok_or_else(|| bad(format!("`{k}` missing or negative")))
-        };
-        let list = |v: &Yaml, k: &str| -> Result<Vec<usize>> {
-            v[k].as_vec()
-                .and_then(|a| {
-                    a.iter()
-                        .map(|x| x.as_i64().and_then(|i| usize::try_from(i).ok()))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| bad(format!("`{k}` must be a list of integers")))
-        };
-        let float = |v: &Yaml, k: &str, d: f64| -> f64 {
-            v[k].as_f64()
-                .or_else(|| v[k].as_i64().map(|i| i as f64))
-                .unwrap_or(d)
-        };
+        Self::from_ldm_yaml_text(&text, path, shapes, tower)
+    }
 
-        // U-Net (the rules of diffusers' create_unet_diffusers_config_from_ldm, with the
-        // head count from num_head_channels when given).
-        let mc = need(unet_p, "model_channels")?;
-        let mult = list(unet_p, "channel_mult")?;
-        let blocks: Vec<usize> = mult.iter().map(|m| m * mc).collect();
-        let attn_res = list(unet_p, "attention_resolutions")?;
-        let down_attention: Vec<bool> = (0..blocks.len())
-            .map(|i| attn_res.contains(&(1 << i)))
-            .collect();
-        let up_attention = down_attention.iter().rev().copied().collect();
-        if int(unet_p, "transformer_depth")?.is_some_and(|d| d != 1) {
-            return Err(bad("transformer_depth other than 1 is not supported".into()));
-        }
-        let head_channels = int(unet_p, "num_head_channels")?.filter(|&h| h > 0);
-        let num_heads = int(unet_p, "num_heads")?.filter(|&h| h > 0);
-        let heads = match (head_channels, num_heads) {
-            (Some(hc), _) => blocks.iter().map(|&c| c / hc as usize).collect(),
-            (None, Some(n)) => vec![n as usize; blocks.len()],
-            (None, None) => return Err(bad("neither num_heads nor num_head_channels".into())),
-        };
-        let context_dim = match &unet_p["context_dim"] {
-            Yaml::Integer(i) => *i as usize,
-            Yaml::Array(a) => a.first().and_then(Yaml::as_i64).unwrap_or(0) as usize,
-            _ => return Err(bad("`context_dim` missing".into())),
-        };
-        let unet = UNetConfig {
-            in_channels: need(unet_p, "in_channels")?,
-            out_channels: need(unet_p, "out_channels")?,
-            block_out_channels: blocks,
-            down_attention,
-            up_attention,
-            layers_per_block: need(unet_p, "num_res_blocks")?,
-            heads,
-            cross_attention_dim: context_dim,
-            norm_num_groups: 32,
-            norm_eps: 1e-5,
-            use_linear_projection: unet_p["use_linear_in_transformer"]
-                .as_bool()
-                .unwrap_or(false),
-            flip_sin_to_cos: true,
-            freq_shift: 0.0,
-            // diffusers' defaults for the model types (v-prediction SD 2.x: 768 px).
-            sample_size: if model["parameterization"].as_str() == Some("v") {
-                96
-            } else {
-                64
-            },
-        };
-
-        let fs = &model["first_stage_config"]["params"];
-        let dd = &fs["ddconfig"];
-        if dd.is_badvalue() {
-            return Err(bad(
-                "no model.params.first_stage_config.params.ddconfig".into()
-            ));
-        }
-        let ch = need(dd, "ch")?;
-        let vae = AutoencoderKLConfig {
-            in_channels: need(dd, "in_channels").unwrap_or(3),
-            out_channels: need(dd, "out_ch")?,
-            latent_channels: need(fs, "embed_dim")?,
-            block_out_channels: list(dd, "ch_mult")?.iter().map(|m| m * ch).collect(),
-            layers_per_block: need(dd, "num_res_blocks")?,
-            norm_num_groups: 32,
-            scaling_factor: float(model, "scale_factor", 0.18215) as f32,
-        };
-
-        let cond = &model["cond_stage_config"];
-        let target = cond["target"].as_str().unwrap_or("");
-        let yaml_tower = if target.contains("OpenCLIP") {
-            TextTower::OpenClip
-        } else {
-            TextTower::Clip
-        };
-        if yaml_tower != tower {
-            return Err(bad(format!(
-                "the config's text encoder `{target}` is not the checkpoint's ({tower:?})"
-            )));
-        }
-        let penultimate = cond["params"]["layer"].as_str() == Some("penultimate");
-        let v = model["parameterization"].as_str() == Some("v");
-        let scheduler = scheduler_json(
-            v,
-            float(model, "linear_start", 0.00085),
-            float(model, "linear_end", 0.012),
-            int(model, "timesteps")?.unwrap_or(1000),
-        );
+    /// [`Architecture::from_ldm_yaml`] from the yaml's text; `path` names it in errors.
+    pub fn from_ldm_yaml_text(
+        text: &str,
+        path: &Path,
+        shapes: &Shapes,
+        tower: TextTower,
+    ) -> Result<Self> {
+        let (text, unet, vae, scheduler) = ldm_yaml_configs(text, path, shapes, tower)?;
         Ok(Self {
-            text: text_from_shapes(path, shapes, tower, penultimate)?,
+            text,
             unet,
             vae,
             scheduler,
@@ -260,6 +146,152 @@ fn builtin_tokenizer(tower: TextTower) -> Result<ClipTokenizer> {
         TextTower::Clip => Padding::EndOfText,
         TextTower::OpenClip => Padding::Id(0),
     })
+}
+
+/// The configs an LDM yaml gives (text encoder from `shapes`, U-Net, VAE, scheduler JSON):
+/// everything of [`Architecture::from_ldm_yaml_text`] but the tokenizer.
+pub fn ldm_yaml_configs(
+    text: &str,
+    path: &Path,
+    shapes: &Shapes,
+    tower: TextTower,
+) -> Result<(
+    ClipTextConfig,
+    UNetConfig,
+    AutoencoderKLConfig,
+    serde_json::Value,
+)> {
+    let bad = |what: String| Error::ModelLayout {
+        path: path.to_path_buf(),
+        what,
+    };
+    let docs = load_yaml(text).map_err(bad)?;
+    let doc = docs.first().ok_or_else(|| bad("empty YAML".into()))?;
+    let model = &doc["model"]["params"];
+    let unet_p = &model["unet_config"]["params"];
+    if unet_p.is_badvalue() {
+        return Err(bad("no model.params.unet_config.params".into()));
+    }
+    let int = |v: &Yaml, k: &str| -> Result<Option<i64>> {
+        match &v[k] {
+            Yaml::BadValue | Yaml::Null => Ok(None),
+            Yaml::Integer(i) => Ok(Some(*i)),
+            o => Err(bad(format!("`{k}` must be an integer, got {o:?}"))),
+        }
+    };
+    let need = |v: &Yaml, k: &str| -> Result<usize> {
+        int(v, k)?
+            .and_then(|i| usize::try_from(i).ok())
+            .ok_or_else(|| bad(format!("`{k}` missing or negative")))
+    };
+    let list = |v: &Yaml, k: &str| -> Result<Vec<usize>> {
+        v[k].as_vec()
+            .and_then(|a| {
+                a.iter()
+                    .map(|x| x.as_i64().and_then(|i| usize::try_from(i).ok()))
+                    .collect::<Option<Vec<_>>>()
+            })
+            .ok_or_else(|| bad(format!("`{k}` must be a list of integers")))
+    };
+    let float = |v: &Yaml, k: &str, d: f64| -> f64 {
+        v[k].as_f64()
+            .or_else(|| v[k].as_i64().map(|i| i as f64))
+            .unwrap_or(d)
+    };
+
+    // U-Net (the rules of diffusers' create_unet_diffusers_config_from_ldm, with the
+    // head count from num_head_channels when given).
+    let mc = need(unet_p, "model_channels")?;
+    let mult = list(unet_p, "channel_mult")?;
+    let blocks: Vec<usize> = mult.iter().map(|m| m * mc).collect();
+    let attn_res = list(unet_p, "attention_resolutions")?;
+    let down_attention: Vec<bool> = (0..blocks.len())
+        .map(|i| attn_res.contains(&(1 << i)))
+        .collect();
+    let up_attention = down_attention.iter().rev().copied().collect();
+    if int(unet_p, "transformer_depth")?.is_some_and(|d| d != 1) {
+        return Err(bad("transformer_depth other than 1 is not supported".into()));
+    }
+    let head_channels = int(unet_p, "num_head_channels")?.filter(|&h| h > 0);
+    let num_heads = int(unet_p, "num_heads")?.filter(|&h| h > 0);
+    let heads = match (head_channels, num_heads) {
+        (Some(hc), _) => blocks.iter().map(|&c| c / hc as usize).collect(),
+        (None, Some(n)) => vec![n as usize; blocks.len()],
+        (None, None) => return Err(bad("neither num_heads nor num_head_channels".into())),
+    };
+    let context_dim = match &unet_p["context_dim"] {
+        Yaml::Integer(i) => *i as usize,
+        Yaml::Array(a) => a.first().and_then(Yaml::as_i64).unwrap_or(0) as usize,
+        _ => return Err(bad("`context_dim` missing".into())),
+    };
+    let unet = UNetConfig {
+        in_channels: need(unet_p, "in_channels")?,
+        out_channels: need(unet_p, "out_channels")?,
+        block_out_channels: blocks,
+        down_attention,
+        up_attention,
+        layers_per_block: need(unet_p, "num_res_blocks")?,
+        heads,
+        cross_attention_dim: context_dim,
+        norm_num_groups: 32,
+        norm_eps: 1e-5,
+        use_linear_projection: unet_p["use_linear_in_transformer"]
+            .as_bool()
+            .unwrap_or(false),
+        flip_sin_to_cos: true,
+        freq_shift: 0.0,
+        // diffusers' defaults for the model types (v-prediction SD 2.x: 768 px).
+        sample_size: if model["parameterization"].as_str() == Some("v") {
+            96
+        } else {
+            64
+        },
+    };
+
+    let fs = &model["first_stage_config"]["params"];
+    let dd = &fs["ddconfig"];
+    if dd.is_badvalue() {
+        return Err(bad(
+            "no model.params.first_stage_config.params.ddconfig".into()
+        ));
+    }
+    let ch = need(dd, "ch")?;
+    let vae = AutoencoderKLConfig {
+        in_channels: need(dd, "in_channels").unwrap_or(3),
+        out_channels: need(dd, "out_ch")?,
+        latent_channels: need(fs, "embed_dim")?,
+        block_out_channels: list(dd, "ch_mult")?.iter().map(|m| m * ch).collect(),
+        layers_per_block: need(dd, "num_res_blocks")?,
+        norm_num_groups: 32,
+        scaling_factor: float(model, "scale_factor", 0.18215) as f32,
+    };
+
+    let cond = &model["cond_stage_config"];
+    let target = cond["target"].as_str().unwrap_or("");
+    let yaml_tower = if target.contains("OpenCLIP") {
+        TextTower::OpenClip
+    } else {
+        TextTower::Clip
+    };
+    if yaml_tower != tower {
+        return Err(bad(format!(
+            "the config's text encoder `{target}` is not the checkpoint's ({tower:?})"
+        )));
+    }
+    let penultimate = cond["params"]["layer"].as_str() == Some("penultimate");
+    let v = model["parameterization"].as_str() == Some("v");
+    let scheduler = scheduler_json(
+        v,
+        float(model, "linear_start", 0.00085),
+        float(model, "linear_end", 0.012),
+        int(model, "timesteps")?.unwrap_or(1000),
+    );
+    Ok((
+        text_from_shapes(path, shapes, tower, penultimate)?,
+        unet,
+        vae,
+        scheduler,
+    ))
 }
 
 /// Nodes a YAML document may expand to, aliases counted at their full size each time they are

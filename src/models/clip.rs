@@ -59,7 +59,11 @@ impl ClipTextConfig {
 
     /// Reads a transformers `config.json` (`text_encoder/config.json`).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let v = read_json(path)?;
+        Self::from_json(&read_json(path)?, path)
+    }
+
+    /// The config from parsed JSON; `path` names it in errors.
+    pub fn from_json(v: &serde_json::Value, path: &Path) -> Result<Self> {
         let bad = |what: String| Error::ModelLayout {
             path: path.to_path_buf(),
             what,

@@ -63,6 +63,25 @@ pub fn refuse_pickle(path: &Path, head: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Parses a safetensors file's header (the bytes of the whole file, or at least of its
+/// header, which the format checks against the data's size): `(header length, tensors)`.
+pub fn parse_header(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(usize, HashMap<String, safetensors::tensor::TensorInfo>)> {
+    refuse_pickle(path, &bytes[..bytes.len().min(9)])?;
+    let (header_len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let tensors = meta
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.clone()))
+        .collect();
+    Ok((header_len, tensors))
+}
+
 impl WeightFile {
     /// Maps `path` and parses its header. Pickles, truncated files and corrupt headers are
     /// errors naming the file.
@@ -77,18 +96,7 @@ impl WeightFile {
         // can fault on access, a risk every mmap-based loader shares (we only read files
         // the user named as model weights).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        refuse_pickle(path, &map[..map.len().min(9)])?;
-        let bad = |what: String| Error::Safetensors {
-            path: path.to_path_buf(),
-            what,
-        };
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&map).map_err(|e| bad(e.to_string()))?;
-        let tensors: HashMap<String, _> = meta
-            .tensors()
-            .into_iter()
-            .map(|(k, v)| (k, v.clone()))
-            .collect();
+        let (header_len, tensors) = parse_header(path, &map)?;
         let meta = file.metadata().map_err(io)?;
         let identity = (
             std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
