@@ -68,6 +68,20 @@ fn elementwise(c: &mut Criterion) {
             ops::concat_channels(rec, &small, &small).expect("concat");
         },
     );
+    let eps_guard = tensor(&[2, 64, 64, 4], DType::F32, 9);
+    let img_guard = tensor(&[1, 512, 512, 3], DType::F32, 10);
+    // The non-finite guard's pass over a U-Net output (what each step adds) and over a
+    // 512² image.
+    let flag = tensor(&[1], DType::F32, 8);
+    for (name, t) in [
+        ("flag_nonfinite 2x64x64x4", &eps_guard),
+        ("flag_nonfinite 1x512x512x3", &img_guard),
+    ] {
+        let n = t.numel() as u64;
+        bench(c, "elementwise", name, Work::Bytes(4 * n), |rec| {
+            ops::flag_nonfinite(rec, t, &flag, 0).expect("flag_nonfinite");
+        });
+    }
     let lat = tensor(&[1, 64, 64, 4], DType::F32, 6);
     let eps = tensor(&[2, 64, 64, 4], DType::F32, 7);
     let step = SamplerStep {

@@ -163,6 +163,9 @@ fn save(out: &Path, t: Target, kind: &str, bytes: &[u8]) -> PathBuf {
     p
 }
 
+/// The input a thread is running, for the watchdog.
+type Running = Mutex<(Target, Vec<u8>)>;
+
 #[derive(Default)]
 struct Tally {
     execs: u64,
@@ -208,7 +211,7 @@ fn main() {
     // Per thread: when its current input started (ms since start; 0 = idle), and the input.
     let beats: Arc<Vec<AtomicU64>> =
         Arc::new((0..args.threads).map(|_| AtomicU64::new(0)).collect());
-    let current: Arc<Vec<Mutex<(Target, Vec<u8>)>>> = Arc::new(
+    let current: Arc<Vec<Running>> = Arc::new(
         (0..args.threads)
             .map(|_| Mutex::new((Target::Png, Vec::new())))
             .collect(),

@@ -25,7 +25,7 @@ pub fn parse_f32(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(path, "not a .npy file (no \\x93NUMPY magic)"));
     }
-    let (header_len, start) = match bytes[6] {
+    let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 if bytes.len() >= 12 => (
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
@@ -34,7 +34,7 @@ pub fn parse_f32(bytes: &[u8], path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
         v => return Err(bad(path, format!("unsupported .npy version {v}"))),
     };
     let header = bytes
-        .get(start..(start as usize).saturating_add(header_len))
+        .get(start..start.saturating_add(header_len))
         .ok_or_else(|| bad(path, "truncated header"))?;
     let header = std::str::from_utf8(header).map_err(|_| bad(path, "header is not text"))?;
     let field = |key: &str| -> Option<&str> {

@@ -6,14 +6,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
 G=target/release/sd-wgpu
+# Re-making replaces the images already there.
+gen() { "$G" generate --overwrite "$@"; }
 O=assets/readme
 mkdir -p "$O"
 # Text-to-image: the newcomer's first command.
-$G generate --prompt "a red sneaker" --seed 1 --out $O/txt2img.png
+gen --prompt "a red sneaker" --seed 1 --out $O/txt2img.png
 # Image-to-image: the sneaker redrawn blue, strength 0.6.
-$G generate --prompt "a blue sneaker" --init-image $O/txt2img.png --strength 0.6 --seed 2 --out $O/img2img.png
+gen --prompt "a blue sneaker" --init-image $O/txt2img.png --strength 0.6 --seed 2 --out $O/img2img.png
 # Inpainting: the right half of a green pullover repainted from a prompt.
-$G generate --prompt "a green pullover" --seed 3 --out $O/inpaint-input.png
+gen --prompt "a green pullover" --seed 3 --out $O/inpaint-input.png
 python3 - <<'PY'
 import struct, zlib
 w = h = 32
@@ -22,11 +24,11 @@ def chunk(t, d): return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zl
 png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
 open("assets/readme/inpaint-mask.png", "wb").write(png)
 PY
-$G generate --prompt "a purple pullover" --init-image $O/inpaint-input.png --mask $O/inpaint-mask.png --keep-unmasked --seed 4 --out $O/inpaint.png
+gen --prompt "a purple pullover" --init-image $O/inpaint-input.png --mask $O/inpaint-mask.png --keep-unmasked --seed 4 --out $O/inpaint.png
 # Prompt weighting: the same seed, plain and with the colour word weighted down.
-$G generate --prompt "a yellow dress" --seed 5 --out $O/weight-plain.png
-$G generate --prompt "a [[[yellow]]] dress" --seed 5 --out $O/weight-down.png
+gen --prompt "a yellow dress" --seed 5 --out $O/weight-plain.png
+gen --prompt "a [[[yellow]]] dress" --seed 5 --out $O/weight-down.png
 # A batch of 4 in one U-Net call, and previews every 10 steps.
-$G generate --prompt "a white ankle boot" --seed 6 --batch-size 4 --out $O/batch.png
-$G generate --prompt "a blue bag" --seed 7 --preview-every 10 --preview $O/preview.png --out $O/preview-final.png
+gen --prompt "a white ankle boot" --seed 6 --batch-size 4 --out $O/batch.png
+gen --prompt "a blue bag" --seed 7 --preview-every 10 --preview $O/preview.png --out $O/preview-final.png
 ls -la $O
