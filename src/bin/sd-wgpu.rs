@@ -325,6 +325,17 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             files::check_output_path(&p, a.overwrite)?;
         }
     }
+    // Two outputs of one command must not share a name.
+    let mut names = std::collections::HashSet::new();
+    let all = (0..total)
+        .map(|k| numbered(&a.out, k, total))
+        .chain((0..runs).filter_map(latents_path))
+        .chain((a.preview_every > 0).then(|| a.preview.clone()));
+    for p in all {
+        if !names.insert(p.clone()) {
+            bail!("{} is named for two outputs of this command", p.display());
+        }
+    }
     let preview_format = if a.preview_every > 0 {
         files::check_output_path(&a.preview, a.overwrite)?;
         Some(ImageFormat::from_path(&a.preview)?)

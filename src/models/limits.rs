@@ -117,12 +117,36 @@ impl ClipTextConfig {
 }
 
 impl Architecture {
+    /// The networks agree: the U-Net denoises the VAE's latents (plain, or inpainting's
+    /// latents + mask + masked-image latents) and attends to the text encoder's states.
+    fn fits_together(&self) -> Check {
+        let (u, v) = (&self.unet, &self.vae);
+        let lat = v.latent_channels;
+        if u.out_channels != lat || (u.in_channels != lat && u.in_channels != 2 * lat + 1) {
+            return Err(format!(
+                "the U-Net maps {} to {} channels but the VAE has {lat} latent channels \
+                 (expected {lat} → {lat}, or {} → {lat} for inpainting)",
+                u.in_channels,
+                u.out_channels,
+                2 * lat + 1
+            ));
+        }
+        if u.cross_attention_dim != self.text.hidden_size {
+            return Err(format!(
+                "the U-Net's cross_attention_dim = {} is not the text encoder's hidden_size = {}",
+                u.cross_attention_dim, self.text.hidden_size
+            ));
+        }
+        Ok(())
+    }
+
     /// Every config's range checks; the error names the config's source.
     pub fn check(&self, model: &std::path::Path) -> Result<()> {
-        let parts: [(&str, Check); 3] = [
+        let parts: [(&str, Check); 4] = [
             ("text encoder", self.text.check()),
             ("U-Net", self.unet.check()),
             ("VAE", self.vae.check()),
+            ("model", self.fits_together()),
         ];
         for (part, r) in parts {
             if let Err(what) = r {
