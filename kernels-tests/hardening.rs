@@ -227,7 +227,9 @@ fn nonfinite_values_stop_the_run_where_they_appear() {
 /// Requests out of range are refused before any work, naming the field, value and limit.
 #[test]
 fn bad_requests_are_refused_before_any_work() {
-    let g = gpu();
+    // A device of its own: other tests allocate on the shared one meanwhile.
+    let own = Gpu::new().unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let g = &own;
     let pipe = Pipeline::load(g, &fixture("sd1-tiny"), WeightDType::Auto).unwrap();
     let before = g.memory_stats();
     let cases: Vec<(Request, &str)> = vec![

@@ -538,7 +538,8 @@ pub fn mutate(
     v
 }
 
-fn crc32(bytes: &[u8]) -> u32 {
+/// The PNG chunk CRC (CRC-32, polynomial 0xEDB88320).
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     for &b in bytes {
         crc ^= u32::from(b);

@@ -330,18 +330,8 @@ mod tests {
             let start = out.len();
             out.extend(kind);
             out.extend(data);
-            let mut crc = !0u32;
-            for &b in &out[start..] {
-                crc ^= u32::from(b);
-                for _ in 0..8 {
-                    crc = if crc & 1 == 1 {
-                        (crc >> 1) ^ 0xEDB8_8320
-                    } else {
-                        crc >> 1
-                    };
-                }
-            }
-            out.extend((!crc).to_be_bytes());
+            let crc = crate::fuzz::crc32(&out[start..]);
+            out.extend(crc.to_be_bytes());
         }
         let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
         let mut ihdr = Vec::new();

@@ -690,16 +690,24 @@ impl AsyncRead {
         }
     }
 
-    /// The bytes, waiting for the device if they have not arrived.
+    /// The bytes, waiting for the device if they have not arrived. When another thread polls
+    /// the same device, the map's callback can run on that thread a moment after our own poll
+    /// returns: so wait until it has run (bounded), not just until the device is idle.
     pub fn wait(&mut self, gpu: &Gpu) -> Result<Vec<u8>> {
-        if let Some(b) = self.try_take(gpu)? {
-            return Ok(b);
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(b) = self.try_take(gpu)? {
+                return Ok(b);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                return Err(Error::Readback {
+                    tensor: self.what.clone(),
+                    what: "the map did not complete within 60 s of the device going idle".into(),
+                });
+            }
+            gpu.wait()?;
+            std::thread::yield_now();
         }
-        gpu.wait()?;
-        self.try_take(gpu)?.ok_or_else(|| Error::Readback {
-            tensor: self.what.clone(),
-            what: "the map did not complete after the device went idle".into(),
-        })
     }
 }
 
