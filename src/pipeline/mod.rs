@@ -18,9 +18,13 @@ use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
 use std::path::{Path, PathBuf};
 
 mod guard;
+mod memory;
+mod preview;
 mod validate;
 
 use guard::{FiniteGuard, check_host};
+pub use memory::MemoryEstimate;
+pub use preview::{LatentRgb, Preview, latent_preview};
 pub use validate::{MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_BYTES, MAX_SIDE_PX};
 
 /// A loaded model: every network on the GPU, ready to generate.
@@ -163,87 +167,6 @@ pub struct Progress {
     pub preview: Option<Preview>,
 }
 
-/// A latent → RGB approximation at latent resolution: a fixed linear map of the 4 latent
-/// channels (the factors the common UIs use for SD 1.x / 2.x latents), no VAE.
-#[derive(Clone, Debug)]
-pub struct Preview {
-    pub width: usize,
-    pub height: usize,
-    /// `[height, width, 3]` in [0, 1].
-    pub rgb: Vec<f32>,
-}
-
-/// A linear latent → RGB map for previews: `rgb = Σ_c z_c · factors[c] + bias`, in [0, 1]
-/// units. The default is the map the common UIs use for SD 1.x / 2.x latents; a model folder
-/// may carry its own in `latent_rgb.json` (`{"factors": [[r, g, b], …], "bias": [r, g, b]}`;
-/// the built-in model's is fitted by `tools/fit_latent_preview.py`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LatentRgb {
-    pub factors: Vec<[f32; 3]>,
-    pub bias: [f32; 3],
-}
-
-impl Default for LatentRgb {
-    fn default() -> Self {
-        const SD: [[f32; 3]; 4] = [
-            [0.3512, 0.2297, 0.3227],
-            [0.3250, 0.4974, 0.2350],
-            [-0.2829, 0.1762, 0.2721],
-            [-0.2120, -0.2616, -0.7177],
-        ];
-        Self {
-            factors: SD.iter().map(|r| r.map(|v| v / 2.0)).collect(),
-            bias: [0.5; 3],
-        }
-    }
-}
-
-impl LatentRgb {
-    /// `dir/latent_rgb.json` if present and well-formed, else the SD map.
-    fn from_folder(dir: &Path) -> Self {
-        let Ok(v) = crate::models::read_json(&dir.join("latent_rgb.json")) else {
-            return Self::default();
-        };
-        let rgb = |x: &serde_json::Value| -> Option<[f32; 3]> {
-            let a = x.as_array()?;
-            let f = |i: usize| a.get(i)?.as_f64().map(|v| v as f32);
-            Some([f(0)?, f(1)?, f(2)?])
-        };
-        let factors: Option<Vec<[f32; 3]>> = v["factors"]
-            .as_array()
-            .and_then(|a| a.iter().map(rgb).collect());
-        match (factors, rgb(&v["bias"])) {
-            (Some(factors), Some(bias)) => Self { factors, bias },
-            _ => Self::default(),
-        }
-    }
-}
-
-/// The preview of NHWC latents (`[.., h, w, c]`, first image) with `map`; a channel count the
-/// map does not have gives gray from the channel mean.
-pub fn latent_preview(latents: &[f32], h: usize, w: usize, c: usize, map: &LatentRgb) -> Preview {
-    let mut rgb = Vec::with_capacity(h * w * 3);
-    for px in latents[..h * w * c].chunks_exact(c) {
-        for k in 0..3 {
-            let v = if map.factors.len() == c {
-                px.iter()
-                    .zip(&map.factors)
-                    .map(|(v, f)| v * f[k])
-                    .sum::<f32>()
-                    + map.bias[k]
-            } else {
-                (px.iter().sum::<f32>() / c as f32 + 1.0) / 2.0
-            };
-            rgb.push(v.clamp(0.0, 1.0));
-        }
-    }
-    Preview {
-        width: w,
-        height: h,
-        rgb,
-    }
-}
-
 pub struct Output {
     /// Final latents before VAE scaling, f32 `[n, 4, h/f, w/f]` (NCHW, as diffusers returns;
     /// n = `batch_size`).
@@ -257,35 +180,6 @@ pub struct Output {
     /// U-Net steps that ran (img2img runs part of the schedule; PNDM one more than `steps`).
     pub steps_run: usize,
     pub timings: Timings,
-}
-
-/// The device memory a request needs, sized by recording it against a simulating pool
-/// ([`Pipeline::memory_estimate`]).
-#[derive(Clone, Debug)]
-pub struct MemoryEstimate {
-    /// Bytes in use on the engine's device when asked: the weights of every loaded model and
-    /// the tensors alive outside the request.
-    pub resident: u64,
-    /// The request's peak allocation on top of that (latents, text context, activations, the
-    /// per-submission parameters), in the pool's size classes, when the pool's cache is empty.
-    pub request: u64,
-    /// Unused buffers the pool caches now (reused by the request, or freed when the request
-    /// would not fit beside them).
-    pub cached: u64,
-    /// What the device allows, when known ([`Gpu::memory_budget`]).
-    pub budget: Option<crate::gpu::MemoryBudget>,
-}
-
-impl MemoryEstimate {
-    /// `resident + request`: the device memory the engine holds at the request's peak.
-    pub fn total(&self) -> u64 {
-        self.resident + self.request
-    }
-
-    /// Whether the request fits the budget (always, when no budget is known).
-    pub fn fits(&self) -> bool {
-        self.budget.as_ref().is_none_or(|b| self.total() <= b.bytes)
-    }
 }
 
 /// U-Net steps a memory estimate records: every sampler's history (PNDM's four ε, DPM++'s
@@ -485,55 +379,6 @@ impl Pipeline {
         Ok(self.encoder.get_or_init(|| e))
     }
 
-    /// Refuses a request whose largest activations would not fit one device buffer
-    /// (`max_buffer_size`), before anything is allocated: the U-Net's feed-forward input at
-    /// the first attention level (`[2n·h·w, 8·c]`, GEGLU) and its widest resnet input, and
-    /// the VAE decoder's full-resolution activations.
-    fn check_buffer_sizes(&self, gpu: &Gpu, n: usize, guided: bool, req: &Request) -> Result<()> {
-        let f = self.vae_scale_factor();
-        let (h, w) = (req.height / f, req.width / f);
-        let rows = (if guided { 2 } else { 1 }) * n;
-        let u = &self.unet.config;
-        let mut largest: Vec<(u64, String)> = Vec::new();
-        for (i, &c) in u.block_out_channels.iter().enumerate() {
-            let px = ((h >> i).max(1) * (w >> i).max(1)) as u64;
-            if u.down_attention[i] {
-                largest.push((
-                    4 * rows as u64 * px * 8 * c as u64,
-                    format!("U-Net feed-forward activation at level {i} (batch {n})"),
-                ));
-            }
-            let cat = c + u.block_out_channels.get(i + 1).copied().unwrap_or(c);
-            largest.push((
-                4 * rows as u64 * px * cat as u64,
-                format!("U-Net skip concatenation at level {i} (batch {n})"),
-            ));
-        }
-        // The decoder's last upsampler outputs the second level's channels at full size.
-        let v = &self.vae.config.block_out_channels;
-        let full = v.get(1).copied().unwrap_or(v[0]).max(v[0]) as u64;
-        largest.push((
-            4 * n as u64 * (req.height * req.width) as u64 * full,
-            format!(
-                "VAE decoder activation at {}x{} (batch {n})",
-                req.width, req.height
-            ),
-        ));
-        let limit = gpu.limits().max_buffer_size;
-        if let Some((bytes, what)) = largest.into_iter().max_by_key(|(b, _)| *b) {
-            if bytes > limit {
-                return Err(Error::Limit {
-                    op: "generate",
-                    tensor: what,
-                    bytes,
-                    limit_name: "max_buffer_size",
-                    limit,
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// The model's native image size in pixels (width = height): the U-Net's `sample_size`
     /// × the VAE factor, as diffusers' default `height` / `width`.
     pub fn default_size(&self) -> usize {
@@ -642,97 +487,6 @@ impl Pipeline {
         let (ctx, _) = self.encode_prompts(&mut rec, req, req.guidance > 1.0)?;
         rec.submit()?;
         Ok((ctx.to_vec(gpu)?, ctx.shape().to_vec()))
-    }
-
-    /// The device memory `req` needs, found by recording the request (every op of the text
-    /// encoder, the first U-Net steps, the VAE) against a pool that allocates nothing and
-    /// counts what a real run allocates — the same code sizes it that runs it, so the figure
-    /// is the pool's real peak, not a formula. Takes milliseconds; loads the VAE encoder first
-    /// when the request has an init image. `generate` runs this check itself and refuses a
-    /// request over [`Gpu::memory_budget`] before allocating anything.
-    pub fn memory_estimate(&self, gpu: &Gpu, req: &Request) -> Result<MemoryEstimate> {
-        self.estimate(gpu, req, None)
-    }
-
-    fn estimate(
-        &self,
-        gpu: &Gpu,
-        req: &Request,
-        texture: Option<&wgpu::Texture>,
-    ) -> Result<MemoryEstimate> {
-        self.validate(req)?;
-        if req.init_image.is_some() {
-            self.vae_encoder(gpu)?;
-        }
-        let now = gpu.memory_stats();
-        let (_, sim) = gpu.simulate(|| self.run(gpu, req, &mut |_| true, texture))?;
-        Ok(MemoryEstimate {
-            resident: now.in_use,
-            request: sim.peak,
-            cached: now.allocated.saturating_sub(now.in_use),
-            budget: gpu.memory_budget(),
-        })
-    }
-
-    /// Refuses `req` when it would not fit the memory budget (naming the largest batch that
-    /// would), and frees the pool's cache when the request fits only without it.
-    fn ensure_fits(&self, gpu: &Gpu, req: &Request, texture: Option<&wgpu::Texture>) -> Result<()> {
-        let est = self.estimate(gpu, req, texture)?;
-        let Some(budget) = est.budget.clone() else {
-            return Ok(());
-        };
-        if est.fits() {
-            if est.total() + est.cached > budget.bytes {
-                gpu.trim_pool();
-            }
-            return Ok(());
-        }
-        let n = req.batch_size;
-        let hint = if n > 1 {
-            // Memory grows with the batch: bisect for the largest that fits.
-            let fits = |k: usize| -> Result<bool> {
-                let r = Request {
-                    batch_size: k,
-                    init_latents: None,
-                    ..req.clone()
-                };
-                Ok(self.memory_estimate(gpu, &r)?.fits())
-            };
-            let (mut lo, mut hi) = (0, n);
-            while hi - lo > 1 {
-                let mid = lo + (hi - lo) / 2;
-                if fits(mid)? {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            if lo == 0 {
-                "; even one image does not fit: lower the size".to_string()
-            } else {
-                format!("; a batch of at most {lo} fits")
-            }
-        } else {
-            "; lower the size".to_string()
-        };
-        Err(Error::Memory {
-            op: "generate",
-            what: format!(
-                "{} at {}x{}",
-                if n == 1 {
-                    "1 image".to_string()
-                } else {
-                    format!("batch {n}")
-                },
-                req.width,
-                req.height
-            ),
-            resident: est.resident,
-            request: est.request,
-            budget: budget.bytes,
-            budget_source: budget.source,
-            hint,
-        })
     }
 
     /// Runs `req`; `progress` is called after every step and may cancel.

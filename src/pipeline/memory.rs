@@ -1,0 +1,188 @@
+//! Device memory of a request: sized by recording it against a simulating pool, and refused
+//! over the budget (or over one buffer's limit) before anything is allocated.
+
+use super::{Pipeline, Request};
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+/// The device memory a request needs, sized by recording it against a simulating pool
+/// ([`Pipeline::memory_estimate`]).
+#[derive(Clone, Debug)]
+pub struct MemoryEstimate {
+    /// Bytes in use on the engine's device when asked: the weights of every loaded model and
+    /// the tensors alive outside the request.
+    pub resident: u64,
+    /// The request's peak allocation on top of that (latents, text context, activations, the
+    /// per-submission parameters), in the pool's size classes, when the pool's cache is empty.
+    pub request: u64,
+    /// Unused buffers the pool caches now (reused by the request, or freed when the request
+    /// would not fit beside them).
+    pub cached: u64,
+    /// What the device allows, when known ([`Gpu::memory_budget`]).
+    pub budget: Option<crate::gpu::MemoryBudget>,
+}
+
+impl MemoryEstimate {
+    /// `resident + request`: the device memory the engine holds at the request's peak.
+    pub fn total(&self) -> u64 {
+        self.resident + self.request
+    }
+
+    /// Whether the request fits the budget (always, when no budget is known).
+    pub fn fits(&self) -> bool {
+        self.budget.as_ref().is_none_or(|b| self.total() <= b.bytes)
+    }
+}
+
+impl Pipeline {
+    /// Refuses a request whose largest activations would not fit one device buffer
+    /// (`max_buffer_size`), before anything is allocated: the U-Net's feed-forward input at
+    /// the first attention level (`[2n·h·w, 8·c]`, GEGLU) and its widest resnet input, and
+    /// the VAE decoder's full-resolution activations.
+    pub(super) fn check_buffer_sizes(
+        &self,
+        gpu: &Gpu,
+        n: usize,
+        guided: bool,
+        req: &Request,
+    ) -> Result<()> {
+        let f = self.vae_scale_factor();
+        let (h, w) = (req.height / f, req.width / f);
+        let rows = (if guided { 2 } else { 1 }) * n;
+        let u = &self.unet.config;
+        let mut largest: Vec<(u64, String)> = Vec::new();
+        for (i, &c) in u.block_out_channels.iter().enumerate() {
+            let px = ((h >> i).max(1) * (w >> i).max(1)) as u64;
+            if u.down_attention[i] {
+                largest.push((
+                    4 * rows as u64 * px * 8 * c as u64,
+                    format!("U-Net feed-forward activation at level {i} (batch {n})"),
+                ));
+            }
+            let cat = c + u.block_out_channels.get(i + 1).copied().unwrap_or(c);
+            largest.push((
+                4 * rows as u64 * px * cat as u64,
+                format!("U-Net skip concatenation at level {i} (batch {n})"),
+            ));
+        }
+        // The decoder's last upsampler outputs the second level's channels at full size.
+        let v = &self.vae.config.block_out_channels;
+        let full = v.get(1).copied().unwrap_or(v[0]).max(v[0]) as u64;
+        largest.push((
+            4 * n as u64 * (req.height * req.width) as u64 * full,
+            format!(
+                "VAE decoder activation at {}x{} (batch {n})",
+                req.width, req.height
+            ),
+        ));
+        let limit = gpu.limits().max_buffer_size;
+        if let Some((bytes, what)) = largest.into_iter().max_by_key(|(b, _)| *b) {
+            if bytes > limit {
+                return Err(Error::Limit {
+                    op: "generate",
+                    tensor: what,
+                    bytes,
+                    limit_name: "max_buffer_size",
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The device memory `req` needs, found by recording the request (every op of the text
+    /// encoder, the first U-Net steps, the VAE) against a pool that allocates nothing and
+    /// counts what a real run allocates — the same code sizes it that runs it, so the figure
+    /// is the pool's real peak, not a formula. Takes milliseconds; loads the VAE encoder first
+    /// when the request has an init image. `generate` runs this check itself and refuses a
+    /// request over [`Gpu::memory_budget`] before allocating anything.
+    pub fn memory_estimate(&self, gpu: &Gpu, req: &Request) -> Result<MemoryEstimate> {
+        self.estimate(gpu, req, None)
+    }
+
+    fn estimate(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        texture: Option<&wgpu::Texture>,
+    ) -> Result<MemoryEstimate> {
+        self.validate(req)?;
+        if req.init_image.is_some() {
+            self.vae_encoder(gpu)?;
+        }
+        let now = gpu.memory_stats();
+        let (_, sim) = gpu.simulate(|| self.run(gpu, req, &mut |_| true, texture))?;
+        Ok(MemoryEstimate {
+            resident: now.in_use,
+            request: sim.peak,
+            cached: now.allocated.saturating_sub(now.in_use),
+            budget: gpu.memory_budget(),
+        })
+    }
+
+    /// Refuses `req` when it would not fit the memory budget (naming the largest batch that
+    /// would), and frees the pool's cache when the request fits only without it.
+    pub(super) fn ensure_fits(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        texture: Option<&wgpu::Texture>,
+    ) -> Result<()> {
+        let est = self.estimate(gpu, req, texture)?;
+        let Some(budget) = est.budget.clone() else {
+            return Ok(());
+        };
+        if est.fits() {
+            if est.total() + est.cached > budget.bytes {
+                gpu.trim_pool();
+            }
+            return Ok(());
+        }
+        let n = req.batch_size;
+        let hint = if n > 1 {
+            // Memory grows with the batch: bisect for the largest that fits.
+            let fits = |k: usize| -> Result<bool> {
+                let r = Request {
+                    batch_size: k,
+                    init_latents: None,
+                    ..req.clone()
+                };
+                Ok(self.memory_estimate(gpu, &r)?.fits())
+            };
+            let (mut lo, mut hi) = (0, n);
+            while hi - lo > 1 {
+                let mid = lo + (hi - lo) / 2;
+                if fits(mid)? {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            if lo == 0 {
+                "; even one image does not fit: lower the size".to_string()
+            } else {
+                format!("; a batch of at most {lo} fits")
+            }
+        } else {
+            "; lower the size".to_string()
+        };
+        Err(Error::Memory {
+            op: "generate",
+            what: format!(
+                "{} at {}x{}",
+                if n == 1 {
+                    "1 image".to_string()
+                } else {
+                    format!("batch {n}")
+                },
+                req.width,
+                req.height
+            ),
+            resident: est.resident,
+            request: est.request,
+            budget: budget.bytes,
+            budget_source: budget.source,
+            hint,
+        })
+    }
+}
