@@ -327,6 +327,30 @@ fn bad_requests_are_refused_before_any_work() {
         ),
         (
             Request {
+                prompt: "a ".repeat(5000),
+                ..sneaker()
+            },
+            "5000 tokens make 67 chunks of 75; at most 64",
+        ),
+        (
+            Request {
+                width: 16384,
+                height: 16384,
+                batch_size: 16,
+                ..sneaker()
+            },
+            "the latents [16, 4, 4096, 4096] would hold more than 268435456 values",
+        ),
+        (
+            Request {
+                prompt: "a ".repeat(4000),
+                batch_size: 1024,
+                ..sneaker()
+            },
+            "with a prompt of 54 chunk(s) the text context would hold more than",
+        ),
+        (
+            Request {
                 init_latents: Some({
                     let mut v = vec![0.0; 4 * 8 * 8];
                     v[17] = f32::NAN;

@@ -24,6 +24,10 @@ pub const MAX_WEIGHT: f32 = 100.0;
 /// Deepest bracket nesting accepted (keeps parsing linear in the prompt's length).
 pub const MAX_NESTING: usize = 64;
 
+/// Most 75-token chunks a prompt may make (4800 tokens): each is a full text-encoder pass and
+/// 77 more context rows for every cross-attention of every step.
+pub const MAX_CHUNKS: usize = 64;
+
 /// Tokens per chunk between BOS and EOS.
 pub const CHUNK: usize = CONTEXT_LEN - 2;
 
@@ -152,6 +156,16 @@ pub fn chunk_prompt(tok: &ClipTokenizer, prompt: &str) -> Result<Chunks> {
         tokens: ids.len(),
     };
     let n = ids.len().div_ceil(CHUNK).max(1);
+    if n > MAX_CHUNKS {
+        return Err(Error::Prompt {
+            prompt: prompt.chars().take(80).collect::<String>() + "…",
+            what: format!(
+                "{} tokens make {n} chunks of {CHUNK}; at most {MAX_CHUNKS} ({} tokens)",
+                ids.len(),
+                MAX_CHUNKS * CHUNK
+            ),
+        });
+    }
     for c in 0..n {
         let (a, b) = (c * CHUNK, ((c + 1) * CHUNK).min(ids.len()));
         let (cid, cw) = tok.frame(&ids[a..b], &weights[a..b]);

@@ -14,6 +14,10 @@ pub const MAX_BATCH: usize = 1024;
 pub const MAX_GUIDANCE: f32 = 100.0;
 /// Largest prompt (and negative prompt) in bytes.
 pub const MAX_PROMPT_BYTES: usize = 65536;
+/// Most values in one host-side array of a request (initial latents and noise, the prompt
+/// context repeated for the batch): 2^28 f32 = 1 GiB. Far above any real request; it keeps a
+/// request from asking the host for more memory than the device-side checks can see.
+pub const MAX_HOST_VALUES: usize = 1 << 28;
 
 /// Checks that `values` are finite, naming the field and the first bad index.
 fn finite(field: &'static str, values: &[f32]) -> Result<()> {
@@ -109,6 +113,35 @@ impl Pipeline {
                 crate::prompt::parse_weights(p)?;
             }
         }
+        // The context the U-Net attends to: [rows·n, 77·chunks, width], built on the host.
+        let chunks = |p: &str| -> Result<usize> {
+            Ok(match req.long_prompt {
+                super::LongPrompt::Truncate => 1,
+                super::LongPrompt::Chunk => {
+                    crate::prompt::chunk_prompt(&self.tokenizer, p)?.ids.len()
+                }
+            })
+        };
+        let guided = req.guidance > 1.0;
+        let k = chunks(&req.prompt)?.max(if guided {
+            chunks(&req.negative_prompt)?
+        } else {
+            1
+        });
+        let width = self.text_encoder.config.hidden_size;
+        let context = (if guided { 2 } else { 1 } * req.batch_size)
+            .checked_mul(k * crate::tokenizer::CONTEXT_LEN * width)
+            .filter(|&v| v <= MAX_HOST_VALUES);
+        if context.is_none() {
+            return Err(Error::request(
+                "batch_size",
+                format!(
+                    "is {}: with a prompt of {k} chunk(s) the text context would hold more than \
+                     {MAX_HOST_VALUES} values",
+                    req.batch_size
+                ),
+            ));
+        }
         let layers = self.text_encoder.config.num_hidden_layers;
         if req.clip_skip >= layers {
             return Err(Error::request(
@@ -127,7 +160,15 @@ impl Pipeline {
             .checked_mul(c)
             .and_then(|v| v.checked_mul(h))
             .and_then(|v| v.checked_mul(w))
-            .ok_or_else(|| Error::request("batch_size", "makes the latents too large"))?;
+            .filter(|&v| v <= MAX_HOST_VALUES)
+            .ok_or_else(|| {
+                Error::request(
+                    "batch_size",
+                    format!(
+                        "is {n}: the latents {shape} would hold more than {MAX_HOST_VALUES} values"
+                    ),
+                )
+            })?;
         if let Some(l) = &req.init_latents {
             sized("init_latents", l, latents, &shape)?;
         }
