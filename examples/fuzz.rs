@@ -213,7 +213,7 @@ fn main() {
         Arc::new((0..args.threads).map(|_| AtomicU64::new(0)).collect());
     let current: Arc<Vec<Running>> = Arc::new(
         (0..args.threads)
-            .map(|_| Mutex::new((Target::Png, Vec::new())))
+            .map(|_| Mutex::new((Target::Image, Vec::new())))
             .collect(),
     );
     {
@@ -234,7 +234,7 @@ fn main() {
                         let (t, input) = current[i]
                             .lock()
                             .map(|g| g.clone())
-                            .unwrap_or((Target::Png, Vec::new()));
+                            .unwrap_or((Target::Image, Vec::new()));
                         let p = save(&out, t, "hang", &input);
                         eprintln!("fuzz: HANG over {hang:?} in {}: {}", t.name(), p.display());
                         std::process::exit(3);

@@ -206,7 +206,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("needs a wgpu adapter (mesa-vulkan-drivers): {e}"));
         let path = std::env::temp_dir().join(format!("sd-wgpu-frame-{}.png", std::process::id()));
         write_frame(&path, &rgba, side).unwrap();
-        let (w, h, png) = sd_wgpu::imageio::read_png_rgb(&path).unwrap();
+        let (w, h, png) = sd_wgpu::imageio::read_image_rgb(&path).unwrap();
         assert_eq!((w as u32, h as u32), (side, side));
         let small = (side / ZOOM) as usize;
         let mut worst = 0f32;

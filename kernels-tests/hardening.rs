@@ -661,8 +661,8 @@ fn cli_outputs_are_atomic_and_checked_first() {
         assert!(!dir.join("never.png").exists());
     }
     // A 20000 x 20000 PNG as init image: refused from its header, naming the limit.
-    let big =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fuzz/png-20000x20000.bin");
+    let big = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/fuzz/image-png-20000x20000.bin");
     let init = d("big.png");
     std::fs::copy(big, &init).unwrap();
     let r = cli(os![

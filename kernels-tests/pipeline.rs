@@ -447,7 +447,7 @@ fn img2img_matches_diffusers() {
     let root = fixtures();
     let pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("img2img-golden.safetensors")).unwrap();
-    let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
+    let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb(&root.join("img2img-input.png")).unwrap();
     assert_eq!((w, h), (32, 32));
     for (name, kind, strength, steps, runs) in [
         ("ddim_s06", SamplerKind::Ddim { eta: 0.0 }, 0.6, 4, 2),
@@ -588,7 +588,7 @@ fn img2img_through_the_cli() {
         .collect();
     check("cli img2img png (0..255)", &got, &want, 1.0, 0.0);
     // 37×35 px: cropped to 36×32 (the tiny VAE's factor is 4; SD's 8) with a message.
-    let (_, _, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
+    let (_, _, rgb) = sd_wgpu::imageio::read_image_rgb(&root.join("img2img-input.png")).unwrap();
     let mut big = vec![0.5f32; 37 * 35 * 3];
     for y in 0..32 {
         big[(y * 37) * 3..(y * 37 + 32) * 3].copy_from_slice(&rgb[y * 32 * 3..(y + 1) * 32 * 3]);
@@ -610,7 +610,7 @@ fn img2img_through_the_cli() {
     // Not an image.
     let out = run(&root.join("sd1-tiny/model_index.json"), "0.5");
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable PNG"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a readable image"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -702,8 +702,8 @@ fn inpainting_matches_diffusers() {
     let root = fixtures();
     let mut pipe = sd1_tiny(gpu);
     let g = Weights::open_file(&root.join("inpaint-golden.safetensors")).unwrap();
-    let (_, _, rgb) = sd_wgpu::imageio::read_png_rgb(&root.join("img2img-input.png")).unwrap();
-    let (_, _, m) = sd_wgpu::imageio::read_png_rgb(&root.join("inpaint-mask.png")).unwrap();
+    let (_, _, rgb) = sd_wgpu::imageio::read_image_rgb(&root.join("img2img-input.png")).unwrap();
+    let (_, _, m) = sd_wgpu::imageio::read_image_rgb(&root.join("inpaint-mask.png")).unwrap();
     let mask: Vec<f32> = m.chunks_exact(3).map(|p| p[0]).collect();
     let req = |strength: f64, keep: bool| Request {
         seed: 42,
@@ -1018,7 +1018,7 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
     let own = sd_wgpu::Gpu::new().expect("GPU tests need a wgpu adapter");
     let pipe = sd1_tiny(&own);
     let (_, _, rgb) =
-        sd_wgpu::imageio::read_png_rgb(&fixtures().join("img2img-input.png")).unwrap();
+        sd_wgpu::imageio::read_image_rgb(&fixtures().join("img2img-input.png")).unwrap();
     let mask: Vec<f32> = (0..32 * 32).map(|p| f32::from(p % 32 >= 16)).collect();
     let cases = [
         (

@@ -11,7 +11,7 @@
 //!   every sampler's schedule for several step counts;
 //! - `yaml`: an LDM yaml with the alias/depth guard, against SD 1.5's real tensor shapes;
 //! - `prompt`: the weighting parser and 75-token chunking with the CLIP tokenizer;
-//! - `png`: the PNG reader with its pixel limit, then the crop;
+//! - `image`: the image reader (PNG, JPEG, WebP) with its pixel limit, then the crop;
 //! - `npy`: the `.npy` reader.
 
 use crate::models::arch::{
@@ -32,7 +32,7 @@ pub enum Target {
     Config,
     Yaml,
     Prompt,
-    Png,
+    Image,
     Npy,
 }
 
@@ -42,7 +42,7 @@ impl Target {
         Target::Config,
         Target::Yaml,
         Target::Prompt,
-        Target::Png,
+        Target::Image,
         Target::Npy,
     ];
 
@@ -52,7 +52,7 @@ impl Target {
             Target::Config => "config",
             Target::Yaml => "yaml",
             Target::Prompt => "prompt",
-            Target::Png => "png",
+            Target::Image => "image",
             Target::Npy => "npy",
         }
     }
@@ -67,7 +67,7 @@ impl Target {
     }
 }
 
-/// The pixel limit the `png` target reads with (small, so that a run stays fast).
+/// The pixel limit the `image` target reads with (small, so that a run stays fast).
 pub const FUZZ_MAX_PIXELS: u64 = 1 << 20;
 
 /// What the targets share: the tokenizer and SD 1.5's real tensor shapes.
@@ -171,7 +171,7 @@ impl Harness {
                 let weights = crate::prompt::parse_weights(text).is_ok();
                 weights && crate::prompt::chunk_prompt(&self.tokenizer, text).is_ok()
             }
-            Target::Png => match crate::imageio::decode_png_rgb(bytes, FUZZ_MAX_PIXELS) {
+            Target::Image => match crate::imageio::decode_image_rgb(bytes, FUZZ_MAX_PIXELS) {
                 Ok((w, h, rgb)) => {
                     let _ = crate::imageio::crop_to_multiple(&rgb, w, h, 8);
                     true
@@ -275,21 +275,18 @@ impl Harness {
                     out.push(p.as_bytes().to_vec());
                 }
             }
-            Target::Png => {
+            Target::Image => {
                 for p in files.iter().filter(|p| ext(p, "png")) {
                     if let Some(b) = read(p).filter(|b| b.len() <= 256 << 10) {
                         out.push(b);
                     }
                 }
                 let rgb: Vec<f32> = (0..6 * 5 * 3).map(|i| (i % 7) as f32 / 7.0).collect();
-                if let Ok(b) = crate::imageio::encode_image(
-                    crate::imageio::ImageFormat::Png,
-                    &rgb,
-                    6,
-                    5,
-                    &[("parameters", "x")],
-                ) {
-                    out.push(b);
+                use crate::imageio::ImageFormat as F;
+                for f in [F::Png, F::Jpeg, F::WebP] {
+                    out.extend(
+                        crate::imageio::encode_image(f, &rgb, 6, 5, &[("parameters", "x")]).ok(),
+                    );
                 }
             }
             Target::Npy => {
@@ -532,7 +529,7 @@ pub fn mutate(
         }
     }
     v.truncate(max_len);
-    if target == Target::Png && rng.below(2) == 0 {
+    if target == Target::Image && rng.below(2) == 0 {
         fix_png_crcs(&mut v);
     }
     v

@@ -1,8 +1,8 @@
 //! Images in and out. Writing: RGB `[h, w, 3]` floats in [0, 1] → 8-bit PNG, JPEG or WebP
 //! (chosen by the file extension), with the generation parameters embedded (PNG: an `iTXt`
 //! UTF-8 text chunk; JPEG and WebP: EXIF `UserComment`, as AUTOMATIC1111's web UI writes
-//! them), placed all or nothing ([`crate::files::PendingFile`]). Reading: PNG, size-checked
-//! from its header before any pixel is decoded.
+//! them), placed all or nothing ([`crate::files::PendingFile`]). Reading: PNG, JPEG or WebP,
+//! size-checked from the header before any pixel is decoded.
 
 use crate::error::{Error, Result};
 use crate::files::{self, PendingFile};
@@ -192,19 +192,19 @@ fn bad_png(path: &Path, what: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Reads a PNG (8- or 16-bit; gray, gray+alpha, RGB or RGBA — alpha dropped) as RGB
-/// `[h, w, 3]` in [0, 1], refusing images over the pixel limit ([`max_image_pixels_from_env`])
-/// from the header. Returns `(width, height, rgb)`.
-pub fn read_png_rgb(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
-    read_png_rgb_limited(path, max_image_pixels_from_env()?)
+/// Reads an image — PNG (8- or 16-bit; gray, gray+alpha, RGB or RGBA), JPEG or WebP, alpha
+/// dropped — as RGB `[h, w, 3]` in [0, 1], refusing images over the pixel limit
+/// ([`max_image_pixels_from_env`]) from the header. Returns `(width, height, rgb)`.
+pub fn read_image_rgb(path: &Path) -> Result<(usize, usize, Vec<f32>)> {
+    read_image_rgb_limited(path, max_image_pixels_from_env()?)
 }
 
-/// [`read_png_rgb`] with an explicit pixel limit.
-pub fn read_png_rgb_limited(path: &Path, max_pixels: u64) -> Result<(usize, usize, Vec<f32>)> {
-    // The PNG itself is compressed: its file size says nothing about the pixels, so read it
-    // whole (a 4096² image compresses to far below this cap) and check the header.
+/// [`read_image_rgb`] with an explicit pixel limit.
+pub fn read_image_rgb_limited(path: &Path, max_pixels: u64) -> Result<(usize, usize, Vec<f32>)> {
+    // The file is compressed: its size says nothing about the pixels, so read it whole (a
+    // 4096² image compresses to far below this cap) and check the header.
     let bytes = files::read_limited(path, max_pixels.saturating_mul(8).max(1 << 20))?;
-    decode_png_rgb(&bytes, max_pixels).map_err(|e| match e {
+    decode_image_rgb(&bytes, max_pixels).map_err(|e| match e {
         Error::Input { what, .. } => Error::Input {
             path: path.to_path_buf(),
             what,
@@ -213,7 +213,65 @@ pub fn read_png_rgb_limited(path: &Path, max_pixels: u64) -> Result<(usize, usiz
     })
 }
 
-/// Decodes PNG bytes (see [`read_png_rgb`]); errors name the path as `<memory>`.
+/// Decodes PNG, JPEG or WebP bytes (see [`read_image_rgb`]): PNG with the `png` crate (16-bit
+/// samples kept exact), the others with `image`, both after checking the header's size against
+/// `max_pixels` and with the decoder's allocations capped to match. Errors name the path as
+/// `<memory>`.
+pub fn decode_image_rgb(bytes: &[u8], max_pixels: u64) -> Result<(usize, usize, Vec<f32>)> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return decode_png_rgb(bytes, max_pixels);
+    }
+    let path = Path::new("<memory>");
+    let bad = |what: String| Error::Input {
+        path: path.to_path_buf(),
+        what: format!("is not a readable image (PNG, JPEG or WebP): {what}"),
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| bad(e.to_string()))
+    };
+    match reader()?.format() {
+        Some(image::ImageFormat::Jpeg | image::ImageFormat::WebP) => {}
+        other => return Err(bad(format!("format {other:?}"))),
+    }
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| bad(e.to_string()))?;
+    check_pixels(path, w as usize, h as usize, max_pixels)?;
+    let mut r = reader()?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).saturating_add(16 << 20));
+    r.limits(limits);
+    let img = r.decode().map_err(|e| bad(e.to_string()))?.to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    Ok((
+        w,
+        h,
+        img.into_raw()
+            .iter()
+            .map(|&b| f32::from(b) / 255.0)
+            .collect(),
+    ))
+}
+
+fn check_pixels(path: &Path, w: usize, h: usize, max_pixels: u64) -> Result<()> {
+    let pixels = w as u64 * h as u64;
+    if pixels > max_pixels {
+        return Err(Error::Input {
+            path: path.to_path_buf(),
+            what: format!(
+                "is {w}x{h} = {pixels} pixels, above the limit of {max_pixels} \
+                 (--max-image-pixels or {ENV_MAX_IMAGE_PIXELS} raise it)"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Decodes PNG bytes (see [`read_image_rgb`]); errors name the path as `<memory>`.
 pub fn decode_png_rgb(bytes: &[u8], max_pixels: u64) -> Result<(usize, usize, Vec<f32>)> {
     let path = Path::new("<memory>");
     let mut dec = png::Decoder::new_with_limits(
@@ -230,16 +288,7 @@ pub fn decode_png_rgb(bytes: &[u8], max_pixels: u64) -> Result<(usize, usize, Ve
         let info = reader.info();
         (info.width as usize, info.height as usize)
     };
-    let pixels = w as u64 * h as u64;
-    if pixels > max_pixels {
-        return Err(Error::Input {
-            path: path.to_path_buf(),
-            what: format!(
-                "is {w}x{h} = {pixels} pixels, above the limit of {max_pixels} \
-                 (--max-image-pixels or {ENV_MAX_IMAGE_PIXELS} raise it)"
-            ),
-        });
-    }
+    check_pixels(path, w, h, max_pixels)?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| bad_png(path, "too large"))?;
@@ -320,6 +369,37 @@ mod tests {
             let img = image::load_from_memory(&bytes).unwrap();
             assert_eq!((img.width(), img.height()), (4, 3));
         }
+    }
+
+    #[test]
+    fn jpeg_and_webp_read_back_within_their_limits() {
+        let rgb: Vec<f32> = (0..16 * 8 * 3).map(|i| (i % 11) as f32 / 11.0).collect();
+        for f in [ImageFormat::Jpeg, ImageFormat::WebP] {
+            let bytes = encode_image(f, &rgb, 16, 8, &[]).unwrap();
+            let (w, h, back) = decode_image_rgb(&bytes, 1 << 20).unwrap();
+            assert_eq!((w, h, back.len()), (16, 8, rgb.len()));
+            // Lossless WebP is exact to the 8-bit values; JPEG close.
+            let tol = if f == ImageFormat::WebP {
+                0.5 / 255.0
+            } else {
+                0.1
+            };
+            let worst = back
+                .iter()
+                .zip(&rgb)
+                .map(|(a, b)| (a - (b * 255.0).round() / 255.0).abs())
+                .fold(0.0, f32::max);
+            assert!(worst <= tol, "{f:?}: {worst}");
+            let e = decode_image_rgb(&bytes, 127).unwrap_err().to_string();
+            assert!(
+                e.contains("16x8 = 128 pixels, above the limit of 127"),
+                "{e}"
+            );
+        }
+        let e = decode_image_rgb(b"GIF89a....", 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a readable image"), "{e}");
     }
 
     #[test]

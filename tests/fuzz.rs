@@ -95,7 +95,8 @@ fn hostile_inputs_get_typed_errors() {
     );
     let _ = std::fs::remove_dir_all(&dir);
     // A 20000x20000 PNG of 74 bytes: refused from its header.
-    let e = sd_wgpu::imageio::decode_png_rgb(&kept("png-20000x20000.bin"), 1 << 24).unwrap_err();
+    let e = sd_wgpu::imageio::decode_image_rgb(&kept("image-png-20000x20000.bin"), 1 << 24)
+        .unwrap_err();
     assert!(e.to_string().contains("20000x20000"), "{e}");
     let e = sd_wgpu::npy::parse_f32(&kept("npy-huge-shape.bin"), p).unwrap_err();
     assert!(e.to_string().contains("too large"), "{e}");

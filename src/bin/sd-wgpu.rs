@@ -92,8 +92,8 @@ struct GenerateArgs {
     /// the checkpoint, else inferred from its tensor shapes.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Image-to-image: start from this PNG (its size, cropped to a multiple of 8, is the output
-    /// size).
+    /// Image-to-image: start from this PNG, JPEG or WebP (its size, cropped to a multiple of
+    /// 8, is the output size).
     #[arg(long)]
     init_image: Option<PathBuf>,
     /// Image-to-image: how much of the schedule runs, 0..1 (diffusers' `strength`; default
@@ -112,7 +112,7 @@ struct GenerateArgs {
     /// `truncate` them (as diffusers does).
     #[arg(long, value_enum, default_value = "chunk")]
     long_prompt: LongPromptArg,
-    /// Inpainting: a PNG of the init image's size, white = repaint (needs --init-image;
+    /// Inpainting: an image (PNG, JPEG, WebP) of the init image's size, white = repaint (needs --init-image;
     /// --strength defaults to 1 then).
     #[arg(long)]
     mask: Option<PathBuf>,
@@ -393,7 +393,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let f = pipe.vae_scale_factor();
     let read_image = |p: &Path| -> Result<(usize, usize, Vec<f32>, Option<String>)> {
-        let (w, h, rgb) = sd_wgpu::imageio::read_png_rgb_limited(p, max_pixels)?;
+        let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb_limited(p, max_pixels)?;
         let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
         Ok((w, h, rgb, msg))
     };
