@@ -82,9 +82,7 @@ fn flag_nonfinite_matches_reference() {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/pipeline")
-        .join(name)
+    crate::pipeline::fixtures().join(name)
 }
 
 /// A copy of the tiny SD 1 pipeline in a fresh temporary folder.
@@ -136,15 +134,7 @@ fn poison(file: &Path, name: &str, v: f32) {
 }
 
 fn sneaker() -> Request {
-    Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 3,
-        guidance: 7.5,
-        width: 32,
-        height: 32,
-        ..Request::default()
-    }
+    crate::pipeline::sneaker(3)
 }
 
 /// NaN weights in each network stop the run at the stage they poison, named in the error:
