@@ -208,3 +208,24 @@ fn bad_configs_are_refused_with_the_key_named() {
         ScheduleConfig::sd15()
     );
 }
+
+/// A leading schedule that `steps_offset` pushes past the training range is an error naming
+/// the timestep (diffusers fails there with an index error); other spacings add no offset.
+#[test]
+fn steps_offset_past_the_training_range_is_refused() {
+    let cfg =
+        ScheduleConfig::from_json(r#"{"steps_offset": 999, "num_train_timesteps": 1000}"#).unwrap();
+    for kind in [
+        SamplerKind::Ddim { eta: 0.0 },
+        SamplerKind::Pndm,
+        SamplerKind::Ddpm,
+    ] {
+        let e = Sampler::<()>::new(kind, &cfg, 2).err().unwrap().to_string();
+        assert!(e.contains("reach timestep 1499"), "{kind:?}: {e}");
+        assert!(Sampler::<()>::new(kind, &cfg, 1).is_ok(), "{kind:?}");
+    }
+    // Euler and DPM++ default to linspace: no offset, no error.
+    assert!(Sampler::<()>::new(SamplerKind::Euler, &cfg, 2).is_ok());
+    let e = ScheduleConfig::from_json(r#"{"steps_offset": 1000}"#).unwrap_err();
+    assert!(e.to_string().contains("`steps_offset` = 1000"), "{e}");
+}

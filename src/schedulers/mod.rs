@@ -172,7 +172,7 @@ impl<V: Clone> Sampler<V> {
         // Leading spacing adds steps_offset to (steps − 1)·(n / steps): past the training
         // range diffusers fails with an index error; say why instead.
         let last = (steps - 1) * (n / steps) + cfg.steps_offset;
-        if (spacing == Spacing::Leading || kind == SamplerKind::Pndm) && last >= n {
+        if spacing == Spacing::Leading && last >= n {
             return Err(Error::unsupported(
                 "sampler",
                 format!(
