@@ -396,6 +396,25 @@ fn bad_requests_are_refused_before_any_work() {
     };
     assert_eq!(pipe.latent_shape(&req), [2, 4, 8, 8]);
     pipe.validate(&req).unwrap();
+    // Over the memory budget, the largest batch that fits is found even though the request's
+    // own noise is sized for its batch.
+    let one = pipe
+        .memory_estimate(
+            g,
+            &Request {
+                batch_size: 1,
+                init_image: Some(InitImage::new(vec![0.5; 32 * 32 * 3], 0.5)),
+                ..sneaker()
+            },
+        )
+        .unwrap();
+    g.set_memory_budget(Some(sd_wgpu::MemoryBudget {
+        bytes: one.total(),
+        source: "test".into(),
+    }));
+    let e = pipe.generate(g, &req, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("a batch of at most 1 fits"), "{e}");
+    g.set_memory_budget(None);
 }
 
 /// Configs that would panic, overflow or make NaN are refused at load time, naming the key.

@@ -497,9 +497,9 @@ fn generate(a: &GenerateArgs) -> Result<()> {
     if let (Some(p), Some(im)) = (&a.noise, req.init_image.as_mut()) {
         im.noise = Some(read_latents(p, "--noise")?);
     }
-    pipe.validate(&req)?;
-    let used = pipe.sampler_for(&req)?;
+    // Validates the request, then sizes it.
     let est = pipe.memory_estimate(&gpu, &req)?;
+    let used = pipe.sampler_for(&req)?;
     eprintln!(
         "device memory: {} weights and live tensors + {} for this request = {}{}",
         gpu::format_bytes(est.resident),

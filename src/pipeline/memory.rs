@@ -97,6 +97,7 @@ impl Pipeline {
     /// when the request has an init image. `generate` runs this check itself and refuses a
     /// request over [`Gpu::memory_budget`] before allocating anything.
     pub fn memory_estimate(&self, gpu: &Gpu, req: &Request) -> Result<MemoryEstimate> {
+        self.validate(req)?;
         self.estimate(gpu, req, None)
     }
 
@@ -106,7 +107,7 @@ impl Pipeline {
         req: &Request,
         texture: Option<&wgpu::Texture>,
     ) -> Result<MemoryEstimate> {
-        self.validate(req)?;
+        // (Validated by the caller: `memory_estimate`, or `run` before `ensure_fits`.)
         if req.init_image.is_some() {
             self.vae_encoder(gpu)?;
         }
@@ -142,12 +143,17 @@ impl Pipeline {
         let hint = if n > 1 {
             // Memory grows with the batch: bisect for the largest that fits.
             let fits = |k: usize| -> Result<bool> {
+                // The caller's arrays are sized for `n`: smaller batches draw their own.
                 let r = Request {
                     batch_size: k,
                     init_latents: None,
+                    init_image: req
+                        .init_image
+                        .clone()
+                        .map(|im| super::InitImage { noise: None, ..im }),
                     ..req.clone()
                 };
-                Ok(self.memory_estimate(gpu, &r)?.fits())
+                Ok(self.estimate(gpu, &r, texture)?.fits())
             };
             let (mut lo, mut hi) = (0, n);
             while hi - lo > 1 {
