@@ -4,6 +4,7 @@
 //! machine with no GPU install Mesa's software Vulkan driver (`mesa-vulkan-drivers`).
 
 mod attention;
+mod bench;
 mod clip;
 mod common;
 mod conv2d;

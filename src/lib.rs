@@ -12,6 +12,7 @@
 //! - [`weights`]: safetensors checkpoints (mmap, dtype conversion, re-layout), pickles refused;
 //! - [`tokenizer`]: the CLIP tokenizer (built-in real CLIP BPE, or a model's own files).
 
+pub mod bench;
 pub mod error;
 pub mod fashion;
 pub mod files;

@@ -155,8 +155,50 @@ enum VaeEncodeArg {
     Mean,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum ArchArg {
+    Sd15,
+    Sd21,
+    Builtin,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// sd15 / sd21: the diffusers configs with random weights made here (no checkpoint);
+    /// builtin: the built-in model.
+    #[arg(long, value_enum, default_value = "sd15")]
+    arch: ArchArg,
+    /// Default: the model's native size (sd15 512, sd21 768, builtin 32).
+    #[arg(long)]
+    width: Option<usize>,
+    #[arg(long)]
+    height: Option<usize>,
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    #[arg(long, default_value_t = 4)]
+    steps: usize,
+    /// Default: the model's own scheduler.
+    #[arg(long)]
+    sampler: Option<String>,
+    #[arg(long, value_enum, default_value = "f16")]
+    dtype: DTypeArg,
+    #[arg(long, default_value_t = 7.5)]
+    guidance: f32,
+    /// Seeds the random weights and the latents.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    #[arg(long, value_parser = parse_size)]
+    memory_budget: Option<u64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Measure a whole model (text encoder, guided steps, VAE decode) on this adapter, with
+    /// random weights for sd15 / sd21: no model file needed.
+    Bench(Box<BenchArgs>),
     /// Generate an image from a text prompt.
     Generate(Box<GenerateArgs>),
     /// Show the adapter the engine picks, every adapter wgpu sees, and their features and limits.
@@ -171,6 +213,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info { all } => info(all),
+        Command::Bench(args) => bench(&args),
         Command::Generate(args) => generate(&args),
     }
 }
@@ -253,6 +296,46 @@ fn info(all: bool) -> Result<()> {
             println!();
             print_adapter(&a.info, a.features, &a.limits);
         }
+    }
+    Ok(())
+}
+
+fn bench(a: &BenchArgs) -> Result<()> {
+    let gpu = Gpu::new()?;
+    if let Some(bytes) = a.memory_budget {
+        gpu.set_memory_budget(Some(sd_wgpu::MemoryBudget {
+            bytes,
+            source: "--memory-budget".into(),
+        }));
+    }
+    let opts = sd_wgpu::bench::BenchOptions {
+        arch: match a.arch {
+            ArchArg::Sd15 => sd_wgpu::bench::BenchArch::Sd15,
+            ArchArg::Sd21 => sd_wgpu::bench::BenchArch::Sd21,
+            ArchArg::Builtin => sd_wgpu::bench::BenchArch::Builtin,
+        },
+        width: a.width,
+        height: a.height,
+        batch: a.batch,
+        steps: a.steps,
+        sampler: a.sampler.as_deref().map(SamplerKind::parse).transpose()?,
+        f16: matches!(a.dtype, DTypeArg::F16),
+        guidance: a.guidance,
+        seed: a.seed,
+        builtin_path: default_model(),
+    };
+    if !a.json {
+        eprintln!(
+            "bench: {} on {} (random weights are made and uploaded first; then a cold one-step run, then the measured run)",
+            opts.arch.name(),
+            gpu.adapter_info().name
+        );
+    }
+    let report = sd_wgpu::bench::run(&gpu, &opts)?;
+    if a.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_table());
     }
     Ok(())
 }

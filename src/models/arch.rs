@@ -25,6 +25,8 @@ pub enum ArchSource {
     LdmYaml(PathBuf),
     /// Tensor names and shapes with the SD 1.x / 2.x conventions.
     Inferred,
+    /// A named architecture built into the engine ([`Architecture::sd15`], …).
+    Named(&'static str),
 }
 
 impl ArchSource {
@@ -32,7 +34,7 @@ impl ArchSource {
     pub fn path(&self) -> &Path {
         match self {
             Self::Folder(p) | Self::LdmYaml(p) => p,
-            Self::Inferred => Path::new(""),
+            Self::Inferred | Self::Named(_) => Path::new(""),
         }
     }
 }
@@ -43,6 +45,7 @@ impl std::fmt::Display for ArchSource {
             Self::Folder(p) => write!(f, "diffusers configs in {}", p.display()),
             Self::LdmYaml(p) => write!(f, "LDM config {}", p.display()),
             Self::Inferred => write!(f, "inferred from the checkpoint's tensor shapes"),
+            Self::Named(n) => write!(f, "{n}"),
         }
     }
 }
@@ -136,6 +139,34 @@ impl Architecture {
             scheduler: scheduler_json(sd2, 0.00085, 0.012, 1000),
             tokenizer: builtin_tokenizer(tower)?,
             source: ArchSource::Inferred,
+        })
+    }
+}
+
+impl Architecture {
+    /// SD 1.5 as diffusers configures it (`stable-diffusion-v1-5`: CLIP ViT-L text encoder,
+    /// U-Net, VAE, PNDM with ε-prediction).
+    pub fn sd15() -> Result<Self> {
+        Ok(Self {
+            text: ClipTextConfig::sd15(),
+            unet: UNetConfig::sd15(),
+            vae: AutoencoderKLConfig::sd(),
+            scheduler: scheduler_json(false, 0.00085, 0.012, 1000),
+            tokenizer: builtin_tokenizer(TextTower::Clip)?,
+            source: ArchSource::Named("SD 1.5 (diffusers configs)"),
+        })
+    }
+
+    /// SD 2.1 at 768 px (`stable-diffusion-2-1`: OpenCLIP ViT-H text encoder taken at the
+    /// penultimate layer, 64-wide heads, linear projections, DDIM with v-prediction).
+    pub fn sd21() -> Result<Self> {
+        Ok(Self {
+            text: ClipTextConfig::sd21(),
+            unet: UNetConfig::sd21(),
+            vae: AutoencoderKLConfig::sd(),
+            scheduler: scheduler_json(true, 0.00085, 0.012, 1000),
+            tokenizer: builtin_tokenizer(TextTower::OpenClip)?,
+            source: ArchSource::Named("SD 2.1 (diffusers configs)"),
         })
     }
 }

@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::ops::{self, AttentionOptions, Unary};
 use crate::tensor::{DType, Tensor};
-use crate::weights::{Relayout, WeightDType, Weights, to_f32};
+use crate::weights::{Relayout, WeightDType, Weights};
 use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,17 +151,8 @@ impl ClipTextModel {
             prefix.to_string()
         };
         let name = format!("{root}embeddings.token_embedding.weight");
-        let t = w.tensor(&name)?;
-        if t.shape != [c.vocab_size, h] {
-            return Err(Error::TensorShape {
-                path: t.file.into(),
-                tensor: name,
-                expected: vec![c.vocab_size, h],
-                got: t.shape.to_vec(),
-            });
-        }
-        let values = to_f32(&t)?;
-        let token_embedding = if t.dtype == safetensors::Dtype::F16 && dt != WeightDType::F32 {
+        let (values, f16) = w.read_table(&name, &[c.vocab_size, h])?;
+        let token_embedding = if f16 && dt != WeightDType::F32 {
             TokenTable::F16(values.iter().map(|&v| half::f16::from_f32(v)).collect())
         } else {
             TokenTable::F32(values)

@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod clip;
 mod limits;
 pub mod unet;
+mod unet_flops;
 pub mod vae;
 
 use crate::error::{Error, Result};

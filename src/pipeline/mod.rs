@@ -192,6 +192,14 @@ pub struct Timings {
     pub text_encoding: std::time::Duration,
     pub sampling: std::time::Duration,
     pub decoding: std::time::Duration,
+    /// Host time the sampling steps spent recording their work (the ops' shape checks and
+    /// dispatch records, step noise included), summed over the steps.
+    pub step_record: std::time::Duration,
+    /// Host time in `Recorder::submit` (params, bind groups, encoding, `queue.submit`; on a
+    /// CPU device such as lavapipe this can include running the work), summed over the steps.
+    pub step_submit: std::time::Duration,
+    /// Dispatches the sampling steps recorded, summed over the steps.
+    pub step_dispatches: usize,
 }
 
 /// The `.safetensors` weights of one component folder: full-precision files, else the
@@ -324,9 +332,36 @@ impl Pipeline {
                 (arch, sf.text_encoder, sf.unet, sf.vae)
             }
         };
-        arch.check(path)?;
         let share = !opts.private_weights;
         let (te, uw, vw) = (te.sharing(share), uw.sharing(share), vw.sharing(share));
+        Self::from_parts(gpu, path, arch, [te, uw, vw], dtype, latent_rgb)
+    }
+
+    /// A pipeline of the architecture `arch` with random weights ([`Synthetic`]): what
+    /// `sd-wgpu bench` measures, with no checkpoint file. `name` names it in messages.
+    pub fn synthetic(
+        gpu: &Gpu,
+        name: &str,
+        arch: Architecture,
+        weights: crate::weights::Synthetic,
+        dtype: WeightDType,
+    ) -> Result<Self> {
+        let origin = Path::new(name);
+        let w = |part: &str| Weights::synthetic(&origin.join(part), weights);
+        let parts = [w("text_encoder"), w("unet"), w("vae")];
+        Self::from_parts(gpu, origin, arch, parts, dtype, LatentRgb::default())
+    }
+
+    /// Checks `arch` and loads its networks from `[text_encoder, unet, vae]` weights.
+    fn from_parts(
+        gpu: &Gpu,
+        path: &Path,
+        arch: Architecture,
+        [te, uw, vw]: [Weights; 3],
+        dtype: WeightDType,
+        latent_rgb: LatentRgb,
+    ) -> Result<Self> {
+        arch.check(path)?;
         let text_encoder = ClipTextModel::load(gpu, &te, "", &arch.text, dtype)?;
         let unet = UNet::load(gpu, &uw, "", &arch.unet, dtype)?;
         let vae = VaeDecoder::load(gpu, &vw, "", &arch.vae, dtype)?;
@@ -736,6 +771,7 @@ impl Pipeline {
             let t = sampler.timesteps()[i] as f32;
             let step = i + 1 - first;
             let unet_stage = || format!("the U-Net's output at step {step} (timestep {t})");
+            let step_clock = std::time::Instant::now();
             let mut rec = Recorder::new(gpu);
             let xin = ops::unary(
                 &mut rec,
@@ -793,8 +829,12 @@ impl Pipeline {
                 &x,
                 format!("the {kind:?} sampler's update at step {step}"),
             )?;
+            timings.step_dispatches += rec.len();
+            timings.step_record += step_clock.elapsed();
+            let submit_clock = std::time::Instant::now();
             rec.submit()?;
             guard.after_submit(gpu);
+            timings.step_submit += submit_clock.elapsed();
             gpu.wait()?;
             // The flag read behind this step's work has arrived with the wait: no extra sync.
             guard.poll(gpu)?;

@@ -145,6 +145,55 @@ pub struct Weights {
     renames: Option<HashMap<String, Rename>>,
     /// Reuse tensors already on the device from the same file region (see [`Weights::sharing`]).
     share: bool,
+    /// Random weights instead of files (benchmarks): see [`Weights::synthetic`].
+    synthetic: Option<Synthetic>,
+}
+
+/// Random weights for benchmarks ([`Weights::synthetic`]): every tensor a network asks for
+/// exists with the shape it asks for, filled as PyTorch initialises layers by default, scaled
+/// by fan-in (weights uniform in ±1/√fan_in, biases ±0.02, norm scales 1 and shifts 0,
+/// embeddings of standard deviation 0.02), from a generator seeded by `seed` and the name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Synthetic {
+    pub seed: u64,
+    /// Store as f16 (with [`WeightDType::Auto`]).
+    pub f16: bool,
+}
+
+impl Synthetic {
+    /// The values of `name` with PyTorch shape `shape`.
+    pub fn values(&self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let leaf = name.rsplit('.').next().unwrap_or(name);
+        let is_norm = shape.len() == 1 && name.contains("norm");
+        if is_norm {
+            return vec![if leaf == "weight" { 1.0 } else { 0.0 }; n];
+        }
+        let bound = if shape.len() == 1 {
+            0.02
+        } else if name.contains("embedding") {
+            0.02 * 3f32.sqrt()
+        } else {
+            1.0 / (shape[1..].iter().product::<usize>().max(1) as f32).sqrt()
+        };
+        // splitmix64 over (seed, name): reproducible per tensor, whatever the load order.
+        let mut state = name
+            .bytes()
+            .fold(self.seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+            });
+        (0..n)
+            .map(|_| {
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let u = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+                (2.0 * u - 1.0) * bound
+            })
+            .collect()
+    }
 }
 
 /// Where a renamed tensor lives: a key of the file, whole or one of `parts` equal slices
@@ -207,7 +256,30 @@ impl Weights {
             origin: origin.to_path_buf(),
             renames: None,
             share: true,
+            synthetic: None,
         })
+    }
+
+    /// Random weights (see [`Synthetic`]); `origin` names them in messages.
+    pub fn synthetic(origin: &Path, s: Synthetic) -> Self {
+        Self {
+            files: Vec::new(),
+            origin: origin.to_path_buf(),
+            renames: None,
+            share: false,
+            synthetic: Some(s),
+        }
+    }
+
+    /// A table read to the host (the CLIP token embeddings): f32 values of `name`, checked
+    /// against `shape`, and whether the source stores it as f16.
+    pub fn read_table(&self, name: &str, shape: &[usize]) -> Result<(Vec<f32>, bool)> {
+        if let Some(s) = &self.synthetic {
+            return Ok((s.values(name, shape), s.f16));
+        }
+        let t = self.tensor(name)?;
+        check_shape(&t, shape)?;
+        Ok((to_f32(&t)?, t.dtype == Dtype::F16))
     }
 
     /// Whether uploads reuse a tensor another load already put on the same `Gpu` from the
@@ -251,6 +323,9 @@ impl Weights {
     }
 
     pub fn contains(&self, name: &str) -> bool {
+        if self.synthetic.is_some() {
+            return true;
+        }
         match &self.renames {
             Some(r) => r
                 .get(name)
@@ -328,6 +403,20 @@ impl Weights {
                 "memory estimate",
                 format!("weight `{name}` would be loaded inside a simulation; load it first"),
             ));
+        }
+        if let Some(s) = &self.synthetic {
+            let dtype = match policy {
+                WeightDType::F16 => DType::F16,
+                WeightDType::Auto if s.f16 => DType::F16,
+                _ => DType::F32,
+            };
+            let gpu_shape = match (relayout, shape) {
+                (Relayout::Transpose, &[o, i]) => vec![i, o],
+                (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
+                _ => shape.to_vec(),
+            };
+            // Random values need no re-layout: only the shape changes.
+            return Tensor::from_f32(gpu, &s.values(name, shape), &gpu_shape, dtype, name);
         }
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
@@ -487,4 +576,57 @@ pub fn detect_layout(path: &Path) -> Result<ModelLayout> {
         path: path.to_path_buf(),
         what: "expected a diffusers folder or a .safetensors checkpoint".into(),
     })
+}
+
+#[cfg(test)]
+mod synthetic_tests {
+    use super::Synthetic;
+
+    #[test]
+    fn synthetic_values_follow_the_default_initialisation() {
+        let s = Synthetic {
+            seed: 7,
+            f16: false,
+        };
+        let w = s.values("down_blocks.0.resnets.0.conv1.weight", &[320, 320, 3, 3]);
+        let bound = 1.0 / (320.0f32 * 9.0).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= bound));
+        let mean = w.iter().sum::<f32>() / w.len() as f32;
+        let var = w.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / w.len() as f32;
+        // Uniform in ±b: variance b²/3.
+        assert!((var / (bound * bound / 3.0) - 1.0).abs() < 0.02, "{var}");
+        assert!(mean.abs() < bound / 50.0);
+        // Reproducible per name, different across names and seeds.
+        assert_eq!(
+            w,
+            s.values("down_blocks.0.resnets.0.conv1.weight", &[320, 320, 3, 3])
+        );
+        assert_ne!(
+            w[..8],
+            s.values("down_blocks.0.resnets.0.conv2.weight", &[320, 320, 3, 3])[..8]
+        );
+        let other = Synthetic {
+            seed: 8,
+            f16: false,
+        };
+        assert_ne!(
+            w[..8],
+            other.values("down_blocks.0.resnets.0.conv1.weight", &[320, 320, 3, 3])[..8]
+        );
+        assert!(
+            s.values("mid_block.resnets.0.norm1.weight", &[4])
+                .iter()
+                .all(|&v| v == 1.0)
+        );
+        assert!(
+            s.values("mid_block.resnets.0.norm1.bias", &[4])
+                .iter()
+                .all(|&v| v == 0.0)
+        );
+        assert!(
+            s.values("conv_in.bias", &[320])
+                .iter()
+                .all(|v| v.abs() <= 0.02)
+        );
+    }
 }

@@ -1,0 +1,112 @@
+//! `sd-wgpu bench`: the whole-model benchmark runs on any adapter with nothing but the binary
+//! (random weights for SD 1.5 / 2.1), reports every figure the README's speed tables use, and
+//! its analytic FLOP count is the U-Net's.
+
+use sd_wgpu::bench::{BenchArch, BenchOptions};
+use sd_wgpu::models::unet::UNetConfig;
+
+/// The JSON fields `--json` promises.
+const FIELDS: [&str; 16] = [
+    "adapter",
+    "arch",
+    "width",
+    "height",
+    "batch",
+    "steps",
+    "dtype",
+    "text_encoder_s",
+    "denoise_s",
+    "vae_decode_s",
+    "s_per_step",
+    "unet_flop_per_step",
+    "achieved_tflops",
+    "cpu_record_s_per_step",
+    "dispatches_per_step",
+    "peak_device_bytes",
+];
+
+#[test]
+fn bench_cli_reports_the_built_in_model() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args(["bench", "--arch", "builtin", "--steps", "3", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in FIELDS {
+        assert!(!v[k].is_null(), "no `{k}` in {v}");
+    }
+    assert_eq!(
+        (v["arch"].as_str(), v["width"].as_u64()),
+        (Some("builtin"), Some(32))
+    );
+    assert_eq!(v["steps"].as_u64(), Some(3));
+    for k in [
+        "text_encoder_s",
+        "denoise_s",
+        "vae_decode_s",
+        "s_per_step",
+        "achieved_tflops",
+    ] {
+        let x = v[k].as_f64().unwrap();
+        assert!(x.is_finite() && x > 0.0, "{k} = {x}");
+    }
+    // The built-in U-Net at 8×8 latents, both guidance halves.
+    let cfg = UNetConfig::from_file(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("assets/fashion-model/unet/config.json"),
+    )
+    .unwrap();
+    assert_eq!(
+        v["unet_flop_per_step"].as_f64().unwrap(),
+        2.0 * cfg.flops_per_image(8, 8, 77)
+    );
+    assert!(v["dispatches_per_step"].as_f64().unwrap() >= 50.0, "{v}");
+    assert!(v["peak_device_bytes"].as_u64().unwrap() > v["weight_bytes"].as_u64().unwrap());
+    // The table form names the same run.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args(["bench", "--arch", "builtin", "--steps", "2"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("s/step") && table.contains("GFLOP/s achieved"),
+        "{table}"
+    );
+}
+
+/// Full-size SD 1.5 with random weights made here: no checkpoint, every tensor the networks
+/// ask for, finite outputs (the run fails on NaN / Inf), the weights' size as SD 1.5's.
+#[test]
+fn bench_builds_sd15_with_random_weights() {
+    let gpu = crate::common::gpu();
+    let r = sd_wgpu::bench::run(
+        gpu,
+        &BenchOptions {
+            arch: BenchArch::Sd15,
+            width: Some(64),
+            height: Some(64),
+            batch: 1,
+            steps: 1,
+            sampler: Some(sd_wgpu::schedulers::SamplerKind::Ddim { eta: 0.0 }),
+            f16: true,
+            guidance: 1.0,
+            seed: 3,
+            builtin_path: sd_wgpu::bench::builtin_model_dir().to_path_buf(),
+        },
+    )
+    .unwrap();
+    assert_eq!((r.arch, r.width, r.height, r.steps), ("sd15", 64, 64, 1));
+    assert_eq!(
+        r.unet_flop_per_step,
+        UNetConfig::sd15().flops_per_image(8, 8, 77)
+    );
+    // CLIP ViT-L text encoder 123 M + U-Net 860 M + VAE decoder 49 M parameters in f16,
+    // in the pool's size classes (≤ 12.5 % rounding).
+    let gib = r.weight_bytes as f64 / (1u64 << 30) as f64;
+    assert!((1.8..2.3).contains(&gib), "{gib} GiB of weights");
+}

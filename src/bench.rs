@@ -1,0 +1,296 @@
+//! Whole-model benchmarks (`sd-wgpu bench`): a named architecture with random weights (no
+//! checkpoint file: [`crate::weights::Synthetic`]) or the built-in model, run through text
+//! encoding, guided sampling steps and the VAE decode, with the figures a speed report needs.
+//!
+//! The run is done twice: a one-step cold run first (shader compilation, pipeline creation,
+//! first allocations: reported as `cold_s`), then the measured run. Any NaN or Inf stops it
+//! with the stage named (the pipeline's non-finite guard), so a figure never comes from a
+//! degenerate computation.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::models::arch::Architecture;
+use crate::pipeline::{Pipeline, Request};
+use crate::schedulers::SamplerKind;
+use crate::weights::{Synthetic, WeightDType};
+use std::path::Path;
+
+/// Architectures `bench` builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchArch {
+    /// SD 1.5's diffusers configs, random weights.
+    Sd15,
+    /// SD 2.1's (768 px, v-prediction), random weights.
+    Sd21,
+    /// The built-in model's own trained weights (`assets/fashion-model`).
+    Builtin,
+}
+
+impl BenchArch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sd15 => "sd15",
+            Self::Sd21 => "sd21",
+            Self::Builtin => "builtin",
+        }
+    }
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub arch: BenchArch,
+    /// `None`: the model's native size.
+    pub width: Option<usize>,
+    pub height: Option<usize>,
+    pub batch: usize,
+    pub steps: usize,
+    pub sampler: Option<SamplerKind>,
+    /// Weights on the device as f16 (else f32).
+    pub f16: bool,
+    pub guidance: f32,
+    pub seed: u64,
+    /// Where the built-in model is (for [`BenchArch::Builtin`]).
+    pub builtin_path: std::path::PathBuf,
+}
+
+/// The figures of one run (names as in `--json`).
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    pub adapter: String,
+    pub driver: String,
+    pub arch: &'static str,
+    pub width: usize,
+    pub height: usize,
+    pub batch: usize,
+    pub steps: usize,
+    pub dtype: &'static str,
+    pub guidance: f32,
+    pub sampler: String,
+    /// Loading (or generating and uploading) the weights.
+    pub load_s: f64,
+    /// The one-step cold run: shader compilation, pipelines, first allocations.
+    pub cold_s: f64,
+    pub text_encoder_s: f64,
+    pub denoise_s: f64,
+    pub vae_decode_s: f64,
+    pub s_per_step: f64,
+    /// U-Net FLOPs per step (all images of the batch, both guidance halves), analytic
+    /// ([`crate::models::unet::UNetConfig::flops_per_image`]).
+    pub unet_flop_per_step: f64,
+    pub achieved_tflops: f64,
+    /// Host time spent recording a step's work (ops, dispatch records, step noise).
+    pub cpu_record_s_per_step: f64,
+    /// Host time in submitting a step (encoding and `queue.submit`; on CPU devices this can
+    /// include executing it).
+    pub cpu_submit_s_per_step: f64,
+    pub dispatches_per_step: f64,
+    /// Peak device memory the engine held during the measured run (weights included).
+    pub peak_device_bytes: u64,
+    pub weight_bytes: u64,
+}
+
+/// The prompt every bench run encodes (one 77-token chunk).
+pub const BENCH_PROMPT: &str = "a photograph of an astronaut riding a horse";
+
+/// Builds the model and runs the benchmark.
+pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
+    let dtype = if o.f16 {
+        WeightDType::F16
+    } else {
+        WeightDType::F32
+    };
+    let before = gpu.memory_stats().in_use;
+    let clock = std::time::Instant::now();
+    let synthetic = Synthetic {
+        seed: o.seed,
+        f16: o.f16,
+    };
+    let pipe = match o.arch {
+        BenchArch::Sd15 => Pipeline::synthetic(
+            gpu,
+            "synthetic SD 1.5",
+            Architecture::sd15()?,
+            synthetic,
+            dtype,
+        )?,
+        BenchArch::Sd21 => Pipeline::synthetic(
+            gpu,
+            "synthetic SD 2.1",
+            Architecture::sd21()?,
+            synthetic,
+            dtype,
+        )?,
+        BenchArch::Builtin => Pipeline::load(gpu, &o.builtin_path, dtype)?,
+    };
+    gpu.wait()?;
+    let load_s = clock.elapsed().as_secs_f64();
+    let weight_bytes = gpu.memory_stats().in_use.saturating_sub(before);
+    let size = pipe.default_size();
+    let req = Request {
+        prompt: BENCH_PROMPT.into(),
+        steps: o.steps,
+        guidance: o.guidance,
+        sampler: o.sampler,
+        width: o.width.unwrap_or(size),
+        height: o.height.unwrap_or(size),
+        seed: o.seed,
+        batch_size: o.batch,
+        ..Request::default()
+    };
+    let kind = pipe.sampler_for(&req)?;
+    let cold = Request {
+        steps: 1,
+        ..req.clone()
+    };
+    let clock = std::time::Instant::now();
+    pipe.generate(gpu, &cold, &mut |_| true)?;
+    let cold_s = clock.elapsed().as_secs_f64();
+    gpu.reset_peak_memory();
+    let out = pipe.generate(gpu, &req, &mut |_| true)?;
+    if out.image.iter().any(|v| !v.is_finite()) {
+        return Err(Error::NonFinite {
+            stage: "the decoded image".into(),
+        });
+    }
+    let t = out.timings;
+    let steps = out.steps_run.max(1) as f64;
+    let f = pipe.vae_scale_factor();
+    let rows = if req.guidance > 1.0 { 2 } else { 1 } * req.batch_size;
+    let flop = pipe.unet.config.flops_per_image(
+        req.height / f,
+        req.width / f,
+        crate::tokenizer::CONTEXT_LEN,
+    ) * rows as f64;
+    let s_per_step = t.sampling.as_secs_f64() / steps;
+    let info = gpu.adapter_info();
+    Ok(BenchReport {
+        adapter: info.name.clone(),
+        driver: format!("{} {}", info.driver, info.driver_info)
+            .trim()
+            .to_string(),
+        arch: o.arch.name(),
+        width: req.width,
+        height: req.height,
+        batch: req.batch_size,
+        steps: out.steps_run,
+        dtype: if o.f16 { "f16" } else { "f32" },
+        guidance: req.guidance,
+        sampler: format!("{kind:?}"),
+        load_s,
+        cold_s,
+        text_encoder_s: t.text_encoding.as_secs_f64(),
+        denoise_s: t.sampling.as_secs_f64(),
+        vae_decode_s: t.decoding.as_secs_f64(),
+        s_per_step,
+        unet_flop_per_step: flop,
+        achieved_tflops: flop / s_per_step / 1e12,
+        cpu_record_s_per_step: t.step_record.as_secs_f64() / steps,
+        cpu_submit_s_per_step: t.step_submit.as_secs_f64() / steps,
+        dispatches_per_step: t.step_dispatches as f64 / steps,
+        peak_device_bytes: gpu.memory_stats().peak,
+        weight_bytes,
+    })
+}
+
+impl BenchReport {
+    /// One JSON object (the fields above).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "adapter": self.adapter,
+            "driver": self.driver,
+            "arch": self.arch,
+            "width": self.width,
+            "height": self.height,
+            "batch": self.batch,
+            "steps": self.steps,
+            "dtype": self.dtype,
+            "guidance": self.guidance,
+            "sampler": self.sampler,
+            "load_s": self.load_s,
+            "cold_s": self.cold_s,
+            "text_encoder_s": self.text_encoder_s,
+            "denoise_s": self.denoise_s,
+            "vae_decode_s": self.vae_decode_s,
+            "s_per_step": self.s_per_step,
+            "it_per_s": 1.0 / self.s_per_step,
+            "unet_flop_per_step": self.unet_flop_per_step,
+            "achieved_tflops": self.achieved_tflops,
+            "cpu_record_s_per_step": self.cpu_record_s_per_step,
+            "cpu_submit_s_per_step": self.cpu_submit_s_per_step,
+            "dispatches_per_step": self.dispatches_per_step,
+            "peak_device_bytes": self.peak_device_bytes,
+            "weight_bytes": self.weight_bytes,
+        })
+    }
+
+    /// A table for people.
+    pub fn to_table(&self) -> String {
+        let gib = |b: u64| crate::gpu::format_bytes(b);
+        let rows: Vec<(&str, String)> = vec![
+            ("adapter", format!("{} ({})", self.adapter, self.driver)),
+            (
+                "model",
+                format!(
+                    "{} {}x{} batch {} {} guidance {} {} x {} steps",
+                    self.arch,
+                    self.width,
+                    self.height,
+                    self.batch,
+                    self.dtype,
+                    self.guidance,
+                    self.sampler,
+                    self.steps
+                ),
+            ),
+            ("load weights", format!("{:.2} s", self.load_s)),
+            ("cold run (1 step)", format!("{:.2} s", self.cold_s)),
+            ("text encoder", format!("{:.3} s", self.text_encoder_s)),
+            (
+                "denoise",
+                format!(
+                    "{:.3} s = {:.4} s/step ({:.2} it/s)",
+                    self.denoise_s,
+                    self.s_per_step,
+                    1.0 / self.s_per_step
+                ),
+            ),
+            ("VAE decode", format!("{:.3} s", self.vae_decode_s)),
+            (
+                "U-Net per step",
+                format!(
+                    "{:.2} GFLOP, {:.2} GFLOP/s achieved",
+                    self.unet_flop_per_step / 1e9,
+                    self.achieved_tflops * 1e3
+                ),
+            ),
+            (
+                "host per step",
+                format!(
+                    "{:.2} ms recording ({:.1} % of the step), {:.2} ms submitting, {:.0} dispatches",
+                    1e3 * self.cpu_record_s_per_step,
+                    100.0 * self.cpu_record_s_per_step / self.s_per_step,
+                    1e3 * self.cpu_submit_s_per_step,
+                    self.dispatches_per_step
+                ),
+            ),
+            (
+                "device memory",
+                format!(
+                    "{} peak, {} of it weights",
+                    gib(self.peak_device_bytes),
+                    gib(self.weight_bytes)
+                ),
+            ),
+        ];
+        let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<w$}  {v}\n"))
+            .collect()
+    }
+}
+
+/// The built-in model's folder inside a source checkout (what `sd-wgpu` uses by default).
+pub fn builtin_model_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/fashion-model"))
+}
