@@ -77,6 +77,93 @@ fn bench_cli_reports_the_built_in_model() {
         table.contains("s/step") && table.contains("GFLOP/s achieved"),
         "{table}"
     );
+
+    // --profile: one warm run timed dispatch by dispatch.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args([
+            "bench",
+            "--arch",
+            "builtin",
+            "--steps",
+            "2",
+            "--json",
+            "--profile",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let p = &v["profile"];
+    let stages: Vec<&str> = p["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["text encoder", "step 1", "VAE decode"], "{p}");
+    let step = p["step_gpu_s"].as_f64().unwrap();
+    let families = p["families"].as_array().unwrap();
+    let sum: f64 = families.iter().map(|f| f["gpu_s"].as_f64().unwrap()).sum();
+    assert!(
+        step > 0.0 && (sum - step).abs() <= 1e-9 * step.max(1.0),
+        "{p}"
+    );
+    let names: Vec<&str> = families
+        .iter()
+        .map(|f| f["family"].as_str().unwrap())
+        .collect();
+    for f in [
+        "conv2d",
+        "matmul",
+        "attention",
+        "group-norm",
+        "layer-norm",
+        "elementwise",
+    ] {
+        assert!(names.contains(&f), "no {f} in {names:?}");
+    }
+    let dispatches: u64 = families
+        .iter()
+        .map(|f| f["dispatches"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        dispatches as f64,
+        v["dispatches_per_step"].as_f64().unwrap()
+    );
+    let top: Vec<f64> = p["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["gpu_s"].as_f64().unwrap())
+        .collect();
+    assert_eq!(top.len(), 10);
+    assert!(top.windows(2).all(|w| w[0] >= w[1]), "{top:?}");
+    // generate --profile prints the last step's table.
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args([
+            "generate",
+            "--prompt",
+            "a red dress",
+            "--steps",
+            "2",
+            "--profile",
+            "--out",
+        ])
+        .arg(dir.join("p.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("step 2 by op family"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Full-size SD 1.5 with random weights made here: no checkpoint, every tensor the networks
@@ -97,6 +184,7 @@ fn bench_builds_sd15_with_random_weights() {
             guidance: 1.0,
             seed: 3,
             builtin_path: sd_wgpu::bench::builtin_model_dir().to_path_buf(),
+            profile: false,
         },
     )
     .unwrap();

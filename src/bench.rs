@@ -52,6 +52,93 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Where the built-in model is (for [`BenchArch::Builtin`]).
     pub builtin_path: std::path::PathBuf,
+    /// After the measured run, a one-step run timed dispatch by dispatch ([`Profile`]).
+    pub profile: bool,
+}
+
+/// GPU time per dispatch of one warm run (text encoding, one step, decoding), from timestamp
+/// queries: the step by op family and its most expensive dispatches.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    /// GPU time per stage (`text encoder`, `step 1`, `VAE decode`), in order.
+    pub stages: Vec<(String, f64)>,
+    /// The step's GPU time per op family: (family, seconds, dispatches), largest first.
+    pub families: Vec<(&'static str, f64, usize)>,
+    /// The step's 10 most expensive dispatches.
+    pub top: Vec<crate::gpu::ProfileEntry>,
+    /// The step's GPU time in all.
+    pub step_s: f64,
+}
+
+impl Profile {
+    /// Sums `entries` (a profiled run) by stage, and the stage `step` by family.
+    pub fn from_entries(entries: &[crate::gpu::ProfileEntry], step: &str) -> Self {
+        let mut stages: Vec<(String, f64)> = Vec::new();
+        for e in entries {
+            match stages.iter_mut().find(|s| s.0 == e.stage) {
+                Some(s) => s.1 += e.seconds,
+                None => stages.push((e.stage.clone(), e.seconds)),
+            }
+        }
+        let in_step: Vec<&crate::gpu::ProfileEntry> =
+            entries.iter().filter(|e| e.stage == step).collect();
+        let mut families: Vec<(&'static str, f64, usize)> = Vec::new();
+        for e in &in_step {
+            match families.iter_mut().find(|f| f.0 == e.family) {
+                Some(f) => {
+                    f.1 += e.seconds;
+                    f.2 += 1;
+                }
+                None => families.push((e.family, e.seconds, 1)),
+            }
+        }
+        families.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut top: Vec<crate::gpu::ProfileEntry> = in_step.iter().map(|e| (*e).clone()).collect();
+        top.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        top.truncate(10);
+        Self {
+            stages,
+            families,
+            step_s: in_step.iter().map(|e| e.seconds).sum(),
+            top,
+        }
+    }
+
+    /// The tables for people.
+    pub fn to_table(&self) -> String {
+        let mut out = String::from("GPU time per stage (timestamp queries, one warm run):\n");
+        for (s, t) in &self.stages {
+            out.push_str(&format!("  {s:<14} {:>10.2} ms\n", 1e3 * t));
+        }
+        out.push_str("one step by op family:\n");
+        for (f, t, n) in &self.families {
+            out.push_str(&format!(
+                "  {f:<12} {:>10.2} ms {:>5.1} %  {n} dispatches\n",
+                1e3 * t,
+                100.0 * t / self.step_s.max(1e-12)
+            ));
+        }
+        out.push_str("the step's 10 most expensive dispatches:\n");
+        for e in &self.top {
+            out.push_str(&format!(
+                "  {:>9.2} ms {:>5.1} %  {} {:?}\n",
+                1e3 * e.seconds,
+                100.0 * e.seconds / self.step_s.max(1e-12),
+                e.kernel,
+                e.workgroups
+            ));
+        }
+        out
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "stages": self.stages.iter().map(|(s, t)| serde_json::json!({"stage": s, "gpu_s": t})).collect::<Vec<_>>(),
+            "step_gpu_s": self.step_s,
+            "families": self.families.iter().map(|(f, t, n)| serde_json::json!({"family": f, "gpu_s": t, "dispatches": n})).collect::<Vec<_>>(),
+            "top": self.top.iter().map(|e| serde_json::json!({"kernel": e.kernel, "family": e.family, "workgroups": e.workgroups, "gpu_s": e.seconds})).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// The figures of one run (names as in `--json`).
@@ -88,6 +175,8 @@ pub struct BenchReport {
     /// Peak device memory the engine held during the measured run (weights included).
     pub peak_device_bytes: u64,
     pub weight_bytes: u64,
+    /// With [`BenchOptions::profile`].
+    pub profile: Option<Profile>,
 }
 
 /// The prompt every bench run encodes (one 77-token chunk).
@@ -163,6 +252,17 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         crate::tokenizer::CONTEXT_LEN,
     ) * rows as f64;
     let s_per_step = t.sampling.as_secs_f64() / steps;
+    let peak_device_bytes = gpu.memory_stats().peak;
+    let profile = if o.profile {
+        gpu.set_profiling(true)?;
+        let run = pipe.generate(gpu, &cold, &mut |_| true);
+        let entries = gpu.take_profile();
+        gpu.set_profiling(false)?;
+        run?;
+        Some(Profile::from_entries(&entries, "step 1"))
+    } else {
+        None
+    };
     let info = gpu.adapter_info();
     Ok(BenchReport {
         adapter: info.name.clone(),
@@ -188,8 +288,9 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         cpu_record_s_per_step: t.step_record.as_secs_f64() / steps,
         cpu_submit_s_per_step: t.step_submit.as_secs_f64() / steps,
         dispatches_per_step: t.step_dispatches as f64 / steps,
-        peak_device_bytes: gpu.memory_stats().peak,
+        peak_device_bytes,
         weight_bytes,
+        profile,
     })
 }
 
@@ -221,6 +322,7 @@ impl BenchReport {
             "dispatches_per_step": self.dispatches_per_step,
             "peak_device_bytes": self.peak_device_bytes,
             "weight_bytes": self.weight_bytes,
+            "profile": self.profile.as_ref().map(Profile::to_json),
         })
     }
 
@@ -284,9 +386,14 @@ impl BenchReport {
             ),
         ];
         let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
-        rows.iter()
+        let mut out: String = rows
+            .iter()
             .map(|(k, v)| format!("{k:<w$}  {v}\n"))
-            .collect()
+            .collect();
+        if let Some(p) = &self.profile {
+            out.push_str(&p.to_table());
+        }
+        out
     }
 }
 

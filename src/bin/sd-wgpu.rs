@@ -68,6 +68,10 @@ struct GenerateArgs {
     /// --preview). Never through a symbolic link.
     #[arg(long)]
     overwrite: bool,
+    /// Time every dispatch (timestamp queries) and print GPU time per stage, the last step by
+    /// op family and its 10 most expensive dispatches (slows the run: each submission waits).
+    #[arg(long)]
+    profile: bool,
     /// Largest init image or mask, in pixels, checked from the file header before decoding
     /// (default: SD_WGPU_MAX_IMAGE_PIXELS, else 16777216 = 4096x4096).
     #[arg(long)]
@@ -190,6 +194,10 @@ struct BenchArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also time one warm run dispatch by dispatch (timestamp queries): GPU time per stage,
+    /// the step by op family, its 10 most expensive dispatches.
+    #[arg(long)]
+    profile: bool,
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
 }
@@ -323,6 +331,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         guidance: a.guidance,
         seed: a.seed,
         builtin_path: default_model(),
+        profile: a.profile,
     };
     if !a.json {
         eprintln!(
@@ -594,6 +603,9 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         }
     );
     gpu.reset_peak_memory();
+    if a.profile {
+        gpu.set_profiling(true)?;
+    }
     let mut hash_job = Some(hash_job);
     let mut model_hash: Option<String> = None;
     for run in 0..runs {
@@ -702,6 +714,17 @@ fn generate(a: &GenerateArgs) -> Result<()> {
         // All of the run's files, or none of the new ones.
         files::commit_all(writes)?;
         eprintln!("wrote {} (seed {})", names.join(", "), req.seed);
+        if a.profile {
+            let entries = gpu.take_profile();
+            let last = format!("step {}", out.steps_run);
+            eprint!(
+                "{}",
+                sd_wgpu::bench::Profile::from_entries(&entries, &last)
+                    .to_table()
+                    .replace("one step", &last)
+                    .replace("the step's", &format!("{last}'s"))
+            );
+        }
         let t = out.timings;
         eprintln!(
             "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",

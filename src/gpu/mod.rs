@@ -6,10 +6,12 @@
 
 mod pipeline;
 mod pool;
+mod profile;
 mod recorder;
 
 pub use pipeline::{Access, Kernel, KernelKey};
 pub use pool::{GpuBuffer, MemoryStats};
+pub use profile::{ProfileEntry, family};
 
 pub use recorder::{BufferRange, Dispatch, Recorder};
 
@@ -216,6 +218,8 @@ pub struct Gpu {
     loop_limit: Option<u32>,
     gemm: GemmVariant,
     budget: std::sync::Mutex<Option<MemoryBudget>>,
+    /// Per-dispatch timing while profiling ([`Gpu::set_profiling`]).
+    profiler: std::sync::Mutex<Option<profile::Profiler>>,
     /// Weights uploaded from checkpoint files, by file region and layout: a second pipeline
     /// loading the same file gets the same buffers (held weakly: dropped pipelines free them).
     pub(crate) weight_cache:
@@ -402,6 +406,7 @@ impl Gpu {
         let budget = env_budget().or_else(|| default_budget(&device, &info));
         Self {
             budget: std::sync::Mutex::new(budget),
+            profiler: std::sync::Mutex::new(None),
             loop_limit,
             gemm,
             pool: pool::BufferPool::new(reuse),

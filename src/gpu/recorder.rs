@@ -124,9 +124,44 @@ impl<'g> Recorder<'g> {
         }
     }
 
-    /// Encodes and submits every pending dispatch (does not wait).
+    /// Encodes and submits every pending dispatch (does not wait; while the device profiles,
+    /// see [`Gpu::set_profiling`], it times each dispatch and waits for the times).
     pub fn submit(&mut self) -> Result<()> {
-        self.encode_and_submit(None).map(|_| ())
+        if self.gpu.profiling() && !self.dispatches.is_empty() {
+            return self.submit_profiled();
+        }
+        self.encode_and_submit(None, false).map(|_| ())
+    }
+
+    /// Each dispatch in a pass of its own between two timestamps, in chunks that fit a query
+    /// set; the times are read back and logged on the device's profile.
+    fn submit_profiled(&mut self) -> Result<()> {
+        let all = self.take();
+        for chunk in all.chunks(super::profile::PROFILE_CHUNK) {
+            let n = chunk.len() as u32;
+            let device = self.gpu.device();
+            let qs = device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2 * n,
+            });
+            let size = 16 * u64::from(n);
+            let resolve = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile resolve"),
+                size,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            });
+            self.replay(chunk);
+            self.encode_and_submit(Some((&qs, &resolve)), true)?;
+            let bytes = self.gpu.read_bytes(&resolve, 0, size, "profile")?;
+            let stamps: Vec<u64> = bytes
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+                .collect();
+            self.gpu.log_profile(chunk, &stamps);
+        }
+        Ok(())
     }
 
     /// Submits, waits, and returns the GPU time of the pass: from timestamp queries when the
@@ -134,7 +169,7 @@ impl<'g> Recorder<'g> {
     pub fn submit_timed(&mut self) -> Result<Duration> {
         if !self.gpu.has_timestamps() || self.gpu.is_simulating() {
             let t = Instant::now();
-            self.encode_and_submit(None)?;
+            self.encode_and_submit(None, false)?;
             self.gpu.wait()?;
             return Ok(t.elapsed());
         }
@@ -150,7 +185,7 @@ impl<'g> Recorder<'g> {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        self.encode_and_submit(Some((&qs, &resolve)))?;
+        self.encode_and_submit(Some((&qs, &resolve)), false)?;
         let bytes = self.gpu.read_bytes(&resolve, 0, 16, "pass timing")?;
         let t: [u64; 2] = bytemuck::pod_read_unaligned(&bytes);
         let ns =
@@ -158,9 +193,12 @@ impl<'g> Recorder<'g> {
         Ok(Duration::from_nanos(ns as u64))
     }
 
+    /// `timing`: a query set and its resolve buffer, for two timestamps around the pass, or
+    /// (`per_dispatch`) around each dispatch in a pass of its own.
     fn encode_and_submit(
         &mut self,
         timing: Option<(&wgpu::QuerySet, &wgpu::Buffer)>,
+        per_dispatch: bool,
     ) -> Result<()> {
         let dispatches = self.take();
         if dispatches.is_empty() && timing.is_none() {
@@ -217,24 +255,32 @@ impl<'g> Recorder<'g> {
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("sd-wgpu recorder"),
         });
-        {
+        // Profiling: a pass per dispatch, each between its own two timestamps.
+        let per_dispatch = timing.is_some() && per_dispatch;
+        let passes: Vec<std::ops::Range<usize>> = if per_dispatch {
+            (0..dispatches.len()).map(|i| i..i + 1).collect()
+        } else {
+            std::iter::once(0..dispatches.len()).collect()
+        };
+        for (k, range) in passes.iter().enumerate() {
             let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("sd-wgpu ops"),
                 timestamp_writes: timing.map(|(qs, _)| wgpu::ComputePassTimestampWrites {
                     query_set: qs,
-                    beginning_of_pass_write_index: Some(0),
-                    end_of_pass_write_index: Some(1),
+                    beginning_of_pass_write_index: Some(2 * k as u32),
+                    end_of_pass_write_index: Some(2 * k as u32 + 1),
                 }),
             });
-            for ((d, bg), &o) in dispatches.iter().zip(&bind_groups).zip(&offsets) {
+            for i in range.clone() {
+                let d = &dispatches[i];
                 pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, bg, &[o as u32]);
+                pass.set_bind_group(0, &bind_groups[i], &[offsets[i] as u32]);
                 let [x, y, z] = d.workgroups;
                 pass.dispatch_workgroups(x, y, z);
             }
         }
         if let Some((qs, buf)) = timing {
-            enc.resolve_query_set(qs, 0..2, buf, 0);
+            enc.resolve_query_set(qs, 0..2 * passes.len() as u32, buf, 0);
         }
         gpu.queue().submit([enc.finish()]);
         if let Some(e) = pollster::block_on(scope.pop()) {

@@ -613,6 +613,7 @@ impl Pipeline {
             self.ensure_fits(gpu, req, texture)?;
         }
         let mut guard = FiniteGuard::new(gpu)?;
+        gpu.set_profile_stage("text encoder");
         let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
         guard.check(&mut rec, &context, "the text encoder's output".into())?;
         let context = if n > 1 {
@@ -772,6 +773,7 @@ impl Pipeline {
             let step = i + 1 - first;
             let unet_stage = || format!("the U-Net's output at step {step} (timestep {t})");
             let step_clock = std::time::Instant::now();
+            gpu.set_profile_stage(&format!("step {step}"));
             let mut rec = Recorder::new(gpu);
             let xin = ops::unary(
                 &mut rec,
@@ -892,6 +894,7 @@ impl Pipeline {
         gpu.trim_pool();
         timings.sampling = clock.elapsed();
         let clock = std::time::Instant::now();
+        gpu.set_profile_stage("VAE decode");
         let mut rec = Recorder::new(gpu);
         let z = ops::unary(
             &mut rec,
@@ -999,6 +1002,7 @@ impl Pipeline {
             ));
         }
         let enc = self.vae_encoder(gpu)?;
+        gpu.set_profile_stage("VAE encoder");
         let mut rec = Recorder::new(gpu);
         let x = Tensor::from_f32(gpu, rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
         let x = ops::unary(&mut rec, &x, Unary::Affine, 2.0, -1.0)?;
