@@ -25,10 +25,11 @@ const FIELDS: [&str; 16] = [
     "peak_device_bytes",
 ];
 
-#[test]
-fn bench_cli_reports_the_built_in_model() {
+/// `sd-wgpu bench --arch builtin --json ARGS`, parsed.
+fn bench_json(args: &[&str]) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-        .args(["bench", "--arch", "builtin", "--steps", "3", "--json"])
+        .args(["bench", "--arch", "builtin", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -36,7 +37,12 @@ fn bench_cli_reports_the_built_in_model() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_cli_reports_the_built_in_model() {
+    let v = bench_json(&["--steps", "3"]);
     for k in FIELDS {
         assert!(!v[k].is_null(), "no `{k}` in {v}");
     }
@@ -79,24 +85,7 @@ fn bench_cli_reports_the_built_in_model() {
     );
 
     // --profile: one warm run timed dispatch by dispatch.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-        .args([
-            "bench",
-            "--arch",
-            "builtin",
-            "--steps",
-            "2",
-            "--json",
-            "--profile",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = bench_json(&["--steps", "2", "--profile"]);
     let p = &v["profile"];
     let stages: Vec<&str> = p["stages"]
         .as_array()
