@@ -68,6 +68,8 @@ pub struct Profile {
     pub top: Vec<crate::gpu::ProfileEntry>,
     /// The step's GPU time in all.
     pub step_s: f64,
+    /// The stage summarised by family (`step 1`, …).
+    pub step: String,
 }
 
 impl Profile {
@@ -100,6 +102,7 @@ impl Profile {
             stages,
             families,
             step_s: in_step.iter().map(|e| e.seconds).sum(),
+            step: step.to_string(),
             top,
         }
     }
@@ -110,7 +113,7 @@ impl Profile {
         for (s, t) in &self.stages {
             out.push_str(&format!("  {s:<14} {:>10.2} ms\n", 1e3 * t));
         }
-        out.push_str("one step by op family:\n");
+        out.push_str(&format!("{} by op family:\n", self.step));
         for (f, t, n) in &self.families {
             out.push_str(&format!(
                 "  {f:<12} {:>10.2} ms {:>5.1} %  {n} dispatches\n",
@@ -118,7 +121,7 @@ impl Profile {
                 100.0 * t / self.step_s.max(1e-12)
             ));
         }
-        out.push_str("the step's 10 most expensive dispatches:\n");
+        out.push_str(&format!("{}'s 10 most expensive dispatches:\n", self.step));
         for e in &self.top {
             out.push_str(&format!(
                 "  {:>9.2} ms {:>5.1} %  {} {:?}\n",

@@ -719,10 +719,7 @@ fn generate(a: &GenerateArgs) -> Result<()> {
             let last = format!("step {}", out.steps_run);
             eprint!(
                 "{}",
-                sd_wgpu::bench::Profile::from_entries(&entries, &last)
-                    .to_table()
-                    .replace("one step", &last)
-                    .replace("the step's", &format!("{last}'s"))
+                sd_wgpu::bench::Profile::from_entries(&entries, &last).to_table()
             );
         }
         let t = out.timings;
