@@ -327,7 +327,8 @@ fn schedules(cfg: &ScheduleConfig) {
                     let _ = s.noise_coefficients(i);
                     let _ = s.needs_noise(i);
                 }
-                let _ = s.begin_at(Sampler::<()>::start_index(steps, 0.6));
+                let k = s.start_index(0.6);
+                let _ = s.begin_at(k);
             }
         }
     }

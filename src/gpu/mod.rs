@@ -5,6 +5,7 @@
 //! own device.
 
 mod pipeline;
+mod plan;
 mod pool;
 mod profile;
 mod recorder;
@@ -13,6 +14,7 @@ pub use pipeline::{Access, Kernel, KernelKey};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use profile::{ProfileEntry, family};
 
+pub use plan::Plan;
 pub use recorder::{BufferRange, Dispatch, Recorder};
 
 use crate::error::{Error, Result};

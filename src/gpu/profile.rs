@@ -29,7 +29,7 @@ pub fn family(shader: &str) -> &'static str {
         "attention.wgsl" => "attention",
         s if s.starts_with("group_norm") => "group-norm",
         "layer_norm.wgsl" => "layer-norm",
-        "sampler_step.wgsl" => "sampler",
+        "sampler_step.wgsl" | "step_table.wgsl" => "sampler",
         "finite_check.wgsl" => "guard",
         _ => "elementwise",
     }

@@ -206,52 +206,20 @@ impl<'g> Recorder<'g> {
         }
         let gpu = self.gpu;
         let device = gpu.device();
-        let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment.max(16));
-        let mut offsets = Vec::with_capacity(dispatches.len());
-        let mut total = 0u64;
-        for d in &dispatches {
-            offsets.push(total);
-            total += (d.params.len() as u64).max(16).div_ceil(align) * align;
-        }
-        let uniform = gpu.alloc_uniform(total.max(align));
         if gpu.is_simulating() {
             // Sized like a real submission (its params buffer counts), nothing encoded.
+            let _ = encode_bindings(gpu, &dispatches);
             return Ok(());
         }
-        let mut staging = vec![0u8; total as usize];
-        for (d, &o) in dispatches.iter().zip(&offsets) {
-            staging[o as usize..o as usize + d.params.len()].copy_from_slice(&d.params);
-        }
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        gpu.queue().write_buffer(uniform.raw(), 0, &staging);
-        let bind_groups: Vec<wgpu::BindGroup> = dispatches
-            .iter()
-            .map(|d| {
-                let mut entries = vec![wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: uniform.raw(),
-                        offset: 0,
-                        size: wgpu::BufferSize::new(d.kernel.key.params_size),
-                    }),
-                }];
-                for (i, b) in d.bindings.iter().enumerate() {
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: i as u32 + 1,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: b.buffer.raw(),
-                            offset: b.offset,
-                            size: wgpu::BufferSize::new(b.size),
-                        }),
-                    });
-                }
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: None,
-                    layout: &d.kernel.layout,
-                    entries: &entries,
-                })
-            })
-            .collect();
+        let Some(Encoded {
+            uniform,
+            offsets,
+            bind_groups,
+        }) = encode_bindings(gpu, &dispatches)
+        else {
+            return Ok(());
+        };
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("sd-wgpu recorder"),
         });
@@ -274,7 +242,7 @@ impl<'g> Recorder<'g> {
             for i in range.clone() {
                 let d = &dispatches[i];
                 pass.set_pipeline(&d.kernel.pipeline);
-                pass.set_bind_group(0, &bind_groups[i], &[offsets[i] as u32]);
+                pass.set_bind_group(0, &bind_groups[i], &[offsets[i]]);
                 let [x, y, z] = d.workgroups;
                 pass.dispatch_workgroups(x, y, z);
             }
@@ -283,6 +251,7 @@ impl<'g> Recorder<'g> {
             enc.resolve_query_set(qs, 0..2 * passes.len() as u32, buf, 0);
         }
         gpu.queue().submit([enc.finish()]);
+        drop(uniform);
         if let Some(e) = pollster::block_on(scope.pop()) {
             let labels: Vec<String> = dispatches.iter().map(|d| d.kernel.key.label()).collect();
             return Err(Error::Device {
@@ -292,6 +261,68 @@ impl<'g> Recorder<'g> {
         }
         Ok(())
     }
+}
+
+/// A pass's params uniform (every dispatch's params at its aligned offset) and bind groups.
+pub(super) struct Encoded {
+    pub uniform: Arc<GpuBuffer>,
+    pub offsets: Vec<u32>,
+    pub bind_groups: Vec<wgpu::BindGroup>,
+}
+
+/// Allocates the params uniform of `dispatches` from the pool and (unless simulating, when it
+/// returns `None` after the allocation) writes it and builds one bind group per dispatch.
+pub(super) fn encode_bindings(gpu: &Gpu, dispatches: &[Dispatch]) -> Option<Encoded> {
+    let device = gpu.device();
+    let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment.max(16));
+    let mut offsets = Vec::with_capacity(dispatches.len());
+    let mut total = 0u64;
+    for d in dispatches {
+        offsets.push(total as u32);
+        total += (d.params.len() as u64).max(16).div_ceil(align) * align;
+    }
+    let uniform = gpu.alloc_uniform(total.max(align));
+    if gpu.is_simulating() {
+        return None;
+    }
+    let mut staging = vec![0u8; total as usize];
+    for (d, &o) in dispatches.iter().zip(&offsets) {
+        staging[o as usize..o as usize + d.params.len()].copy_from_slice(&d.params);
+    }
+    gpu.queue().write_buffer(uniform.raw(), 0, &staging);
+    let bind_groups = dispatches
+        .iter()
+        .map(|d| {
+            let mut entries = vec![wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: uniform.raw(),
+                    offset: 0,
+                    size: wgpu::BufferSize::new(d.kernel.key.params_size),
+                }),
+            }];
+            for (i, b) in d.bindings.iter().enumerate() {
+                entries.push(wgpu::BindGroupEntry {
+                    binding: i as u32 + 1,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b.buffer.raw(),
+                        offset: b.offset,
+                        size: wgpu::BufferSize::new(b.size),
+                    }),
+                });
+            }
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &d.kernel.layout,
+                entries: &entries,
+            })
+        })
+        .collect();
+    Some(Encoded {
+        uniform,
+        offsets,
+        bind_groups,
+    })
 }
 
 impl Drop for Recorder<'_> {

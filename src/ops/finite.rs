@@ -7,6 +7,7 @@
 use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
+use super::step_table::StepTable;
 use crate::tensor::Tensor;
 
 /// The flag's value while no stage has produced a non-finite value.
@@ -22,21 +23,28 @@ pub struct FiniteParams {
     pub x_off: u32,
     pub flag_off: u32,
     pub code: u32,
+    pub stride: u32,
+    pub table_off: u32,
+    pub _pad: [u32; 2],
 }
 
-fn key() -> KernelKey {
+fn key(step: bool) -> KernelKey {
+    let mut bindings = vec![Access::Read, Access::ReadWrite];
+    if step {
+        bindings.push(Access::Read);
+    }
     KernelKey {
         shader: "finite_check.wgsl",
-        entry: "main",
+        entry: if step { "main_step" } else { "main" },
         defines: vec![],
         overrides: vec![("WG", WG)],
-        bindings: vec![Access::Read, Access::ReadWrite],
+        bindings,
         params_size: std::mem::size_of::<FiniteParams>() as u64,
     }
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    vec![key()]
+    vec![key(false), key(true)]
 }
 
 /// Records `flag ← min(flag, code)` if any element of `x` (f32, any shape) is NaN or ±Inf.
@@ -44,7 +52,39 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 /// [`FINITE`]'s bits before the first check). Split over binding windows like the
 /// elementwise ops.
 pub fn flag_nonfinite(rec: &mut Recorder<'_>, x: &Tensor, flag: &Tensor, code: u32) -> Result<()> {
+    flag_inner(rec, x, flag, code, None)
+}
+
+/// [`flag_nonfinite`] inside a recorded step: the code written is `code + row · stride`, with
+/// `row` the [`StepTable`] row selected when the check runs, so one recording names the step.
+pub fn flag_nonfinite_step(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    flag: &Tensor,
+    code: u32,
+    table: &StepTable,
+    stride: u32,
+) -> Result<()> {
+    flag_inner(rec, x, flag, code, Some((table, stride)))
+}
+
+fn flag_inner(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    flag: &Tensor,
+    code: u32,
+    step: Option<(&StepTable, u32)>,
+) -> Result<()> {
     const OP: &str = "flag_nonfinite";
+    if let Some((t, stride)) = step {
+        let last = u64::from(code) + (t.rows() as u64).saturating_sub(1) * u64::from(stride);
+        if last >= u64::from(FINITE) {
+            return Err(Error::unsupported(
+                OP,
+                format!("codes up to {last} reach the `finite` value"),
+            ));
+        }
+    }
     require_f32(OP, "x", x)?;
     require_f32(OP, "flag", flag)?;
     if flag.numel() != 1 {
@@ -72,14 +112,22 @@ pub fn flag_nonfinite(rec: &mut Recorder<'_>, x: &Tensor, flag: &Tensor, code: u
         let gpu = rec.gpu();
         let xb = x1.narrow0(i0, len)?.bind(gpu, OP)?;
         let fb = flag.bind(gpu, OP)?;
-        let params = FiniteParams {
+        let mut params = FiniteParams {
             n: u32_of(OP, "elements", len)?,
             x_off: xb.elem_offset,
             flag_off: fb.elem_offset,
             code,
+            ..Default::default()
         };
+        let mut ranges = vec![xb.range, fb.range];
+        if let Some((t, stride)) = step {
+            let tb = t.tensor().bind(gpu, OP)?;
+            params.stride = stride;
+            params.table_off = tb.elem_offset;
+            ranges.push(tb.range);
+        }
         let grid = rec.gpu().grid(OP, len.div_ceil(WG as usize) as u64)?;
-        push(rec, key(), &params, vec![xb.range, fb.range], grid)?;
+        push(rec, key(step.is_some()), &params, ranges, grid)?;
         i0 += len;
     }
     Ok(())

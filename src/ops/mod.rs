@@ -11,6 +11,7 @@ pub mod finite;
 pub mod matmul;
 pub mod norm;
 pub mod sampler;
+pub mod step_table;
 
 pub use attention::{AttentionOptions, attention};
 pub use conv2d::{Conv2dOptions, conv2d};
@@ -18,10 +19,11 @@ pub use elementwise::{
     Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, rgba8_row, timestep_embedding,
     to_rgba8, unary, upsample_nearest, upsample_nearest2x,
 };
-pub use finite::flag_nonfinite;
+pub use finite::{flag_nonfinite, flag_nonfinite_step};
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};
 pub use sampler::{SamplerStep, lincomb, sampler_step};
+pub use step_table::{StepTable, copy_into, table_blend, table_combine};
 
 use crate::error::{Error, Result};
 use crate::gpu::{BufferRange, Dispatch, KernelKey, Recorder};
@@ -37,6 +39,7 @@ pub fn all_kernel_keys() -> Vec<KernelKey> {
     v.extend(elementwise::kernel_keys());
     v.extend(finite::kernel_keys());
     v.extend(sampler::kernel_keys());
+    v.extend(step_table::kernel_keys());
     v
 }
 

@@ -652,7 +652,7 @@ impl Pipeline {
         };
         let first = match &req.init_image {
             None => 0,
-            Some(im) => Sampler::<Tensor>::start_index(req.steps, im.strength),
+            Some(im) => sampler.start_index(im.strength),
         };
         let mut inpaint: Option<Inpaint> = None;
         let mut x = match &req.init_image {

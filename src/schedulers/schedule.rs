@@ -342,3 +342,177 @@ pub(crate) fn discrete_timesteps(cfg: &ScheduleConfig, spacing: Spacing, steps: 
         }
     }
 }
+
+/// `np.log` of diffusers' f32 σ array (computed in f32).
+fn log_f32(sigmas: &[f64]) -> Vec<f64> {
+    sigmas.iter().map(|&s| f64::from((s as f32).ln())).collect()
+}
+
+/// Rounds to f32 and back: diffusers keeps its timesteps and sigmas in f32 tensors.
+pub(crate) fn f32r(x: f64) -> f64 {
+    f64::from(x as f32)
+}
+
+/// One run's schedule, computed once on the CPU: the config, ᾱ, and the timesteps (and σ
+/// where the sampler uses them) for `steps` inference steps.
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub cfg: ScheduleConfig,
+    pub spacing: Spacing,
+    pub ac: Vec<f64>,
+    /// ᾱ "before" the first training step (`set_alpha_to_one`: 1, else ᾱ₀).
+    pub final_ac: f64,
+    pub steps: usize,
+    /// Model-call timesteps, one per step (fractional for Euler).
+    pub timesteps: Vec<f64>,
+    /// σ per step plus the final σ (Euler family, DPM++); empty otherwise.
+    pub sigmas: Vec<f64>,
+}
+
+impl Schedule {
+    pub(crate) fn new(cfg: &ScheduleConfig, spacing: Spacing, steps: usize) -> Self {
+        let ac = cfg.alphas_cumprod();
+        Self {
+            final_ac: if cfg.set_alpha_to_one { 1.0 } else { ac[0] },
+            cfg: cfg.clone(),
+            spacing,
+            ac,
+            steps,
+            timesteps: Vec::new(),
+            sigmas: Vec::new(),
+        }
+    }
+
+    /// ᾱ at `t`, or `fallback` before the first training step (t < 0).
+    pub(crate) fn ac_at(&self, t: f64, fallback: f64) -> f64 {
+        if t >= 0.0 {
+            self.ac[t as usize]
+        } else {
+            fallback
+        }
+    }
+
+    /// Training timesteps between two inference steps (`num_train_timesteps // steps`).
+    pub(crate) fn ratio(&self) -> f64 {
+        (self.cfg.num_train_timesteps / self.steps) as f64
+    }
+
+    /// DDIM / DDPM: the discrete timesteps of the spacing.
+    pub(crate) fn set_discrete(&mut self) {
+        self.timesteps = discrete_timesteps(&self.cfg, self.spacing, self.steps);
+    }
+
+    /// PNDM (PLMS, `skip_prk_steps`): every base timestep but the last, the second-to-last
+    /// again, the last; descending.
+    pub(crate) fn set_pndm(&mut self) {
+        let (n, steps) = (self.cfg.num_train_timesteps, self.steps);
+        // Ascending base timesteps.
+        let base: Vec<f64> = match self.spacing {
+            Spacing::Linspace => linspace(0.0, (n - 1) as f64, steps)
+                .iter()
+                .map(|&t| round_half_even(t))
+                .collect(),
+            Spacing::Leading => (0..steps)
+                .map(|i| (i * (n / steps) + self.cfg.steps_offset) as f64)
+                .collect(),
+            Spacing::Trailing => {
+                let mut t = discrete_timesteps(&self.cfg, Spacing::Trailing, steps);
+                t.reverse();
+                t
+            }
+        };
+        let k = base.len();
+        let mut plms: Vec<f64> = base[..k - 1].to_vec();
+        if k >= 2 {
+            plms.push(base[k - 2]);
+        }
+        plms.push(base[k - 1]);
+        plms.reverse();
+        self.timesteps = plms;
+    }
+
+    /// Euler family: σ interpolated at the timesteps (or Karras σ and their timesteps), then 0.
+    pub(crate) fn set_euler(&mut self) {
+        let (n, steps) = (self.cfg.num_train_timesteps, self.steps);
+        let full = train_sigmas(&self.ac);
+        let mut ts: Vec<f64> = match self.spacing {
+            Spacing::Linspace => linspace(0.0, (n - 1) as f64, steps)
+                .iter()
+                .rev()
+                .map(|&t| f32r(t))
+                .collect(),
+            Spacing::Leading => (0..steps)
+                .rev()
+                .map(|i| ((i * (n / steps)) + self.cfg.steps_offset) as f64)
+                .collect(),
+            Spacing::Trailing => discrete_timesteps(&self.cfg, Spacing::Trailing, steps),
+        };
+        let mut sig: Vec<f64> = ts.iter().map(|&t| interp(t, &full)).collect();
+        if self.cfg.use_karras_sigmas {
+            let log_sigmas = log_f32(&full);
+            sig = karras_sigmas(sig[steps - 1], sig[0], steps);
+            ts = sig
+                .iter()
+                .map(|&s| f32r(sigma_to_t(s, &log_sigmas)))
+                .collect();
+        }
+        sig.push(0.0);
+        self.sigmas = sig.into_iter().map(f32r).collect();
+        self.timesteps = ts;
+    }
+
+    /// DPM-Solver++: `steps + 1` spaced points without the last (or Karras σ), σ then 0.
+    pub(crate) fn set_dpm(&mut self, karras: bool) {
+        let (n, steps) = (self.cfg.num_train_timesteps, self.steps);
+        let full = train_sigmas(&self.ac);
+        let log_sigmas = log_f32(&full);
+        let mut ts: Vec<f64> = match self.spacing {
+            Spacing::Linspace => {
+                let t = linspace(0.0, (n - 1) as f64, steps + 1);
+                t.iter()
+                    .rev()
+                    .take(steps)
+                    .map(|&x| round_half_even(x))
+                    .collect()
+            }
+            Spacing::Leading => {
+                let ratio = n / (steps + 1);
+                (1..=steps)
+                    .rev()
+                    .map(|i| (i * ratio + self.cfg.steps_offset) as f64)
+                    .collect()
+            }
+            Spacing::Trailing => discrete_timesteps(&self.cfg, Spacing::Trailing, steps),
+        };
+        let mut sig: Vec<f64>;
+        if karras || self.cfg.use_karras_sigmas {
+            sig = karras_sigmas(full[0], full[n - 1], steps);
+            ts = sig
+                .iter()
+                .map(|&s| {
+                    let t = sigma_to_t(s, &log_sigmas);
+                    if self.cfg.beta_schedule == BetaSchedule::SquaredCosCapV2 {
+                        t
+                    } else {
+                        round_half_even(t)
+                    }
+                })
+                .collect();
+        } else {
+            sig = ts.iter().map(|&t| interp(t, &full)).collect();
+        }
+        sig.push(0.0);
+        self.sigmas = sig.into_iter().map(f32r).collect();
+        self.timesteps = ts;
+    }
+
+    /// (x₀, ε) as linear forms `[c_x, c_m]` of the sample and the model output at ᾱ = `a`.
+    pub(crate) fn vp_forms(&self, a: f64) -> ([f64; 2], [f64; 2]) {
+        let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
+        match self.cfg.prediction {
+            Prediction::Epsilon => ([1.0 / sa, -sb / sa], [0.0, 1.0]),
+            Prediction::VPrediction => ([sa, -sb], [sb, sa]),
+            Prediction::Sample => ([0.0, 1.0], [1.0 / sb, -sa / sb]),
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! diffusers `DPMSolverMultistepScheduler` with `dpmsolver++`, order 2, midpoint,
+//! `final_sigmas_type = "zero"` (the last step is first order).
+
+use super::{Algorithm, Combine, Prediction, Program, Schedule, Slot};
+
+pub(super) struct DpmPP2M {
+    pub karras: bool,
+}
+
+/// DPM++'s VP pair at σ: α = 1/√(σ²+1), σ_t = σ·α.
+fn alpha_sigma(s: f64) -> (f64, f64) {
+    let a = 1.0 / (s * s + 1.0).sqrt();
+    (a, s * a)
+}
+
+impl Algorithm for DpmPP2M {
+    fn set_schedule(&self, s: &mut Schedule) {
+        s.set_dpm(self.karras);
+    }
+
+    fn noise_coefficients(&self, s: &Schedule, k: usize) -> (f32, f32) {
+        let sg = s.sigmas[k] as f32;
+        let a = 1.0 / (sg * sg + 1.0).sqrt();
+        (a, sg * a)
+    }
+
+    /// `x₀ = f(x, m)`; `x' = c_x·x + c_0·x₀ + c_1·x₀_prev`; the state keeps x₀.
+    fn program(&self, _s: &Schedule) -> Program {
+        Program {
+            states: 1,
+            combines: vec![
+                Combine::new(&[Slot::X, Slot::Model]),
+                Combine::new(&[Slot::X, Slot::Tmp(0), Slot::State(0)]),
+            ],
+            output: Slot::Tmp(1),
+            updates: vec![(0, Slot::Tmp(0))],
+        }
+    }
+
+    fn coefficients(&self, s: &Schedule, i: usize, j: usize) -> Vec<f64> {
+        let lambda = |a: f64, sg: f64| a.ln() - sg.ln();
+        let (a_s, s_s) = alpha_sigma(s.sigmas[i]);
+        let x0f = match s.cfg.prediction {
+            Prediction::Epsilon => [1.0 / a_s, -s_s / a_s],
+            Prediction::VPrediction => [a_s, -s_s],
+            Prediction::Sample => [0.0, 1.0],
+        };
+        let s_next = s.sigmas[i + 1];
+        let last = i + 1 == s.timesteps.len();
+        let update = if s_next == 0.0 {
+            // σ_t = 0: every first-order formula reduces to x₀.
+            [0.0, 1.0, 0.0]
+        } else {
+            let (a_t, s_t) = alpha_sigma(s_next);
+            let h = lambda(a_t, s_t) - lambda(a_s, s_s);
+            let k = a_t * ((-h).exp() - 1.0);
+            if j > 0 && !last {
+                let (a_1, s_1) = alpha_sigma(s.sigmas[i - 1]);
+                let r0 = (lambda(a_s, s_s) - lambda(a_1, s_1)) / h;
+                [s_t / s_s, -k * (1.0 + 0.5 / r0), 0.5 * k / r0]
+            } else {
+                [s_t / s_s, -k, 0.0]
+            }
+        };
+        vec![x0f[0], x0f[1], update[0], update[1], update[2]]
+    }
+}
