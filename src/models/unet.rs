@@ -457,6 +457,26 @@ impl UNet {
         timestep: f32,
         context: &Tensor,
     ) -> Result<Tensor> {
+        let n = x.shape().first().copied().unwrap_or(0);
+        let t = Tensor::from_f32(
+            rec.gpu(),
+            &vec![timestep; n],
+            &[n],
+            DType::F32,
+            "unet.timestep",
+        )?;
+        self.forward_t(rec, x, &t, context)
+    }
+
+    /// [`UNet::forward`] with the timestep as a device tensor f32 `[n]` (one per image): what
+    /// a recorded step plan uses, the timestep changing in device memory between replays.
+    pub fn forward_t(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+    ) -> Result<Tensor> {
         const OP: &str = "unet";
         let c = &self.config;
         let &[n, h, w, cin] = x.shape() else {
@@ -489,13 +509,17 @@ impl UNet {
                 ),
             ));
         }
+        if t.shape() != [n] {
+            return Err(Error::shape(
+                OP,
+                format!("timestep `{}` {:?} must be [{n}]", t.name(), t.shape()),
+            ));
+        }
         // Time embedding: sinusoid → linear → SiLU → linear; every resnet applies SiLU to it
         // before its own projection, so that SiLU is done once here.
-        let gpu = rec.gpu();
-        let t = Tensor::from_f32(gpu, &vec![timestep; n], &[n], DType::F32, "unet.timestep")?;
         let ch0 = c.block_out_channels[0];
         let t =
-            ops::timestep_embedding(rec, &t, ch0, c.flip_sin_to_cos, c.freq_shift, 1.0, 10000.0)?;
+            ops::timestep_embedding(rec, t, ch0, c.flip_sin_to_cos, c.freq_shift, 1.0, 10000.0)?;
         let t = self.time_linear_1.forward(rec, &t)?;
         let t = ops::unary(rec, &t, Unary::Silu, 1.0, 0.0)?;
         let temb = self.time_linear_2.forward(rec, &t)?;

@@ -39,6 +39,28 @@ impl FiniteGuard {
         ops::flag_nonfinite(rec, x, &self.flag, code)
     }
 
+    /// The flag tensor (for checks recorded with [`ops::flag_nonfinite_step`]).
+    pub fn flag(&self) -> &Tensor {
+        &self.flag
+    }
+
+    /// Reserves codes for a recorded step: `rows` step-table rows × `per_row` checks, code
+    /// `base + row · per_row + k` naming `stage(row, k)`; returns `base`.
+    pub fn reserve_steps(
+        &mut self,
+        rows: usize,
+        per_row: usize,
+        stage: impl Fn(usize, usize) -> String,
+    ) -> u32 {
+        let base = self.stages.len() as u32;
+        for row in 0..rows {
+            for k in 0..per_row {
+                self.stages.push(stage(row, k));
+            }
+        }
+        base
+    }
+
     fn verdict(&self, gpu: &Gpu, bytes: &[u8]) -> Result<()> {
         if gpu.is_simulating() {
             return Ok(());

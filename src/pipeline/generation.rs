@@ -1,0 +1,578 @@
+//! Denoise: the whole step (guidance batch, U-Net, guidance combination, sampler update,
+//! inpainting's blend, the non-finite checks) recorded once into a [`Plan`] and replayed.
+//!
+//! Between replays only device memory changes: the row of a [`StepTable`] (timestep, input
+//! scale, the sampler's coefficients, inpainting's noise level) selected by a 4-byte copy,
+//! and the step's Gaussian noise copied into the noise slot from noise drawn up front. The
+//! step writes its results into the latents and sampler-state buffers the next replay reads.
+//! Nothing waits: [`Generation::step`] submits and returns; [`Generation::progress`] waits
+//! for a step that was submitted earlier.
+
+use super::prepare::{Start, nchw_to_nhwc, nhwc_to_nchw};
+use super::{FiniteGuard, Pipeline, Progress, Request, Timings, latent_preview};
+use crate::error::{Error, Result};
+use crate::gpu::{AsyncRead, Gpu, Plan, Recorder};
+use crate::ops::{self, StepTable};
+use crate::rng::TorchGenerator;
+use crate::schedulers::{Sampler, SamplerKind, Slot};
+use crate::tensor::{DType, Tensor};
+
+/// Columns of a step-table row before the sampler's coefficients.
+const T_COL: usize = 0;
+const SCALE_COL: usize = 1;
+const BLEND_A_COL: usize = 2;
+const BLEND_B_COL: usize = 3;
+const SAMPLER_COL: usize = 4;
+
+/// Noise drawn up front is uploaded in chunks of at most this many bytes (two chunks live
+/// when a request needs more than one; most requests need one).
+pub const NOISE_CHUNK_BYTES: usize = 32 << 20;
+
+/// The step noise of stochastic samplers: drawn from the request's generator in diffusers'
+/// order, uploaded a chunk of steps at a time, copied into `slot` before each step.
+pub(super) struct NoiseFeed {
+    generator: TorchGenerator,
+    slot: Tensor,
+    /// Two chunk buffers when the request needs more than one chunk (the steps encoded from
+    /// one may still be in flight while the other is filled), else one.
+    chunks: Vec<Tensor>,
+    rows_per_chunk: usize,
+    /// Noise row of each step index (`None`: the step draws none).
+    row_of: Vec<Option<usize>>,
+    /// The noise row range held by each chunk buffer.
+    held: Vec<Option<std::ops::Range<usize>>>,
+    rows: usize,
+    /// (c, h, w) of one image's latents, for the NCHW → NHWC conversion.
+    chw: (usize, usize, usize),
+}
+
+impl NoiseFeed {
+    /// The chunk buffer and element offset holding noise row `row`, filling a chunk first if
+    /// none holds it.
+    fn locate(&mut self, gpu: &Gpu, row: usize) -> Result<(Tensor, u64)> {
+        let per = self.slot.numel();
+        let chunk = row / self.rows_per_chunk;
+        let b = chunk % self.chunks.len();
+        let range = chunk * self.rows_per_chunk..((chunk + 1) * self.rows_per_chunk).min(self.rows);
+        if self.held[b].as_ref() != Some(&range) {
+            if self.held[b].as_ref().is_some_and(|r| r.start > range.start) {
+                return Err(Error::unsupported(
+                    "step noise",
+                    format!("noise row {row} requested after later rows"),
+                ));
+            }
+            let (c, h, w) = self.chw;
+            let mut host = Vec::with_capacity(range.len() * per);
+            for _ in range.clone() {
+                host.extend(nchw_to_nhwc(&self.generator.randn(per), c, h, w));
+            }
+            if !gpu.is_simulating() && !host.is_empty() {
+                let t = &self.chunks[b];
+                gpu.queue().write_buffer(
+                    t.buffer().raw(),
+                    t.byte_offset(),
+                    bytemuck::cast_slice(&host),
+                );
+            }
+            self.held[b] = Some(range.clone());
+        }
+        let t = self.chunks[b].clone();
+        Ok((t, ((row - range.start) * per) as u64))
+    }
+}
+
+/// A request under way: created by [`Pipeline::start`], advanced one step at a time by
+/// [`Generation::step`] (or [`Generation::encode_step`] into the host's own encoder), ended by
+/// [`Generation::finish`] / [`Generation::finish_to_texture`].
+pub struct Generation<'a> {
+    pub(super) pipe: &'a Pipeline,
+    pub(super) gpu: &'a Gpu,
+    pub(super) req: Request,
+    kind: SamplerKind,
+    /// Step indices `first..total` of the sampler's timesteps run.
+    first: usize,
+    total: usize,
+    timesteps: Vec<f64>,
+    /// Next step index to encode.
+    next: usize,
+    /// The latents `[n, h, w, c]`, NHWC: read and rewritten by every replay.
+    pub(super) x: Tensor,
+    pub(super) plan: Plan,
+    pub(super) table: StepTable,
+    pub(super) noise: Option<NoiseFeed>,
+    pub(super) guard: FiniteGuard,
+    pub(super) timings: Timings,
+    pub(super) truncated_tokens: usize,
+    /// Per submitted step (by step number − 1): its submission and its preview read.
+    submitted: Vec<Option<wgpu::SubmissionIndex>>,
+    previews: Vec<Option<AsyncRead>>,
+    reported: usize,
+    /// Tensors the plan reads across replays (kept alive so no recording reuses them).
+    pub(super) _persistent: Vec<Tensor>,
+    pub(super) latent_hwc: (usize, usize, usize),
+}
+
+impl Pipeline {
+    /// Starts `req`: validates it, encodes the prompts, prepares the initial latents, and
+    /// records the denoising step once. Sampling then runs step by step through the
+    /// returned [`Generation`].
+    pub fn start<'a>(&'a self, gpu: &'a Gpu, req: &Request) -> Result<Generation<'a>> {
+        self.start_inner(gpu, req, None)
+    }
+
+    pub(super) fn start_inner<'a>(
+        &'a self,
+        gpu: &'a Gpu,
+        req: &Request,
+        texture: Option<&wgpu::Texture>,
+    ) -> Result<Generation<'a>> {
+        // A simulation only sizes a request its caller has validated.
+        if !gpu.is_simulating() {
+            self.validate(req)?;
+        }
+        let f = self.vae_scale_factor();
+        let (h, w, c) = (req.height / f, req.width / f, self.unet.config.out_channels);
+        let kind = self.sampler_for(req)?;
+        let mut sampler = Sampler::<Tensor>::new(kind, &self.scheduler, req.steps)?;
+        let guided = req.guidance > 1.0;
+        let n = req.batch_size;
+        self.check_buffer_sizes(gpu, n, guided, req)?;
+        if !gpu.is_simulating() {
+            self.ensure_fits(gpu, req, texture)?;
+        }
+        let mut timings = Timings::default();
+        let clock = std::time::Instant::now();
+        let mut guard = FiniteGuard::new(gpu)?;
+        gpu.set_profile_stage("text encoder");
+        let mut rec = Recorder::new(gpu);
+        let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
+        guard.check(&mut rec, &context, "the text encoder's output".into())?;
+        // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
+        let context = Self::repeat_rows(&mut rec, &context, n)?;
+        rec.submit()?;
+        guard.finish(gpu)?;
+        timings.text_encoding = clock.elapsed();
+
+        let clock = std::time::Instant::now();
+        let Start {
+            latents,
+            first,
+            inpaint,
+            generator,
+        } = self.prepare_latents(gpu, req, &mut sampler)?;
+        let x = Tensor::from_f32(gpu, &latents, &[n, h, w, c], DType::F32, "latents")?;
+        let total = sampler.timesteps().len();
+
+        // The step table: one row per timestep index.
+        let rows: Vec<Vec<f32>> = (0..total)
+            .map(|i| {
+                let (a, b) = if i + 1 < total {
+                    sampler.noise_coefficients(i + 1)
+                } else {
+                    (1.0, 0.0)
+                };
+                let mut row = vec![
+                    sampler.timesteps()[i] as f32,
+                    sampler.input_scale(i) as f32,
+                    a,
+                    b,
+                ];
+                row.extend(sampler.coefficients(i).iter().map(|&v| v as f32));
+                row
+            })
+            .collect();
+        let table = StepTable::new(gpu, &rows)?;
+
+        // Step noise, drawn up front (in chunks) in the generator's order.
+        let row_of: Vec<Option<usize>> = {
+            let mut k = 0;
+            (0..total)
+                .map(|i| {
+                    (i >= first && sampler.needs_noise(i)).then(|| {
+                        k += 1;
+                        k - 1
+                    })
+                })
+                .collect()
+        };
+        let noise_rows = row_of.iter().flatten().count();
+        let noise = if noise_rows == 0 {
+            None
+        } else {
+            let per = n * c * h * w;
+            let rows_per_chunk = (NOISE_CHUNK_BYTES / (4 * per)).clamp(1, noise_rows);
+            let buffers = if rows_per_chunk < noise_rows { 2 } else { 1 };
+            let chunks = (0..buffers)
+                .map(|_| Tensor::empty(gpu, &[rows_per_chunk * per], DType::F32, "step noise"))
+                .collect::<Result<Vec<_>>>()?;
+            Some(NoiseFeed {
+                generator,
+                slot: Tensor::zeros(gpu, &[n, h, w, c], DType::F32, "step noise slot")?,
+                chunks,
+                rows_per_chunk,
+                row_of,
+                held: vec![None; buffers],
+                rows: noise_rows,
+                chw: (c, h, w),
+            })
+        };
+
+        // Record the step once.
+        let record_clock = std::time::Instant::now();
+        let mut persistent = vec![context.clone()];
+        let mut rec = Recorder::new(gpu);
+        let step_checks = 3u32;
+        let base = guard.reserve_steps(total, step_checks as usize, |i, k| {
+            let step = i + 1 - first.min(i);
+            let t = sampler.timesteps()[i];
+            match k {
+                0 => format!("the U-Net's output at step {step} (timestep {t})"),
+                1 => format!(
+                    "classifier-free guidance at step {step} (scale {})",
+                    req.guidance
+                ),
+                _ => format!("the {kind:?} sampler's update at step {step}"),
+            }
+        });
+        let check = |rec: &mut Recorder<'_>, x: &Tensor, k: u32, guard: &FiniteGuard| {
+            ops::flag_nonfinite_step(rec, x, guard.flag(), base + k, &table, step_checks)
+        };
+        let xin = ops::table_combine(&mut rec, &table, &[(SCALE_COL, &x)], None)?;
+        // 9-channel inpainting U-Net: [latents, mask, masked-image latents] per pixel.
+        let xin = match inpaint.as_ref().and_then(|p| p.extra.as_ref()) {
+            Some(e) => {
+                persistent.push(e.clone());
+                ops::concat_channels(&mut rec, &xin.reshape(&[n * h * w, c])?, e)?
+                    .reshape(&[n, h, w, self.unet.config.in_channels])?
+            }
+            None => xin,
+        };
+        let rows_in = if guided { 2 * n } else { n };
+        let ones = Tensor::from_f32(gpu, &vec![1.0; rows_in], &[rows_in], DType::F32, "ones")?;
+        let t = ops::table_combine(&mut rec, &table, &[(T_COL, &ones)], None)?;
+        persistent.push(ones);
+        let m = if guided {
+            // Batch 2n: [uncond × n; cond × n], as diffusers concatenates them.
+            let ci = xin.shape()[3];
+            let numel = xin.numel();
+            let flat = xin.reshape(&[1, numel])?;
+            let x2 = ops::concat_channels(&mut rec, &flat, &flat)?.reshape(&[2 * n, h, w, ci])?;
+            let eps = self.unet.forward_t(&mut rec, &x2, &t, &context)?;
+            check(&mut rec, &eps, 0, &guard)?;
+            let (u, cnd) = (eps.narrow0(0, n)?, eps.narrow0(n, n)?);
+            let g = req.guidance;
+            let m = ops::lincomb(&mut rec, &[(1.0 - g, &u), (g, &cnd)])?;
+            check(&mut rec, &m, 1, &guard)?;
+            m
+        } else {
+            let eps = self.unet.forward_t(&mut rec, &xin, &t, &context)?;
+            check(&mut rec, &eps, 0, &guard)?;
+            eps
+        };
+        // The sampler's program over the device table.
+        let program = sampler.program().clone();
+        let states: Vec<Tensor> = (0..program.states)
+            .map(|_| Tensor::zeros(gpu, &[n, h, w, c], DType::F32, "sampler state"))
+            .collect::<Result<_>>()?;
+        let noise_slot = noise.as_ref().map(|f| f.slot.clone());
+        let mut tmps: Vec<Tensor> = Vec::new();
+        let mut col = SAMPLER_COL;
+        {
+            let pick = |s: Slot, tmps: &[Tensor]| -> Result<Tensor> {
+                Ok(match s {
+                    Slot::X => x.clone(),
+                    Slot::Model => m.clone(),
+                    Slot::Noise => noise_slot.clone().ok_or_else(|| {
+                        Error::unsupported("sampler", "the program reads noise it never draws")
+                    })?,
+                    Slot::State(k) => states[k].clone(),
+                    Slot::Tmp(k) => tmps[k].clone(),
+                })
+            };
+            for cmb in &program.combines {
+                let srcs: Vec<Tensor> = cmb
+                    .terms
+                    .iter()
+                    .map(|s| pick(*s, &tmps))
+                    .collect::<Result<_>>()?;
+                let terms: Vec<(usize, &Tensor)> =
+                    srcs.iter().enumerate().map(|(k, t)| (col + k, t)).collect();
+                col += srcs.len();
+                let y = ops::table_combine(&mut rec, &table, &terms, cmb.clamp.map(|r| r as f32))?;
+                tmps.push(y);
+            }
+            let out = pick(program.output, &tmps)?;
+            check(&mut rec, &out, 2, &guard)?;
+            for &(k, s) in &program.updates {
+                ops::copy_into(&mut rec, &table, &pick(s, &tmps)?, &states[k])?;
+            }
+            // 4-channel inpainting: the known region back from the image, noised to the next
+            // step's level (exactly the image after the last step).
+            let out = match inpaint.as_ref().and_then(|p| p.blend.as_ref()) {
+                Some([mask, img, z]) => {
+                    persistent.extend([mask.clone(), img.clone(), z.clone()]);
+                    ops::table_blend(
+                        &mut rec,
+                        &table,
+                        &out,
+                        mask,
+                        img,
+                        z,
+                        [BLEND_A_COL, BLEND_B_COL],
+                    )?
+                }
+                None => out,
+            };
+            ops::copy_into(&mut rec, &table, &out, &x)?;
+        }
+        drop(tmps);
+        drop(m);
+        persistent.extend(states);
+        persistent.extend(noise_slot);
+        let plan = Plan::capture(&mut rec)?;
+        timings.plan_record = record_clock.elapsed();
+        timings.plan_dispatches = plan.len();
+        timings.sampling = clock.elapsed();
+        let steps = total - first;
+        Ok(Generation {
+            pipe: self,
+            gpu,
+            req: req.clone(),
+            kind,
+            first,
+            total,
+            timesteps: sampler.timesteps().to_vec(),
+            next: first,
+            x,
+            plan,
+            table,
+            noise,
+            guard,
+            timings,
+            truncated_tokens,
+            submitted: Vec::with_capacity(steps),
+            previews: Vec::with_capacity(steps),
+            reported: 0,
+            _persistent: persistent,
+            latent_hwc: (h, w, c),
+        })
+    }
+}
+
+impl Generation<'_> {
+    /// Steps this request runs (img2img runs part of the schedule; PNDM one more than
+    /// `steps`).
+    pub fn steps(&self) -> usize {
+        self.total - self.first
+    }
+
+    /// Steps submitted so far.
+    pub fn submitted(&self) -> usize {
+        self.next - self.first
+    }
+
+    /// Whether every step has been submitted.
+    pub fn is_done(&self) -> bool {
+        self.next >= self.total
+    }
+
+    /// The sampler running.
+    pub fn sampler(&self) -> SamplerKind {
+        self.kind
+    }
+
+    /// Encodes the next step into `enc` (the host submits it; steps must be submitted in
+    /// order, and at least once every [`NOISE_CHUNK_BYTES`] of step noise). Returns the step's
+    /// number (1-based), or `None` when every step has been encoded.
+    pub fn encode_step(&mut self, enc: &mut wgpu::CommandEncoder) -> Result<Option<usize>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let clock = std::time::Instant::now();
+        let i = self.next;
+        self.table.encode_select(enc, i)?;
+        self.encode_noise(enc, i)?;
+        self.plan.encode(enc);
+        self.next += 1;
+        self.timings.step_record += clock.elapsed();
+        self.timings.step_dispatches += self.plan.len();
+        self.submitted.push(None);
+        self.previews.push(None);
+        Ok(Some(self.submitted()))
+    }
+
+    fn encode_noise(&mut self, enc: &mut wgpu::CommandEncoder, i: usize) -> Result<()> {
+        let gpu = self.gpu;
+        if let Some(feed) = &mut self.noise {
+            if let Some(row) = feed.row_of[i] {
+                let (chunk, off) = feed.locate(gpu, row)?;
+                let bytes = 4 * feed.slot.numel() as u64;
+                enc.copy_buffer_to_buffer(
+                    chunk.buffer().raw(),
+                    chunk.byte_offset() + 4 * off,
+                    feed.slot.buffer().raw(),
+                    feed.slot.byte_offset(),
+                    bytes,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Records and submits the next step without waiting for it (or for earlier ones).
+    /// Returns the step's number (1-based), or `None` when every step has been submitted.
+    pub fn step(&mut self) -> Result<Option<usize>> {
+        if self.is_done() {
+            return Ok(None);
+        }
+        let gpu = self.gpu;
+        let step = self.submitted() + 1;
+        gpu.set_profile_stage(&format!("step {step}"));
+        let index = if gpu.is_simulating() {
+            self.next += 1;
+            self.submitted.push(None);
+            self.previews.push(None);
+            None
+        } else if gpu.profiling() {
+            // Profiled: the row and noise in a submission of their own, then each dispatch
+            // timed in a pass of its own.
+            let mut enc = gpu.device().create_command_encoder(&Default::default());
+            self.encode_step_prefix(&mut enc)?;
+            gpu.queue().submit([enc.finish()]);
+            let clock = std::time::Instant::now();
+            self.plan.submit_profiled(gpu)?;
+            self.timings.step_submit += clock.elapsed();
+            self.next += 1;
+            self.timings.step_dispatches += self.plan.len();
+            self.submitted.push(None);
+            self.previews.push(None);
+            None
+        } else {
+            let mut enc = gpu
+                .device()
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("sd-wgpu step"),
+                });
+            self.encode_step(&mut enc)?;
+            let clock = std::time::Instant::now();
+            let index = gpu.queue().submit([enc.finish()]);
+            self.timings.step_submit += clock.elapsed();
+            Some(index)
+        };
+        if let Some(slot) = self.submitted.last_mut() {
+            *slot = index;
+        }
+        self.guard.after_submit(gpu);
+        let every = self.req.preview_every;
+        if every > 0 && step % every == 0 {
+            let x = &self.x;
+            let bytes = 4 * x.numel().min(self.latent_elems_per_image()) as u64;
+            let read = gpu.read_bytes_async(x.buffer().raw(), x.byte_offset(), bytes, "preview");
+            if let Some(p) = self.previews.last_mut() {
+                *p = Some(read);
+            }
+        }
+        Ok(Some(step))
+    }
+
+    /// The table row and the noise of the next step, in `enc` (the profiled path).
+    fn encode_step_prefix(&mut self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
+        let i = self.next;
+        self.table.encode_select(enc, i)?;
+        self.encode_noise(enc, i)
+    }
+
+    fn latent_elems_per_image(&self) -> usize {
+        let (h, w, c) = self.latent_hwc;
+        h * w * c
+    }
+
+    /// Waits until step `step` (1-based, submitted) has finished on the device and returns
+    /// its progress report (with its preview when one was due). Stops with the non-finite
+    /// error if the flag read so far shows a NaN or Inf.
+    pub fn progress(&mut self, step: usize) -> Result<Progress> {
+        let gpu = self.gpu;
+        if step == 0 || step > self.submitted() {
+            return Err(Error::request(
+                "step",
+                format!("{step} has not been submitted ({} are)", self.submitted()),
+            ));
+        }
+        if !gpu.is_simulating() {
+            match self.submitted[step - 1].clone() {
+                Some(index) => {
+                    gpu.device()
+                        .poll(wgpu::PollType::Wait {
+                            submission_index: Some(index),
+                            timeout: None,
+                        })
+                        .map_err(|e| Error::Device {
+                            context: format!("waiting for step {step}"),
+                            what: e.to_string(),
+                        })?;
+                }
+                None => gpu.wait()?,
+            }
+        }
+        self.guard.poll(gpu)?;
+        let preview = match self.previews[step - 1].take() {
+            Some(mut read) => {
+                let bytes = read.wait(gpu)?;
+                let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+                let (h, w, c) = self.latent_hwc;
+                Some(latent_preview(&v, h, w, c, &self.pipe.latent_rgb))
+            }
+            None => None,
+        };
+        self.reported = self.reported.max(step);
+        Ok(Progress {
+            step,
+            steps: self.steps(),
+            preview,
+        })
+    }
+
+    /// The current latents, NCHW `[n, c, h, w]` (waits for the submitted steps).
+    pub fn latents(&self) -> Result<Vec<f32>> {
+        let (h, w, c) = self.latent_hwc;
+        Ok(nhwc_to_nchw(&self.x.to_vec(self.gpu)?, c, h, w))
+    }
+
+    /// The timestep of step `step` (1-based).
+    pub fn timestep(&self, step: usize) -> Option<f64> {
+        self.timesteps.get(self.first + step.checked_sub(1)?).copied()
+    }
+}
+
+/// Drives `job` to the end, reporting each step to `progress` at most one step late (the
+/// next step is already submitted when a step is reported, so the device never idles on the
+/// host); `false` from `progress` cancels.
+pub(super) fn run_steps(
+    job: &mut Generation<'_>,
+    progress: &mut dyn FnMut(Progress) -> bool,
+) -> Result<()> {
+    let clock = std::time::Instant::now();
+    let mut reported = 0;
+    while let Some(s) = job.step()? {
+        if s >= 2 {
+            let p = job.progress(s - 1)?;
+            reported = s - 1;
+            if !progress(p) {
+                return Err(Error::Cancelled { step: s - 1 });
+            }
+        }
+        if job.gpu.is_simulating() {
+            // A simulation records once; replays allocate nothing more.
+            break;
+        }
+    }
+    let last = job.submitted();
+    if last > reported && !job.gpu.is_simulating() {
+        let p = job.progress(last)?;
+        if !progress(p) {
+            return Err(Error::Cancelled { step: last });
+        }
+    }
+    job.timings.sampling += clock.elapsed();
+    Ok(())
+}
