@@ -10,6 +10,7 @@ mod common;
 mod conv2d;
 mod default_model;
 mod elementwise;
+mod generation;
 mod hardening;
 mod matmul;
 mod norm;

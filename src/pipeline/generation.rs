@@ -24,8 +24,8 @@ const BLEND_A_COL: usize = 2;
 const BLEND_B_COL: usize = 3;
 const SAMPLER_COL: usize = 4;
 
-/// Noise drawn up front is uploaded in chunks of at most this many bytes (two chunks live
-/// when a request needs more than one; most requests need one).
+/// Noise drawn up front is uploaded in chunks of at most this many bytes (most requests
+/// need one chunk: 512², 50 steps, batch 1 is 3.3 MB).
 pub const NOISE_CHUNK_BYTES: usize = 32 << 20;
 
 /// The step noise of stochastic samplers: drawn from the request's generator in diffusers'
@@ -33,29 +33,29 @@ pub const NOISE_CHUNK_BYTES: usize = 32 << 20;
 pub(super) struct NoiseFeed {
     generator: TorchGenerator,
     slot: Tensor,
-    /// Two chunk buffers when the request needs more than one chunk (the steps encoded from
-    /// one may still be in flight while the other is filled), else one.
-    chunks: Vec<Tensor>,
+    chunk: Tensor,
     rows_per_chunk: usize,
     /// Noise row of each step index (`None`: the step draws none).
     row_of: Vec<Option<usize>>,
-    /// The noise row range held by each chunk buffer.
-    held: Vec<Option<std::ops::Range<usize>>>,
+    /// The noise rows the chunk holds.
+    held: Option<std::ops::Range<usize>>,
     rows: usize,
     /// (c, h, w) of one image's latents, for the NCHW → NHWC conversion.
     chw: (usize, usize, usize),
 }
 
 impl NoiseFeed {
-    /// The chunk buffer and element offset holding noise row `row`, filling a chunk first if
-    /// none holds it.
-    fn locate(&mut self, gpu: &Gpu, row: usize) -> Result<(Tensor, u64)> {
+    /// Encodes into `enc` the copy of noise row `row` into the slot, first refilling the
+    /// chunk if it does not hold the row. The refill is itself a copy in `enc` (from a
+    /// staging buffer made with the data), so it lands after every step already encoded —
+    /// any number of steps may share one encoder.
+    fn encode_row(&mut self, gpu: &Gpu, enc: &mut wgpu::CommandEncoder, row: usize) -> Result<()> {
+        use wgpu::util::DeviceExt;
         let per = self.slot.numel();
-        let chunk = row / self.rows_per_chunk;
-        let b = chunk % self.chunks.len();
-        let range = chunk * self.rows_per_chunk..((chunk + 1) * self.rows_per_chunk).min(self.rows);
-        if self.held[b].as_ref() != Some(&range) {
-            if self.held[b].as_ref().is_some_and(|r| r.start > range.start) {
+        let k = row / self.rows_per_chunk;
+        let range = k * self.rows_per_chunk..((k + 1) * self.rows_per_chunk).min(self.rows);
+        if self.held.as_ref() != Some(&range) {
+            if self.held.as_ref().is_some_and(|r| r.start > range.start) {
                 return Err(Error::unsupported(
                     "step noise",
                     format!("noise row {row} requested after later rows"),
@@ -66,18 +66,35 @@ impl NoiseFeed {
             for _ in range.clone() {
                 host.extend(nchw_to_nhwc(&self.generator.randn(per), c, h, w));
             }
-            if !gpu.is_simulating() && !host.is_empty() {
-                let t = &self.chunks[b];
-                gpu.queue().write_buffer(
-                    t.buffer().raw(),
-                    t.byte_offset(),
-                    bytemuck::cast_slice(&host),
+            if !gpu.is_simulating() {
+                let staging = gpu
+                    .device()
+                    .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some("step noise upload"),
+                        contents: bytemuck::cast_slice(&host),
+                        usage: wgpu::BufferUsages::COPY_SRC,
+                    });
+                enc.copy_buffer_to_buffer(
+                    &staging,
+                    0,
+                    self.chunk.buffer().raw(),
+                    self.chunk.byte_offset(),
+                    4 * host.len() as u64,
                 );
             }
-            self.held[b] = Some(range.clone());
+            self.held = Some(range.clone());
         }
-        let t = self.chunks[b].clone();
-        Ok((t, ((row - range.start) * per) as u64))
+        if !gpu.is_simulating() {
+            let off = 4 * ((row - range.start) * per) as u64;
+            enc.copy_buffer_to_buffer(
+                self.chunk.buffer().raw(),
+                self.chunk.byte_offset() + off,
+                self.slot.buffer().raw(),
+                self.slot.byte_offset(),
+                4 * per as u64,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -200,18 +217,14 @@ impl Pipeline {
             None
         } else {
             let per = n * c * h * w;
-            let rows_per_chunk = (NOISE_CHUNK_BYTES / (4 * per)).clamp(1, noise_rows);
-            let buffers = if rows_per_chunk < noise_rows { 2 } else { 1 };
-            let chunks = (0..buffers)
-                .map(|_| Tensor::empty(gpu, &[rows_per_chunk * per], DType::F32, "step noise"))
-                .collect::<Result<Vec<_>>>()?;
+            let rows_per_chunk = (self.noise_chunk_bytes / (4 * per)).clamp(1, noise_rows);
             Some(NoiseFeed {
                 generator,
                 slot: Tensor::zeros(gpu, &[n, h, w, c], DType::F32, "step noise slot")?,
-                chunks,
+                chunk: Tensor::empty(gpu, &[rows_per_chunk * per], DType::F32, "step noise")?,
                 rows_per_chunk,
                 row_of,
-                held: vec![None; buffers],
+                held: None,
                 rows: noise_rows,
                 chw: (c, h, w),
             })
@@ -259,9 +272,16 @@ impl Pipeline {
             let x2 = ops::concat_channels(&mut rec, &flat, &flat)?.reshape(&[2 * n, h, w, ci])?;
             let eps = self.unet.forward_t(&mut rec, &x2, &t, &context)?;
             check(&mut rec, &eps, 0, &guard)?;
-            let (u, cnd) = (eps.narrow0(0, n)?, eps.narrow0(n, n)?);
-            let g = req.guidance;
-            let m = ops::lincomb(&mut rec, &[(1.0 - g, &u), (g, &cnd)])?;
+            // diffusers' `uncond + g·(cond − uncond)` in the fused guidance kernel.
+            let guide = ops::SamplerStep {
+                guidance: Some(req.guidance),
+                a: 0.0,
+                b: 1.0,
+                c: 0.0,
+                d: 0.0,
+            };
+            let u = eps.narrow0(0, n)?;
+            let (m, _) = ops::sampler_step(&mut rec, &u, &eps, None, None, guide, false)?;
             check(&mut rec, &m, 1, &guard)?;
             m
         } else {
@@ -381,9 +401,9 @@ impl Generation<'_> {
         self.kind
     }
 
-    /// Encodes the next step into `enc` (the host submits it; steps must be submitted in
-    /// order, and at least once every [`NOISE_CHUNK_BYTES`] of step noise). Returns the step's
-    /// number (1-based), or `None` when every step has been encoded.
+    /// Encodes the next step into `enc` (the host submits it; encoders in the order their
+    /// steps were encoded; any number of steps per encoder). Returns the step's number
+    /// (1-based), or `None` when every step has been encoded.
     pub fn encode_step(&mut self, enc: &mut wgpu::CommandEncoder) -> Result<Option<usize>> {
         if self.is_done() {
             return Ok(None);
@@ -405,15 +425,7 @@ impl Generation<'_> {
         let gpu = self.gpu;
         if let Some(feed) = &mut self.noise {
             if let Some(row) = feed.row_of[i] {
-                let (chunk, off) = feed.locate(gpu, row)?;
-                let bytes = 4 * feed.slot.numel() as u64;
-                enc.copy_buffer_to_buffer(
-                    chunk.buffer().raw(),
-                    chunk.byte_offset() + 4 * off,
-                    feed.slot.buffer().raw(),
-                    feed.slot.byte_offset(),
-                    bytes,
-                );
+                feed.encode_row(gpu, enc, row)?;
             }
         }
         Ok(())

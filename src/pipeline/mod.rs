@@ -49,6 +49,8 @@ pub struct Pipeline {
     encoder: std::sync::OnceLock<VaeEncoder>,
     /// The step previews' latent → RGB map.
     pub latent_rgb: LatentRgb,
+    /// Step noise is uploaded in chunks of at most this many bytes ([`NOISE_CHUNK_BYTES`]).
+    pub noise_chunk_bytes: usize,
 }
 
 /// What image-to-image starts from (diffusers' `StableDiffusionImg2ImgPipeline`).
@@ -390,6 +392,7 @@ impl Pipeline {
             dtype,
             encoder: std::sync::OnceLock::new(),
             latent_rgb,
+            noise_chunk_bytes: NOISE_CHUNK_BYTES,
         })
     }
 
