@@ -1,7 +1,9 @@
-//! A host application that owns its wgpu device: it hands the device to the engine, has the
-//! engine generate straight into one of its textures (no CPU readback), and draws that texture
-//! with its own render pass. Headless here: the frame (4× the image, nearest filtering) is then
-//! read back and written as a PNG.
+//! A host application that owns its wgpu device: it hands the device to the engine and runs
+//! a frame loop in which every frame encodes one denoising step (`Generation::encode_step`)
+//! and then its own render pass into the same command encoder, one submission per frame —
+//! the engine never blocks the loop. After the last step the engine decodes straight into one
+//! of the host's textures (no CPU readback), which the host draws. Headless here: the final
+//! frame (4× the image, nearest filtering) is read back and written as a PNG.
 //!
 //!     cargo run --release --example texture_host -- ["a blue dress"] [frame.png]
 //!
@@ -16,9 +18,20 @@ use std::path::{Path, PathBuf};
 
 const ZOOM: u32 = 4;
 
-/// Generates `prompt` into a texture, draws it into a frame ZOOM× larger, returns the frame's
-/// RGBA8 bytes and its side, and the engine's own host-side image for comparison.
-fn render(prompt: &str, seed: u64) -> Result<(Vec<u8>, u32, Vec<f32>)> {
+/// What [`render`] returns: the final frame's RGBA8 bytes and side, the frames drawn while
+/// the steps ran, and the engine's own `generate` output for the same request.
+struct Rendered {
+    frame: Vec<u8>,
+    side: u32,
+    frames: usize,
+    steps: usize,
+    latents: Vec<f32>,
+    host: sd_wgpu::pipeline::Output,
+}
+
+/// Generates `prompt` one step per frame of the host's loop, decodes it into a texture, draws
+/// it into a frame ZOOM× larger.
+fn render(prompt: &str, seed: u64) -> Result<Rendered> {
     // The host's device, made the plain wgpu way.
     let instance =
         wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
@@ -53,9 +66,8 @@ fn render(prompt: &str, seed: u64) -> Result<(Vec<u8>, u32, Vec<f32>)> {
         usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
         view_formats: &[],
     });
-    pipe.generate_to_texture(&gpu, &req, &mut |_| true, &texture)?;
-    // The same request to host memory, for the comparison in the test.
-    let host = pipe.generate(&gpu, &req, &mut |_| true)?.image;
+    // The same request through `generate` to host memory, for the comparison in the test.
+    let host = pipe.generate(&gpu, &req, &mut |_| true)?;
 
     // The host's render pass: a full-screen triangle sampling the texture.
     let frame_side = side * ZOOM;
@@ -123,8 +135,7 @@ fn render(prompt: &str, seed: u64) -> Result<(Vec<u8>, u32, Vec<f32>)> {
         usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
         mapped_at_creation: false,
     });
-    let mut enc = device.create_command_encoder(&Default::default());
-    {
+    let draw = |enc: &mut wgpu::CommandEncoder| {
         let mut pass = enc.begin_render_pass(&wgpu::RenderPassDescriptor {
             label: Some("blit"),
             color_attachments: &[Some(wgpu::RenderPassColorAttachment {
@@ -141,7 +152,24 @@ fn render(prompt: &str, seed: u64) -> Result<(Vec<u8>, u32, Vec<f32>)> {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind, &[]);
         pass.draw(0..3, 0..1);
+    };
+
+    // The frame loop: one denoising step and one frame of the host's per submission.
+    let mut job = pipe.start(&gpu, &req)?;
+    let steps = job.steps();
+    let mut frames = 0;
+    while !job.is_done() {
+        let mut enc = device.create_command_encoder(&Default::default());
+        job.encode_step(&mut enc)?;
+        draw(&mut enc);
+        queue.submit([enc.finish()]);
+        frames += 1;
     }
+    let latents = job.latents()?;
+    job.finish_to_texture(&texture)?;
+
+    let mut enc = device.create_command_encoder(&Default::default());
+    draw(&mut enc);
     enc.copy_texture_to_buffer(
         frame.as_image_copy(),
         wgpu::TexelCopyBufferInfo {
@@ -157,8 +185,15 @@ fn render(prompt: &str, seed: u64) -> Result<(Vec<u8>, u32, Vec<f32>)> {
     queue.submit([enc.finish()]);
     readback.slice(..).map_async(wgpu::MapMode::Read, |_| {});
     device.poll(wgpu::PollType::wait_indefinitely())?;
-    let bytes = readback.slice(..).get_mapped_range()?.to_vec();
-    Ok((bytes, frame_side, host))
+    let frame = readback.slice(..).get_mapped_range()?.to_vec();
+    Ok(Rendered {
+        frame,
+        side: frame_side,
+        frames,
+        steps,
+        latents,
+        host,
+    })
 }
 
 fn write_frame(path: &Path, rgba: &[u8], side: u32) -> Result<()> {
@@ -179,9 +214,13 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let prompt = args.first().map_or("a red sneaker", String::as_str);
     let out = PathBuf::from(args.get(1).map_or("frame.png", String::as_str));
-    let (rgba, side, _) = render(prompt, 0)?;
-    write_frame(&out, &rgba, side)?;
-    println!("drew `{prompt}` through a texture; wrote {}", out.display());
+    let r = render(prompt, 0)?;
+    write_frame(&out, &r.frame, r.side)?;
+    println!(
+        "drew `{prompt}` over {} frames (one step each) and through a texture; wrote {}",
+        r.frames,
+        out.display()
+    );
     Ok(())
 }
 
@@ -189,9 +228,10 @@ fn main() -> Result<()> {
 mod tests {
     use super::*;
 
-    /// The frame drawn from the engine's texture is the engine's image, 4× nearest (within 1
-    /// of 255 for the sRGB decode/encode round trip), in the prompted colour; the blit shader
-    /// validates with naga.
+    /// One frame per step; the latents after the frame loop are `generate`'s; the frame drawn
+    /// from the engine's texture is `generate`'s image, 4× nearest (within 1 of 255 for the
+    /// sRGB decode/encode round trip), in the prompted colour; the blit shader validates with
+    /// naga.
     #[test]
     fn frame_from_the_texture_is_the_generated_image() {
         let module = naga::front::wgsl::parse_str(include_str!("blit.wgsl")).unwrap();
@@ -202,8 +242,12 @@ mod tests {
         .validate(&module)
         .unwrap();
 
-        let (rgba, side, host) = render("a red sneaker", 0)
+        let r = render("a red sneaker", 0)
             .unwrap_or_else(|e| panic!("needs a wgpu adapter (mesa-vulkan-drivers): {e}"));
+        assert_eq!(r.frames, r.steps);
+        assert_eq!(r.steps, r.host.steps_run);
+        assert_eq!(r.latents, r.host.latents, "latents after the frame loop");
+        let (rgba, side, host) = (r.frame, r.side, r.host.image);
         let path = std::env::temp_dir().join(format!("sd-wgpu-frame-{}.png", std::process::id()));
         write_frame(&path, &rgba, side).unwrap();
         let (w, h, png) = sd_wgpu::imageio::read_image_rgb(&path).unwrap();
