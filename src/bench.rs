@@ -169,12 +169,15 @@ pub struct BenchReport {
     /// ([`crate::models::unet::UNetConfig::flops_per_image`]).
     pub unet_flop_per_step: f64,
     pub achieved_tflops: f64,
-    /// Host time spent recording a step's work (ops, dispatch records, step noise).
+    /// Host time spent encoding a step (table row, step noise, the plan's pass).
     pub cpu_record_s_per_step: f64,
-    /// Host time in submitting a step (encoding and `queue.submit`; on CPU devices this can
-    /// include executing it).
+    /// Host time in `queue.submit` per step (on CPU devices this can include executing
+    /// work).
     pub cpu_submit_s_per_step: f64,
     pub dispatches_per_step: f64,
+    /// Host time recording the step plan, once per request (ops, dispatch records, bind
+    /// groups).
+    pub plan_record_s: f64,
     /// Peak device memory the engine held during the measured run (weights included).
     pub peak_device_bytes: u64,
     pub weight_bytes: u64,
@@ -291,6 +294,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         cpu_record_s_per_step: t.step_record.as_secs_f64() / steps,
         cpu_submit_s_per_step: t.step_submit.as_secs_f64() / steps,
         dispatches_per_step: t.step_dispatches as f64 / steps,
+        plan_record_s: t.plan_record.as_secs_f64(),
         peak_device_bytes,
         weight_bytes,
         profile,
@@ -323,6 +327,7 @@ impl BenchReport {
             "cpu_record_s_per_step": self.cpu_record_s_per_step,
             "cpu_submit_s_per_step": self.cpu_submit_s_per_step,
             "dispatches_per_step": self.dispatches_per_step,
+            "plan_record_s": self.plan_record_s,
             "peak_device_bytes": self.peak_device_bytes,
             "weight_bytes": self.weight_bytes,
             "profile": self.profile.as_ref().map(Profile::to_json),
@@ -372,11 +377,13 @@ impl BenchReport {
             (
                 "host per step",
                 format!(
-                    "{:.2} ms recording ({:.1} % of the step), {:.2} ms submitting, {:.0} dispatches",
+                    "{:.3} ms encoding ({:.2} % of the step), {:.2} ms submitting, {:.0} dispatches \
+                     (the plan: recorded once in {:.1} ms)",
                     1e3 * self.cpu_record_s_per_step,
                     100.0 * self.cpu_record_s_per_step / self.s_per_step,
                     1e3 * self.cpu_submit_s_per_step,
-                    self.dispatches_per_step
+                    self.dispatches_per_step,
+                    1e3 * self.plan_record_s
                 ),
             ),
             (

@@ -222,21 +222,8 @@ pub struct Gpu {
     budget: std::sync::Mutex<Option<MemoryBudget>>,
     /// Per-dispatch timing while profiling ([`Gpu::set_profiling`]).
     profiler: std::sync::Mutex<Option<profile::Profiler>>,
-    /// Weights uploaded from checkpoint files, by file region and layout: a second pipeline
-    /// loading the same file gets the same buffers (held weakly: dropped pipelines free them).
-    pub(crate) weight_cache:
-        std::sync::Mutex<std::collections::HashMap<WeightKey, crate::tensor::WeakTensor>>,
-}
-
-/// A weight on the device: the file, the tensor's byte range in it, and how it was laid out.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct WeightKey {
-    pub file: std::path::PathBuf,
-    pub stamp: (u64, Option<std::time::SystemTime>),
-    pub bytes: (usize, usize),
-    pub relayout: u8,
-    pub dtype: crate::DType,
-    pub shape: Vec<usize>,
+    /// Unique for the process's lifetime (caches keyed by device use it, never an address).
+    uid: u64,
 }
 
 /// One adapter as `sd-wgpu info` shows it.
@@ -413,7 +400,10 @@ impl Gpu {
             gemm,
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
-            weight_cache: Default::default(),
+            uid: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             device,
             queue,
             info,
@@ -492,6 +482,11 @@ impl Gpu {
 
     fn id(&self) -> usize {
         self as *const Self as usize
+    }
+
+    /// An identifier no other `Gpu` of this process has (caches keyed by device use it).
+    pub fn uid(&self) -> u64 {
+        self.uid
     }
 
     /// Whether this thread is inside [`Gpu::simulate`] for this device.

@@ -9,6 +9,7 @@ use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+mod cache;
 pub mod single_file;
 
 /// One memory-mapped safetensors file and its parsed header.
@@ -424,7 +425,8 @@ impl Weights {
             (WeightDType::F16, _) | (WeightDType::Auto, Dtype::F16) => DType::F16,
             _ => DType::F32,
         };
-        let key = self.share.then(|| crate::gpu::WeightKey {
+        let key = self.share.then(|| cache::WeightKey {
+            gpu: gpu.uid(),
             file: t.identity.0.clone(),
             stamp: (t.identity.1, t.identity.2),
             bytes: (t.file_offset, t.bytes.len()),
@@ -432,11 +434,8 @@ impl Weights {
             dtype,
             shape: shape.to_vec(),
         });
-        if let Some(k) = &key {
-            let cache = gpu.weight_cache.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(hit) = cache.get(k).and_then(|w| w.upgrade()) {
-                return Ok(hit);
-            }
+        if let Some(hit) = key.as_ref().and_then(cache::lookup) {
+            return Ok(hit);
         }
         let values = to_f32(&t)?;
         let (values, gpu_shape) = match (relayout, shape) {
@@ -468,9 +467,7 @@ impl Weights {
         }
         let tensor = Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)?;
         if let Some(k) = key {
-            let mut cache = gpu.weight_cache.lock().unwrap_or_else(|e| e.into_inner());
-            cache.retain(|_, w| w.upgrade().is_some());
-            cache.insert(k, crate::tensor::WeakTensor::of(&tensor));
+            cache::insert(k, &tensor);
         }
         Ok(tensor)
     }

@@ -1,0 +1,39 @@
+//! Weights already on a device, by file region and layout: a second pipeline loading the same
+//! file on the same [`Gpu`](crate::gpu::Gpu) gets the same buffers. Entries are weak, so a
+//! dropped pipeline frees its weights; the device is named by its process-unique
+//! [`Gpu::uid`](crate::gpu::Gpu::uid).
+
+use crate::tensor::{DType, Tensor, WeakTensor};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+/// A weight on a device: the device, the file, the tensor's byte range in it, and how it was
+/// laid out.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct WeightKey {
+    pub gpu: u64,
+    pub file: std::path::PathBuf,
+    pub stamp: (u64, Option<std::time::SystemTime>),
+    pub bytes: (usize, usize),
+    pub relayout: u8,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+fn cache() -> &'static Mutex<HashMap<WeightKey, WeakTensor>> {
+    static CACHE: OnceLock<Mutex<HashMap<WeightKey, WeakTensor>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+/// The live tensor uploaded under `key`, if any.
+pub(crate) fn lookup(key: &WeightKey) -> Option<Tensor> {
+    let map = cache().lock().unwrap_or_else(|e| e.into_inner());
+    map.get(key).and_then(WeakTensor::upgrade)
+}
+
+/// Records `tensor` under `key` (and forgets entries whose tensors are gone).
+pub(crate) fn insert(key: WeightKey, tensor: &Tensor) {
+    let mut map = cache().lock().unwrap_or_else(|e| e.into_inner());
+    map.retain(|_, w| w.upgrade().is_some());
+    map.insert(key, WeakTensor::of(tensor));
+}
