@@ -100,6 +100,31 @@ fn elementwise(c: &mut Criterion) {
             ops::sampler_step(rec, &lat, &eps, None, None, step, false).expect("step");
         },
     );
+    // A recorded step's table-driven sampler combination (4 latent terms) and a weight made on
+    // the device (`bench`'s synthetic weights).
+    let table = ops::StepTable::new(common::gpu(), &[vec![0.5; 8], vec![0.25; 8]]).expect("table");
+    let terms = [&lat, &lat, &lat, &lat];
+    bench(
+        c,
+        "elementwise",
+        "table_combine 4 terms 64x64x4",
+        Work::Bytes(5 * 4 * 16384),
+        |rec| {
+            let t: Vec<(usize, &sd_wgpu::Tensor)> =
+                terms.iter().enumerate().map(|(k, t)| (k, *t)).collect();
+            ops::table_combine(rec, &table, &t, None).expect("table_combine");
+        },
+    );
+    let w = tensor(&[3, 3, 320, 320], DType::F16, 11);
+    bench(
+        c,
+        "elementwise",
+        "random_fill f16 3x3x320x320",
+        Work::Bytes(2 * 9 * 320 * 320),
+        |rec| {
+            ops::random_fill(rec, &w, 7, 0.02, 0.0).expect("random_fill");
+        },
+    );
     let img = tensor(&[512, 512, 3], DType::F32, 8);
     bench(
         c,

@@ -217,8 +217,16 @@ fn main() -> Result<()> {
     let r = render(prompt, 0)?;
     write_frame(&out, &r.frame, r.side)?;
     println!(
-        "drew `{prompt}` over {} frames (one step each) and through a texture; wrote {}",
+        "drew `{prompt}` over {} frames ({} steps, one per frame) and through a texture; \
+         latents {} generate's ({} image values); wrote {}",
         r.frames,
+        r.steps,
+        if r.latents == r.host.latents {
+            "equal"
+        } else {
+            "differ from"
+        },
+        r.host.image.len(),
         out.display()
     );
     Ok(())

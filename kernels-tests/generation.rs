@@ -98,4 +98,3 @@ fn step_api_and_host_encoders_give_generates_image() {
     let e = job.progress(1).unwrap_err().to_string();
     assert!(e.contains("has not been submitted"), "{e}");
 }
-

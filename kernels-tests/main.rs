@@ -17,6 +17,7 @@ mod norm;
 mod pipeline;
 mod runtime;
 mod sampler;
+mod step_ops;
 mod unet;
 mod vae;
 mod weights;

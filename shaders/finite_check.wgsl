@@ -21,7 +21,9 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<u32>;
 @group(0) @binding(2) var<storage, read_write> flag: array<atomic<u32>>;
+#if STEP
 @group(0) @binding(3) var<storage, read> table: array<u32>;
+#endif
 
 @compute @workgroup_size(WG)
 fn main(
@@ -36,6 +38,7 @@ fn main(
     }
 }
 
+#if STEP
 @compute @workgroup_size(WG)
 fn main_step(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -48,3 +51,4 @@ fn main_step(
         atomicMin(&flag[p.flag_off], p.code + table[p.table_off] * p.stride);
     }
 }
+#endif

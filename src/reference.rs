@@ -414,6 +414,28 @@ pub fn to_rgba8(x: &[f32], h: usize, w: usize, row: usize, swap_rb: bool) -> Vec
     out
 }
 
+/// `ops::table_combine`: `Σ row[kᵢ] · tᵢ[j]` per element j, optionally clamped to ±r (f64
+/// accumulation).
+pub fn table_combine(row: &[f32], terms: &[(usize, &[f32])], clamp: Option<f32>) -> Vec<f32> {
+    let n = terms.first().map_or(0, |t| t.1.len());
+    (0..n)
+        .map(|j| {
+            let v = terms
+                .iter()
+                .map(|&(k, t)| f64::from(row[k]) * f64::from(t[j]))
+                .sum::<f64>() as f32;
+            clamp.map_or(v, |r| v.clamp(-r, r))
+        })
+        .collect()
+}
+
+/// `ops::table_blend`: `m·x + (1 − m)·(a·img + b·noise)` per element.
+pub fn table_blend(x: &[f32], m: &[f32], img: &[f32], noise: &[f32], a: f32, b: f32) -> Vec<f32> {
+    (0..x.len())
+        .map(|j| m[j] * x[j] + (1.0 - m[j]) * (a * img[j] + b * noise[j]))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,7 +50,14 @@ pub const SOURCES: &[(&str, &str)] = &[
         "sampler_step.wgsl",
         include_str!("../shaders/sampler_step.wgsl"),
     ),
-    ("step_table.wgsl", include_str!("../shaders/step_table.wgsl")),
+    (
+        "random_fill.wgsl",
+        include_str!("../shaders/random_fill.wgsl"),
+    ),
+    (
+        "step_table.wgsl",
+        include_str!("../shaders/step_table.wgsl"),
+    ),
     ("to_rgba8.wgsl", include_str!("../shaders/to_rgba8.wgsl")),
     (
         "finite_check.wgsl",

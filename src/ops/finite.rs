@@ -4,10 +4,10 @@
 //! step, and after decoding, and reads the flag without stalling the GPU
 //! ([`crate::pipeline`]'s guard).
 
+use super::step_table::StepTable;
 use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
-use super::step_table::StepTable;
 use crate::tensor::Tensor;
 
 /// The flag's value while no stage has produced a non-finite value.
@@ -36,7 +36,11 @@ fn key(step: bool) -> KernelKey {
     KernelKey {
         shader: "finite_check.wgsl",
         entry: if step { "main_step" } else { "main" },
-        defines: vec![],
+        defines: if step {
+            vec![crate::shaders::Define::Flag("STEP")]
+        } else {
+            vec![]
+        },
         overrides: vec![("WG", WG)],
         bindings,
         params_size: std::mem::size_of::<FiniteParams>() as u64,

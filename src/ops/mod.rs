@@ -10,6 +10,7 @@ pub mod elementwise;
 pub mod finite;
 pub mod matmul;
 pub mod norm;
+pub mod random;
 pub mod sampler;
 pub mod step_table;
 
@@ -22,6 +23,7 @@ pub use elementwise::{
 pub use finite::{flag_nonfinite, flag_nonfinite_step};
 pub use matmul::{linear, matmul};
 pub use norm::{group_norm, layer_norm};
+pub use random::random_fill;
 pub use sampler::{SamplerStep, lincomb, sampler_step};
 pub use step_table::{StepTable, copy_into, table_blend, table_combine};
 
@@ -40,6 +42,7 @@ pub fn all_kernel_keys() -> Vec<KernelKey> {
     v.extend(finite::kernel_keys());
     v.extend(sampler::kernel_keys());
     v.extend(step_table::kernel_keys());
+    v.extend(random::kernel_keys());
     v
 }
 

@@ -187,9 +187,9 @@ fn dispatch(
     let tb = table.table.bind(gpu, op)?;
     let mut ranges = vec![tb.range];
     let mut off = [0u32; 4];
-    for k in 0..4 {
+    for (k, o) in off.iter_mut().enumerate() {
         let b = srcs.get(k).copied().unwrap_or(srcs[0]).bind(gpu, op)?;
-        off[k] = b.elem_offset;
+        *o = b.elem_offset;
         ranges.push(b.range);
     }
     let yb = y.bind(gpu, op)?;
@@ -254,7 +254,16 @@ pub fn table_blend(
     same_size(OP, x, &[mask, img, noise])?;
     let cidx = [coef_index(OP, table, ka)?, coef_index(OP, table, kb)?, 0, 0];
     let y = Tensor::empty_in(rec, x.shape(), DType::F32, "table_blend.out")?;
-    dispatch(rec, OP, "blend", table, &[x, mask, img, noise], cidx, None, &y)?;
+    dispatch(
+        rec,
+        OP,
+        "blend",
+        table,
+        &[x, mask, img, noise],
+        cidx,
+        None,
+        &y,
+    )?;
     Ok(y)
 }
 

@@ -88,11 +88,11 @@ impl Generation<'_> {
             guard.finish(gpu)?;
             // A simulation only sizes the run: nothing to copy.
             if !gpu.is_simulating() {
-                let mut enc = gpu
-                    .device()
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("sd-wgpu texture output"),
-                    });
+                let mut enc =
+                    gpu.device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("sd-wgpu texture output"),
+                        });
                 enc.copy_buffer_to_texture(
                     wgpu::TexelCopyBufferInfo {
                         buffer: texels.buffer().raw(),

@@ -252,14 +252,15 @@ impl Pipeline {
         };
         let xin = ops::table_combine(&mut rec, &table, &[(SCALE_COL, &x)], None)?;
         // 9-channel inpainting U-Net: [latents, mask, masked-image latents] per pixel.
-        let xin = match inpaint.as_ref().and_then(|p| p.extra.as_ref()) {
-            Some(e) => {
-                persistent.push(e.clone());
-                ops::concat_channels(&mut rec, &xin.reshape(&[n * h * w, c])?, e)?
-                    .reshape(&[n, h, w, self.unet.config.in_channels])?
-            }
-            None => xin,
-        };
+        let xin =
+            match inpaint.as_ref().and_then(|p| p.extra.as_ref()) {
+                Some(e) => {
+                    persistent.push(e.clone());
+                    ops::concat_channels(&mut rec, &xin.reshape(&[n * h * w, c])?, e)?
+                        .reshape(&[n, h, w, self.unet.config.in_channels])?
+                }
+                None => xin,
+            };
         let rows_in = if guided { 2 * n } else { n };
         let ones = Tensor::from_f32(gpu, &vec![1.0; rows_in], &[rows_in], DType::F32, "ones")?;
         let t = ops::table_combine(&mut rec, &table, &[(T_COL, &ones)], None)?;
@@ -552,7 +553,9 @@ impl Generation<'_> {
 
     /// The timestep of step `step` (1-based).
     pub fn timestep(&self, step: usize) -> Option<f64> {
-        self.timesteps.get(self.first + step.checked_sub(1)?).copied()
+        self.timesteps
+            .get(self.first + step.checked_sub(1)?)
+            .copied()
     }
 }
 

@@ -23,8 +23,8 @@ mod prepare;
 mod preview;
 mod validate;
 
-use guard::FiniteGuard;
 pub use generation::{Generation, NOISE_CHUNK_BYTES};
+use guard::FiniteGuard;
 pub use memory::MemoryEstimate;
 pub use preview::{LatentRgb, Preview, latent_preview};
 pub use validate::{MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_BYTES, MAX_SIDE_PX};
@@ -473,42 +473,41 @@ impl Pipeline {
 
 /// What [`Pipeline::generate_to_texture`] needs of a texture.
 fn check_texture(texture: &wgpu::Texture, req: &Request) -> Result<()> {
-        use wgpu::TextureFormat as F;
-        const OP: &str = "texture output";
-        let bad = |what: String| Error::unsupported(OP, what);
-        let size = texture.size();
-        if texture.dimension() != wgpu::TextureDimension::D2
-            || (size.width as usize, size.height as usize) != (req.width, req.height)
-            || size.depth_or_array_layers != 1
-        {
-            return Err(bad(format!(
-                "texture {}x{}x{} ({:?}), the request is {}x{} (2-D, one layer)",
-                size.width,
-                size.height,
-                size.depth_or_array_layers,
-                texture.dimension(),
-                req.width,
-                req.height
-            )));
-        }
-        if !matches!(
-            texture.format(),
-            F::Rgba8Unorm | F::Rgba8UnormSrgb | F::Bgra8Unorm | F::Bgra8UnormSrgb
-        ) {
-            return Err(bad(format!(
-                "format {:?} (Rgba8Unorm(Srgb) or Bgra8Unorm(Srgb))",
-                texture.format()
-            )));
-        }
-        if !texture.usage().contains(wgpu::TextureUsages::COPY_DST) {
-            return Err(bad("the texture needs TextureUsages::COPY_DST".into()));
-        }
-        if req.batch_size != 1 {
-            return Err(bad(format!(
-                "batch size {} (one image per texture)",
-                req.batch_size
-            )));
-        }
+    use wgpu::TextureFormat as F;
+    const OP: &str = "texture output";
+    let bad = |what: String| Error::unsupported(OP, what);
+    let size = texture.size();
+    if texture.dimension() != wgpu::TextureDimension::D2
+        || (size.width as usize, size.height as usize) != (req.width, req.height)
+        || size.depth_or_array_layers != 1
+    {
+        return Err(bad(format!(
+            "texture {}x{}x{} ({:?}), the request is {}x{} (2-D, one layer)",
+            size.width,
+            size.height,
+            size.depth_or_array_layers,
+            texture.dimension(),
+            req.width,
+            req.height
+        )));
+    }
+    if !matches!(
+        texture.format(),
+        F::Rgba8Unorm | F::Rgba8UnormSrgb | F::Bgra8Unorm | F::Bgra8UnormSrgb
+    ) {
+        return Err(bad(format!(
+            "format {:?} (Rgba8Unorm(Srgb) or Bgra8Unorm(Srgb))",
+            texture.format()
+        )));
+    }
+    if !texture.usage().contains(wgpu::TextureUsages::COPY_DST) {
+        return Err(bad("the texture needs TextureUsages::COPY_DST".into()));
+    }
+    if req.batch_size != 1 {
+        return Err(bad(format!(
+            "batch size {} (one image per texture)",
+            req.batch_size
+        )));
+    }
     Ok(())
 }
-

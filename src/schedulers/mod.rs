@@ -135,7 +135,6 @@ impl SamplerKind {
             Self::Euler | Self::EulerAncestral | Self::DpmPP2M { .. } => Spacing::Linspace,
         }
     }
-
 }
 
 /// What every sampler provides: its schedule, its update as a [`Program`], and the

@@ -65,7 +65,9 @@ impl Program {
             }
             for s in &c.terms {
                 match *s {
-                    Slot::Tmp(j) if j >= k => return bad(format!("combination {k} reads Tmp({j})")),
+                    Slot::Tmp(j) if j >= k => {
+                        return bad(format!("combination {k} reads Tmp({j})"));
+                    }
                     Slot::State(j) if j >= self.states => {
                         return bad(format!("combination {k} reads State({j})"));
                     }

@@ -162,13 +162,11 @@ pub struct Synthetic {
 }
 
 impl Synthetic {
-    /// The values of `name` with PyTorch shape `shape`.
-    pub fn values(&self, name: &str, shape: &[usize]) -> Vec<f32> {
-        let n: usize = shape.iter().product();
+    /// How `name` (PyTorch shape `shape`) is filled: values `offset + scale·(2u − 1)`.
+    pub fn init(name: &str, shape: &[usize]) -> (f32, f32) {
         let leaf = name.rsplit('.').next().unwrap_or(name);
-        let is_norm = shape.len() == 1 && name.contains("norm");
-        if is_norm {
-            return vec![if leaf == "weight" { 1.0 } else { 0.0 }; n];
+        if shape.len() == 1 && name.contains("norm") {
+            return (0.0, if leaf == "weight" { 1.0 } else { 0.0 });
         }
         let bound = if shape.len() == 1 {
             0.02
@@ -177,23 +175,45 @@ impl Synthetic {
         } else {
             1.0 / (shape[1..].iter().product::<usize>().max(1) as f32).sqrt()
         };
-        // splitmix64 over (seed, name): reproducible per tensor, whatever the load order.
-        let mut state = name
-            .bytes()
-            .fold(self.seed ^ 0x9E37_79B9_7F4A_7C15, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-            });
+        (bound, 0.0)
+    }
+
+    /// The fill's key: FNV-1a over the name, mixed with the seed (reproducible per tensor,
+    /// whatever the load order).
+    pub fn key(&self, name: &str) -> u32 {
+        let h = name.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+        });
+        h ^ crate::ops::random::pcg(self.seed as u32 ^ (self.seed >> 32) as u32)
+    }
+
+    /// The values of `name` with PyTorch shape `shape`, on the host: exactly what the
+    /// device fill ([`crate::ops::random_fill`]) writes for it.
+    pub fn values(&self, name: &str, shape: &[usize]) -> Vec<f32> {
+        let n: usize = shape.iter().product();
+        let (scale, offset) = Self::init(name, shape);
+        let key = self.key(name);
         (0..n)
-            .map(|_| {
-                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                let mut z = state;
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                let u = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-                (2.0 * u - 1.0) * bound
-            })
+            .map(|i| crate::ops::random::random_value(key, i as u32, scale, offset))
             .collect()
+    }
+
+    /// `name` made on the device with device shape `gpu_shape` (a re-laid-out weight holds
+    /// the same random values in another order: the distribution is all that matters).
+    fn device_tensor(
+        &self,
+        gpu: &Gpu,
+        name: &str,
+        shape: &[usize],
+        gpu_shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let (scale, offset) = Self::init(name, shape);
+        let t = Tensor::empty(gpu, gpu_shape, dtype, name)?;
+        let mut rec = crate::gpu::Recorder::new(gpu);
+        crate::ops::random_fill(&mut rec, &t, self.key(name), scale, offset)?;
+        rec.submit()?;
+        Ok(t)
     }
 }
 
@@ -416,8 +436,8 @@ impl Weights {
                 (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
                 _ => shape.to_vec(),
             };
-            // Random values need no re-layout: only the shape changes.
-            return Tensor::from_f32(gpu, &s.values(name, shape), &gpu_shape, dtype, name);
+            // Made on the device; random values need no re-layout: only the shape changes.
+            return s.device_tensor(gpu, name, shape, &gpu_shape, dtype);
         }
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
