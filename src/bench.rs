@@ -123,12 +123,18 @@ impl Profile {
         }
         out.push_str(&format!("{}'s 10 most expensive dispatches:\n", self.step));
         for e in &self.top {
+            let shape = if e.shape.is_empty() {
+                format!("{:?} workgroups", e.workgroups)
+            } else {
+                e.shape.clone()
+            };
             out.push_str(&format!(
-                "  {:>9.2} ms {:>5.1} %  {} {:?}\n",
+                "  {:>9.2} ms {:>5.1} %  {:>16}  {}  {}\n",
                 1e3 * e.seconds,
                 100.0 * e.seconds / self.step_s.max(1e-12),
+                e.rate(),
                 e.kernel,
-                e.workgroups
+                shape
             ));
         }
         out
@@ -139,7 +145,7 @@ impl Profile {
             "stages": self.stages.iter().map(|(s, t)| serde_json::json!({"stage": s, "gpu_s": t})).collect::<Vec<_>>(),
             "step_gpu_s": self.step_s,
             "families": self.families.iter().map(|(f, t, n)| serde_json::json!({"family": f, "gpu_s": t, "dispatches": n})).collect::<Vec<_>>(),
-            "top": self.top.iter().map(|e| serde_json::json!({"kernel": e.kernel, "family": e.family, "workgroups": e.workgroups, "gpu_s": e.seconds})).collect::<Vec<_>>(),
+            "top": self.top.iter().map(|e| serde_json::json!({"kernel": e.kernel, "family": e.family, "shape": e.shape, "workgroups": e.workgroups, "gpu_s": e.seconds, "flop": e.flop, "bytes": e.bytes})).collect::<Vec<_>>(),
         })
     }
 }

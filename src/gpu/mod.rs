@@ -15,7 +15,7 @@ pub use pool::{GpuBuffer, MemoryStats};
 pub use profile::{ProfileEntry, family};
 
 pub use plan::Plan;
-pub use recorder::{BufferRange, Dispatch, Recorder};
+pub use recorder::{BufferRange, Cost, Dispatch, Recorder};
 
 use crate::error::{Error, Result};
 use std::sync::Arc;

@@ -19,6 +19,22 @@ pub struct ProfileEntry {
     pub family: &'static str,
     pub workgroups: [u32; 3],
     pub seconds: f64,
+    /// The dispatch's work ([`super::Cost`]).
+    pub flop: f64,
+    pub bytes: f64,
+    pub shape: String,
+}
+
+impl ProfileEntry {
+    /// `12.3 GFLOP/s` for ops with arithmetic, else `4.5 GB/s`.
+    pub fn rate(&self) -> String {
+        let s = self.seconds.max(1e-12);
+        if self.flop > 0.0 {
+            format!("{:.2} GFLOP/s", self.flop / s / 1e9)
+        } else {
+            format!("{:.2} GB/s", self.bytes / s / 1e9)
+        }
+    }
 }
 
 /// The op family of a shader file.
@@ -95,6 +111,9 @@ impl Gpu {
                 family: family(d.kernel.key.shader),
                 workgroups: d.workgroups,
                 seconds: t[1].saturating_sub(t[0]) as f64 * period,
+                flop: d.cost.flop,
+                bytes: d.cost.bytes,
+                shape: d.cost.shape.clone(),
             });
         }
     }

@@ -28,6 +28,18 @@ pub struct Dispatch {
     /// Storage bindings 1.. in the kernel's order.
     pub bindings: Vec<BufferRange>,
     pub workgroups: [u32; 3],
+    /// What the dispatch computes, for profiles.
+    pub cost: Cost,
+}
+
+/// The work of one dispatch, for the profiler's GFLOP/s and GB/s: arithmetic (0 when the
+/// op is memory-bound) and bytes moved (by default the bound ranges: an upper bound), with the
+/// op's shapes in words.
+#[derive(Clone, Debug, Default)]
+pub struct Cost {
+    pub flop: f64,
+    pub bytes: f64,
+    pub shape: String,
 }
 
 /// Collects dispatches and submits them in one pass.
@@ -107,6 +119,13 @@ impl<'g> Recorder<'g> {
                 entry.1 += 1;
             }
             self.dispatches.push(d);
+        }
+    }
+
+    /// Describes the work of the dispatch pushed last (ops with known arithmetic).
+    pub fn set_last_cost(&mut self, cost: Cost) {
+        if let Some(d) = self.dispatches.last_mut() {
+            d.cost = cost;
         }
     }
 

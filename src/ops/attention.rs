@@ -329,6 +329,14 @@ fn run(
             sb.range.clone(),
         ];
         push(rec, key(d, smem, vec4), &params, bindings, grid)?;
+        let kv = (params.kv_end - params.kv_begin) as f64;
+        let (bh, nq, df) = ((b * heads) as f64, n_q as f64, d as f64);
+        rec.set_last_cost(crate::gpu::Cost {
+            // Q·Kᵀ and P·V.
+            flop: 4.0 * bh * nq * kv * df,
+            bytes: 4.0 * bh * df * (2.0 * nq + 2.0 * kv),
+            shape: format!("{b}x{heads} heads, {n_q} queries x {n_kv} keys, d {d}"),
+        });
     }
     Ok(out)
 }

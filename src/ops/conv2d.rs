@@ -383,5 +383,12 @@ fn record(
         &params,
         vec![xb.range, wb.range, bb.range, rb.range, ob.range],
         groups,
-    )
+    )?;
+    let wsize = weight.dtype().size() as f64;
+    rec.set_last_cost(crate::gpu::Cost {
+        flop: 2.0 * m as f64 * cout as f64 * k as f64,
+        bytes: 4.0 * (n * h * w * cin + m * cout) as f64 + wsize * (k * cout) as f64,
+        shape: format!("{n}x{h}x{w}x{cin} -> {ho}x{wo}x{cout} k{kh}x{kw}"),
+    });
+    Ok(())
 }

@@ -28,7 +28,7 @@ pub use sampler::{SamplerStep, lincomb, sampler_step};
 pub use step_table::{StepTable, copy_into, table_blend, table_combine};
 
 use crate::error::{Error, Result};
-use crate::gpu::{BufferRange, Dispatch, KernelKey, Recorder};
+use crate::gpu::{BufferRange, Cost, Dispatch, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Every kernel variant the ops can create (the naga test validates each one).
@@ -88,11 +88,17 @@ pub(crate) fn push<P: bytemuck::Pod>(
         ));
     }
     let kernel = rec.gpu().kernel(&key)?;
+    let bytes = bindings.iter().map(|b| b.size as f64).sum();
     rec.push(Dispatch {
         kernel,
         params: bytemuck::bytes_of(params).to_vec(),
         bindings,
         workgroups,
+        cost: Cost {
+            flop: 0.0,
+            bytes,
+            shape: String::new(),
+        },
     });
     Ok(())
 }
