@@ -286,3 +286,68 @@ fn recorder_submits_one_pass_and_replays_records() {
         1e-6,
     );
 }
+
+/// Measures the loop-iteration cap of the adapter the tests run on (llvmpipe ends every loop
+/// of an invocation once 65535 back-edges have run, counted over all its loops) and checks
+/// that `Gpu::loop_iteration_limit` says what the device does: a 100000-iteration loop and a
+/// second loop after it, counted into a buffer.
+#[test]
+fn the_loop_iteration_cap_is_what_the_device_does() {
+    let gpu = gpu();
+    let device = gpu.device();
+    let src = "
+        @group(0) @binding(0) var<storage, read_write> out: array<u32>;
+        @compute @workgroup_size(1)
+        fn main() {
+            var a = 0u;
+            for (var i = 0u; i < 100000u; i++) { a += 1u; }
+            var b = 0u;
+            for (var i = 0u; i < 10u; i++) { b += 1u; }
+            out[0] = a;
+            out[1] = b;
+        }";
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some("loop cap probe"),
+        source: wgpu::ShaderSource::Wgsl(src.into()),
+    });
+    let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some("loop cap probe"),
+        layout: None,
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: Default::default(),
+        cache: None,
+    });
+    let out = upload(&[0.0, 0.0], &[2], DType::F32, "counts");
+    let bind = device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: None,
+        layout: &pipeline.get_bind_group_layout(0),
+        entries: &[wgpu::BindGroupEntry {
+            binding: 0,
+            resource: out.buffer().raw().as_entire_binding(),
+        }],
+    });
+    let mut enc = device.create_command_encoder(&Default::default());
+    {
+        let mut pass = enc.begin_compute_pass(&Default::default());
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind, &[]);
+        pass.dispatch_workgroups(1, 1, 1);
+    }
+    gpu.queue().submit([enc.finish()]);
+    let counts: Vec<u32> = out.to_vec(gpu).unwrap().iter().map(|v| v.to_bits()).collect();
+    let info = gpu.adapter_info();
+    eprintln!(
+        "loop cap probe on {} ({}): first loop ran {} of 100000, the second {} of 10; \
+         engine assumes {:?}",
+        info.name,
+        info.driver_info,
+        counts[0],
+        counts[1],
+        gpu.loop_iteration_limit()
+    );
+    match gpu.loop_iteration_limit() {
+        Some(cap) => assert_eq!(counts[0], cap, "the cap the engine assumes is not the device's"),
+        None => assert_eq!(counts, [100000, 10], "an uncapped device capped a loop"),
+    }
+}

@@ -198,14 +198,26 @@ fn detect_gemm(info: &wgpu::AdapterInfo, features: wgpu::Features) -> GemmVarian
     }
 }
 
-/// Mesa's llvmpipe (lavapipe) silently ends every loop of an invocation once 65535 loop
-/// back-edges have run in it, counted over all its loops (gallivm's loop limiter; measured
-/// on Mesa 22.3: a 100000-iteration loop runs 65535 times and a later loop once).
+/// Mesa's llvmpipe (lavapipe) before Mesa 25 silently ends a loop of an invocation once 65535
+/// back-edges have run (gallivm's loop limiter). Measured by
+/// `kernels-tests/runtime.rs::the_loop_iteration_cap_is_what_the_device_does`: on Mesa 22.3
+/// a 100000-iteration loop runs 65535 times (a short loop after it runs in full); on Mesa
+/// 25.0 it runs 100000 times.
 pub const LLVMPIPE_LOOP_LIMIT: u32 = 65535;
 
+/// The Mesa major version in a driver string such as `Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)`.
+fn mesa_major(driver_info: &str) -> Option<u32> {
+    let rest = &driver_info[driver_info.find("Mesa ")? + 5..];
+    rest.split('.').next()?.trim().parse().ok()
+}
+
+/// llvmpipe's cap: measured on Mesa 22.3 (capped) and 25.0 (not); versions between are
+/// assumed capped, as is an llvmpipe whose version cannot be read.
 fn detect_loop_limit(info: &wgpu::AdapterInfo) -> Option<u32> {
     let software = info.device_type == wgpu::DeviceType::Cpu;
-    (software && info.name.to_lowercase().contains("llvmpipe")).then_some(LLVMPIPE_LOOP_LIMIT)
+    let llvmpipe = software && info.name.to_lowercase().contains("llvmpipe");
+    let fixed = mesa_major(&info.driver_info).is_some_and(|v| v >= 25);
+    (llvmpipe && !fixed).then_some(LLVMPIPE_LOOP_LIMIT)
 }
 
 /// A device and queue plus the engine's per-device state.
@@ -773,6 +785,13 @@ impl std::fmt::Debug for Gpu {
 #[cfg(test)]
 mod tests {
     use super::{format_bytes, parse_bytes};
+
+    #[test]
+    fn mesa_versions_parse() {
+        assert_eq!(super::mesa_major("Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)"), Some(25));
+        assert_eq!(super::mesa_major("Mesa 22.3.6 (LLVM 15.0.6)"), Some(22));
+        assert_eq!(super::mesa_major("535.104"), None);
+    }
 
     #[test]
     fn byte_sizes_parse_and_print() {
