@@ -335,7 +335,12 @@ fn the_loop_iteration_cap_is_what_the_device_does() {
         pass.dispatch_workgroups(1, 1, 1);
     }
     gpu.queue().submit([enc.finish()]);
-    let counts: Vec<u32> = out.to_vec(gpu).unwrap().iter().map(|v| v.to_bits()).collect();
+    let counts: Vec<u32> = out
+        .to_vec(gpu)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect();
     let info = gpu.adapter_info();
     eprintln!(
         "loop cap probe on {} ({}): first loop ran {} of 100000, the second {} of 10; \
@@ -347,7 +352,10 @@ fn the_loop_iteration_cap_is_what_the_device_does() {
         gpu.loop_iteration_limit()
     );
     match gpu.loop_iteration_limit() {
-        Some(cap) => assert_eq!(counts[0], cap, "the cap the engine assumes is not the device's"),
+        Some(cap) => assert_eq!(
+            counts[0], cap,
+            "the cap the engine assumes is not the device's"
+        ),
         None => assert_eq!(counts, [100000, 10], "an uncapped device capped a loop"),
     }
 }

@@ -788,7 +788,10 @@ mod tests {
 
     #[test]
     fn mesa_versions_parse() {
-        assert_eq!(super::mesa_major("Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)"), Some(25));
+        assert_eq!(
+            super::mesa_major("Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)"),
+            Some(25)
+        );
         assert_eq!(super::mesa_major("Mesa 22.3.6 (LLVM 15.0.6)"), Some(22));
         assert_eq!(super::mesa_major("535.104"), None);
     }

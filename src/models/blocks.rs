@@ -1,12 +1,12 @@
 //! Building blocks shared by the U-Net and the VAE (diffusers `resnet.py`,
 //! `attention_processor.py`, `upsampling.py`), channels-last.
 
-use super::Linear;
+use super::{Linear, Loader};
 use crate::error::Result;
-use crate::gpu::{Gpu, Recorder};
+use crate::gpu::Recorder;
 use crate::ops::{self, AttentionOptions, Conv2dOptions};
 use crate::tensor::Tensor;
-use crate::weights::{Relayout, WeightDType, Weights};
+use crate::weights::Relayout;
 
 /// A `Conv2d` with bias: weight `[kh, kw, in, out]` for the implicit-GEMM kernel.
 pub struct Conv2d {
@@ -16,32 +16,21 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    #[allow(clippy::too_many_arguments)]
+    /// Loads `weight` (`[cout, cin, k, k]` in the file) and `bias` of `vb`'s module.
     pub fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
+        vb: &Loader<'_>,
         cin: usize,
         cout: usize,
         k: usize,
         opts: Conv2dOptions,
-        dt: WeightDType,
     ) -> Result<Self> {
-        let weight = w.upload(
-            gpu,
-            &format!("{prefix}.weight"),
+        let weight = vb.upload(
+            "weight",
             &[cout, cin, k, k],
             Relayout::ConvToHwio,
-            dt,
+            vb.dtype(),
         )?;
-        let bias_dt = super::dtype_of(&weight);
-        let bias = w.upload(
-            gpu,
-            &format!("{prefix}.bias"),
-            &[cout],
-            Relayout::None,
-            bias_dt,
-        )?;
+        let bias = vb.upload("bias", &[cout], Relayout::None, super::dtype_of(&weight))?;
         Ok(Self { weight, bias, opts })
     }
 
@@ -65,15 +54,8 @@ pub struct GroupNorm {
 }
 
 impl GroupNorm {
-    pub fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
-        c: usize,
-        groups: usize,
-        eps: f32,
-    ) -> Result<Self> {
-        let (weight, bias) = super::load_affine(w, gpu, prefix, c)?;
+    pub fn load(vb: &Loader<'_>, c: usize, groups: usize, eps: f32) -> Result<Self> {
+        let (weight, bias) = vb.affine(c)?;
         Ok(Self {
             weight,
             bias,
@@ -108,49 +90,27 @@ pub struct ResnetBlock2D {
 
 impl ResnetBlock2D {
     /// `temb_channels`: the time-embedding width for U-Net blocks, `None` for the VAE.
-    #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
+        vb: &Loader<'_>,
         cin: usize,
         cout: usize,
         groups: usize,
         eps: f32,
         temb_channels: Option<usize>,
-        dt: WeightDType,
     ) -> Result<Self> {
         let same = Conv2dOptions::new(1, 1);
         Ok(Self {
-            norm1: GroupNorm::load(w, gpu, &format!("{prefix}.norm1"), cin, groups, eps)?,
-            conv1: Conv2d::load(w, gpu, &format!("{prefix}.conv1"), cin, cout, 3, same, dt)?,
+            norm1: vb.pp("norm1").group_norm(cin, groups, eps)?,
+            conv1: vb.pp("conv1").conv(cin, cout, 3, same)?,
             time_emb_proj: temb_channels
-                .map(|t| {
-                    Linear::load(
-                        w,
-                        gpu,
-                        &format!("{prefix}.time_emb_proj"),
-                        t,
-                        cout,
-                        true,
-                        dt,
-                    )
-                })
+                .map(|t| vb.pp("time_emb_proj").linear(t, cout, true))
                 .transpose()?,
-            norm2: GroupNorm::load(w, gpu, &format!("{prefix}.norm2"), cout, groups, eps)?,
-            conv2: Conv2d::load(w, gpu, &format!("{prefix}.conv2"), cout, cout, 3, same, dt)?,
+            norm2: vb.pp("norm2").group_norm(cout, groups, eps)?,
+            conv2: vb.pp("conv2").conv(cout, cout, 3, same)?,
             conv_shortcut: (cin != cout)
                 .then(|| {
-                    Conv2d::load(
-                        w,
-                        gpu,
-                        &format!("{prefix}.conv_shortcut"),
-                        cin,
-                        cout,
-                        1,
-                        Conv2dOptions::new(1, 0),
-                        dt,
-                    )
+                    vb.pp("conv_shortcut")
+                        .conv(cin, cout, 1, Conv2dOptions::new(1, 0))
                 })
                 .transpose()?,
         })
@@ -190,23 +150,18 @@ pub struct Attention {
 
 impl Attention {
     /// `c`: query width; `kv_dim`: context width (`c` for self-attention).
-    #[allow(clippy::too_many_arguments)]
     pub fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
+        vb: &Loader<'_>,
         c: usize,
         kv_dim: usize,
         heads: usize,
         qkv_bias: bool,
-        dt: WeightDType,
     ) -> Result<Self> {
-        let lin = |n: &str, i, bias| Linear::load(w, gpu, &format!("{prefix}.{n}"), i, c, bias, dt);
         Ok(Self {
-            to_q: lin("to_q", c, qkv_bias)?,
-            to_k: lin("to_k", kv_dim, qkv_bias)?,
-            to_v: lin("to_v", kv_dim, qkv_bias)?,
-            to_out: lin("to_out.0", c, true)?,
+            to_q: vb.pp("to_q").linear(c, c, qkv_bias)?,
+            to_k: vb.pp("to_k").linear(kv_dim, c, qkv_bias)?,
+            to_v: vb.pp("to_v").linear(kv_dim, c, qkv_bias)?,
+            to_out: vb.pp("to_out").pp(0).linear(c, c, true)?,
             heads,
         })
     }
@@ -245,20 +200,10 @@ pub struct SpatialSelfAttention {
 }
 
 impl SpatialSelfAttention {
-    #[allow(clippy::too_many_arguments)]
-    pub fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
-        c: usize,
-        heads: usize,
-        groups: usize,
-        eps: f32,
-        dt: WeightDType,
-    ) -> Result<Self> {
+    pub fn load(vb: &Loader<'_>, c: usize, heads: usize, groups: usize, eps: f32) -> Result<Self> {
         Ok(Self {
-            group_norm: GroupNorm::load(w, gpu, &format!("{prefix}.group_norm"), c, groups, eps)?,
-            attn: Attention::load(w, gpu, prefix, c, c, heads, true, dt)?,
+            group_norm: vb.pp("group_norm").group_norm(c, groups, eps)?,
+            attn: Attention::load(vb, c, c, heads, true)?,
         })
     }
 
@@ -278,25 +223,34 @@ impl SpatialSelfAttention {
     }
 }
 
+/// diffusers `Downsample2D` with a conv (stride 2).
+pub struct Downsample2D {
+    pub conv: Conv2d,
+}
+
+impl Downsample2D {
+    /// Loads `conv` (3×3, `c` → `c`, stride 2, padding as `opts` says).
+    pub fn load(vb: &Loader<'_>, c: usize, opts: Conv2dOptions) -> Result<Self> {
+        Ok(Self {
+            conv: vb.pp("conv").conv(c, c, 3, opts)?,
+        })
+    }
+
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
+        self.conv.forward(rec, x, None)
+    }
+}
+
 /// diffusers `Upsample2D` with a conv: nearest 2× then 3×3 conv.
 pub struct Upsample2D {
     pub conv: Conv2d,
 }
 
 impl Upsample2D {
-    /// Loads `{prefix}.conv` (3×3, `c` → `c`).
-    pub fn load(w: &Weights, gpu: &Gpu, prefix: &str, c: usize, dt: WeightDType) -> Result<Self> {
+    /// Loads `conv` (3×3, `c` → `c`).
+    pub fn load(vb: &Loader<'_>, c: usize) -> Result<Self> {
         Ok(Self {
-            conv: Conv2d::load(
-                w,
-                gpu,
-                &format!("{prefix}.conv"),
-                c,
-                c,
-                3,
-                Conv2dOptions::new(1, 1),
-                dt,
-            )?,
+            conv: vb.pp("conv").conv(c, c, 3, Conv2dOptions::new(1, 1))?,
         })
     }
 

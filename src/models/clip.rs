@@ -3,7 +3,7 @@
 //! ViT-L/14 text tower (quick-GELU); SD 2.x OpenCLIP ViT-H (GELU, taken at the penultimate
 //! layer).
 
-use super::{LayerNorm, Linear, read_json};
+use super::{LayerNorm, Linear, Loader, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::ops::{self, AttentionOptions, Unary};
@@ -95,16 +95,26 @@ impl ClipTextConfig {
     }
 }
 
-/// One encoder layer (`encoder.layers.{i}`).
-pub struct ClipEncoderLayer {
-    pub layer_norm1: LayerNorm,
+/// transformers `CLIPAttention` (`self_attn`).
+pub struct ClipAttention {
     pub q_proj: Linear,
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub out_proj: Linear,
-    pub layer_norm2: LayerNorm,
+}
+
+/// transformers `CLIPMLP` (`mlp`).
+pub struct ClipMlp {
     pub fc1: Linear,
     pub fc2: Linear,
+}
+
+/// One encoder layer (`encoder.layers.{i}`).
+pub struct ClipEncoderLayer {
+    pub layer_norm1: LayerNorm,
+    pub self_attn: ClipAttention,
+    pub layer_norm2: LayerNorm,
+    pub mlp: ClipMlp,
 }
 
 /// The token-embedding table stays on the host in its file dtype; the rows a prompt uses
@@ -157,31 +167,35 @@ impl ClipTextModel {
         } else {
             TokenTable::F32(values)
         };
-        let position_embedding = w.upload(
-            gpu,
-            &format!("{root}embeddings.position_embedding.weight"),
+        let vb = Loader::new(w, gpu, &root, dt);
+        let position_embedding = vb.pp("embeddings").pp("position_embedding").upload(
+            "weight",
             &[c.max_position_embeddings, h],
             Relayout::None,
             WeightDType::F32,
         )?;
-        let ln = |p: &str, n: usize| LayerNorm::load(w, gpu, p, n, c.layer_norm_eps);
-        let lin = |p: &str, i: usize, o: usize| Linear::load(w, gpu, p, i, o, true, dt);
+        let eps = c.layer_norm_eps;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
-                let p = format!("{root}encoder.layers.{i}");
+                let vb = vb.pp("encoder").pp("layers").pp(i);
+                let (at, mlp) = (vb.pp("self_attn"), vb.pp("mlp"));
                 Ok(ClipEncoderLayer {
-                    layer_norm1: ln(&format!("{p}.layer_norm1"), h)?,
-                    q_proj: lin(&format!("{p}.self_attn.q_proj"), h, h)?,
-                    k_proj: lin(&format!("{p}.self_attn.k_proj"), h, h)?,
-                    v_proj: lin(&format!("{p}.self_attn.v_proj"), h, h)?,
-                    out_proj: lin(&format!("{p}.self_attn.out_proj"), h, h)?,
-                    layer_norm2: ln(&format!("{p}.layer_norm2"), h)?,
-                    fc1: lin(&format!("{p}.mlp.fc1"), h, ff)?,
-                    fc2: lin(&format!("{p}.mlp.fc2"), ff, h)?,
+                    layer_norm1: vb.pp("layer_norm1").layer_norm(h, eps)?,
+                    self_attn: ClipAttention {
+                        q_proj: at.pp("q_proj").linear(h, h, true)?,
+                        k_proj: at.pp("k_proj").linear(h, h, true)?,
+                        v_proj: at.pp("v_proj").linear(h, h, true)?,
+                        out_proj: at.pp("out_proj").linear(h, h, true)?,
+                    },
+                    layer_norm2: vb.pp("layer_norm2").layer_norm(h, eps)?,
+                    mlp: ClipMlp {
+                        fc1: mlp.pp("fc1").linear(h, ff, true)?,
+                        fc2: mlp.pp("fc2").linear(ff, h, true)?,
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let final_layer_norm = ln(&format!("{root}final_layer_norm"), h)?;
+        let final_layer_norm = vb.pp("final_layer_norm").layer_norm(h, eps)?;
         Ok(Self {
             config: c.clone(),
             token_embedding,
@@ -259,20 +273,21 @@ impl ClipTextModel {
         };
         for layer in &self.layers[..c.num_hidden_layers - clip_skip] {
             let y = layer.layer_norm1.forward(rec, &x)?;
-            let q = layer.q_proj.forward(rec, &y)?;
-            let k = layer.k_proj.forward(rec, &y)?;
-            let v = layer.v_proj.forward(rec, &y)?;
+            let sa = &layer.self_attn;
+            let q = sa.q_proj.forward(rec, &y)?;
+            let k = sa.k_proj.forward(rec, &y)?;
+            let v = sa.v_proj.forward(rec, &y)?;
             let a = ops::attention(rec, &q, &k, &v, opts)?; // [B, seq, h]
-            let a = layer.out_proj.forward(rec, &a)?;
+            let a = sa.out_proj.forward(rec, &a)?;
             x = ops::add(rec, &x, &a)?;
             let y = layer.layer_norm2.forward(rec, &x)?;
-            let y = layer.fc1.forward(rec, &y)?; // [B, seq, ff]
+            let y = layer.mlp.fc1.forward(rec, &y)?; // [B, seq, ff]
             let act = match c.hidden_act {
                 Activation::QuickGelu => Unary::QuickGelu,
                 Activation::Gelu => Unary::Gelu,
             };
             let y = ops::unary(rec, &y, act, 1.0, 0.0)?;
-            let y = layer.fc2.forward(rec, &y)?;
+            let y = layer.mlp.fc2.forward(rec, &y)?;
             x = ops::add(rec, &x, &y)?;
         }
         self.final_layer_norm.forward(rec, &x)

@@ -6,6 +6,8 @@ pub mod arch;
 pub mod blocks;
 pub mod clip;
 mod limits;
+pub mod loader;
+pub mod transformer;
 pub mod unet;
 mod unet_flops;
 pub mod vae;
@@ -14,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::ops;
 use crate::tensor::Tensor;
-use crate::weights::{Relayout, WeightDType, Weights};
+use crate::weights::{Relayout, WeightDType};
+pub use loader::Loader;
 
 /// A `Linear` layer: weight stored `[in, out]` for matmul, bias in the weight's dtype.
 pub struct Linear {
@@ -23,34 +26,12 @@ pub struct Linear {
 }
 
 impl Linear {
-    /// Loads `{prefix}.weight` (`[out, in]` in the file) and `{prefix}.bias` if `bias`.
-    pub fn load(
-        w: &Weights,
-        gpu: &crate::Gpu,
-        prefix: &str,
-        in_f: usize,
-        out_f: usize,
-        bias: bool,
-        dt: WeightDType,
-    ) -> Result<Self> {
-        let weight = w.upload(
-            gpu,
-            &format!("{prefix}.weight"),
-            &[out_f, in_f],
-            Relayout::Transpose,
-            dt,
-        )?;
+    /// Loads `weight` (`[out, in]` in the file) and, if `bias`, `bias` of `vb`'s module.
+    pub fn load(vb: &Loader<'_>, in_f: usize, out_f: usize, bias: bool) -> Result<Self> {
+        let weight = vb.upload("weight", &[out_f, in_f], Relayout::Transpose, vb.dtype())?;
         let bias_dt = dtype_of(&weight);
         let bias = bias
-            .then(|| {
-                w.upload(
-                    gpu,
-                    &format!("{prefix}.bias"),
-                    &[out_f],
-                    Relayout::None,
-                    bias_dt,
-                )
-            })
+            .then(|| vb.upload("bias", &[out_f], Relayout::None, bias_dt))
             .transpose()?;
         Ok(Self { weight, bias })
     }
@@ -76,29 +57,9 @@ pub(crate) fn dtype_of(t: &Tensor) -> WeightDType {
     }
 }
 
-/// Loads `{prefix}.weight` and `{prefix}.bias` of a norm layer with `c` channels, in f32
-/// (they are tiny and the norm kernels read f32).
-pub(crate) fn load_affine(
-    w: &Weights,
-    gpu: &crate::Gpu,
-    prefix: &str,
-    c: usize,
-) -> Result<(Tensor, Tensor)> {
-    let up = |n: &str| {
-        w.upload(
-            gpu,
-            &format!("{prefix}.{n}"),
-            &[c],
-            Relayout::None,
-            WeightDType::F32,
-        )
-    };
-    Ok((up("weight")?, up("bias")?))
-}
-
 impl LayerNorm {
-    pub fn load(w: &Weights, gpu: &crate::Gpu, prefix: &str, c: usize, eps: f32) -> Result<Self> {
-        let (weight, bias) = load_affine(w, gpu, prefix, c)?;
+    pub fn load(vb: &Loader<'_>, c: usize, eps: f32) -> Result<Self> {
+        let (weight, bias) = vb.affine(c)?;
         Ok(Self { weight, bias, eps })
     }
 

@@ -3,8 +3,9 @@
 //! up blocks (skip concatenation, resnets, transformers, upsample), GroupNorm + SiLU,
 //! conv_out. Channels-last throughout: the transformers need no permutes.
 
-use super::blocks::{Attention, Conv2d, GroupNorm, ResnetBlock2D, Upsample2D};
-use super::{LayerNorm, Linear, read_json};
+use super::blocks::{Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, Upsample2D};
+pub use super::transformer::{BasicTransformerBlock, FeedForward, Transformer2D};
+use super::{Linear, Loader, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::ops::{self, Conv2dOptions, Unary};
@@ -164,151 +165,45 @@ impl UNetConfig {
     }
 }
 
-/// diffusers `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward,
-/// each pre-LayerNorm with a residual.
-pub struct BasicTransformerBlock {
-    pub norm1: LayerNorm,
-    pub attn1: Attention,
-    pub norm2: LayerNorm,
-    pub attn2: Attention,
-    pub norm3: LayerNorm,
-    pub ff_proj: Linear,
-    pub ff_out: Linear,
+/// diffusers `TimestepEmbedding`: linear → SiLU → linear.
+pub struct TimestepEmbedding {
+    pub linear_1: Linear,
+    pub linear_2: Linear,
 }
 
-/// diffusers `Transformer2DModel` (one block): GroupNorm, proj_in (1×1 conv or linear),
-/// transformer block, proj_out, residual.
-pub struct Transformer2D {
-    pub norm: GroupNorm,
-    pub proj_in: Projection,
-    pub block: BasicTransformerBlock,
-    pub proj_out: Projection,
-}
-
-/// SD 1.x projects with 1×1 convs, SD 2.x with linears; on channels-last data both are the
-/// same matmul, only the stored weight shape differs.
-pub struct Projection(Linear);
-
-impl Projection {
-    fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
-        c: usize,
-        linear: bool,
-        dt: WeightDType,
-    ) -> Result<Self> {
-        if linear {
-            return Ok(Self(Linear::load(w, gpu, prefix, c, c, true, dt)?));
-        }
-        let conv = Conv2d::load(w, gpu, prefix, c, c, 1, Conv2dOptions::new(1, 0), dt)?;
-        // [1, 1, c, c] (kh, kw, in, out) is the linear weight [in, out].
-        Ok(Self(Linear {
-            weight: conv.weight.reshape(&[c, c])?,
-            bias: Some(conv.bias),
-        }))
-    }
-}
-
-impl Transformer2D {
-    #[allow(clippy::too_many_arguments)]
-    fn load(
-        w: &Weights,
-        gpu: &Gpu,
-        prefix: &str,
-        c: usize,
-        heads: usize,
-        cfg: &UNetConfig,
-        dt: WeightDType,
-    ) -> Result<Self> {
-        let b = format!("{prefix}.transformer_blocks.0");
-        let ln = |n: &str| LayerNorm::load(w, gpu, &format!("{b}.{n}"), c, 1e-5);
-        let lin = cfg.use_linear_projection;
-        Ok(Self {
-            norm: GroupNorm::load(
-                w,
-                gpu,
-                &format!("{prefix}.norm"),
-                c,
-                cfg.norm_num_groups,
-                1e-6,
-            )?,
-            proj_in: Projection::load(w, gpu, &format!("{prefix}.proj_in"), c, lin, dt)?,
-            block: BasicTransformerBlock {
-                norm1: ln("norm1")?,
-                attn1: Attention::load(w, gpu, &format!("{b}.attn1"), c, c, heads, false, dt)?,
-                norm2: ln("norm2")?,
-                attn2: Attention::load(
-                    w,
-                    gpu,
-                    &format!("{b}.attn2"),
-                    c,
-                    cfg.cross_attention_dim,
-                    heads,
-                    false,
-                    dt,
-                )?,
-                norm3: ln("norm3")?,
-                ff_proj: Linear::load(w, gpu, &format!("{b}.ff.net.0.proj"), c, 8 * c, true, dt)?,
-                ff_out: Linear::load(w, gpu, &format!("{b}.ff.net.2"), 4 * c, c, true, dt)?,
-            },
-            proj_out: Projection::load(w, gpu, &format!("{prefix}.proj_out"), c, lin, dt)?,
-        })
-    }
-
-    fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, context: &Tensor) -> Result<Tensor> {
-        let &[n, h, wd, c] = x.shape() else {
-            return Err(Error::shape(
-                "transformer",
-                format!("`{}` must be [n, h, w, c]", x.name()),
-            ));
-        };
-        let y = self.norm.forward(rec, x, false)?.reshape(&[n, h * wd, c])?;
-        let mut y = self.proj_in.0.forward(rec, &y)?; // [n, hw, c]
-        let blk = &self.block;
-        let yn = blk.norm1.forward(rec, &y)?;
-        let a = blk.attn1.forward(rec, &yn, None)?;
-        y = ops::add(rec, &y, &a)?;
-        let yn = blk.norm2.forward(rec, &y)?;
-        let a = blk.attn2.forward(rec, &yn, Some(context))?;
-        y = ops::add(rec, &y, &a)?;
-        let yn = blk.norm3.forward(rec, &y)?;
-        let f = blk.ff_proj.forward(rec, &yn)?; // [n, hw, 8c]
-        let f = ops::geglu(rec, &f)?; // [n, hw, 4c]
-        let f = blk.ff_out.forward(rec, &f)?;
-        y = ops::add(rec, &y, &f)?;
-        let y = self.proj_out.0.forward(rec, &y)?;
-        ops::add(rec, &y.reshape(&[n, h, wd, c])?, x)
-    }
-}
-
+/// diffusers `CrossAttnDownBlock2D` / `DownBlock2D`.
 pub struct DownBlock {
     pub resnets: Vec<ResnetBlock2D>,
     pub attentions: Vec<Transformer2D>,
-    pub downsampler: Option<Conv2d>,
+    pub downsamplers: Vec<Downsample2D>,
 }
 
+/// diffusers `CrossAttnUpBlock2D` / `UpBlock2D`.
 pub struct UpBlock {
     pub resnets: Vec<ResnetBlock2D>,
     pub attentions: Vec<Transformer2D>,
-    pub upsampler: Option<Upsample2D>,
+    pub upsamplers: Vec<Upsample2D>,
+}
+
+/// diffusers `UNetMidBlock2DCrossAttn`: resnet, transformer, resnet.
+pub struct MidBlock {
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<Transformer2D>,
 }
 
 pub struct UNet {
     pub config: UNetConfig,
-    pub time_linear_1: Linear,
-    pub time_linear_2: Linear,
+    pub time_embedding: TimestepEmbedding,
     pub conv_in: Conv2d,
     pub down_blocks: Vec<DownBlock>,
-    pub mid_resnet0: ResnetBlock2D,
-    pub mid_attention: Transformer2D,
-    pub mid_resnet1: ResnetBlock2D,
+    pub mid_block: MidBlock,
     pub up_blocks: Vec<UpBlock>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
 }
 
 impl UNet {
+    /// Loads the U-Net from `w` under `prefix` (`""` for a diffusers `unet/` folder).
     pub fn load(
         gpu: &Gpu,
         w: &Weights,
@@ -325,64 +220,62 @@ impl UNet {
                 format!("{} head counts for {nb} blocks", c.heads.len()),
             ));
         }
-        let p = |s: &str| format!("{prefix}{s}");
+        let vb = Loader::new(w, gpu, prefix, dt);
         let temb = 4 * ch[0];
         let (g, eps) = (c.norm_num_groups, c.norm_eps);
         let same = Conv2dOptions::new(1, 1);
-        let resnet = |name: String, cin, cout| {
-            ResnetBlock2D::load(w, gpu, &name, cin, cout, g, eps, Some(temb), dt)
-        };
-        let transformer =
-            |name: String, cc, heads| Transformer2D::load(w, gpu, &name, cc, heads, c, dt);
+        let resnet =
+            |vb: Loader<'_>, cin, cout| ResnetBlock2D::load(&vb, cin, cout, g, eps, Some(temb));
+        let transformer = |vb: Loader<'_>, cc, heads| Transformer2D::load(&vb, cc, heads, c);
 
         let mut down_blocks = Vec::new();
         let mut out = ch[0];
         for (i, &block_out) in ch.iter().enumerate() {
+            let vb = vb.pp("down_blocks").pp(i);
             let input = out;
             out = block_out;
             let mut resnets = Vec::new();
             let mut attentions = Vec::new();
             for j in 0..c.layers_per_block {
-                resnets.push(resnet(
-                    p(&format!("down_blocks.{i}.resnets.{j}")),
-                    if j == 0 { input } else { out },
-                    out,
-                )?);
+                let cin = if j == 0 { input } else { out };
+                resnets.push(resnet(vb.pp("resnets").pp(j), cin, out)?);
                 if c.down_attention[i] {
-                    attentions.push(transformer(
-                        p(&format!("down_blocks.{i}.attentions.{j}")),
-                        out,
-                        c.heads[i],
-                    )?);
+                    attentions.push(transformer(vb.pp("attentions").pp(j), out, c.heads[i])?);
                 }
             }
-            let downsampler = (i + 1 < nb)
-                .then(|| {
-                    Conv2d::load(
-                        w,
-                        gpu,
-                        &p(&format!("down_blocks.{i}.downsamplers.0.conv")),
-                        out,
-                        out,
-                        3,
-                        Conv2dOptions::new(2, 1),
-                        dt,
-                    )
-                })
-                .transpose()?;
+            let downsamplers = if i + 1 < nb {
+                let vb = vb.pp("downsamplers").pp(0);
+                vec![Downsample2D::load(&vb, out, Conv2dOptions::new(2, 1))?]
+            } else {
+                Vec::new()
+            };
             down_blocks.push(DownBlock {
                 resnets,
                 attentions,
-                downsampler,
+                downsamplers,
             });
         }
 
         let top = ch[nb - 1];
+        let mid = vb.pp("mid_block");
+        let mid_block = MidBlock {
+            resnets: vec![
+                resnet(mid.pp("resnets").pp(0), top, top)?,
+                resnet(mid.pp("resnets").pp(1), top, top)?,
+            ],
+            attentions: vec![transformer(
+                mid.pp("attentions").pp(0),
+                top,
+                c.heads[nb - 1],
+            )?],
+        };
+
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let rev_heads: Vec<usize> = c.heads.iter().rev().copied().collect();
         let mut up_blocks = Vec::new();
         let mut out = rev[0];
         for i in 0..nb {
+            let vb = vb.pp("up_blocks").pp(i);
             let prev = out;
             out = rev[i];
             let input = rev[(i + 1).min(nb - 1)];
@@ -392,58 +285,36 @@ impl UNet {
             for j in 0..layers {
                 let skip = if j == layers - 1 { input } else { out };
                 let rin = if j == 0 { prev } else { out };
-                resnets.push(resnet(
-                    p(&format!("up_blocks.{i}.resnets.{j}")),
-                    rin + skip,
-                    out,
-                )?);
+                resnets.push(resnet(vb.pp("resnets").pp(j), rin + skip, out)?);
                 if c.up_attention[i] {
-                    attentions.push(transformer(
-                        p(&format!("up_blocks.{i}.attentions.{j}")),
-                        out,
-                        rev_heads[i],
-                    )?);
+                    let heads = rev_heads[i];
+                    attentions.push(transformer(vb.pp("attentions").pp(j), out, heads)?);
                 }
             }
-            let upsampler = (i + 1 < nb)
-                .then(|| {
-                    Upsample2D::load(w, gpu, &p(&format!("up_blocks.{i}.upsamplers.0")), out, dt)
-                })
-                .transpose()?;
+            let upsamplers = if i + 1 < nb {
+                vec![Upsample2D::load(&vb.pp("upsamplers").pp(0), out)?]
+            } else {
+                Vec::new()
+            };
             up_blocks.push(UpBlock {
                 resnets,
                 attentions,
-                upsampler,
+                upsamplers,
             });
         }
 
+        let te = vb.pp("time_embedding");
         Ok(Self {
-            time_linear_1: Linear::load(
-                w,
-                gpu,
-                &p("time_embedding.linear_1"),
-                ch[0],
-                temb,
-                true,
-                dt,
-            )?,
-            time_linear_2: Linear::load(
-                w,
-                gpu,
-                &p("time_embedding.linear_2"),
-                temb,
-                temb,
-                true,
-                dt,
-            )?,
-            conv_in: Conv2d::load(w, gpu, &p("conv_in"), c.in_channels, ch[0], 3, same, dt)?,
+            time_embedding: TimestepEmbedding {
+                linear_1: te.pp("linear_1").linear(ch[0], temb, true)?,
+                linear_2: te.pp("linear_2").linear(temb, temb, true)?,
+            },
+            conv_in: vb.pp("conv_in").conv(c.in_channels, ch[0], 3, same)?,
             down_blocks,
-            mid_resnet0: resnet(p("mid_block.resnets.0"), top, top)?,
-            mid_attention: transformer(p("mid_block.attentions.0"), top, c.heads[nb - 1])?,
-            mid_resnet1: resnet(p("mid_block.resnets.1"), top, top)?,
+            mid_block,
             up_blocks,
-            conv_norm_out: GroupNorm::load(w, gpu, &p("conv_norm_out"), ch[0], g, eps)?,
-            conv_out: Conv2d::load(w, gpu, &p("conv_out"), ch[0], c.out_channels, 3, same, dt)?,
+            conv_norm_out: vb.pp("conv_norm_out").group_norm(ch[0], g, eps)?,
+            conv_out: vb.pp("conv_out").conv(ch[0], c.out_channels, 3, same)?,
             config: c.clone(),
         })
     }
@@ -520,9 +391,10 @@ impl UNet {
         let ch0 = c.block_out_channels[0];
         let t =
             ops::timestep_embedding(rec, t, ch0, c.flip_sin_to_cos, c.freq_shift, 1.0, 10000.0)?;
-        let t = self.time_linear_1.forward(rec, &t)?;
+        let te = &self.time_embedding;
+        let t = te.linear_1.forward(rec, &t)?;
         let t = ops::unary(rec, &t, Unary::Silu, 1.0, 0.0)?;
-        let temb = self.time_linear_2.forward(rec, &t)?;
+        let temb = te.linear_2.forward(rec, &t)?;
         let temb = ops::unary(rec, &temb, Unary::Silu, 1.0, 0.0)?; // [n, 4·ch0]
 
         let mut x = self.conv_in.forward(rec, x, None)?;
@@ -535,14 +407,21 @@ impl UNet {
                 }
                 skips.push(x.clone());
             }
-            if let Some(d) = &b.downsampler {
-                x = d.forward(rec, &x, None)?;
+            for d in &b.downsamplers {
+                x = d.forward(rec, &x)?;
                 skips.push(x.clone());
             }
         }
-        x = self.mid_resnet0.forward(rec, &x, Some(&temb))?;
-        x = self.mid_attention.forward(rec, &x, context)?;
-        x = self.mid_resnet1.forward(rec, &x, Some(&temb))?;
+        // Mid block: resnet, then each transformer followed by its resnet.
+        let mid = &self.mid_block;
+        for (k, r) in mid.resnets.iter().enumerate() {
+            if k > 0 {
+                if let Some(a) = mid.attentions.get(k - 1) {
+                    x = a.forward(rec, &x, context)?;
+                }
+            }
+            x = r.forward(rec, &x, Some(&temb))?;
+        }
         for b in &self.up_blocks {
             for (j, r) in b.resnets.iter().enumerate() {
                 let skip = skips
@@ -554,7 +433,7 @@ impl UNet {
                     x = a.forward(rec, &x, context)?;
                 }
             }
-            if let Some(u) = &b.upsampler {
+            for u in &b.upsamplers {
                 // To the size of the skip connection the next block takes (2× unless the
                 // latent size was odd somewhere on the way down).
                 let next = skips

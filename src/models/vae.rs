@@ -2,8 +2,10 @@
 //! conv_in, mid block (resnet, attention, resnet), up blocks (resnets, upsample), GroupNorm +
 //! SiLU, conv_out. Channels-last throughout.
 
-use super::blocks::{Conv2d, GroupNorm, ResnetBlock2D, SpatialSelfAttention, Upsample2D};
-use super::read_json;
+use super::blocks::{
+    Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, SpatialSelfAttention, Upsample2D,
+};
+use super::{Loader, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::ops::Conv2dOptions;
@@ -79,64 +81,64 @@ impl AutoencoderKLConfig {
     }
 }
 
+/// diffusers `UpDecoderBlock2D`.
 pub struct UpDecoderBlock2D {
     pub resnets: Vec<ResnetBlock2D>,
-    pub upsampler: Option<Upsample2D>,
+    pub upsamplers: Vec<Upsample2D>,
 }
 
 /// diffusers `UNetMidBlock2D` of the VAE: resnet, single-head self-attention, resnet.
 pub struct VaeMidBlock {
-    pub resnet0: ResnetBlock2D,
-    pub attention: SpatialSelfAttention,
-    pub resnet1: ResnetBlock2D,
+    pub resnets: Vec<ResnetBlock2D>,
+    pub attentions: Vec<SpatialSelfAttention>,
 }
 
 impl VaeMidBlock {
-    /// Loads `{prefix}.resnets.{0,1}` and `{prefix}.attentions.0` with `c` channels.
-    fn load(
-        gpu: &Gpu,
-        w: &Weights,
-        prefix: &str,
-        c: usize,
-        groups: usize,
-        dt: WeightDType,
-    ) -> Result<Self> {
-        let resnet = |i: usize| {
-            let name = format!("{prefix}.resnets.{i}");
-            ResnetBlock2D::load(w, gpu, &name, c, c, groups, EPS, None, dt)
-        };
+    /// Loads `resnets.{0,1}` and `attentions.0` with `c` channels.
+    fn load(vb: &Loader<'_>, c: usize, groups: usize) -> Result<Self> {
+        let resnet =
+            |i: usize| ResnetBlock2D::load(&vb.pp("resnets").pp(i), c, c, groups, EPS, None);
         Ok(Self {
-            resnet0: resnet(0)?,
+            resnets: vec![resnet(0)?, resnet(1)?],
             // diffusers' VAE attention: attention_head_dim = channels, one head.
-            attention: SpatialSelfAttention::load(
-                w,
-                gpu,
-                &format!("{prefix}.attentions.0"),
+            attentions: vec![SpatialSelfAttention::load(
+                &vb.pp("attentions").pp(0),
                 c,
                 1,
                 groups,
                 EPS,
-                dt,
-            )?,
-            resnet1: resnet(1)?,
+            )?],
         })
     }
 
     fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
-        let x = self.resnet0.forward(rec, x, None)?;
-        let x = self.attention.forward(rec, &x)?;
-        self.resnet1.forward(rec, &x, None)
+        let mut x = x.clone();
+        for (k, r) in self.resnets.iter().enumerate() {
+            if k > 0 {
+                if let Some(a) = self.attentions.get(k - 1) {
+                    x = a.forward(rec, &x)?;
+                }
+            }
+            x = r.forward(rec, &x, None)?;
+        }
+        Ok(x)
     }
 }
 
-pub struct VaeDecoder {
-    pub config: AutoencoderKLConfig,
-    pub post_quant_conv: Conv2d,
+/// diffusers `Decoder`.
+pub struct Decoder {
     pub conv_in: Conv2d,
     pub mid_block: VaeMidBlock,
     pub up_blocks: Vec<UpDecoderBlock2D>,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
+}
+
+/// `AutoencoderKL`'s decoding half: `post_quant_conv` and `decoder`.
+pub struct VaeDecoder {
+    pub config: AutoencoderKLConfig,
+    pub post_quant_conv: Conv2d,
+    pub decoder: Decoder,
 }
 
 const EPS: f32 = 1e-6;
@@ -155,69 +157,60 @@ impl VaeDecoder {
         let rev: Vec<usize> = c.block_out_channels.iter().rev().copied().collect();
         let top = rev[0];
         let same = Conv2dOptions::new(1, 1);
-        let p = |s: &str| format!("{prefix}{s}");
-        let resnet = |name: String, cin, cout| {
-            ResnetBlock2D::load(w, gpu, &name, cin, cout, g, EPS, None, dt)
-        };
+        let vb = Loader::new(w, gpu, prefix, dt);
+        let dec = vb.pp("decoder");
         let mut up_blocks = Vec::new();
         let mut prev = top;
         for (i, &out) in rev.iter().enumerate() {
+            let vb = dec.pp("up_blocks").pp(i);
             let resnets = (0..=c.layers_per_block)
                 .map(|j| {
-                    resnet(
-                        p(&format!("decoder.up_blocks.{i}.resnets.{j}")),
-                        if j == 0 { prev } else { out },
-                        out,
-                    )
+                    let cin = if j == 0 { prev } else { out };
+                    ResnetBlock2D::load(&vb.pp("resnets").pp(j), cin, out, g, EPS, None)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let upsampler = (i + 1 < rev.len())
-                .then(|| {
-                    Upsample2D::load(
-                        w,
-                        gpu,
-                        &p(&format!("decoder.up_blocks.{i}.upsamplers.0")),
-                        out,
-                        dt,
-                    )
-                })
-                .transpose()?;
-            up_blocks.push(UpDecoderBlock2D { resnets, upsampler });
+            let upsamplers = if i + 1 < rev.len() {
+                vec![Upsample2D::load(&vb.pp("upsamplers").pp(0), out)?]
+            } else {
+                Vec::new()
+            };
+            up_blocks.push(UpDecoderBlock2D {
+                resnets,
+                upsamplers,
+            });
             prev = out;
         }
         let lc = c.latent_channels;
         Ok(Self {
-            post_quant_conv: Conv2d::load(
-                w,
-                gpu,
-                &p("post_quant_conv"),
-                lc,
-                lc,
-                1,
-                Conv2dOptions::new(1, 0),
-                dt,
-            )?,
-            conv_in: Conv2d::load(w, gpu, &p("decoder.conv_in"), lc, top, 3, same, dt)?,
-            mid_block: VaeMidBlock::load(gpu, w, &p("decoder.mid_block"), top, g, dt)?,
-            up_blocks,
-            conv_norm_out: GroupNorm::load(w, gpu, &p("decoder.conv_norm_out"), prev, g, EPS)?,
-            conv_out: Conv2d::load(
-                w,
-                gpu,
-                &p("decoder.conv_out"),
-                prev,
-                c.out_channels,
-                3,
-                same,
-                dt,
-            )?,
+            post_quant_conv: vb
+                .pp("post_quant_conv")
+                .conv(lc, lc, 1, Conv2dOptions::new(1, 0))?,
+            decoder: Decoder {
+                conv_in: dec.pp("conv_in").conv(lc, top, 3, same)?,
+                mid_block: VaeMidBlock::load(&dec.pp("mid_block"), top, g)?,
+                up_blocks,
+                conv_norm_out: dec.pp("conv_norm_out").group_norm(prev, g, EPS)?,
+                conv_out: dec.pp("conv_out").conv(prev, c.out_channels, 3, same)?,
+            },
             config: c.clone(),
         })
     }
 
     /// Decodes latents `[n, h, w, latent_channels]` (already divided by `scaling_factor`)
-    /// to images `[n, h·f, w·f, 3]` in about [−1, 1].
+    /// to images `[n, h·f, w·f, 3]` in about [−1, 1]. Records only.
     pub fn forward(&self, rec: &mut Recorder<'_>, z: &Tensor) -> Result<Tensor> {
+        self.forward_levels(rec, z, &mut |_| Ok(()))
+    }
+
+    /// [`VaeDecoder::forward`], calling `between_levels` before each 2× upsampling: where the
+    /// caller's memory policy may submit what is recorded and free the smaller level's
+    /// buffers, so the decoder's peak is the largest level's working set (the pipeline does).
+    pub fn forward_levels(
+        &self,
+        rec: &mut Recorder<'_>,
+        z: &Tensor,
+        between_levels: &mut dyn FnMut(&mut Recorder<'_>) -> Result<()>,
+    ) -> Result<Tensor> {
         if z.rank() != 4 || z.shape()[3] != self.config.latent_channels {
             return Err(Error::shape(
                 "vae decode",
@@ -229,42 +222,45 @@ impl VaeDecoder {
                 ),
             ));
         }
+        let d = &self.decoder;
         let x = self.post_quant_conv.forward(rec, z, None)?;
-        let x = self.conv_in.forward(rec, &x, None)?; // [n, h, w, top]
-        let mut x = self.mid_block.forward(rec, &x)?;
-        for block in &self.up_blocks {
+        let x = d.conv_in.forward(rec, &x, None)?; // [n, h, w, top]
+        let mut x = d.mid_block.forward(rec, &x)?;
+        for block in &d.up_blocks {
             for r in &block.resnets {
                 x = r.forward(rec, &x, None)?;
             }
-            if let Some(up) = &block.upsampler {
-                // The buffers of this resolution are too small for any larger layer: submit
-                // what is recorded so they go back to the pool, and free them, so that the
-                // decoder's peak is the largest level's working set, not every level's.
-                rec.submit()?;
-                rec.gpu().trim_pool();
+            for up in &block.upsamplers {
+                between_levels(rec)?;
                 x = up.forward(rec, &x)?; // [n, 2h, 2w, c]
             }
         }
-        let x = self.conv_norm_out.forward(rec, &x, true)?;
-        self.conv_out.forward(rec, &x, None)
+        let x = d.conv_norm_out.forward(rec, &x, true)?;
+        d.conv_out.forward(rec, &x, None)
     }
 }
 
+/// diffusers `DownEncoderBlock2D`.
 pub struct DownEncoderBlock2D {
     pub resnets: Vec<ResnetBlock2D>,
-    pub downsampler: Option<Conv2d>,
+    pub downsamplers: Vec<Downsample2D>,
 }
 
-/// diffusers `AutoencoderKL.encode` up to the posterior's moments: conv_in, down blocks
-/// (resnets, stride-2 conv padded on the bottom/right only), mid block, GroupNorm + SiLU,
-/// conv_out to 2·latent channels, quant_conv.
-pub struct VaeEncoder {
-    pub config: AutoencoderKLConfig,
+/// diffusers `Encoder`.
+pub struct Encoder {
     pub conv_in: Conv2d,
     pub down_blocks: Vec<DownEncoderBlock2D>,
     pub mid_block: VaeMidBlock,
     pub conv_norm_out: GroupNorm,
     pub conv_out: Conv2d,
+}
+
+/// diffusers `AutoencoderKL.encode` up to the posterior's moments: `encoder` (conv_in, down
+/// blocks of resnets and a stride-2 conv padded on the bottom/right only, mid block,
+/// GroupNorm + SiLU, conv_out to 2·latent channels), then `quant_conv`.
+pub struct VaeEncoder {
+    pub config: AutoencoderKLConfig,
+    pub encoder: Encoder,
     pub quant_conv: Conv2d,
 }
 
@@ -280,21 +276,17 @@ impl VaeEncoder {
         let c = config;
         let g = c.norm_num_groups;
         let same = Conv2dOptions::new(1, 1);
-        let p = |s: &str| format!("{prefix}{s}");
-        let resnet = |name: String, cin, cout| {
-            ResnetBlock2D::load(w, gpu, &name, cin, cout, g, EPS, None, dt)
-        };
+        let vb = Loader::new(w, gpu, prefix, dt);
+        let enc = vb.pp("encoder");
         let boc = &c.block_out_channels;
         let mut down_blocks = Vec::new();
         let mut prev = boc[0];
         for (i, &out) in boc.iter().enumerate() {
+            let vb = enc.pp("down_blocks").pp(i);
             let resnets = (0..c.layers_per_block)
                 .map(|j| {
-                    resnet(
-                        p(&format!("encoder.down_blocks.{i}.resnets.{j}")),
-                        if j == 0 { prev } else { out },
-                        out,
-                    )
+                    let cin = if j == 0 { prev } else { out };
+                    ResnetBlock2D::load(&vb.pp("resnets").pp(j), cin, out, g, EPS, None)
                 })
                 .collect::<Result<Vec<_>>>()?;
             // diffusers' Downsample2D(padding=0) pads (0, 1, 0, 1) before the stride-2 conv.
@@ -302,52 +294,29 @@ impl VaeEncoder {
                 padding: [0, 1, 0, 1],
                 ..Conv2dOptions::new(2, 0)
             };
-            let downsampler = (i + 1 < boc.len())
-                .then(|| {
-                    Conv2d::load(
-                        w,
-                        gpu,
-                        &p(&format!("encoder.down_blocks.{i}.downsamplers.0.conv")),
-                        out,
-                        out,
-                        3,
-                        down,
-                        dt,
-                    )
-                })
-                .transpose()?;
+            let downsamplers = if i + 1 < boc.len() {
+                vec![Downsample2D::load(&vb.pp("downsamplers").pp(0), out, down)?]
+            } else {
+                Vec::new()
+            };
             down_blocks.push(DownEncoderBlock2D {
                 resnets,
-                downsampler,
+                downsamplers,
             });
             prev = out;
         }
         let lc2 = 2 * c.latent_channels;
         Ok(Self {
-            conv_in: Conv2d::load(
-                w,
-                gpu,
-                &p("encoder.conv_in"),
-                c.in_channels,
-                boc[0],
-                3,
-                same,
-                dt,
-            )?,
-            down_blocks,
-            mid_block: VaeMidBlock::load(gpu, w, &p("encoder.mid_block"), prev, g, dt)?,
-            conv_norm_out: GroupNorm::load(w, gpu, &p("encoder.conv_norm_out"), prev, g, EPS)?,
-            conv_out: Conv2d::load(w, gpu, &p("encoder.conv_out"), prev, lc2, 3, same, dt)?,
-            quant_conv: Conv2d::load(
-                w,
-                gpu,
-                &p("quant_conv"),
-                lc2,
-                lc2,
-                1,
-                Conv2dOptions::new(1, 0),
-                dt,
-            )?,
+            encoder: Encoder {
+                conv_in: enc.pp("conv_in").conv(c.in_channels, boc[0], 3, same)?,
+                down_blocks,
+                mid_block: VaeMidBlock::load(&enc.pp("mid_block"), prev, g)?,
+                conv_norm_out: enc.pp("conv_norm_out").group_norm(prev, g, EPS)?,
+                conv_out: enc.pp("conv_out").conv(prev, lc2, 3, same)?,
+            },
+            quant_conv: vb
+                .pp("quant_conv")
+                .conv(lc2, lc2, 1, Conv2dOptions::new(1, 0))?,
             config: c.clone(),
         })
     }
@@ -368,18 +337,19 @@ impl VaeEncoder {
                 ),
             ));
         }
-        let mut x = self.conv_in.forward(rec, x, None)?;
-        for block in &self.down_blocks {
+        let e = &self.encoder;
+        let mut x = e.conv_in.forward(rec, x, None)?;
+        for block in &e.down_blocks {
             for r in &block.resnets {
                 x = r.forward(rec, &x, None)?;
             }
-            if let Some(d) = &block.downsampler {
-                x = d.forward(rec, &x, None)?;
+            for d in &block.downsamplers {
+                x = d.forward(rec, &x)?;
             }
         }
-        let x = self.mid_block.forward(rec, &x)?;
-        let x = self.conv_norm_out.forward(rec, &x, true)?;
-        let x = self.conv_out.forward(rec, &x, None)?;
+        let x = e.mid_block.forward(rec, &x)?;
+        let x = e.conv_norm_out.forward(rec, &x, true)?;
+        let x = e.conv_out.forward(rec, &x, None)?;
         self.quant_conv.forward(rec, &x, None)
     }
 }

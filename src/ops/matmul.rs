@@ -264,7 +264,8 @@ fn record(
     let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
     rec.set_last_cost(crate::gpu::Cost {
         flop: 2.0 * bt * m * n * k,
-        bytes: bt * (4.0 * m * k + 4.0 * m * n) + wsize * k * n * (b_bstride.min(1) as f64 * (bt - 1.0) + 1.0),
+        bytes: bt * (4.0 * m * k + 4.0 * m * n)
+            + wsize * k * n * (b_bstride.min(1) as f64 * (bt - 1.0) + 1.0),
         shape: format!("{batch}x[{m}x{k}]·[{k}x{n}]"),
     });
     Ok(())

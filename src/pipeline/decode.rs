@@ -63,7 +63,14 @@ impl Generation<'_> {
             0.0,
         )?;
         drop(x);
-        let img = pipe.vae.forward(&mut rec, &z)?;
+        // The pipeline's memory policy: before each 2× upsampling, submit what is recorded and
+        // free the smaller level's buffers, so the decoder's peak is the largest level's
+        // working set, not every level's.
+        let img = pipe.vae.forward_levels(&mut rec, &z, &mut |rec| {
+            rec.submit()?;
+            rec.gpu().trim_pool();
+            Ok(())
+        })?;
         guard.check(&mut rec, &img, "the VAE decoder's output".into())?;
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;

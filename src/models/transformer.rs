@@ -1,0 +1,125 @@
+//! diffusers `Transformer2DModel` as the SD U-Net uses it: GroupNorm, `proj_in` (1×1 conv or
+//! linear), `transformer_blocks` (`BasicTransformerBlock`: self-attention, cross-attention,
+//! GEGLU feed-forward, each pre-LayerNorm with a residual), `proj_out`, residual.
+//! Channels-last: no permutes.
+
+use super::blocks::{Attention, GroupNorm};
+use super::unet::UNetConfig;
+use super::{LayerNorm, Linear, Loader};
+use crate::error::{Error, Result};
+use crate::gpu::Recorder;
+use crate::ops::{self, Conv2dOptions};
+use crate::tensor::Tensor;
+
+/// diffusers `FeedForward` with GEGLU: `net.0.proj` (`c` → 8c, gate and value), the GEGLU
+/// gate, `net.2` (4c → c).
+pub struct FeedForward {
+    /// `ff.net.0.proj`.
+    pub net_0_proj: Linear,
+    /// `ff.net.2`.
+    pub net_2: Linear,
+}
+
+/// diffusers `BasicTransformerBlock`.
+pub struct BasicTransformerBlock {
+    pub norm1: LayerNorm,
+    pub attn1: Attention,
+    pub norm2: LayerNorm,
+    pub attn2: Attention,
+    pub norm3: LayerNorm,
+    pub ff: FeedForward,
+}
+
+/// diffusers `Transformer2DModel`.
+pub struct Transformer2D {
+    pub norm: GroupNorm,
+    pub proj_in: Projection,
+    pub transformer_blocks: Vec<BasicTransformerBlock>,
+    pub proj_out: Projection,
+}
+
+/// SD 1.x projects with 1×1 convs, SD 2.x with linears; on channels-last data both are the
+/// same matmul, only the stored weight shape differs.
+pub struct Projection(Linear);
+
+impl Projection {
+    fn load(vb: &Loader<'_>, c: usize, linear: bool) -> Result<Self> {
+        if linear {
+            return Ok(Self(vb.linear(c, c, true)?));
+        }
+        let conv = vb.conv(c, c, 1, Conv2dOptions::new(1, 0))?;
+        // [1, 1, c, c] (kh, kw, in, out) is the linear weight [in, out].
+        Ok(Self(Linear {
+            weight: conv.weight.reshape(&[c, c])?,
+            bias: Some(conv.bias),
+        }))
+    }
+}
+
+impl BasicTransformerBlock {
+    fn load(vb: &Loader<'_>, c: usize, heads: usize, cross_dim: usize) -> Result<Self> {
+        let ff = vb.pp("ff").pp("net");
+        Ok(Self {
+            norm1: vb.pp("norm1").layer_norm(c, 1e-5)?,
+            attn1: Attention::load(&vb.pp("attn1"), c, c, heads, false)?,
+            norm2: vb.pp("norm2").layer_norm(c, 1e-5)?,
+            attn2: Attention::load(&vb.pp("attn2"), c, cross_dim, heads, false)?,
+            norm3: vb.pp("norm3").layer_norm(c, 1e-5)?,
+            ff: FeedForward {
+                net_0_proj: ff.pp(0).pp("proj").linear(c, 8 * c, true)?,
+                net_2: ff.pp(2).linear(4 * c, c, true)?,
+            },
+        })
+    }
+
+    /// `y`: `[n, hw, c]`; `context`: `[n, seq, cross_dim]`.
+    fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let yn = self.norm1.forward(rec, y)?;
+        let a = self.attn1.forward(rec, &yn, None)?;
+        let y = ops::add(rec, y, &a)?;
+        let yn = self.norm2.forward(rec, &y)?;
+        let a = self.attn2.forward(rec, &yn, Some(context))?;
+        let y = ops::add(rec, &y, &a)?;
+        let yn = self.norm3.forward(rec, &y)?;
+        let f = self.ff.net_0_proj.forward(rec, &yn)?; // [n, hw, 8c]
+        let f = ops::geglu(rec, &f)?; // [n, hw, 4c]
+        let f = self.ff.net_2.forward(rec, &f)?; // [n, hw, c]
+        ops::add(rec, &y, &f)
+    }
+}
+
+impl Transformer2D {
+    /// One transformer block (SD 1.x / 2.x).
+    pub fn load(vb: &Loader<'_>, c: usize, heads: usize, cfg: &UNetConfig) -> Result<Self> {
+        let lin = cfg.use_linear_projection;
+        let depth = 1;
+        let blocks = vb.pp("transformer_blocks");
+        Ok(Self {
+            norm: vb.pp("norm").group_norm(c, cfg.norm_num_groups, 1e-6)?,
+            proj_in: Projection::load(&vb.pp("proj_in"), c, lin)?,
+            transformer_blocks: (0..depth)
+                .map(|k| {
+                    BasicTransformerBlock::load(&blocks.pp(k), c, heads, cfg.cross_attention_dim)
+                })
+                .collect::<Result<_>>()?,
+            proj_out: Projection::load(&vb.pp("proj_out"), c, lin)?,
+        })
+    }
+
+    /// `x`: `[n, h, w, c]`; `context`: `[n, seq, cross_attention_dim]`.
+    pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let &[n, h, wd, c] = x.shape() else {
+            return Err(Error::shape(
+                "transformer",
+                format!("`{}` must be [n, h, w, c]", x.name()),
+            ));
+        };
+        let y = self.norm.forward(rec, x, false)?.reshape(&[n, h * wd, c])?;
+        let mut y = self.proj_in.0.forward(rec, &y)?; // [n, hw, c]
+        for b in &self.transformer_blocks {
+            y = b.forward(rec, &y, context)?;
+        }
+        let y = self.proj_out.0.forward(rec, &y)?;
+        ops::add(rec, &y.reshape(&[n, h, wd, c])?, x)
+    }
+}
