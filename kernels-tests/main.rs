@@ -4,7 +4,9 @@
 //! machine with no GPU install Mesa's software Vulkan driver (`mesa-vulkan-drivers`).
 
 mod attention;
+mod batches;
 mod bench;
+mod cli_outputs;
 mod clip;
 mod common;
 mod conv2d;
@@ -12,7 +14,9 @@ mod default_model;
 mod elementwise;
 mod generation;
 mod hardening;
+mod img2img;
 mod matmul;
+mod memory;
 mod norm;
 mod pipeline;
 mod runtime;

@@ -4,17 +4,22 @@
 //! Every other layer takes `&Gpu`; nothing here is global, so tests and host apps pass their
 //! own device.
 
+mod budget;
 mod pipeline;
 mod plan;
 mod pool;
 mod profile;
+mod readback;
 mod recorder;
 
 pub use pipeline::{Access, Kernel, KernelKey};
 pub use pool::{GpuBuffer, MemoryStats};
 pub use profile::{ProfileEntry, family};
 
+pub use budget::{ENV_MEMORY_BUDGET, MemoryBudget, format_bytes, parse_bytes};
+use budget::{default_budget, env_budget};
 pub use plan::Plan;
+pub use readback::AsyncRead;
 pub use recorder::{BufferRange, Cost, Dispatch, Recorder};
 
 use crate::error::{Error, Result};
@@ -45,120 +50,6 @@ pub struct GpuOptions {
     /// Device memory the engine may use, in bytes (see [`Gpu::memory_budget`]); `None` reads
     /// `SD_WGPU_MEMORY_BUDGET`, else asks the driver.
     pub memory_budget: Option<u64>,
-}
-
-/// Environment variable: the device memory the engine may use (`6GiB`, `512MiB`, `8G`, or
-/// bytes), for [`Gpu::memory_budget`]; overrides what the driver reports.
-pub const ENV_MEMORY_BUDGET: &str = "SD_WGPU_MEMORY_BUDGET";
-
-/// How much device memory requests may need, and where that number came from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct MemoryBudget {
-    pub bytes: u64,
-    /// Where the number came from, for messages: `SD_WGPU_MEMORY_BUDGET`, the driver's heap…
-    pub source: String,
-}
-
-/// Parses a byte count: a number with an optional unit `B`, `K`/`KB`/`KiB`, `M`/`MB`/`MiB`,
-/// `G`/`GB`/`GiB`, `T`/`TB`/`TiB` (all binary: 1 GB = 1 GiB = 2^30 bytes), case-insensitive,
-/// fractions allowed (`1.5GiB`).
-pub fn parse_bytes(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t
-        .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        "t" | "tb" | "tib" => 40,
-        _ => return None,
-    };
-    let bytes = value * (1u64 << shift) as f64;
-    (bytes.is_finite() && bytes >= 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
-}
-
-/// `1.5 GiB`, `320.0 MiB`, `512 B`: for messages.
-pub fn format_bytes(bytes: u64) -> String {
-    const UNITS: [(&str, u32); 3] = [("GiB", 30), ("MiB", 20), ("KiB", 10)];
-    for (name, shift) in UNITS {
-        if bytes >= 1u64 << shift {
-            return format!("{:.1} {name}", bytes as f64 / (1u64 << shift) as f64);
-        }
-    }
-    format!("{bytes} B")
-}
-
-fn env_budget() -> Option<MemoryBudget> {
-    let text = std::env::var(ENV_MEMORY_BUDGET).ok()?;
-    match parse_bytes(&text) {
-        Some(bytes) => Some(MemoryBudget {
-            bytes,
-            source: format!("{ENV_MEMORY_BUDGET}={text}"),
-        }),
-        None => {
-            eprintln!(
-                "warning: ignoring {ENV_MEMORY_BUDGET}={text:?} (expected bytes or a size like 6GiB)"
-            );
-            None
-        }
-    }
-}
-
-/// What the device may hold when nobody said: a CPU adapter's memory is the host's (lavapipe
-/// reports a nominal 2 GiB heap it does not enforce), so the memory Linux has available;
-/// else the driver's figure.
-fn default_budget(device: &wgpu::Device, info: &wgpu::AdapterInfo) -> Option<MemoryBudget> {
-    if info.device_type == wgpu::DeviceType::Cpu {
-        if let Some(bytes) = host_available_memory() {
-            return Some(MemoryBudget {
-                bytes,
-                source: "host memory available (CPU adapter), /proc/meminfo".into(),
-            });
-        }
-    }
-    driver_budget(device)
-}
-
-/// `MemAvailable` of `/proc/meminfo`, in bytes.
-fn host_available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// The device's memory as the driver reports it: Vulkan's largest device-local heap. Other
-/// backends report none through wgpu (the budget is then unknown unless set).
-#[cfg(not(any(target_os = "macos", target_os = "ios", target_arch = "wasm32")))]
-fn driver_budget(device: &wgpu::Device) -> Option<MemoryBudget> {
-    // SAFETY: only reads the physical device's memory properties; nothing is created or
-    // destroyed through the hal handles, which live as long as `device`.
-    unsafe {
-        let hal = device.as_hal::<wgpu::hal::api::Vulkan>()?;
-        let instance = hal.shared_instance().raw_instance();
-        let props = instance.get_physical_device_memory_properties(hal.raw_physical_device());
-        let heaps = &props.memory_heaps[..(props.memory_heap_count as usize).min(16)];
-        // VK_MEMORY_HEAP_DEVICE_LOCAL_BIT = 0x1.
-        let (i, heap) = heaps
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| h.flags.as_raw() & 1 != 0)
-            .max_by_key(|(_, h)| h.size)
-            .or_else(|| heaps.iter().enumerate().max_by_key(|(_, h)| h.size))?;
-        Some(MemoryBudget {
-            bytes: heap.size,
-            source: format!("Vulkan device-local heap {i}"),
-        })
-    }
-}
-
-#[cfg(any(target_os = "macos", target_os = "ios", target_arch = "wasm32"))]
-fn driver_budget(_device: &wgpu::Device) -> Option<MemoryBudget> {
-    None
 }
 
 /// Usage of every storage buffer the engine allocates.
@@ -619,157 +510,6 @@ impl Gpu {
                 context: "wait".into(),
                 what: e.to_string(),
             })
-    }
-
-    /// Copies `size` bytes at `offset` of `buffer` back to the host.
-    pub fn read_bytes(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        size: u64,
-        what: &str,
-    ) -> Result<Vec<u8>> {
-        if self.is_simulating() {
-            return Ok(vec![0; size as usize]);
-        }
-        let padded = size.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: padded.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
-        if padded > 0 {
-            enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
-        }
-        self.queue.submit([enc.finish()]);
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        let err = |e: &dyn std::fmt::Display| Error::Readback {
-            tensor: what.to_string(),
-            what: e.to_string(),
-        };
-        rx.recv().map_err(|e| err(&e))?.map_err(|e| err(&e))?;
-        let view = staging.get_mapped_range(..).map_err(|e| err(&e))?;
-        let out = view[..size as usize].to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
-    }
-}
-
-/// A readback under way ([`Gpu::read_bytes_async`]): the copy is submitted and the map
-/// requested; the data arrive whenever the device next completes work, with no wait here.
-pub struct AsyncRead {
-    staging: Option<wgpu::Buffer>,
-    size: usize,
-    done: std::sync::Arc<std::sync::Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>,
-    what: String,
-}
-
-impl AsyncRead {
-    /// The bytes if the map has completed (polls the device without blocking), else `None`.
-    pub fn try_take(&mut self, gpu: &Gpu) -> Result<Option<Vec<u8>>> {
-        let Some(staging) = &self.staging else {
-            // A simulation reads zeros at once.
-            return Ok(Some(vec![0; self.size]));
-        };
-        let _ = gpu.device.poll(wgpu::PollType::Poll);
-        let state = self.done.lock().map_err(|e| Error::Readback {
-            tensor: self.what.clone(),
-            what: e.to_string(),
-        })?;
-        let err = |e: &dyn std::fmt::Display| Error::Readback {
-            tensor: self.what.clone(),
-            what: e.to_string(),
-        };
-        match &*state {
-            None => Ok(None),
-            Some(Err(e)) => Err(err(e)),
-            Some(Ok(())) => {
-                let view = staging.get_mapped_range(..).map_err(|e| err(&e))?;
-                let out = view[..self.size].to_vec();
-                drop(view);
-                staging.unmap();
-                Ok(Some(out))
-            }
-        }
-    }
-
-    /// The bytes, waiting for the device if they have not arrived. When another thread polls
-    /// the same device, the map's callback can run on that thread a moment after our own poll
-    /// returns: so wait until it has run (bounded), not just until the device is idle.
-    pub fn wait(&mut self, gpu: &Gpu) -> Result<Vec<u8>> {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(b) = self.try_take(gpu)? {
-                return Ok(b);
-            }
-            if start.elapsed() > std::time::Duration::from_secs(60) {
-                return Err(Error::Readback {
-                    tensor: self.what.clone(),
-                    what: "the map did not complete within 60 s of the device going idle".into(),
-                });
-            }
-            gpu.wait()?;
-            std::thread::yield_now();
-        }
-    }
-}
-
-impl Gpu {
-    /// Starts copying `size` bytes at `offset` of `buffer` back to the host and returns at
-    /// once: the copy runs after the work submitted so far, and [`AsyncRead::try_take`]
-    /// delivers it without stalling the queue.
-    pub fn read_bytes_async(
-        &self,
-        buffer: &wgpu::Buffer,
-        offset: u64,
-        size: u64,
-        what: &str,
-    ) -> AsyncRead {
-        let done = std::sync::Arc::new(std::sync::Mutex::new(None));
-        if self.is_simulating() {
-            return AsyncRead {
-                staging: None,
-                size: size as usize,
-                done,
-                what: what.into(),
-            };
-        }
-        let padded = (size.div_ceil(wgpu::COPY_BUFFER_ALIGNMENT) * wgpu::COPY_BUFFER_ALIGNMENT)
-            .max(wgpu::COPY_BUFFER_ALIGNMENT);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(what),
-            size: padded,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(what) });
-        enc.copy_buffer_to_buffer(buffer, offset, &staging, 0, padded);
-        self.queue.submit([enc.finish()]);
-        let slot = done.clone();
-        staging.map_async(wgpu::MapMode::Read, .., move |r| {
-            if let Ok(mut s) = slot.lock() {
-                *s = Some(r);
-            }
-        });
-        AsyncRead {
-            staging: Some(staging),
-            size: size as usize,
-            done,
-            what: what.into(),
-        }
     }
 }
 
