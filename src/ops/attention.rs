@@ -58,7 +58,18 @@ fn block_keys(d: usize, smem: usize) -> u32 {
     b as u32
 }
 
-fn key(d: usize, smem: usize, vec4: bool) -> KernelKey {
+/// Threads (= queries) per workgroup: 64, or 16 / 32 when there are that few queries (the
+/// idle threads would still take part in every barrier: on lavapipe the built-in model's
+/// 16-query attentions ran at a quarter of the speed at 64).
+fn wg_for(n_q: usize) -> u32 {
+    match n_q {
+        0..=16 => 16,
+        17..=32 => 32,
+        _ => WG,
+    }
+}
+
+fn key(d: usize, smem: usize, vec4: bool, wg: u32) -> KernelKey {
     let width = if vec4 { 4 } else { 1 };
     let mut defines = vec![
         Define::Const("D", d as u32),
@@ -72,7 +83,7 @@ fn key(d: usize, smem: usize, vec4: bool) -> KernelKey {
         shader: "attention.wgsl",
         entry: "main",
         defines,
-        overrides: vec![("WG", WG)],
+        overrides: vec![("WG", wg)],
         bindings: vec![
             Access::Read,
             Access::Read,
@@ -90,9 +101,11 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         .flat_map(|&d| {
             let vec4 = d % 4 == 0;
             [
-                key(d, SMEM_BUDGET, vec4),
-                key(d, 2 * SMEM_BUDGET, vec4),
-                key(d, SMEM_BUDGET, false),
+                key(d, SMEM_BUDGET, vec4, WG),
+                key(d, 2 * SMEM_BUDGET, vec4, WG),
+                key(d, SMEM_BUDGET, false, WG),
+                key(d, SMEM_BUDGET, vec4, 16),
+                key(d, SMEM_BUDGET, vec4, 32),
             ]
         })
         .collect();
@@ -104,9 +117,9 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 /// for `dv` head-dim entries (floats or vec4s): per block of `bkv` keys the kernel runs
 /// 1 + ⌈bkv·dv/WG⌉ (loads) + 2·bkv·(dv + 1) (scores, weighted sum) + dv (rescale)
 /// iterations, plus 4·dv around the loop. `None`: all keys.
-fn keys_per_dispatch(limit: Option<u32>, dv: usize, bkv: usize) -> Option<usize> {
+fn keys_per_dispatch(limit: Option<u32>, dv: usize, bkv: usize, wg: u32) -> Option<usize> {
     let limit = limit? as usize * 9 / 10;
-    let per_block = 1 + (bkv * dv).div_ceil(WG as usize) + 2 * bkv * (dv + 1) + dv;
+    let per_block = 1 + (bkv * dv).div_ceil(wg as usize) + 2 * bkv * (dv + 1) + dv;
     let blocks = (limit.saturating_sub(4 * dv) / per_block).max(1);
     Some(blocks * bkv)
 }
@@ -270,9 +283,15 @@ fn run(
     let width: u32 = if vec4 { 4 } else { 1 };
     let dv = d / width as usize;
     let smem = (gpu.limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
-    let chunk = keys_per_dispatch(gpu.loop_iteration_limit(), dv, block_keys(d, smem) as usize)
-        .unwrap_or(n_kv)
-        .min(n_kv);
+    let wg = wg_for(n_q);
+    let chunk = keys_per_dispatch(
+        gpu.loop_iteration_limit(),
+        dv,
+        block_keys(d, smem) as usize,
+        wg,
+    )
+    .unwrap_or(n_kv)
+    .min(n_kv);
     let chunks = n_kv.div_ceil(chunk);
     // Running softmax state between key chunks: per query and head the accumulator and
     // (max, sum), rounded to whole vec4s: [b, n_q, heads, 4·⌈(d + 2) / 4⌉] floats, O(N·d).
@@ -293,7 +312,7 @@ fn run(
             "state buffer must start at its binding",
         ));
     }
-    let tiles_q = n_q.div_ceil(WG as usize);
+    let tiles_q = n_q.div_ceil(wg as usize);
     let base = AttentionParams {
         batch: b as u32,
         heads: heads as u32,
@@ -328,7 +347,7 @@ fn run(
             ob.range.clone(),
             sb.range.clone(),
         ];
-        push(rec, key(d, smem, vec4), &params, bindings, grid)?;
+        push(rec, key(d, smem, vec4, wg), &params, bindings, grid)?;
         let kv = (params.kv_end - params.kv_begin) as f64;
         let (bh, nq, df) = ((b * heads) as f64, n_q as f64, d as f64);
         rec.set_last_cost(crate::gpu::Cost {
