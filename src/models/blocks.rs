@@ -174,14 +174,33 @@ impl Attention {
         context: Option<&Tensor>,
     ) -> Result<Tensor> {
         let kv = context.unwrap_or(x);
+        let (k, v) = self.project_kv(rec, kv)?;
+        self.forward_kv(rec, x, &k, &v)
+    }
+
+    /// `to_k(context)`, `to_v(context)`: `[b, m, c]` each.
+    pub fn project_kv(&self, rec: &mut Recorder<'_>, context: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((
+            self.to_k.forward(rec, context)?,
+            self.to_v.forward(rec, context)?,
+        ))
+    }
+
+    /// Attention of `x` `[b, n, c]` to keys and values already projected (`project_kv`):
+    /// cross-attention to a context that does not change between calls projects it once.
+    pub fn forward_kv(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<Tensor> {
         let q = self.to_q.forward(rec, x)?;
-        let k = self.to_k.forward(rec, kv)?;
-        let v = self.to_v.forward(rec, kv)?;
         let a = ops::attention(
             rec,
             &q,
-            &k,
-            &v,
+            k,
+            v,
             AttentionOptions {
                 heads: self.heads,
                 causal: false,

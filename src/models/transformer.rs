@@ -72,13 +72,14 @@ impl BasicTransformerBlock {
         })
     }
 
-    /// `y`: `[n, hw, c]`; `context`: `[n, seq, cross_dim]`.
-    fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, context: &Tensor) -> Result<Tensor> {
+    /// `y`: `[n, hw, c]`; `kv`: the cross-attention's keys and values of the context
+    /// (`attn2.project_kv`).
+    fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
         let yn = self.norm1.forward(rec, y)?;
         let a = self.attn1.forward(rec, &yn, None)?;
         let y = ops::add(rec, y, &a)?;
         let yn = self.norm2.forward(rec, &y)?;
-        let a = self.attn2.forward(rec, &yn, Some(context))?;
+        let a = self.attn2.forward_kv(rec, &yn, &kv.0, &kv.1)?;
         let y = ops::add(rec, &y, &a)?;
         let yn = self.norm3.forward(rec, &y)?;
         let f = self.ff.net_0_proj.forward(rec, &yn)?; // [n, hw, 8c]
@@ -108,6 +109,39 @@ impl Transformer2D {
 
     /// `x`: `[n, h, w, c]`; `context`: `[n, seq, cross_attention_dim]`.
     pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor, context: &Tensor) -> Result<Tensor> {
+        let kv = self.project_context(rec, context)?;
+        self.forward_kv(rec, x, &kv)
+    }
+
+    /// Each block's cross-attention keys and values of `context` (`[n, seq, c]` each).
+    pub fn project_context(
+        &self,
+        rec: &mut Recorder<'_>,
+        context: &Tensor,
+    ) -> Result<Vec<(Tensor, Tensor)>> {
+        self.transformer_blocks
+            .iter()
+            .map(|b| b.attn2.project_kv(rec, context))
+            .collect()
+    }
+
+    /// [`Transformer2D::forward`] with the context already projected (`project_context`).
+    pub fn forward_kv(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        kv: &[(Tensor, Tensor)],
+    ) -> Result<Tensor> {
+        if kv.len() != self.transformer_blocks.len() {
+            return Err(Error::shape(
+                "transformer",
+                format!(
+                    "{} projected contexts for {} blocks",
+                    kv.len(),
+                    self.transformer_blocks.len()
+                ),
+            ));
+        }
         let &[n, h, wd, c] = x.shape() else {
             return Err(Error::shape(
                 "transformer",
@@ -116,8 +150,8 @@ impl Transformer2D {
         };
         let y = self.norm.forward(rec, x, false)?.reshape(&[n, h * wd, c])?;
         let mut y = self.proj_in.0.forward(rec, &y)?; // [n, hw, c]
-        for b in &self.transformer_blocks {
-            y = b.forward(rec, &y, context)?;
+        for (b, kv) in self.transformer_blocks.iter().zip(kv) {
+            y = b.forward(rec, &y, kv)?;
         }
         let y = self.proj_out.0.forward(rec, &y)?;
         ops::add(rec, &y.reshape(&[n, h, wd, c])?, x)

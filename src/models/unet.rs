@@ -191,6 +191,13 @@ pub struct MidBlock {
     pub attentions: Vec<Transformer2D>,
 }
 
+/// The prompt's part of the U-Net ([`UNet::project_context`]): each transformer's
+/// cross-attention keys and values, in the order the U-Net runs them.
+pub struct UNetContext {
+    pub batch: usize,
+    pub kv: Vec<Vec<(Tensor, Tensor)>>,
+}
+
 pub struct UNet {
     pub config: UNetConfig,
     pub time_embedding: TimestepEmbedding,
@@ -339,14 +346,57 @@ impl UNet {
         self.forward_t(rec, x, &t, context)
     }
 
-    /// [`UNet::forward`] with the timestep as a device tensor f32 `[n]` (one per image): what
-    /// a recorded step plan uses, the timestep changing in device memory between replays.
+    /// [`UNet::forward`] with the timestep as a device tensor f32 `[n]` (one per image).
     pub fn forward_t(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
         t: &Tensor,
         context: &Tensor,
+    ) -> Result<Tensor> {
+        let ctx = self.project_context(rec, context)?;
+        self.forward_ctx(rec, x, t, &ctx)
+    }
+
+    /// Every transformer's cross-attention keys and values of `context` `[n, seq,
+    /// cross_attention_dim]`: the part of the U-Net that depends on the prompt alone, computed
+    /// once per request rather than every step.
+    pub fn project_context(&self, rec: &mut Recorder<'_>, context: &Tensor) -> Result<UNetContext> {
+        let c = &self.config;
+        if context.rank() != 3 || context.shape()[2] != c.cross_attention_dim {
+            return Err(Error::shape(
+                "unet",
+                format!(
+                    "context `{}` must be [n, seq, {}], got {:?}",
+                    context.name(),
+                    c.cross_attention_dim,
+                    context.shape()
+                ),
+            ));
+        }
+        let transformers = self
+            .down_blocks
+            .iter()
+            .flat_map(|b| &b.attentions)
+            .chain(&self.mid_block.attentions)
+            .chain(self.up_blocks.iter().flat_map(|b| &b.attentions));
+        Ok(UNetContext {
+            batch: context.shape()[0],
+            kv: transformers
+                .map(|a| a.project_context(rec, context))
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    /// The noise prediction with the context already projected ([`UNet::project_context`]):
+    /// what a recorded step plan runs, the timestep `t` f32 `[n]` changing in device memory
+    /// between replays.
+    pub fn forward_ctx(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        t: &Tensor,
+        ctx: &UNetContext,
     ) -> Result<Tensor> {
         const OP: &str = "unet";
         let c = &self.config;
@@ -366,20 +416,21 @@ impl UNet {
                 format!("latents {:?} need {} channels", x.shape(), c.in_channels),
             ));
         }
-        if context.rank() != 3
-            || context.shape()[0] != n
-            || context.shape()[2] != c.cross_attention_dim
-        {
+        if ctx.batch != n {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "context `{}` must be [{n}, seq, {}], got {:?}",
-                    context.name(),
-                    c.cross_attention_dim,
-                    context.shape()
+                    "the context is for {} images, the latents {:?}",
+                    ctx.batch,
+                    x.shape()
                 ),
             ));
         }
+        let mut kv = ctx.kv.iter();
+        let mut next_kv = || {
+            kv.next()
+                .ok_or_else(|| Error::unsupported(OP, "the projected context ran out"))
+        };
         if t.shape() != [n] {
             return Err(Error::shape(
                 OP,
@@ -403,7 +454,7 @@ impl UNet {
             for (j, r) in b.resnets.iter().enumerate() {
                 x = r.forward(rec, &x, Some(&temb))?;
                 if let Some(a) = b.attentions.get(j) {
-                    x = a.forward(rec, &x, context)?;
+                    x = a.forward_kv(rec, &x, next_kv()?)?;
                 }
                 skips.push(x.clone());
             }
@@ -417,7 +468,7 @@ impl UNet {
         for (k, r) in mid.resnets.iter().enumerate() {
             if k > 0 {
                 if let Some(a) = mid.attentions.get(k - 1) {
-                    x = a.forward(rec, &x, context)?;
+                    x = a.forward_kv(rec, &x, next_kv()?)?;
                 }
             }
             x = r.forward(rec, &x, Some(&temb))?;
@@ -430,7 +481,7 @@ impl UNet {
                 x = ops::concat_channels(rec, &x, &skip)?;
                 x = r.forward(rec, &x, Some(&temb))?;
                 if let Some(a) = b.attentions.get(j) {
-                    x = a.forward(rec, &x, context)?;
+                    x = a.forward_kv(rec, &x, next_kv()?)?;
                 }
             }
             for u in &b.upsamplers {

@@ -166,6 +166,9 @@ impl Pipeline {
         guard.check(&mut rec, &context, "the text encoder's output".into())?;
         // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
         let context = Self::repeat_rows(&mut rec, &context, n)?;
+        // The U-Net's cross-attention keys and values depend on the prompt alone: once per
+        // request, not every step.
+        let unet_ctx = self.unet.project_context(&mut rec, &context)?;
         rec.submit()?;
         guard.finish(gpu)?;
         timings.text_encoding = clock.elapsed();
@@ -233,6 +236,13 @@ impl Pipeline {
         // Record the step once.
         let record_clock = std::time::Instant::now();
         let mut persistent = vec![context.clone()];
+        persistent.extend(
+            unet_ctx
+                .kv
+                .iter()
+                .flatten()
+                .flat_map(|(k, v)| [k.clone(), v.clone()]),
+        );
         let mut rec = Recorder::new(gpu);
         let step_checks = 3u32;
         let base = guard.reserve_steps(total, step_checks as usize, |i, k| {
@@ -271,7 +281,7 @@ impl Pipeline {
             let numel = xin.numel();
             let flat = xin.reshape(&[1, numel])?;
             let x2 = ops::concat_channels(&mut rec, &flat, &flat)?.reshape(&[2 * n, h, w, ci])?;
-            let eps = self.unet.forward_t(&mut rec, &x2, &t, &context)?;
+            let eps = self.unet.forward_ctx(&mut rec, &x2, &t, &unet_ctx)?;
             check(&mut rec, &eps, 0, &guard)?;
             // diffusers' `uncond + g·(cond − uncond)` in the fused guidance kernel.
             let guide = ops::SamplerStep {
@@ -286,7 +296,7 @@ impl Pipeline {
             check(&mut rec, &m, 1, &guard)?;
             m
         } else {
-            let eps = self.unet.forward_t(&mut rec, &xin, &t, &context)?;
+            let eps = self.unet.forward_ctx(&mut rec, &xin, &t, &unet_ctx)?;
             check(&mut rec, &eps, 0, &guard)?;
             eps
         };
