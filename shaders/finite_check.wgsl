@@ -13,7 +13,7 @@ override WG: u32 = 256u;
 
 struct Params {
     n: u32, x_off: u32, flag_off: u32, code: u32,
-    // main_step: the code grows by `stride` per row of a step table (src/ops/step_table.rs),
+    // With STEP: the code grows by `stride` per row of a step table (src/ops/step_table.rs),
     // so a check recorded once in a step plan names the step it ran in.
     stride: u32, table_off: u32, _pad0: u32, _pad1: u32,
 }
@@ -34,21 +34,11 @@ fn main(
     let i = linear_workgroup(wid, nwg) * WG + li;
     if (i >= p.n) { return; }
     if ((x[p.x_off + i] & 0x7f800000u) == 0x7f800000u) {
-        atomicMin(&flag[p.flag_off], p.code);
-    }
-}
-
 #if STEP
-@compute @workgroup_size(WG)
-fn main_step(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let i = linear_workgroup(wid, nwg) * WG + li;
-    if (i >= p.n) { return; }
-    if ((x[p.x_off + i] & 0x7f800000u) == 0x7f800000u) {
-        atomicMin(&flag[p.flag_off], p.code + table[p.table_off] * p.stride);
+        let code = p.code + table[p.table_off] * p.stride;
+#else
+        let code = p.code;
+#endif
+        atomicMin(&flag[p.flag_off], code);
     }
 }
-#endif

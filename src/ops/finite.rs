@@ -35,7 +35,7 @@ fn key(step: bool) -> KernelKey {
     }
     KernelKey {
         shader: "finite_check.wgsl",
-        entry: if step { "main_step" } else { "main" },
+        entry: "main",
         defines: if step {
             vec![crate::shaders::Define::Flag("STEP")]
         } else {
