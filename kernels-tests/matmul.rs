@@ -30,7 +30,7 @@ const CASES: &[Case] = &[
 ];
 
 #[test]
-fn matmul_matches_reference() {
+fn matmul_and_its_residual_epilogue_match_reference() {
     for gpu in gemm_gpus() {
         let core = gpu.gemm_variant();
         for (ci, c) in CASES.iter().enumerate() {
@@ -74,6 +74,24 @@ fn matmul_matches_reference() {
                     2e-5 * (c.k as f32).sqrt(),
                     1e-4,
                 );
+                if c.b_batched {
+                    continue;
+                }
+                // The residual epilogue: x·w + bias + r.
+                let r = rng.normals(c.batch * c.m * c.n, 1.0);
+                let rt = upload(&r, &[c.batch, c.m, c.n], DType::F32, "residual");
+                let mut rec = Recorder::new(gpu);
+                let out = ops::linear_residual(&mut rec, &at, &bt, c.bias.then_some(&biast), &rt)
+                    .unwrap();
+                let got = run(rec, &out);
+                let want: Vec<f32> = want.iter().zip(&r).map(|(w, r)| w + r).collect();
+                check(
+                    &format!("matmul + residual {core:?} {} seed {seed}", c.name),
+                    &got,
+                    &want,
+                    2e-5 * (c.k as f32).sqrt(),
+                    1e-4,
+                );
             }
         }
     }
@@ -98,5 +116,16 @@ fn linear_rejects_bad_shapes_with_named_tensors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("dtype"), "{e}");
+    let short = upload(&[0.0; 7], &[7], DType::F32, "short residual");
+    let e = ops::linear_residual(
+        &mut rec,
+        &x,
+        &upload(&[0.0; 12], &[3, 4], DType::F32, "w"),
+        None,
+        &short,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("short residual"), "{e}");
     assert!(rec.is_empty(), "failed ops must record nothing");
 }

@@ -1,8 +1,10 @@
-// matmul / linear:  C[b, m, n] = sum_k A[b, m, k] · B[b, k, n] + bias[n]
+// matmul / linear:  C[b, m, n] = sum_k A[b, m, k] · B[b, k, n] + bias[n] (+ R[b, m, n])
 //
 // A, C: f32, row-major. B: row-major [K, N] (linear weights are stored transposed at load
 // time), f32 or f16 (define W_F16: packed two per u32); bias has B's dtype. A batch stride of
 // 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
+// R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
+// `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m · batch workgroups.
 
 #include "common.wgsl"
@@ -11,7 +13,7 @@ struct Params {
     m: u32, n: u32, k: u32, batch: u32,
     a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
     a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
-    tiles_n: u32, tiles_m: u32, _pad0: u32, _pad1: u32,
+    tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -28,6 +30,7 @@ fn w_at(i: u32) -> f32 { return w[i]; }
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
+@group(0) @binding(5) var<storage, read> res: array<f32>;
 
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.n, p.k, p.batch); }
 fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
@@ -53,7 +56,9 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var out = v;
     if (p.has_bias != 0u) { out += bias_at(p.bias_off + n); }
-    c[p.c_off + b * p.c_bstride + m * p.n + n] = out;
+    let i = b * p.c_bstride + m * p.n + n;
+    if (p.has_res != 0u) { out += res[p.res_off + i]; }
+    c[p.c_off + i] = out;
 }
 
 #if SUBGROUP_GEMM

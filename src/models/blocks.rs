@@ -166,16 +166,18 @@ impl Attention {
         })
     }
 
-    /// `x`: `[b, n, c]`; `context`: `[b, m, kv_dim]` (self-attention when `None`).
+    /// `x`: `[b, n, c]`; `context`: `[b, m, kv_dim]` (self-attention when `None`);
+    /// `residual` (as `x`) is added in `to_out`'s epilogue.
     pub fn forward(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
         context: Option<&Tensor>,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let kv = context.unwrap_or(x);
         let (k, v) = self.project_kv(rec, kv)?;
-        self.forward_kv(rec, x, &k, &v)
+        self.forward_kv(rec, x, &k, &v, residual)
     }
 
     /// `to_k(context)`, `to_v(context)`: `[b, m, c]` each.
@@ -194,6 +196,7 @@ impl Attention {
         x: &Tensor,
         k: &Tensor,
         v: &Tensor,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let q = self.to_q.forward(rec, x)?;
         let a = ops::attention(
@@ -207,7 +210,7 @@ impl Attention {
                 scale: None,
             },
         )?;
-        self.to_out.forward(rec, &a)
+        self.to_out.forward_res(rec, &a, residual)
     }
 }
 
@@ -237,8 +240,11 @@ impl SpatialSelfAttention {
             .group_norm
             .forward(rec, x, false)?
             .reshape(&[n, h * w, c])?;
-        let o = self.attn.forward(rec, &y, None)?;
-        ops::add(rec, &o.reshape(&[n, h, w, c])?, x)
+        // `x +` in to_out's epilogue.
+        let o = self
+            .attn
+            .forward(rec, &y, None, Some(&x.reshape(&[n, h * w, c])?))?;
+        o.reshape(&[n, h, w, c])
     }
 }
 

@@ -278,8 +278,7 @@ impl ClipTextModel {
             let k = sa.k_proj.forward(rec, &y)?;
             let v = sa.v_proj.forward(rec, &y)?;
             let a = ops::attention(rec, &q, &k, &v, opts)?; // [B, seq, h]
-            let a = sa.out_proj.forward(rec, &a)?;
-            x = ops::add(rec, &x, &a)?;
+            x = sa.out_proj.forward_res(rec, &a, Some(&x))?; // x + out_proj(a)
             let y = layer.layer_norm2.forward(rec, &x)?;
             let y = layer.mlp.fc1.forward(rec, &y)?; // [B, seq, ff]
             let act = match c.hidden_act {
@@ -287,8 +286,7 @@ impl ClipTextModel {
                 Activation::Gelu => Unary::Gelu,
             };
             let y = ops::unary(rec, &y, act, 1.0, 0.0)?;
-            let y = layer.mlp.fc2.forward(rec, &y)?;
-            x = ops::add(rec, &x, &y)?;
+            x = layer.mlp.fc2.forward_res(rec, &y, Some(&x))?; // x + fc2(y)
         }
         self.final_layer_norm.forward(rec, &x)
     }

@@ -39,6 +39,19 @@ impl Linear {
     pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         ops::linear(rec, x, &self.weight, self.bias.as_ref())
     }
+
+    /// `forward(x) + residual`, the add fused into the GEMM's epilogue.
+    pub fn forward_res(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        match residual {
+            Some(r) => ops::linear_residual(rec, x, &self.weight, self.bias.as_ref(), r),
+            None => self.forward(rec, x),
+        }
+    }
 }
 
 /// A `LayerNorm` (weights kept in f32: they are tiny and the kernel reads f32).

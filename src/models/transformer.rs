@@ -75,17 +75,15 @@ impl BasicTransformerBlock {
     /// `y`: `[n, hw, c]`; `kv`: the cross-attention's keys and values of the context
     /// (`attn2.project_kv`).
     fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
+        // Each residual add is fused into the epilogue of the layer before it.
         let yn = self.norm1.forward(rec, y)?;
-        let a = self.attn1.forward(rec, &yn, None)?;
-        let y = ops::add(rec, y, &a)?;
+        let y = self.attn1.forward(rec, &yn, None, Some(y))?;
         let yn = self.norm2.forward(rec, &y)?;
-        let a = self.attn2.forward_kv(rec, &yn, &kv.0, &kv.1)?;
-        let y = ops::add(rec, &y, &a)?;
+        let y = self.attn2.forward_kv(rec, &yn, &kv.0, &kv.1, Some(&y))?;
         let yn = self.norm3.forward(rec, &y)?;
         let f = self.ff.net_0_proj.forward(rec, &yn)?; // [n, hw, 8c]
         let f = ops::geglu(rec, &f)?; // [n, hw, 4c]
-        let f = self.ff.net_2.forward(rec, &f)?; // [n, hw, c]
-        ops::add(rec, &y, &f)
+        self.ff.net_2.forward_res(rec, &f, Some(&y)) // [n, hw, c]
     }
 }
 
@@ -153,7 +151,10 @@ impl Transformer2D {
         for (b, kv) in self.transformer_blocks.iter().zip(kv) {
             y = b.forward(rec, &y, kv)?;
         }
-        let y = self.proj_out.0.forward(rec, &y)?;
-        ops::add(rec, &y.reshape(&[n, h, wd, c])?, x)
+        let y = self
+            .proj_out
+            .0
+            .forward_res(rec, &y, Some(&x.reshape(&[n, h * wd, c])?))?;
+        y.reshape(&[n, h, wd, c])
     }
 }

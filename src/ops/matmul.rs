@@ -25,7 +25,8 @@ pub struct MatmulParams {
     pub has_bias: u32,
     pub tiles_n: u32,
     pub tiles_m: u32,
-    pub _pad: [u32; 2],
+    pub res_off: u32,
+    pub has_res: u32,
 }
 
 /// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
@@ -85,7 +86,13 @@ fn key(g: Gemm) -> KernelKey {
         entry: "main",
         defines: g.defines,
         overrides: g.overrides,
-        bindings: vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::Read,
+        ],
         params_size: std::mem::size_of::<MatmulParams>() as u64,
     }
 }
@@ -115,6 +122,28 @@ pub fn linear(
     matmul(rec, x, w, bias)
 }
 
+/// `x · w + bias + residual` with the residual (f32, the output's shape or any shape of as
+/// many elements) added in the GEMM's epilogue: no separate add pass.
+pub fn linear_residual(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    if w.rank() != 2 {
+        return Err(Error::shape(
+            "linear",
+            format!(
+                "weight `{}` must be [in, out], got {:?}",
+                w.name(),
+                w.shape()
+            ),
+        ));
+    }
+    matmul_with(rec, x, w, bias, Some(residual))
+}
+
 /// Batched matrix product. `a`: f32 `[.., m, k]`. `b`: `[k, n]` (shared by every batch: the
 /// batch folds into m) or `[.., k, n]` with the same batch dims as `a`; f32 or f16.
 /// `bias`: `[n]` of `b`'s dtype. Returns f32 `[.., m, n]`.
@@ -123,6 +152,16 @@ pub fn matmul(
     a: &Tensor,
     b: &Tensor,
     bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    matmul_with(rec, a, b, bias, None)
+}
+
+fn matmul_with(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
     require_f32(OP, "a", a)?;
@@ -170,21 +209,39 @@ pub fn matmul(
     let a_batch: usize = a.shape()[..ar - 2].iter().product();
     let mut out_shape = a.shape().to_vec();
     out_shape[ar - 1] = n;
+    if let Some(r) = residual {
+        require_f32(OP, "residual", r)?;
+        if r.numel() != a_batch * m * n {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "residual `{}` {:?} must hold the output's {:?} values",
+                    r.name(),
+                    r.shape(),
+                    out_shape
+                ),
+            ));
+        }
+    }
     let out = Tensor::empty_in(rec, &out_shape, DType::F32, "matmul.out")?;
+    let res = residual.map(|r| r.reshape(&out_shape)).transpose()?;
     if br == 2 {
         // One weight for every batch: fold the batch into M, split rows to fit bindings.
         let rows = a_batch * m;
         let a2 = a.reshape(&[rows, k])?;
         let c2 = out.reshape(&[rows, n])?;
+        let r2 = res.as_ref().map(|r| r.reshape(&[rows, n])).transpose()?;
         let chunk = rows_per_binding(rec, 4 * k.max(n) as u64);
         let mut r0 = 0;
         while r0 < rows {
             let len = chunk.min(rows - r0);
+            let r = r2.as_ref().map(|r| r.narrow0(r0, len)).transpose()?;
             record(
                 rec,
                 &a2.narrow0(r0, len)?,
                 b,
                 bias,
+                r.as_ref(),
                 &c2.narrow0(r0, len)?,
                 len,
                 n,
@@ -208,7 +265,7 @@ pub fn matmul(
                 ),
             ));
         }
-        record(rec, a, b, bias, &out, m, n, k, a_batch, k * n)?;
+        record(rec, a, b, bias, res.as_ref(), &out, m, n, k, a_batch, k * n)?;
     }
     Ok(out)
 }
@@ -219,6 +276,7 @@ fn record(
     a: &Tensor,
     b: &Tensor,
     bias: Option<&Tensor>,
+    res: Option<&Tensor>,
     c: &Tensor,
     m: usize,
     n: usize,
@@ -229,6 +287,7 @@ fn record(
     const OP: &str = "matmul";
     let gpu = rec.gpu();
     let ab = a.bind(gpu, OP)?;
+    let rb = res.unwrap_or(a).bind(gpu, OP)?;
     let bb = b.bind(gpu, OP)?;
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
@@ -250,14 +309,15 @@ fn record(
         has_bias: bias.is_some() as u32,
         tiles_n: tiles_n as u32,
         tiles_m: tiles_m as u32,
-        _pad: [0; 2],
+        res_off: rb.elem_offset,
+        has_res: res.is_some() as u32,
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
     push(
         rec,
         key(g),
         &params,
-        vec![ab.range, bb.range, biasb.range, cb.range],
+        vec![ab.range, bb.range, biasb.range, cb.range, rb.range],
         groups,
     )?;
     let wsize = b.dtype().size() as f64;
