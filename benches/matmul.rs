@@ -23,6 +23,20 @@ fn matmul(c: &mut Criterion) {
             ops::matmul(rec, &a, &b, None).expect("matmul");
         });
     }
+    // The residual epilogue (a transformer's `x + to_out(attn)`), next to the plain case.
+    let (m, k, n) = (8192, 320, 320);
+    let a = tensor(&[m, k], DType::F32, 1);
+    let b = tensor(&[k, n], DType::F32, 2);
+    let r = tensor(&[m, n], DType::F32, 3);
+    bench(
+        c,
+        "matmul",
+        "sd to_out 8192x320x320 + residual",
+        Work::Flops(2 * (m * k * n) as u64),
+        |rec| {
+            ops::linear_residual(rec, &a, &b, None, &r).expect("linear_residual");
+        },
+    );
 }
 
 criterion_group!(benches, matmul);
