@@ -115,6 +115,33 @@ fn conv2d_matches_reference() {
                     2e-5 * (fan_in as f32).sqrt(),
                     1e-4,
                 );
+                if c.res {
+                    continue;
+                }
+                // A per-image residual [n, cout] (a resnet's time-embedding projection),
+                // added to every pixel of its image.
+                let t = rng.normals(n * c.cout, 1.0);
+                let tt = upload(&t, &[n, c.cout], DType::F32, "temb");
+                let mut rec = Recorder::new(gpu);
+                let out = ops::conv2d(&mut rec, &xt, &wtt, c.bias.then_some(&bt), Some(&tt), opts)
+                    .unwrap();
+                let got = run(rec, &out);
+                let per_px = ho * wo * c.cout;
+                let want: Vec<f32> = want
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v + t[(i / per_px) * c.cout + i % c.cout])
+                    .collect();
+                check(
+                    &format!(
+                        "conv2d + per-image residual {core:?} {} seed {seed}",
+                        c.name
+                    ),
+                    &got,
+                    &want,
+                    2e-5 * (fan_in as f32).sqrt(),
+                    1e-4,
+                );
             }
         }
     }

@@ -163,6 +163,26 @@ fn ops_split_grids_and_bindings_to_fit_small_limits() {
             1e-4,
             1e-4,
         );
+        if !with_res {
+            // A per-image residual [n, cout] reaches every band of its image.
+            let tv = rng.normals(n * cout, 1.0);
+            let tt = Tensor::from_f32(&g, &tv, &[n, cout], DType::F32, "temb").unwrap();
+            let mut rec = Recorder::new(&g);
+            let y = ops::conv2d(&mut rec, &xt, &wt, None, Some(&tt), opts).unwrap();
+            let per_px = ho * wo * cout;
+            let want: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + tv[(i / per_px) * cout + i % cout])
+                .collect();
+            check(
+                &format!("banded conv2d + per-image residual {xs0:?} s{stride} up{up}"),
+                &read(rec, &y),
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
     }
 
     // Group norm over images larger than one binding: per-band statistics merged exactly

@@ -1,6 +1,7 @@
 // conv2d as implicit GEMM (no im2col buffer), channels-last:
 //
-//   out[b, oy, ox, co] = bias[co] + res[b, oy, ox, co]
+//   out[b, oy, ox, co] = bias[co] + res[b, oy, ox, co]   (has_res 1; has_res 2: res[b, co],
+//       one row per image added to every pixel: a resnet's time-embedding projection)
 //       + sum_{ky, kx, ci} x[b, oy·s − pad_t + ky, ox·s − pad_l + kx, ci] · w[ky, kx, ci, co]
 //
 // GEMM view: M = batch·Ho·Wo output pixels, N = Cout, K = KH·KW·Cin with ci fastest, so A
@@ -89,7 +90,8 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var o = v;
     if (p.has_bias != 0u) { o += bias_at(p.bias_off + n); }
     let i = m * p.cout + n;
-    if (p.has_res != 0u) { o += res[p.res_off + i]; }
+    if (p.has_res == 1u) { o += res[p.res_off + i]; }
+    if (p.has_res == 2u) { o += res[p.res_off + (m / (p.ho * p.wo)) * p.cout + n]; }
     out[p.out_off + i] = o;
 }
 

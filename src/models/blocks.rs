@@ -124,11 +124,13 @@ impl ResnetBlock2D {
         temb: Option<&Tensor>,
     ) -> Result<Tensor> {
         let h = self.norm1.forward(rec, x, true)?;
-        let mut h = self.conv1.forward(rec, &h, None)?;
-        if let (Some(proj), Some(t)) = (&self.time_emb_proj, temb) {
-            let t = proj.forward(rec, t)?; // [n, cout], added per image and channel
-            h = ops::add(rec, &h, &t)?;
-        }
+        // The time embedding's projection [n, cout] is added to every pixel of its image in
+        // conv1's epilogue.
+        let t = match (&self.time_emb_proj, temb) {
+            (Some(proj), Some(t)) => Some(proj.forward(rec, t)?),
+            _ => None,
+        };
+        let h = self.conv1.forward(rec, &h, t.as_ref())?;
         let h = self.norm2.forward(rec, &h, true)?;
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(rec, x, None)?,

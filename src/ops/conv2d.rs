@@ -190,11 +190,12 @@ pub fn conv2d(
     }
     if let Some(r) = residual {
         require_f32(OP, "residual", r)?;
-        if r.shape() != [n, ho, wo, cout] {
+        if r.shape() != [n, ho, wo, cout] && r.shape() != [n, cout] {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "residual `{}` must be {:?}, got {:?}",
+                    "residual `{}` must be {:?} (or [{n}, {cout}], added to every pixel of its \
+                     image), got {:?}",
                     r.name(),
                     [n, ho, wo, cout],
                     r.shape()
@@ -277,8 +278,15 @@ fn record_bands(
         x.reshape(&[x.shape()[0] * ph, pw, cin])?,
         out.reshape(&[out.shape()[0] * ho, wo, cout])?,
     );
+    let per_image = residual.is_some_and(|r| r.rank() == 2);
     let r_rows = residual
+        .filter(|_| !per_image)
         .map(|r| r.reshape(&[r.shape()[0] * ho, wo, cout]))
+        .transpose()?;
+    // A per-image residual ([n, cout]) is image b's row for every band.
+    let r_image = residual
+        .filter(|_| per_image)
+        .map(|r| r.narrow0(b, 1))
         .transpose()?;
     let mut oy0 = 0;
     while oy0 < ho {
@@ -304,7 +312,8 @@ fn record_bands(
                 r.narrow0(b * ho + oy0, ob)
                     .and_then(|v| v.reshape(&[1, ob, wo, cout]))
             })
-            .transpose()?;
+            .transpose()?
+            .or_else(|| r_image.clone());
         let mut o = opts;
         // Negative (wrapped) when a 2× upsampled band starts a row early; see `record`.
         o.padding[0] = (in0 as isize - first) as usize;
@@ -371,7 +380,12 @@ fn record(
         res_off: rb.elem_offset,
         out_off: ob.elem_offset,
         has_bias: bias.is_some() as u32,
-        has_res: residual.is_some() as u32,
+        // 1: residual as the output; 2: one [cout] row per image, added to its every pixel.
+        has_res: match residual {
+            None => 0,
+            Some(r) if r.rank() == 2 => 2,
+            Some(_) => 1,
+        },
         tiles_n: tiles_n as u32,
         tiles_m: tiles_m as u32,
         _pad: 0,
