@@ -109,17 +109,7 @@ pub fn linear(
     w: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if w.rank() != 2 {
-        return Err(Error::shape(
-            "linear",
-            format!(
-                "weight `{}` must be [in, out], got {:?}",
-                w.name(),
-                w.shape()
-            ),
-        ));
-    }
-    matmul(rec, x, w, bias)
+    linear_with(rec, x, w, bias, None)
 }
 
 /// `x · w + bias + residual` with the residual (f32, the output's shape or any shape of as
@@ -131,6 +121,16 @@ pub fn linear_residual(
     bias: Option<&Tensor>,
     residual: &Tensor,
 ) -> Result<Tensor> {
+    linear_with(rec, x, w, bias, Some(residual))
+}
+
+fn linear_with(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
     if w.rank() != 2 {
         return Err(Error::shape(
             "linear",
@@ -141,7 +141,7 @@ pub fn linear_residual(
             ),
         ));
     }
-    matmul_with(rec, x, w, bias, Some(residual))
+    matmul_with(rec, x, w, bias, residual)
 }
 
 /// Batched matrix product. `a`: f32 `[.., m, k]`. `b`: `[k, n]` (shared by every batch: the
