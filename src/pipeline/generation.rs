@@ -123,7 +123,6 @@ pub struct Generation<'a> {
     /// Per submitted step (by step number − 1): its submission and its preview read.
     submitted: Vec<Option<wgpu::SubmissionIndex>>,
     previews: Vec<Option<AsyncRead>>,
-    reported: usize,
     /// Tensors the plan reads across replays (kept alive so no recording reuses them).
     pub(super) _persistent: Vec<Tensor>,
     pub(super) latent_hwc: (usize, usize, usize),
@@ -383,7 +382,6 @@ impl Pipeline {
             truncated_tokens,
             submitted: Vec::with_capacity(steps),
             previews: Vec::with_capacity(steps),
-            reported: 0,
             _persistent: persistent,
             latent_hwc: (h, w, c),
         })
@@ -420,9 +418,7 @@ impl Generation<'_> {
             return Ok(None);
         }
         let clock = std::time::Instant::now();
-        let i = self.next;
-        self.table.encode_select(enc, i)?;
-        self.encode_noise(enc, i)?;
+        self.encode_step_prefix(enc)?;
         self.plan.encode(enc);
         self.next += 1;
         self.timings.step_record += clock.elapsed();
@@ -547,7 +543,6 @@ impl Generation<'_> {
             }
             None => None,
         };
-        self.reported = self.reported.max(step);
         Ok(Progress {
             step,
             steps: self.steps(),
