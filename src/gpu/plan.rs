@@ -7,18 +7,16 @@
 //! copies its results into (see `crate::pipeline`).
 
 use super::recorder::{Encoded, encode_bindings};
-use super::{Dispatch, Gpu, GpuBuffer, Recorder};
+use super::{Dispatch, Gpu, Recorder};
 use crate::error::{Error, Result};
-use std::sync::Arc;
 
 /// Dispatches recorded once and replayed. Holds every buffer they bind (so a step's
 /// intermediates stay allocated while the plan lives: one step's working set).
 pub struct Plan {
     dispatches: Vec<Dispatch>,
-    /// `None` while simulating (the uniform is allocated for the memory count, nothing else
-    /// is created).
-    encoded: Option<Encoded>,
-    _uniform_in_simulation: Option<Arc<GpuBuffer>>,
+    /// While simulating: only the uniform (held for the memory count), no bind groups.
+    encoded: Encoded,
+    simulated: bool,
 }
 
 impl Plan {
@@ -27,13 +25,11 @@ impl Plan {
         let gpu = rec.gpu();
         let dispatches = rec.take();
         if gpu.is_simulating() {
-            let _ = encode_bindings(gpu, &dispatches);
             // The real plan keeps its uniform for its lifetime: so does the simulated one.
-            let uniform = gpu.alloc_uniform(uniform_size(gpu, &dispatches));
             return Ok(Self {
+                encoded: encode_bindings(gpu, &dispatches),
                 dispatches,
-                encoded: None,
-                _uniform_in_simulation: Some(uniform),
+                simulated: true,
             });
         }
         let scope = gpu.device().push_error_scope(wgpu::ErrorFilter::Validation);
@@ -47,7 +43,7 @@ impl Plan {
         Ok(Self {
             dispatches,
             encoded,
-            _uniform_in_simulation: None,
+            simulated: false,
         })
     }
 
@@ -66,9 +62,10 @@ impl Plan {
 
     /// Encodes every dispatch into one compute pass of `enc` (nothing while simulating).
     pub fn encode(&self, enc: &mut wgpu::CommandEncoder) {
-        let Some(e) = &self.encoded else {
+        if self.simulated {
             return;
-        };
+        }
+        let e = &self.encoded;
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("sd-wgpu step plan"),
             timestamp_writes: None,
@@ -87,14 +84,4 @@ impl Plan {
         rec.replay(&self.dispatches);
         rec.submit()
     }
-}
-
-/// The params uniform's size for `dispatches` (as `encode_bindings` allocates it).
-fn uniform_size(gpu: &Gpu, dispatches: &[Dispatch]) -> u64 {
-    let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment.max(16));
-    let total: u64 = dispatches
-        .iter()
-        .map(|d| (d.params.len() as u64).max(16).div_ceil(align) * align)
-        .sum();
-    total.max(align)
 }

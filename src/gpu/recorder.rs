@@ -231,14 +231,11 @@ impl<'g> Recorder<'g> {
             return Ok(());
         }
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let Some(Encoded {
+        let Encoded {
             uniform,
             offsets,
             bind_groups,
-        }) = encode_bindings(gpu, &dispatches)
-        else {
-            return Ok(());
-        };
+        } = encode_bindings(gpu, &dispatches);
         let mut enc = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("sd-wgpu recorder"),
         });
@@ -289,9 +286,10 @@ pub(super) struct Encoded {
     pub bind_groups: Vec<wgpu::BindGroup>,
 }
 
-/// Allocates the params uniform of `dispatches` from the pool and (unless simulating, when it
-/// returns `None` after the allocation) writes it and builds one bind group per dispatch.
-pub(super) fn encode_bindings(gpu: &Gpu, dispatches: &[Dispatch]) -> Option<Encoded> {
+/// Allocates the params uniform of `dispatches` from the pool and (unless simulating, when
+/// only the allocation counts and no bind group is made) writes it and builds one bind group
+/// per dispatch.
+pub(super) fn encode_bindings(gpu: &Gpu, dispatches: &[Dispatch]) -> Encoded {
     let device = gpu.device();
     let align = u64::from(gpu.limits().min_uniform_buffer_offset_alignment.max(16));
     let mut offsets = Vec::with_capacity(dispatches.len());
@@ -302,7 +300,11 @@ pub(super) fn encode_bindings(gpu: &Gpu, dispatches: &[Dispatch]) -> Option<Enco
     }
     let uniform = gpu.alloc_uniform(total.max(align));
     if gpu.is_simulating() {
-        return None;
+        return Encoded {
+            uniform,
+            offsets,
+            bind_groups: Vec::new(),
+        };
     }
     let mut staging = vec![0u8; total as usize];
     for (d, &o) in dispatches.iter().zip(&offsets) {
@@ -337,11 +339,11 @@ pub(super) fn encode_bindings(gpu: &Gpu, dispatches: &[Dispatch]) -> Option<Enco
             })
         })
         .collect();
-    Some(Encoded {
+    Encoded {
         uniform,
         offsets,
         bind_groups,
-    })
+    }
 }
 
 impl Drop for Recorder<'_> {

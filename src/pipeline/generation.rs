@@ -420,12 +420,17 @@ impl Generation<'_> {
         let clock = std::time::Instant::now();
         self.encode_step_prefix(enc)?;
         self.plan.encode(enc);
-        self.next += 1;
         self.timings.step_record += clock.elapsed();
+        self.advance();
+        Ok(Some(self.submitted()))
+    }
+
+    /// Counts the step just encoded or submitted as done by the host.
+    fn advance(&mut self) {
+        self.next += 1;
         self.timings.step_dispatches += self.plan.len();
         self.submitted.push(None);
         self.previews.push(None);
-        Ok(Some(self.submitted()))
     }
 
     fn encode_noise(&mut self, enc: &mut wgpu::CommandEncoder, i: usize) -> Result<()> {
@@ -448,9 +453,7 @@ impl Generation<'_> {
         let step = self.submitted() + 1;
         gpu.set_profile_stage(&format!("step {step}"));
         let index = if gpu.is_simulating() {
-            self.next += 1;
-            self.submitted.push(None);
-            self.previews.push(None);
+            self.advance();
             None
         } else if gpu.profiling() {
             // Profiled: the row and noise in a submission of their own, then each dispatch
@@ -461,10 +464,7 @@ impl Generation<'_> {
             let clock = std::time::Instant::now();
             self.plan.submit_profiled(gpu)?;
             self.timings.step_submit += clock.elapsed();
-            self.next += 1;
-            self.timings.step_dispatches += self.plan.len();
-            self.submitted.push(None);
-            self.previews.push(None);
+            self.advance();
             None
         } else {
             let mut enc = gpu
@@ -494,7 +494,7 @@ impl Generation<'_> {
         Ok(Some(step))
     }
 
-    /// The table row and the noise of the next step, in `enc` (the profiled path).
+    /// The table row and the noise of the next step, in `enc`.
     fn encode_step_prefix(&mut self, enc: &mut wgpu::CommandEncoder) -> Result<()> {
         let i = self.next;
         self.table.encode_select(enc, i)?;
