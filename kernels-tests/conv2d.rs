@@ -37,6 +37,11 @@ const CASES: &[Case] = &[
     Case { name: "sd upsampler 3x3 320 16x16 -> 32x32 f16", x: [2, 16, 16, 320], k: 3, cout: 320, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16, up: 2 },
     Case { name: "odd upsampled 5x3 7->5 +res", x: [2, 5, 3, 7], k: 3, cout: 5, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F32, up: 2 },
     Case { name: "upsampled 1x1 s2 asym pad", x: [1, 3, 4, 6], k: 3, cout: 4, stride: 2, pad: [0, 1, 0, 1], bias: false, res: false, w: DType::F32, up: 2 },
+    // Channels in multiples of 4 (the subgroup core's vectorised loop: one K block per tap)
+    // with partial tiles, padding on every side, a fused residual, stride 2, upsampling.
+    Case { name: "vec4 3x3 12->20 5x7 +res f16", x: [2, 5, 7, 12], k: 3, cout: 20, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F16, up: 1 },
+    Case { name: "vec4 3x3 s2 8->36 asym pad", x: [1, 9, 6, 8], k: 3, cout: 36, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false, w: DType::F32, up: 1 },
+    Case { name: "vec4 upsampled 3x4 8->12 +res", x: [2, 3, 4, 8], k: 3, cout: 12, stride: 1, pad: [1; 4], bias: false, res: true, w: DType::F32, up: 2 },
 ];
 
 #[test]

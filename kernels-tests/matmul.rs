@@ -27,6 +27,9 @@ const CASES: &[Case] = &[
     Case { name: "column 65x1·1x67", batch: 1, m: 65, n: 67, k: 1, b_batched: false, bias: false, w: DType::F32 },
     Case { name: "dot 1x1000·1000x1", batch: 1, m: 1, n: 1, k: 1000, b_batched: false, bias: false, w: DType::F32 },
     Case { name: "tile edge 64x64·64x64 +1", batch: 1, m: 65, n: 65, k: 65, b_batched: false, bias: true, w: DType::F16 },
+    // Multiples of 4 (the subgroup core's vectorised loop) with partial 16×32 tiles.
+    Case { name: "vec4 edges 2x21x36·36x44 batched+b", batch: 2, m: 21, n: 44, k: 36, b_batched: true, bias: true, w: DType::F32 },
+    Case { name: "vec4 edges f16 3x19x20·20x12 +b", batch: 3, m: 19, n: 12, k: 20, b_batched: false, bias: true, w: DType::F16 },
 ];
 
 #[test]
@@ -128,4 +131,28 @@ fn linear_rejects_bad_shapes_with_named_tensors() {
     .to_string();
     assert!(e.contains("short residual"), "{e}");
     assert!(rec.is_empty(), "failed ops must record nothing");
+}
+
+/// Operands that start anywhere in their buffer (views at offsets 1, 3 and 4 elements): the
+/// subgroup core's vectorised loop needs 4-element alignment and must fall back, not misread.
+#[test]
+fn matmul_of_views_at_any_offset() {
+    let (m, k, n) = (9, 12, 8);
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for off in [1usize, 3, 4] {
+            let mut rng = Rng::new(off as u64);
+            let a = rng.normals(off + m * k, 1.0);
+            let b = rng.normals(off + k * n, 0.3);
+            let at = upload_to(gpu, &a, &[off + m * k], DType::F32, "a");
+            let bt = upload_to(gpu, &b, &[off + k * n], DType::F32, "b");
+            let av = at.narrow0(off, m * k).unwrap().reshape(&[m, k]).unwrap();
+            let bv = bt.narrow0(off, k * n).unwrap().reshape(&[k, n]).unwrap();
+            let mut rec = Recorder::new(gpu);
+            let out = ops::matmul(&mut rec, &av, &bv, None).unwrap();
+            let got = run(rec, &out);
+            let want = reference::matmul(&a[off..], &b[off..], None, 1, m, n, k, false);
+            check(&format!("matmul {core:?} views at offset {off}"), &got, &want, 1e-5, 1e-4);
+        }
+    }
 }

@@ -10,7 +10,8 @@
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
 // Define UP2: x is read as if nearest-upsampled 2× (h, w are the upsampled sizes; pixel
 // (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor.
-// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m workgroups.
+// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
+// with VEC4 where cin, cout and the offsets allow); dispatch: tiles_n · tiles_m workgroups.
 
 #include "common.wgsl"
 
@@ -24,16 +25,33 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if VEC4
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<f32>;
+#endif
 #if W_F16
+#if VEC4
+@group(0) @binding(2) var<storage, read> wt: array<vec2<u32>>;
+fn w4_at(i: u32) -> vec4<f32> {
+    let u = wt[i >> 2u];
+    return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
+}
+#else
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<u32>;
 fn w_at(i: u32) -> f32 { return unpack_half(wt[i >> 1u], i); }
+#endif
+@group(0) @binding(3) var<storage, read> bias: array<u32>;
 fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
 #else
+#if VEC4
+@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+fn w4_at(i: u32) -> vec4<f32> { return wt[i >> 2u]; }
+#else
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn w_at(i: u32) -> f32 { return wt[i]; }
+#endif
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
 @group(0) @binding(4) var<storage, read> res: array<f32>;
@@ -66,6 +84,27 @@ fn a_row(b: u32, m: u32) -> ARow {
     );
 }
 
+#if VEC4
+// The vectorised subgroup loop (gemm_subgroup.wgsl, VEC4): one K block per kernel tap,
+// cin long (cin, cout and the offsets are multiples of 4, checked by the host). The tap's
+// input pixel and its zero-padding test are computed once per block.
+struct ABlock { pix: u32, inside: bool }
+
+fn kblocks() -> u32 { return p.kh * p.kw; }
+fn kblock_len() -> u32 { return p.cin; }
+fn a_block(r: ARow, tap: u32) -> ABlock {
+    let iy = r.iy0 + i32(tap / p.kw);
+    let ix = r.ix0 + i32(tap % p.kw);
+    let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
+    let yc = u32(clamp(iy, 0, i32(p.h) - 1));
+    let xc = u32(clamp(ix, 0, i32(p.w) - 1));
+    return ABlock(r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin, inside);
+}
+fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
+    return select(vec4<f32>(0.0), x[(blk.pix + i) >> 2u], blk.inside);
+}
+fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
+#else
 // Loads are branch-free: the address is clamped into the image and the value selected
 // (zero padding, k past K), which keeps SIMD (CPU) implementations vectorised.
 fn load_a(r: ARow, k: u32) -> f32 {
@@ -85,6 +124,7 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
     let v = w_at(p.w_off + min(k, p.k - 1u) * p.cout + min(n, p.cout - 1u));
     return select(0.0, v, k < p.k && n < p.cout);
 }
+#endif
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var o = v;

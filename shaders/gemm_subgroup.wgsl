@@ -13,7 +13,91 @@
 // compiler would spill to memory). Rows and columns past the edge of C load clamped,
 // valid addresses and are not stored; only k must stay below K.
 // Dispatch: tiles_n · tiles_m · batch workgroups (linearised grid).
+//
+// Define VEC4 (the host checks the alignment it needs: K blocks and N multiples of 4, every
+// operand offset a multiple of 4 elements) for the vectorised loop: K is walked as
+// kblocks() blocks of kblock_len() elements (matmul: one block, the whole K; conv2d: one
+// block per kernel tap, cin long, so the tap's pixel address and padding test are computed
+// once per tap instead of per element) and every load is a vec4 — A four consecutive k of
+// one row (a_block / load_a4), B four consecutive columns of one k row (load_b4).
+// Measured on Mesa 25 lavapipe: 1.3× the scalar loop.
 
+// Rows m0 .. m0 + 15 of columns n0 .. n0 + 3 (this lane's), inside C only.
+fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {
+    for (var r = 0u; r < 16u; r++) {
+        let m = m0 + r;
+        if (m < dims.x) {
+            for (var j = 0u; j < 4u; j++) {
+                let n = n0 + j;
+                if (n < dims.y) {
+                    store_c(b, m, n, acc[r][j]);
+                }
+            }
+        }
+    }
+}
+
+#if VEC4
+@compute @workgroup_size(8, 1, 1)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) lane: u32,
+) {
+    let dims = gemm_dims();
+    let tiles = gemm_tiles();
+    let wg_index = linear_workgroup(wid, nwg);
+    if (wg_index >= tiles.x * tiles.y * dims.w) {
+        return;
+    }
+    let t = split3(wg_index, tiles.x, tiles.y);
+    let tn = t.x;
+    let tm = t.y;
+    let b = t.z;
+    let m0 = tm * 16u;
+    let n0 = tn * 32u + 4u * lane;
+    let last_m = dims.x - 1u;
+    let row0 = a_row(b, min(m0 + lane, last_m));
+    let row1 = a_row(b, min(m0 + 8u + lane, last_m));
+    // Columns past N (N is a multiple of 4, so a lane's four are all in or all out) load
+    // the last valid ones and are not stored.
+    let col = min(n0, dims.y - 4u);
+    let len = kblock_len();
+
+    var acc: array<vec4<f32>, 16>;
+    for (var kb = 0u; kb < kblocks(); kb++) {
+        let blk0 = a_block(row0, kb);
+        let blk1 = a_block(row1, kb);
+        let kbase = kb * len;
+        for (var i = 0u; i < len; i += 4u) {
+            let a0 = load_a4(blk0, i);
+            let a1 = load_a4(blk1, i);
+            for (var s = 0u; s < 4u; s++) {
+                let bv = load_b4(b, kbase + i + s, col);
+                let x0 = a0[s];
+                let x1 = a1[s];
+                acc[0] = fma(vec4<f32>(subgroupBroadcast(x0, 0u)), bv, acc[0]);
+                acc[1] = fma(vec4<f32>(subgroupBroadcast(x0, 1u)), bv, acc[1]);
+                acc[2] = fma(vec4<f32>(subgroupBroadcast(x0, 2u)), bv, acc[2]);
+                acc[3] = fma(vec4<f32>(subgroupBroadcast(x0, 3u)), bv, acc[3]);
+                acc[4] = fma(vec4<f32>(subgroupBroadcast(x0, 4u)), bv, acc[4]);
+                acc[5] = fma(vec4<f32>(subgroupBroadcast(x0, 5u)), bv, acc[5]);
+                acc[6] = fma(vec4<f32>(subgroupBroadcast(x0, 6u)), bv, acc[6]);
+                acc[7] = fma(vec4<f32>(subgroupBroadcast(x0, 7u)), bv, acc[7]);
+                acc[8] = fma(vec4<f32>(subgroupBroadcast(x1, 0u)), bv, acc[8]);
+                acc[9] = fma(vec4<f32>(subgroupBroadcast(x1, 1u)), bv, acc[9]);
+                acc[10] = fma(vec4<f32>(subgroupBroadcast(x1, 2u)), bv, acc[10]);
+                acc[11] = fma(vec4<f32>(subgroupBroadcast(x1, 3u)), bv, acc[11]);
+                acc[12] = fma(vec4<f32>(subgroupBroadcast(x1, 4u)), bv, acc[12]);
+                acc[13] = fma(vec4<f32>(subgroupBroadcast(x1, 5u)), bv, acc[13]);
+                acc[14] = fma(vec4<f32>(subgroupBroadcast(x1, 6u)), bv, acc[14]);
+                acc[15] = fma(vec4<f32>(subgroupBroadcast(x1, 7u)), bv, acc[15]);
+            }
+        }
+    }
+    store_tile(b, m0, n0, dims, acc);
+}
+#else
 @compute @workgroup_size(8, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -72,15 +156,6 @@ fn main(
         }
     }
 
-    for (var r = 0u; r < 16u; r++) {
-        let m = m0 + r;
-        if (m < dims.x) {
-            for (var j = 0u; j < 4u; j++) {
-                let n = n0 + j;
-                if (n < dims.y) {
-                    store_c(b, m, n, acc[r][j]);
-                }
-            }
-        }
-    }
+    store_tile(b, m0, n0, dims, acc);
 }
+#endif

@@ -5,7 +5,8 @@
 // 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
 // R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
-// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM); dispatch: tiles_n · tiles_m · batch workgroups.
+// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
+// with VEC4 where K, N and the offsets allow); dispatch: tiles_n · tiles_m · batch workgroups.
 
 #include "common.wgsl"
 
@@ -17,16 +18,33 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if VEC4
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> a: array<f32>;
+#endif
 #if W_F16
+#if VEC4
+@group(0) @binding(2) var<storage, read> w: array<vec2<u32>>;
+fn w4_at(i: u32) -> vec4<f32> {
+    let u = w[i >> 2u];
+    return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
+}
+#else
 @group(0) @binding(2) var<storage, read> w: array<u32>;
-@group(0) @binding(3) var<storage, read> bias: array<u32>;
 fn w_at(i: u32) -> f32 { return unpack_half(w[i >> 1u], i); }
+#endif
+@group(0) @binding(3) var<storage, read> bias: array<u32>;
 fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
 #else
+#if VEC4
+@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
+fn w4_at(i: u32) -> vec4<f32> { return w[i >> 2u]; }
+#else
 @group(0) @binding(2) var<storage, read> w: array<f32>;
-@group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn w_at(i: u32) -> f32 { return w[i]; }
+#endif
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
@@ -41,6 +59,18 @@ fn a_row(b: u32, m: u32) -> ARow {
     return ARow(p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.k, m < p.m);
 }
 
+#if VEC4
+// The vectorised subgroup loop (gemm_subgroup.wgsl, VEC4): K is one block; k, K, N and every
+// offset are multiples of 4 (checked by the host). Rows past M load a clamped valid row and
+// are not stored.
+fn kblocks() -> u32 { return 1u; }
+fn kblock_len() -> u32 { return p.k; }
+fn a_block(r: ARow, kb: u32) -> ARow { return r; }
+fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
+fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
+    return w4_at(p.b_off + b * p.b_bstride + k * p.n + n);
+}
+#else
 // Loads are branch-free: the address is clamped into the operand and the value selected,
 // which keeps SIMD (CPU) implementations vectorised and costs nothing on GPUs.
 fn load_a(r: ARow, k: u32) -> f32 {
@@ -52,6 +82,7 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
     let v = w_at(p.b_off + b * p.b_bstride + min(k, p.k - 1u) * p.n + min(n, p.n - 1u));
     return select(0.0, v, k < p.k && n < p.n);
 }
+#endif
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var out = v;

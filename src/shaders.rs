@@ -236,4 +236,73 @@ mod tests {
         assert!(out.contains("fn unpack_half"), "common.wgsl included");
         assert!(preprocess("nope.wgsl", &[]).is_err());
     }
+
+    /// Kernels are created with naga's forced loop bounding off (`gpu/pipeline.rs`), which
+    /// is sound only if no loop can run forever. Every loop must be a counted `for` over one
+    /// variable: `for (var i = …; i < bound; i++ | i += STEP)` with STEP a positive literal or
+    /// a constant, or the halving `for (var s = …; s > 0u; s >>= 1u)`; no `loop` / `while`.
+    #[test]
+    fn shader_loops_are_counted() {
+        let positive = |step: &str, src: &str| -> bool {
+            let lit = |t: &str| t.trim_end_matches('u').parse::<u64>().is_ok_and(|v| v > 0);
+            lit(step)
+                || src.lines().any(|l| {
+                    let l = l.split("//").next().unwrap_or("").trim();
+                    (l.starts_with(&format!("const {step}: u32 = "))
+                        || l.starts_with(&format!("override {step}: u32 = ")))
+                        && lit(l.rsplit('=').next().unwrap_or("").trim().trim_end_matches(';'))
+                })
+                // Integer defines become `const NAME: u32 = V;` lines (see `preprocess`);
+                // the op that sets them always passes a positive value.
+                || crate::ops::all_kernel_keys().iter().any(|k| {
+                    k.defines
+                        .iter()
+                        .any(|d| matches!(d, Define::Const(n, v) if *n == step && *v > 0))
+                })
+        };
+        let mut bad = Vec::new();
+        for (name, src) in SOURCES {
+            for (i, line) in src.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                let words: Vec<&str> = code
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .collect();
+                if words.contains(&"loop") || words.contains(&"while") {
+                    bad.push(format!("{name}:{}: `{}`", i + 1, line.trim()));
+                }
+                let Some(start) = code.find("for (") else {
+                    continue;
+                };
+                // The header ends at the last `)` of the line (bounds may call functions).
+                let end = code.rfind(')').filter(|&e| e > start).unwrap_or(code.len());
+                let header = &code[start + 5..end];
+                let parts: Vec<&str> = header.split(';').map(str::trim).collect();
+                let ok = match parts.as_slice() {
+                    [init, cond, step] => {
+                        let var = init
+                            .strip_prefix("var ")
+                            .and_then(|r| r.split_whitespace().next())
+                            .unwrap_or("");
+                        let counted_up = cond.starts_with(&format!("{var} < "))
+                            && (*step == format!("{var}++")
+                                || step
+                                    .strip_prefix(&format!("{var} += "))
+                                    .is_some_and(|s| positive(s, src)));
+                        let halving =
+                            *cond == format!("{var} > 0u") && *step == format!("{var} >>= 1u");
+                        !var.is_empty() && (counted_up || halving)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    bad.push(format!("{name}:{}: `{}`", i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "loops that are not plainly counted:\n{}",
+            bad.join("\n")
+        );
+    }
 }

@@ -5,7 +5,7 @@ use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::shaders::Define;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{Bound, DType, Tensor};
 
 /// Mirrors `Params` in `shaders/matmul.wgsl`.
 #[repr(C)]
@@ -44,8 +44,10 @@ pub(crate) struct Gemm {
     pub overrides: Vec<(&'static str, u32)>,
 }
 
-/// The core `variant` with weights of dtype `w` (shared by matmul and conv2d).
-pub(crate) fn gemm(variant: GemmVariant, w: DType) -> Gemm {
+/// The core `variant` with weights of dtype `w` (shared by matmul and conv2d). `vec4`: the
+/// subgroup core's vectorised loop (define `VEC4`), for operands whose K blocks, N and
+/// offsets are multiples of 4 (see [`vec4_ok`]); the tiled core ignores it.
+pub(crate) fn gemm(variant: GemmVariant, w: DType, vec4: bool) -> Gemm {
     let mut defines = Vec::new();
     if w == DType::F16 {
         defines.push(Define::Flag("W_F16"));
@@ -59,6 +61,9 @@ pub(crate) fn gemm(variant: GemmVariant, w: DType) -> Gemm {
         },
         GemmVariant::Subgroup => {
             defines.push(Define::Flag("SUBGROUP_GEMM"));
+            if vec4 {
+                defines.push(Define::Flag("VEC4"));
+            }
             Gemm {
                 tile_m: SG_TILE_M,
                 tile_n: SG_TILE_N,
@@ -69,15 +74,27 @@ pub(crate) fn gemm(variant: GemmVariant, w: DType) -> Gemm {
     }
 }
 
-/// Both cores, both weight dtypes.
+/// Both cores, both weight dtypes, the subgroup core's scalar and vectorised loops.
 pub(crate) fn gemm_variants() -> Vec<Gemm> {
     let mut v = Vec::new();
-    for variant in [GemmVariant::Tiled, GemmVariant::Subgroup] {
-        for w in [DType::F32, DType::F16] {
-            v.push(gemm(variant, w));
+    for w in [DType::F32, DType::F16] {
+        v.push(gemm(GemmVariant::Tiled, w, false));
+        for vec4 in [false, true] {
+            v.push(gemm(GemmVariant::Subgroup, w, vec4));
         }
     }
     v
+}
+
+/// Whether the vectorised subgroup loop may read these operands: every K block (`k_block`:
+/// K for matmul, cin for conv2d) and N a multiple of 4, and each bound operand starting at a
+/// multiple of 4 elements and holding whole vec4s (so no load falls past a binding's end).
+pub(crate) fn vec4_ok(k_block: usize, n: usize, operands: &[(&Bound, DType)]) -> bool {
+    k_block % 4 == 0
+        && n % 4 == 0
+        && operands
+            .iter()
+            .all(|(b, dt)| b.elem_offset % 4 == 0 && b.range.size % (4 * dt.size()) == 0)
 }
 
 fn key(g: Gemm) -> KernelKey {
@@ -291,7 +308,7 @@ fn record(
     let bb = b.bind(gpu, OP)?;
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
-    let g = gemm(gpu.gemm_variant(), b.dtype());
+    let g = gemm(gpu.gemm_variant(), b.dtype(), vec4_ok(k, n, &[(&ab, a.dtype()), (&bb, b.dtype())]));
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
     let params = MatmulParams {
