@@ -152,7 +152,13 @@ fn matmul_of_views_at_any_offset() {
             let out = ops::matmul(&mut rec, &av, &bv, None).unwrap();
             let got = run(rec, &out);
             let want = reference::matmul(&a[off..], &b[off..], None, 1, m, n, k, false);
-            check(&format!("matmul {core:?} views at offset {off}"), &got, &want, 1e-5, 1e-4);
+            check(
+                &format!("matmul {core:?} views at offset {off}"),
+                &got,
+                &want,
+                1e-5,
+                1e-4,
+            );
         }
     }
 }

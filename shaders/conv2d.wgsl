@@ -54,8 +54,13 @@ fn w_at(i: u32) -> f32 { return wt[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
+#if VEC4
+@group(0) @binding(4) var<storage, read> res: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+#else
 @group(0) @binding(4) var<storage, read> res: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
+#endif
 
 #if UP2
 const UP: u32 = 1u;
@@ -104,6 +109,21 @@ fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), x[(blk.pix + i) >> 2u], blk.inside);
 }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
+fn bias4(n: u32) -> vec4<f32> {
+    if (p.has_bias == 0u) {
+        return vec4<f32>(0.0);
+    }
+    let i = p.bias_off + n;
+    return vec4<f32>(bias_at(i), bias_at(i + 1u), bias_at(i + 2u), bias_at(i + 3u));
+}
+// Channels n .. n + 3 of output pixel m (bias already added).
+fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
+    var o = v;
+    let i = m * p.cout + n;
+    if (p.has_res == 1u) { o += res[(p.res_off + i) >> 2u]; }
+    if (p.has_res == 2u) { o += res[(p.res_off + (m / (p.ho * p.wo)) * p.cout + n) >> 2u]; }
+    out[(p.out_off + i) >> 2u] = o;
+}
 #else
 // Loads are branch-free: the address is clamped into the image and the value selected
 // (zero padding, k past K), which keeps SIMD (CPU) implementations vectorised.
@@ -124,7 +144,6 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
     let v = w_at(p.w_off + min(k, p.k - 1u) * p.cout + min(n, p.cout - 1u));
     return select(0.0, v, k < p.k && n < p.cout);
 }
-#endif
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var o = v;
@@ -134,6 +153,8 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     if (p.has_res == 2u) { o += res[p.res_off + (m / (p.ho * p.wo)) * p.cout + n]; }
     out[p.out_off + i] = o;
 }
+#endif
+
 
 #if SUBGROUP_GEMM
 #include "gemm_subgroup.wgsl"

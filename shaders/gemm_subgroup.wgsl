@@ -22,19 +22,65 @@
 // one row (a_block / load_a4), B four consecutive columns of one k row (load_b4).
 // Measured on Mesa 25 lavapipe: 1.3× the scalar loop.
 
-// Rows m0 .. m0 + 15 of columns n0 .. n0 + 3 (this lane's), inside C only.
-fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {
-    for (var r = 0u; r < 16u; r++) {
-        let m = m0 + r;
-        if (m < dims.x) {
-            for (var j = 0u; j < 4u; j++) {
-                let n = n0 + j;
-                if (n < dims.y) {
-                    store_c(b, m, n, acc[r][j]);
-                }
+// One row of this lane's four columns n0 .. n0 + 3, inside C only. Called once per row
+// with a constant accumulator index: a loop indexing the accumulators dynamically made
+// them memory on llvmpipe (Mesa 22.3: the epilogue cost more than a short K loop).
+#if VEC4
+fn store_row(b: u32, m: u32, n0: u32, dims: vec4<u32>, v: vec4<f32>) {
+    if (m < dims.x && n0 < dims.y) {
+        store_c4(b, m, n0, v);
+    }
+}
+#else
+fn store_row(b: u32, m: u32, n0: u32, dims: vec4<u32>, v: vec4<f32>) {
+    if (m < dims.x) {
+        for (var j = 0u; j < 4u; j++) {
+            if (n0 + j < dims.y) {
+                store_c(b, m, n0 + j, v[j]);
             }
         }
     }
+}
+#endif
+
+fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {
+#if VEC4
+    // The bias of this lane's columns, loaded once for its 16 rows.
+    let add = bias4(min(n0, dims.y - 4u));
+    store_row(b, m0 + 0u, n0, dims, acc[0] + add);
+    store_row(b, m0 + 1u, n0, dims, acc[1] + add);
+    store_row(b, m0 + 2u, n0, dims, acc[2] + add);
+    store_row(b, m0 + 3u, n0, dims, acc[3] + add);
+    store_row(b, m0 + 4u, n0, dims, acc[4] + add);
+    store_row(b, m0 + 5u, n0, dims, acc[5] + add);
+    store_row(b, m0 + 6u, n0, dims, acc[6] + add);
+    store_row(b, m0 + 7u, n0, dims, acc[7] + add);
+    store_row(b, m0 + 8u, n0, dims, acc[8] + add);
+    store_row(b, m0 + 9u, n0, dims, acc[9] + add);
+    store_row(b, m0 + 10u, n0, dims, acc[10] + add);
+    store_row(b, m0 + 11u, n0, dims, acc[11] + add);
+    store_row(b, m0 + 12u, n0, dims, acc[12] + add);
+    store_row(b, m0 + 13u, n0, dims, acc[13] + add);
+    store_row(b, m0 + 14u, n0, dims, acc[14] + add);
+    store_row(b, m0 + 15u, n0, dims, acc[15] + add);
+#else
+    store_row(b, m0 + 0u, n0, dims, acc[0]);
+    store_row(b, m0 + 1u, n0, dims, acc[1]);
+    store_row(b, m0 + 2u, n0, dims, acc[2]);
+    store_row(b, m0 + 3u, n0, dims, acc[3]);
+    store_row(b, m0 + 4u, n0, dims, acc[4]);
+    store_row(b, m0 + 5u, n0, dims, acc[5]);
+    store_row(b, m0 + 6u, n0, dims, acc[6]);
+    store_row(b, m0 + 7u, n0, dims, acc[7]);
+    store_row(b, m0 + 8u, n0, dims, acc[8]);
+    store_row(b, m0 + 9u, n0, dims, acc[9]);
+    store_row(b, m0 + 10u, n0, dims, acc[10]);
+    store_row(b, m0 + 11u, n0, dims, acc[11]);
+    store_row(b, m0 + 12u, n0, dims, acc[12]);
+    store_row(b, m0 + 13u, n0, dims, acc[13]);
+    store_row(b, m0 + 14u, n0, dims, acc[14]);
+    store_row(b, m0 + 15u, n0, dims, acc[15]);
+#endif
 }
 
 #if VEC4

@@ -47,8 +47,13 @@ fn w_at(i: u32) -> f32 { return w[i]; }
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
+#if VEC4
+@group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> res: array<vec4<f32>>;
+#else
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
+#endif
 
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.n, p.k, p.batch); }
 fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
@@ -70,6 +75,20 @@ fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
     return w4_at(p.b_off + b * p.b_bstride + k * p.n + n);
 }
+fn bias4(n: u32) -> vec4<f32> {
+    if (p.has_bias == 0u) {
+        return vec4<f32>(0.0);
+    }
+    let i = p.bias_off + n;
+    return vec4<f32>(bias_at(i), bias_at(i + 1u), bias_at(i + 2u), bias_at(i + 3u));
+}
+// Columns n .. n + 3 of row m (bias already added).
+fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
+    let i = b * p.c_bstride + m * p.n + n;
+    var out = v;
+    if (p.has_res != 0u) { out += res[(p.res_off + i) >> 2u]; }
+    c[(p.c_off + i) >> 2u] = out;
+}
 #else
 // Loads are branch-free: the address is clamped into the operand and the value selected,
 // which keeps SIMD (CPU) implementations vectorised and costs nothing on GPUs.
@@ -82,7 +101,6 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
     let v = w_at(p.b_off + b * p.b_bstride + min(k, p.k - 1u) * p.n + min(n, p.n - 1u));
     return select(0.0, v, k < p.k && n < p.n);
 }
-#endif
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var out = v;
@@ -91,6 +109,8 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     if (p.has_res != 0u) { out += res[p.res_off + i]; }
     c[p.c_off + i] = out;
 }
+#endif
+
 
 #if SUBGROUP_GEMM
 #include "gemm_subgroup.wgsl"

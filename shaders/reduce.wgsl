@@ -1,7 +1,16 @@
-// Workgroup sum of one f32 per invocation (tree reduction in workgroup memory), shared by
-// the norm kernels. The including file declares `override WG` (a power of two). Every
-// invocation of the workgroup must call it (it contains barriers); all get the total.
+// Workgroup sum of one f32 per invocation, shared by the norm kernels; all invocations get
+// the total and every invocation of the workgroup must call it. The including file declares
+// `override WG` (a power of two).
+// Define SUBGROUP_REDUCE where the workgroup is exactly one subgroup (WG = the device's
+// subgroup size, checked by the host): a subgroupAdd, with no workgroup memory and no
+// barriers — on CPU devices (llvmpipe) each barrier switches every subgroup of the workgroup
+// out and back in, which made small norms cost more than their arithmetic.
 
+#if SUBGROUP_REDUCE
+fn reduce_sum(li: u32, v: f32) -> f32 {
+    return subgroupAdd(v);
+}
+#else
 var<workgroup> partial: array<f32, WG>;
 
 fn reduce_sum(li: u32, v: f32) -> f32 {
@@ -17,3 +26,4 @@ fn reduce_sum(li: u32, v: f32) -> f32 {
     workgroupBarrier();
     return total;
 }
+#endif

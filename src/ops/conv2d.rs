@@ -353,7 +353,16 @@ fn record(
     let ob = out.bind(gpu, OP)?;
     let m = n * ho * wo;
     let k = kh * kw * cin;
-    let vec4 = vec4_ok(cin, cout, &[(&xb, x.dtype()), (&wb, weight.dtype())]);
+    let vec4 = vec4_ok(
+        cin,
+        cout,
+        &[
+            (&xb, x.dtype()),
+            (&wb, weight.dtype()),
+            (&rb, DType::F32),
+            (&ob, DType::F32),
+        ],
+    );
     let g = gemm(gpu.gemm_variant(), weight.dtype(), vec4);
     let (tiles_n, tiles_m) = (cout.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let params = Conv2dParams {

@@ -308,7 +308,20 @@ fn record(
     let bb = b.bind(gpu, OP)?;
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
-    let g = gemm(gpu.gemm_variant(), b.dtype(), vec4_ok(k, n, &[(&ab, a.dtype()), (&bb, b.dtype())]));
+    let g = gemm(
+        gpu.gemm_variant(),
+        b.dtype(),
+        vec4_ok(
+            k,
+            n,
+            &[
+                (&ab, a.dtype()),
+                (&bb, b.dtype()),
+                (&cb, DType::F32),
+                (&rb, DType::F32),
+            ],
+        ),
+    );
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
     let params = MatmulParams {

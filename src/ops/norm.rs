@@ -3,7 +3,8 @@
 
 use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, BufferRange, KernelKey, Recorder};
+use crate::gpu::{Access, BufferRange, GemmVariant, KernelKey, Recorder};
+use crate::shaders::Define;
 use crate::tensor::{DType, Tensor};
 
 /// Mirrors `Params` in `shaders/group_norm.wgsl`.
@@ -60,25 +61,44 @@ const NORM_BINDINGS: [Access; 4] = [Access::Read, Access::Read, Access::Read, Ac
 /// model's group norms took 32 ms of a 120 ms step at 256 threads, 12.5 ms at 64).
 const GROUP_NORM_WIDE: usize = 32768;
 
-fn group_norm_key(wg: u32) -> KernelKey {
+/// Workgroup size of the norms' one-subgroup variant (define `SUBGROUP_REDUCE`), for devices
+/// with the subgroup GEMM core (subgroup size exactly 8: CPU devices such as lavapipe).
+const SUBGROUP_WG: u32 = 8;
+/// Largest group (or row) that the one-subgroup variant takes: 3 passes over `count / 8`
+/// elements per lane stay far below lavapipe's 65535-iteration loop cap; larger ones use the
+/// workgroup-wide reduction, where barriers are amortised anyway.
+const SUBGROUP_MAX_COUNT: usize = 16384;
+
+/// `WG` and defines of a norm kernel for a reduction of `count` elements on `gpu`: one
+/// subgroup where that is the cheap path, else `wg` threads reducing in workgroup memory.
+fn norm_config(gpu: &crate::Gpu, count: usize, wg: u32) -> (u32, Vec<Define>) {
+    if gpu.gemm_variant() == GemmVariant::Subgroup && count <= SUBGROUP_MAX_COUNT {
+        (SUBGROUP_WG, vec![Define::Flag("SUBGROUP_REDUCE")])
+    } else {
+        (wg, vec![])
+    }
+}
+
+fn group_norm_key((wg, defines): (u32, Vec<Define>)) -> KernelKey {
     KernelKey {
         shader: "group_norm.wgsl",
         entry: "main",
-        defines: vec![],
+        defines,
         overrides: vec![("WG", wg)],
         bindings: NORM_BINDINGS.to_vec(),
         params_size: std::mem::size_of::<GroupNormParams>() as u64,
     }
 }
 
-fn layer_norm_key() -> KernelKey {
+fn layer_norm_key((wg, defines): (u32, Vec<Define>)) -> KernelKey {
     KernelKey {
         shader: "layer_norm.wgsl",
         entry: "main",
-        defines: vec![],
-        // One 32-thread workgroup per row (a warp per row on GPUs); at 128 the reduction's
-        // barriers made the built-in model's layer norms 3× slower on lavapipe.
-        overrides: vec![("WG", 32)],
+        defines,
+        // On GPUs one 32-thread workgroup per row (a warp per row); at 128 the reduction's
+        // barriers made the built-in model's layer norms 3× slower on lavapipe, which now
+        // takes the one-subgroup variant (`norm_config`).
+        overrides: vec![("WG", wg)],
         bindings: NORM_BINDINGS.to_vec(),
         params_size: std::mem::size_of::<LayerNormParams>() as u64,
     }
@@ -104,7 +124,14 @@ fn banded_key(entry: &'static str) -> KernelKey {
 const BANDED: [&str; 3] = ["band_stats", "band_finalize", "band_apply"];
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    let mut keys = vec![group_norm_key(64), group_norm_key(256), layer_norm_key()];
+    let sub = || (SUBGROUP_WG, vec![Define::Flag("SUBGROUP_REDUCE")]);
+    let mut keys = vec![
+        group_norm_key((64, vec![])),
+        group_norm_key((256, vec![])),
+        group_norm_key(sub()),
+        layer_norm_key((32, vec![])),
+        layer_norm_key(sub()),
+    ];
     keys.extend(BANDED.map(banded_key));
     keys
 }
@@ -285,14 +312,11 @@ pub fn group_norm(
             ..Default::default()
         };
         let grid = gpu.grid(OP, (len * groups) as u64)?;
-        let wg = if hw * (c / groups) >= GROUP_NORM_WIDE {
-            256
-        } else {
-            64
-        };
+        let count = hw * (c / groups);
+        let wg = if count >= GROUP_NORM_WIDE { 256 } else { 64 };
         push(
             rec,
-            group_norm_key(wg),
+            group_norm_key(norm_config(gpu, count, wg)),
             &params,
             vec![xb.range, gb.range, bb.range, yb.range],
             grid,
@@ -345,7 +369,7 @@ pub fn layer_norm(
         let grid = gpu.grid(OP, len as u64)?;
         push(
             rec,
-            layer_norm_key(),
+            layer_norm_key(norm_config(gpu, c, 32)),
             &params,
             vec![xb.range, gb.range, bb.range, yb.range],
             grid,
