@@ -34,7 +34,14 @@ const CASES: &[Case] = &[
 
 #[test]
 fn attention_matches_reference() {
-    let gpu = gpu();
+    for gpu in gemm_gpus() {
+        attention_matches_reference_on(gpu);
+    }
+}
+
+/// On each device of `gemm_gpus`: CPU devices run the one-subgroup variant, the other
+/// device the workgroup-wide kernel that GPUs use.
+fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
     let mut failures = Vec::new();
     for (ci, c) in CASES.iter().enumerate() {
         let mut rng = Rng::new(40 + ci as u64);
@@ -43,9 +50,9 @@ fn attention_matches_reference() {
         let k = rng.normals(c.b * c.m * ch, 1.0);
         let v = rng.normals(c.b * c.m * ch, 1.0);
         let (qt, kt, vt) = (
-            upload(&q, &[c.b, c.n, ch], DType::F32, "q"),
-            upload(&k, &[c.b, c.m, ch], DType::F32, "k"),
-            upload(&v, &[c.b, c.m, ch], DType::F32, "v"),
+            upload_to(gpu, &q, &[c.b, c.n, ch], DType::F32, "q"),
+            upload_to(gpu, &k, &[c.b, c.m, ch], DType::F32, "k"),
+            upload_to(gpu, &v, &[c.b, c.m, ch], DType::F32, "v"),
         );
         let opts = AttentionOptions {
             heads: c.heads,
@@ -81,7 +88,7 @@ fn attention_matches_reference() {
             .map(|i| got[i])
             .collect();
         if let Err(e) = try_check(
-            &format!("attention {}", c.name),
+            &format!("attention {:?} {}", gpu.gemm_variant(), c.name),
             &got_rows,
             &want,
             1e-4,
@@ -168,11 +175,20 @@ fn attention_rejects_bad_input() {
 /// object with a tiny loop budget forces many chunks on small inputs.
 #[test]
 fn attention_key_chunks_match_reference() {
-    let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
-        loop_iteration_limit: Some(600),
-        ..Default::default()
-    })
-    .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    // Both kernels: the device's own (one-subgroup on CPU devices) and the other GEMM core's
+    // device, which takes the workgroup-wide kernel there.
+    for gemm in gemm_gpus().iter().map(|g| g.gemm_variant()) {
+        let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+            loop_iteration_limit: Some(600),
+            gemm: Some(gemm),
+            ..Default::default()
+        })
+        .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+        key_chunks_on(&g);
+    }
+}
+
+fn key_chunks_on(g: &sd_wgpu::Gpu) {
     for (n, m, heads, d, causal) in [
         (100, 300, 2, 40, false),
         (77, 77, 4, 16, true),
@@ -186,10 +202,9 @@ fn attention_key_chunks_match_reference() {
             rng.normals(m * c, 1.0),
             rng.normals(m * c, 1.0),
         );
-        let up = |x: &[f32], s: &[usize]| {
-            sd_wgpu::Tensor::from_f32(&g, x, s, DType::F32, "qkv").unwrap()
-        };
-        let mut rec = Recorder::new(&g);
+        let up =
+            |x: &[f32], s: &[usize]| sd_wgpu::Tensor::from_f32(g, x, s, DType::F32, "qkv").unwrap();
+        let mut rec = Recorder::new(g);
         let out = ops::attention(
             &mut rec,
             &up(&q, &[1, n, c]),
@@ -220,8 +235,11 @@ fn attention_key_chunks_match_reference() {
             None,
         );
         check(
-            &format!("attention chunked n={n} m={m} d={d} causal={causal}"),
-            &out.to_vec(&g).unwrap(),
+            &format!(
+                "attention {:?} chunked n={n} m={m} d={d} causal={causal}",
+                g.gemm_variant()
+            ),
+            &out.to_vec(g).unwrap(),
             &want,
             1e-4,
             1e-4,

@@ -3,7 +3,14 @@ use sd_wgpu::{DType, Recorder, ops, reference};
 
 #[test]
 fn group_norm_matches_reference() {
-    let gpu = gpu();
+    for gpu in gemm_gpus() {
+        group_norm_matches_reference_on(gpu);
+    }
+}
+
+/// On each device of `gemm_gpus`: CPU devices run the one-subgroup variant, the other
+/// device the workgroup-wide kernel that GPUs use.
+fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
     // (name, [n, hw, c], groups, silu, mean offset of the data)
     let cases: &[(&str, [usize; 3], usize, bool, f32)] = &[
         ("sd 2x64x64x320 g32 silu", [2, 4096, 320], 32, true, 0.0),
@@ -28,10 +35,10 @@ fn group_norm_matches_reference() {
                 .collect();
             let gamma = rng.normals(c, 1.0);
             let beta = rng.normals(c, 1.0);
-            let xt = upload(&x, &[n, hw, c], DType::F32, "x");
+            let xt = upload_to(gpu, &x, &[n, hw, c], DType::F32, "x");
             let (gt, bt) = (
-                upload(&gamma, &[c], DType::F32, "norm.weight"),
-                upload(&beta, &[c], DType::F32, "norm.bias"),
+                upload_to(gpu, &gamma, &[c], DType::F32, "norm.weight"),
+                upload_to(gpu, &beta, &[c], DType::F32, "norm.bias"),
             );
             let mut rec = Recorder::new(gpu);
             let y = ops::group_norm(&mut rec, &xt, groups, &gt, &bt, 1e-5, silu).unwrap();
@@ -40,7 +47,7 @@ fn group_norm_matches_reference() {
             // |x - mean| reaches ~5σ; the large-mean case loses ~1e-4 of mean in f32 inputs.
             let atol = if offset > 100.0 { 2e-3 } else { 1e-4 };
             check(
-                &format!("group_norm {name} seed {seed}"),
+                &format!("group_norm {:?} {name} seed {seed}", gpu.gemm_variant()),
                 &got,
                 &want,
                 atol,
@@ -52,7 +59,14 @@ fn group_norm_matches_reference() {
 
 #[test]
 fn layer_norm_matches_reference() {
-    let gpu = gpu();
+    for gpu in gemm_gpus() {
+        layer_norm_matches_reference_on(gpu);
+    }
+}
+
+/// On each device of `gemm_gpus`: CPU devices run the one-subgroup variant, the other
+/// device the workgroup-wide kernel that GPUs use.
+fn layer_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
     let cases: &[(&str, usize, usize)] = &[
         ("sd 2x4096 x 320", 2 * 4096, 320),
         ("clip 2x77 x 768", 2 * 77, 768),
@@ -65,16 +79,16 @@ fn layer_norm_matches_reference() {
         let x: Vec<f32> = rng.normals(rows * c, 2.0).iter().map(|v| v + 3.0).collect();
         let gamma = rng.normals(c, 1.0);
         let beta = rng.normals(c, 1.0);
-        let xt = upload(&x, &[rows, c], DType::F32, "x");
+        let xt = upload_to(gpu, &x, &[rows, c], DType::F32, "x");
         let (gt, bt) = (
-            upload(&gamma, &[c], DType::F32, "ln.weight"),
-            upload(&beta, &[c], DType::F32, "ln.bias"),
+            upload_to(gpu, &gamma, &[c], DType::F32, "ln.weight"),
+            upload_to(gpu, &beta, &[c], DType::F32, "ln.bias"),
         );
         let mut rec = Recorder::new(gpu);
         let y = ops::layer_norm(&mut rec, &xt, &gt, &bt, 1e-5).unwrap();
         let got = run(rec, &y);
         check(
-            &format!("layer_norm {name}"),
+            &format!("layer_norm {:?} {name}", gpu.gemm_variant()),
             &got,
             &reference::layer_norm(&x, c, &gamma, &beta, 1e-5),
             1e-4,

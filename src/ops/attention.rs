@@ -69,6 +69,11 @@ fn wg_for(n_q: usize) -> u32 {
     }
 }
 
+/// Workgroup size of the one-subgroup variant (define `SUBGROUP_ATTN`) that devices with the
+/// subgroup GEMM core (subgroup size exactly 8: CPU devices such as lavapipe) use.
+const SUBGROUP_WG: u32 = 8;
+
+/// `wg == SUBGROUP_WG`: the one-subgroup variant.
 fn key(d: usize, smem: usize, vec4: bool, wg: u32) -> KernelKey {
     let width = if vec4 { 4 } else { 1 };
     let mut defines = vec![
@@ -78,6 +83,9 @@ fn key(d: usize, smem: usize, vec4: bool, wg: u32) -> KernelKey {
     ];
     if vec4 {
         defines.push(Define::Flag("VEC4"));
+    }
+    if wg == SUBGROUP_WG {
+        defines.push(Define::Flag("SUBGROUP_ATTN"));
     }
     KernelKey {
         shader: "attention.wgsl",
@@ -106,6 +114,8 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                 key(d, SMEM_BUDGET, false, WG),
                 key(d, SMEM_BUDGET, vec4, 16),
                 key(d, SMEM_BUDGET, vec4, 32),
+                key(d, SMEM_BUDGET, vec4, SUBGROUP_WG),
+                key(d, SMEM_BUDGET, false, SUBGROUP_WG),
             ]
         })
         .collect();
@@ -117,9 +127,18 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 /// for `dv` head-dim entries (floats or vec4s): per block of `bkv` keys the kernel runs
 /// 1 + ⌈bkv·dv/WG⌉ (loads) + 2·bkv·(dv + 1) (scores, weighted sum) + dv (rescale)
 /// iterations, plus 4·dv around the loop. `None`: all keys.
+/// The one-subgroup variant runs 1 + dv (loads) + 8·(1 + 2·dv) iterations per block of 8
+/// keys.
 fn keys_per_dispatch(limit: Option<u32>, dv: usize, bkv: usize, wg: u32) -> Option<usize> {
     let limit = limit? as usize * 9 / 10;
-    let per_block = 1 + (bkv * dv).div_ceil(wg as usize) + 2 * bkv * (dv + 1) + dv;
+    let (per_block, bkv) = if wg == SUBGROUP_WG {
+        (1 + dv + 8 * (1 + 2 * dv), 8)
+    } else {
+        (
+            1 + (bkv * dv).div_ceil(wg as usize) + 2 * bkv * (dv + 1) + dv,
+            bkv,
+        )
+    };
     let blocks = (limit.saturating_sub(4 * dv) / per_block).max(1);
     Some(blocks * bkv)
 }
@@ -283,7 +302,11 @@ fn run(
     let width: u32 = if vec4 { 4 } else { 1 };
     let dv = d / width as usize;
     let smem = (gpu.limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
-    let wg = wg_for(n_q);
+    let wg = if gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup {
+        SUBGROUP_WG
+    } else {
+        wg_for(n_q)
+    };
     let chunk = keys_per_dispatch(
         gpu.loop_iteration_limit(),
         dv,
