@@ -109,13 +109,6 @@ fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
     return select(vec4<f32>(0.0), x[(blk.pix + i) >> 2u], blk.inside);
 }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
-fn bias4(n: u32) -> vec4<f32> {
-    if (p.has_bias == 0u) {
-        return vec4<f32>(0.0);
-    }
-    let i = p.bias_off + n;
-    return vec4<f32>(bias_at(i), bias_at(i + 1u), bias_at(i + 2u), bias_at(i + 3u));
-}
 // Channels n .. n + 3 of output pixel m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
     var o = v;

@@ -47,6 +47,9 @@ fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 1
 #if VEC4
     // The bias of this lane's columns, loaded once for its 16 rows.
     let add = bias4(min(n0, dims.y - 4u));
+#else
+    let add = vec4<f32>(0.0);   // store_c adds the bias
+#endif
     store_row(b, m0 + 0u, n0, dims, acc[0] + add);
     store_row(b, m0 + 1u, n0, dims, acc[1] + add);
     store_row(b, m0 + 2u, n0, dims, acc[2] + add);
@@ -63,24 +66,39 @@ fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 1
     store_row(b, m0 + 13u, n0, dims, acc[13] + add);
     store_row(b, m0 + 14u, n0, dims, acc[14] + add);
     store_row(b, m0 + 15u, n0, dims, acc[15] + add);
-#else
-    store_row(b, m0 + 0u, n0, dims, acc[0]);
-    store_row(b, m0 + 1u, n0, dims, acc[1]);
-    store_row(b, m0 + 2u, n0, dims, acc[2]);
-    store_row(b, m0 + 3u, n0, dims, acc[3]);
-    store_row(b, m0 + 4u, n0, dims, acc[4]);
-    store_row(b, m0 + 5u, n0, dims, acc[5]);
-    store_row(b, m0 + 6u, n0, dims, acc[6]);
-    store_row(b, m0 + 7u, n0, dims, acc[7]);
-    store_row(b, m0 + 8u, n0, dims, acc[8]);
-    store_row(b, m0 + 9u, n0, dims, acc[9]);
-    store_row(b, m0 + 10u, n0, dims, acc[10]);
-    store_row(b, m0 + 11u, n0, dims, acc[11]);
-    store_row(b, m0 + 12u, n0, dims, acc[12]);
-    store_row(b, m0 + 13u, n0, dims, acc[13]);
-    store_row(b, m0 + 14u, n0, dims, acc[14]);
-    store_row(b, m0 + 15u, n0, dims, acc[15]);
+}
+
+#if VEC4
+// Bias of columns n .. n + 3 (zero without one); needs the includer's p.has_bias,
+// p.bias_off and bias_at.
+fn bias4(n: u32) -> vec4<f32> {
+    if (p.has_bias == 0u) {
+        return vec4<f32>(0.0);
+    }
+    let i = p.bias_off + n;
+    return vec4<f32>(bias_at(i), bias_at(i + 1u), bias_at(i + 2u), bias_at(i + 3u));
+}
 #endif
+
+// One k of the tile: rows m0 .. m0 + 7 take lane l's x0 (row m0 + l) by broadcast, rows
+// m0 + 8 .. m0 + 15 its x1; each times this lane's four B columns.
+fn fma_step(acc: ptr<function, array<vec4<f32>, 16>>, x0: f32, x1: f32, bv: vec4<f32>) {
+    (*acc)[0] = fma(vec4<f32>(subgroupBroadcast(x0, 0u)), bv, (*acc)[0]);
+    (*acc)[1] = fma(vec4<f32>(subgroupBroadcast(x0, 1u)), bv, (*acc)[1]);
+    (*acc)[2] = fma(vec4<f32>(subgroupBroadcast(x0, 2u)), bv, (*acc)[2]);
+    (*acc)[3] = fma(vec4<f32>(subgroupBroadcast(x0, 3u)), bv, (*acc)[3]);
+    (*acc)[4] = fma(vec4<f32>(subgroupBroadcast(x0, 4u)), bv, (*acc)[4]);
+    (*acc)[5] = fma(vec4<f32>(subgroupBroadcast(x0, 5u)), bv, (*acc)[5]);
+    (*acc)[6] = fma(vec4<f32>(subgroupBroadcast(x0, 6u)), bv, (*acc)[6]);
+    (*acc)[7] = fma(vec4<f32>(subgroupBroadcast(x0, 7u)), bv, (*acc)[7]);
+    (*acc)[8] = fma(vec4<f32>(subgroupBroadcast(x1, 0u)), bv, (*acc)[8]);
+    (*acc)[9] = fma(vec4<f32>(subgroupBroadcast(x1, 1u)), bv, (*acc)[9]);
+    (*acc)[10] = fma(vec4<f32>(subgroupBroadcast(x1, 2u)), bv, (*acc)[10]);
+    (*acc)[11] = fma(vec4<f32>(subgroupBroadcast(x1, 3u)), bv, (*acc)[11]);
+    (*acc)[12] = fma(vec4<f32>(subgroupBroadcast(x1, 4u)), bv, (*acc)[12]);
+    (*acc)[13] = fma(vec4<f32>(subgroupBroadcast(x1, 5u)), bv, (*acc)[13]);
+    (*acc)[14] = fma(vec4<f32>(subgroupBroadcast(x1, 6u)), bv, (*acc)[14]);
+    (*acc)[15] = fma(vec4<f32>(subgroupBroadcast(x1, 7u)), bv, (*acc)[15]);
 }
 
 #if VEC4
@@ -120,24 +138,7 @@ fn main(
             let a1 = load_a4(blk1, i);
             for (var s = 0u; s < 4u; s++) {
                 let bv = load_b4(b, kbase + i + s, col);
-                let x0 = a0[s];
-                let x1 = a1[s];
-                acc[0] = fma(vec4<f32>(subgroupBroadcast(x0, 0u)), bv, acc[0]);
-                acc[1] = fma(vec4<f32>(subgroupBroadcast(x0, 1u)), bv, acc[1]);
-                acc[2] = fma(vec4<f32>(subgroupBroadcast(x0, 2u)), bv, acc[2]);
-                acc[3] = fma(vec4<f32>(subgroupBroadcast(x0, 3u)), bv, acc[3]);
-                acc[4] = fma(vec4<f32>(subgroupBroadcast(x0, 4u)), bv, acc[4]);
-                acc[5] = fma(vec4<f32>(subgroupBroadcast(x0, 5u)), bv, acc[5]);
-                acc[6] = fma(vec4<f32>(subgroupBroadcast(x0, 6u)), bv, acc[6]);
-                acc[7] = fma(vec4<f32>(subgroupBroadcast(x0, 7u)), bv, acc[7]);
-                acc[8] = fma(vec4<f32>(subgroupBroadcast(x1, 0u)), bv, acc[8]);
-                acc[9] = fma(vec4<f32>(subgroupBroadcast(x1, 1u)), bv, acc[9]);
-                acc[10] = fma(vec4<f32>(subgroupBroadcast(x1, 2u)), bv, acc[10]);
-                acc[11] = fma(vec4<f32>(subgroupBroadcast(x1, 3u)), bv, acc[11]);
-                acc[12] = fma(vec4<f32>(subgroupBroadcast(x1, 4u)), bv, acc[12]);
-                acc[13] = fma(vec4<f32>(subgroupBroadcast(x1, 5u)), bv, acc[13]);
-                acc[14] = fma(vec4<f32>(subgroupBroadcast(x1, 6u)), bv, acc[14]);
-                acc[15] = fma(vec4<f32>(subgroupBroadcast(x1, 7u)), bv, acc[15]);
+                fma_step(&acc, a0[s], a1[s], bv);
             }
         }
     }
@@ -180,25 +181,7 @@ fn main(
         for (var s = 0u; s < 4u; s++) {
             let kk = k + s;
             let bv = vec4<f32>(load_b(b, kk, c0), load_b(b, kk, c1), load_b(b, kk, c2), load_b(b, kk, c3));
-            let x0 = a0[s];
-            let x1 = a1[s];
-            // subgroupBroadcast with a constant lane: an extract and splat on SIMD CPUs.
-            acc[0] = fma(vec4<f32>(subgroupBroadcast(x0, 0u)), bv, acc[0]);
-            acc[1] = fma(vec4<f32>(subgroupBroadcast(x0, 1u)), bv, acc[1]);
-            acc[2] = fma(vec4<f32>(subgroupBroadcast(x0, 2u)), bv, acc[2]);
-            acc[3] = fma(vec4<f32>(subgroupBroadcast(x0, 3u)), bv, acc[3]);
-            acc[4] = fma(vec4<f32>(subgroupBroadcast(x0, 4u)), bv, acc[4]);
-            acc[5] = fma(vec4<f32>(subgroupBroadcast(x0, 5u)), bv, acc[5]);
-            acc[6] = fma(vec4<f32>(subgroupBroadcast(x0, 6u)), bv, acc[6]);
-            acc[7] = fma(vec4<f32>(subgroupBroadcast(x0, 7u)), bv, acc[7]);
-            acc[8] = fma(vec4<f32>(subgroupBroadcast(x1, 0u)), bv, acc[8]);
-            acc[9] = fma(vec4<f32>(subgroupBroadcast(x1, 1u)), bv, acc[9]);
-            acc[10] = fma(vec4<f32>(subgroupBroadcast(x1, 2u)), bv, acc[10]);
-            acc[11] = fma(vec4<f32>(subgroupBroadcast(x1, 3u)), bv, acc[11]);
-            acc[12] = fma(vec4<f32>(subgroupBroadcast(x1, 4u)), bv, acc[12]);
-            acc[13] = fma(vec4<f32>(subgroupBroadcast(x1, 5u)), bv, acc[13]);
-            acc[14] = fma(vec4<f32>(subgroupBroadcast(x1, 6u)), bv, acc[14]);
-            acc[15] = fma(vec4<f32>(subgroupBroadcast(x1, 7u)), bv, acc[15]);
+            fma_step(&acc, a0[s], a1[s], bv);
         }
     }
 

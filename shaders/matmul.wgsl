@@ -75,13 +75,6 @@ fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
     return w4_at(p.b_off + b * p.b_bstride + k * p.n + n);
 }
-fn bias4(n: u32) -> vec4<f32> {
-    if (p.has_bias == 0u) {
-        return vec4<f32>(0.0);
-    }
-    let i = p.bias_off + n;
-    return vec4<f32>(bias_at(i), bias_at(i + 1u), bias_at(i + 2u), bias_at(i + 3u));
-}
 // Columns n .. n + 3 of row m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
     let i = b * p.c_bstride + m * p.n + n;
