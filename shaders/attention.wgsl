@@ -52,6 +52,20 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> o: array<V>;
 @group(0) @binding(5) var<storage, read_write> state: array<V>;
 
+// A later key chunk: the accumulator saved by the previous chunk (into `acc`) and its
+// running (max, sum).
+fn resume(s_base: u32, acc: ptr<function, array<V, DV>>) -> vec2<f32> {
+    for (var c = 0u; c < DV; c++) {
+        (*acc)[c] = state[s_base + c];
+    }
+    let ml = state[s_base + DV];
+#if VEC4
+    return ml.xy;
+#else
+    return vec2<f32>(ml, state[s_base + DV + 1u]);
+#endif
+}
+
 #if SUBGROUP_ATTN
 // CPU devices (subgroup size 8, checked by the host; WG = 8): one subgroup per workgroup, no
 // workgroup memory and no barriers (on llvmpipe a barrier switches every subgroup of the
@@ -87,17 +101,9 @@ fn main(
     var l_run = 0.0;
     let s_base = ((b * p.n_q + qi) * p.heads + h) * STATE_LEN;
     if (p.first == 0u) {
-        for (var c = 0u; c < DV; c++) {
-            acc[c] = state[s_base + c];
-        }
-        let ml = state[s_base + DV];
-#if VEC4
+        let ml = resume(s_base, &acc);
         m_run = ml.x;
         l_run = ml.y;
-#else
-        m_run = ml;
-        l_run = state[s_base + DV + 1u];
-#endif
     }
     var kv_end = p.kv_end;
     if (p.causal != 0u) {
@@ -167,17 +173,9 @@ fn main(
     var l_run = 0.0;
     let s_base = ((b * p.n_q + qi) * p.heads + h) * STATE_LEN;
     if (p.first == 0u) {
-        for (var c = 0u; c < DV; c++) {
-            acc[c] = state[s_base + c];
-        }
-        let ml = state[s_base + DV];
-#if VEC4
+        let ml = resume(s_base, &acc);
         m_run = ml.x;
         l_run = ml.y;
-#else
-        m_run = ml;
-        l_run = state[s_base + DV + 1u];
-#endif
     }
 
     // With a causal mask no key past the workgroup's last query is needed.
