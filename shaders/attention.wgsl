@@ -72,82 +72,20 @@ fn resume(s_base: u32, acc: ptr<function, array<V, DV>>) -> vec2<f32> {
 // workgroup out and back in). Lane l loads key j0 + l and its value; the 8 keys of a block
 // reach every lane's query by subgroupShuffle, and the online softmax advances one key at a
 // time (scores never leave registers).
-@compute @workgroup_size(8)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    let wg_index = linear_workgroup(wid, nwg);
-    if (wg_index >= p.tiles_q * p.heads * p.batch) {
-        return;
-    }
-    let t = split3(wg_index, p.tiles_q, p.heads);
-    let tq = t.x;
-    let h = t.y;
-    let b = t.z;
-    let i = tq * 8u + lane;
-    let in_range = i < p.n_q;
-    let qi = min(i, p.n_q - 1u);
-
-    var qv: array<V, DV>;
-    var acc: array<V, DV>;
-    let q_base = p.q_off + (b * p.n_q + qi) * p.q_stride + h * DV;
-    for (var c = 0u; c < DV; c++) {
-        qv[c] = q[q_base + c] * p.scale;
-        acc[c] = V(0.0);
-    }
-    var m_run = -3.0e38;
-    var l_run = 0.0;
-    let s_base = ((b * p.n_q + qi) * p.heads + h) * STATE_LEN;
-    if (p.first == 0u) {
-        let ml = resume(s_base, &acc);
-        m_run = ml.x;
-        l_run = ml.y;
-    }
-    var kv_end = p.kv_end;
-    if (p.causal != 0u) {
-        kv_end = min(kv_end, min(tq * 8u + 8u, p.n_q));
-    }
-    let k_base = p.k_off + b * p.n_kv * p.k_stride + h * DV;
-    let v_base = p.v_off + b * p.n_kv * p.v_stride + h * DV;
-
-    var kr: array<V, DV>;
-    var vr: array<V, DV>;
-    for (var j0 = p.kv_begin; j0 < kv_end; j0 += 8u) {
-        let jl = min(j0 + lane, kv_end - 1u);
-        for (var c = 0u; c < DV; c++) {
-            kr[c] = k[k_base + jl * p.k_stride + c];
-            vr[c] = v[v_base + jl * p.v_stride + c];
-        }
-        let jn = min(8u, kv_end - j0);
-        for (var jj = 0u; jj < jn; jj++) {
-            var sc = 0.0;
-            for (var c = 0u; c < DV; c++) {
-                sc += vdot(qv[c], subgroupShuffle(kr[c], jj));
-            }
-            let masked = p.causal != 0u && j0 + jj > qi;
-            let m_new = select(max(m_run, sc), m_run, masked);
-            let corr = exp(m_run - m_new);
-            let pj = select(exp(sc - m_new), 0.0, masked);
-            l_run = l_run * corr + pj;
-            for (var c = 0u; c < DV; c++) {
-                acc[c] = fma(V(pj), subgroupShuffle(vr[c], jj), acc[c] * corr);
-            }
-            m_run = m_new;
-        }
-    }
-    finish(in_range, i, b, h, s_base, acc, m_run, l_run);
-}
+const KEY_BLOCK: u32 = 8u;
 #else
 var<workgroup> k_tile: array<V, BKV * DV>;
 var<workgroup> v_tile: array<V, BKV * DV>;
+#endif
 
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
+#if SUBGROUP_ATTN
+    @builtin(subgroup_invocation_id) lane: u32,
+#endif
 ) {
     let wg_index = linear_workgroup(wid, nwg);
     if (wg_index >= p.tiles_q * p.heads * p.batch) {
@@ -186,6 +124,33 @@ fn main(
     let k_base = p.k_off + b * p.n_kv * p.k_stride + h * DV;
     let v_base = p.v_off + b * p.n_kv * p.v_stride + h * DV;
 
+#if SUBGROUP_ATTN
+    var kr: array<V, DV>;
+    var vr: array<V, DV>;
+    for (var j0 = p.kv_begin; j0 < kv_end; j0 += KEY_BLOCK) {
+        let jl = min(j0 + lane, kv_end - 1u);
+        for (var c = 0u; c < DV; c++) {
+            kr[c] = k[k_base + jl * p.k_stride + c];
+            vr[c] = v[v_base + jl * p.v_stride + c];
+        }
+        let jn = min(KEY_BLOCK, kv_end - j0);
+        for (var jj = 0u; jj < jn; jj++) {
+            var sc = 0.0;
+            for (var c = 0u; c < DV; c++) {
+                sc += vdot(qv[c], subgroupShuffle(kr[c], jj));
+            }
+            let masked = p.causal != 0u && j0 + jj > qi;
+            let m_new = select(max(m_run, sc), m_run, masked);
+            let corr = exp(m_run - m_new);
+            let pj = select(exp(sc - m_new), 0.0, masked);
+            l_run = l_run * corr + pj;
+            for (var c = 0u; c < DV; c++) {
+                acc[c] = fma(V(pj), subgroupShuffle(vr[c], jj), acc[c] * corr);
+            }
+            m_run = m_new;
+        }
+    }
+#else
     for (var j0 = p.kv_begin; j0 < kv_end; j0 += BKV) {
         workgroupBarrier();
         for (var e = li; e < BKV * DV; e += WG) {
@@ -225,9 +190,9 @@ fn main(
         m_run = m_blk;
     }
 
+#endif
     finish(in_range, i, b, h, s_base, acc, m_run, l_run);
 }
-#endif
 
 // A chunk's end: the running state for the next key chunk, or the normalised output.
 fn finish(in_range: bool, i: u32, b: u32, h: u32, s_base: u32, acc: array<V, DV>, m_run: f32, l_run: f32) {

@@ -101,7 +101,6 @@ fn fma_step(acc: ptr<function, array<vec4<f32>, 16>>, x0: f32, x1: f32, bv: vec4
     (*acc)[15] = fma(vec4<f32>(subgroupBroadcast(x1, 7u)), bv, (*acc)[15]);
 }
 
-#if VEC4
 @compute @workgroup_size(8, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -123,12 +122,13 @@ fn main(
     let last_m = dims.x - 1u;
     let row0 = a_row(b, min(m0 + lane, last_m));
     let row1 = a_row(b, min(m0 + 8u + lane, last_m));
+
+    var acc: array<vec4<f32>, 16>;
+#if VEC4
     // Columns past N (N is a multiple of 4, so a lane's four are all in or all out) load
     // the last valid ones and are not stored.
     let col = min(n0, dims.y - 4u);
     let len = kblock_len();
-
-    var acc: array<vec4<f32>, 16>;
     for (var kb = 0u; kb < kblocks(); kb++) {
         let blk0 = a_block(row0, kb);
         let blk1 = a_block(row1, kb);
@@ -142,37 +142,12 @@ fn main(
             }
         }
     }
-    store_tile(b, m0, n0, dims, acc);
-}
 #else
-@compute @workgroup_size(8, 1, 1)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
-) {
-    let dims = gemm_dims();
-    let tiles = gemm_tiles();
-    let wg_index = linear_workgroup(wid, nwg);
-    if (wg_index >= tiles.x * tiles.y * dims.w) {
-        return;
-    }
-    let t = split3(wg_index, tiles.x, tiles.y);
-    let tn = t.x;
-    let tm = t.y;
-    let b = t.z;
-    let m0 = tm * 16u;
-    let n0 = tn * 32u + 4u * lane;
-    let last_m = dims.x - 1u;
     let last_n = dims.y - 1u;
-    let row0 = a_row(b, min(m0 + lane, last_m));
-    let row1 = a_row(b, min(m0 + 8u + lane, last_m));
     let c0 = min(n0, last_n);
     let c1 = min(n0 + 1u, last_n);
     let c2 = min(n0 + 2u, last_n);
     let c3 = min(n0 + 3u, last_n);
-
-    var acc: array<vec4<f32>, 16>;
     // Four k per iteration: fewer loop iterations (llvmpipe caps them per invocation) and
     // independent loads in flight. load_a / load_b return 0 for k >= K.
     for (var k = 0u; k < dims.z; k += 4u) {
@@ -184,7 +159,6 @@ fn main(
             fma_step(&acc, a0[s], a1[s], bv);
         }
     }
-
+#endif
     store_tile(b, m0, n0, dims, acc);
 }
-#endif
