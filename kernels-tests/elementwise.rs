@@ -4,7 +4,14 @@ use sd_wgpu::{DType, Recorder, ops, reference};
 
 #[test]
 fn unary_activations_match_reference() {
-    let gpu = gpu();
+    for gpu in gemm_gpus() {
+        unary_activations_match_reference_on(gpu);
+    }
+}
+
+/// On each device of `gemm_gpus`: CPU devices run the looping 8-thread layout of the flat
+/// kernels, the other device the one-element-per-thread layout that GPUs use.
+fn unary_activations_match_reference_on(gpu: &sd_wgpu::Gpu) {
     let shapes: &[&[usize]] = &[&[2, 64, 64, 320], &[7], &[1]];
     type Case = (Unary, f32, f32, fn(f32) -> f32);
     let cases: &[Case] = &[
@@ -16,7 +23,7 @@ fn unary_activations_match_reference() {
     for shape in shapes {
         let n: usize = shape.iter().product();
         let x = Rng::new(n as u64).normals(n, 3.0);
-        let xt = upload(&x, shape, DType::F32, "x");
+        let xt = upload_to(gpu, &x, shape, DType::F32, "x");
         for &(f, alpha, beta, r) in cases {
             let mut rec = Recorder::new(gpu);
             let y = ops::unary(&mut rec, &xt, f, alpha, beta).unwrap();
@@ -29,7 +36,14 @@ fn unary_activations_match_reference() {
 
 #[test]
 fn binary_broadcasts_match_reference() {
-    let gpu = gpu();
+    for gpu in gemm_gpus() {
+        binary_broadcasts_match_reference_on(gpu);
+    }
+}
+
+/// On each device of `gemm_gpus`: CPU devices run the looping 8-thread layout of the flat
+/// kernels, the other device the one-element-per-thread layout that GPUs use.
+fn binary_broadcasts_match_reference_on(gpu: &sd_wgpu::Gpu) {
     let mut rng = Rng::new(3);
     // (x shape, z shape, how z broadcasts: index of z for element i of x)
     let cases: &[(&[usize], &[usize])] = &[
@@ -37,6 +51,7 @@ fn binary_broadcasts_match_reference() {
         (&[2, 4096, 320], &[320]),
         (&[2, 32, 32, 640], &[2, 640]),
         (&[3, 5, 7], &[5, 7]),
+        (&[5, 37, 13], &[5, 13]),
         (&[1], &[1]),
     ];
     for &(xs, zs) in cases {
@@ -54,8 +69,8 @@ fn binary_broadcasts_match_reference() {
             }
         };
         let (xt, zt) = (
-            upload(&x, xs, DType::F32, "x"),
-            upload(&z, zs, DType::F32, "z"),
+            upload_to(gpu, &x, xs, DType::F32, "x"),
+            upload_to(gpu, &z, zs, DType::F32, "z"),
         );
         for op in [Binary::Add, Binary::Mul] {
             let mut rec = Recorder::new(gpu);
@@ -81,8 +96,8 @@ fn binary_broadcasts_match_reference() {
     }
     let mut rec = Recorder::new(gpu);
     let (a, b) = (
-        upload(&[0.0; 6], &[2, 3], DType::F32, "a"),
-        upload(&[0.0; 2], &[2], DType::F32, "temb"),
+        upload_to(gpu, &[0.0; 6], &[2, 3], DType::F32, "a"),
+        upload_to(gpu, &[0.0; 2], &[2], DType::F32, "temb"),
     );
     assert!(
         ops::add(&mut rec, &a, &b)
@@ -94,14 +109,21 @@ fn binary_broadcasts_match_reference() {
 
 #[test]
 fn geglu_upsample_concat_match_reference() {
-    let gpu = gpu();
+    for gpu in gemm_gpus() {
+        geglu_upsample_concat_match_reference_on(gpu);
+    }
+}
+
+/// On each device of `gemm_gpus`: CPU devices run the looping 8-thread layout of the flat
+/// kernels, the other device the one-element-per-thread layout that GPUs use.
+fn geglu_upsample_concat_match_reference_on(gpu: &sd_wgpu::Gpu) {
     let mut rng = Rng::new(9);
-    for (rows, f) in [(2 * 1024, 1280), (3, 5), (1, 1)] {
+    for (rows, f) in [(2 * 1024, 1280), (3, 5), (97, 13), (1, 1)] {
         let x = rng.normals(rows * 2 * f, 2.0);
         let mut rec = Recorder::new(gpu);
         let y = ops::geglu(
             &mut rec,
-            &upload(&x, &[rows, 2 * f], DType::F32, "ff.proj.out"),
+            &upload_to(gpu, &x, &[rows, 2 * f], DType::F32, "ff.proj.out"),
         )
         .unwrap();
         assert_eq!(y.shape(), [rows, f]);
@@ -116,7 +138,8 @@ fn geglu_upsample_concat_match_reference() {
     for s in [[2, 32, 32, 640], [1, 3, 5, 7], [1, 1, 1, 1]] {
         let x = rng.normals(s.iter().product(), 1.0);
         let mut rec = Recorder::new(gpu);
-        let y = ops::upsample_nearest2x(&mut rec, &upload(&x, &s, DType::F32, "x")).unwrap();
+        let y =
+            ops::upsample_nearest2x(&mut rec, &upload_to(gpu, &x, &s, DType::F32, "x")).unwrap();
         assert_eq!(y.shape(), [s[0], 2 * s[1], 2 * s[2], s[3]]);
         check(
             &format!("upsample {s:?}"),
@@ -135,7 +158,8 @@ fn geglu_upsample_concat_match_reference() {
     ] {
         let x = rng.normals(s.iter().product(), 1.0);
         let mut rec = Recorder::new(gpu);
-        let y = ops::upsample_nearest(&mut rec, &upload(&x, &s, DType::F32, "x"), oh, ow).unwrap();
+        let y = ops::upsample_nearest(&mut rec, &upload_to(gpu, &x, &s, DType::F32, "x"), oh, ow)
+            .unwrap();
         assert_eq!(y.shape(), [s[0], oh, ow, s[3]]);
         check(
             &format!("upsample {s:?} to {oh}x{ow}"),
@@ -145,13 +169,13 @@ fn geglu_upsample_concat_match_reference() {
             0.0,
         );
     }
-    for (rows, ca, cb) in [(2 * 32 * 32, 1280, 640), (5, 3, 1), (1, 1, 1)] {
+    for (rows, ca, cb) in [(2 * 32 * 32, 1280, 640), (5, 3, 1), (301, 5, 6), (1, 1, 1)] {
         let (a, b) = (rng.normals(rows * ca, 1.0), rng.normals(rows * cb, 1.0));
         let mut rec = Recorder::new(gpu);
         let y = ops::concat_channels(
             &mut rec,
-            &upload(&a, &[rows, ca], DType::F32, "a"),
-            &upload(&b, &[rows, cb], DType::F32, "skip"),
+            &upload_to(gpu, &a, &[rows, ca], DType::F32, "a"),
+            &upload_to(gpu, &b, &[rows, cb], DType::F32, "skip"),
         )
         .unwrap();
         check(

@@ -1,9 +1,11 @@
 // Channel concat (torch.cat(dim=channels) in channels-last): y[r, :] = [a[r, :ca], b[r, :cb]].
-// a: f32 [rows, ca], b: f32 [rows, cb], y: f32 [rows, ca + cb]. One output element per thread.
+// a: f32 [rows, ca], b: f32 [rows, cb], y: f32 [rows, ca + cb]. Threads and elements as in
+// elementwise.wgsl (WG · PER consecutive elements per workgroup, no division per element).
 
 #include "common.wgsl"
 
 override WG: u32 = 256u;
+override PER: u32 = 1u;
 
 struct Params {
     rows: u32, ca: u32, cb: u32, total: u32,
@@ -21,16 +23,21 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = linear_workgroup(wid, nwg) * WG + li;
-    if (i >= p.total) { return; }
+    let i0 = linear_workgroup(wid, nwg) * WG * PER + li;
     let c = p.ca + p.cb;
-    let r = i / c;
-    let col = i % c;
-    var v: f32;
-    if (col < p.ca) {
-        v = a[p.a_off + r * p.ca + col];
-    } else {
-        v = b[p.b_off + r * p.cb + col - p.ca];
+    var rc = divmod(i0, c);   // (row, column)
+    let s = divmod(WG, c);
+    for (var j = 0u; j < PER; j++) {
+        let i = i0 + j * WG;
+        if (i < p.total) {
+            var v: f32;
+            if (rc.r < p.ca) {
+                v = a[p.a_off + rc.q * p.ca + rc.r];
+            } else {
+                v = b[p.b_off + rc.q * p.cb + rc.r - p.ca];
+            }
+            y[p.y_off + i] = v;
+        }
+        rc = divmod_step(rc, s, c);
     }
-    y[p.y_off + i] = v;
 }

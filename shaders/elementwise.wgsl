@@ -1,4 +1,8 @@
-// Elementwise kernels, f32, one element per thread, WG threads per workgroup, linearised grid.
+// Elementwise kernels, f32, WG threads per workgroup, linearised grid. Each workgroup covers
+// WG · PER consecutive elements and thread li handles li, li + WG, …, li + (PER − 1)·WG of
+// them: PER = 1 on GPUs; on CPU devices few one-subgroup workgroups that loop (llvmpipe
+// pays per subgroup of a workgroup, measured 3× the time of a loop over the same elements).
+// Index arithmetic steps DivMods (common.wgsl): no division per element.
 //
 // unary:  y[i] = f(alpha · x[i] + beta), f by p.op: 0 identity (scale/shift), 1 SiLU,
 //         2 GELU (erf, torch's default), 3 quick-GELU (CLIP); op 4 is
@@ -12,6 +16,7 @@
 #include "common.wgsl"
 
 override WG: u32 = 256u;
+override PER: u32 = 1u;
 
 struct Params {
     n: u32, op: u32, x_off: u32, y_off: u32,
@@ -24,8 +29,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read> z: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-fn index(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
-    return linear_workgroup(wid, nwg) * WG + li;
+// This thread's first element.
+fn first_index(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
+    return linear_workgroup(wid, nwg) * WG * PER + li;
 }
 
 @compute @workgroup_size(WG)
@@ -34,18 +40,22 @@ fn unary(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = index(wid, nwg, li);
-    if (i >= p.n) { return; }
-    let t = p.alpha * x[p.x_off + i] + p.beta;
-    var r = t;
-    switch p.op {
-        case 1u: { r = silu(t); }
-        case 2u: { r = gelu(t); }
-        case 3u: { r = quick_gelu(t); }
-        case 4u: { r = clamp(x[p.x_off + i], p.alpha, p.beta); }
-        default: {}
+    let i0 = first_index(wid, nwg, li);
+    for (var j = 0u; j < PER; j++) {
+        let i = i0 + j * WG;
+        if (i < p.n) {
+            let t = p.alpha * x[p.x_off + i] + p.beta;
+            var r = t;
+            switch p.op {
+                case 1u: { r = silu(t); }
+                case 2u: { r = gelu(t); }
+                case 3u: { r = quick_gelu(t); }
+                case 4u: { r = clamp(x[p.x_off + i], p.alpha, p.beta); }
+                default: {}
+            }
+            y[p.y_off + i] = r;
+        }
     }
-    y[p.y_off + i] = r;
 }
 
 @compute @workgroup_size(WG)
@@ -54,11 +64,22 @@ fn binary(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = index(wid, nwg, li);
-    if (i >= p.n) { return; }
-    let a = x[p.x_off + i];
-    let bz = z[p.z_off + (i / p.outer) * p.inner + i % p.inner];
-    y[p.y_off + i] = select(a + bz, a * bz, p.op == 1u);
+    let i0 = first_index(wid, nwg, li);
+    // i / outer and i % inner, stepped by WG.
+    var o = divmod(i0, p.outer);
+    var n = divmod(i0, p.inner);
+    let so = divmod(WG, p.outer);
+    let sn = divmod(WG, p.inner);
+    for (var j = 0u; j < PER; j++) {
+        let i = i0 + j * WG;
+        if (i < p.n) {
+            let a = x[p.x_off + i];
+            let bz = z[p.z_off + o.q * p.inner + n.r];
+            y[p.y_off + i] = select(a + bz, a * bz, p.op == 1u);
+        }
+        o = divmod_step(o, so, p.outer);
+        n = divmod_step(n, sn, p.inner);
+    }
 }
 
 @compute @workgroup_size(WG)
@@ -67,10 +88,15 @@ fn geglu(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = index(wid, nwg, li);
-    if (i >= p.n) { return; }
-    let row = i / p.f;
-    let col = i % p.f;
-    let base = p.x_off + row * 2u * p.f;
-    y[p.y_off + i] = x[base + col] * gelu(x[base + p.f + col]);
+    let i0 = first_index(wid, nwg, li);
+    var rc = divmod(i0, p.f);   // (row, column)
+    let s = divmod(WG, p.f);
+    for (var j = 0u; j < PER; j++) {
+        let i = i0 + j * WG;
+        if (i < p.n) {
+            let base = p.x_off + rc.q * 2u * p.f;
+            y[p.y_off + i] = x[base + rc.r] * gelu(x[base + p.f + rc.r]);
+        }
+        rc = divmod_step(rc, s, p.f);
+    }
 }

@@ -42,26 +42,37 @@ fn main(
     let count = p.hw * cg;
     let base = b * p.hw * p.c + g * cg;
 
+    // Element e of the group is pixel e / cg, channel e % cg: stepped (common.wgsl's
+    // DivMod), not divided, per element.
+    let e0 = divmod(li, cg);
+    let step = divmod(WG, cg);
+
     var s = 0.0;
+    var pc = e0;
     for (var e = li; e < count; e += WG) {
-        s += x[p.x_off + base + (e / cg) * p.c + e % cg];
+        s += x[p.x_off + base + pc.q * p.c + pc.r];
+        pc = divmod_step(pc, step, cg);
     }
     let mean = reduce_sum(li, s) / f32(count);
 
     var ss = 0.0;
+    pc = e0;
     for (var e = li; e < count; e += WG) {
-        let d = x[p.x_off + base + (e / cg) * p.c + e % cg] - mean;
+        let d = x[p.x_off + base + pc.q * p.c + pc.r] - mean;
         ss += d * d;
+        pc = divmod_step(pc, step, cg);
     }
     let inv = inverseSqrt(reduce_sum(li, ss) / f32(count) + p.eps);
 
+    pc = e0;
     for (var e = li; e < count; e += WG) {
-        let cc = g * cg + e % cg;
-        let i = base + (e / cg) * p.c + e % cg;
+        let cc = g * cg + pc.r;
+        let i = base + pc.q * p.c + pc.r;
         var v = (x[p.x_off + i] - mean) * inv * gamma[cc] + beta[cc];
         if (p.silu != 0u) {
             v = silu(v);
         }
         y[p.y_off + i] = v;
+        pc = divmod_step(pc, step, cg);
     }
 }

@@ -4,7 +4,7 @@
 
 use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
-use crate::gpu::{Access, KernelKey, Recorder};
+use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
 
 /// Mirrors `Params` in `shaders/elementwise.wgsl`.
@@ -107,12 +107,45 @@ pub enum Binary {
 
 const WG: u32 = 256;
 
-fn ew_key(entry: &'static str) -> KernelKey {
+/// Threads per workgroup and elements per thread of the flat kernels (`elementwise.wgsl`'s
+/// unary / binary / geglu, `concat.wgsl`): one element per thread in workgroups of 256 on
+/// GPUs; on CPU devices (the ones that take the subgroup GEMM core) workgroups of 8 whose
+/// threads loop over 64 elements each — llvmpipe runs a 256-thread workgroup as 32 subgroup
+/// calls, and measured on Mesa 25 a looping 8-thread workgroup moved the same elements in a
+/// third of the time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FlatLayout {
+    pub wg: u32,
+    pub per: u32,
+}
+
+const GPU_FLAT: FlatLayout = FlatLayout { wg: WG, per: 1 };
+const CPU_FLAT: FlatLayout = FlatLayout { wg: 8, per: 64 };
+
+pub(crate) fn flat_layout(gpu: &crate::Gpu) -> FlatLayout {
+    match gpu.gemm_variant() {
+        GemmVariant::Subgroup => CPU_FLAT,
+        GemmVariant::Tiled => GPU_FLAT,
+    }
+}
+
+impl FlatLayout {
+    fn overrides(self) -> Vec<(&'static str, u32)> {
+        vec![("WG", self.wg), ("PER", self.per)]
+    }
+
+    /// Workgroups for `n` elements.
+    fn groups(self, n: usize) -> u64 {
+        n.div_ceil((self.wg * self.per) as usize) as u64
+    }
+}
+
+fn ew_key(entry: &'static str, layout: FlatLayout) -> KernelKey {
     KernelKey {
         shader: "elementwise.wgsl",
         entry,
         defines: vec![],
-        overrides: vec![("WG", WG)],
+        overrides: layout.overrides(),
         bindings: vec![Access::Read, Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<ElementwiseParams>() as u64,
     }
@@ -129,12 +162,12 @@ fn upsample_key() -> KernelKey {
     }
 }
 
-fn concat_key() -> KernelKey {
+fn concat_key(layout: FlatLayout) -> KernelKey {
     KernelKey {
         shader: "concat.wgsl",
         entry: "main",
         defines: vec![],
-        overrides: vec![("WG", WG)],
+        overrides: layout.overrides(),
         bindings: vec![Access::Read, Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<ConcatParams>() as u64,
     }
@@ -201,19 +234,24 @@ pub fn to_rgba8(rec: &mut Recorder<'_>, x: &Tensor, swap_rb: bool) -> Result<Ten
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    vec![
-        rgba8_key(),
-        ew_key("unary"),
-        ew_key("binary"),
-        ew_key("geglu"),
-        upsample_key(),
-        concat_key(),
-        timestep_key(),
-    ]
+    let mut v = vec![rgba8_key(), upsample_key(), timestep_key()];
+    for layout in [GPU_FLAT, CPU_FLAT] {
+        for entry in ["unary", "binary", "geglu"] {
+            v.push(ew_key(entry, layout));
+        }
+        v.push(concat_key(layout));
+    }
+    v
 }
 
 fn threads_grid(rec: &Recorder<'_>, op: &'static str, n: usize) -> Result<[u32; 3]> {
     rec.gpu().grid(op, n.div_ceil(WG as usize) as u64)
+}
+
+/// The grid of a flat kernel over `n` elements and the layout it was sized for.
+fn flat_grid(rec: &Recorder<'_>, op: &'static str, n: usize) -> Result<([u32; 3], FlatLayout)> {
+    let layout = flat_layout(rec.gpu());
+    Ok((rec.gpu().grid(op, layout.groups(n))?, layout))
 }
 
 /// `f(alpha·x + beta)` elementwise; any shape. Split into several dispatches when `x`
@@ -246,10 +284,10 @@ pub fn unary(
             beta,
             ..Default::default()
         };
-        let grid = threads_grid(rec, OP, len)?;
+        let (grid, layout) = flat_grid(rec, OP, len)?;
         push(
             rec,
-            ew_key("unary"),
+            ew_key("unary", layout),
             &params,
             vec![xb.range.clone(), xb.range, yb.range],
             grid,
@@ -385,10 +423,10 @@ fn record_binary(
         inner: inner as u32,
         ..Default::default()
     };
-    let grid = threads_grid(rec, OP, n)?;
+    let (grid, layout) = flat_grid(rec, OP, n)?;
     push(
         rec,
-        ew_key("binary"),
+        ew_key("binary", layout),
         &params,
         vec![xb.range, zb.range, yb.range],
         grid,
@@ -438,10 +476,10 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
             f: f as u32,
             ..Default::default()
         };
-        let grid = threads_grid(rec, OP, n)?;
+        let (grid, layout) = flat_grid(rec, OP, n)?;
         push(
             rec,
-            ew_key("geglu"),
+            ew_key("geglu", layout),
             &params,
             vec![xb.range.clone(), xb.range, yb.range],
             grid,
@@ -567,10 +605,10 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
             y_off: yb.elem_offset,
             _pad: 0,
         };
-        let grid = threads_grid(rec, OP, total)?;
+        let (grid, layout) = flat_grid(rec, OP, total)?;
         push(
             rec,
-            concat_key(),
+            concat_key(layout),
             &params,
             vec![ab.range, bb.range, yb.range],
             grid,
