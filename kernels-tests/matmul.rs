@@ -162,3 +162,56 @@ fn matmul_of_views_at_any_offset() {
         }
     }
 }
+
+/// `linear_columns`: windows of a fused weight `[k, 3c]` (self-attention's q | k | v) read in
+/// place, with the fused bias — aligned windows take the vectorised loop, odd ones (c = 5)
+/// the scalar one — against the product with the window cut out on the host.
+#[test]
+fn linear_columns_of_a_fused_weight_match_reference() {
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for (m, k, c, dt) in [
+            (2 * 64, 48, 48, DType::F16),
+            (37, 20, 5, DType::F32),
+            (300, 320, 320, DType::F32),
+        ] {
+            let mut rng = Rng::new((m * k + c) as u64);
+            let x = rng.normals(m * k, 1.0);
+            let w = rng.normals(k * 3 * c, 0.3);
+            let bias = rng.normals(3 * c, 0.5);
+            let (w_r, b_r) = match dt {
+                DType::F16 => (round_f16(&w), round_f16(&bias)),
+                DType::F32 => (w.clone(), bias.clone()),
+            };
+            let xt = upload_to(gpu, &x, &[m, k], DType::F32, "x");
+            let wt = upload_to(gpu, &w, &[k, 3 * c], dt, "to_q+to_k+to_v.weight");
+            let bt = upload_to(gpu, &bias, &[3 * c], dt, "to_q+to_k+to_v.bias");
+            for part in 0..3 {
+                let cols = part * c..(part + 1) * c;
+                let mut rec = Recorder::new(gpu);
+                let y = ops::linear_columns(&mut rec, &xt, &wt, Some(&bt), cols.clone()).unwrap();
+                assert_eq!(y.shape(), [m, c]);
+                let got = run(rec, &y);
+                let wp: Vec<f32> = (0..k)
+                    .flat_map(|r| w_r[r * 3 * c + cols.start..r * 3 * c + cols.end].to_vec())
+                    .collect();
+                let want = reference::matmul(&x, &wp, Some(&b_r[cols.clone()]), 1, m, c, k, false);
+                check(
+                    &format!(
+                        "linear_columns {core:?} {m}x{k} · [{k}x{}] cols {cols:?} {dt:?}",
+                        3 * c
+                    ),
+                    &got,
+                    &want,
+                    1e-4,
+                    1e-4,
+                );
+            }
+            let mut rec = Recorder::new(gpu);
+            let e = ops::linear_columns(&mut rec, &xt, &wt, None, 2 * c..3 * c + 1)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("to_q+to_k+to_v.weight"), "{e}");
+        }
+    }
+}

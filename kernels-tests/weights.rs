@@ -117,3 +117,137 @@ fn uploads_convert_dtype_and_relayout() {
     assert!(e.contains("Transpose"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `upload_columns` (self-attention's fused q | k | v): each part transposed and the parts
+/// side by side, f16 only when every part is f16, biases joined, and bad parts named.
+#[test]
+fn fused_uploads_join_transposed_parts_by_columns() {
+    let gpu = gpu();
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-kt-fused-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::new(8);
+    let (out, inp) = (3, 4);
+    let parts: Vec<Vec<f32>> = (0..3)
+        .map(|_| round_f16(&rng.normals(out * inp, 1.0)))
+        .collect();
+    let biases: Vec<Vec<f32>> = (0..3).map(|_| rng.normals(out, 1.0)).collect();
+    let h = |v: &[f32]| -> Vec<u8> {
+        v.iter()
+            .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+            .collect()
+    };
+    let f = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = ["to_q", "to_k", "to_v"]
+        .iter()
+        .enumerate()
+        .flat_map(|(p, m)| {
+            // to_v stored f32: the fused weight must then be f32 under Auto.
+            let (dt, wb) = if p == 2 {
+                (Dtype::F32, f(&parts[p]))
+            } else {
+                (Dtype::F16, h(&parts[p]))
+            };
+            [
+                (format!("attn.{m}.weight"), dt, vec![out, inp], wb),
+                (
+                    format!("attn.{m}.bias"),
+                    Dtype::F32,
+                    vec![out],
+                    f(&biases[p]),
+                ),
+            ]
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(n, dt, s, b)| (n.clone(), TensorView::new(*dt, s.clone(), b).unwrap()))
+        .collect();
+    let path = dir.join("fused.safetensors");
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+    let w = Weights::open_file(&path).unwrap();
+    let names = |leaf: &str, ms: &[&str]| -> Vec<String> {
+        ms.iter().map(|m| format!("attn.{m}.{leaf}")).collect()
+    };
+    let qkv = ["to_q", "to_k", "to_v"];
+    let t = w
+        .upload_columns(
+            gpu,
+            &names("weight", &qkv),
+            &vec![vec![out, inp]; 3],
+            Relayout::Transpose,
+            WeightDType::Auto,
+            "attn.qkv.weight",
+        )
+        .unwrap();
+    assert_eq!(
+        (t.shape(), t.dtype(), t.name()),
+        (&[inp, 3 * out][..], DType::F32, "attn.qkv.weight")
+    );
+    // Row r (input feature) holds q[:, r] | k[:, r] | v[:, r].
+    let want: Vec<f32> = (0..inp)
+        .flat_map(|r| (0..3).flat_map(move |p| (0..out).map(move |o| (p, o, r))))
+        .map(|(p, o, r)| parts[p][o * inp + r])
+        .collect();
+    check(
+        "fused q|k|v weight",
+        &t.to_vec(gpu).unwrap(),
+        &want,
+        0.0,
+        0.0,
+    );
+    // The f16 parts alone stay f16.
+    let t = w
+        .upload_columns(
+            gpu,
+            &names("weight", &qkv[..2]),
+            &vec![vec![out, inp]; 2],
+            Relayout::Transpose,
+            WeightDType::Auto,
+            "attn.qk.weight",
+        )
+        .unwrap();
+    assert_eq!(t.dtype(), DType::F16);
+    let b = w
+        .upload_columns(
+            gpu,
+            &names("bias", &qkv),
+            &vec![vec![out]; 3],
+            Relayout::None,
+            WeightDType::F32,
+            "attn.qkv.bias",
+        )
+        .unwrap();
+    check(
+        "fused bias",
+        &b.to_vec(gpu).unwrap(),
+        &biases.concat(),
+        0.0,
+        0.0,
+    );
+    // A misshaped part is named; parts of different widths of input are refused.
+    let e = w
+        .upload_columns(
+            gpu,
+            &names("weight", &qkv),
+            &[vec![out, inp], vec![out, inp], vec![out + 1, inp]],
+            Relayout::Transpose,
+            WeightDType::Auto,
+            "x",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("attn.to_v.weight"), "{e}");
+    let e = w
+        .upload_columns(
+            gpu,
+            &names("weight", &qkv),
+            &[vec![out, inp], vec![out, inp + 1], vec![out, inp]],
+            Relayout::Transpose,
+            WeightDType::Auto,
+            "attn.qkv.weight",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("share their rows"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

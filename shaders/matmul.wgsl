@@ -3,6 +3,8 @@
 // A, C: f32, row-major. B: row-major [K, N] (linear weights are stored transposed at load
 // time), f32 or f16 (define W_F16: packed two per u32); bias has B's dtype. A batch stride of
 // 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
+// B's rows are b_ld elements apart (N, or wider for a column window of a fused weight, see
+// ops::matmul::linear_columns).
 // R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
@@ -15,6 +17,7 @@ struct Params {
     a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
     a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
     tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
+    b_ld: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -73,7 +76,7 @@ fn kblock_len() -> u32 { return p.k; }
 fn a_block(r: ARow, kb: u32) -> ARow { return r; }
 fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
-    return w4_at(p.b_off + b * p.b_bstride + k * p.n + n);
+    return w4_at(p.b_off + b * p.b_bstride + k * p.b_ld + n);
 }
 // Columns n .. n + 3 of row m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
@@ -91,7 +94,7 @@ fn load_a(r: ARow, k: u32) -> f32 {
 }
 
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
-    let v = w_at(p.b_off + b * p.b_bstride + min(k, p.k - 1u) * p.n + min(n, p.n - 1u));
+    let v = w_at(p.b_off + b * p.b_bstride + min(k, p.k - 1u) * p.b_ld + min(n, p.n - 1u));
     return select(0.0, v, k < p.k && n < p.n);
 }
 

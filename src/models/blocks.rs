@@ -143,55 +143,114 @@ impl ResnetBlock2D {
 /// diffusers `Attention` (no group norm): `to_out(attn(to_q(x), to_k(ctx), to_v(ctx)))` with
 /// `ctx = x` for self-attention. The U-Net's projections have no q/k/v bias, the VAE's do.
 pub struct Attention {
-    pub to_q: Linear,
-    pub to_k: Linear,
-    pub to_v: Linear,
+    pub qkv: QkvProjection,
     pub to_out: Linear,
     pub heads: usize,
 }
 
+/// An attention layer's `to_q`, `to_k`, `to_v`.
+pub enum QkvProjection {
+    /// Self-attention: the three read the same input, so they are fused at load time into
+    /// one weight `[c, 3c]` (columns `to_q | to_k | to_v`, biases likewise) — one GEMM, and
+    /// the attention kernel reads q, k and v from its rows in place.
+    SelfFused(Linear),
+    /// Cross-attention: keys and values project the context (once per request, see
+    /// [`Attention::project_kv`]).
+    Cross {
+        to_q: Linear,
+        to_k: Linear,
+        to_v: Linear,
+    },
+}
+
 impl Attention {
-    /// `c`: query width; `kv_dim`: context width (`c` for self-attention).
-    pub fn load(
-        vb: &Loader<'_>,
-        c: usize,
-        kv_dim: usize,
-        heads: usize,
-        qkv_bias: bool,
-    ) -> Result<Self> {
+    /// A self-attention layer of width `c`.
+    pub fn load_self(vb: &Loader<'_>, c: usize, heads: usize, qkv_bias: bool) -> Result<Self> {
         Ok(Self {
-            to_q: vb.pp("to_q").linear(c, c, qkv_bias)?,
-            to_k: vb.pp("to_k").linear(kv_dim, c, qkv_bias)?,
-            to_v: vb.pp("to_v").linear(kv_dim, c, qkv_bias)?,
+            qkv: QkvProjection::SelfFused(Linear::load_fused(
+                vb,
+                &["to_q", "to_k", "to_v"],
+                c,
+                c,
+                qkv_bias,
+            )?),
             to_out: vb.pp("to_out").pp(0).linear(c, c, true)?,
             heads,
         })
     }
 
-    /// `x`: `[b, n, c]`; `context`: `[b, m, kv_dim]` (self-attention when `None`);
-    /// `residual` (as `x`) is added in `to_out`'s epilogue.
+    /// A cross-attention layer: queries of width `c`, a context of width `kv_dim`.
+    pub fn load_cross(vb: &Loader<'_>, c: usize, kv_dim: usize, heads: usize) -> Result<Self> {
+        Ok(Self {
+            qkv: QkvProjection::Cross {
+                to_q: vb.pp("to_q").linear(c, c, false)?,
+                to_k: vb.pp("to_k").linear(kv_dim, c, false)?,
+                to_v: vb.pp("to_v").linear(kv_dim, c, false)?,
+            },
+            to_out: vb.pp("to_out").pp(0).linear(c, c, true)?,
+            heads,
+        })
+    }
+
+    fn options(&self) -> AttentionOptions {
+        AttentionOptions {
+            heads: self.heads,
+            causal: false,
+            scale: None,
+        }
+    }
+
+    /// Self-attention of `x` `[b, n, c]`; `residual` (as `x`) is added in `to_out`'s epilogue.
     pub fn forward(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
-        context: Option<&Tensor>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let kv = context.unwrap_or(x);
-        let (k, v) = self.project_kv(rec, kv)?;
-        self.forward_kv(rec, x, &k, &v, residual)
+        let a = match &self.qkv {
+            QkvProjection::SelfFused(qkv) if fits_binding(rec, x, &qkv.weight) => {
+                let qkv = qkv.forward(rec, x)?; // [b, n, 3c]
+                ops::attention_qkv(rec, &qkv, self.options())?
+            }
+            QkvProjection::SelfFused(qkv) => {
+                // The fused product would exceed a storage binding: q, k and v each from
+                // their columns of the fused weight.
+                let c = qkv.weight.shape()[1] / 3;
+                let (w, bias) = (&qkv.weight, qkv.bias.as_ref());
+                let (q, k, v) = (
+                    ops::linear_columns(rec, x, w, bias, 0..c)?,
+                    ops::linear_columns(rec, x, w, bias, c..2 * c)?,
+                    ops::linear_columns(rec, x, w, bias, 2 * c..3 * c)?,
+                ); // [b, n, c] each
+                ops::attention(rec, &q, &k, &v, self.options())?
+            }
+            QkvProjection::Cross { to_q, to_k, to_v } => {
+                let (q, k, v) = (
+                    to_q.forward(rec, x)?,
+                    to_k.forward(rec, x)?,
+                    to_v.forward(rec, x)?,
+                );
+                ops::attention(rec, &q, &k, &v, self.options())?
+            }
+        }; // [b, n, c]
+        self.to_out.forward_res(rec, &a, residual)
     }
 
-    /// `to_k(context)`, `to_v(context)`: `[b, m, c]` each.
+    /// `to_k(context)`, `to_v(context)` of a cross-attention layer: `[b, m, c]` each.
     pub fn project_kv(&self, rec: &mut Recorder<'_>, context: &Tensor) -> Result<(Tensor, Tensor)> {
-        Ok((
-            self.to_k.forward(rec, context)?,
-            self.to_v.forward(rec, context)?,
-        ))
+        match &self.qkv {
+            QkvProjection::Cross { to_k, to_v, .. } => {
+                Ok((to_k.forward(rec, context)?, to_v.forward(rec, context)?))
+            }
+            QkvProjection::SelfFused(_) => Err(crate::Error::unsupported(
+                "attention",
+                "a self-attention layer has no context to project",
+            )),
+        }
     }
 
-    /// Attention of `x` `[b, n, c]` to keys and values already projected (`project_kv`):
-    /// cross-attention to a context that does not change between calls projects it once.
+    /// Cross-attention of `x` `[b, n, c]` to keys and values already projected
+    /// (`project_kv`): a context that does not change between calls is projected once.
     pub fn forward_kv(
         &self,
         rec: &mut Recorder<'_>,
@@ -200,20 +259,26 @@ impl Attention {
         v: &Tensor,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let q = self.to_q.forward(rec, x)?;
-        let a = ops::attention(
-            rec,
-            &q,
-            k,
-            v,
-            AttentionOptions {
-                heads: self.heads,
-                causal: false,
-                scale: None,
-            },
-        )?;
+        let QkvProjection::Cross { to_q, .. } = &self.qkv else {
+            return Err(crate::Error::unsupported(
+                "attention",
+                "keys and values given to a self-attention layer",
+            ));
+        };
+        let q = to_q.forward(rec, x)?;
+        let a = ops::attention(rec, &q, k, v, self.options())?;
         self.to_out.forward_res(rec, &a, residual)
     }
+}
+
+/// Whether `x · w` (f32) fits one storage binding of the device (with room for the
+/// window's alignment).
+fn fits_binding(rec: &Recorder<'_>, x: &Tensor, w: &Tensor) -> bool {
+    let rows = x.numel() / x.shape().last().copied().unwrap_or(1).max(1);
+    let lim = rec.gpu().limits();
+    let bytes = 4 * (rows * w.shape()[1]) as u64;
+    bytes + u64::from(lim.min_storage_buffer_offset_alignment)
+        <= lim.max_storage_buffer_binding_size
 }
 
 /// The VAE's mid-block attention (diffusers `Attention` with group norm and a residual):
@@ -227,7 +292,7 @@ impl SpatialSelfAttention {
     pub fn load(vb: &Loader<'_>, c: usize, heads: usize, groups: usize, eps: f32) -> Result<Self> {
         Ok(Self {
             group_norm: vb.pp("group_norm").group_norm(c, groups, eps)?,
-            attn: Attention::load(vb, c, c, heads, true)?,
+            attn: Attention::load_self(vb, c, heads, true)?,
         })
     }
 
@@ -245,7 +310,7 @@ impl SpatialSelfAttention {
         // `x +` in to_out's epilogue.
         let o = self
             .attn
-            .forward(rec, &y, None, Some(&x.reshape(&[n, h * w, c])?))?;
+            .forward(rec, &y, Some(&x.reshape(&[n, h * w, c])?))?;
         o.reshape(&[n, h, w, c])
     }
 }

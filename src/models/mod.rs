@@ -36,6 +36,42 @@ impl Linear {
         Ok(Self { weight, bias })
     }
 
+    /// The linears `modules` of `vb` (each `[out_f, in_f]`) fused into one `[in_f, n·out_f]`
+    /// whose columns are theirs side by side, biases likewise: one GEMM computes all of them.
+    pub fn load_fused(
+        vb: &Loader<'_>,
+        modules: &[&str],
+        in_f: usize,
+        out_f: usize,
+        bias: bool,
+    ) -> Result<Self> {
+        let keys =
+            |leaf: &str| -> Vec<String> { modules.iter().map(|m| vb.pp(m).key(leaf)).collect() };
+        let label = |leaf: &str| vb.key(&format!("{}.{leaf}", modules.join("+")));
+        let w = vb.weights();
+        let weight = w.upload_columns(
+            vb.gpu(),
+            &keys("weight"),
+            &vec![vec![out_f, in_f]; modules.len()],
+            Relayout::Transpose,
+            vb.dtype(),
+            &label("weight"),
+        )?;
+        let bias = bias
+            .then(|| {
+                w.upload_columns(
+                    vb.gpu(),
+                    &keys("bias"),
+                    &vec![vec![out_f]; modules.len()],
+                    Relayout::None,
+                    dtype_of(&weight),
+                    &label("bias"),
+                )
+            })
+            .transpose()?;
+        Ok(Self { weight, bias })
+    }
+
     pub fn forward(&self, rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         ops::linear(rec, x, &self.weight, self.bias.as_ref())
     }

@@ -61,9 +61,9 @@ impl BasicTransformerBlock {
         let ff = vb.pp("ff").pp("net");
         Ok(Self {
             norm1: vb.pp("norm1").layer_norm(c, 1e-5)?,
-            attn1: Attention::load(&vb.pp("attn1"), c, c, heads, false)?,
+            attn1: Attention::load_self(&vb.pp("attn1"), c, heads, false)?,
             norm2: vb.pp("norm2").layer_norm(c, 1e-5)?,
-            attn2: Attention::load(&vb.pp("attn2"), c, cross_dim, heads, false)?,
+            attn2: Attention::load_cross(&vb.pp("attn2"), c, cross_dim, heads)?,
             norm3: vb.pp("norm3").layer_norm(c, 1e-5)?,
             ff: FeedForward {
                 net_0_proj: ff.pp(0).pp("proj").linear(c, 8 * c, true)?,
@@ -77,7 +77,7 @@ impl BasicTransformerBlock {
     fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
         // Each residual add is fused into the epilogue of the layer before it.
         let yn = self.norm1.forward(rec, y)?;
-        let y = self.attn1.forward(rec, &yn, None, Some(y))?;
+        let y = self.attn1.forward(rec, &yn, Some(y))?;
         let yn = self.norm2.forward(rec, &y)?;
         let y = self.attn2.forward_kv(rec, &yn, &kv.0, &kv.1, Some(&y))?;
         let yn = self.norm3.forward(rec, &y)?;

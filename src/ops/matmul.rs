@@ -27,6 +27,9 @@ pub struct MatmulParams {
     pub tiles_m: u32,
     pub res_off: u32,
     pub has_res: u32,
+    /// Elements between rows of B (N, or the full width of a fused weight).
+    pub b_ld: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
@@ -141,6 +144,26 @@ pub fn linear_residual(
     linear_with(rec, x, w, bias, Some(residual))
 }
 
+/// Output columns `cols` of `x · w + bias` alone: a window of a fused weight (`[in, Σ out]`,
+/// such as self-attention's `to_q | to_k | to_v`) read in place, for when the fused product
+/// would not fit one storage binding. `bias` is the fused bias (`[Σ out]`).
+pub fn linear_columns(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    cols: std::ops::Range<usize>,
+) -> Result<Tensor> {
+    let width = w.shape().get(1).copied().unwrap_or(0);
+    if w.rank() != 2 || cols.is_empty() || cols.end > width {
+        return Err(Error::shape(
+            "linear",
+            format!("columns {cols:?} of weight `{}` {:?}", w.name(), w.shape()),
+        ));
+    }
+    matmul_with(rec, x, w, bias, None, Some(cols))
+}
+
 fn linear_with(
     rec: &mut Recorder<'_>,
     x: &Tensor,
@@ -158,7 +181,7 @@ fn linear_with(
             ),
         ));
     }
-    matmul_with(rec, x, w, bias, residual)
+    matmul_with(rec, x, w, bias, residual, None)
 }
 
 /// Batched matrix product. `a`: f32 `[.., m, k]`. `b`: `[k, n]` (shared by every batch: the
@@ -170,15 +193,17 @@ pub fn matmul(
     b: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    matmul_with(rec, a, b, bias, None)
+    matmul_with(rec, a, b, bias, None, None)
 }
 
+/// `cols`: compute only these columns of the product (a window of `b`; `b` 2-D).
 fn matmul_with(
     rec: &mut Recorder<'_>,
     a: &Tensor,
     b: &Tensor,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
+    cols: Option<std::ops::Range<usize>>,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
     require_f32(OP, "a", a)?;
@@ -196,7 +221,9 @@ fn matmul_with(
     }
     let (ar, br) = (a.rank(), b.rank());
     let (m, k) = (a.shape()[ar - 2], a.shape()[ar - 1]);
-    let (kb, n) = (b.shape()[br - 2], b.shape()[br - 1]);
+    let (kb, ld) = (b.shape()[br - 2], b.shape()[br - 1]);
+    let window = cols.clone().unwrap_or(0..ld);
+    let n = window.len();
     if k != kb {
         return Err(Error::shape(
             OP,
@@ -210,11 +237,11 @@ fn matmul_with(
         ));
     }
     if let Some(bias) = bias {
-        if bias.shape() != [n] || bias.dtype() != b.dtype() {
+        if bias.shape() != [ld] || bias.dtype() != b.dtype() {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "bias `{}` must be [{n}] {:?}, got {:?} {:?}",
+                    "bias `{}` must be [{ld}] {:?}, got {:?} {:?}",
                     bias.name(),
                     b.dtype(),
                     bias.shape(),
@@ -249,6 +276,11 @@ fn matmul_with(
         let c2 = out.reshape(&[rows, n])?;
         let r2 = res.as_ref().map(|r| r.reshape(&[rows, n])).transpose()?;
         let chunk = rows_per_binding(rec, 4 * k.max(n) as u64);
+        let b = BWindow {
+            b,
+            col0: window.start,
+            ld,
+        };
         let mut r0 = 0;
         while r0 < rows {
             let len = chunk.min(rows - r0);
@@ -256,7 +288,7 @@ fn matmul_with(
             record(
                 rec,
                 &a2.narrow0(r0, len)?,
-                b,
+                &b,
                 bias,
                 r.as_ref(),
                 &c2.narrow0(r0, len)?,
@@ -269,6 +301,9 @@ fn matmul_with(
             r0 += len;
         }
     } else {
+        if cols.is_some() {
+            return Err(Error::unsupported(OP, "a column window of a batched B"));
+        }
         let b_batch: usize = b.shape()[..br - 2].iter().product();
         if b.shape()[..br - 2] != a.shape()[..ar - 2] {
             return Err(Error::shape(
@@ -282,16 +317,36 @@ fn matmul_with(
                 ),
             ));
         }
-        record(rec, a, b, bias, res.as_ref(), &out, m, n, k, a_batch, k * n)?;
+        let b = BWindow { b, col0: 0, ld: n };
+        record(
+            rec,
+            a,
+            &b,
+            bias,
+            res.as_ref(),
+            &out,
+            m,
+            n,
+            k,
+            a_batch,
+            k * n,
+        )?;
     }
     Ok(out)
+}
+
+/// B and the columns of it a product reads: `col0 ..` with rows `ld` elements apart.
+struct BWindow<'a> {
+    b: &'a Tensor,
+    col0: usize,
+    ld: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
 fn record(
     rec: &mut Recorder<'_>,
     a: &Tensor,
-    b: &Tensor,
+    bw: &BWindow<'_>,
     bias: Option<&Tensor>,
     res: Option<&Tensor>,
     c: &Tensor,
@@ -302,25 +357,29 @@ fn record(
     b_bstride: usize,
 ) -> Result<()> {
     const OP: &str = "matmul";
+    let b = bw.b;
     let gpu = rec.gpu();
     let ab = a.bind(gpu, OP)?;
     let rb = res.unwrap_or(a).bind(gpu, OP)?;
     let bb = b.bind(gpu, OP)?;
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
+    let col0 = u32_of(OP, "column", bw.col0)?;
     let g = gemm(
         gpu.gemm_variant(),
         b.dtype(),
-        vec4_ok(
-            k,
-            n,
-            &[
-                (&ab, a.dtype()),
-                (&bb, b.dtype()),
-                (&cb, DType::F32),
-                (&rb, DType::F32),
-            ],
-        ),
+        bw.col0 % 4 == 0
+            && bw.ld % 4 == 0
+            && vec4_ok(
+                k,
+                n,
+                &[
+                    (&ab, a.dtype()),
+                    (&bb, b.dtype()),
+                    (&cb, DType::F32),
+                    (&rb, DType::F32),
+                ],
+            ),
     );
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
@@ -330,9 +389,9 @@ fn record(
         k: u32_of(OP, "k", k)?,
         batch: u32_of(OP, "batch", batch)?,
         a_off: ab.elem_offset,
-        b_off: bb.elem_offset,
+        b_off: bb.elem_offset + col0,
         c_off: cb.elem_offset,
-        bias_off: biasb.elem_offset,
+        bias_off: biasb.elem_offset + col0,
         a_bstride: u32_of(OP, "a batch stride", m * k)?,
         b_bstride: u32_of(OP, "b batch stride", b_bstride)?,
         c_bstride: u32_of(OP, "c batch stride", m * n)?,
@@ -341,6 +400,8 @@ fn record(
         tiles_m: tiles_m as u32,
         res_off: rb.elem_offset,
         has_res: res.is_some() as u32,
+        b_ld: u32_of(OP, "b row length", bw.ld)?,
+        _pad: [0; 3],
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
     push(

@@ -14,14 +14,14 @@ pub mod random;
 pub mod sampler;
 pub mod step_table;
 
-pub use attention::{AttentionOptions, attention};
+pub use attention::{AttentionOptions, attention, attention_qkv};
 pub use conv2d::{Conv2dOptions, conv2d};
 pub use elementwise::{
     Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, rgba8_row, timestep_embedding,
     to_rgba8, unary, upsample_nearest, upsample_nearest2x,
 };
 pub use finite::{flag_nonfinite, flag_nonfinite_step};
-pub use matmul::{linear, linear_residual, matmul};
+pub use matmul::{linear, linear_columns, linear_residual, matmul};
 pub use norm::{group_norm, layer_norm};
 pub use random::random_fill;
 pub use sampler::{SamplerStep, lincomb, sampler_step};

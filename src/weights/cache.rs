@@ -7,14 +7,20 @@ use crate::tensor::{DType, Tensor, WeakTensor};
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-/// A weight on a device: the device, the file, the tensor's byte range in it, and how it was
-/// laid out.
+/// Where one source tensor of a weight lies: the file, its length and modification time, and
+/// the tensor's byte range in it.
+pub(crate) type SourcePart = (
+    std::path::PathBuf,
+    (u64, Option<std::time::SystemTime>),
+    (usize, usize),
+);
+
+/// A weight on a device: the device, its source tensors (one, or the parts of a fused
+/// weight in column order), and how it was laid out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct WeightKey {
     pub gpu: u64,
-    pub file: std::path::PathBuf,
-    pub stamp: (u64, Option<std::time::SystemTime>),
-    pub bytes: (usize, usize),
+    pub parts: Vec<SourcePart>,
     pub relayout: u8,
     pub dtype: DType,
     pub shape: Vec<usize>,

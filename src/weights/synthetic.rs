@@ -52,6 +52,15 @@ impl Synthetic {
             .collect()
     }
 
+    /// The GPU dtype of synthetic weights under `policy`.
+    pub(super) fn dtype(&self, policy: super::WeightDType) -> DType {
+        match policy {
+            super::WeightDType::F16 => DType::F16,
+            super::WeightDType::Auto if self.f16 => DType::F16,
+            _ => DType::F32,
+        }
+    }
+
     /// `name` made on the device with device shape `gpu_shape` (a re-laid-out weight holds
     /// the same random values in another order: the distribution is all that matters).
     pub(super) fn device_tensor(
