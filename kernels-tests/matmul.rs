@@ -215,3 +215,57 @@ fn linear_columns_of_a_fused_weight_match_reference() {
         }
     }
 }
+
+/// `linear_geglu`: a feed-forward's second linear reading `geglu(p)` in place, with bias and
+/// residual, on SD shapes (vectorised loads) and odd ones (scalar), f16 and f32 weights —
+/// against GEGLU then the product on the host.
+#[test]
+fn linear_geglu_matches_reference() {
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for (rows, f, out, dt) in [
+            (2 * 256, 1280, 320, DType::F16),
+            (2 * 64, 192, 48, DType::F32),
+            (7, 5, 3, DType::F32),
+            (1, 1, 1, DType::F16),
+        ] {
+            let mut rng = Rng::new((rows * f + out) as u64);
+            let p = rng.normals(rows * 2 * f, 1.5);
+            let w = rng.normals(f * out, 1.0 / (f as f32).sqrt());
+            let bias = rng.normals(out, 0.5);
+            let res = rng.normals(rows * out, 1.0);
+            let (w_r, b_r) = match dt {
+                DType::F16 => (round_f16(&w), round_f16(&bias)),
+                DType::F32 => (w.clone(), bias.clone()),
+            };
+            let pt = upload_to(gpu, &p, &[1, rows, 2 * f], DType::F32, "ff.net.0.proj.out");
+            let wt = upload_to(gpu, &w, &[f, out], dt, "ff.net.2.weight");
+            let bt = upload_to(gpu, &bias, &[out], dt, "ff.net.2.bias");
+            let rt = upload_to(gpu, &res, &[1, rows, out], DType::F32, "residual");
+            let mut rec = Recorder::new(gpu);
+            let y = ops::linear_geglu(&mut rec, &pt, &wt, Some(&bt), Some(&rt)).unwrap();
+            assert_eq!(y.shape(), [1, rows, out]);
+            let got = run(rec, &y);
+            let g = reference::geglu(&p, f);
+            let want: Vec<f32> = reference::matmul(&g, &w_r, Some(&b_r), 1, rows, out, f, false)
+                .iter()
+                .zip(&res)
+                .map(|(a, b)| a + b)
+                .collect();
+            check(
+                &format!("linear_geglu {core:?} [{rows}x{}] -> {out} {dt:?}", 2 * f),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+        }
+        let mut rec = Recorder::new(gpu);
+        let odd = upload_to(gpu, &[0.0; 6], &[2, 3], DType::F32, "odd.proj.out");
+        let w = upload_to(gpu, &[0.0; 3], &[1, 3], DType::F32, "w");
+        let e = ops::linear_geglu(&mut rec, &odd, &w, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("odd.proj.out"), "{e}");
+    }
+}

@@ -5,6 +5,9 @@
 // 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
 // B's rows are b_ld elements apart (N, or wider for a column window of a fused weight, see
 // ops::matmul::linear_columns).
+// Define A_GEGLU for a feed-forward's second linear reading its GEGLU in place: A's rows are
+// the first linear's output [gate-value | gate] (a_ld = 2K) and A(m, k) = P[m, k] ·
+// gelu(P[m, K + k]) (diffusers GEGLU), so the [M, K] activation is never stored.
 // R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
@@ -17,7 +20,7 @@ struct Params {
     a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
     a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
     tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
-    b_ld: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    b_ld: u32, a_ld: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,7 +67,7 @@ fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
 struct ARow { base: u32, valid: bool }
 
 fn a_row(b: u32, m: u32) -> ARow {
-    return ARow(p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.k, m < p.m);
+    return ARow(p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.a_ld, m < p.m);
 }
 
 #if VEC4
@@ -74,7 +77,14 @@ fn a_row(b: u32, m: u32) -> ARow {
 fn kblocks() -> u32 { return 1u; }
 fn kblock_len() -> u32 { return p.k; }
 fn a_block(r: ARow, kb: u32) -> ARow { return r; }
+#if A_GEGLU
+fn load_a4(r: ARow, i: u32) -> vec4<f32> {
+    let g = a[(r.base + p.k + i) >> 2u];
+    return a[(r.base + i) >> 2u] * vec4<f32>(gelu(g.x), gelu(g.y), gelu(g.z), gelu(g.w));
+}
+#else
 fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
+#endif
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
     return w4_at(p.b_off + b * p.b_bstride + k * p.b_ld + n);
 }
@@ -89,7 +99,12 @@ fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
 // Loads are branch-free: the address is clamped into the operand and the value selected,
 // which keeps SIMD (CPU) implementations vectorised and costs nothing on GPUs.
 fn load_a(r: ARow, k: u32) -> f32 {
-    let v = a[r.base + min(k, p.k - 1u)];
+    let kk = min(k, p.k - 1u);
+#if A_GEGLU
+    let v = a[r.base + kk] * gelu(a[r.base + p.k + kk]);
+#else
+    let v = a[r.base + kk];
+#endif
     return select(0.0, v, r.valid && k < p.k);
 }
 

@@ -11,8 +11,8 @@ use crate::gpu::Recorder;
 use crate::ops::{self, Conv2dOptions};
 use crate::tensor::Tensor;
 
-/// diffusers `FeedForward` with GEGLU: `net.0.proj` (`c` → 8c, gate and value), the GEGLU
-/// gate, `net.2` (4c → c).
+/// diffusers `FeedForward` with GEGLU: `net.0.proj` (`c` → 8c, value and gate), the GEGLU
+/// gate (applied as `net.2` reads its input, see `ops::linear_geglu`), `net.2` (4c → c).
 pub struct FeedForward {
     /// `ff.net.0.proj`.
     pub net_0_proj: Linear,
@@ -81,9 +81,10 @@ impl BasicTransformerBlock {
         let yn = self.norm2.forward(rec, &y)?;
         let y = self.attn2.forward_kv(rec, &yn, &kv.0, &kv.1, Some(&y))?;
         let yn = self.norm3.forward(rec, &y)?;
-        let f = self.ff.net_0_proj.forward(rec, &yn)?; // [n, hw, 8c]
-        let f = ops::geglu(rec, &f)?; // [n, hw, 4c]
-        self.ff.net_2.forward_res(rec, &f, Some(&y)) // [n, hw, c]
+        let f = self.ff.net_0_proj.forward(rec, &yn)?; // [n, hw, 8c]: value | gate
+        // net_2(geglu(f)) + y: the GEGLU is applied as net_2 reads f ([n, hw, 4c] never stored).
+        let w2 = &self.ff.net_2;
+        ops::linear_geglu(rec, &f, &w2.weight, w2.bias.as_ref(), Some(&y)) // [n, hw, c]
     }
 }
 

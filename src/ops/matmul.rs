@@ -29,7 +29,9 @@ pub struct MatmulParams {
     pub has_res: u32,
     /// Elements between rows of B (N, or the full width of a fused weight).
     pub b_ld: u32,
-    pub _pad: [u32; 3],
+    /// Elements between rows of A (K, or 2K for a GEGLU input).
+    pub a_ld: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
@@ -100,11 +102,15 @@ pub(crate) fn vec4_ok(k_block: usize, n: usize, operands: &[(&Bound, DType)]) ->
             .all(|(b, dt)| b.elem_offset % 4 == 0 && b.range.size % (4 * dt.size()) == 0)
 }
 
-fn key(g: Gemm) -> KernelKey {
+fn key(g: Gemm, geglu: bool) -> KernelKey {
+    let mut defines = g.defines;
+    if geglu {
+        defines.push(Define::Flag("A_GEGLU"));
+    }
     KernelKey {
         shader: "matmul.wgsl",
         entry: "main",
-        defines: g.defines,
+        defines,
         overrides: g.overrides,
         bindings: vec![
             Access::Read,
@@ -118,7 +124,10 @@ fn key(g: Gemm) -> KernelKey {
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    gemm_variants().into_iter().map(key).collect()
+    gemm_variants()
+        .into_iter()
+        .flat_map(|g| [key(g.clone(), false), key(g, true)])
+        .collect()
 }
 
 /// `x · w + bias` for a weight `w` stored `[in, out]` (PyTorch's `Linear.weight` transposed,
@@ -161,7 +170,31 @@ pub fn linear_columns(
             format!("columns {cols:?} of weight `{}` {:?}", w.name(), w.shape()),
         ));
     }
-    matmul_with(rec, x, w, bias, None, Some(cols))
+    let opts = Product {
+        bias,
+        cols: Some(cols),
+        ..Default::default()
+    };
+    matmul_with(rec, x, w, opts)
+}
+
+/// A feed-forward's second linear on its GEGLU, read in place: `geglu(p) · w + bias +
+/// residual` for the first linear's output `p` `[.., 2f]` (value | gate, diffusers `GEGLU`)
+/// and `w` `[f, out]` — the `[.., f]` activation is never stored and needs no pass of its own.
+pub fn linear_geglu(
+    rec: &mut Recorder<'_>,
+    p: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let opts = Product {
+        bias,
+        residual,
+        geglu: true,
+        ..Default::default()
+    };
+    linear_opts(rec, p, w, opts)
 }
 
 fn linear_with(
@@ -170,6 +203,20 @@ fn linear_with(
     w: &Tensor,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    let opts = Product {
+        bias,
+        residual,
+        ..Default::default()
+    };
+    linear_opts(rec, x, w, opts)
+}
+
+fn linear_opts(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    w: &Tensor,
+    opts: Product<'_>,
 ) -> Result<Tensor> {
     if w.rank() != 2 {
         return Err(Error::shape(
@@ -181,7 +228,7 @@ fn linear_with(
             ),
         ));
     }
-    matmul_with(rec, x, w, bias, residual, None)
+    matmul_with(rec, x, w, opts)
 }
 
 /// Batched matrix product. `a`: f32 `[.., m, k]`. `b`: `[k, n]` (shared by every batch: the
@@ -193,19 +240,38 @@ pub fn matmul(
     b: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    matmul_with(rec, a, b, bias, None, None)
+    let opts = Product {
+        bias,
+        ..Default::default()
+    };
+    matmul_with(rec, a, b, opts)
 }
 
-/// `cols`: compute only these columns of the product (a window of `b`; `b` 2-D).
+/// What a product adds to `A · B`.
+#[derive(Clone, Default)]
+struct Product<'a> {
+    bias: Option<&'a Tensor>,
+    /// Added in the epilogue (f32, as many values as the output).
+    residual: Option<&'a Tensor>,
+    /// Only these columns of `B` (2-D `B`).
+    cols: Option<std::ops::Range<usize>>,
+    /// `A` is `[.., 2k]` and the product reads `geglu(A)` (2-D `B`).
+    geglu: bool,
+}
+
 fn matmul_with(
     rec: &mut Recorder<'_>,
     a: &Tensor,
     b: &Tensor,
-    bias: Option<&Tensor>,
-    residual: Option<&Tensor>,
-    cols: Option<std::ops::Range<usize>>,
+    opts: Product<'_>,
 ) -> Result<Tensor> {
     const OP: &str = "matmul";
+    let Product {
+        bias,
+        residual,
+        cols,
+        geglu,
+    } = opts;
     require_f32(OP, "a", a)?;
     if a.rank() < 2 || b.rank() < 2 {
         return Err(Error::shape(
@@ -220,7 +286,19 @@ fn matmul_with(
         ));
     }
     let (ar, br) = (a.rank(), b.rank());
-    let (m, k) = (a.shape()[ar - 2], a.shape()[ar - 1]);
+    let (m, a_ld) = (a.shape()[ar - 2], a.shape()[ar - 1]);
+    // With GEGLU, A's rows hold value | gate: K is half of them.
+    let k = if geglu { a_ld / 2 } else { a_ld };
+    if geglu && a_ld % 2 != 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "GEGLU input `{}` {:?} needs an even last dim",
+                a.name(),
+                a.shape()
+            ),
+        ));
+    }
     let (kb, ld) = (b.shape()[br - 2], b.shape()[br - 1]);
     let window = cols.clone().unwrap_or(0..ld);
     let n = window.len();
@@ -272,14 +350,15 @@ fn matmul_with(
     if br == 2 {
         // One weight for every batch: fold the batch into M, split rows to fit bindings.
         let rows = a_batch * m;
-        let a2 = a.reshape(&[rows, k])?;
+        let a2 = a.reshape(&[rows, a_ld])?;
         let c2 = out.reshape(&[rows, n])?;
         let r2 = res.as_ref().map(|r| r.reshape(&[rows, n])).transpose()?;
-        let chunk = rows_per_binding(rec, 4 * k.max(n) as u64);
+        let chunk = rows_per_binding(rec, 4 * a_ld.max(n) as u64);
         let b = BWindow {
             b,
             col0: window.start,
             ld,
+            geglu,
         };
         let mut r0 = 0;
         while r0 < rows {
@@ -301,8 +380,11 @@ fn matmul_with(
             r0 += len;
         }
     } else {
-        if cols.is_some() {
-            return Err(Error::unsupported(OP, "a column window of a batched B"));
+        if cols.is_some() || geglu {
+            return Err(Error::unsupported(
+                OP,
+                "a column window or GEGLU input with a batched B",
+            ));
         }
         let b_batch: usize = b.shape()[..br - 2].iter().product();
         if b.shape()[..br - 2] != a.shape()[..ar - 2] {
@@ -317,7 +399,12 @@ fn matmul_with(
                 ),
             ));
         }
-        let b = BWindow { b, col0: 0, ld: n };
+        let b = BWindow {
+            b,
+            col0: 0,
+            ld: n,
+            geglu: false,
+        };
         record(
             rec,
             a,
@@ -335,11 +422,13 @@ fn matmul_with(
     Ok(out)
 }
 
-/// B and the columns of it a product reads: `col0 ..` with rows `ld` elements apart.
+/// B and the columns of it a product reads: `col0 ..` with rows `ld` elements apart; and
+/// whether A is read through GEGLU (its rows `2k` long).
 struct BWindow<'a> {
     b: &'a Tensor,
     col0: usize,
     ld: usize,
+    geglu: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -393,6 +482,7 @@ fn record(
         c_off: cb.elem_offset,
         bias_off: biasb.elem_offset + col0,
         a_bstride: u32_of(OP, "a batch stride", m * k)?,
+        a_ld: u32_of(OP, "a row length", if bw.geglu { 2 * k } else { k })?,
         b_bstride: u32_of(OP, "b batch stride", b_bstride)?,
         c_bstride: u32_of(OP, "c batch stride", m * n)?,
         has_bias: bias.is_some() as u32,
@@ -401,12 +491,12 @@ fn record(
         res_off: rb.elem_offset,
         has_res: res.is_some() as u32,
         b_ld: u32_of(OP, "b row length", bw.ld)?,
-        _pad: [0; 3],
+        _pad: [0; 2],
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
     push(
         rec,
-        key(g),
+        key(g, bw.geglu),
         &params,
         vec![ab.range, bb.range, biasb.range, cb.range, rb.range],
         groups,
@@ -415,7 +505,7 @@ fn record(
     let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
     rec.set_last_cost(crate::gpu::Cost {
         flop: 2.0 * bt * m * n * k,
-        bytes: bt * (4.0 * m * k + 4.0 * m * n)
+        bytes: bt * (4.0 * m * k * if bw.geglu { 2.0 } else { 1.0 } + 4.0 * m * n)
             + wsize * k * n * (b_bstride.min(1) as f64 * (bt - 1.0) + 1.0),
         shape: format!("{batch}x[{m}x{k}]·[{k}x{n}]"),
     });
