@@ -156,11 +156,14 @@ pub enum QkvProjection {
     SelfFused(Linear),
     /// Cross-attention: keys and values project the context (once per request, see
     /// [`Attention::project_kv`]).
-    Cross {
-        to_q: Linear,
-        to_k: Linear,
-        to_v: Linear,
-    },
+    Cross(Box<CrossProjection>),
+}
+
+/// A cross-attention layer's projections, as the checkpoint names them.
+pub struct CrossProjection {
+    pub to_q: Linear,
+    pub to_k: Linear,
+    pub to_v: Linear,
 }
 
 impl Attention {
@@ -182,11 +185,11 @@ impl Attention {
     /// A cross-attention layer: queries of width `c`, a context of width `kv_dim`.
     pub fn load_cross(vb: &Loader<'_>, c: usize, kv_dim: usize, heads: usize) -> Result<Self> {
         Ok(Self {
-            qkv: QkvProjection::Cross {
+            qkv: QkvProjection::Cross(Box::new(CrossProjection {
                 to_q: vb.pp("to_q").linear(c, c, false)?,
                 to_k: vb.pp("to_k").linear(kv_dim, c, false)?,
                 to_v: vb.pp("to_v").linear(kv_dim, c, false)?,
-            },
+            })),
             to_out: vb.pp("to_out").pp(0).linear(c, c, true)?,
             heads,
         })
@@ -224,11 +227,11 @@ impl Attention {
                 ); // [b, n, c] each
                 ops::attention(rec, &q, &k, &v, self.options())?
             }
-            QkvProjection::Cross { to_q, to_k, to_v } => {
+            QkvProjection::Cross(p) => {
                 let (q, k, v) = (
-                    to_q.forward(rec, x)?,
-                    to_k.forward(rec, x)?,
-                    to_v.forward(rec, x)?,
+                    p.to_q.forward(rec, x)?,
+                    p.to_k.forward(rec, x)?,
+                    p.to_v.forward(rec, x)?,
                 );
                 ops::attention(rec, &q, &k, &v, self.options())?
             }
@@ -239,8 +242,8 @@ impl Attention {
     /// `to_k(context)`, `to_v(context)` of a cross-attention layer: `[b, m, c]` each.
     pub fn project_kv(&self, rec: &mut Recorder<'_>, context: &Tensor) -> Result<(Tensor, Tensor)> {
         match &self.qkv {
-            QkvProjection::Cross { to_k, to_v, .. } => {
-                Ok((to_k.forward(rec, context)?, to_v.forward(rec, context)?))
+            QkvProjection::Cross(p) => {
+                Ok((p.to_k.forward(rec, context)?, p.to_v.forward(rec, context)?))
             }
             QkvProjection::SelfFused(_) => Err(crate::Error::unsupported(
                 "attention",
@@ -259,13 +262,13 @@ impl Attention {
         v: &Tensor,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let QkvProjection::Cross { to_q, .. } = &self.qkv else {
+        let QkvProjection::Cross(p) = &self.qkv else {
             return Err(crate::Error::unsupported(
                 "attention",
                 "keys and values given to a self-attention layer",
             ));
         };
-        let q = to_q.forward(rec, x)?;
+        let q = p.to_q.forward(rec, x)?;
         let a = ops::attention(rec, &q, k, v, self.options())?;
         self.to_out.forward_res(rec, &a, residual)
     }
