@@ -269,3 +269,61 @@ fn linear_geglu_matches_reference() {
         assert!(e.contains("odd.proj.out"), "{e}");
     }
 }
+
+/// `linear_layer_norm`: a linear on a LayerNorm of its input — on CPU devices normalised as
+/// the GEMM reads it (vectorised and scalar loads, rows with a large mean for the two-pass
+/// statistics), elsewhere a norm pass then the product — against the host's norm then product.
+#[test]
+fn linear_layer_norm_matches_reference() {
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for (rows, c, out, dt, offset) in [
+            (2 * 64, 48, 144, DType::F16, 0.0),
+            (2 * 1024, 320, 960, DType::F32, 0.0),
+            (37, 96, 40, DType::F32, 300.0),
+            (5, 7, 3, DType::F32, 0.5),
+        ] {
+            let mut rng = Rng::new((rows * c + out) as u64);
+            let x: Vec<f32> = rng
+                .normals(rows * c, 2.0)
+                .iter()
+                .map(|v| v + offset)
+                .collect();
+            let gamma = rng.normals(c, 1.0);
+            let beta = rng.normals(c, 1.0);
+            let w = rng.normals(c * out, 1.0 / (c as f32).sqrt());
+            let bias = rng.normals(out, 0.5);
+            let (w_r, b_r) = match dt {
+                DType::F16 => (round_f16(&w), round_f16(&bias)),
+                DType::F32 => (w.clone(), bias.clone()),
+            };
+            let xt = upload_to(gpu, &x, &[1, rows, c], DType::F32, "hidden_states");
+            let gt = upload_to(gpu, &gamma, &[c], DType::F32, "norm1.weight");
+            let bt = upload_to(gpu, &beta, &[c], DType::F32, "norm1.bias");
+            let wt = upload_to(gpu, &w, &[c, out], dt, "attn1.to_q+to_k+to_v.weight");
+            let bbt = upload_to(gpu, &bias, &[out], dt, "bias");
+            let mut rec = Recorder::new(gpu);
+            let y =
+                ops::linear_layer_norm(&mut rec, &xt, (&gt, &bt, 1e-5), &wt, Some(&bbt)).unwrap();
+            assert_eq!(y.shape(), [1, rows, out]);
+            let got = run(rec, &y);
+            let xn = reference::layer_norm(&x, c, &gamma, &beta, 1e-5);
+            let want = reference::matmul(&xn, &w_r, Some(&b_r), 1, rows, out, c, false);
+            check(
+                &format!("linear_layer_norm {core:?} [{rows}x{c}] -> {out} {dt:?} mean {offset}"),
+                &got,
+                &want,
+                2e-4,
+                2e-4,
+            );
+        }
+        let mut rec = Recorder::new(gpu);
+        let x = upload_to(gpu, &[0.0; 6], &[2, 3], DType::F32, "x");
+        let g = upload_to(gpu, &[1.0; 2], &[2], DType::F32, "norm3.weight");
+        let w = upload_to(gpu, &[0.0; 3], &[3, 1], DType::F32, "w");
+        let e = ops::linear_layer_norm(&mut rec, &x, (&g, &g, 1e-5), &w, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("norm3.weight"), "{e}");
+    }
+}

@@ -8,6 +8,10 @@
 // Define A_GEGLU for a feed-forward's second linear reading its GEGLU in place: A's rows are
 // the first linear's output [gate-value | gate] (a_ld = 2K) and A(m, k) = P[m, k] ·
 // gelu(P[m, K + k]) (diffusers GEGLU), so the [M, K] activation is never stored.
+// Define A_LN (subgroup core) for a linear on a LayerNorm of A, normalised as it is read:
+// a_row computes the row's mean and 1/sqrt(var + eps) (two passes over K, f32), and
+// A(m, k) = (P[m, k] − mean) · inv · ln_g[k] + ln_b[k] (torch.nn.LayerNorm, biased variance),
+// so the normalised activation is never stored.
 // R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
@@ -21,6 +25,7 @@ struct Params {
     a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
     tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
     b_ld: u32, a_ld: u32, _pad1: u32, _pad2: u32,
+    ln_g_off: u32, ln_b_off: u32, ln_eps: f32, _pad3: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -60,14 +65,60 @@ fn bias_at(i: u32) -> f32 { return bias[i]; }
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 @group(0) @binding(5) var<storage, read> res: array<f32>;
 #endif
+#if A_LN
+#if VEC4
+@group(0) @binding(6) var<storage, read> ln_g: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read> ln_b: array<vec4<f32>>;
+#else
+@group(0) @binding(6) var<storage, read> ln_g: array<f32>;
+@group(0) @binding(7) var<storage, read> ln_b: array<f32>;
+#endif
+#endif
 
 fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.n, p.k, p.batch); }
 fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
 
-struct ARow { base: u32, valid: bool }
+struct ARow { base: u32, valid: bool, mean: f32, inv: f32 }
+
+#if A_LN
+// Mean and 1/sqrt(biased variance + eps) of the row starting at `base` (two passes: no
+// cancellation), as torch.nn.LayerNorm computes them.
+fn row_stats(base: u32) -> vec2<f32> {
+    var s = 0.0;
+#if VEC4
+    for (var k = 0u; k < p.k; k += 4u) {
+        s += dot(a[(base + k) >> 2u], vec4<f32>(1.0));
+    }
+#else
+    for (var k = 0u; k < p.k; k++) {
+        s += a[base + k];
+    }
+#endif
+    let mean = s / f32(p.k);
+    var ss = 0.0;
+#if VEC4
+    for (var k = 0u; k < p.k; k += 4u) {
+        let d = a[(base + k) >> 2u] - vec4<f32>(mean);
+        ss += dot(d, d);
+    }
+#else
+    for (var k = 0u; k < p.k; k++) {
+        let d = a[base + k] - mean;
+        ss += d * d;
+    }
+#endif
+    return vec2<f32>(mean, inverseSqrt(ss / f32(p.k) + p.ln_eps));
+}
+#endif
 
 fn a_row(b: u32, m: u32) -> ARow {
-    return ARow(p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.a_ld, m < p.m);
+    let base = p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.a_ld;
+#if A_LN
+    let st = row_stats(base);
+    return ARow(base, m < p.m, st.x, st.y);
+#else
+    return ARow(base, m < p.m, 0.0, 1.0);
+#endif
 }
 
 #if VEC4
@@ -83,7 +134,15 @@ fn load_a4(r: ARow, i: u32) -> vec4<f32> {
     return a[(r.base + i) >> 2u] * vec4<f32>(gelu(g.x), gelu(g.y), gelu(g.z), gelu(g.w));
 }
 #else
+#if A_LN
+fn load_a4(r: ARow, i: u32) -> vec4<f32> {
+    let x = a[(r.base + i) >> 2u];
+    let g = ln_g[(p.ln_g_off + i) >> 2u];
+    return (x - vec4<f32>(r.mean)) * r.inv * g + ln_b[(p.ln_b_off + i) >> 2u];
+}
+#else
 fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
+#endif
 #endif
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
     return w4_at(p.b_off + b * p.b_bstride + k * p.b_ld + n);
@@ -103,7 +162,11 @@ fn load_a(r: ARow, k: u32) -> f32 {
 #if A_GEGLU
     let v = a[r.base + kk] * gelu(a[r.base + p.k + kk]);
 #else
+#if A_LN
+    let v = (a[r.base + kk] - r.mean) * r.inv * ln_g[p.ln_g_off + kk] + ln_b[p.ln_b_off + kk];
+#else
     let v = a[r.base + kk];
+#endif
 #endif
     return select(0.0, v, r.valid && k < p.k);
 }

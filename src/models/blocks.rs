@@ -1,7 +1,7 @@
 //! Building blocks shared by the U-Net and the VAE (diffusers `resnet.py`,
 //! `attention_processor.py`, `upsampling.py`), channels-last.
 
-use super::{Linear, Loader};
+use super::{LayerNorm, Linear, Loader};
 use crate::error::Result;
 use crate::gpu::Recorder;
 use crate::ops::{self, AttentionOptions, Conv2dOptions};
@@ -203,35 +203,45 @@ impl Attention {
         }
     }
 
-    /// Self-attention of `x` `[b, n, c]`; `residual` (as `x`) is added in `to_out`'s epilogue.
+    /// Self-attention of `norm(x)` (`x` `[b, n, c]`; no norm: of `x`); `residual` (as `x`) is
+    /// added in `to_out`'s epilogue.
     pub fn forward(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
+        norm: Option<&LayerNorm>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let a = match &self.qkv {
             QkvProjection::SelfFused(qkv) if fits_binding(rec, x, &qkv.weight) => {
-                let qkv = qkv.forward(rec, x)?; // [b, n, 3c]
+                let qkv = qkv.forward_norm(rec, x, norm)?; // [b, n, 3c]
                 ops::attention_qkv(rec, &qkv, self.options())?
             }
             QkvProjection::SelfFused(qkv) => {
                 // The fused product would exceed a storage binding: q, k and v each from
                 // their columns of the fused weight.
+                let xn = match norm {
+                    Some(n) => n.forward(rec, x)?,
+                    None => x.clone(),
+                };
                 let c = qkv.weight.shape()[1] / 3;
                 let (w, bias) = (&qkv.weight, qkv.bias.as_ref());
                 let (q, k, v) = (
-                    ops::linear_columns(rec, x, w, bias, 0..c)?,
-                    ops::linear_columns(rec, x, w, bias, c..2 * c)?,
-                    ops::linear_columns(rec, x, w, bias, 2 * c..3 * c)?,
+                    ops::linear_columns(rec, &xn, w, bias, 0..c)?,
+                    ops::linear_columns(rec, &xn, w, bias, c..2 * c)?,
+                    ops::linear_columns(rec, &xn, w, bias, 2 * c..3 * c)?,
                 ); // [b, n, c] each
                 ops::attention(rec, &q, &k, &v, self.options())?
             }
             QkvProjection::Cross(p) => {
+                let xn = match norm {
+                    Some(n) => n.forward(rec, x)?,
+                    None => x.clone(),
+                };
                 let (q, k, v) = (
-                    p.to_q.forward(rec, x)?,
-                    p.to_k.forward(rec, x)?,
-                    p.to_v.forward(rec, x)?,
+                    p.to_q.forward(rec, &xn)?,
+                    p.to_k.forward(rec, &xn)?,
+                    p.to_v.forward(rec, &xn)?,
                 );
                 ops::attention(rec, &q, &k, &v, self.options())?
             }
@@ -252,12 +262,13 @@ impl Attention {
         }
     }
 
-    /// Cross-attention of `x` `[b, n, c]` to keys and values already projected
+    /// Cross-attention of `norm(x)` (`x` `[b, n, c]`) to keys and values already projected
     /// (`project_kv`): a context that does not change between calls is projected once.
     pub fn forward_kv(
         &self,
         rec: &mut Recorder<'_>,
         x: &Tensor,
+        norm: Option<&LayerNorm>,
         k: &Tensor,
         v: &Tensor,
         residual: Option<&Tensor>,
@@ -268,7 +279,7 @@ impl Attention {
                 "keys and values given to a self-attention layer",
             ));
         };
-        let q = p.to_q.forward(rec, x)?;
+        let q = p.to_q.forward_norm(rec, x, norm)?;
         let a = ops::attention(rec, &q, k, v, self.options())?;
         self.to_out.forward_res(rec, &a, residual)
     }
@@ -313,7 +324,7 @@ impl SpatialSelfAttention {
         // `x +` in to_out's epilogue.
         let o = self
             .attn
-            .forward(rec, &y, Some(&x.reshape(&[n, h * w, c])?))?;
+            .forward(rec, &y, None, Some(&x.reshape(&[n, h * w, c])?))?;
         o.reshape(&[n, h, w, c])
     }
 }

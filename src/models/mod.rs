@@ -76,6 +76,26 @@ impl Linear {
         ops::linear(rec, x, &self.weight, self.bias.as_ref())
     }
 
+    /// `forward(norm(x))`, or `forward(x)` without a norm: on CPU devices the GEMM
+    /// normalises as it reads (`ops::linear_layer_norm`).
+    pub fn forward_norm(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        norm: Option<&LayerNorm>,
+    ) -> Result<Tensor> {
+        match norm {
+            Some(n) => ops::linear_layer_norm(
+                rec,
+                x,
+                (&n.weight, &n.bias, n.eps),
+                &self.weight,
+                self.bias.as_ref(),
+            ),
+            None => self.forward(rec, x),
+        }
+    }
+
     /// `forward(x) + residual`, the add fused into the GEMM's epilogue.
     pub fn forward_res(
         &self,

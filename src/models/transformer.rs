@@ -75,13 +75,16 @@ impl BasicTransformerBlock {
     /// `y`: `[n, hw, c]`; `kv`: the cross-attention's keys and values of the context
     /// (`attn2.project_kv`).
     fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
-        // Each residual add is fused into the epilogue of the layer before it.
-        let yn = self.norm1.forward(rec, y)?;
-        let y = self.attn1.forward(rec, &yn, Some(y))?;
-        let yn = self.norm2.forward(rec, &y)?;
-        let y = self.attn2.forward_kv(rec, &yn, &kv.0, &kv.1, Some(&y))?;
-        let yn = self.norm3.forward(rec, &y)?;
-        let f = self.ff.net_0_proj.forward(rec, &yn)?; // [n, hw, 8c]: value | gate
+        // Each residual add is fused into the epilogue of the layer before it; each norm into
+        // the projection after it where the device's GEMM can (`Linear::forward_norm`).
+        let y = self.attn1.forward(rec, y, Some(&self.norm1), Some(y))?;
+        let y = self
+            .attn2
+            .forward_kv(rec, &y, Some(&self.norm2), &kv.0, &kv.1, Some(&y))?;
+        let f = self
+            .ff
+            .net_0_proj
+            .forward_norm(rec, &y, Some(&self.norm3))?; // [n, hw, 8c]: value | gate
         // net_2(geglu(f)) + y: the GEGLU is applied as net_2 reads f ([n, hw, 4c] never stored).
         let w2 = &self.ff.net_2;
         ops::linear_geglu(rec, &f, &w2.weight, w2.bias.as_ref(), Some(&y)) // [n, hw, c]

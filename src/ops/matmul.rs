@@ -32,6 +32,11 @@ pub struct MatmulParams {
     /// Elements between rows of A (K, or 2K for a GEGLU input).
     pub a_ld: u32,
     pub _pad: [u32; 2],
+    /// LayerNorm of A (define `A_LN`): where its weight and bias start, and its eps.
+    pub ln_g_off: u32,
+    pub ln_b_off: u32,
+    pub ln_eps: f32,
+    pub _pad1: u32,
 }
 
 /// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
@@ -102,32 +107,53 @@ pub(crate) fn vec4_ok(k_block: usize, n: usize, operands: &[(&Bound, DType)]) ->
             .all(|(b, dt)| b.elem_offset % 4 == 0 && b.range.size % (4 * dt.size()) == 0)
 }
 
-fn key(g: Gemm, geglu: bool) -> KernelKey {
+/// How a product reads its A operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AInput {
+    Plain,
+    /// `geglu(A)` (define `A_GEGLU`).
+    Geglu,
+    /// `layer_norm(A)` (define `A_LN`, the subgroup core only).
+    LayerNorm,
+}
+
+fn key(g: Gemm, a: AInput) -> KernelKey {
     let mut defines = g.defines;
-    if geglu {
-        defines.push(Define::Flag("A_GEGLU"));
+    let mut bindings = vec![
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+        Access::Read,
+    ];
+    match a {
+        AInput::Plain => {}
+        AInput::Geglu => defines.push(Define::Flag("A_GEGLU")),
+        AInput::LayerNorm => {
+            defines.push(Define::Flag("A_LN"));
+            bindings.extend([Access::Read, Access::Read]);
+        }
     }
     KernelKey {
         shader: "matmul.wgsl",
         entry: "main",
         defines,
         overrides: g.overrides,
-        bindings: vec![
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::Read,
-        ],
+        bindings,
         params_size: std::mem::size_of::<MatmulParams>() as u64,
     }
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    gemm_variants()
-        .into_iter()
-        .flat_map(|g| [key(g.clone(), false), key(g, true)])
-        .collect()
+    let mut keys = Vec::new();
+    for g in gemm_variants() {
+        keys.push(key(g.clone(), AInput::Plain));
+        keys.push(key(g.clone(), AInput::Geglu));
+        if g.defines.contains(&Define::Flag("SUBGROUP_GEMM")) {
+            keys.push(key(g, AInput::LayerNorm));
+        }
+    }
+    keys
 }
 
 /// `x · w + bias` for a weight `w` stored `[in, out]` (PyTorch's `Linear.weight` transposed,
@@ -197,6 +223,33 @@ pub fn linear_geglu(
     linear_opts(rec, p, w, opts)
 }
 
+/// `layer_norm(x) · w + bias` (`torch.nn.LayerNorm` with `gamma`, `beta`, `eps` over the last
+/// dim, then the linear). On CPU devices (the subgroup GEMM core) the GEMM normalises A as
+/// it reads it — one dispatch, no normalised activation stored; elsewhere a `layer_norm`
+/// pass, then the product (on GPUs the tiled core's threads share rows, and each would
+/// recompute the row's statistics).
+pub fn linear_layer_norm(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    (gamma, beta, eps): (&Tensor, &Tensor, f32),
+    w: &Tensor,
+    bias: Option<&Tensor>,
+) -> Result<Tensor> {
+    if rec.gpu().gemm_variant() != GemmVariant::Subgroup {
+        let xn = super::layer_norm(rec, x, gamma, beta, eps)?;
+        return linear(rec, &xn, w, bias);
+    }
+    require_f32("linear", "x", x)?;
+    let c = x.shape().last().copied().unwrap_or(0);
+    super::norm::check_affine("linear", c, gamma, beta)?;
+    let opts = Product {
+        bias,
+        ln: Some((gamma, beta, eps)),
+        ..Default::default()
+    };
+    linear_opts(rec, x, w, opts)
+}
+
 fn linear_with(
     rec: &mut Recorder<'_>,
     x: &Tensor,
@@ -257,6 +310,8 @@ struct Product<'a> {
     cols: Option<std::ops::Range<usize>>,
     /// `A` is `[.., 2k]` and the product reads `geglu(A)` (2-D `B`).
     geglu: bool,
+    /// The product reads `layer_norm(A)` with this weight, bias and eps (2-D `B`).
+    ln: Option<(&'a Tensor, &'a Tensor, f32)>,
 }
 
 fn matmul_with(
@@ -271,6 +326,7 @@ fn matmul_with(
         residual,
         cols,
         geglu,
+        ln,
     } = opts;
     require_f32(OP, "a", a)?;
     if a.rank() < 2 || b.rank() < 2 {
@@ -358,7 +414,12 @@ fn matmul_with(
             b,
             col0: window.start,
             ld,
-            geglu,
+            a: match (geglu, ln) {
+                (true, _) => AInput::Geglu,
+                (false, Some(_)) => AInput::LayerNorm,
+                (false, None) => AInput::Plain,
+            },
+            ln,
         };
         let mut r0 = 0;
         while r0 < rows {
@@ -380,10 +441,10 @@ fn matmul_with(
             r0 += len;
         }
     } else {
-        if cols.is_some() || geglu {
+        if cols.is_some() || geglu || ln.is_some() {
             return Err(Error::unsupported(
                 OP,
-                "a column window or GEGLU input with a batched B",
+                "a column window, GEGLU or LayerNorm input with a batched B",
             ));
         }
         let b_batch: usize = b.shape()[..br - 2].iter().product();
@@ -403,7 +464,8 @@ fn matmul_with(
             b,
             col0: 0,
             ld: n,
-            geglu: false,
+            a: AInput::Plain,
+            ln: None,
         };
         record(
             rec,
@@ -423,12 +485,13 @@ fn matmul_with(
 }
 
 /// B and the columns of it a product reads: `col0 ..` with rows `ld` elements apart; and
-/// whether A is read through GEGLU (its rows `2k` long).
+/// how A is read (through GEGLU its rows are `2k` long; a LayerNorm's weight, bias, eps).
 struct BWindow<'a> {
     b: &'a Tensor,
     col0: usize,
     ld: usize,
-    geglu: bool,
+    a: AInput,
+    ln: Option<(&'a Tensor, &'a Tensor, f32)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -454,21 +517,24 @@ fn record(
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
     let col0 = u32_of(OP, "column", bw.col0)?;
+    let geglu = bw.a == AInput::Geglu;
+    let lnb = match bw.ln {
+        Some((g, be, eps)) => Some((g.bind(gpu, OP)?, be.bind(gpu, OP)?, eps)),
+        None => None,
+    };
+    let mut operands = vec![
+        (&ab, a.dtype()),
+        (&bb, b.dtype()),
+        (&cb, DType::F32),
+        (&rb, DType::F32),
+    ];
+    if let Some((g, be, _)) = &lnb {
+        operands.extend([(g, DType::F32), (be, DType::F32)]);
+    }
     let g = gemm(
         gpu.gemm_variant(),
         b.dtype(),
-        bw.col0 % 4 == 0
-            && bw.ld % 4 == 0
-            && vec4_ok(
-                k,
-                n,
-                &[
-                    (&ab, a.dtype()),
-                    (&bb, b.dtype()),
-                    (&cb, DType::F32),
-                    (&rb, DType::F32),
-                ],
-            ),
+        bw.col0 % 4 == 0 && bw.ld % 4 == 0 && vec4_ok(k, n, &operands),
     );
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
@@ -482,7 +548,7 @@ fn record(
         c_off: cb.elem_offset,
         bias_off: biasb.elem_offset + col0,
         a_bstride: u32_of(OP, "a batch stride", m * k)?,
-        a_ld: u32_of(OP, "a row length", if bw.geglu { 2 * k } else { k })?,
+        a_ld: u32_of(OP, "a row length", if geglu { 2 * k } else { k })?,
         b_bstride: u32_of(OP, "b batch stride", b_bstride)?,
         c_bstride: u32_of(OP, "c batch stride", m * n)?,
         has_bias: bias.is_some() as u32,
@@ -492,20 +558,22 @@ fn record(
         has_res: res.is_some() as u32,
         b_ld: u32_of(OP, "b row length", bw.ld)?,
         _pad: [0; 2],
+        ln_g_off: lnb.as_ref().map_or(0, |l| l.0.elem_offset),
+        ln_b_off: lnb.as_ref().map_or(0, |l| l.1.elem_offset),
+        ln_eps: lnb.as_ref().map_or(0.0, |l| l.2),
+        _pad1: 0,
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
-    push(
-        rec,
-        key(g, bw.geglu),
-        &params,
-        vec![ab.range, bb.range, biasb.range, cb.range, rb.range],
-        groups,
-    )?;
+    let mut bindings = vec![ab.range, bb.range, biasb.range, cb.range, rb.range];
+    if let Some((g, be, _)) = lnb {
+        bindings.extend([g.range, be.range]);
+    }
+    push(rec, key(g, bw.a), &params, bindings, groups)?;
     let wsize = b.dtype().size() as f64;
     let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
     rec.set_last_cost(crate::gpu::Cost {
         flop: 2.0 * bt * m * n * k,
-        bytes: bt * (4.0 * m * k * if bw.geglu { 2.0 } else { 1.0 } + 4.0 * m * n)
+        bytes: bt * (4.0 * m * k * if geglu { 2.0 } else { 1.0 } + 4.0 * m * n)
             + wsize * k * n * (b_bstride.min(1) as f64 * (bt - 1.0) + 1.0),
         shape: format!("{batch}x[{m}x{k}]·[{k}x{n}]"),
     });

@@ -21,7 +21,9 @@ pub use elementwise::{
     to_rgba8, unary, upsample_nearest, upsample_nearest2x,
 };
 pub use finite::{flag_nonfinite, flag_nonfinite_step};
-pub use matmul::{linear, linear_columns, linear_geglu, linear_residual, matmul};
+pub use matmul::{
+    linear, linear_columns, linear_geglu, linear_layer_norm, linear_residual, matmul,
+};
 pub use norm::{group_norm, layer_norm};
 pub use random::random_fill;
 pub use sampler::{SamplerStep, lincomb, sampler_step};

@@ -237,7 +237,12 @@ fn group_norm_banded(
     Ok(())
 }
 
-fn check_affine(op: &'static str, c: usize, gamma: &Tensor, beta: &Tensor) -> Result<()> {
+pub(crate) fn check_affine(
+    op: &'static str,
+    c: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+) -> Result<()> {
     for (name, t) in [("gamma", gamma), ("beta", beta)] {
         require_f32(op, name, t)?;
         if t.shape() != [c] {
