@@ -5,6 +5,7 @@
 pub mod arch;
 pub mod blocks;
 pub mod clip;
+pub mod inferred;
 mod limits;
 pub mod loader;
 pub mod transformer;

@@ -9,6 +9,7 @@ pub mod conv2d;
 pub mod elementwise;
 pub mod finite;
 pub mod matmul;
+pub mod movement;
 pub mod norm;
 pub mod random;
 pub mod sampler;
@@ -16,14 +17,12 @@ pub mod step_table;
 
 pub use attention::{AttentionOptions, attention, attention_qkv};
 pub use conv2d::{Conv2dOptions, conv2d};
-pub use elementwise::{
-    Binary, Unary, add, binary, clamp, concat_channels, geglu, mul, rgba8_row, timestep_embedding,
-    to_rgba8, unary, upsample_nearest, upsample_nearest2x,
-};
+pub use elementwise::{Binary, Unary, add, binary, clamp, geglu, mul, timestep_embedding, unary};
 pub use finite::{flag_nonfinite, flag_nonfinite_step};
 pub use matmul::{
     linear, linear_columns, linear_geglu, linear_layer_norm, linear_residual, matmul,
 };
+pub use movement::{concat_channels, rgba8_row, to_rgba8, upsample_nearest, upsample_nearest2x};
 pub use norm::{group_norm, layer_norm};
 pub use random::random_fill;
 pub use sampler::{SamplerStep, lincomb, sampler_step};

@@ -3,8 +3,7 @@
 //! memory holds one tensor at a time, never the file. Pickle checkpoints are refused.
 
 use crate::error::{Error, Result};
-use crate::gpu::Gpu;
-use crate::tensor::{DType, Tensor};
+
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +11,7 @@ use std::path::{Path, PathBuf};
 mod cache;
 pub mod single_file;
 mod synthetic;
+mod upload;
 
 pub use synthetic::Synthetic;
 
@@ -343,212 +343,6 @@ impl Weights {
         check_shape(&t, shape)?;
         to_f32(&t)
     }
-
-    /// Uploads `name` (checked against `shape`, PyTorch's layout) as a GPU tensor of the
-    /// dtype `policy` picks, rearranged by `relayout`. The GPU tensor is labelled with `name`.
-    pub fn upload(
-        &self,
-        gpu: &Gpu,
-        name: &str,
-        shape: &[usize],
-        relayout: Relayout,
-        policy: WeightDType,
-    ) -> Result<Tensor> {
-        if gpu.is_simulating() {
-            return Err(loaded_in_simulation(name));
-        }
-        if let Some(s) = &self.synthetic {
-            let gpu_shape = match (relayout, shape) {
-                (Relayout::Transpose, &[o, i]) => vec![i, o],
-                (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
-                _ => shape.to_vec(),
-            };
-            // Made on the device; random values need no re-layout: only the shape changes.
-            return s.device_tensor(gpu, name, shape, &gpu_shape, s.dtype(policy));
-        }
-        let t = self.tensor(name)?;
-        check_shape(&t, shape)?;
-        let dtype = gpu_dtype(policy, &[&t]);
-        let key = self.cache_key(gpu, &[&t], relayout, dtype, shape);
-        if let Some(hit) = key.as_ref().and_then(cache::lookup) {
-            return Ok(hit);
-        }
-        let (values, gpu_shape) = relaid(&t, shape, relayout)?;
-        check_f16_range(&t, &values, dtype)?;
-        let tensor = Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)?;
-        if let Some(k) = key {
-            cache::insert(k, &tensor);
-        }
-        Ok(tensor)
-    }
-
-    /// Several tensors uploaded as one, their columns side by side: part `names[p]` (PyTorch
-    /// shape `shapes[p]`: a `Linear.weight` `[out_p, in]` with [`Relayout::Transpose`], or a
-    /// bias `[out_p]` with [`Relayout::None`]) is laid out as [`Weights::upload`] would, then
-    /// the parts are joined along the last dimension: `[in, Σ out_p]` or `[Σ out_p]`. Fuses
-    /// projections of one input into one GEMM (self-attention's `to_q`, `to_k`, `to_v`);
-    /// `label` names the GPU tensor. f16 only when every part is (or `policy` says f16).
-    pub fn upload_columns(
-        &self,
-        gpu: &Gpu,
-        names: &[String],
-        shapes: &[Vec<usize>],
-        relayout: Relayout,
-        policy: WeightDType,
-        label: &str,
-    ) -> Result<Tensor> {
-        if gpu.is_simulating() {
-            return Err(loaded_in_simulation(label));
-        }
-        let rows = match (relayout, shapes.first().map(Vec::as_slice)) {
-            (Relayout::Transpose, Some(&[_, i])) => Some(i),
-            (Relayout::None, Some(&[_])) => None,
-            _ => {
-                return Err(Error::unsupported(
-                    "fused weight",
-                    format!("{relayout:?} of {shapes:?} does not join by columns ({label})"),
-                ));
-            }
-        };
-        let same_rows = shapes.iter().all(|s| match rows {
-            Some(i) => s.len() == 2 && s[1] == i,
-            None => s.len() == 1,
-        });
-        if names.len() != shapes.len() || !same_rows {
-            return Err(Error::unsupported(
-                "fused weight",
-                format!("parts {names:?} with shapes {shapes:?} do not share their rows"),
-            ));
-        }
-        let total: usize = shapes.iter().map(|s| s[0]).sum();
-        let (torch_shape, gpu_shape) = match rows {
-            Some(i) => (vec![total, i], vec![i, total]),
-            None => (vec![total], vec![total]),
-        };
-        if let Some(s) = &self.synthetic {
-            return s.device_tensor(gpu, label, &torch_shape, &gpu_shape, s.dtype(policy));
-        }
-        let parts = names
-            .iter()
-            .zip(shapes)
-            .map(|(n, shape)| {
-                let t = self.tensor(n)?;
-                check_shape(&t, shape)?;
-                Ok(t)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&TensorRef<'_>> = parts.iter().collect();
-        let dtype = gpu_dtype(policy, &refs);
-        let key = self.cache_key(gpu, &refs, relayout, dtype, &torch_shape);
-        if let Some(hit) = key.as_ref().and_then(cache::lookup) {
-            return Ok(hit);
-        }
-        let rows = rows.unwrap_or(1);
-        let mut fused = vec![0.0f32; rows * total];
-        let mut col = 0;
-        for (t, shape) in parts.iter().zip(shapes) {
-            let (values, _) = relaid(t, shape, relayout)?;
-            check_f16_range(t, &values, dtype)?;
-            let width = shape[0];
-            for r in 0..rows {
-                fused[r * total + col..r * total + col + width]
-                    .copy_from_slice(&values[r * width..(r + 1) * width]);
-            }
-            col += width;
-        }
-        let tensor = Tensor::from_f32(gpu, &fused, &gpu_shape, dtype, label)?;
-        if let Some(k) = key {
-            cache::insert(k, &tensor);
-        }
-        Ok(tensor)
-    }
-
-    /// The device cache's key for a weight made of `parts` (none when sharing is off).
-    fn cache_key(
-        &self,
-        gpu: &Gpu,
-        parts: &[&TensorRef<'_>],
-        relayout: Relayout,
-        dtype: DType,
-        shape: &[usize],
-    ) -> Option<cache::WeightKey> {
-        self.share.then(|| cache::WeightKey {
-            gpu: gpu.uid(),
-            parts: parts
-                .iter()
-                .map(|t| {
-                    (
-                        t.identity.0.clone(),
-                        (t.identity.1, t.identity.2),
-                        (t.file_offset, t.bytes.len()),
-                    )
-                })
-                .collect(),
-            relayout: relayout as u8,
-            dtype,
-            shape: shape.to_vec(),
-        })
-    }
-}
-
-fn loaded_in_simulation(name: &str) -> Error {
-    // A placeholder weight would be cached and used for real later.
-    Error::unsupported(
-        "memory estimate",
-        format!("weight `{name}` would be loaded inside a simulation; load it first"),
-    )
-}
-
-/// The GPU dtype `policy` gives a weight read from `parts`: f16 when asked, or (`Auto`) when
-/// every part is stored f16; f32 otherwise.
-fn gpu_dtype(policy: WeightDType, parts: &[&TensorRef<'_>]) -> DType {
-    match policy {
-        WeightDType::F16 => DType::F16,
-        WeightDType::Auto if parts.iter().all(|t| t.dtype == Dtype::F16) => DType::F16,
-        _ => DType::F32,
-    }
-}
-
-/// `t`'s values in f32, re-laid out for the GPU, with the GPU shape.
-fn relaid(
-    t: &TensorRef<'_>,
-    shape: &[usize],
-    relayout: Relayout,
-) -> Result<(Vec<f32>, Vec<usize>)> {
-    let values = to_f32(t)?;
-    Ok(match (relayout, shape) {
-        (Relayout::None, _) => (values, shape.to_vec()),
-        (Relayout::Transpose, &[o, i]) => (transpose(&values, o, i), vec![i, o]),
-        (Relayout::ConvToHwio, &[o, i, kh, kw]) => (
-            crate::ops::conv2d::oihw_to_hwio(&values, o, i, kh, kw),
-            vec![kh, kw, i, o],
-        ),
-        _ => {
-            return Err(Error::TensorData {
-                path: t.file.to_path_buf(),
-                tensor: t.name.clone(),
-                what: format!("{relayout:?} does not apply to shape {shape:?}"),
-            });
-        }
-    })
-}
-
-/// An error naming `t` when a value of it does not fit the f16 it would be stored as.
-fn check_f16_range(t: &TensorRef<'_>, values: &[f32], dtype: DType) -> Result<()> {
-    if dtype != DType::F16 {
-        return Ok(());
-    }
-    match values
-        .iter()
-        .find(|v| v.is_finite() && v.abs() > f32::from(half::f16::MAX))
-    {
-        Some(v) => Err(Error::TensorData {
-            path: t.file.to_path_buf(),
-            tensor: t.name.clone(),
-            what: format!("value {v} does not fit f16 (load with f32 weights instead)"),
-        }),
-        None => Ok(()),
-    }
 }
 
 fn check_shape(t: &TensorRef<'_>, shape: &[usize]) -> Result<()> {
@@ -601,16 +395,6 @@ pub fn to_f32(t: &TensorRef<'_>) -> Result<Vec<f32>> {
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
     })
-}
-
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
 }
 
 /// How a model path stores its networks.
