@@ -223,11 +223,14 @@ pub fn linear_geglu(
     linear_opts(rec, p, w, opts)
 }
 
+/// Widest output a LayerNorm is fused into on CPU devices (see [`linear_layer_norm`]).
+pub const LN_FUSE_MAX_N: usize = 512;
+
 /// `layer_norm(x) · w + bias` (`torch.nn.LayerNorm` with `gamma`, `beta`, `eps` over the last
-/// dim, then the linear). On CPU devices (the subgroup GEMM core) the GEMM normalises A as
-/// it reads it — one dispatch, no normalised activation stored; elsewhere a `layer_norm`
-/// pass, then the product (on GPUs the tiled core's threads share rows, and each would
-/// recompute the row's statistics).
+/// dim, then the linear). On CPU devices (the subgroup GEMM core), for outputs up to
+/// [`LN_FUSE_MAX_N`] wide, the GEMM normalises A as it reads it — one dispatch, no normalised
+/// activation stored; otherwise a `layer_norm` pass, then the product (on GPUs the tiled
+/// core's threads share rows, and each would recompute the row's statistics).
 pub fn linear_layer_norm(
     rec: &mut Recorder<'_>,
     x: &Tensor,
@@ -235,12 +238,20 @@ pub fn linear_layer_norm(
     w: &Tensor,
     bias: Option<&Tensor>,
 ) -> Result<Tensor> {
-    if rec.gpu().gemm_variant() != GemmVariant::Subgroup {
+    // The statistics add up to 4·K loop iterations to an invocation (scalar loop: two rows,
+    // two passes) on top of the K loop's 1.25·K: kept under a driver's loop cap (llvmpipe
+    // before Mesa 25 ends loops silently past 65535 iterations per invocation).
+    let c = x.shape().last().copied().unwrap_or(0);
+    let under_cap = rec.gpu().loop_iteration_limit().is_none_or(|lim| 6 * c < lim as usize);
+    // Every 32-column tile recomputes its rows' statistics and normalises as it loads: worth
+    // a pass only for narrow outputs (the built-in model's projections); on SD 1.5's
+    // `[256×1280]·[1280×10240]` it cost 18 % of the GEMM, far more than the norm pass.
+    let narrow = w.shape().last().is_some_and(|&n| n <= LN_FUSE_MAX_N);
+    if rec.gpu().gemm_variant() != GemmVariant::Subgroup || !under_cap || !narrow {
         let xn = super::layer_norm(rec, x, gamma, beta, eps)?;
         return linear(rec, &xn, w, bias);
     }
     require_f32("linear", "x", x)?;
-    let c = x.shape().last().copied().unwrap_or(0);
     super::norm::check_affine("linear", c, gamma, beta)?;
     let opts = Product {
         bias,
