@@ -107,9 +107,9 @@ pub(crate) fn vec4_ok(k_block: usize, n: usize, operands: &[(&Bound, DType)]) ->
             .all(|(b, dt)| b.elem_offset % 4 == 0 && b.range.size % (4 * dt.size()) == 0)
 }
 
-/// How a product reads its A operand.
+/// How a product reads its A operand (the kernel's define).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AInput {
+enum AKind {
     Plain,
     /// `geglu(A)` (define `A_GEGLU`).
     Geglu,
@@ -117,7 +117,28 @@ enum AInput {
     LayerNorm,
 }
 
-fn key(g: Gemm, a: AInput) -> KernelKey {
+/// A product's A operand transform with what it reads.
+#[derive(Clone, Copy, Default)]
+enum AInput<'a> {
+    #[default]
+    Plain,
+    /// `geglu(A)`: A's rows are `2k` long, value | gate.
+    Geglu,
+    /// `layer_norm(A)` with this weight, bias and eps.
+    LayerNorm(&'a Tensor, &'a Tensor, f32),
+}
+
+impl AInput<'_> {
+    fn kind(&self) -> AKind {
+        match self {
+            AInput::Plain => AKind::Plain,
+            AInput::Geglu => AKind::Geglu,
+            AInput::LayerNorm(..) => AKind::LayerNorm,
+        }
+    }
+}
+
+fn key(g: Gemm, a: AKind) -> KernelKey {
     let mut defines = g.defines;
     let mut bindings = vec![
         Access::Read,
@@ -127,9 +148,9 @@ fn key(g: Gemm, a: AInput) -> KernelKey {
         Access::Read,
     ];
     match a {
-        AInput::Plain => {}
-        AInput::Geglu => defines.push(Define::Flag("A_GEGLU")),
-        AInput::LayerNorm => {
+        AKind::Plain => {}
+        AKind::Geglu => defines.push(Define::Flag("A_GEGLU")),
+        AKind::LayerNorm => {
             defines.push(Define::Flag("A_LN"));
             bindings.extend([Access::Read, Access::Read]);
         }
@@ -147,10 +168,10 @@ fn key(g: Gemm, a: AInput) -> KernelKey {
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let mut keys = Vec::new();
     for g in gemm_variants() {
-        keys.push(key(g.clone(), AInput::Plain));
-        keys.push(key(g.clone(), AInput::Geglu));
+        keys.push(key(g.clone(), AKind::Plain));
+        keys.push(key(g.clone(), AKind::Geglu));
         if g.defines.contains(&Define::Flag("SUBGROUP_GEMM")) {
-            keys.push(key(g, AInput::LayerNorm));
+            keys.push(key(g, AKind::LayerNorm));
         }
     }
     keys
@@ -229,7 +250,7 @@ pub fn linear_geglu(
     let opts = Product {
         bias,
         residual,
-        geglu: true,
+        a: AInput::Geglu,
         ..Default::default()
     };
     linear_opts(rec, p, w, opts)
@@ -274,7 +295,7 @@ pub fn linear_layer_norm(
     super::norm::check_affine("linear", c, gamma, beta)?;
     let opts = Product {
         bias,
-        ln: Some((gamma, beta, eps)),
+        a: AInput::LayerNorm(gamma, beta, eps),
         ..Default::default()
     };
     linear_opts(rec, x, w, opts)
@@ -338,10 +359,8 @@ struct Product<'a> {
     residual: Option<&'a Tensor>,
     /// Only these columns of `B` (2-D `B`).
     cols: Option<std::ops::Range<usize>>,
-    /// `A` is `[.., 2k]` and the product reads `geglu(A)` (2-D `B`).
-    geglu: bool,
-    /// The product reads `layer_norm(A)` with this weight, bias and eps (2-D `B`).
-    ln: Option<(&'a Tensor, &'a Tensor, f32)>,
+    /// How A is read (GEGLU, LayerNorm: 2-D `B`).
+    a: AInput<'a>,
 }
 
 fn matmul_with(
@@ -355,9 +374,9 @@ fn matmul_with(
         bias,
         residual,
         cols,
-        geglu,
-        ln,
+        a: a_in,
     } = opts;
+    let geglu = a_in.kind() == AKind::Geglu;
     require_f32(OP, "a", a)?;
     if a.rank() < 2 || b.rank() < 2 {
         return Err(Error::shape(
@@ -444,12 +463,7 @@ fn matmul_with(
             b,
             col0: window.start,
             ld,
-            a: match (geglu, ln) {
-                (true, _) => AInput::Geglu,
-                (false, Some(_)) => AInput::LayerNorm,
-                (false, None) => AInput::Plain,
-            },
-            ln,
+            a: a_in,
         };
         let mut r0 = 0;
         while r0 < rows {
@@ -471,7 +485,7 @@ fn matmul_with(
             r0 += len;
         }
     } else {
-        if cols.is_some() || geglu || ln.is_some() {
+        if cols.is_some() || a_in.kind() != AKind::Plain {
             return Err(Error::unsupported(
                 OP,
                 "a column window, GEGLU or LayerNorm input with a batched B",
@@ -495,7 +509,6 @@ fn matmul_with(
             col0: 0,
             ld: n,
             a: AInput::Plain,
-            ln: None,
         };
         record(
             rec,
@@ -520,8 +533,7 @@ struct BWindow<'a> {
     b: &'a Tensor,
     col0: usize,
     ld: usize,
-    a: AInput,
-    ln: Option<(&'a Tensor, &'a Tensor, f32)>,
+    a: AInput<'a>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -547,10 +559,10 @@ fn record(
     let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
     let cb = c.bind(gpu, OP)?;
     let col0 = u32_of(OP, "column", bw.col0)?;
-    let geglu = bw.a == AInput::Geglu;
-    let lnb = match bw.ln {
-        Some((g, be, eps)) => Some((g.bind(gpu, OP)?, be.bind(gpu, OP)?, eps)),
-        None => None,
+    let geglu = bw.a.kind() == AKind::Geglu;
+    let lnb = match bw.a {
+        AInput::LayerNorm(g, be, eps) => Some((g.bind(gpu, OP)?, be.bind(gpu, OP)?, eps)),
+        _ => None,
     };
     let mut operands = vec![
         (&ab, a.dtype()),
@@ -598,7 +610,7 @@ fn record(
     if let Some((g, be, _)) = lnb {
         bindings.extend([g.range, be.range]);
     }
-    push(rec, key(g, bw.a), &params, bindings, groups)?;
+    push(rec, key(g, bw.a.kind()), &params, bindings, groups)?;
     let wsize = b.dtype().size() as f64;
     let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
     rec.set_last_cost(crate::gpu::Cost {
