@@ -233,17 +233,11 @@ impl Attention {
                 ); // [b, n, c] each
                 ops::attention(rec, &q, &k, &v, self.options())?
             }
-            QkvProjection::Cross(p) => {
-                let xn = match norm {
-                    Some(n) => n.forward(rec, x)?,
-                    None => x.clone(),
-                };
-                let (q, k, v) = (
-                    p.to_q.forward(rec, &xn)?,
-                    p.to_k.forward(rec, &xn)?,
-                    p.to_v.forward(rec, &xn)?,
-                );
-                ops::attention(rec, &q, &k, &v, self.options())?
+            QkvProjection::Cross(_) => {
+                return Err(crate::Error::unsupported(
+                    "attention",
+                    "a cross-attention layer attends to its context (`forward_kv`)",
+                ));
             }
         }; // [b, n, c]
         self.to_out.forward_res(rec, &a, residual)
