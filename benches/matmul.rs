@@ -37,6 +37,46 @@ fn matmul(c: &mut Criterion) {
             ops::linear_residual(rec, &a, &b, None, &r).expect("linear_residual");
         },
     );
+    // A transformer's projections with what they read transformed in place: the GEGLU of the
+    // feed-forward (SD 1.5 at 32² latents, and the built-in model's 48-wide one, which CPU
+    // devices fuse), the LayerNorm before a narrow projection (the built-in model's q/k/v),
+    // and one column window (q) of a fused q/k/v weight.
+    for (id, rows, f, out) in [
+        ("sd ff.net.2 geglu 2048x[2x1280]x320 f16", 2048, 1280, 320),
+        ("builtin ff.net.2 geglu 128x[2x192]x48 f16", 128, 192, 48),
+    ] {
+        let p = tensor(&[rows, 2 * f], DType::F32, 4);
+        let w = tensor(&[f, out], DType::F16, 5);
+        let flops = 2 * (rows * f * out) as u64;
+        bench(c, "matmul", id, Work::Flops(flops), |rec| {
+            ops::linear_geglu(rec, &p, &w, None, None).expect("linear_geglu");
+        });
+    }
+    let (rows, ch, out) = (128, 48, 144);
+    let x = tensor(&[rows, ch], DType::F32, 6);
+    let (g, be) = (tensor(&[ch], DType::F32, 7), tensor(&[ch], DType::F32, 8));
+    let w = tensor(&[ch, out], DType::F16, 9);
+    bench(
+        c,
+        "matmul",
+        "builtin norm1 + to_q|to_k|to_v 128x48x144 f16",
+        Work::Flops(2 * (rows * ch * out) as u64),
+        |rec| {
+            ops::linear_layer_norm(rec, &x, (&g, &be, 1e-5), &w, None).expect("linear_layer_norm");
+        },
+    );
+    let (m, k, c3) = (8192, 320, 960);
+    let x = tensor(&[m, k], DType::F32, 10);
+    let w = tensor(&[k, c3], DType::F16, 11);
+    bench(
+        c,
+        "matmul",
+        "sd to_q window of fused qkv 8192x320x[960] f16",
+        Work::Flops(2 * (m * k * 320) as u64),
+        |rec| {
+            ops::linear_columns(rec, &x, &w, None, 0..320).expect("linear_columns");
+        },
+    );
 }
 
 criterion_group!(benches, matmul);
