@@ -2,11 +2,13 @@
 // computes it: source row = min(floor(dst_row · scale_h), H − 1) with scale_h = H / OH in f32
 // (likewise columns), which for OH = 2H is exactly dst / 2.
 // x: f32 [H, W, c] window starting at input row iy0; y: f32 band of output rows
-// [oy0, oy0 + band_h) × OW × c. One output element per thread.
+// [oy0, oy0 + band_h) × OW × c. Threads and elements as in elementwise.wgsl (WG · PER
+// consecutive elements per workgroup).
 
 #include "common.wgsl"
 
 override WG: u32 = 256u;
+override PER: u32 = 1u;
 
 struct Params {
     full_h: u32, w: u32, c: u32, ow: u32,
@@ -24,13 +26,28 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = linear_workgroup(wid, nwg) * WG + li;
-    if (i >= p.total) { return; }
-    let ch = i % p.c;
-    let pix = i / p.c;
-    let ox = pix % p.ow;
-    let oy = p.oy0 + pix / p.ow;
-    let sy = min(u32(floor(f32(oy) * p.scale_h)), p.full_h - 1u) - p.iy0;
-    let sx = min(u32(floor(f32(ox) * p.scale_w)), p.w - 1u);
-    y[p.y_off + i] = x[p.x_off + (sy * p.w + sx) * p.c + ch];
+    let i0 = linear_workgroup(wid, nwg) * WG * PER + li;
+    // Element i is channel i % c of output pixel i / c, which is column (i / c) % ow of band
+    // row (i / c) / ow: both pairs stepped by WG (common.wgsl's DivMod), not divided.
+    var pc = divmod(i0, p.c);        // (pixel, channel)
+    var rc = divmod(pc.q, p.ow);     // (band row, column)
+    let s = divmod(WG, p.c);
+    let sp = divmod(s.q, p.ow);
+    let one = divmod(1u, p.ow);
+    for (var j = 0u; j < PER; j++) {
+        let i = i0 + j * WG;
+        if (i < p.total) {
+            let oy = p.oy0 + rc.q;
+            let sy = min(u32(floor(f32(oy) * p.scale_h)), p.full_h - 1u) - p.iy0;
+            let sx = min(u32(floor(f32(rc.r) * p.scale_w)), p.w - 1u);
+            y[p.y_off + i] = x[p.x_off + (sy * p.w + sx) * p.c + pc.r];
+        }
+        // The pixel advances by s.q, plus one when the channel wraps.
+        let carry = pc.r + s.r >= p.c;
+        pc = divmod_step(pc, s, p.c);
+        rc = divmod_step(rc, sp, p.ow);
+        if (carry) {
+            rc = divmod_step(rc, one, p.ow);
+        }
+    }
 }

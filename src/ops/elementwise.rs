@@ -61,7 +61,7 @@ pub enum Binary {
     Mul,
 }
 
-pub(crate) const WG: u32 = 256;
+const WG: u32 = 256;
 
 /// Threads per workgroup and elements per thread of the flat kernels (`elementwise.wgsl`'s
 /// unary / binary / geglu, `concat.wgsl`): one element per thread in workgroups of 256 on
@@ -127,10 +127,6 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     }
     v.extend(super::movement::kernel_keys([GPU_FLAT, CPU_FLAT]));
     v
-}
-
-pub(crate) fn threads_grid(rec: &Recorder<'_>, op: &'static str, n: usize) -> Result<[u32; 3]> {
-    rec.gpu().grid(op, n.div_ceil(WG as usize) as u64)
 }
 
 /// The grid of a flat kernel over `n` elements and the layout it was sized for.

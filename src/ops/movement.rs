@@ -1,7 +1,7 @@
 //! Data movement: nearest-neighbour resize (`shaders/upsample.wgsl`), channel concat
 //! (`concat.wgsl`) and RGB → packed RGBA8 texels for textures (`to_rgba8.wgsl`).
 
-use super::elementwise::{FlatLayout, WG, flat_grid, threads_grid};
+use super::elementwise::{FlatLayout, flat_grid};
 use super::{push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
@@ -51,12 +51,12 @@ pub struct Rgba8Params {
     pub _pad: [u32; 2],
 }
 
-fn upsample_key() -> KernelKey {
+fn upsample_key(layout: FlatLayout) -> KernelKey {
     KernelKey {
         shader: "upsample.wgsl",
         entry: "main",
         defines: vec![],
-        overrides: vec![("WG", WG)],
+        overrides: layout.overrides(),
         bindings: vec![Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<UpsampleParams>() as u64,
     }
@@ -123,8 +123,9 @@ pub fn to_rgba8(rec: &mut Recorder<'_>, x: &Tensor, swap_rb: bool) -> Result<Ten
 }
 
 pub(crate) fn kernel_keys(layouts: [FlatLayout; 2]) -> Vec<KernelKey> {
-    let mut v = vec![rgba8_key(), upsample_key()];
+    let mut v = vec![rgba8_key()];
     v.extend(layouts.map(concat_key));
+    v.extend(layouts.map(upsample_key));
     v
 }
 
@@ -189,8 +190,14 @@ pub fn upsample_nearest(
                 scale_h,
                 scale_w,
             };
-            let grid = threads_grid(rec, OP, total)?;
-            push(rec, upsample_key(), &params, vec![xb.range, yb.range], grid)?;
+            let (grid, layout) = flat_grid(rec, OP, total)?;
+            push(
+                rec,
+                upsample_key(layout),
+                &params,
+                vec![xb.range, yb.range],
+                grid,
+            )?;
             oy0 += len;
         }
     }
