@@ -213,7 +213,7 @@ impl Attention {
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         let a = match &self.qkv {
-            QkvProjection::SelfFused(qkv) if fits_binding(rec, x, &qkv.weight) => {
+            QkvProjection::SelfFused(qkv) if product_fits_binding(rec, x, &qkv.weight) => {
                 let qkv = qkv.forward_norm(rec, x, norm)?; // [b, n, 3c]
                 ops::attention_qkv(rec, &qkv, self.options())?
             }
@@ -281,12 +281,9 @@ impl Attention {
 
 /// Whether `x · w` (f32) fits one storage binding of the device (with room for the
 /// window's alignment).
-fn fits_binding(rec: &Recorder<'_>, x: &Tensor, w: &Tensor) -> bool {
+fn product_fits_binding(rec: &Recorder<'_>, x: &Tensor, w: &Tensor) -> bool {
     let rows = x.numel() / x.shape().last().copied().unwrap_or(1).max(1);
-    let lim = rec.gpu().limits();
-    let bytes = 4 * (rows * w.shape()[1]) as u64;
-    bytes + u64::from(lim.min_storage_buffer_offset_alignment)
-        <= lim.max_storage_buffer_binding_size
+    ops::fits_binding(rec, 4 * (rows * w.shape()[1]) as u64)
 }
 
 /// The VAE's mid-block attention (diffusers `Attention` with group norm and a residual):
