@@ -10,8 +10,9 @@
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
 // Define UP2: x is read as if nearest-upsampled 2× (h, w are the upsampled sizes; pixel
 // (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor.
-// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
-// with VEC4 where cin, cout and the offsets allow); dispatch: tiles_n · tiles_m workgroups.
+// The tile loop is gemm_tile_vec4.wgsl on GPUs where cin, cout and the offsets allow (define
+// VEC4), else gemm_tile.wgsl; gemm_subgroup.wgsl on CPU devices (define SUBGROUP_GEMM, with
+// VEC4 on the same condition). Dispatch: tiles_n · tiles_m workgroups.
 
 #include "common.wgsl"
 
@@ -90,9 +91,9 @@ fn a_row(b: u32, m: u32) -> ARow {
 }
 
 #if VEC4
-// The vectorised subgroup loop (gemm_subgroup.wgsl, VEC4): one K block per kernel tap,
-// cin long (cin, cout and the offsets are multiples of 4, checked by the host). The tap's
-// input pixel and its zero-padding test are computed once per block.
+// The vectorised loops (gemm_tile_vec4.wgsl, gemm_subgroup.wgsl with VEC4): one K block per
+// kernel tap, cin long (cin, cout and the offsets are multiples of 4, checked by the host).
+// The tap's input pixel and its zero-padding test are computed once per block.
 struct ABlock { pix: u32, inside: bool }
 
 fn kblocks() -> u32 { return p.kh * p.kw; }
@@ -152,5 +153,9 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
 #if SUBGROUP_GEMM
 #include "gemm_subgroup.wgsl"
 #else
+#if VEC4
+#include "gemm_tile_vec4.wgsl"
+#else
 #include "gemm_tile.wgsl"
+#endif
 #endif

@@ -69,15 +69,7 @@ fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 1
 }
 
 #if VEC4
-// Bias of columns n .. n + 3 (zero without one); needs the includer's p.has_bias,
-// p.bias_off and bias_at.
-fn bias4(n: u32) -> vec4<f32> {
-    if (p.has_bias == 0u) {
-        return vec4<f32>(0.0);
-    }
-    let i = p.bias_off + n;
-    return vec4<f32>(bias_at(i), bias_at(i + 1u), bias_at(i + 2u), bias_at(i + 3u));
-}
+#include "gemm_bias.wgsl"
 #endif
 
 // One k of the tile: rows m0 .. m0 + 7 take lane l's x0 (row m0 + l) by broadcast, rows

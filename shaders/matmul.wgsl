@@ -14,8 +14,9 @@
 // so the normalised activation is never stored.
 // R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
-// The tile loop is gemm_tile.wgsl (or gemm_subgroup.wgsl on CPU devices, define SUBGROUP_GEMM,
-// with VEC4 where K, N and the offsets allow); dispatch: tiles_n · tiles_m · batch workgroups.
+// The tile loop is gemm_tile_vec4.wgsl on GPUs where K, N and the offsets allow (define VEC4),
+// else gemm_tile.wgsl; gemm_subgroup.wgsl on CPU devices (define SUBGROUP_GEMM, with VEC4 on
+// the same condition). Dispatch: tiles_n · tiles_m · batch workgroups.
 
 #include "common.wgsl"
 
@@ -122,8 +123,8 @@ fn a_row(b: u32, m: u32) -> ARow {
 }
 
 #if VEC4
-// The vectorised subgroup loop (gemm_subgroup.wgsl, VEC4): K is one block; k, K, N and every
-// offset are multiples of 4 (checked by the host). Rows past M load a clamped valid row and
+// The vectorised loops (gemm_tile_vec4.wgsl, gemm_subgroup.wgsl with VEC4): K is one block;
+// k, K, N and every offset are multiples of 4 (checked by the host). Rows past M load a clamped valid row and
 // are not stored.
 fn kblocks() -> u32 { return 1u; }
 fn kblock_len() -> u32 { return p.k; }
@@ -189,5 +190,9 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
 #if SUBGROUP_GEMM
 #include "gemm_subgroup.wgsl"
 #else
+#if VEC4
+#include "gemm_tile_vec4.wgsl"
+#else
 #include "gemm_tile.wgsl"
+#endif
 #endif

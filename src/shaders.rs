@@ -17,6 +17,11 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("common.wgsl", include_str!("../shaders/common.wgsl")),
     ("gemm_tile.wgsl", include_str!("../shaders/gemm_tile.wgsl")),
     (
+        "gemm_tile_vec4.wgsl",
+        include_str!("../shaders/gemm_tile_vec4.wgsl"),
+    ),
+    ("gemm_bias.wgsl", include_str!("../shaders/gemm_bias.wgsl")),
+    (
         "gemm_subgroup.wgsl",
         include_str!("../shaders/gemm_subgroup.wgsl"),
     ),

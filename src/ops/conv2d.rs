@@ -1,7 +1,7 @@
 //! conv2d as implicit GEMM (`shaders/conv2d.wgsl`): channels-last activations, weights laid
 //! out `[kh, kw, cin, cout]`, optional bias and fused residual add.
 
-use super::matmul::{Gemm, gemm, gemm_variants, vec4_ok};
+use super::matmul::{Gemm, Loop, gemm, gemm_variants, vec4_ok};
 use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
@@ -363,7 +363,11 @@ fn record(
             (&ob, DType::F32),
         ],
     );
-    let g = gemm(gpu.gemm_variant(), weight.dtype(), vec4);
+    let g = gemm(
+        gpu.gemm_variant(),
+        weight.dtype(),
+        Loop::for_shape(vec4, m, cout, 1),
+    );
     let (tiles_n, tiles_m) = (cout.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let params = Conv2dParams {
         n: n as u32,

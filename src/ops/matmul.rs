@@ -44,6 +44,12 @@ pub const WG: u32 = 16;
 /// C tile of one subgroup-core workgroup (fixed in `shaders/gemm_subgroup.wgsl`).
 const SG_TILE_M: usize = 16;
 const SG_TILE_N: usize = 32;
+/// The vectorised tiled core (`shaders/gemm_tile_vec4.wgsl`) takes 128² tiles when a product
+/// has at least this many of them, else 64² tiles: a 128² tile does twice the FMAs per
+/// workgroup-memory load, but a GPU needs a few workgroups per multiprocessor to hide memory
+/// latency (an H100/H200 has 132), and SD's low-resolution levels (16² and 8² latents, M of
+/// 512 or 128 rows at batch 2) have few 128² tiles.
+pub(crate) const BIG_TILE_MIN_WORKGROUPS: usize = 128;
 
 /// One GEMM core's specialisation: its output tile and the shader defines / overrides.
 #[derive(Clone)]
@@ -54,24 +60,56 @@ pub(crate) struct Gemm {
     pub overrides: Vec<(&'static str, u32)>,
 }
 
-/// The core `variant` with weights of dtype `w` (shared by matmul and conv2d). `vec4`: the
-/// subgroup core's vectorised loop (define `VEC4`), for operands whose K blocks, N and
-/// offsets are multiples of 4 (see [`vec4_ok`]); the tiled core ignores it.
-pub(crate) fn gemm(variant: GemmVariant, w: DType, vec4: bool) -> Gemm {
+/// Which GEMM loop a product runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Loop {
+    /// Per-element loads: any shape, any alignment.
+    Scalar,
+    /// vec4 loads (define `VEC4`): every K block (`K` for matmul, `cin` for conv2d) and N a
+    /// multiple of 4, operands 4-aligned (see [`vec4_ok`]). On the tiled core, `big` picks
+    /// 128² tiles over 64² ones.
+    Vec4 { big: bool },
+}
+
+impl Loop {
+    /// The loop for an `m × n` product over `batch` (`vec4`: [`vec4_ok`] holds).
+    pub(crate) fn for_shape(vec4: bool, m: usize, n: usize, batch: usize) -> Loop {
+        if !vec4 {
+            return Loop::Scalar;
+        }
+        let big_tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
+        Loop::Vec4 {
+            big: big_tiles >= BIG_TILE_MIN_WORKGROUPS,
+        }
+    }
+}
+
+/// The core `variant` with weights of dtype `w` (shared by matmul and conv2d) running `lp`.
+pub(crate) fn gemm(variant: GemmVariant, w: DType, lp: Loop) -> Gemm {
     let mut defines = Vec::new();
     if w == DType::F16 {
         defines.push(Define::Flag("W_F16"));
     }
-    match variant {
-        GemmVariant::Tiled => Gemm {
+    match (variant, lp) {
+        (GemmVariant::Tiled, Loop::Scalar) => Gemm {
             tile_m: (4 * WG) as usize,
             tile_n: (4 * WG) as usize,
             defines,
             overrides: vec![("WG", WG)],
         },
-        GemmVariant::Subgroup => {
+        (GemmVariant::Tiled, Loop::Vec4 { big }) => {
+            let rv = if big { 2 } else { 1 };
+            defines.extend([Define::Flag("VEC4"), Define::Const("RV", rv)]);
+            Gemm {
+                tile_m: 64 * rv as usize,
+                tile_n: 64 * rv as usize,
+                defines,
+                overrides: vec![],
+            }
+        }
+        (GemmVariant::Subgroup, lp) => {
             defines.push(Define::Flag("SUBGROUP_GEMM"));
-            if vec4 {
+            if lp != Loop::Scalar {
                 defines.push(Define::Flag("VEC4"));
             }
             Gemm {
@@ -84,23 +122,32 @@ pub(crate) fn gemm(variant: GemmVariant, w: DType, vec4: bool) -> Gemm {
     }
 }
 
-/// Both cores, both weight dtypes, the subgroup core's scalar and vectorised loops.
+/// Both cores, both weight dtypes, every loop (the subgroup core's vectorised loop has one
+/// tile size).
 pub(crate) fn gemm_variants() -> Vec<Gemm> {
     let mut v = Vec::new();
     for w in [DType::F32, DType::F16] {
-        v.push(gemm(GemmVariant::Tiled, w, false));
-        for vec4 in [false, true] {
-            v.push(gemm(GemmVariant::Subgroup, w, vec4));
+        for lp in [
+            Loop::Scalar,
+            Loop::Vec4 { big: false },
+            Loop::Vec4 { big: true },
+        ] {
+            v.push(gemm(GemmVariant::Tiled, w, lp));
+        }
+        for lp in [Loop::Scalar, Loop::Vec4 { big: false }] {
+            v.push(gemm(GemmVariant::Subgroup, w, lp));
         }
     }
     v
 }
 
-/// Whether the vectorised subgroup loop may read these operands: every K block (`k_block`:
-/// K for matmul, cin for conv2d) and N a multiple of 4, and each bound operand starting at a
-/// multiple of 4 elements and holding whole vec4s (so no load falls past a binding's end).
+/// Whether the vectorised loops may read these operands: every K block (`k_block`: K for
+/// matmul, cin for conv2d) a positive multiple of 4, N a multiple of 4, and each bound operand
+/// starting at a multiple of 4 elements and holding whole vec4s (so no load falls past a
+/// binding's end).
 pub(crate) fn vec4_ok(k_block: usize, n: usize, operands: &[(&Bound, DType)]) -> bool {
     k_block % 4 == 0
+        && k_block > 0
         && n % 4 == 0
         && operands
             .iter()
@@ -573,10 +620,11 @@ fn record(
     if let Some((g, be, _)) = &lnb {
         operands.extend([(g, DType::F32), (be, DType::F32)]);
     }
+    let vec4 = bw.col0 % 4 == 0 && bw.ld % 4 == 0 && vec4_ok(k, n, &operands);
     let g = gemm(
         gpu.gemm_variant(),
         b.dtype(),
-        bw.col0 % 4 == 0 && bw.ld % 4 == 0 && vec4_ok(k, n, &operands),
+        Loop::for_shape(vec4, m, n, batch),
     );
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
