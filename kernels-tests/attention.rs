@@ -30,6 +30,10 @@ const CASES: &[Case] = &[
     Case { name: "odd 67x13 3x7", b: 2, n: 67, m: 13, heads: 3, d: 7, causal: false },
     Case { name: "one query one key", b: 1, n: 1, m: 1, heads: 1, d: 1, causal: false },
     Case { name: "causal 65 2x40", b: 1, n: 65, m: 65, heads: 2, d: 40, causal: true },
+    // The GPU kernel's edges: partial 64-query tiles and 32-key blocks, its smallest head
+    // dim (8), several query tiles under a causal mask.
+    Case { name: "tile edges 70x45 3x8 b2", b: 2, n: 70, m: 45, heads: 3, d: 8, causal: false },
+    Case { name: "causal 150 2x24", b: 1, n: 150, m: 150, heads: 2, d: 24, causal: true },
 ];
 
 #[test]
@@ -193,7 +197,8 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
         (100, 300, 2, 40, false),
         (77, 77, 4, 16, true),
         (5, 1000, 1, 8, false),
-        (30, 200, 3, 7, false), // scalar (non-vec4) storage
+        (150, 150, 2, 24, true), // query tiles whose causal keys end before later chunks
+        (30, 200, 3, 7, false),  // scalar (non-vec4) storage
     ] {
         let c = heads * d;
         let mut rng = Rng::new(m as u64);

@@ -42,6 +42,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("attention.wgsl", include_str!("../shaders/attention.wgsl")),
     (
+        "attention_tiled.wgsl",
+        include_str!("../shaders/attention_tiled.wgsl"),
+    ),
+    (
         "elementwise.wgsl",
         include_str!("../shaders/elementwise.wgsl"),
     ),

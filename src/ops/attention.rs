@@ -103,6 +103,65 @@ fn key(d: usize, smem: usize, vec4: bool, wg: u32) -> KernelKey {
     }
 }
 
+/// Queries per workgroup of the GPU kernel (`shaders/attention_tiled.wgsl`), and its keys per
+/// block.
+const TILED_BQ: usize = 64;
+const TILED_BKV: usize = 32;
+/// vec4s of that kernel's streaming buffer (a V chunk is VK keys × DV vec4s).
+const TILED_STREAM: usize = 320;
+
+/// Keys per V chunk of the GPU kernel for `dv` head-dim vec4s: the largest power of two
+/// ≤ 32 whose chunk fits the streaming buffer.
+fn tiled_vk(dv: usize) -> usize {
+    let mut vk = TILED_BKV;
+    while vk > 1 && vk * dv > TILED_STREAM {
+        vk /= 2;
+    }
+    vk
+}
+
+/// Whether the GPU kernel takes this head dim: vec4 operands, whole chunks of two vec4s.
+fn tiled_ok(d: usize, vec4: bool) -> bool {
+    vec4 && d % 8 == 0 && d <= MAX_HEAD_DIM
+}
+
+/// The GPU kernel for head dim `d` (see [`tiled_ok`]).
+fn tiled_key(d: usize) -> KernelKey {
+    let dv = d / 4;
+    KernelKey {
+        shader: "attention_tiled.wgsl",
+        entry: "main",
+        defines: vec![
+            Define::Const("D", d as u32),
+            Define::Const("DV", dv as u32),
+            Define::Const("VK", tiled_vk(dv) as u32),
+            Define::Const("NO", dv.div_ceil(16) as u32),
+        ],
+        overrides: vec![],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        params_size: std::mem::size_of::<AttentionParams>() as u64,
+    }
+}
+
+/// Loop iterations one invocation of the GPU kernel runs per block of 32 keys for `dv`
+/// head-dim vec4s (an upper bound: the score chunks 1 + 2·(1 + 4) per two vec4s, the row
+/// maxima, the rescale, then per V chunk its loads and VK keys of NO·(1 + 4) each).
+fn tiled_iterations_per_block(dv: usize) -> usize {
+    let (vk, no) = (tiled_vk(dv), dv.div_ceil(16));
+    dv / 2 * 11
+        + TILED_BKV
+        + 8
+        + no * 5
+        + TILED_BKV / vk * (1 + (vk * dv).div_ceil(256))
+        + TILED_BKV * (1 + 5 * no)
+}
+
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let mut keys: Vec<KernelKey> = [40, 64, 80, 160, 512, 1, 7]
         .iter()
@@ -120,6 +179,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         })
         .collect();
     keys.dedup();
+    keys.extend([40, 64, 80, 160, 512, 8].map(tiled_key));
     keys
 }
 
@@ -302,17 +362,24 @@ fn run(
     let width: u32 = if vec4 { 4 } else { 1 };
     let dv = d / width as usize;
     let smem = (gpu.limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
-    let wg = if gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup {
-        SUBGROUP_WG
+    let subgroup = gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup;
+    // GPUs: the tiled kernel where it applies; CPU devices: one subgroup per workgroup.
+    let tiled = !subgroup && tiled_ok(d, vec4);
+    let wg = if subgroup { SUBGROUP_WG } else { wg_for(n_q) };
+    let chunk = if tiled {
+        gpu.loop_iteration_limit().map(|limit| {
+            let budget = (limit as usize * 9 / 10).saturating_sub(8 * dv);
+            let blocks = budget / tiled_iterations_per_block(dv);
+            blocks.max(1) * TILED_BKV
+        })
     } else {
-        wg_for(n_q)
-    };
-    let chunk = keys_per_dispatch(
-        gpu.loop_iteration_limit(),
-        dv,
-        block_keys(d, smem) as usize,
-        wg,
-    )
+        keys_per_dispatch(
+            gpu.loop_iteration_limit(),
+            dv,
+            block_keys(d, smem) as usize,
+            wg,
+        )
+    }
     .unwrap_or(n_kv)
     .min(n_kv);
     let chunks = n_kv.div_ceil(chunk);
@@ -335,7 +402,7 @@ fn run(
             "state buffer must start at its binding",
         ));
     }
-    let tiles_q = n_q.div_ceil(wg as usize);
+    let tiles_q = n_q.div_ceil(if tiled { TILED_BQ } else { wg as usize });
     let base = AttentionParams {
         batch: b as u32,
         heads: heads as u32,
@@ -370,7 +437,12 @@ fn run(
             ob.range.clone(),
             sb.range.clone(),
         ];
-        push(rec, key(d, smem, vec4, wg), &params, bindings, grid)?;
+        let kernel = if tiled {
+            tiled_key(d)
+        } else {
+            key(d, smem, vec4, wg)
+        };
+        push(rec, kernel, &params, bindings, grid)?;
         let kv = (params.kv_end - params.kv_begin) as f64;
         let (bh, nq, df) = ((b * heads) as f64, n_q as f64, d as f64);
         rec.set_last_cost(crate::gpu::Cost {
