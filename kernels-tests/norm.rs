@@ -23,6 +23,11 @@ fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             1000.0,
         ),
         ("odd 3x5x6 g3 silu", [3, 5, 6], 3, true, 0.5),
+        // GPUs split large groups over workgroups (merged statistics): a VAE-sized norm
+        // (16 splits), a last split shorter than the others, a large mean across splits.
+        ("vae 1x128x128x128 g32 silu", [1, 16384, 128], 32, true, 0.0),
+        ("split edges 2x3001x12 g4 silu", [2, 3001, 12], 4, true, 0.3),
+        ("large mean 1e3 split", [1, 8192, 64], 32, false, 1000.0),
         ("single pixel, 1 group", [2, 1, 7], 1, false, 0.0),
     ];
     for (ci, &(name, [n, hw, c], groups, silu, offset)) in cases.iter().enumerate() {

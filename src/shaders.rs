@@ -40,6 +40,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         "layer_norm.wgsl",
         include_str!("../shaders/layer_norm.wgsl"),
     ),
+    (
+        "group_norm_split.wgsl",
+        include_str!("../shaders/group_norm_split.wgsl"),
+    ),
     ("attention.wgsl", include_str!("../shaders/attention.wgsl")),
     (
         "attention_tiled.wgsl",

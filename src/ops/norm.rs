@@ -42,6 +42,25 @@ pub struct GroupNormBandParams {
     pub _pad1: [u32; 3],
 }
 
+/// Mirrors `Params` in `shaders/group_norm_split.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct GroupNormSplitParams {
+    pub n: u32,
+    pub hw: u32,
+    pub c: u32,
+    pub groups: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub silu: u32,
+    pub splits: u32,
+    /// Pixels per split.
+    pub ppw: u32,
+    pub _pad0: [u32; 3],
+    pub eps: f32,
+    pub _pad1: [u32; 3],
+}
+
 /// Mirrors `Params` in `shaders/layer_norm.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -126,6 +145,52 @@ fn banded_key(entry: &'static str) -> KernelKey {
 
 const BANDED: [&str; 3] = ["band_stats", "band_finalize", "band_apply"];
 
+fn split_key(entry: &'static str) -> KernelKey {
+    KernelKey {
+        shader: "group_norm_split.wgsl",
+        entry,
+        defines: vec![],
+        overrides: vec![("WG", 256)],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        params_size: std::mem::size_of::<GroupNormSplitParams>() as u64,
+    }
+}
+
+/// Workgroups a GPU group norm aims for: a few per multiprocessor of a large GPU (an
+/// H100/H200 has 132), so that memory latency is hidden.
+const SPLIT_TARGET_WORKGROUPS: usize = 512;
+/// Fewest elements one split workgroup takes (below this the second dispatch and the
+/// merge cost more than the parallelism gains).
+const SPLIT_MIN_ELEMENTS: usize = 4096;
+
+/// How many workgroups per (image, group) a GPU group norm of `images · groups` groups of
+/// `hw` pixels × `cg` channels takes, and the pixels per split; `None`: one (the plain
+/// kernel). CPU devices always take one: their workgroups run one after another anyway.
+fn split_plan(
+    gpu: &crate::Gpu,
+    images: usize,
+    groups: usize,
+    hw: usize,
+    cg: usize,
+) -> Option<(usize, usize)> {
+    if gpu.gemm_variant() != GemmVariant::Tiled {
+        return None;
+    }
+    let want = SPLIT_TARGET_WORKGROUPS.div_ceil(images * groups);
+    let splits = want.min(hw * cg / SPLIT_MIN_ELEMENTS).min(hw);
+    if splits < 2 {
+        return None;
+    }
+    let ppw = hw.div_ceil(splits);
+    Some((hw.div_ceil(ppw), ppw))
+}
+
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let sub = || (SUBGROUP_WG, vec![Define::Flag("SUBGROUP_REDUCE")]);
     let mut keys = vec![
@@ -136,6 +201,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         layer_norm_key(sub()),
     ];
     keys.extend(BANDED.map(banded_key));
+    keys.extend(["split_stats", "split_apply"].map(split_key));
     keys
 }
 
@@ -319,6 +385,42 @@ pub fn group_norm(
             eps,
             ..Default::default()
         };
+        if let Some((splits, ppw)) = split_plan(gpu, len, groups, hw, c / groups) {
+            let params = GroupNormSplitParams {
+                n: len as u32,
+                hw: hw as u32,
+                c: c as u32,
+                groups: groups as u32,
+                x_off: xb.elem_offset,
+                y_off: yb.elem_offset,
+                silu: silu as u32,
+                splits: splits as u32,
+                ppw: ppw as u32,
+                eps,
+                ..Default::default()
+            };
+            let stats = Tensor::empty_in(
+                rec,
+                &[len * groups * splits * 2],
+                DType::F32,
+                "group_norm.split_stats",
+            )?;
+            let gpu = rec.gpu();
+            let sb = stats.bind(gpu, OP)?;
+            let grid = gpu.grid(OP, (len * groups * splits) as u64)?;
+            for entry in ["split_stats", "split_apply"] {
+                let bindings = vec![
+                    xb.range.clone(),
+                    gb.range.clone(),
+                    bb.range.clone(),
+                    yb.range.clone(),
+                    sb.range.clone(),
+                ];
+                push(rec, split_key(entry), &params, bindings, grid)?;
+            }
+            i0 += len;
+            continue;
+        }
         let grid = gpu.grid(OP, (len * groups) as u64)?;
         let count = hw * (c / groups);
         let wg = if count >= GROUP_NORM_WIDE { 256 } else { 64 };

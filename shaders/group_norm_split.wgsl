@@ -1,0 +1,124 @@
+// group_norm for GPUs at large sizes: the result of group_norm.wgsl (read its header) with
+// `splits` workgroups per (image, group) instead of one, so that a norm with few groups and
+// many pixels fills the device (the SD VAE's 512×512×128 norms: 32 groups of 1 M elements).
+//
+//   split_stats  per (image, group, split): mean and M2 = Σ (x − mean)² of the split's
+//                elements (two passes in f32, as group_norm.wgsl);
+//   split_apply  per (image, group, split): merges the group's splits with Chan et al.'s
+//                pairwise formula (as group_norm_banded.wgsl's finalize; every workgroup of
+//                the group merges in the same order, so all get the same statistics) into
+//                mean and 1/sqrt(var + eps), then normalises its elements (then SiLU when
+//                p.silu != 0).
+//
+// Split s covers pixels [s·ppw, min((s + 1)·ppw, hw)) of its image (the host makes every
+// split non-empty). x, y: f32 [n, hw, c]; gamma, beta: f32 [c]; stats: f32
+// [n, groups, splits, 2]. Dispatch: n · groups · splits workgroups for each entry point.
+
+#include "common.wgsl"
+
+override WG: u32 = 256u;
+
+struct Params {
+    n: u32, hw: u32, c: u32, groups: u32,
+    x_off: u32, y_off: u32, silu: u32, splits: u32,
+    ppw: u32, _pad0: u32, _pad1: u32, _pad2: u32,
+    eps: f32, _pad3: u32, _pad4: u32, _pad5: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> gamma: array<f32>;
+@group(0) @binding(3) var<storage, read> beta: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(5) var<storage, read_write> stats: array<f32>;
+
+#include "reduce.wgsl"
+
+// One split: its (image, group) index, the group's first channel, the split's first element
+// (pixel s·ppw, the group's first channel) and its element count.
+struct Split { bg: u32, ch0: u32, base: u32, count: u32 }
+
+fn split_of(index: u32) -> Split {
+    let bg = index / p.splits;
+    let s = index % p.splits;
+    let cg = p.c / p.groups;
+    let ch0 = (bg % p.groups) * cg;
+    let first = s * p.ppw;
+    let px = min(p.ppw, p.hw - first);
+    return Split(bg, ch0, ((bg / p.groups) * p.hw + first) * p.c + ch0, px * cg);
+}
+
+@compute @workgroup_size(WG)
+fn split_stats(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let index = linear_workgroup(wid, nwg);
+    if (index >= p.n * p.groups * p.splits) {
+        return;
+    }
+    let sp = split_of(index);
+    let cg = p.c / p.groups;
+    // Element e of the split is pixel e / cg, channel e % cg: stepped, not divided.
+    let e0 = divmod(li, cg);
+    let step = divmod(WG, cg);
+    var s = 0.0;
+    var pc = e0;
+    for (var e = li; e < sp.count; e += WG) {
+        s += x[p.x_off + sp.base + pc.q * p.c + pc.r];
+        pc = divmod_step(pc, step, cg);
+    }
+    let mean = reduce_sum(li, s) / f32(sp.count);
+    var ss = 0.0;
+    pc = e0;
+    for (var e = li; e < sp.count; e += WG) {
+        let d = x[p.x_off + sp.base + pc.q * p.c + pc.r] - mean;
+        ss += d * d;
+        pc = divmod_step(pc, step, cg);
+    }
+    let m2 = reduce_sum(li, ss);
+    if (li == 0u) {
+        stats[2u * index] = mean;
+        stats[2u * index + 1u] = m2;
+    }
+}
+
+@compute @workgroup_size(WG)
+fn split_apply(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let index = linear_workgroup(wid, nwg);
+    if (index >= p.n * p.groups * p.splits) {
+        return;
+    }
+    let sp = split_of(index);
+    let cg = p.c / p.groups;
+    var n = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    for (var t = 0u; t < p.splits; t++) {
+        let nb = f32(min(p.ppw, p.hw - t * p.ppw) * cg);
+        let i = 2u * (sp.bg * p.splits + t);
+        let delta = stats[i] - mean;
+        let total = n + nb;
+        mean += delta * nb / total;
+        m2 += stats[i + 1u] + delta * delta * n * nb / total;
+        n = total;
+    }
+    let inv = inverseSqrt(m2 / n + p.eps);
+    let step = divmod(WG, cg);
+    var pc = divmod(li, cg);
+    for (var e = li; e < sp.count; e += WG) {
+        let cc = sp.ch0 + pc.r;
+        let i = sp.base + pc.q * p.c + pc.r;
+        var v = (x[p.x_off + i] - mean) * inv * gamma[cc] + beta[cc];
+        if (p.silu != 0u) {
+            v = silu(v);
+        }
+        y[p.y_off + i] = v;
+        pc = divmod_step(pc, step, cg);
+    }
+}
