@@ -12,6 +12,7 @@ mod common;
 mod conv2d;
 mod default_model;
 mod elementwise;
+mod f16_activations;
 mod generation;
 mod hardening;
 mod img2img;

@@ -4,7 +4,9 @@
 //
 // q: [b, n_q, ·] and k, v: [b, n_kv, ·] with head h at columns h·D .. h·D + D of rows of
 // q_stride / k_stride / v_stride elements (so q, k, v may be slices of one fused projection);
-// o: [b, n_q, o_stride] likewise. All f32. Causal: key j is masked for j > i (CLIP).
+// o: [b, n_q, o_stride] likewise. q, k, v, o: activations (f32, or f16 with ACT_F16:
+// common.wgsl's act); scores, softmax statistics and accumulators are f32. Causal: key j is
+// masked for j > i (CLIP).
 //
 // One workgroup of WG threads handles WG queries of one (b, h); each thread owns one query
 // row with q and the output accumulator (D floats each) in registers. Keys and values stream
@@ -27,10 +29,12 @@
 
 #if VEC4
 alias V = vec4<f32>;
+alias VS = act4;   // storage of q, k, v, o (common.wgsl's act)
 fn vdot(a: V, b: V) -> f32 { return dot(a, b); }
 const STATE_LEN: u32 = DV + 1u;   // accumulator, then (max, sum, 0, 0)
 #else
 alias V = f32;
+alias VS = act;
 fn vdot(a: V, b: V) -> f32 { return a * b; }
 const STATE_LEN: u32 = DV + 2u;   // accumulator, max, sum
 #endif
@@ -46,10 +50,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<V>;
-@group(0) @binding(2) var<storage, read> k: array<V>;
-@group(0) @binding(3) var<storage, read> v: array<V>;
-@group(0) @binding(4) var<storage, read_write> o: array<V>;
+@group(0) @binding(1) var<storage, read> q: array<VS>;
+@group(0) @binding(2) var<storage, read> k: array<VS>;
+@group(0) @binding(3) var<storage, read> v: array<VS>;
+@group(0) @binding(4) var<storage, read_write> o: array<VS>;
 @group(0) @binding(5) var<storage, read_write> state: array<V>;
 
 // A later key chunk: the accumulator saved by the previous chunk (into `acc`) and its
@@ -103,7 +107,7 @@ fn main(
     var acc: array<V, DV>;
     let q_base = p.q_off + (b * p.n_q + qi) * p.q_stride + h * DV;
     for (var c = 0u; c < DV; c++) {
-        qv[c] = q[q_base + c] * p.scale;
+        qv[c] = V(q[q_base + c]) * p.scale;
         acc[c] = V(0.0);
     }
     // Finite start so a fully masked block gives exp(-inf) = 0, never inf - inf.
@@ -130,8 +134,8 @@ fn main(
     for (var j0 = p.kv_begin; j0 < kv_end; j0 += KEY_BLOCK) {
         let jl = min(j0 + lane, kv_end - 1u);
         for (var c = 0u; c < DV; c++) {
-            kr[c] = k[k_base + jl * p.k_stride + c];
-            vr[c] = v[v_base + jl * p.v_stride + c];
+            kr[c] = V(k[k_base + jl * p.k_stride + c]);
+            vr[c] = V(v[v_base + jl * p.v_stride + c]);
         }
         let jn = min(KEY_BLOCK, kv_end - j0);
         for (var jj = 0u; jj < jn; jj++) {
@@ -156,8 +160,8 @@ fn main(
         for (var e = li; e < BKV * DV; e += WG) {
             let j = min(j0 + e / DV, kv_end - 1u);
             let c = e % DV;
-            k_tile[e] = k[k_base + j * p.k_stride + c];
-            v_tile[e] = v[v_base + j * p.v_stride + c];
+            k_tile[e] = V(k[k_base + j * p.k_stride + c]);
+            v_tile[e] = V(v[v_base + j * p.v_stride + c]);
         }
         workgroupBarrier();
 
@@ -211,7 +215,7 @@ fn finish(in_range: bool, i: u32, b: u32, h: u32, s_base: u32, acc: array<V, DV>
         let inv = 1.0 / l_run;
         let o_base = p.o_off + (b * p.n_q + i) * p.o_stride + h * DV;
         for (var c = 0u; c < DV; c++) {
-            o[o_base + c] = acc[c] * inv;
+            o[o_base + c] = VS(acc[c] * inv);
         }
     }
 }

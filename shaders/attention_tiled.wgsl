@@ -41,10 +41,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> o: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> q: array<act4>;
+@group(0) @binding(2) var<storage, read> k: array<act4>;
+@group(0) @binding(3) var<storage, read> v: array<act4>;
+@group(0) @binding(4) var<storage, read_write> o: array<act4>;
 @group(0) @binding(5) var<storage, read_write> state: array<vec4<f32>>;
 
 // P transposed: p_s[j · 16 + g] holds rows 4g .. 4g + 3 of key j (scores, then weights; at
@@ -117,10 +117,10 @@ fn main(
             workgroupBarrier();
             if (li < 128u) {
                 let row = min(q0 + li / 2u, last_q);
-                stream[li] = q[q_img + row * p.q_stride + dc + li % 2u] * p.scale;
+                stream[li] = vec4<f32>(q[q_img + row * p.q_stride + dc + li % 2u]) * p.scale;
             } else if (li < 192u) {
                 let key = min(j0 + (li - 128u) / 2u, kv_end - 1u);
-                stream[li] = k[k_img + key * p.k_stride + dc + li % 2u];
+                stream[li] = vec4<f32>(k[k_img + key * p.k_stride + dc + li % 2u]);
             }
             workgroupBarrier();
             for (var u = 0u; u < 2u; u++) {
@@ -174,7 +174,7 @@ fn main(
             workgroupBarrier();
             for (var e = li; e < VK * DV; e += 256u) {
                 let key = min(j0 + jv + e / DV, kv_end - 1u);
-                stream[e] = v[v_img + key * p.v_stride + e % DV];
+                stream[e] = vec4<f32>(v[v_img + key * p.v_stride + e % DV]);
             }
             workgroupBarrier();
             for (var jj = 0u; jj < VK; jj++) {
@@ -220,7 +220,7 @@ fn main(
             let row = q0 + 4u * g + i;
             if (c < DV && row < p.n_q) {
                 if (p.last != 0u) {
-                    o[p.o_off + (b * p.n_q + row) * p.o_stride + h * DV + c] = acc[s * 4u + i] / l[i];
+                    o[p.o_off + (b * p.n_q + row) * p.o_stride + h * DV + c] = act4(acc[s * 4u + i] / l[i]);
                 } else {
                     state[state_base(b, row, h) + c] = acc[s * 4u + i];
                 }

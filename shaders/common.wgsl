@@ -66,3 +66,14 @@ fn unpack_half(word: u32, i: u32) -> f32 {
     let v = unpack2x16float(word);
     return select(v.x, v.y, (i & 1u) == 1u);
 }
+
+// Activation storage: f16 with ACT_F16 (the host emits `enable f16;` and checks the device
+// has shader-f16), else f32. Kernels read activations into f32 and compute in f32; only
+// what they store is rounded to f16.
+#if ACT_F16
+alias act = f16;
+alias act4 = vec4<f16>;
+#else
+alias act = f32;
+alias act4 = vec4<f32>;
+#endif

@@ -1,5 +1,5 @@
 // Channel concat (torch.cat(dim=channels) in channels-last): y[r, :] = [a[r, :ca], b[r, :cb]].
-// a: f32 [rows, ca], b: f32 [rows, cb], y: f32 [rows, ca + cb]. Threads and elements as in
+// a: [rows, ca], b: [rows, cb], y: [rows, ca + cb], activations (common.wgsl's act). Threads and elements as in
 // elementwise.wgsl (WG · PER consecutive elements per workgroup, no division per element).
 
 #include "common.wgsl"
@@ -13,9 +13,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<act>;
+@group(0) @binding(2) var<storage, read> b: array<act>;
+@group(0) @binding(3) var<storage, read_write> y: array<act>;
 
 @compute @workgroup_size(WG)
 fn main(
@@ -30,7 +30,7 @@ fn main(
     for (var j = 0u; j < PER; j++) {
         let i = i0 + j * WG;
         if (i < p.total) {
-            var v: f32;
+            var v: act;
             if (rc.r < p.ca) {
                 v = a[p.a_off + rc.q * p.ca + rc.r];
             } else {

@@ -5,7 +5,8 @@
 //       + sum_{ky, kx, ci} x[b, oy·s − pad_t + ky, ox·s − pad_l + kx, ci] · w[ky, kx, ci, co]
 //
 // GEMM view: M = batch·Ho·Wo output pixels, N = Cout, K = KH·KW·Cin with ci fastest, so A
-// loads along k read contiguous input channels. x, out, res: f32 [n, h, w, c]. w: re-laid out
+// loads along k read contiguous input channels. x, out, res: [n, h, w, c] activations, f32,
+// or f16 with ACT_F16 (common.wgsl's act: read into f32, rounded once when stored). w: re-laid out
 // at load time from PyTorch's [Cout, Cin, KH, KW] to [KH, KW, Cin, Cout], f32 or f16 (define
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
 // Define UP2: x is read as if nearest-upsampled 2× (h, w are the upsampled sizes; pixel
@@ -27,9 +28,9 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #if VEC4
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> x: array<act4>;
 #else
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 #endif
 #if W_F16
 #if VEC4
@@ -56,11 +57,11 @@ fn w_at(i: u32) -> f32 { return wt[i]; }
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
 #if VEC4
-@group(0) @binding(4) var<storage, read> res: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> res: array<act4>;
+@group(0) @binding(5) var<storage, read_write> out: array<act4>;
 #else
-@group(0) @binding(4) var<storage, read> res: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read> res: array<act>;
+@group(0) @binding(5) var<storage, read_write> out: array<act>;
 #endif
 
 #if UP2
@@ -107,16 +108,16 @@ fn a_block(r: ARow, tap: u32) -> ABlock {
     return ABlock(r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin, inside);
 }
 fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), x[(blk.pix + i) >> 2u], blk.inside);
+    return select(vec4<f32>(0.0), vec4<f32>(x[(blk.pix + i) >> 2u]), blk.inside);
 }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
 // Channels n .. n + 3 of output pixel m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
     var o = v;
     let i = m * p.cout + n;
-    if (p.has_res == 1u) { o += res[(p.res_off + i) >> 2u]; }
-    if (p.has_res == 2u) { o += res[(p.res_off + (m / (p.ho * p.wo)) * p.cout + n) >> 2u]; }
-    out[(p.out_off + i) >> 2u] = o;
+    if (p.has_res == 1u) { o += vec4<f32>(res[(p.res_off + i) >> 2u]); }
+    if (p.has_res == 2u) { o += vec4<f32>(res[(p.res_off + (m / (p.ho * p.wo)) * p.cout + n) >> 2u]); }
+    out[(p.out_off + i) >> 2u] = act4(o);
 }
 #else
 // Loads are branch-free: the address is clamped into the image and the value selected
@@ -130,7 +131,7 @@ fn load_a(r: ARow, k: u32) -> f32 {
     let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
     let yc = u32(clamp(iy, 0, i32(p.h) - 1));
     let xc = u32(clamp(ix, 0, i32(p.w) - 1));
-    let v = x[r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin + ci];
+    let v = f32(x[r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin + ci]);
     return select(0.0, v, r.valid && k < p.k && inside);
 }
 
@@ -143,9 +144,9 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var o = v;
     if (p.has_bias != 0u) { o += bias_at(p.bias_off + n); }
     let i = m * p.cout + n;
-    if (p.has_res == 1u) { o += res[p.res_off + i]; }
-    if (p.has_res == 2u) { o += res[p.res_off + (m / (p.ho * p.wo)) * p.cout + n]; }
-    out[p.out_off + i] = o;
+    if (p.has_res == 1u) { o += f32(res[p.res_off + i]); }
+    if (p.has_res == 2u) { o += f32(res[p.res_off + (m / (p.ho * p.wo)) * p.cout + n]); }
+    out[p.out_off + i] = act(o);
 }
 #endif
 

@@ -1,4 +1,5 @@
-// Elementwise kernels, f32, WG threads per workgroup, linearised grid. Each workgroup covers
+// Elementwise kernels on activations (f32, or f16 storage with ACT_F16: common.wgsl's act;
+// computed in f32), WG threads per workgroup, linearised grid. Each workgroup covers
 // WG · PER consecutive elements and thread li handles li, li + WG, …, li + (PER − 1)·WG of
 // them: PER = 1 on GPUs; on CPU devices few one-subgroup workgroups that loop (llvmpipe
 // pays per subgroup of a workgroup, measured 3× the time of a loop over the same elements).
@@ -25,9 +26,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> z: array<f32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(2) var<storage, read> z: array<act>;
+@group(0) @binding(3) var<storage, read_write> y: array<act>;
 
 // This thread's first element.
 fn first_index(wid: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
@@ -44,16 +45,17 @@ fn unary(
     for (var j = 0u; j < PER; j++) {
         let i = i0 + j * WG;
         if (i < p.n) {
-            let t = p.alpha * x[p.x_off + i] + p.beta;
+            let xi = f32(x[p.x_off + i]);
+            let t = p.alpha * xi + p.beta;
             var r = t;
             switch p.op {
                 case 1u: { r = silu(t); }
                 case 2u: { r = gelu(t); }
                 case 3u: { r = quick_gelu(t); }
-                case 4u: { r = clamp(x[p.x_off + i], p.alpha, p.beta); }
+                case 4u: { r = clamp(xi, p.alpha, p.beta); }
                 default: {}
             }
-            y[p.y_off + i] = r;
+            y[p.y_off + i] = act(r);
         }
     }
 }
@@ -73,9 +75,9 @@ fn binary(
     for (var j = 0u; j < PER; j++) {
         let i = i0 + j * WG;
         if (i < p.n) {
-            let a = x[p.x_off + i];
-            let bz = z[p.z_off + o.q * p.inner + n.r];
-            y[p.y_off + i] = select(a + bz, a * bz, p.op == 1u);
+            let a = f32(x[p.x_off + i]);
+            let bz = f32(z[p.z_off + o.q * p.inner + n.r]);
+            y[p.y_off + i] = act(select(a + bz, a * bz, p.op == 1u));
         }
         o = divmod_step(o, so, p.outer);
         n = divmod_step(n, sn, p.inner);
@@ -95,7 +97,7 @@ fn geglu(
         let i = i0 + j * WG;
         if (i < p.n) {
             let base = p.x_off + rc.q * 2u * p.f;
-            y[p.y_off + i] = x[base + rc.r] * gelu(x[base + p.f + rc.r]);
+            y[p.y_off + i] = act(f32(x[base + rc.r]) * gelu(f32(x[base + p.f + rc.r])));
         }
         rc = divmod_step(rc, s, p.f);
     }

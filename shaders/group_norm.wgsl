@@ -4,7 +4,8 @@
 //   with g = c / (C / G); mean and (biased) var over all p and the C/G channels of group g;
 //   then y = silu(y) when p.silu != 0.
 //
-// x, y: f32 [n, hw, c]; gamma, beta: f32 [c]. One workgroup of WG threads per (b, g):
+// x, y: [n, hw, c] activations (f32, or f16 with ACT_F16: common.wgsl's act); gamma, beta:
+// f32 [c]; statistics in f32. One workgroup of WG threads per (b, g):
 // pass 1 sums x, pass 2 sums (x − mean)² (two-pass in f32: no cancellation, no overflow),
 // pass 3 writes. Dispatch: n · groups workgroups (linearised grid).
 
@@ -19,10 +20,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<act>;
 
 #include "reduce.wgsl"
 
@@ -50,7 +51,7 @@ fn main(
     var s = 0.0;
     var pc = e0;
     for (var e = li; e < count; e += WG) {
-        s += x[p.x_off + base + pc.q * p.c + pc.r];
+        s += f32(x[p.x_off + base + pc.q * p.c + pc.r]);
         pc = divmod_step(pc, step, cg);
     }
     let mean = reduce_sum(li, s) / f32(count);
@@ -58,7 +59,7 @@ fn main(
     var ss = 0.0;
     pc = e0;
     for (var e = li; e < count; e += WG) {
-        let d = x[p.x_off + base + pc.q * p.c + pc.r] - mean;
+        let d = f32(x[p.x_off + base + pc.q * p.c + pc.r]) - mean;
         ss += d * d;
         pc = divmod_step(pc, step, cg);
     }
@@ -68,11 +69,11 @@ fn main(
     for (var e = li; e < count; e += WG) {
         let cc = g * cg + pc.r;
         let i = base + pc.q * p.c + pc.r;
-        var v = (x[p.x_off + i] - mean) * inv * gamma[cc] + beta[cc];
+        var v = (f32(x[p.x_off + i]) - mean) * inv * gamma[cc] + beta[cc];
         if (p.silu != 0u) {
             v = silu(v);
         }
-        y[p.y_off + i] = v;
+        y[p.y_off + i] = act(v);
         pc = divmod_step(pc, step, cg);
     }
 }

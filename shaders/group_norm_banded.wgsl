@@ -6,8 +6,8 @@
 //                 formula into the image's mean and 1 / sqrt(var + eps);
 //   band_apply    per (band, group): y = (x − mean) · inv · gamma + beta (+ SiLU).
 //
-// x, y: the band's pixels, f32 [hw, c]; gamma, beta: f32 [c]; stats: f32, the partials
-// [n_bands, groups, 2] then the result [groups, 2]. One workgroup per group (linearised
+// x, y: the band's pixels, [hw, c] activations (common.wgsl's act); gamma, beta: f32 [c];
+// stats: f32, the partials [n_bands, groups, 2] then the result [groups, 2]. One workgroup per group (linearised
 // grid); the host dispatches the bands of one image in order, then finalize, then apply.
 
 #include "common.wgsl"
@@ -24,14 +24,14 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<act>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 
 fn x_at(g: u32, cg: u32, e: u32) -> f32 {
-    return x[p.x_off + (e / cg) * p.c + g * cg + e % cg];
+    return f32(x[p.x_off + (e / cg) * p.c + g * cg + e % cg]);
 }
 
 @compute @workgroup_size(WG)
@@ -109,10 +109,10 @@ fn band_apply(
     for (var e = li; e < p.hw * cg; e += WG) {
         let cc = g * cg + e % cg;
         let i = (e / cg) * p.c + cc;
-        var v = (x[p.x_off + i] - mean) * inv * gamma[cc] + beta[cc];
+        var v = (f32(x[p.x_off + i]) - mean) * inv * gamma[cc] + beta[cc];
         if (p.silu != 0u) {
             v = silu(v);
         }
-        y[p.y_off + i] = v;
+        y[p.y_off + i] = act(v);
     }
 }

@@ -11,8 +11,8 @@
 //                p.silu != 0).
 //
 // Split s covers pixels [s·ppw, min((s + 1)·ppw, hw)) of its image (the host makes every
-// split non-empty). x, y: f32 [n, hw, c]; gamma, beta: f32 [c]; stats: f32
-// [n, groups, splits, 2]. Dispatch: n · groups · splits workgroups for each entry point.
+// split non-empty). x, y: [n, hw, c] activations (common.wgsl's act); gamma, beta: f32
+// [c]; stats: f32 [n, groups, splits, 2]. Dispatch: n · groups · splits workgroups for each entry point.
 
 #include "common.wgsl"
 
@@ -26,10 +26,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<act>;
 @group(0) @binding(5) var<storage, read_write> stats: array<f32>;
 
 #include "reduce.wgsl"
@@ -66,14 +66,14 @@ fn split_stats(
     var s = 0.0;
     var pc = e0;
     for (var e = li; e < sp.count; e += WG) {
-        s += x[p.x_off + sp.base + pc.q * p.c + pc.r];
+        s += f32(x[p.x_off + sp.base + pc.q * p.c + pc.r]);
         pc = divmod_step(pc, step, cg);
     }
     let mean = reduce_sum(li, s) / f32(sp.count);
     var ss = 0.0;
     pc = e0;
     for (var e = li; e < sp.count; e += WG) {
-        let d = x[p.x_off + sp.base + pc.q * p.c + pc.r] - mean;
+        let d = f32(x[p.x_off + sp.base + pc.q * p.c + pc.r]) - mean;
         ss += d * d;
         pc = divmod_step(pc, step, cg);
     }
@@ -114,11 +114,11 @@ fn split_apply(
     for (var e = li; e < sp.count; e += WG) {
         let cc = sp.ch0 + pc.r;
         let i = sp.base + pc.q * p.c + pc.r;
-        var v = (x[p.x_off + i] - mean) * inv * gamma[cc] + beta[cc];
+        var v = (f32(x[p.x_off + i]) - mean) * inv * gamma[cc] + beta[cc];
         if (p.silu != 0u) {
             v = silu(v);
         }
-        y[p.y_off + i] = v;
+        y[p.y_off + i] = act(v);
         pc = divmod_step(pc, step, cg);
     }
 }

@@ -2,8 +2,8 @@
 //
 //   y[r, c] = (x[r, c] − mean[r]) / sqrt(var[r] + eps) · gamma[c] + beta[c]
 //
-// x, y: f32 [rows, c]; gamma, beta: f32 [c]. One workgroup of WG threads per row, two-pass
-// mean / variance in f32. Dispatch: rows workgroups (linearised grid).
+// x, y: [rows, c] activations (common.wgsl's act); gamma, beta: f32 [c]. One workgroup of
+// WG threads per row, two-pass mean / variance in f32. Dispatch: rows workgroups (linearised grid).
 
 #include "common.wgsl"
 
@@ -15,10 +15,10 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> y: array<act>;
 
 #include "reduce.wgsl"
 
@@ -35,16 +35,16 @@ fn main(
     let base = row * p.c;
     var s = 0.0;
     for (var c = li; c < p.c; c += WG) {
-        s += x[p.x_off + base + c];
+        s += f32(x[p.x_off + base + c]);
     }
     let mean = reduce_sum(li, s) / f32(p.c);
     var ss = 0.0;
     for (var c = li; c < p.c; c += WG) {
-        let d = x[p.x_off + base + c] - mean;
+        let d = f32(x[p.x_off + base + c]) - mean;
         ss += d * d;
     }
     let inv = inverseSqrt(reduce_sum(li, ss) / f32(p.c) + p.eps);
     for (var c = li; c < p.c; c += WG) {
-        y[p.y_off + base + c] = (x[p.x_off + base + c] - mean) * inv * gamma[c] + beta[c];
+        y[p.y_off + base + c] = act((f32(x[p.x_off + base + c]) - mean) * inv * gamma[c] + beta[c]);
     }
 }

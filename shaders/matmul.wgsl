@@ -1,7 +1,9 @@
 // matmul / linear:  C[b, m, n] = sum_k A[b, m, k] · B[b, k, n] + bias[n] (+ R[b, m, n])
 //
-// A, C: f32, row-major. B: row-major [K, N] (linear weights are stored transposed at load
-// time), f32 or f16 (define W_F16: packed two per u32); bias has B's dtype. A batch stride of
+// A, C and R: row-major activations, f32, or f16 with ACT_F16 (common.wgsl's act: read into
+// f32, f32 accumulation, rounded once when stored). B: row-major [K, N] (linear weights are
+// stored transposed at load time), f32 or f16 (define W_F16: packed two per u32); bias has
+// B's dtype. A batch stride of
 // 0 for B broadcasts one weight over every batch (the host folds that case into M instead).
 // B's rows are b_ld elements apart (N, or wider for a column window of a fused weight, see
 // ops::matmul::linear_columns).
@@ -12,7 +14,7 @@
 // a_row computes the row's mean and 1/sqrt(var + eps) (two passes over K, f32), and
 // A(m, k) = (P[m, k] − mean) · inv · ln_g[k] + ln_b[k] (torch.nn.LayerNorm, biased variance),
 // so the normalised activation is never stored.
-// R (has_res): an f32 residual laid out as C, added in the epilogue (a transformer's
+// R (has_res): a residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where K, N and the offsets allow (define VEC4),
 // else gemm_tile.wgsl; gemm_subgroup.wgsl on CPU devices (define SUBGROUP_GEMM, with VEC4 on
@@ -31,9 +33,11 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #if VEC4
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> a: array<act4>;
+fn a4_at(i: u32) -> vec4<f32> { return vec4<f32>(a[i]); }
 #else
-@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<act>;
+fn a_at(i: u32) -> f32 { return f32(a[i]); }
 #endif
 #if W_F16
 #if VEC4
@@ -60,11 +64,11 @@ fn w_at(i: u32) -> f32 { return w[i]; }
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
 #if VEC4
-@group(0) @binding(4) var<storage, read_write> c: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> res: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> c: array<act4>;
+@group(0) @binding(5) var<storage, read> res: array<act4>;
 #else
-@group(0) @binding(4) var<storage, read_write> c: array<f32>;
-@group(0) @binding(5) var<storage, read> res: array<f32>;
+@group(0) @binding(4) var<storage, read_write> c: array<act>;
+@group(0) @binding(5) var<storage, read> res: array<act>;
 #endif
 #if A_LN
 #if VEC4
@@ -88,23 +92,23 @@ fn row_stats(base: u32) -> vec2<f32> {
     var s = 0.0;
 #if VEC4
     for (var k = 0u; k < p.k; k += 4u) {
-        s += dot(a[(base + k) >> 2u], vec4<f32>(1.0));
+        s += dot(a4_at((base + k) >> 2u), vec4<f32>(1.0));
     }
 #else
     for (var k = 0u; k < p.k; k++) {
-        s += a[base + k];
+        s += a_at(base + k);
     }
 #endif
     let mean = s / f32(p.k);
     var ss = 0.0;
 #if VEC4
     for (var k = 0u; k < p.k; k += 4u) {
-        let d = a[(base + k) >> 2u] - vec4<f32>(mean);
+        let d = a4_at((base + k) >> 2u) - vec4<f32>(mean);
         ss += dot(d, d);
     }
 #else
     for (var k = 0u; k < p.k; k++) {
-        let d = a[base + k] - mean;
+        let d = a_at(base + k) - mean;
         ss += d * d;
     }
 #endif
@@ -131,18 +135,18 @@ fn kblock_len() -> u32 { return p.k; }
 fn a_block(r: ARow, kb: u32) -> ARow { return r; }
 #if A_GEGLU
 fn load_a4(r: ARow, i: u32) -> vec4<f32> {
-    let g = a[(r.base + p.k + i) >> 2u];
-    return a[(r.base + i) >> 2u] * vec4<f32>(gelu(g.x), gelu(g.y), gelu(g.z), gelu(g.w));
+    let g = a4_at((r.base + p.k + i) >> 2u);
+    return a4_at((r.base + i) >> 2u) * vec4<f32>(gelu(g.x), gelu(g.y), gelu(g.z), gelu(g.w));
 }
 #else
 #if A_LN
 fn load_a4(r: ARow, i: u32) -> vec4<f32> {
-    let x = a[(r.base + i) >> 2u];
+    let x = a4_at((r.base + i) >> 2u);
     let g = ln_g[(p.ln_g_off + i) >> 2u];
     return (x - vec4<f32>(r.mean)) * r.inv * g + ln_b[(p.ln_b_off + i) >> 2u];
 }
 #else
-fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a[(r.base + i) >> 2u]; }
+fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a4_at((r.base + i) >> 2u); }
 #endif
 #endif
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
@@ -152,8 +156,8 @@ fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
     let i = b * p.c_bstride + m * p.n + n;
     var out = v;
-    if (p.has_res != 0u) { out += res[(p.res_off + i) >> 2u]; }
-    c[(p.c_off + i) >> 2u] = out;
+    if (p.has_res != 0u) { out += vec4<f32>(res[(p.res_off + i) >> 2u]); }
+    c[(p.c_off + i) >> 2u] = act4(out);
 }
 #else
 // Loads are branch-free: the address is clamped into the operand and the value selected,
@@ -161,12 +165,12 @@ fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
 fn load_a(r: ARow, k: u32) -> f32 {
     let kk = min(k, p.k - 1u);
 #if A_GEGLU
-    let v = a[r.base + kk] * gelu(a[r.base + p.k + kk]);
+    let v = a_at(r.base + kk) * gelu(a_at(r.base + p.k + kk));
 #else
 #if A_LN
-    let v = (a[r.base + kk] - r.mean) * r.inv * ln_g[p.ln_g_off + kk] + ln_b[p.ln_b_off + kk];
+    let v = (a_at(r.base + kk) - r.mean) * r.inv * ln_g[p.ln_g_off + kk] + ln_b[p.ln_b_off + kk];
 #else
-    let v = a[r.base + kk];
+    let v = a_at(r.base + kk);
 #endif
 #endif
     return select(0.0, v, r.valid && k < p.k);
@@ -181,8 +185,8 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var out = v;
     if (p.has_bias != 0u) { out += bias_at(p.bias_off + n); }
     let i = b * p.c_bstride + m * p.n + n;
-    if (p.has_res != 0u) { out += res[p.res_off + i]; }
-    c[p.c_off + i] = out;
+    if (p.has_res != 0u) { out += f32(res[p.res_off + i]); }
+    c[p.c_off + i] = act(out);
 }
 #endif
 

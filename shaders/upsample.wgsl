@@ -1,7 +1,7 @@
 // Nearest-neighbour resize, channels-last, as torch.nn.functional.interpolate(mode="nearest")
 // computes it: source row = min(floor(dst_row · scale_h), H − 1) with scale_h = H / OH in f32
 // (likewise columns), which for OH = 2H is exactly dst / 2.
-// x: f32 [H, W, c] window starting at input row iy0; y: f32 band of output rows
+// x: [H, W, c] activations (common.wgsl's act) from input row iy0; y: the band of output rows
 // [oy0, oy0 + band_h) × OW × c. Threads and elements as in elementwise.wgsl (WG · PER
 // consecutive elements per workgroup).
 
@@ -17,8 +17,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<act>;
+@group(0) @binding(2) var<storage, read_write> y: array<act>;
 
 @compute @workgroup_size(WG)
 fn main(

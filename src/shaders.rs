@@ -55,6 +55,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("upsample.wgsl", include_str!("../shaders/upsample.wgsl")),
     ("concat.wgsl", include_str!("../shaders/concat.wgsl")),
+    ("cast.wgsl", include_str!("../shaders/cast.wgsl")),
     (
         "timestep_embedding.wgsl",
         include_str!("../shaders/timestep_embedding.wgsl"),
@@ -99,6 +100,10 @@ fn err(shader: &str, what: String) -> Error {
 /// Expands `name` with `defines` into plain WGSL.
 pub fn preprocess(name: &str, defines: &[Define]) -> Result<String> {
     let mut out = String::new();
+    // f16 activations (common.wgsl's `act`) need the extension enabled before anything else.
+    if defines.contains(&Define::Flag("ACT_F16")) {
+        out.push_str("enable f16;\n");
+    }
     for d in defines {
         if let Define::Const(n, v) = d {
             out.push_str(&format!("const {n}: u32 = {v}u;\n"));

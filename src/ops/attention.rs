@@ -1,7 +1,7 @@
 //! Fused flash-style multi-head attention (`shaders/attention.wgsl`). Memory O((N + M)·d):
 //! the N×M score matrix is never allocated.
 
-use super::{push, require_f32, u32_of};
+use super::{act_defines, push, require_act, require_same_act, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
 use crate::shaders::Define;
@@ -73,8 +73,8 @@ fn wg_for(n_q: usize) -> u32 {
 /// subgroup GEMM core (subgroup size exactly 8: CPU devices such as lavapipe) use.
 const SUBGROUP_WG: u32 = 8;
 
-/// `wg == SUBGROUP_WG`: the one-subgroup variant.
-fn key(d: usize, smem: usize, vec4: bool, wg: u32) -> KernelKey {
+/// `wg == SUBGROUP_WG`: the one-subgroup variant; `act`: the dtype of q, k, v and the output.
+fn key(d: usize, smem: usize, vec4: bool, wg: u32, act: DType) -> KernelKey {
     let width = if vec4 { 4 } else { 1 };
     let mut defines = vec![
         Define::Const("D", d as u32),
@@ -87,6 +87,7 @@ fn key(d: usize, smem: usize, vec4: bool, wg: u32) -> KernelKey {
     if wg == SUBGROUP_WG {
         defines.push(Define::Flag("SUBGROUP_ATTN"));
     }
+    defines.extend(act_defines(act));
     KernelKey {
         shader: "attention.wgsl",
         entry: "main",
@@ -126,17 +127,19 @@ fn tiled_ok(d: usize, vec4: bool) -> bool {
 }
 
 /// The GPU kernel for head dim `d` (see [`tiled_ok`]).
-fn tiled_key(d: usize) -> KernelKey {
+fn tiled_key(d: usize, act: DType) -> KernelKey {
     let dv = d / 4;
+    let mut defines = vec![
+        Define::Const("D", d as u32),
+        Define::Const("DV", dv as u32),
+        Define::Const("VK", tiled_vk(dv) as u32),
+        Define::Const("NO", dv.div_ceil(16) as u32),
+    ];
+    defines.extend(act_defines(act));
     KernelKey {
         shader: "attention_tiled.wgsl",
         entry: "main",
-        defines: vec![
-            Define::Const("D", d as u32),
-            Define::Const("DV", dv as u32),
-            Define::Const("VK", tiled_vk(dv) as u32),
-            Define::Const("NO", dv.div_ceil(16) as u32),
-        ],
+        defines,
         overrides: vec![],
         bindings: vec![
             Access::Read,
@@ -163,23 +166,27 @@ fn tiled_iterations_per_block(dv: usize) -> usize {
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    let mut keys: Vec<KernelKey> = [40, 64, 80, 160, 512, 1, 7]
-        .iter()
-        .flat_map(|&d| {
-            let vec4 = d % 4 == 0;
-            [
-                key(d, SMEM_BUDGET, vec4, WG),
-                key(d, 2 * SMEM_BUDGET, vec4, WG),
-                key(d, SMEM_BUDGET, false, WG),
-                key(d, SMEM_BUDGET, vec4, 16),
-                key(d, SMEM_BUDGET, vec4, 32),
-                key(d, SMEM_BUDGET, vec4, SUBGROUP_WG),
-                key(d, SMEM_BUDGET, false, SUBGROUP_WG),
-            ]
-        })
-        .collect();
-    keys.dedup();
-    keys.extend([40, 64, 80, 160, 512, 8].map(tiled_key));
+    let mut keys = Vec::new();
+    for act in [DType::F32, DType::F16] {
+        let mut k: Vec<KernelKey> = [40, 64, 80, 160, 512, 1, 7]
+            .iter()
+            .flat_map(|&d| {
+                let vec4 = d % 4 == 0;
+                [
+                    key(d, SMEM_BUDGET, vec4, WG, act),
+                    key(d, 2 * SMEM_BUDGET, vec4, WG, act),
+                    key(d, SMEM_BUDGET, false, WG, act),
+                    key(d, SMEM_BUDGET, vec4, 16, act),
+                    key(d, SMEM_BUDGET, vec4, 32, act),
+                    key(d, SMEM_BUDGET, vec4, SUBGROUP_WG, act),
+                    key(d, SMEM_BUDGET, false, SUBGROUP_WG, act),
+                ]
+            })
+            .collect();
+        k.dedup();
+        keys.extend(k);
+        keys.extend([40, 64, 80, 160, 512, 8].map(|d| tiled_key(d, act)));
+    }
     keys
 }
 
@@ -230,8 +237,9 @@ pub fn attention(
     opts: AttentionOptions,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
+    let act = require_act(rec, OP, "q", q)?;
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
-        require_f32(OP, name, t)?;
+        require_same_act(OP, name, t, act)?;
         if t.rank() != 3 {
             return Err(Error::shape(
                 OP,
@@ -280,7 +288,7 @@ pub fn attention_qkv(
     opts: AttentionOptions,
 ) -> Result<Tensor> {
     const OP: &str = "attention";
-    require_f32(OP, "qkv", qkv)?;
+    require_act(rec, OP, "qkv", qkv)?;
     if qkv.rank() != 3 || qkv.shape()[2] % 3 != 0 {
         return Err(Error::shape(
             OP,
@@ -340,7 +348,8 @@ fn run(
         ));
     }
     let gpu = rec.gpu();
-    let out = Tensor::empty_in(rec, &[b, n_q, c], DType::F32, "attention.out")?;
+    let act = q.t.dtype();
+    let out = Tensor::empty_in(rec, &[b, n_q, c], act, "attention.out")?;
     let (qb, q_off, q_stride) = q.bind(rec)?;
     let (kb, k_off, k_stride) = k.bind(rec)?;
     let (vb, v_off, v_stride) = v.bind(rec)?;
@@ -438,9 +447,9 @@ fn run(
             sb.range.clone(),
         ];
         let kernel = if tiled {
-            tiled_key(d)
+            tiled_key(d, act)
         } else {
-            key(d, smem, vec4, wg)
+            key(d, smem, vec4, wg, act)
         };
         push(rec, kernel, &params, bindings, grid)?;
         let kv = (params.kv_end - params.kv_begin) as f64;
@@ -448,7 +457,7 @@ fn run(
         rec.set_last_cost(crate::gpu::Cost {
             // Q·Kᵀ and P·V.
             flop: 4.0 * bh * nq * kv * df,
-            bytes: 4.0 * bh * df * (2.0 * nq + 2.0 * kv),
+            bytes: act.size() as f64 * bh * df * (2.0 * nq + 2.0 * kv),
             shape: format!("{b}x{heads} heads, {n_q} queries x {n_kv} keys, d {d}"),
         });
     }

@@ -2,7 +2,9 @@
 //! out `[kh, kw, cin, cout]`, optional bias and fused residual add.
 
 use super::matmul::{Gemm, Loop, gemm, gemm_variants, vec4_ok};
-use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
+use super::{
+    act_defines, fits_binding, push, require_act, require_same_act, rows_per_binding, u32_of,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
@@ -69,9 +71,10 @@ impl Conv2dOptions {
 }
 
 /// `up2`: the variant that reads its input nearest-upsampled 2× (define `UP2`), so that
-/// ordinary convs keep their plain addressing.
-fn key(g: Gemm, up2: bool) -> KernelKey {
+/// ordinary convs keep their plain addressing; `act`: the dtype of x, residual and output.
+fn key(g: Gemm, up2: bool, act: DType) -> KernelKey {
     let mut defines = g.defines;
+    defines.extend(act_defines(act));
     if up2 {
         defines.push(crate::shaders::Define::Flag("UP2"));
     }
@@ -94,7 +97,11 @@ fn key(g: Gemm, up2: bool) -> KernelKey {
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     gemm_variants()
         .into_iter()
-        .flat_map(|g| [key(g.clone(), false), key(g, true)])
+        .flat_map(|g| {
+            [DType::F32, DType::F16]
+                .into_iter()
+                .flat_map(move |act| [key(g.clone(), false, act), key(g.clone(), true, act)])
+        })
         .collect()
 }
 
@@ -113,9 +120,10 @@ pub fn oihw_to_hwio(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) ->
     out
 }
 
-/// 2-D convolution. `x`: f32 `[n, h, w, cin]`; `weight`: `[kh, kw, cin, cout]` f32 or f16;
-/// `bias`: `[cout]` of the weight's dtype; `residual`: f32 `[n, ho, wo, cout]` added to the
-/// result. Returns f32 `[n, ho, wo, cout]`.
+/// 2-D convolution. `x`: `[n, h, w, cin]`, f32 (or f16 activations on devices with
+/// `shader-f16`); `weight`: `[kh, kw, cin, cout]` f32 or f16; `bias`: `[cout]` of the
+/// weight's dtype; `residual`: `[n, ho, wo, cout]` (or `[n, cout]`, per image) of x's dtype,
+/// added to the result. Returns `[n, ho, wo, cout]` of x's dtype.
 pub fn conv2d(
     rec: &mut Recorder<'_>,
     x: &Tensor,
@@ -125,7 +133,7 @@ pub fn conv2d(
     opts: Conv2dOptions,
 ) -> Result<Tensor> {
     const OP: &str = "conv2d";
-    require_f32(OP, "x", x)?;
+    let act = require_act(rec, OP, "x", x)?;
     let (&[n, h, w, cin], &[kh, kw, wcin, cout]) = (x.shape(), weight.shape()) else {
         return Err(Error::shape(
             OP,
@@ -189,7 +197,7 @@ pub fn conv2d(
         }
     }
     if let Some(r) = residual {
-        require_f32(OP, "residual", r)?;
+        require_same_act(OP, "residual", r, act)?;
         if r.shape() != [n, ho, wo, cout] && r.shape() != [n, cout] {
             return Err(Error::shape(
                 OP,
@@ -203,10 +211,10 @@ pub fn conv2d(
             ));
         }
     }
-    let out = Tensor::empty_in(rec, &[n, ho, wo, cout], DType::F32, "conv2d.out")?;
+    let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
     // Split over images when one binding would exceed the device limit; an image too large
     // for one binding is split into bands of output rows (below).
-    let img_bytes = 4 * (ph * pw * cin).max(ho * wo * cout) as u64;
+    let img_bytes = act.size() * (ph * pw * cin).max(ho * wo * cout) as u64;
     if !fits_binding(rec, img_bytes) {
         for b in 0..n {
             record_bands(rec, x, weight, bias, residual, &out, opts, b, [ho, wo])?;
@@ -256,7 +264,8 @@ fn record_bands(
     let h = ph * up;
     let (kh, cout) = (weight.shape()[0], weight.shape()[3]);
     let (s, pad_t) = (opts.stride, opts.padding[0]);
-    let (in_row, out_row) = (4 * (pw * cin) as u64, 4 * (wo * cout) as u64);
+    let es = x.dtype().size();
+    let (in_row, out_row) = (es * (pw * cin) as u64, es * (wo * cout) as u64);
     // Stored rows a band of `rows` upsampled input rows binds (one more when it starts
     // mid-pair).
     let stored = |rows: usize| (rows.div_ceil(up) + usize::from(up > 1)) as u64;
@@ -359,8 +368,8 @@ fn record(
         &[
             (&xb, x.dtype()),
             (&wb, weight.dtype()),
-            (&rb, DType::F32),
-            (&ob, DType::F32),
+            (&rb, x.dtype()),
+            (&ob, x.dtype()),
         ],
     );
     let g = gemm(
@@ -407,7 +416,7 @@ fn record(
     let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
     push(
         rec,
-        key(g, opts.upsample == 2),
+        key(g, opts.upsample == 2, x.dtype()),
         &params,
         vec![xb.range, wb.range, bb.range, rb.range, ob.range],
         groups,
@@ -415,7 +424,8 @@ fn record(
     let wsize = weight.dtype().size() as f64;
     rec.set_last_cost(crate::gpu::Cost {
         flop: 2.0 * m as f64 * cout as f64 * k as f64,
-        bytes: 4.0 * (n * h * w * cin + m * cout) as f64 + wsize * (k * cout) as f64,
+        bytes: x.dtype().size() as f64 * (n * h * w * cin + m * cout) as f64
+            + wsize * (k * cout) as f64,
         shape: format!("{n}x{h}x{w}x{cin} -> {ho}x{wo}x{cout} k{kh}x{kw}"),
     });
     Ok(())

@@ -2,7 +2,9 @@
 //! and the sinusoidal timestep embedding (`timestep_embedding.wgsl`); the thread layout of
 //! the flat kernels ([`FlatLayout`]), shared with the data movement in [`super::movement`].
 
-use super::{push, require_f32, rows_per_binding, u32_of};
+use super::{
+    act_defines, push, require_act, require_f32, require_same_act, rows_per_binding, u32_of,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
@@ -96,11 +98,11 @@ impl FlatLayout {
     }
 }
 
-fn ew_key(entry: &'static str, layout: FlatLayout) -> KernelKey {
+fn ew_key(entry: &'static str, layout: FlatLayout, act: DType) -> KernelKey {
     KernelKey {
         shader: "elementwise.wgsl",
         entry,
-        defines: vec![],
+        defines: act_defines(act),
         overrides: layout.overrides(),
         bindings: vec![Access::Read, Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<ElementwiseParams>() as u64,
@@ -120,9 +122,11 @@ fn timestep_key() -> KernelKey {
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let mut v = vec![timestep_key()];
-    for layout in [GPU_FLAT, CPU_FLAT] {
-        for entry in ["unary", "binary", "geglu"] {
-            v.push(ew_key(entry, layout));
+    for act in [DType::F32, DType::F16] {
+        for layout in [GPU_FLAT, CPU_FLAT] {
+            for entry in ["unary", "binary", "geglu"] {
+                v.push(ew_key(entry, layout, act));
+            }
         }
     }
     v.extend(super::movement::kernel_keys([GPU_FLAT, CPU_FLAT]));
@@ -149,9 +153,9 @@ pub fn unary(
     beta: f32,
 ) -> Result<Tensor> {
     const OP: &str = "unary";
-    require_f32(OP, "x", x)?;
+    let act = require_act(rec, OP, "x", x)?;
     let n = x.numel();
-    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "unary.out")?;
+    let y = Tensor::empty_in(rec, x.shape(), act, "unary.out")?;
     let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
     let chunk = rows_per_binding(rec, 4);
     let mut i0 = 0;
@@ -172,7 +176,7 @@ pub fn unary(
         let (grid, layout) = flat_grid(rec, OP, len)?;
         push(
             rec,
-            ew_key("unary", layout),
+            ew_key("unary", layout, act),
             &params,
             vec![xb.range.clone(), xb.range, yb.range],
             grid,
@@ -197,8 +201,8 @@ pub fn clamp(rec: &mut Recorder<'_>, x: &Tensor, lo: f32, hi: f32) -> Result<Ten
 /// `[n, c]` over `[n, .., c]` (per-image channel vectors such as the time embedding).
 pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Result<Tensor> {
     const OP: &str = "binary";
-    require_f32(OP, "x", x)?;
-    require_f32(OP, "z", z)?;
+    let act = require_act(rec, OP, "x", x)?;
+    require_same_act(OP, "z", z, act)?;
     let (xs, zs) = (x.shape(), z.shape());
     let n = x.numel();
     // outer/inner of the broadcast formula j(i) = (i / outer)·inner + i % inner.
@@ -220,7 +224,7 @@ pub fn binary(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor, op: Binary) -> Res
             ),
         ));
     };
-    let y = Tensor::empty_in(rec, xs, DType::F32, "binary.out")?;
+    let y = Tensor::empty_in(rec, xs, act, "binary.out")?;
     if n == 0 {
         return Ok(y);
     }
@@ -311,7 +315,7 @@ fn record_binary(
     let (grid, layout) = flat_grid(rec, OP, n)?;
     push(
         rec,
-        ew_key("binary", layout),
+        ew_key("binary", layout, x.dtype()),
         &params,
         vec![xb.range, zb.range, yb.range],
         grid,
@@ -331,7 +335,7 @@ pub fn mul(rec: &mut Recorder<'_>, x: &Tensor, z: &Tensor) -> Result<Tensor> {
 /// diffusers' GEGLU after its projection: `x` `[.., 2f]` → `x[.., :f] · gelu(x[.., f:])`.
 pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
     const OP: &str = "geglu";
-    require_f32(OP, "x", x)?;
+    let act = require_act(rec, OP, "x", x)?;
     let c = *x.shape().last().unwrap_or(&0);
     if c == 0 || c % 2 != 0 {
         return Err(Error::shape(
@@ -342,7 +346,7 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
     let f = c / 2;
     let mut shape = x.shape().to_vec();
     *shape.last_mut().unwrap_or(&mut 0) = f;
-    let y = Tensor::empty_in(rec, &shape, DType::F32, "geglu.out")?;
+    let y = Tensor::empty_in(rec, &shape, act, "geglu.out")?;
     // Whole rows per dispatch, as many as one binding of the (wider) input holds.
     let rows = x.numel() / c;
     let (x2, y2) = (x.reshape(&[rows, c])?, y.reshape(&[rows, f])?);
@@ -364,7 +368,7 @@ pub fn geglu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
         let (grid, layout) = flat_grid(rec, OP, n)?;
         push(
             rec,
-            ew_key("geglu", layout),
+            ew_key("geglu", layout, act),
             &params,
             vec![xb.range.clone(), xb.range, yb.range],
             grid,

@@ -1,7 +1,7 @@
 //! matmul / linear (`shaders/matmul.wgsl`): `C = A · B + bias`, register-blocked tiles in
 //! workgroup memory, f32 activations, f32 or f16 weights.
 
-use super::{push, require_f32, rows_per_binding, u32_of};
+use super::{act_defines, push, require_act, require_same_act, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::shaders::Define;
@@ -185,8 +185,10 @@ impl AInput<'_> {
     }
 }
 
-fn key(g: Gemm, a: AKind) -> KernelKey {
+/// The kernel of core `g` reading A as `a`, with activations (A, C, residual) of dtype `act`.
+fn key(g: Gemm, a: AKind, act: DType) -> KernelKey {
     let mut defines = g.defines;
+    defines.extend(act_defines(act));
     let mut bindings = vec![
         Access::Read,
         Access::Read,
@@ -214,11 +216,13 @@ fn key(g: Gemm, a: AKind) -> KernelKey {
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let mut keys = Vec::new();
-    for g in gemm_variants() {
-        keys.push(key(g.clone(), AKind::Plain));
-        keys.push(key(g.clone(), AKind::Geglu));
-        if g.defines.contains(&Define::Flag("SUBGROUP_GEMM")) {
-            keys.push(key(g, AKind::LayerNorm));
+    for act in [DType::F32, DType::F16] {
+        for g in gemm_variants() {
+            keys.push(key(g.clone(), AKind::Plain, act));
+            keys.push(key(g.clone(), AKind::Geglu, act));
+            if g.defines.contains(&Define::Flag("SUBGROUP_GEMM")) {
+                keys.push(key(g, AKind::LayerNorm, act));
+            }
         }
     }
     keys
@@ -338,7 +342,7 @@ pub fn linear_layer_norm(
         let xn = super::layer_norm(rec, x, gamma, beta, eps)?;
         return linear(rec, &xn, w, bias);
     }
-    require_f32("linear", "x", x)?;
+    require_act(rec, "linear", "x", x)?;
     super::norm::check_affine("linear", c, gamma, beta)?;
     let opts = Product {
         bias,
@@ -424,7 +428,7 @@ fn matmul_with(
         a: a_in,
     } = opts;
     let geglu = a_in.kind() == AKind::Geglu;
-    require_f32(OP, "a", a)?;
+    let act = require_act(rec, OP, "a", a)?;
     if a.rank() < 2 || b.rank() < 2 {
         return Err(Error::shape(
             OP,
@@ -484,7 +488,7 @@ fn matmul_with(
     let mut out_shape = a.shape().to_vec();
     out_shape[ar - 1] = n;
     if let Some(r) = residual {
-        require_f32(OP, "residual", r)?;
+        require_same_act(OP, "residual", r, act)?;
         if r.numel() != a_batch * m * n {
             return Err(Error::shape(
                 OP,
@@ -497,7 +501,7 @@ fn matmul_with(
             ));
         }
     }
-    let out = Tensor::empty_in(rec, &out_shape, DType::F32, "matmul.out")?;
+    let out = Tensor::empty_in(rec, &out_shape, act, "matmul.out")?;
     let res = residual.map(|r| r.reshape(&out_shape)).transpose()?;
     if br == 2 {
         // One weight for every batch: fold the batch into M, split rows to fit bindings.
@@ -505,7 +509,7 @@ fn matmul_with(
         let a2 = a.reshape(&[rows, a_ld])?;
         let c2 = out.reshape(&[rows, n])?;
         let r2 = res.as_ref().map(|r| r.reshape(&[rows, n])).transpose()?;
-        let chunk = rows_per_binding(rec, 4 * a_ld.max(n) as u64);
+        let chunk = rows_per_binding(rec, act.size() * a_ld.max(n) as u64);
         let b = BWindow {
             b,
             col0: window.start,
@@ -599,6 +603,8 @@ fn record(
 ) -> Result<()> {
     const OP: &str = "matmul";
     let b = bw.b;
+    let act = a.dtype();
+    let act_size = act.size() as f64;
     let gpu = rec.gpu();
     let ab = a.bind(gpu, OP)?;
     let rb = res.unwrap_or(a).bind(gpu, OP)?;
@@ -611,12 +617,7 @@ fn record(
         AInput::LayerNorm(g, be, eps) => Some((g.bind(gpu, OP)?, be.bind(gpu, OP)?, eps)),
         _ => None,
     };
-    let mut operands = vec![
-        (&ab, a.dtype()),
-        (&bb, b.dtype()),
-        (&cb, DType::F32),
-        (&rb, DType::F32),
-    ];
+    let mut operands = vec![(&ab, a.dtype()), (&bb, b.dtype()), (&cb, act), (&rb, act)];
     if let Some((g, be, _)) = &lnb {
         operands.extend([(g, DType::F32), (be, DType::F32)]);
     }
@@ -658,12 +659,12 @@ fn record(
     if let Some((g, be, _)) = lnb {
         bindings.extend([g.range, be.range]);
     }
-    push(rec, key(g, bw.a.kind()), &params, bindings, groups)?;
+    push(rec, key(g, bw.a.kind(), act), &params, bindings, groups)?;
     let wsize = b.dtype().size() as f64;
     let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
     rec.set_last_cost(crate::gpu::Cost {
         flop: 2.0 * bt * m * n * k,
-        bytes: bt * (4.0 * m * k * if geglu { 2.0 } else { 1.0 } + 4.0 * m * n)
+        bytes: bt * act_size * (m * k * if geglu { 2.0 } else { 1.0 } + m * n)
             + wsize * k * n * (b_bstride.min(1) as f64 * (bt - 1.0) + 1.0),
         shape: format!("{batch}x[{m}x{k}]·[{k}x{n}]"),
     });

@@ -22,7 +22,9 @@ pub use finite::{flag_nonfinite, flag_nonfinite_step};
 pub use matmul::{
     linear, linear_columns, linear_geglu, linear_layer_norm, linear_residual, matmul,
 };
-pub use movement::{concat_channels, rgba8_row, to_rgba8, upsample_nearest, upsample_nearest2x};
+pub use movement::{
+    cast, concat_channels, rgba8_row, to_rgba8, upsample_nearest, upsample_nearest2x,
+};
 pub use norm::{group_norm, layer_norm};
 pub use random::random_fill;
 pub use sampler::{SamplerStep, lincomb, sampler_step};
@@ -57,6 +59,58 @@ pub(crate) fn require_f32(op: &'static str, name: &'static str, t: &Tensor) -> R
         });
     }
     Ok(())
+}
+
+/// The activation dtype of `t`, an op's input: f32 anywhere, f16 on devices with
+/// `shader-f16` (kernels then store activations as f16 and compute in f32; see
+/// `common.wgsl`'s `act`).
+pub(crate) fn require_act(
+    rec: &Recorder<'_>,
+    op: &'static str,
+    name: &'static str,
+    t: &Tensor,
+) -> Result<DType> {
+    match t.dtype() {
+        DType::F32 => Ok(DType::F32),
+        DType::F16 if rec.gpu().features().contains(wgpu::Features::SHADER_F16) => Ok(DType::F16),
+        got => Err(Error::DType {
+            op,
+            tensor: name,
+            got,
+            expected: "f32 (or f16 on devices with shader-f16)",
+        }),
+    }
+}
+
+/// `t`, an op's second activation input, has the dtype of its first, `act`.
+pub(crate) fn require_same_act(
+    op: &'static str,
+    name: &'static str,
+    t: &Tensor,
+    act: DType,
+) -> Result<()> {
+    if t.dtype() != act {
+        return Err(Error::DType {
+            op,
+            tensor: name,
+            got: t.dtype(),
+            expected: if act == DType::F16 {
+                "f16, as the op's input"
+            } else {
+                "f32, as the op's input"
+            },
+        });
+    }
+    Ok(())
+}
+
+/// The define that selects f16 activation storage in a kernel, for activation dtype `act`.
+pub(crate) fn act_defines(act: DType) -> Vec<crate::shaders::Define> {
+    if act == DType::F16 {
+        vec![crate::shaders::Define::Flag("ACT_F16")]
+    } else {
+        vec![]
+    }
 }
 
 /// Converts a size to the `u32` the kernels index with, or names the limit.

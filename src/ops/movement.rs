@@ -2,7 +2,9 @@
 //! (`concat.wgsl`) and RGB → packed RGBA8 texels for textures (`to_rgba8.wgsl`).
 
 use super::elementwise::{FlatLayout, flat_grid};
-use super::{push, require_f32, rows_per_binding, u32_of};
+use super::{
+    act_defines, push, require_act, require_f32, require_same_act, rows_per_binding, u32_of,
+};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, KernelKey, Recorder};
 use crate::tensor::{DType, Tensor};
@@ -51,26 +53,98 @@ pub struct Rgba8Params {
     pub _pad: [u32; 2],
 }
 
-fn upsample_key(layout: FlatLayout) -> KernelKey {
+fn upsample_key(layout: FlatLayout, act: DType) -> KernelKey {
     KernelKey {
         shader: "upsample.wgsl",
         entry: "main",
-        defines: vec![],
+        defines: act_defines(act),
         overrides: layout.overrides(),
         bindings: vec![Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<UpsampleParams>() as u64,
     }
 }
 
-fn concat_key(layout: FlatLayout) -> KernelKey {
+fn concat_key(layout: FlatLayout, act: DType) -> KernelKey {
     KernelKey {
         shader: "concat.wgsl",
         entry: "main",
-        defines: vec![],
+        defines: act_defines(act),
         overrides: layout.overrides(),
         bindings: vec![Access::Read, Access::Read, Access::ReadWrite],
         params_size: std::mem::size_of::<ConcatParams>() as u64,
     }
+}
+
+/// Mirrors `Params` in `shaders/cast.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct CastParams {
+    pub n: u32,
+    pub x_off: u32,
+    pub y_off: u32,
+    pub _pad: u32,
+}
+
+fn cast_key(layout: FlatLayout, to: DType) -> KernelKey {
+    let mut defines = act_defines(DType::F16);
+    if to == DType::F16 {
+        defines.push(crate::shaders::Define::Flag("TO_F16"));
+    }
+    KernelKey {
+        shader: "cast.wgsl",
+        entry: "main",
+        defines,
+        overrides: layout.overrides(),
+        bindings: vec![Access::Read, Access::ReadWrite],
+        params_size: std::mem::size_of::<CastParams>() as u64,
+    }
+}
+
+/// `x` as activations of dtype `to`: f32 → f16 rounds to the nearest f16 (torch's `.half()`),
+/// f16 → f32 is exact; the same dtype returns `x` itself (a view, no dispatch). f16 needs a
+/// device with `shader-f16`. Split into several dispatches when `x` exceeds one binding.
+pub fn cast(rec: &mut Recorder<'_>, x: &Tensor, to: DType) -> Result<Tensor> {
+    const OP: &str = "cast";
+    require_act(rec, OP, "x", x)?;
+    if x.dtype() == to {
+        return Ok(x.clone());
+    }
+    if !rec.gpu().features().contains(wgpu::Features::SHADER_F16) {
+        return Err(Error::unsupported(
+            OP,
+            format!(
+                "f16 activations for `{}` need a device with shader-f16",
+                x.name()
+            ),
+        ));
+    }
+    let n = x.numel();
+    let y = Tensor::empty_in(rec, x.shape(), to, "cast.out")?;
+    let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
+    let chunk = rows_per_binding(rec, 4);
+    let mut i0 = 0;
+    while i0 < n {
+        let len = chunk.min(n - i0);
+        let gpu = rec.gpu();
+        let xb = x1.narrow0(i0, len)?.bind(gpu, OP)?;
+        let yb = y1.narrow0(i0, len)?.bind(gpu, OP)?;
+        let params = CastParams {
+            n: len as u32,
+            x_off: xb.elem_offset,
+            y_off: yb.elem_offset,
+            _pad: 0,
+        };
+        let (grid, layout) = flat_grid(rec, OP, len)?;
+        push(
+            rec,
+            cast_key(layout, to),
+            &params,
+            vec![xb.range, yb.range],
+            grid,
+        )?;
+        i0 += len;
+    }
+    Ok(y)
 }
 
 fn rgba8_key() -> KernelKey {
@@ -124,8 +198,13 @@ pub fn to_rgba8(rec: &mut Recorder<'_>, x: &Tensor, swap_rb: bool) -> Result<Ten
 
 pub(crate) fn kernel_keys(layouts: [FlatLayout; 2]) -> Vec<KernelKey> {
     let mut v = vec![rgba8_key()];
-    v.extend(layouts.map(concat_key));
-    v.extend(layouts.map(upsample_key));
+    for to in [DType::F32, DType::F16] {
+        v.extend(layouts.map(|l| cast_key(l, to)));
+    }
+    for act in [DType::F32, DType::F16] {
+        v.extend(layouts.map(|l| concat_key(l, act)));
+        v.extend(layouts.map(|l| upsample_key(l, act)));
+    }
     v
 }
 
@@ -148,7 +227,7 @@ pub fn upsample_nearest(
     ow: usize,
 ) -> Result<Tensor> {
     const OP: &str = "upsample_nearest";
-    require_f32(OP, "x", x)?;
+    let act = require_act(rec, OP, "x", x)?;
     let &[n, h, w, c] = x.shape() else {
         return Err(Error::shape(
             OP,
@@ -161,12 +240,12 @@ pub fn upsample_nearest(
             format!("cannot resize `{}` {:?} to {oh}x{ow}", x.name(), x.shape()),
         ));
     }
-    let y = Tensor::empty_in(rec, &[n, oh, ow, c], DType::F32, "upsample.out")?;
+    let y = Tensor::empty_in(rec, &[n, oh, ow, c], act, "upsample.out")?;
     // torch's nearest source index: floor(dst · (in / out)) with the scale in f32.
     let (scale_h, scale_w) = (h as f32 / oh as f32, w as f32 / ow as f32);
     let src_row = |oy: usize| ((oy as f32 * scale_h).floor() as usize).min(h - 1);
     let (xr, yr) = (x.reshape(&[n * h, w, c])?, y.reshape(&[n * oh, ow, c])?);
-    let band = rows_per_binding(rec, 4 * (ow * c).max(w * c) as u64).min(oh);
+    let band = rows_per_binding(rec, act.size() * (ow * c).max(w * c) as u64).min(oh);
     for b in 0..n {
         let mut oy0 = 0;
         while oy0 < oh {
@@ -193,7 +272,7 @@ pub fn upsample_nearest(
             let (grid, layout) = flat_grid(rec, OP, total)?;
             push(
                 rec,
-                upsample_key(layout),
+                upsample_key(layout, act),
                 &params,
                 vec![xb.range, yb.range],
                 grid,
@@ -207,8 +286,8 @@ pub fn upsample_nearest(
 /// Concatenates along the last (channel) dimension: `[.., ca]` and `[.., cb]` → `[.., ca + cb]`.
 pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     const OP: &str = "concat_channels";
-    require_f32(OP, "a", a)?;
-    require_f32(OP, "b", b)?;
+    let act = require_act(rec, OP, "a", a)?;
+    require_same_act(OP, "b", b, act)?;
     let (ra, rb) = (a.rank(), b.rank());
     if ra == 0 || ra != rb || a.shape()[..ra - 1] != b.shape()[..rb - 1] {
         return Err(Error::shape(
@@ -225,14 +304,14 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
     let (ca, cb) = (a.shape()[ra - 1], b.shape()[rb - 1]);
     let mut shape = a.shape().to_vec();
     shape[ra - 1] = ca + cb;
-    let y = Tensor::empty_in(rec, &shape, DType::F32, "concat.out")?;
+    let y = Tensor::empty_in(rec, &shape, act, "concat.out")?;
     let rows = a.numel() / ca.max(1);
     let (a2, b2, y2) = (
         a.reshape(&[rows, ca])?,
         b.reshape(&[rows, cb])?,
         y.reshape(&[rows, ca + cb])?,
     );
-    let chunk = rows_per_binding(rec, 4 * (ca + cb) as u64);
+    let chunk = rows_per_binding(rec, act.size() * (ca + cb) as u64);
     let mut r0 = 0;
     while r0 < rows {
         let len = chunk.min(rows - r0);
@@ -254,7 +333,7 @@ pub fn concat_channels(rec: &mut Recorder<'_>, a: &Tensor, b: &Tensor) -> Result
         let (grid, layout) = flat_grid(rec, OP, total)?;
         push(
             rec,
-            concat_key(layout),
+            concat_key(layout, act),
             &params,
             vec![ab.range, bb.range, yb.range],
             grid,

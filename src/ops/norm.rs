@@ -1,7 +1,7 @@
 //! group-norm with optional fused SiLU (`shaders/group_norm.wgsl`) and layer-norm
 //! (`shaders/layer_norm.wgsl`); f32 two-pass statistics.
 
-use super::{fits_binding, push, require_f32, rows_per_binding, u32_of};
+use super::{act_defines, fits_binding, push, require_act, require_f32, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, BufferRange, GemmVariant, KernelKey, Recorder};
 use crate::shaders::Define;
@@ -101,7 +101,8 @@ fn norm_config(gpu: &crate::Gpu, count: usize, wg: u32) -> (u32, Vec<Define>) {
     }
 }
 
-fn group_norm_key((wg, defines): (u32, Vec<Define>)) -> KernelKey {
+fn group_norm_key((wg, mut defines): (u32, Vec<Define>), act: DType) -> KernelKey {
+    defines.extend(act_defines(act));
     KernelKey {
         shader: "group_norm.wgsl",
         entry: "main",
@@ -112,7 +113,8 @@ fn group_norm_key((wg, defines): (u32, Vec<Define>)) -> KernelKey {
     }
 }
 
-fn layer_norm_key((wg, defines): (u32, Vec<Define>)) -> KernelKey {
+fn layer_norm_key((wg, mut defines): (u32, Vec<Define>), act: DType) -> KernelKey {
+    defines.extend(act_defines(act));
     KernelKey {
         shader: "layer_norm.wgsl",
         entry: "main",
@@ -126,11 +128,11 @@ fn layer_norm_key((wg, defines): (u32, Vec<Define>)) -> KernelKey {
     }
 }
 
-fn banded_key(entry: &'static str) -> KernelKey {
+fn banded_key(entry: &'static str, act: DType) -> KernelKey {
     KernelKey {
         shader: "group_norm_banded.wgsl",
         entry,
-        defines: vec![],
+        defines: act_defines(act),
         overrides: vec![("WG", 256)],
         bindings: vec![
             Access::Read,
@@ -145,11 +147,11 @@ fn banded_key(entry: &'static str) -> KernelKey {
 
 const BANDED: [&str; 3] = ["band_stats", "band_finalize", "band_apply"];
 
-fn split_key(entry: &'static str) -> KernelKey {
+fn split_key(entry: &'static str, act: DType) -> KernelKey {
     KernelKey {
         shader: "group_norm_split.wgsl",
         entry,
-        defines: vec![],
+        defines: act_defines(act),
         overrides: vec![("WG", 256)],
         bindings: vec![
             Access::Read,
@@ -193,15 +195,18 @@ fn split_plan(
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let sub = || (SUBGROUP_WG, vec![Define::Flag("SUBGROUP_REDUCE")]);
-    let mut keys = vec![
-        group_norm_key((64, vec![])),
-        group_norm_key((256, vec![])),
-        group_norm_key(sub()),
-        layer_norm_key((32, vec![])),
-        layer_norm_key(sub()),
-    ];
-    keys.extend(BANDED.map(banded_key));
-    keys.extend(["split_stats", "split_apply"].map(split_key));
+    let mut keys = Vec::new();
+    for act in [DType::F32, DType::F16] {
+        keys.extend([
+            group_norm_key((64, vec![]), act),
+            group_norm_key((256, vec![]), act),
+            group_norm_key(sub(), act),
+            layer_norm_key((32, vec![]), act),
+            layer_norm_key(sub(), act),
+        ]);
+        keys.extend(BANDED.map(|e| banded_key(e, act)));
+        keys.extend(["split_stats", "split_apply"].map(|e| split_key(e, act)));
+    }
     keys
 }
 
@@ -221,7 +226,8 @@ fn group_norm_banded(
     const OP: &str = "group_norm";
     let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
     let hw = x.numel() / n / c;
-    let band_hw = rows_per_binding(rec, 4 * c as u64).min(hw);
+    let act = x.dtype();
+    let band_hw = rows_per_binding(rec, act.size() * c as u64).min(hw);
     let n_bands = hw.div_ceil(band_hw);
     let gpu = rec.gpu();
     let stats = Tensor::empty_in(
@@ -271,7 +277,7 @@ fn group_norm_banded(
         };
         push(
             rec,
-            banded_key("band_stats"),
+            banded_key("band_stats", act),
             &params,
             bindings(xb.range, scratch.bind(gpu, OP)?.range),
             grid,
@@ -280,7 +286,7 @@ fn group_norm_banded(
     let unused = scratch.bind(gpu, OP)?.range;
     push(
         rec,
-        banded_key("band_finalize"),
+        banded_key("band_finalize", act),
         &base,
         bindings(gamma.bind(gpu, OP)?.range, unused),
         grid,
@@ -297,7 +303,7 @@ fn group_norm_banded(
         };
         push(
             rec,
-            banded_key("band_apply"),
+            banded_key("band_apply", act),
             &params,
             bindings(xb.range, yb.range),
             grid,
@@ -336,7 +342,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
-    require_f32(OP, "x", x)?;
+    let act = require_act(rec, OP, "x", x)?;
     if x.rank() < 2 {
         return Err(Error::shape(
             OP,
@@ -356,14 +362,14 @@ pub fn group_norm(
     }
     check_affine(OP, c, gamma, beta)?;
     let hw = x.numel() / n.max(1) / c.max(1);
-    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "group_norm.out")?;
-    if !fits_binding(rec, 4 * (hw * c) as u64) {
+    let y = Tensor::empty_in(rec, x.shape(), act, "group_norm.out")?;
+    if !fits_binding(rec, act.size() * (hw * c) as u64) {
         for b in 0..n {
             group_norm_banded(rec, x, &y, b, groups, (gamma, beta), eps, silu)?;
         }
         return Ok(y);
     }
-    let chunk = rows_per_binding(rec, 4 * (hw * c) as u64);
+    let chunk = rows_per_binding(rec, act.size() * (hw * c) as u64);
     let mut i0 = 0;
     while i0 < n {
         let len = chunk.min(n - i0);
@@ -416,7 +422,7 @@ pub fn group_norm(
                     yb.range.clone(),
                     sb.range.clone(),
                 ];
-                push(rec, split_key(entry), &params, bindings, grid)?;
+                push(rec, split_key(entry, act), &params, bindings, grid)?;
             }
             i0 += len;
             continue;
@@ -426,7 +432,7 @@ pub fn group_norm(
         let wg = if count >= GROUP_NORM_WIDE { 256 } else { 64 };
         push(
             rec,
-            group_norm_key(norm_config(gpu, count, wg)),
+            group_norm_key(norm_config(gpu, count, wg), act),
             &params,
             vec![xb.range, gb.range, bb.range, yb.range],
             grid,
@@ -445,7 +451,7 @@ pub fn layer_norm(
     eps: f32,
 ) -> Result<Tensor> {
     const OP: &str = "layer_norm";
-    require_f32(OP, "x", x)?;
+    let act = require_act(rec, OP, "x", x)?;
     let c = *x.shape().last().unwrap_or(&0);
     if c == 0 {
         return Err(Error::shape(
@@ -455,9 +461,9 @@ pub fn layer_norm(
     }
     check_affine(OP, c, gamma, beta)?;
     let rows = x.numel() / c;
-    let y = Tensor::empty_in(rec, x.shape(), DType::F32, "layer_norm.out")?;
+    let y = Tensor::empty_in(rec, x.shape(), act, "layer_norm.out")?;
     let (x2, y2) = (x.reshape(&[rows, c])?, y.reshape(&[rows, c])?);
-    let chunk = rows_per_binding(rec, 4 * c as u64);
+    let chunk = rows_per_binding(rec, act.size() * c as u64);
     let mut r0 = 0;
     while r0 < rows {
         let len = chunk.min(rows - r0);
@@ -479,7 +485,7 @@ pub fn layer_norm(
         let grid = gpu.grid(OP, len as u64)?;
         push(
             rec,
-            layer_norm_key(norm_config(gpu, c, 32)),
+            layer_norm_key(norm_config(gpu, c, 32), act),
             &params,
             vec![xb.range, gb.range, bb.range, yb.range],
             grid,
