@@ -50,7 +50,15 @@ pub struct GpuOptions {
     /// Device memory the engine may use, in bytes (see [`Gpu::memory_budget`]); `None` reads
     /// `SD_WGPU_MEMORY_BUDGET`, else asks the driver.
     pub memory_budget: Option<u64>,
+    /// Whether models with f16 weights compute with f16 activations (see
+    /// [`Gpu::activation_dtype`]); `None` reads `SD_WGPU_F16_ACTIVATIONS` (`1` / `0`), else
+    /// on for GPUs with `shader-f16`, off for CPU devices.
+    pub f16_activations: Option<bool>,
 }
+
+/// Environment variable: `1` or `0` turns f16 activations on or off (see
+/// [`Gpu::activation_dtype`]).
+pub const ENV_F16_ACTIVATIONS: &str = "SD_WGPU_F16_ACTIVATIONS";
 
 /// Usage of every storage buffer the engine allocates.
 pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -66,6 +74,19 @@ thread_local! {
 
 /// Environment variable: `tiled` or `subgroup` forces the GEMM core (see [`GemmVariant`]).
 pub const ENV_GEMM: &str = "SD_WGPU_GEMM";
+
+/// `SD_WGPU_F16_ACTIVATIONS`: `1` on, `0` off, unset or empty the adapter's default.
+fn env_f16_activations() -> Result<Option<bool>> {
+    match std::env::var(ENV_F16_ACTIVATIONS).as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("1") => Ok(Some(true)),
+        Ok("0") => Ok(Some(false)),
+        Ok(other) => Err(Error::unsupported(
+            "gpu",
+            format!("{ENV_F16_ACTIVATIONS}={other:?} must be 1 or 0"),
+        )),
+    }
+}
 
 /// The GEMM core that matmul and conv2d are built on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -122,6 +143,8 @@ pub struct Gpu {
     pipelines: pipeline::PipelineCache,
     loop_limit: Option<u32>,
     gemm: GemmVariant,
+    /// f16 activations for models with f16 weights ([`Gpu::activation_dtype`]).
+    f16_act: bool,
     budget: std::sync::Mutex<Option<MemoryBudget>>,
     /// Per-dispatch timing while profiling ([`Gpu::set_profiling`]).
     profiler: std::sync::Mutex<Option<profile::Profiler>>,
@@ -260,6 +283,9 @@ impl Gpu {
                 ));
             }
         };
+        if let Some(on) = opts.f16_activations.or(env_f16_activations()?) {
+            gpu.set_f16_activations(on)?;
+        }
         if let Some(g) = opts.gemm.or(forced) {
             if g == GemmVariant::Subgroup {
                 let info = &gpu.info;
@@ -295,12 +321,17 @@ impl Gpu {
         let reuse = std::env::var(ENV_NO_REUSE).map_or(true, |v| v != "1");
         let loop_limit = detect_loop_limit(&info);
         let gemm = detect_gemm(&info, features);
+        // f16 halves the activations' memory and traffic on GPUs; a CPU device pays a
+        // conversion per load and store for memory that is host RAM anyway.
+        let f16_act = features.contains(wgpu::Features::SHADER_F16)
+            && info.device_type != wgpu::DeviceType::Cpu;
         let budget = env_budget().or_else(|| default_budget(&device, &info));
         Self {
             budget: std::sync::Mutex::new(budget),
             profiler: std::sync::Mutex::new(None),
             loop_limit,
             gemm,
+            f16_act,
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
             uid: {
@@ -339,6 +370,32 @@ impl Gpu {
     /// The GEMM core matmul and conv2d use on this device.
     pub fn gemm_variant(&self) -> GemmVariant {
         self.gemm
+    }
+
+    /// The dtype a model whose weights are `weights` keeps its activations in: f16 for f16
+    /// weights where f16 activations are on (by default on GPUs with `shader-f16`; see
+    /// [`GpuOptions::f16_activations`]), else f32. Kernels compute in f32 either way.
+    pub fn activation_dtype(&self, weights: crate::DType) -> crate::DType {
+        if weights == crate::DType::F16 && self.f16_act {
+            crate::DType::F16
+        } else {
+            crate::DType::F32
+        }
+    }
+
+    /// Turns f16 activations on or off for models loaded from now on; on needs `shader-f16`.
+    pub fn set_f16_activations(&mut self, on: bool) -> Result<()> {
+        if on && !self.features.contains(wgpu::Features::SHADER_F16) {
+            return Err(Error::unsupported(
+                "gpu",
+                format!(
+                    "f16 activations need shader-f16, which `{}` lacks",
+                    self.info.name
+                ),
+            ));
+        }
+        self.f16_act = on;
+        Ok(())
     }
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)

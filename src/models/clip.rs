@@ -257,6 +257,8 @@ impl ClipTextModel {
             }
         }
         let gpu = rec.gpu();
+        // Activations in f16 for f16 weights where the device runs them (Gpu::activation_dtype).
+        let adt = gpu.activation_dtype(self.projection_dtype());
         let tokens = Tensor::from_f32(
             gpu,
             &emb,
@@ -264,7 +266,8 @@ impl ClipTextModel {
             DType::F32,
             "clip.token_embeddings",
         )?;
-        let pos = self.position_embedding.narrow0(0, seq)?;
+        let tokens = ops::cast(rec, &tokens, adt)?;
+        let pos = ops::cast(rec, &self.position_embedding.narrow0(0, seq)?, adt)?;
         let mut x = ops::add(rec, &tokens, &pos)?; // [B, seq, h]
         let opts = AttentionOptions {
             heads: c.num_attention_heads,
@@ -288,6 +291,15 @@ impl ClipTextModel {
             let y = ops::unary(rec, &y, act, 1.0, 0.0)?;
             x = layer.mlp.fc2.forward_res(rec, &y, Some(&x))?; // x + fc2(y)
         }
-        self.final_layer_norm.forward(rec, &x)
+        let x = self.final_layer_norm.forward(rec, &x)?;
+        // The context leaves in f32 (prompt weighting and the U-Net take it from there).
+        ops::cast(rec, &x, DType::F32)
+    }
+
+    /// The dtype of the encoder's projection weights, which decides its activation dtype.
+    fn projection_dtype(&self) -> DType {
+        self.layers
+            .first()
+            .map_or(DType::F32, |l| l.self_attn.q_proj.weight.dtype())
     }
 }

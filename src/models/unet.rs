@@ -374,6 +374,8 @@ impl UNet {
                 ),
             ));
         }
+        // The keys and values are kept in the U-Net's activation dtype.
+        let context = &ops::cast(rec, context, self.activation_dtype(rec))?;
         let transformers = self
             .down_blocks
             .iter()
@@ -437,11 +439,17 @@ impl UNet {
                 format!("timestep `{}` {:?} must be [{n}]", t.name(), t.shape()),
             ));
         }
+        // Activations in f16 for f16 weights where the device runs them: the latents and the
+        // sinusoid (computed in f32, as diffusers does before `.to(dtype)`) are cast on entry,
+        // the prediction back to f32 on exit.
+        let act = self.activation_dtype(rec);
+        let x = &ops::cast(rec, x, act)?;
         // Time embedding: sinusoid → linear → SiLU → linear; every resnet applies SiLU to it
         // before its own projection, so that SiLU is done once here.
         let ch0 = c.block_out_channels[0];
         let t =
             ops::timestep_embedding(rec, t, ch0, c.flip_sin_to_cos, c.freq_shift, 1.0, 10000.0)?;
+        let t = ops::cast(rec, &t, act)?;
         let te = &self.time_embedding;
         let t = te.linear_1.forward(rec, &t)?;
         let t = ops::unary(rec, &t, Unary::Silu, 1.0, 0.0)?;
@@ -494,6 +502,13 @@ impl UNet {
             }
         }
         let x = self.conv_norm_out.forward(rec, &x, true)?;
-        self.conv_out.forward(rec, &x, None)
+        let x = self.conv_out.forward(rec, &x, None)?;
+        ops::cast(rec, &x, DType::F32)
+    }
+
+    /// The dtype the U-Net keeps its activations in on this device
+    /// ([`Gpu::activation_dtype`] of its weights').
+    pub fn activation_dtype(&self, rec: &Recorder<'_>) -> DType {
+        rec.gpu().activation_dtype(self.conv_in.weight.dtype())
     }
 }

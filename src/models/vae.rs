@@ -6,8 +6,10 @@ use super::blocks::{
     Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, SpatialSelfAttention, Upsample2D,
 };
 use super::{Loader, read_json};
+use crate::DType;
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
+use crate::ops;
 use crate::ops::Conv2dOptions;
 use crate::tensor::Tensor;
 use crate::weights::{WeightDType, Weights};
@@ -223,6 +225,10 @@ impl VaeDecoder {
             ));
         }
         let d = &self.decoder;
+        // Activations in f16 for f16 weights where the device runs them (as diffusers'
+        // StableDiffusionPipeline decodes with an fp16 VAE); the image leaves in f32.
+        let act = rec.gpu().activation_dtype(d.conv_in.weight.dtype());
+        let z = &ops::cast(rec, z, act)?;
         let x = self.post_quant_conv.forward(rec, z, None)?;
         let x = d.conv_in.forward(rec, &x, None)?; // [n, h, w, top]
         let mut x = d.mid_block.forward(rec, &x)?;
@@ -236,7 +242,8 @@ impl VaeDecoder {
             }
         }
         let x = d.conv_norm_out.forward(rec, &x, true)?;
-        d.conv_out.forward(rec, &x, None)
+        let x = d.conv_out.forward(rec, &x, None)?;
+        ops::cast(rec, &x, DType::F32)
     }
 }
 
@@ -338,6 +345,8 @@ impl VaeEncoder {
             ));
         }
         let e = &self.encoder;
+        let act = rec.gpu().activation_dtype(e.conv_in.weight.dtype());
+        let x = &ops::cast(rec, x, act)?;
         let mut x = e.conv_in.forward(rec, x, None)?;
         for block in &e.down_blocks {
             for r in &block.resnets {
@@ -350,7 +359,8 @@ impl VaeEncoder {
         let x = e.mid_block.forward(rec, &x)?;
         let x = e.conv_norm_out.forward(rec, &x, true)?;
         let x = e.conv_out.forward(rec, &x, None)?;
-        self.quant_conv.forward(rec, &x, None)
+        let x = self.quant_conv.forward(rec, &x, None)?;
+        ops::cast(rec, &x, DType::F32)
     }
 }
 
