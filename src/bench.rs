@@ -160,7 +160,10 @@ pub struct BenchReport {
     pub height: usize,
     pub batch: usize,
     pub steps: usize,
+    /// Weight dtype.
     pub dtype: &'static str,
+    /// Activation dtype ([`crate::Gpu::activation_dtype`] of the weights').
+    pub activations: &'static str,
     pub guidance: f32,
     pub sampler: String,
     /// Loading (or generating and uploading) the weights.
@@ -287,6 +290,16 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         batch: req.batch_size,
         steps: out.steps_run,
         dtype: if o.f16 { "f16" } else { "f32" },
+        activations: if gpu.activation_dtype(if o.f16 {
+            crate::DType::F16
+        } else {
+            crate::DType::F32
+        }) == crate::DType::F16
+        {
+            "f16"
+        } else {
+            "f32"
+        },
         guidance: req.guidance,
         sampler: format!("{kind:?}"),
         load_s,
@@ -319,6 +332,7 @@ impl BenchReport {
             "batch": self.batch,
             "steps": self.steps,
             "dtype": self.dtype,
+            "activations": self.activations,
             "guidance": self.guidance,
             "sampler": self.sampler,
             "load_s": self.load_s,
@@ -348,12 +362,13 @@ impl BenchReport {
             (
                 "model",
                 format!(
-                    "{} {}x{} batch {} {} guidance {} {} x {} steps",
+                    "{} {}x{} batch {} {} weights, {} activations, guidance {} {} x {} steps",
                     self.arch,
                     self.width,
                     self.height,
                     self.batch,
                     self.dtype,
+                    self.activations,
                     self.guidance,
                     self.sampler,
                     self.steps

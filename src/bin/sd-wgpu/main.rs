@@ -174,6 +174,15 @@ fn info(all: bool) -> Result<()> {
             gpu::ENV_MEMORY_BUDGET
         ),
     }
+    println!(
+        "  f16 activations                       {} for f16 weights ({} = 1 / 0 to override)",
+        if gpu.activation_dtype(sd_wgpu::DType::F16) == sd_wgpu::DType::F16 {
+            "on"
+        } else {
+            "off"
+        },
+        gpu::ENV_F16_ACTIVATIONS
+    );
     if all {
         for a in gpu::list_adapters(None) {
             println!();
