@@ -7,7 +7,7 @@ use sd_wgpu::DType;
 use sd_wgpu::ops::{self, Conv2dOptions};
 
 fn conv2d(c: &mut Criterion) {
-    // (id, [n, h, w, cin], k, cout, stride, weight dtype, upsample)
+    // (id, [n, h, w, cin], k, cout, stride, weight dtype, upsample, activation dtype)
     let cases = [
         (
             "sd 3x3 320->320 64x64 b2",
@@ -55,8 +55,20 @@ fn conv2d(c: &mut Criterion) {
             2,
         ),
     ];
-    for (id, xs, k, cout, stride, w, up) in cases {
-        let x = tensor(&xs, DType::F32, 1);
+    // f16 weights with f16 activations (devices with shader-f16) next to the f32 ones.
+    let f16_act = (
+        "sd 3x3 640->640 32x32 b2 f16, f16 activations",
+        [2, 32, 32, 640],
+        3,
+        640,
+        1,
+        DType::F16,
+        1,
+    );
+    let cases = cases.map(|c| (c, DType::F32));
+    for ((id, xs, k, cout, stride, w, up), act) in cases.into_iter().chain([(f16_act, DType::F16)])
+    {
+        let x = tensor(&xs, act, 1);
         let wt = tensor(&[k, k, xs[3], cout], w, 2);
         let pad = k / 2;
         let (ho, wo) = (

@@ -29,6 +29,26 @@ fn elementwise(c: &mut Criterion) {
             ops::add(rec, &x, &y).expect("add");
         },
     );
+    // f16 activations: half the bytes (devices with shader-f16).
+    let x16 = tensor(&shape, DType::F16, 6);
+    bench(
+        c,
+        "elementwise",
+        "silu f16 2x64x64x320",
+        Work::Bytes(4 * n),
+        |rec| {
+            ops::unary(rec, &x16, Unary::Silu, 1.0, 0.0).expect("silu");
+        },
+    );
+    bench(
+        c,
+        "elementwise",
+        "cast f32->f16 2x64x64x320",
+        Work::Bytes(6 * n),
+        |rec| {
+            ops::cast(rec, &x, DType::F16).expect("cast");
+        },
+    );
     let temb = tensor(&[2, 320], DType::F32, 3);
     bench(
         c,

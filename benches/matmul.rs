@@ -7,16 +7,25 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sd_wgpu::{DType, ops};
 
 fn matmul(c: &mut Criterion) {
-    // (id, batch·m, k, n, weight dtype)
+    // (id, batch·m, k, n, weight dtype, activation dtype)
+    let (f32_, f16_) = (DType::F32, DType::F16);
     let cases = [
-        ("square 2048 f32", 2048, 2048, 2048, DType::F32),
-        ("square 2048 f16 weights", 2048, 2048, 2048, DType::F16),
-        ("sd to_q 8192x320x320", 8192, 320, 320, DType::F32),
-        ("sd ff 2048x640x5120 f16", 2048, 640, 5120, DType::F16),
-        ("sd to_k 154x768x320", 154, 768, 320, DType::F32),
+        ("square 2048 f32", 2048, 2048, 2048, f32_, f32_),
+        ("square 2048 f16 weights", 2048, 2048, 2048, f16_, f32_),
+        ("sd to_q 8192x320x320", 8192, 320, 320, f32_, f32_),
+        ("sd ff 2048x640x5120 f16", 2048, 640, 5120, f16_, f32_),
+        (
+            "sd ff 2048x640x5120 f16, f16 activations",
+            2048,
+            640,
+            5120,
+            f16_,
+            f16_,
+        ),
+        ("sd to_k 154x768x320", 154, 768, 320, f32_, f32_),
     ];
-    for (id, m, k, n, w) in cases {
-        let a = tensor(&[m, k], DType::F32, 1);
+    for (id, m, k, n, w, act) in cases {
+        let a = tensor(&[m, k], act, 1);
         let b = tensor(&[k, n], w, 2);
         let flops = 2 * (m * k * n) as u64;
         bench(c, "matmul", id, Work::Flops(flops), |rec| {
