@@ -187,3 +187,150 @@ fn conv2d_rejects_bad_input() {
         .to_string();
     assert!(e.contains("does not fit"), "{e}");
 }
+
+/// `conv2d(silu(group_norm(x)))` (a resnet's norm, activation and conv): the GPU core reads
+/// the norm in place (the tiled device here), CPU devices take a norm pass, both against the
+/// reference's norm then conv, zero padding applied to the normalised tensor.
+#[test]
+fn conv2d_of_a_group_norm_matches_reference() {
+    use sd_wgpu::ops::InputNorm;
+    // (name, [n, h, w, cin], groups, silu, cout, k, per-image residual, activations)
+    let cases = [
+        (
+            "sd resnet conv1 2x16x16x320 g32 +temb",
+            [2, 16, 16, 320],
+            32,
+            true,
+            320,
+            3,
+            true,
+            DType::F32,
+        ),
+        (
+            "vae 1x32x32x128 g32",
+            [1, 32, 32, 128],
+            32,
+            true,
+            64,
+            3,
+            false,
+            DType::F32,
+        ),
+        (
+            "vec4 cg 4, 2x5x7x12 g3 no silu",
+            [2, 5, 7, 12],
+            3,
+            false,
+            8,
+            3,
+            false,
+            DType::F32,
+        ),
+        (
+            "scalar 1x6x5x6 g2 +temb",
+            [1, 6, 5, 6],
+            2,
+            true,
+            5,
+            3,
+            true,
+            DType::F32,
+        ),
+        (
+            "f16 2x8x8x64 g8 1x1",
+            [2, 8, 8, 64],
+            8,
+            true,
+            32,
+            1,
+            false,
+            DType::F16,
+        ),
+    ];
+    for gpu in gemm_gpus() {
+        let core = gpu.gemm_variant();
+        for (ci, &(name, xs, groups, silu, cout, k, temb, act)) in cases.iter().enumerate() {
+            let mut rng = Rng::new(500 + ci as u64);
+            let [n, h, w, cin] = xs;
+            let mut x: Vec<f32> = rng
+                .normals(n * h * w * cin, 2.0)
+                .iter()
+                .map(|v| v + 0.7)
+                .collect();
+            if act == DType::F16 {
+                x = round_f16(&x);
+            }
+            let gamma = rng.normals(cin, 1.0);
+            let beta = rng.normals(cin, 0.5);
+            let fan_in = k * k * cin;
+            let wt = rng.normals(k * k * cin * cout, 1.0 / (fan_in as f32).sqrt());
+            let bias = rng.normals(cout, 0.5);
+            let t = rng.normals(n * cout, 1.0);
+            let t = if act == DType::F16 { round_f16(&t) } else { t };
+            let up = |d: &[f32], s: &[usize], dt, nm: &str| upload_to(gpu, d, s, dt, nm);
+            let opts = Conv2dOptions::new(1, k / 2);
+            let (gt, bt) = (
+                up(&gamma, &[cin], DType::F32, "norm.weight"),
+                up(&beta, &[cin], DType::F32, "norm.bias"),
+            );
+            let tt = up(&t, &[n, cout], act, "temb");
+            let mut rec = Recorder::new(gpu);
+            let y = ops::conv2d_group_norm(
+                &mut rec,
+                &up(&x, &xs, act, "x"),
+                InputNorm {
+                    groups,
+                    gamma: &gt,
+                    beta: &bt,
+                    eps: 1e-5,
+                    silu,
+                },
+                &up(&wt, &[k, k, cin, cout], DType::F32, "conv.weight"),
+                Some(&up(&bias, &[cout], DType::F32, "conv.bias")),
+                temb.then_some(&tt),
+                opts,
+            )
+            .unwrap();
+            assert_eq!(y.dtype(), act);
+            let got = run(rec, &y);
+            let normed =
+                reference::group_norm(&x, n, h * w, cin, groups, &gamma, &beta, 1e-5, silu);
+            let (want, _) = reference::conv2d(
+                &normed,
+                xs,
+                &wt,
+                [k, k, cout],
+                Some(&bias),
+                None,
+                1,
+                [k / 2; 4],
+            );
+            let per_px = h * w * cout;
+            let want: Vec<f32> = want
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v + if temb {
+                        t[(i / per_px) * cout + i % cout]
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            // f16: the output's rounding, and on CPU devices the stored normalised tensor's
+            // (~2^-11 of each of fan_in terms).
+            let (atol, rtol) = if act == DType::F16 {
+                (2.5e-4 * (fan_in as f32).sqrt(), 1.5e-3)
+            } else {
+                (3e-5 * (fan_in as f32).sqrt(), 1e-4)
+            };
+            check(
+                &format!("conv2d of group norm {core:?} {name}"),
+                &got,
+                &want,
+                atol,
+                rtol,
+            );
+        }
+    }
+}

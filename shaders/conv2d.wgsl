@@ -9,6 +9,11 @@
 // or f16 with ACT_F16 (common.wgsl's act: read into f32, rounded once when stored). w: re-laid out
 // at load time from PyTorch's [Cout, Cin, KH, KW] to [KH, KW, Cin, Cout], f32 or f16 (define
 // W_F16); bias has w's dtype. Out-of-image taps read 0 (zero padding, any of the four sides).
+// Define A_GN (the GPU core) for a conv on a group norm of x, normalised as it is read:
+// x(b, y, x, ci) becomes x · gn[b, ci] + gn[b, cin + ci] (the group's 1/σ·γ and β − mean/σ·γ,
+// from ops::norm's group_norm_affine), then SiLU when p.gn_silu != 0; zero padding stays
+// zero (the reference pads the normalised tensor). The normalised activation is never
+// stored: a resnet's norm + SiLU + conv reads its input once.
 // Define UP2: x is read as if nearest-upsampled 2× (h, w are the upsampled sizes; pixel
 // (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor.
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where cin, cout and the offsets allow (define
@@ -23,7 +28,8 @@ struct Params {
     kw: u32, stride: u32, pad_t: u32, pad_l: u32,
     m: u32, k: u32, x_off: u32, w_off: u32,
     bias_off: u32, res_off: u32, out_off: u32, has_bias: u32,
-    has_res: u32, tiles_n: u32, tiles_m: u32, _pad0: u32,
+    has_res: u32, tiles_n: u32, tiles_m: u32, gn_off: u32,
+    gn_silu: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -64,6 +70,28 @@ fn bias_at(i: u32) -> f32 { return bias[i]; }
 @group(0) @binding(5) var<storage, read_write> out: array<act>;
 #endif
 
+#if A_GN
+#if VEC4
+@group(0) @binding(6) var<storage, read> gn: array<vec4<f32>>;
+// x · scale + shift of channels ci .. ci + 3 of image img, then SiLU when asked.
+fn norm4(v: vec4<f32>, img: u32, ci: u32) -> vec4<f32> {
+    let o = p.gn_off + img * 2u * p.cin + ci;
+    let y = v * gn[o >> 2u] + gn[(o + p.cin) >> 2u];
+    if (p.gn_silu != 0u) {
+        return vec4<f32>(silu(y.x), silu(y.y), silu(y.z), silu(y.w));
+    }
+    return y;
+}
+#else
+@group(0) @binding(6) var<storage, read> gn: array<f32>;
+fn norm1(v: f32, img: u32, ci: u32) -> f32 {
+    let o = p.gn_off + img * 2u * p.cin + ci;
+    let y = v * gn[o] + gn[o + p.cin];
+    return select(y, silu(y), p.gn_silu != 0u);
+}
+#endif
+#endif
+
 #if UP2
 const UP: u32 = 1u;
 #else
@@ -74,7 +102,7 @@ fn gemm_dims() -> vec4<u32> { return vec4<u32>(p.m, p.cout, p.k, 1u); }
 fn gemm_tiles() -> vec2<u32> { return vec2<u32>(p.tiles_n, p.tiles_m); }
 
 // Output pixel m decoded once: image base index and the top-left input tap.
-struct ARow { base: u32, iy0: i32, ix0: i32, valid: bool }
+struct ARow { base: u32, iy0: i32, ix0: i32, valid: bool, img: u32 }
 
 fn a_row(b: u32, m: u32) -> ARow {
     let hw = p.ho * p.wo;
@@ -88,6 +116,7 @@ fn a_row(b: u32, m: u32) -> ARow {
         i32(oy * p.stride) - i32(p.pad_t),
         i32(ox * p.stride) - i32(p.pad_l),
         m < p.m,
+        img,
     );
 }
 
@@ -95,7 +124,7 @@ fn a_row(b: u32, m: u32) -> ARow {
 // The vectorised loops (gemm_tile_vec4.wgsl, gemm_subgroup.wgsl with VEC4): one K block per
 // kernel tap, cin long (cin, cout and the offsets are multiples of 4, checked by the host).
 // The tap's input pixel and its zero-padding test are computed once per block.
-struct ABlock { pix: u32, inside: bool }
+struct ABlock { pix: u32, inside: bool, img: u32 }
 
 fn kblocks() -> u32 { return p.kh * p.kw; }
 fn kblock_len() -> u32 { return p.cin; }
@@ -105,10 +134,14 @@ fn a_block(r: ARow, tap: u32) -> ABlock {
     let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
     let yc = u32(clamp(iy, 0, i32(p.h) - 1));
     let xc = u32(clamp(ix, 0, i32(p.w) - 1));
-    return ABlock(r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin, inside);
+    return ABlock(r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin, inside, r.img);
 }
 fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
-    return select(vec4<f32>(0.0), vec4<f32>(x[(blk.pix + i) >> 2u]), blk.inside);
+    var v = vec4<f32>(x[(blk.pix + i) >> 2u]);
+#if A_GN
+    v = norm4(v, blk.img, i);
+#endif
+    return select(vec4<f32>(0.0), v, blk.inside);
 }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
 // Channels n .. n + 3 of output pixel m (bias already added).
@@ -131,7 +164,10 @@ fn load_a(r: ARow, k: u32) -> f32 {
     let inside = iy >= 0 && ix >= 0 && iy < i32(p.h) && ix < i32(p.w);
     let yc = u32(clamp(iy, 0, i32(p.h) - 1));
     let xc = u32(clamp(ix, 0, i32(p.w) - 1));
-    let v = f32(x[r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin + ci]);
+    var v = f32(x[r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin + ci]);
+#if A_GN
+    v = norm1(v, r.img, ci);
+#endif
     return select(0.0, v, r.valid && k < p.k && inside);
 }
 

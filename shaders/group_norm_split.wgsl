@@ -122,3 +122,41 @@ fn split_apply(
         pc = divmod_step(pc, step, cg);
     }
 }
+
+// For a conv that normalises as it reads (conv2d.wgsl's A_GN): per (image, group), one
+// workgroup merges the group's splits as split_apply does and writes, for each channel c of
+// the group, scale = γ[c] / sqrt(var + eps) and shift = β[c] − mean · scale into y, f32
+// [n, 2·c] (scales, then shifts). x is not read. Dispatch: n · groups workgroups.
+@compute @workgroup_size(WG)
+fn split_affine(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let bg = linear_workgroup(wid, nwg);
+    if (bg >= p.n * p.groups) {
+        return;
+    }
+    let cg = p.c / p.groups;
+    var n = 0.0;
+    var mean = 0.0;
+    var m2 = 0.0;
+    for (var t = 0u; t < p.splits; t++) {
+        let nb = f32(min(p.ppw, p.hw - t * p.ppw) * cg);
+        let i = 2u * (bg * p.splits + t);
+        let delta = stats[i] - mean;
+        let total = n + nb;
+        mean += delta * nb / total;
+        m2 += stats[i + 1u] + delta * delta * n * nb / total;
+        n = total;
+    }
+    let inv = inverseSqrt(m2 / n + p.eps);
+    let b = bg / p.groups;
+    let ch0 = (bg % p.groups) * cg;
+    for (var j = li; j < cg; j += WG) {
+        let c = ch0 + j;
+        let scale = inv * gamma[c];
+        y[p.y_off + b * 2u * p.c + c] = act(scale);
+        y[p.y_off + b * 2u * p.c + p.c + c] = act(beta[c] - mean * scale);
+    }
+}

@@ -43,6 +43,34 @@ impl Conv2d {
     ) -> Result<Tensor> {
         ops::conv2d(rec, x, &self.weight, Some(&self.bias), residual, self.opts)
     }
+
+    /// `conv(silu(norm(x))) + residual` (`silu` optional): on GPUs the conv normalises x as
+    /// it reads it ([`ops::conv2d_group_norm`]), elsewhere a norm pass comes first.
+    pub fn forward_normed(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        norm: &GroupNorm,
+        silu: bool,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let n = ops::InputNorm {
+            groups: norm.groups,
+            gamma: &norm.weight,
+            beta: &norm.bias,
+            eps: norm.eps,
+            silu,
+        };
+        ops::conv2d_group_norm(
+            rec,
+            x,
+            n,
+            &self.weight,
+            Some(&self.bias),
+            residual,
+            self.opts,
+        )
+    }
 }
 
 /// `GroupNorm` (affine, f32 weights), optionally followed by SiLU.
@@ -123,20 +151,23 @@ impl ResnetBlock2D {
         x: &Tensor,
         temb: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let h = self.norm1.forward(rec, x, true)?;
         // The time embedding's projection [n, cout] is added to every pixel of its image in
         // conv1's epilogue.
         let t = match (&self.time_emb_proj, temb) {
             (Some(proj), Some(t)) => Some(proj.forward(rec, t)?),
             _ => None,
         };
-        let h = self.conv1.forward(rec, &h, t.as_ref())?;
-        let h = self.norm2.forward(rec, &h, true)?;
+        // conv1(silu(norm1(x))) + temb, then conv2(silu(norm2(h))) + shortcut; each norm is
+        // read in place by its conv where the device allows (Conv2d::forward_normed).
+        let h = self
+            .conv1
+            .forward_normed(rec, x, &self.norm1, true, t.as_ref())?; // [n, h, w, cout]
         let shortcut = match &self.conv_shortcut {
             Some(c) => c.forward(rec, x, None)?,
             None => x.clone(),
         };
-        self.conv2.forward(rec, &h, Some(&shortcut))
+        self.conv2
+            .forward_normed(rec, &h, &self.norm2, true, Some(&shortcut))
     }
 }
 

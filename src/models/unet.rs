@@ -501,8 +501,9 @@ impl UNet {
                 x = u.forward_to(rec, &x, next.shape()[1], next.shape()[2])?;
             }
         }
-        let x = self.conv_norm_out.forward(rec, &x, true)?;
-        let x = self.conv_out.forward(rec, &x, None)?;
+        let x = self
+            .conv_out
+            .forward_normed(rec, &x, &self.conv_norm_out, true, None)?;
         ops::cast(rec, &x, DType::F32)
     }
 

@@ -241,8 +241,9 @@ impl VaeDecoder {
                 x = up.forward(rec, &x)?; // [n, 2h, 2w, c]
             }
         }
-        let x = d.conv_norm_out.forward(rec, &x, true)?;
-        let x = d.conv_out.forward(rec, &x, None)?;
+        let x = d
+            .conv_out
+            .forward_normed(rec, &x, &d.conv_norm_out, true, None)?;
         ops::cast(rec, &x, DType::F32)
     }
 }
@@ -357,8 +358,9 @@ impl VaeEncoder {
             }
         }
         let x = e.mid_block.forward(rec, &x)?;
-        let x = e.conv_norm_out.forward(rec, &x, true)?;
-        let x = e.conv_out.forward(rec, &x, None)?;
+        let x = e
+            .conv_out
+            .forward_normed(rec, &x, &e.conv_norm_out, true, None)?;
         let x = self.quant_conv.forward(rec, &x, None)?;
         ops::cast(rec, &x, DType::F32)
     }

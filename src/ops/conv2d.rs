@@ -36,7 +36,22 @@ pub struct Conv2dParams {
     pub has_res: u32,
     pub tiles_n: u32,
     pub tiles_m: u32,
-    pub _pad: u32,
+    /// The input's group norm (define `A_GN`): where its `[n, 2·cin]` scales and shifts
+    /// start, and whether SiLU follows.
+    pub gn_off: u32,
+    pub gn_silu: u32,
+    pub _pad: [u32; 3],
+}
+
+/// A group norm (then SiLU) applied to a conv's input as the conv reads it
+/// ([`conv2d_group_norm`]): `torch.nn.GroupNorm(groups, cin, eps)` with `gamma`, `beta`.
+#[derive(Clone, Copy)]
+pub struct InputNorm<'a> {
+    pub groups: usize,
+    pub gamma: &'a Tensor,
+    pub beta: &'a Tensor,
+    pub eps: f32,
+    pub silu: bool,
 }
 
 /// Stride and zero padding of a convolution, and an optional nearest 2× upsampling of its
@@ -72,24 +87,31 @@ impl Conv2dOptions {
 
 /// `up2`: the variant that reads its input nearest-upsampled 2× (define `UP2`), so that
 /// ordinary convs keep their plain addressing; `act`: the dtype of x, residual and output.
-fn key(g: Gemm, up2: bool, act: DType) -> KernelKey {
+/// `gn`: the variant that normalises its input as it reads it (define `A_GN`, one more
+/// binding).
+fn key(g: Gemm, up2: bool, act: DType, gn: bool) -> KernelKey {
     let mut defines = g.defines;
     defines.extend(act_defines(act));
     if up2 {
         defines.push(crate::shaders::Define::Flag("UP2"));
+    }
+    let mut bindings = vec![
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::Read,
+        Access::ReadWrite,
+    ];
+    if gn {
+        defines.push(crate::shaders::Define::Flag("A_GN"));
+        bindings.push(Access::Read);
     }
     KernelKey {
         shader: "conv2d.wgsl",
         entry: "main",
         defines,
         overrides: g.overrides,
-        bindings: vec![
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-        ],
+        bindings,
         params_size: std::mem::size_of::<Conv2dParams>() as u64,
     }
 }
@@ -98,9 +120,20 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     gemm_variants()
         .into_iter()
         .flat_map(|g| {
-            [DType::F32, DType::F16]
-                .into_iter()
-                .flat_map(move |act| [key(g.clone(), false, act), key(g.clone(), true, act)])
+            // The fused group norm runs on the GPU core only (see `conv2d_group_norm`).
+            let tiled = !g
+                .defines
+                .contains(&crate::shaders::Define::Flag("SUBGROUP_GEMM"));
+            [DType::F32, DType::F16].into_iter().flat_map(move |act| {
+                let mut k = vec![
+                    key(g.clone(), false, act, false),
+                    key(g.clone(), true, act, false),
+                ];
+                if tiled {
+                    k.push(key(g.clone(), false, act, true));
+                }
+                k
+            })
         })
         .collect()
 }
@@ -127,6 +160,37 @@ pub fn oihw_to_hwio(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) ->
 pub fn conv2d(
     rec: &mut Recorder<'_>,
     x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    opts: Conv2dOptions,
+) -> Result<Tensor> {
+    conv2d_with(rec, x, None, weight, bias, residual, opts)
+}
+
+/// [`conv2d`] of `silu(group_norm(x))` (SiLU when `norm.silu`): a resnet's norm, activation
+/// and conv. On GPUs (the tiled GEMM core) the conv normalises x as it reads it — the
+/// group's statistics come first ([`super::norm`]'s split statistics, two dispatches), then
+/// the conv scales and shifts each loaded value: the normalised tensor is never stored,
+/// which saves its memory and a write and a read of it. Elsewhere (CPU devices, where every
+/// 32-column tile would redo the normalisation and SiLU of what it loads; upsampling convs;
+/// images split into bands) a group-norm pass, then the conv.
+pub fn conv2d_group_norm(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    norm: InputNorm<'_>,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    opts: Conv2dOptions,
+) -> Result<Tensor> {
+    conv2d_with(rec, x, Some(norm), weight, bias, residual, opts)
+}
+
+fn conv2d_with(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    norm: Option<InputNorm<'_>>,
     weight: &Tensor,
     bias: Option<&Tensor>,
     residual: Option<&Tensor>,
@@ -211,10 +275,22 @@ pub fn conv2d(
             ));
         }
     }
-    let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
     // Split over images when one binding would exceed the device limit; an image too large
     // for one binding is split into bands of output rows (below).
     let img_bytes = act.size() * (ph * pw * cin).max(ho * wo * cout) as u64;
+    let fused = norm.filter(|_| {
+        rec.gpu().gemm_variant() == crate::gpu::GemmVariant::Tiled
+            && opts.upsample == 1
+            && fits_binding(rec, img_bytes * n as u64)
+    });
+    if let (Some(nm), None) = (norm, fused) {
+        let h = super::group_norm(rec, x, nm.groups, nm.gamma, nm.beta, nm.eps, nm.silu)?;
+        return conv2d_with(rec, &h, None, weight, bias, residual, opts);
+    }
+    let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
+    let affine = fused
+        .map(|nm| super::norm::group_norm_affine(rec, x, nm.groups, nm.gamma, nm.beta, nm.eps))
+        .transpose()?;
     if !fits_binding(rec, img_bytes) {
         for b in 0..n {
             record_bands(rec, x, weight, bias, residual, &out, opts, b, [ho, wo])?;
@@ -226,6 +302,8 @@ pub fn conv2d(
     while i0 < n {
         let len = chunk.min(n - i0);
         let res = residual.map(|r| r.narrow0(i0, len)).transpose()?;
+        let gn = affine.as_ref().map(|a| a.narrow0(i0, len)).transpose()?;
+        let silu = fused.is_some_and(|nm| nm.silu);
         record(
             rec,
             &x.narrow0(i0, len)?,
@@ -235,6 +313,7 @@ pub fn conv2d(
             &out.narrow0(i0, len)?,
             opts,
             [ho, wo],
+            gn.as_ref().map(|a| (a, silu)),
         )?;
         i0 += len;
     }
@@ -326,7 +405,17 @@ fn record_bands(
         let mut o = opts;
         // Negative (wrapped) when a 2× upsampled band starts a row early; see `record`.
         o.padding[0] = (in0 as isize - first) as usize;
-        record(rec, &xb, weight, bias, rb.as_ref(), &ob_view, o, [ob, wo])?;
+        record(
+            rec,
+            &xb,
+            weight,
+            bias,
+            rb.as_ref(),
+            &ob_view,
+            o,
+            [ob, wo],
+            None,
+        )?;
         oy0 += ob;
     }
     Ok(())
@@ -342,6 +431,7 @@ fn record(
     out: &Tensor,
     opts: Conv2dOptions,
     [ho, wo]: [usize; 2],
+    gn: Option<(&Tensor, bool)>,
 ) -> Result<()> {
     const OP: &str = "conv2d";
     let gpu = rec.gpu();
@@ -360,18 +450,19 @@ fn record(
     let bb = bias.unwrap_or(weight).bind(gpu, OP)?;
     let rb = residual.unwrap_or(x).bind(gpu, OP)?;
     let ob = out.bind(gpu, OP)?;
+    let gnb = gn.map(|(t, _)| t.bind(gpu, OP)).transpose()?;
     let m = n * ho * wo;
     let k = kh * kw * cin;
-    let vec4 = vec4_ok(
-        cin,
-        cout,
-        &[
-            (&xb, x.dtype()),
-            (&wb, weight.dtype()),
-            (&rb, x.dtype()),
-            (&ob, x.dtype()),
-        ],
-    );
+    let mut operands = vec![
+        (&xb, x.dtype()),
+        (&wb, weight.dtype()),
+        (&rb, x.dtype()),
+        (&ob, x.dtype()),
+    ];
+    if let Some(g) = &gnb {
+        operands.push((g, DType::F32));
+    }
+    let vec4 = vec4_ok(cin, cout, &operands);
     let g = gemm(
         gpu.gemm_variant(),
         weight.dtype(),
@@ -411,14 +502,20 @@ fn record(
         },
         tiles_n: tiles_n as u32,
         tiles_m: tiles_m as u32,
-        _pad: 0,
+        gn_off: gnb.as_ref().map_or(0, |g| g.elem_offset),
+        gn_silu: gn.is_some_and(|(_, silu)| silu) as u32,
+        _pad: [0; 3],
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m) as u64)?;
+    let mut bindings = vec![xb.range, wb.range, bb.range, rb.range, ob.range];
+    if let Some(g) = gnb {
+        bindings.push(g.range);
+    }
     push(
         rec,
-        key(g, opts.upsample == 2, x.dtype()),
+        key(g, opts.upsample == 2, x.dtype(), gn.is_some()),
         &params,
-        vec![xb.range, wb.range, bb.range, rb.range, ob.range],
+        bindings,
         groups,
     )?;
     let wsize = weight.dtype().size() as f64;

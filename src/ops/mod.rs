@@ -16,7 +16,7 @@ pub mod sampler;
 pub mod step_table;
 
 pub use attention::{AttentionOptions, attention, attention_qkv};
-pub use conv2d::{Conv2dOptions, conv2d};
+pub use conv2d::{Conv2dOptions, InputNorm, conv2d, conv2d_group_norm};
 pub use elementwise::{Binary, Unary, add, binary, clamp, geglu, mul, timestep_embedding, unary};
 pub use finite::{flag_nonfinite, flag_nonfinite_step};
 pub use matmul::{

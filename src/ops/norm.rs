@@ -164,6 +164,81 @@ fn split_key(entry: &'static str, act: DType) -> KernelKey {
     }
 }
 
+/// Per image and channel, the scale and shift that a group norm applies (`[n, 2·c]` f32:
+/// `γ / sqrt(var + eps)`, then `β − mean · scale`), for a conv that normalises its input as it
+/// reads it (`ops::conv2d_group_norm`). Same statistics as [`group_norm`] (split over
+/// workgroups where it splits). `x` `[n, .., c]` must fit one storage binding.
+pub(crate) fn group_norm_affine(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f32,
+) -> Result<Tensor> {
+    const OP: &str = "group_norm";
+    let act = require_act(rec, OP, "x", x)?;
+    let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{c} channels of `{}` do not split into {groups} groups",
+                x.name()
+            ),
+        ));
+    }
+    check_affine(OP, c, gamma, beta)?;
+    let hw = x.numel() / n.max(1) / c.max(1);
+    let (splits, ppw) = split_plan(rec.gpu(), n, groups, hw, c / groups).unwrap_or((1, hw.max(1)));
+    let stats = Tensor::empty_in(
+        rec,
+        &[n * groups * splits * 2],
+        DType::F32,
+        "group_norm.split_stats",
+    )?;
+    let affine = Tensor::empty_in(rec, &[n, 2 * c], DType::F32, "group_norm.affine")?;
+    let gpu = rec.gpu();
+    let (xb, gb, bb, sb, ab) = (
+        x.bind(gpu, OP)?,
+        gamma.bind(gpu, OP)?,
+        beta.bind(gpu, OP)?,
+        stats.bind(gpu, OP)?,
+        affine.bind(gpu, OP)?,
+    );
+    let params = GroupNormSplitParams {
+        n: u32_of(OP, "images", n)?,
+        hw: u32_of(OP, "spatial size", hw)?,
+        c: u32_of(OP, "c", c)?,
+        groups: groups as u32,
+        x_off: xb.elem_offset,
+        y_off: ab.elem_offset,
+        splits: splits as u32,
+        ppw: ppw as u32,
+        eps,
+        ..Default::default()
+    };
+    let bindings = vec![xb.range, gb.range, bb.range, ab.range, sb.range];
+    let grid = gpu.grid(OP, (n * groups * splits) as u64)?;
+    push(
+        rec,
+        split_key("split_stats", act),
+        &params,
+        bindings.clone(),
+        grid,
+    )?;
+    let grid = rec.gpu().grid(OP, (n * groups) as u64)?;
+    // The affine output is f32 whatever x's dtype: the f32 variant of the module.
+    push(
+        rec,
+        split_key("split_affine", DType::F32),
+        &params,
+        bindings,
+        grid,
+    )?;
+    Ok(affine)
+}
+
 /// Workgroups a GPU group norm aims for: a few per multiprocessor of a large GPU (an
 /// H100/H200 has 132), so that memory latency is hidden.
 const SPLIT_TARGET_WORKGROUPS: usize = 512;
@@ -205,7 +280,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
             layer_norm_key(sub(), act),
         ]);
         keys.extend(BANDED.map(|e| banded_key(e, act)));
-        keys.extend(["split_stats", "split_apply"].map(|e| split_key(e, act)));
+        keys.extend(["split_stats", "split_apply", "split_affine"].map(|e| split_key(e, act)));
     }
     keys
 }
