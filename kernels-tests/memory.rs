@@ -297,7 +297,7 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
             "--height",
             "32",
         ])
-        .args(["--batch-size", "4", "--memory-budget", "9MiB", "--out"])
+        .args(["--batch-size", "4", "--memory-budget", "8MiB", "--out"])
         .arg(&out_png)
         .output()
         .unwrap();
@@ -305,7 +305,7 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
     assert!(!run.status.success(), "{err}");
     assert!(err.contains("device memory: "), "{err}");
     assert!(
-        err.contains("above the memory budget of 9.0 MiB (--memory-budget)"),
+        err.contains("above the memory budget of 8.0 MiB (--memory-budget)"),
         "{err}"
     );
     assert!(err.contains("a batch of at most"), "{err}");

@@ -73,19 +73,34 @@ impl<'g> Recorder<'g> {
     }
 
     /// A storage buffer of at least `size` bytes for an op's output or scratch, written
-    /// first by a dispatch of this recorder: a buffer of the same size class whose tensors
-    /// are all dropped and that only earlier dispatches of this pass bind, else a new one
-    /// from the pool.
+    /// first by a dispatch of this recorder: a buffer whose tensors are all dropped and that
+    /// only earlier dispatches of this pass bind — of the same size class, else the smallest
+    /// such buffer up to twice the size (a decoder level's first resnet leaves a tensor
+    /// twice as wide as everything after it: without this its buffer sat idle beside new
+    /// ones) — else a new one from the pool.
     pub fn alloc(&self, size: u64, label: &str) -> Result<Arc<GpuBuffer>> {
-        let key = (super::pool::size_class(size), super::STORAGE_USAGE.bits());
-        if let Some(addrs) = self.by_class.get(&key) {
-            for a in addrs {
-                let (buf, refs) = &self.held[a];
-                // Our `held` clone plus one per binding: no tensor holds it any more.
-                if Arc::strong_count(buf) == refs + 1 {
-                    return Ok(buf.clone());
-                }
-            }
+        let class = super::pool::size_class(size);
+        let usage = super::STORAGE_USAGE.bits();
+        let dead = |a: &usize| {
+            let (buf, refs) = &self.held[a];
+            // Our `held` clone plus one per binding: no tensor holds it any more.
+            Arc::strong_count(buf) == refs + 1
+        };
+        if let Some(a) = self
+            .by_class
+            .get(&(class, usage))
+            .and_then(|addrs| addrs.iter().find(|a| dead(a)))
+        {
+            return Ok(self.held[a].0.clone());
+        }
+        let larger = self
+            .by_class
+            .iter()
+            .filter(|((c, u), _)| *u == usage && *c > class && *c <= 2 * class)
+            .filter_map(|((c, _), addrs)| addrs.iter().find(|a| dead(a)).map(|a| (*c, *a)))
+            .min();
+        if let Some((_, a)) = larger {
+            return Ok(self.held[&a].0.clone());
         }
         self.gpu.alloc(size, label)
     }
