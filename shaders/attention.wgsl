@@ -41,20 +41,7 @@ const STATE_LEN: u32 = DV + 2u;   // accumulator, max, sum
 
 override WG: u32 = 64u;
 
-struct Params {
-    batch: u32, heads: u32, n_q: u32, n_kv: u32,
-    q_off: u32, k_off: u32, v_off: u32, o_off: u32,
-    q_stride: u32, k_stride: u32, v_stride: u32, o_stride: u32,
-    tiles_q: u32, causal: u32, scale: f32, kv_begin: u32,
-    kv_end: u32, first: u32, last: u32, _pad0: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<VS>;
-@group(0) @binding(2) var<storage, read> k: array<VS>;
-@group(0) @binding(3) var<storage, read> v: array<VS>;
-@group(0) @binding(4) var<storage, read_write> o: array<VS>;
-@group(0) @binding(5) var<storage, read_write> state: array<V>;
+#include "attention_io.wgsl"
 
 // A later key chunk: the accumulator saved by the previous chunk (into `acc`) and its
 // running (max, sum).

@@ -32,20 +32,9 @@ const STATE_LEN: u32 = DV + 1u;   // accumulator, then (max, sum, 0, 0)
 const STREAM: u32 = 320u;
 const NEG: f32 = -3.0e38;         // finite "minus infinity": exp(NEG − m) = 0, never inf − inf
 
-struct Params {
-    batch: u32, heads: u32, n_q: u32, n_kv: u32,
-    q_off: u32, k_off: u32, v_off: u32, o_off: u32,
-    q_stride: u32, k_stride: u32, v_stride: u32, o_stride: u32,
-    tiles_q: u32, causal: u32, scale: f32, kv_begin: u32,
-    kv_end: u32, first: u32, last: u32, _pad0: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<act4>;
-@group(0) @binding(2) var<storage, read> k: array<act4>;
-@group(0) @binding(3) var<storage, read> v: array<act4>;
-@group(0) @binding(4) var<storage, read_write> o: array<act4>;
-@group(0) @binding(5) var<storage, read_write> state: array<vec4<f32>>;
+alias V = vec4<f32>;
+alias VS = act4;
+#include "attention_io.wgsl"
 
 // P transposed: p_s[j · 16 + g] holds rows 4g .. 4g + 3 of key j (scores, then weights; at
 // the end the partial row sums, [tx · 16 + g]).

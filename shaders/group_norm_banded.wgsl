@@ -75,18 +75,15 @@ fn band_finalize(
         return;
     }
     let cg = p.c / p.groups;
-    var n = 0.0;
-    var mean = 0.0;
-    var m2 = 0.0;
+    var acc = vec3<f32>(0.0);   // count, mean, M2
     for (var b = 0u; b < p.n_bands; b++) {
         let nb = f32(min(p.band_hw, p.total_hw - b * p.band_hw) * cg);
         let i = (b * p.groups + g) * 2u;
-        let delta = stats[i] - mean;
-        let total = n + nb;
-        mean += delta * nb / total;
-        m2 += stats[i + 1u] + delta * delta * n * nb / total;
-        n = total;
+        acc = chan_merge(acc, nb, stats[i], stats[i + 1u]);
     }
+    let n = acc.x;
+    let mean = acc.y;
+    let m2 = acc.z;
     let out = (p.n_bands * p.groups + g) * 2u;
     stats[out] = mean;
     stats[out + 1u] = inverseSqrt(m2 / n + p.eps);

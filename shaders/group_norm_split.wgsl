@@ -84,6 +84,19 @@ fn split_stats(
     }
 }
 
+// Mean and 1/sqrt(var + eps) of (image, group) bg, merged from its splits' statistics (every
+// workgroup of the group merges them in the same order: all get the same values).
+fn group_stats(bg: u32) -> vec2<f32> {
+    let cg = p.c / p.groups;
+    var acc = vec3<f32>(0.0);   // count, mean, M2
+    for (var t = 0u; t < p.splits; t++) {
+        let nb = f32(min(p.ppw, p.hw - t * p.ppw) * cg);
+        let i = 2u * (bg * p.splits + t);
+        acc = chan_merge(acc, nb, stats[i], stats[i + 1u]);
+    }
+    return vec2<f32>(acc.y, inverseSqrt(acc.z / acc.x + p.eps));
+}
+
 @compute @workgroup_size(WG)
 fn split_apply(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -96,19 +109,9 @@ fn split_apply(
     }
     let sp = split_of(index);
     let cg = p.c / p.groups;
-    var n = 0.0;
-    var mean = 0.0;
-    var m2 = 0.0;
-    for (var t = 0u; t < p.splits; t++) {
-        let nb = f32(min(p.ppw, p.hw - t * p.ppw) * cg);
-        let i = 2u * (sp.bg * p.splits + t);
-        let delta = stats[i] - mean;
-        let total = n + nb;
-        mean += delta * nb / total;
-        m2 += stats[i + 1u] + delta * delta * n * nb / total;
-        n = total;
-    }
-    let inv = inverseSqrt(m2 / n + p.eps);
+    let st = group_stats(sp.bg);
+    let mean = st.x;
+    let inv = st.y;
     let step = divmod(WG, cg);
     var pc = divmod(li, cg);
     for (var e = li; e < sp.count; e += WG) {
@@ -138,19 +141,9 @@ fn split_affine(
         return;
     }
     let cg = p.c / p.groups;
-    var n = 0.0;
-    var mean = 0.0;
-    var m2 = 0.0;
-    for (var t = 0u; t < p.splits; t++) {
-        let nb = f32(min(p.ppw, p.hw - t * p.ppw) * cg);
-        let i = 2u * (bg * p.splits + t);
-        let delta = stats[i] - mean;
-        let total = n + nb;
-        mean += delta * nb / total;
-        m2 += stats[i + 1u] + delta * delta * n * nb / total;
-        n = total;
-    }
-    let inv = inverseSqrt(m2 / n + p.eps);
+    let st = group_stats(bg);
+    let mean = st.x;
+    let inv = st.y;
     let b = bg / p.groups;
     let ch0 = (bg % p.groups) * cg;
     for (var j = li; j < cg; j += WG) {

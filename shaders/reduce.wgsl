@@ -27,3 +27,13 @@ fn reduce_sum(li: u32, v: f32) -> f32 {
     return total;
 }
 #endif
+
+// Chan et al.'s pairwise merge of partial statistics: `acc` (count, mean, M2) with a part of
+// `nb` elements, mean `mean_b` and M2 = Σ (x − mean)² `m2_b`. Exact in exact arithmetic; no
+// cancellation between large sums. Used where a group's statistics come in parts (bands of
+// an image, splits over workgroups).
+fn chan_merge(acc: vec3<f32>, nb: f32, mean_b: f32, m2_b: f32) -> vec3<f32> {
+    let delta = mean_b - acc.y;
+    let total = acc.x + nb;
+    return vec3<f32>(total, acc.y + delta * nb / total, acc.z + m2_b + delta * delta * acc.x * nb / total);
+}

@@ -128,9 +128,16 @@ fn layer_norm_key((wg, mut defines): (u32, Vec<Define>), act: DType) -> KernelKe
     }
 }
 
-fn banded_key(entry: &'static str, act: DType) -> KernelKey {
+/// An entry of a group norm computed in parts (bands, splits): x, gamma, beta, y and the
+/// partial statistics, 256 threads.
+fn parts_key(
+    shader: &'static str,
+    entry: &'static str,
+    params_size: usize,
+    act: DType,
+) -> KernelKey {
     KernelKey {
-        shader: "group_norm_banded.wgsl",
+        shader,
         entry,
         defines: act_defines(act),
         overrides: vec![("WG", 256)],
@@ -141,27 +148,20 @@ fn banded_key(entry: &'static str, act: DType) -> KernelKey {
             Access::ReadWrite,
             Access::ReadWrite,
         ],
-        params_size: std::mem::size_of::<GroupNormBandParams>() as u64,
+        params_size: params_size as u64,
     }
+}
+
+fn banded_key(entry: &'static str, act: DType) -> KernelKey {
+    let size = std::mem::size_of::<GroupNormBandParams>();
+    parts_key("group_norm_banded.wgsl", entry, size, act)
 }
 
 const BANDED: [&str; 3] = ["band_stats", "band_finalize", "band_apply"];
 
 fn split_key(entry: &'static str, act: DType) -> KernelKey {
-    KernelKey {
-        shader: "group_norm_split.wgsl",
-        entry,
-        defines: act_defines(act),
-        overrides: vec![("WG", 256)],
-        bindings: vec![
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        params_size: std::mem::size_of::<GroupNormSplitParams>() as u64,
-    }
+    let size = std::mem::size_of::<GroupNormSplitParams>();
+    parts_key("group_norm_split.wgsl", entry, size, act)
 }
 
 /// Per image and channel, the scale and shift that a group norm applies (`[n, 2·c]` f32:
