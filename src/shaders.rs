@@ -45,7 +45,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../shaders/group_norm_split.wgsl"),
     ),
     ("attention.wgsl", include_str!("../shaders/attention.wgsl")),
-    ("attention_io.wgsl", include_str!("../shaders/attention_io.wgsl")),
+    (
+        "attention_io.wgsl",
+        include_str!("../shaders/attention_io.wgsl"),
+    ),
     (
         "attention_tiled.wgsl",
         include_str!("../shaders/attention_tiled.wgsl"),

@@ -278,10 +278,15 @@ fn conv2d_with(
     // Split over images when one binding would exceed the device limit; an image too large
     // for one binding is split into bands of output rows (below).
     let img_bytes = act.size() * (ph * pw * cin).max(ho * wo * cout) as u64;
-    let fused = norm.filter(|_| {
+    // Only where the norm alone would take two dispatches (large groups, split over
+    // workgroups): a small one stays one norm pass, not statistics + scales + conv.
+    let fused = norm.filter(|nm| {
         rec.gpu().gemm_variant() == crate::gpu::GemmVariant::Tiled
             && opts.upsample == 1
             && fits_binding(rec, img_bytes * n as u64)
+            && nm.groups > 0
+            && cin % nm.groups == 0
+            && super::norm::splits_on(rec.gpu(), n, nm.groups, ph * pw, cin / nm.groups)
     });
     if let (Some(nm), None) = (norm, fused) {
         let h = super::group_norm(rec, x, nm.groups, nm.gamma, nm.beta, nm.eps, nm.silu)?;

@@ -239,6 +239,19 @@ pub(crate) fn group_norm_affine(
     Ok(affine)
 }
 
+/// Whether a group norm of `images · groups` groups of `hw` pixels × `cg` channels takes the
+/// split kernels (two dispatches) on `gpu`: then a conv that reads the norm in place costs no
+/// extra dispatch (its statistics and scales are two dispatches too).
+pub(crate) fn splits_on(
+    gpu: &crate::Gpu,
+    images: usize,
+    groups: usize,
+    hw: usize,
+    cg: usize,
+) -> bool {
+    split_plan(gpu, images, groups, hw, cg).is_some()
+}
+
 /// Workgroups a GPU group norm aims for: a few per multiprocessor of a large GPU (an
 /// H100/H200 has 132), so that memory latency is hidden.
 const SPLIT_TARGET_WORKGROUPS: usize = 512;
