@@ -177,6 +177,8 @@ pub struct Attention {
     pub qkv: QkvProjection,
     pub to_out: Linear,
     pub heads: usize,
+    /// Mask keys after each query (CLIP's text encoder).
+    pub causal: bool,
 }
 
 /// An attention layer's `to_q`, `to_k`, `to_v`.
@@ -200,16 +202,25 @@ pub struct CrossProjection {
 impl Attention {
     /// A self-attention layer of width `c`.
     pub fn load_self(vb: &Loader<'_>, c: usize, heads: usize, qkv_bias: bool) -> Result<Self> {
+        let out = vb.pp("to_out").pp(0);
+        Self::load_self_named(vb, ["to_q", "to_k", "to_v"], &out, c, heads, qkv_bias)
+    }
+
+    /// A self-attention layer whose projections the checkpoint names `qkv` (under `vb`) and
+    /// `out` (transformers' CLIP: `q_proj`, `k_proj`, `v_proj`, `out_proj`).
+    pub fn load_self_named(
+        vb: &Loader<'_>,
+        qkv: [&str; 3],
+        out: &Loader<'_>,
+        c: usize,
+        heads: usize,
+        qkv_bias: bool,
+    ) -> Result<Self> {
         Ok(Self {
-            qkv: QkvProjection::SelfFused(Linear::load_fused(
-                vb,
-                &["to_q", "to_k", "to_v"],
-                c,
-                c,
-                qkv_bias,
-            )?),
-            to_out: vb.pp("to_out").pp(0).linear(c, c, true)?,
+            qkv: QkvProjection::SelfFused(Linear::load_fused(vb, &qkv, c, c, qkv_bias)?),
+            to_out: out.linear(c, c, true)?,
             heads,
+            causal: false,
         })
     }
 
@@ -223,13 +234,14 @@ impl Attention {
             })),
             to_out: vb.pp("to_out").pp(0).linear(c, c, true)?,
             heads,
+            causal: false,
         })
     }
 
     fn options(&self) -> AttentionOptions {
         AttentionOptions {
             heads: self.heads,
-            causal: false,
+            causal: self.causal,
             scale: None,
         }
     }

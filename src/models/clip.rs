@@ -3,10 +3,11 @@
 //! ViT-L/14 text tower (quick-GELU); SD 2.x OpenCLIP ViT-H (GELU, taken at the penultimate
 //! layer).
 
+use super::blocks::Attention;
 use super::{LayerNorm, Linear, Loader, read_json};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::ops::{self, AttentionOptions, Unary};
+use crate::ops::{self, Unary};
 use crate::tensor::{DType, Tensor};
 use crate::weights::{Relayout, WeightDType, Weights};
 use std::path::Path;
@@ -95,14 +96,6 @@ impl ClipTextConfig {
     }
 }
 
-/// transformers `CLIPAttention` (`self_attn`).
-pub struct ClipAttention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub out_proj: Linear,
-}
-
 /// transformers `CLIPMLP` (`mlp`).
 pub struct ClipMlp {
     pub fc1: Linear,
@@ -112,7 +105,10 @@ pub struct ClipMlp {
 /// One encoder layer (`encoder.layers.{i}`).
 pub struct ClipEncoderLayer {
     pub layer_norm1: LayerNorm,
-    pub self_attn: ClipAttention,
+    /// transformers `CLIPAttention`: `q_proj`, `k_proj`, `v_proj` fused at load time into
+    /// one `[h, 3h]` projection (one GEMM; the attention kernel reads q, k, v from its rows),
+    /// causal, `out_proj` as `to_out`.
+    pub self_attn: Attention,
     pub layer_norm2: LayerNorm,
     pub mlp: ClipMlp,
 }
@@ -181,11 +177,16 @@ impl ClipTextModel {
                 let (at, mlp) = (vb.pp("self_attn"), vb.pp("mlp"));
                 Ok(ClipEncoderLayer {
                     layer_norm1: vb.pp("layer_norm1").layer_norm(h, eps)?,
-                    self_attn: ClipAttention {
-                        q_proj: at.pp("q_proj").linear(h, h, true)?,
-                        k_proj: at.pp("k_proj").linear(h, h, true)?,
-                        v_proj: at.pp("v_proj").linear(h, h, true)?,
-                        out_proj: at.pp("out_proj").linear(h, h, true)?,
+                    self_attn: Attention {
+                        causal: true,
+                        ..Attention::load_self_named(
+                            &at,
+                            ["q_proj", "k_proj", "v_proj"],
+                            &at.pp("out_proj"),
+                            h,
+                            c.num_attention_heads,
+                            true,
+                        )?
                     },
                     layer_norm2: vb.pp("layer_norm2").layer_norm(h, eps)?,
                     mlp: ClipMlp {
@@ -269,19 +270,11 @@ impl ClipTextModel {
         let tokens = ops::cast(rec, &tokens, adt)?;
         let pos = ops::cast(rec, &self.position_embedding.narrow0(0, seq)?, adt)?;
         let mut x = ops::add(rec, &tokens, &pos)?; // [B, seq, h]
-        let opts = AttentionOptions {
-            heads: c.num_attention_heads,
-            causal: true,
-            scale: None,
-        };
         for layer in &self.layers[..c.num_hidden_layers - clip_skip] {
-            let y = layer.layer_norm1.forward(rec, &x)?;
-            let sa = &layer.self_attn;
-            let q = sa.q_proj.forward(rec, &y)?;
-            let k = sa.k_proj.forward(rec, &y)?;
-            let v = sa.v_proj.forward(rec, &y)?;
-            let a = ops::attention(rec, &q, &k, &v, opts)?; // [B, seq, h]
-            x = sa.out_proj.forward_res(rec, &a, Some(&x))?; // x + out_proj(a)
+            // x + out_proj(attn(layer_norm1(x))) [B, seq, h]
+            x = layer
+                .self_attn
+                .forward(rec, &x, Some(&layer.layer_norm1), Some(&x))?;
             let y = layer.layer_norm2.forward(rec, &x)?;
             let y = layer.mlp.fc1.forward(rec, &y)?; // [B, seq, ff]
             let act = match c.hidden_act {
@@ -300,6 +293,6 @@ impl ClipTextModel {
     fn projection_dtype(&self) -> DType {
         self.layers
             .first()
-            .map_or(DType::F32, |l| l.self_attn.q_proj.weight.dtype())
+            .map_or(DType::F32, |l| l.self_attn.to_out.weight.dtype())
     }
 }
