@@ -113,7 +113,21 @@ impl Profile {
         for (s, t) in &self.stages {
             out.push_str(&format!("  {s:<14} {:>10.2} ms\n", 1e3 * t));
         }
-        out.push_str(&format!("{} by op family:\n", self.step));
+        out.push_str(&self.stage_table());
+        out
+    }
+
+    /// The summarised stage by op family and its 10 most expensive dispatches.
+    pub fn stage_table(&self) -> String {
+        let mut out = self.family_table();
+        out.push_str(&format!("{}'s 10 most expensive dispatches:\n", self.step));
+        out.push_str(&self.top_table());
+        out
+    }
+
+    /// The stage's GPU time by op family.
+    pub fn family_table(&self) -> String {
+        let mut out = format!("{} by op family:\n", self.step);
         for (f, t, n) in &self.families {
             out.push_str(&format!(
                 "  {f:<12} {:>10.2} ms {:>5.1} %  {n} dispatches\n",
@@ -121,7 +135,11 @@ impl Profile {
                 100.0 * t / self.step_s.max(1e-12)
             ));
         }
-        out.push_str(&format!("{}'s 10 most expensive dispatches:\n", self.step));
+        out
+    }
+
+    fn top_table(&self) -> String {
+        let mut out = String::new();
         for e in &self.top {
             let shape = if e.shape.is_empty() {
                 format!("{:?} workgroups", e.workgroups)
@@ -190,8 +208,9 @@ pub struct BenchReport {
     /// Peak device memory the engine held during the measured run (weights included).
     pub peak_device_bytes: u64,
     pub weight_bytes: u64,
-    /// With [`BenchOptions::profile`].
+    /// With [`BenchOptions::profile`]: the step, and the VAE decode by family.
     pub profile: Option<Profile>,
+    pub decode_profile: Option<Profile>,
 }
 
 /// The prompt every bench run encodes (one 77-token chunk).
@@ -268,15 +287,18 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
     ) * rows as f64;
     let s_per_step = t.sampling.as_secs_f64() / steps;
     let peak_device_bytes = gpu.memory_stats().peak;
-    let profile = if o.profile {
+    let (profile, decode_profile) = if o.profile {
         gpu.set_profiling(true)?;
         let run = pipe.generate(gpu, &cold, &mut |_| true);
         let entries = gpu.take_profile();
         gpu.set_profiling(false)?;
         run?;
-        Some(Profile::from_entries(&entries, "step 1"))
+        (
+            Some(Profile::from_entries(&entries, "step 1")),
+            Some(Profile::from_entries(&entries, "VAE decode")),
+        )
     } else {
-        None
+        (None, None)
     };
     let info = gpu.adapter_info();
     Ok(BenchReport {
@@ -317,6 +339,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         peak_device_bytes,
         weight_bytes,
         profile,
+        decode_profile,
     })
 }
 
@@ -351,6 +374,7 @@ impl BenchReport {
             "peak_device_bytes": self.peak_device_bytes,
             "weight_bytes": self.weight_bytes,
             "profile": self.profile.as_ref().map(Profile::to_json),
+            "profile_vae_decode": self.decode_profile.as_ref().map(Profile::to_json),
         })
     }
 
@@ -423,6 +447,9 @@ impl BenchReport {
             .collect();
         if let Some(p) = &self.profile {
             out.push_str(&p.to_table());
+        }
+        if let Some(p) = &self.decode_profile {
+            out.push_str(&p.stage_table());
         }
         out
     }
