@@ -385,7 +385,9 @@ impl Gpu {
         }
     }
 
-    /// Turns f16 activations on or off for models loaded from now on; on needs `shader-f16`.
+    /// Turns f16 activations on or off for what models record from now on (each forward
+    /// pass reads the policy; a request's step plan keeps the dtype it was recorded with);
+    /// on needs `shader-f16`.
     pub fn set_f16_activations(&mut self, on: bool) -> Result<()> {
         if on && !self.features.contains(wgpu::Features::SHADER_F16) {
             return Err(Error::unsupported(
