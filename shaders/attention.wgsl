@@ -26,57 +26,18 @@
 // `state` ([b, n_q, heads, STATE_LEN] of V, still O(N·D)) and the next chunk resumes from it.
 
 #include "common.wgsl"
-
-#if VEC4
-alias V = vec4<f32>;
-alias VS = act4;   // storage of q, k, v, o (common.wgsl's act)
-fn vdot(a: V, b: V) -> f32 { return dot(a, b); }
-const STATE_LEN: u32 = DV + 1u;   // accumulator, then (max, sum, 0, 0)
-#else
-alias V = f32;
-alias VS = act;
-fn vdot(a: V, b: V) -> f32 { return a * b; }
-const STATE_LEN: u32 = DV + 2u;   // accumulator, max, sum
-#endif
+#include "attention_chunks.wgsl"
 
 override WG: u32 = 64u;
 
-#include "attention_io.wgsl"
-
-// A later key chunk: the accumulator saved by the previous chunk (into `acc`) and its
-// running (max, sum).
-fn resume(s_base: u32, acc: ptr<function, array<V, DV>>) -> vec2<f32> {
-    for (var c = 0u; c < DV; c++) {
-        (*acc)[c] = state[s_base + c];
-    }
-    let ml = state[s_base + DV];
-#if VEC4
-    return ml.xy;
-#else
-    return vec2<f32>(ml, state[s_base + DV + 1u]);
-#endif
-}
-
-#if SUBGROUP_ATTN
-// CPU devices (subgroup size 8, checked by the host; WG = 8): one subgroup per workgroup, no
-// workgroup memory and no barriers (on llvmpipe a barrier switches every subgroup of the
-// workgroup out and back in). Lane l loads key j0 + l and its value; the 8 keys of a block
-// reach every lane's query by subgroupShuffle, and the online softmax advances one key at a
-// time (scores never leave registers).
-const KEY_BLOCK: u32 = 8u;
-#else
 var<workgroup> k_tile: array<V, BKV * DV>;
 var<workgroup> v_tile: array<V, BKV * DV>;
-#endif
 
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
-#if SUBGROUP_ATTN
-    @builtin(subgroup_invocation_id) lane: u32,
-#endif
 ) {
     let wg_index = linear_workgroup(wid, nwg);
     if (wg_index >= p.tiles_q * p.heads * p.batch) {
@@ -115,33 +76,6 @@ fn main(
     let k_base = p.k_off + b * p.n_kv * p.k_stride + h * DV;
     let v_base = p.v_off + b * p.n_kv * p.v_stride + h * DV;
 
-#if SUBGROUP_ATTN
-    var kr: array<V, DV>;
-    var vr: array<V, DV>;
-    for (var j0 = p.kv_begin; j0 < kv_end; j0 += KEY_BLOCK) {
-        let jl = min(j0 + lane, kv_end - 1u);
-        for (var c = 0u; c < DV; c++) {
-            kr[c] = V(k[k_base + jl * p.k_stride + c]);
-            vr[c] = V(v[v_base + jl * p.v_stride + c]);
-        }
-        let jn = min(KEY_BLOCK, kv_end - j0);
-        for (var jj = 0u; jj < jn; jj++) {
-            var sc = 0.0;
-            for (var c = 0u; c < DV; c++) {
-                sc += vdot(qv[c], subgroupShuffle(kr[c], jj));
-            }
-            let masked = p.causal != 0u && j0 + jj > qi;
-            let m_new = select(max(m_run, sc), m_run, masked);
-            let corr = exp(m_run - m_new);
-            let pj = select(exp(sc - m_new), 0.0, masked);
-            l_run = l_run * corr + pj;
-            for (var c = 0u; c < DV; c++) {
-                acc[c] = fma(V(pj), subgroupShuffle(vr[c], jj), acc[c] * corr);
-            }
-            m_run = m_new;
-        }
-    }
-#else
     for (var j0 = p.kv_begin; j0 < kv_end; j0 += BKV) {
         workgroupBarrier();
         for (var e = li; e < BKV * DV; e += WG) {
@@ -181,28 +115,6 @@ fn main(
         m_run = m_blk;
     }
 
-#endif
     finish(in_range, i, b, h, s_base, acc, m_run, l_run);
 }
 
-// A chunk's end: the running state for the next key chunk, or the normalised output.
-fn finish(in_range: bool, i: u32, b: u32, h: u32, s_base: u32, acc: array<V, DV>, m_run: f32, l_run: f32) {
-    if (in_range && p.last == 0u) {
-        for (var c = 0u; c < DV; c++) {
-            state[s_base + c] = acc[c];
-        }
-#if VEC4
-        state[s_base + DV] = vec4<f32>(m_run, l_run, 0.0, 0.0);
-#else
-        state[s_base + DV] = m_run;
-        state[s_base + DV + 1u] = l_run;
-#endif
-    }
-    if (in_range && p.last != 0u) {
-        let inv = 1.0 / l_run;
-        let o_base = p.o_off + (b * p.n_q + i) * p.o_stride + h * DV;
-        for (var c = 0u; c < DV; c++) {
-            o[o_base + c] = VS(acc[c] * inv);
-        }
-    }
-}

@@ -50,6 +50,14 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../shaders/attention_io.wgsl"),
     ),
     (
+        "attention_cpu.wgsl",
+        include_str!("../shaders/attention_cpu.wgsl"),
+    ),
+    (
+        "attention_chunks.wgsl",
+        include_str!("../shaders/attention_chunks.wgsl"),
+    ),
+    (
         "attention_tiled.wgsl",
         include_str!("../shaders/attention_tiled.wgsl"),
     ),

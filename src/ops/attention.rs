@@ -69,11 +69,12 @@ fn wg_for(n_q: usize) -> u32 {
     }
 }
 
-/// Workgroup size of the one-subgroup variant (define `SUBGROUP_ATTN`) that devices with the
-/// subgroup GEMM core (subgroup size exactly 8: CPU devices such as lavapipe) use.
+/// Workgroup size of the CPU-device kernel (`shaders/attention_cpu.wgsl`) that devices with
+/// the subgroup GEMM core (subgroup size exactly 8: CPU devices such as lavapipe) use.
 const SUBGROUP_WG: u32 = 8;
 
-/// `wg == SUBGROUP_WG`: the one-subgroup variant; `act`: the dtype of q, k, v and the output.
+/// The workgroup kernel (`shaders/attention.wgsl`) with `wg` threads; `act`: the dtype of q,
+/// k, v and the output.
 fn key(d: usize, smem: usize, vec4: bool, wg: u32, act: DType) -> KernelKey {
     let width = if vec4 { 4 } else { 1 };
     let mut defines = vec![
@@ -83,9 +84,6 @@ fn key(d: usize, smem: usize, vec4: bool, wg: u32, act: DType) -> KernelKey {
     ];
     if vec4 {
         defines.push(Define::Flag("VEC4"));
-    }
-    if wg == SUBGROUP_WG {
-        defines.push(Define::Flag("SUBGROUP_ATTN"));
     }
     defines.extend(act_defines(act));
     KernelKey {
@@ -152,6 +150,37 @@ fn tiled_key(d: usize, act: DType) -> KernelKey {
     }
 }
 
+/// The CPU-device kernel (`shaders/attention_cpu.wgsl`): one subgroup of 8 lanes, two
+/// queries per lane.
+fn cpu_key(d: usize, vec4: bool, act: DType) -> KernelKey {
+    let width = if vec4 { 4 } else { 1 };
+    let mut defines = vec![
+        Define::Const("D", d as u32),
+        Define::Const("DV", (d / width) as u32),
+    ];
+    if vec4 {
+        defines.push(Define::Flag("VEC4"));
+    }
+    defines.extend(act_defines(act));
+    KernelKey {
+        shader: "attention_cpu.wgsl",
+        entry: "main",
+        defines,
+        overrides: vec![],
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        params_size: std::mem::size_of::<AttentionParams>() as u64,
+    }
+}
+
+/// Queries per workgroup of the CPU-device kernel.
+const CPU_QPW: usize = 16;
+
 /// Loop iterations one invocation of the GPU kernel runs per block of 32 keys for `dv`
 /// head-dim vec4s (an upper bound: the score chunks 1 + 2·(1 + 4) per two vec4s, the row
 /// maxima, the rescale, then per V chunk its loads and VK keys of NO·(1 + 4) each).
@@ -178,14 +207,16 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                     key(d, SMEM_BUDGET, false, WG, act),
                     key(d, SMEM_BUDGET, vec4, 16, act),
                     key(d, SMEM_BUDGET, vec4, 32, act),
-                    key(d, SMEM_BUDGET, vec4, SUBGROUP_WG, act),
-                    key(d, SMEM_BUDGET, false, SUBGROUP_WG, act),
                 ]
             })
             .collect();
         k.dedup();
         keys.extend(k);
         keys.extend([40, 64, 80, 160, 512, 8].map(|d| tiled_key(d, act)));
+        for d in [40, 64, 80, 160, 512, 1, 7] {
+            keys.push(cpu_key(d, d % 4 == 0, act));
+            keys.push(cpu_key(d, false, act));
+        }
     }
     keys
 }
@@ -194,8 +225,8 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 /// for `dv` head-dim entries (floats or vec4s): per block of `bkv` keys the kernel runs
 /// 1 + ⌈bkv·dv/WG⌉ (loads) + 2·bkv·(dv + 1) (scores, weighted sum) + dv (rescale)
 /// iterations, plus 4·dv around the loop. `None`: all keys.
-/// The one-subgroup variant runs 1 + dv (loads) + 8·(1 + 2·dv) iterations per block of 8
-/// keys.
+/// The CPU-device kernel runs 1 + dv (loads) + 8·(1 + 2·dv) iterations per block of 8
+/// keys (two queries per iteration).
 fn keys_per_dispatch(limit: Option<u32>, dv: usize, bkv: usize, wg: u32) -> Option<usize> {
     let limit = limit? as usize * 9 / 10;
     let (per_block, bkv) = if wg == SUBGROUP_WG {
@@ -411,7 +442,13 @@ fn run(
             "state buffer must start at its binding",
         ));
     }
-    let tiles_q = n_q.div_ceil(if tiled { TILED_BQ } else { wg as usize });
+    let tiles_q = n_q.div_ceil(if tiled {
+        TILED_BQ
+    } else if subgroup {
+        CPU_QPW
+    } else {
+        wg as usize
+    });
     let base = AttentionParams {
         batch: b as u32,
         heads: heads as u32,
@@ -448,6 +485,8 @@ fn run(
         ];
         let kernel = if tiled {
             tiled_key(d, act)
+        } else if subgroup {
+            cpu_key(d, vec4, act)
         } else {
             key(d, smem, vec4, wg, act)
         };
