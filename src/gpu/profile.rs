@@ -42,7 +42,7 @@ pub fn family(shader: &str) -> &'static str {
     match shader {
         "conv2d.wgsl" => "conv2d",
         s if s.starts_with("gemm") || s == "matmul.wgsl" => "matmul",
-        "attention.wgsl" => "attention",
+        s if s.starts_with("attention") => "attention",
         s if s.starts_with("group_norm") => "group-norm",
         "layer_norm.wgsl" => "layer-norm",
         "sampler_step.wgsl" | "step_table.wgsl" => "sampler",
