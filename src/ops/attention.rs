@@ -73,6 +73,29 @@ fn wg_for(n_q: usize) -> u32 {
 /// the subgroup GEMM core (subgroup size exactly 8: CPU devices such as lavapipe) use.
 const SUBGROUP_WG: u32 = 8;
 
+/// An attention kernel: q, k, v read, the output and the key chunks' state written, the
+/// params of [`AttentionParams`].
+fn attention_kernel(
+    shader: &'static str,
+    defines: Vec<Define>,
+    overrides: Vec<(&'static str, u32)>,
+) -> KernelKey {
+    KernelKey {
+        shader,
+        entry: "main",
+        defines,
+        overrides,
+        bindings: vec![
+            Access::Read,
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ],
+        params_size: std::mem::size_of::<AttentionParams>() as u64,
+    }
+}
+
 /// The workgroup kernel (`shaders/attention.wgsl`) with `wg` threads; `act`: the dtype of q,
 /// k, v and the output.
 fn key(d: usize, smem: usize, vec4: bool, wg: u32, act: DType) -> KernelKey {
@@ -86,20 +109,7 @@ fn key(d: usize, smem: usize, vec4: bool, wg: u32, act: DType) -> KernelKey {
         defines.push(Define::Flag("VEC4"));
     }
     defines.extend(act_defines(act));
-    KernelKey {
-        shader: "attention.wgsl",
-        entry: "main",
-        defines,
-        overrides: vec![("WG", wg)],
-        bindings: vec![
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        params_size: std::mem::size_of::<AttentionParams>() as u64,
-    }
+    attention_kernel("attention.wgsl", defines, vec![("WG", wg)])
 }
 
 /// Queries per workgroup of the GPU kernel (`shaders/attention_tiled.wgsl`), and its keys per
@@ -134,20 +144,7 @@ fn tiled_key(d: usize, act: DType) -> KernelKey {
         Define::Const("NO", dv.div_ceil(16) as u32),
     ];
     defines.extend(act_defines(act));
-    KernelKey {
-        shader: "attention_tiled.wgsl",
-        entry: "main",
-        defines,
-        overrides: vec![],
-        bindings: vec![
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        params_size: std::mem::size_of::<AttentionParams>() as u64,
-    }
+    attention_kernel("attention_tiled.wgsl", defines, vec![])
 }
 
 /// The CPU-device kernel (`shaders/attention_cpu.wgsl`): one subgroup of 8 lanes, two
@@ -162,20 +159,7 @@ fn cpu_key(d: usize, vec4: bool, act: DType) -> KernelKey {
         defines.push(Define::Flag("VEC4"));
     }
     defines.extend(act_defines(act));
-    KernelKey {
-        shader: "attention_cpu.wgsl",
-        entry: "main",
-        defines,
-        overrides: vec![],
-        bindings: vec![
-            Access::Read,
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ],
-        params_size: std::mem::size_of::<AttentionParams>() as u64,
-    }
+    attention_kernel("attention_cpu.wgsl", defines, vec![])
 }
 
 /// Queries per workgroup of the CPU-device kernel.
