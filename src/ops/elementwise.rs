@@ -7,7 +7,7 @@ use super::{
 };
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{Bound, DType, Tensor};
 
 /// Mirrors `Params` in `shaders/elementwise.wgsl`.
 #[repr(C)]
@@ -143,6 +143,31 @@ pub(crate) fn flat_grid(
     Ok((rec.gpu().grid(op, layout.groups(n))?, layout))
 }
 
+/// Records a flat kernel over `x` → `y` (same element count), split into chunks that fit one
+/// storage binding: `record(rec, x chunk, y chunk, len, grid, layout)` pushes one dispatch.
+pub(crate) fn flat_chunks(
+    rec: &mut Recorder<'_>,
+    op: &'static str,
+    x: &Tensor,
+    y: &Tensor,
+    mut record: impl FnMut(&mut Recorder<'_>, Bound, Bound, usize, [u32; 3], FlatLayout) -> Result<()>,
+) -> Result<()> {
+    let n = x.numel();
+    let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
+    let chunk = rows_per_binding(rec, 4);
+    let mut i0 = 0;
+    while i0 < n {
+        let len = chunk.min(n - i0);
+        let gpu = rec.gpu();
+        let xb = x1.narrow0(i0, len)?.bind(gpu, op)?;
+        let yb = y1.narrow0(i0, len)?.bind(gpu, op)?;
+        let (grid, layout) = flat_grid(rec, op, len)?;
+        record(rec, xb, yb, len, grid, layout)?;
+        i0 += len;
+    }
+    Ok(())
+}
+
 /// `f(alpha·x + beta)` elementwise; any shape. Split into several dispatches when `x`
 /// exceeds one storage binding.
 pub fn unary(
@@ -154,16 +179,8 @@ pub fn unary(
 ) -> Result<Tensor> {
     const OP: &str = "unary";
     let act = require_act(rec, OP, "x", x)?;
-    let n = x.numel();
     let y = Tensor::empty_in(rec, x.shape(), act, "unary.out")?;
-    let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
-    let chunk = rows_per_binding(rec, 4);
-    let mut i0 = 0;
-    while i0 < n {
-        let len = chunk.min(n - i0);
-        let gpu = rec.gpu();
-        let xb = x1.narrow0(i0, len)?.bind(gpu, OP)?;
-        let yb = y1.narrow0(i0, len)?.bind(gpu, OP)?;
+    flat_chunks(rec, OP, x, &y, |rec, xb, yb, len, grid, layout| {
         let params = ElementwiseParams {
             n: len as u32,
             op: f as u32,
@@ -173,16 +190,14 @@ pub fn unary(
             beta,
             ..Default::default()
         };
-        let (grid, layout) = flat_grid(rec, OP, len)?;
         push(
             rec,
             ew_key("unary", layout, act),
             &params,
             vec![xb.range.clone(), xb.range, yb.range],
             grid,
-        )?;
-        i0 += len;
-    }
+        )
+    })?;
     Ok(y)
 }
 

@@ -1,7 +1,7 @@
 //! Data movement: nearest-neighbour resize (`shaders/upsample.wgsl`), channel concat
 //! (`concat.wgsl`) and RGB → packed RGBA8 texels for textures (`to_rgba8.wgsl`).
 
-use super::elementwise::{FlatLayout, flat_grid};
+use super::elementwise::{FlatLayout, flat_chunks, flat_grid};
 use super::{
     act_defines, push, require_act, require_f32, require_same_act, rows_per_binding, u32_of,
 };
@@ -118,32 +118,22 @@ pub fn cast(rec: &mut Recorder<'_>, x: &Tensor, to: DType) -> Result<Tensor> {
             ),
         ));
     }
-    let n = x.numel();
     let y = Tensor::empty_in(rec, x.shape(), to, "cast.out")?;
-    let (x1, y1) = (x.reshape(&[n])?, y.reshape(&[n])?);
-    let chunk = rows_per_binding(rec, 4);
-    let mut i0 = 0;
-    while i0 < n {
-        let len = chunk.min(n - i0);
-        let gpu = rec.gpu();
-        let xb = x1.narrow0(i0, len)?.bind(gpu, OP)?;
-        let yb = y1.narrow0(i0, len)?.bind(gpu, OP)?;
+    flat_chunks(rec, OP, x, &y, |rec, xb, yb, len, grid, layout| {
         let params = CastParams {
             n: len as u32,
             x_off: xb.elem_offset,
             y_off: yb.elem_offset,
             _pad: 0,
         };
-        let (grid, layout) = flat_grid(rec, OP, len)?;
         push(
             rec,
             cast_key(layout, to),
             &params,
             vec![xb.range, yb.range],
             grid,
-        )?;
-        i0 += len;
-    }
+        )
+    })?;
     Ok(y)
 }
 

@@ -177,19 +177,7 @@ pub(crate) fn group_norm_affine(
     eps: f32,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
-    let act = require_act(rec, OP, "x", x)?;
-    let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
-    if groups == 0 || c % groups != 0 {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "{c} channels of `{}` do not split into {groups} groups",
-                x.name()
-            ),
-        ));
-    }
-    check_affine(OP, c, gamma, beta)?;
-    let hw = x.numel() / n.max(1) / c.max(1);
+    let (act, [n, hw, c]) = check_group_norm(rec, x, groups, gamma, beta)?;
     let (splits, ppw) = split_plan(rec.gpu(), n, groups, hw, c / groups).unwrap_or((1, hw.max(1)));
     let stats = Tensor::empty_in(
         rec,
@@ -400,6 +388,37 @@ fn group_norm_banded(
     Ok(())
 }
 
+/// A group norm's input checks: `x` `[n, .., c]` of an activation dtype, `c` divisible into
+/// `groups`, `gamma` and `beta` `[c]`. Returns the activation dtype and `[n, hw, c]`.
+fn check_group_norm(
+    rec: &Recorder<'_>,
+    x: &Tensor,
+    groups: usize,
+    gamma: &Tensor,
+    beta: &Tensor,
+) -> Result<(DType, [usize; 3])> {
+    const OP: &str = "group_norm";
+    let act = require_act(rec, OP, "x", x)?;
+    if x.rank() < 2 {
+        return Err(Error::shape(
+            OP,
+            format!("x `{}` must be [n, .., c], got {:?}", x.name(), x.shape()),
+        ));
+    }
+    let (n, c) = (x.shape()[0], x.shape()[x.rank() - 1]);
+    if groups == 0 || c % groups != 0 {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{c} channels of `{}` do not split into {groups} groups",
+                x.name()
+            ),
+        ));
+    }
+    check_affine(OP, c, gamma, beta)?;
+    Ok((act, [n, x.numel() / n.max(1) / c.max(1), c]))
+}
+
 pub(crate) fn check_affine(
     op: &'static str,
     c: usize,
@@ -430,26 +449,7 @@ pub fn group_norm(
     silu: bool,
 ) -> Result<Tensor> {
     const OP: &str = "group_norm";
-    let act = require_act(rec, OP, "x", x)?;
-    if x.rank() < 2 {
-        return Err(Error::shape(
-            OP,
-            format!("x `{}` must be [n, .., c], got {:?}", x.name(), x.shape()),
-        ));
-    }
-    let n = x.shape()[0];
-    let c = x.shape()[x.rank() - 1];
-    if groups == 0 || c % groups != 0 {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "{c} channels of `{}` do not split into {groups} groups",
-                x.name()
-            ),
-        ));
-    }
-    check_affine(OP, c, gamma, beta)?;
-    let hw = x.numel() / n.max(1) / c.max(1);
+    let (act, [n, hw, c]) = check_group_norm(rec, x, groups, gamma, beta)?;
     let y = Tensor::empty_in(rec, x.shape(), act, "group_norm.out")?;
     if !fits_binding(rec, act.size() * (hw * c) as u64) {
         for b in 0..n {
