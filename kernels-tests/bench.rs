@@ -169,6 +169,7 @@ fn bench_builds_sd15_with_random_weights() {
             seed: 3,
             builtin_path: sd_wgpu::bench::builtin_model_dir().to_path_buf(),
             profile: false,
+            offload: Default::default(),
         },
     )
     .unwrap();

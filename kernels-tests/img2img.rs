@@ -165,7 +165,7 @@ fn img2img_through_the_cli() {
 /// `keep_unmasked` pastes the original pixels back outside the mask.
 #[test]
 fn inpainting_matches_diffusers() {
-    use sd_wgpu::models::unet::{UNet, UNetConfig};
+    use sd_wgpu::models::unet::UNetConfig;
     use sd_wgpu::pipeline::InitImage;
     let gpu = gpu();
     let root = fixtures();
@@ -219,7 +219,7 @@ fn inpainting_matches_diffusers() {
     let cfg = UNetConfig::from_file(&dir.join("config.json")).unwrap();
     assert_eq!(cfg.in_channels, 9);
     let w = Weights::open_file(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
-    pipe.unet = UNet::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+    pipe.replace_unet(gpu, w, &cfg, WeightDType::Auto).unwrap();
     run(&pipe, "unet9_s1", &req(1.0, false));
     // An inpainting U-Net without a mask: a clear error.
     let no_mask = Request {

@@ -18,6 +18,7 @@ mod hardening;
 mod img2img;
 mod matmul;
 mod memory;
+mod offload;
 mod norm;
 mod pipeline;
 mod runtime;

@@ -54,6 +54,8 @@ pub struct BenchOptions {
     pub builtin_path: std::path::PathBuf,
     /// After the measured run, a one-step run timed dispatch by dispatch ([`Profile`]).
     pub profile: bool,
+    /// Which networks stay on the device ([`crate::pipeline::Offload`]).
+    pub offload: crate::pipeline::Offload,
 }
 
 /// GPU time per dispatch of one warm run (text encoding, one step, decoding), from timestamp
@@ -246,6 +248,8 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         )?,
         BenchArch::Builtin => Pipeline::load(gpu, &o.builtin_path, dtype)?,
     };
+    let mut pipe = pipe;
+    pipe.offload = o.offload;
     gpu.wait()?;
     let load_s = clock.elapsed().as_secs_f64();
     let weight_bytes = gpu.memory_stats().in_use.saturating_sub(before);

@@ -58,7 +58,7 @@ pub enum Error {
     /// anything is allocated).
     #[error(
         "{op}: {what} needs {} of device memory ({} in use by loaded weights and live tensors \
-         + {} for the request), above the memory budget of {} ({budget_source}){hint}",
+         + {} for the request{mode}), above the memory budget of {} ({budget_source}){hint}",
         crate::gpu::format_bytes(*.resident + *.request),
         crate::gpu::format_bytes(*.resident),
         crate::gpu::format_bytes(*.request),
@@ -71,6 +71,8 @@ pub enum Error {
         request: u64,
         budget: u64,
         budget_source: String,
+        /// How the request would run: empty, or that it loads each network for its stage.
+        mode: String,
         hint: String,
     },
 

@@ -21,8 +21,19 @@ impl Generation<'_> {
         self.finish_inner(Some(texture))
     }
 
-    /// Steps not yet submitted are submitted first.
-    pub(super) fn finish_inner(mut self, texture: Option<&wgpu::Texture>) -> Result<Output> {
+    /// Steps not yet submitted are submitted first. A run that releases its networks
+    /// ([`super::Offload`]) ends with none on the device and the pool's cache freed.
+    pub(super) fn finish_inner(self, texture: Option<&wgpu::Texture>) -> Result<Output> {
+        let (pipe, gpu, offload) = (self.pipe, self.gpu, self.offload);
+        let out = self.decode(texture);
+        if offload {
+            pipe.vae.release(gpu);
+            gpu.trim_pool();
+        }
+        out
+    }
+
+    fn decode(mut self, texture: Option<&wgpu::Texture>) -> Result<Output> {
         let gpu = self.gpu;
         let clock = std::time::Instant::now();
         while self.step()?.is_some() {
@@ -40,18 +51,24 @@ impl Generation<'_> {
             req,
             x,
             mut guard,
-            timings,
+            mut timings,
             truncated_tokens,
             plan,
             table,
             noise,
             _persistent,
+            unet,
+            offload,
             ..
         } = self;
-        drop((plan, table, noise, _persistent));
+        drop((plan, table, noise, _persistent, unet));
+        if offload {
+            pipe.unet.release(gpu);
+        }
         // The step's buffers are of no use to the VAE, whose activations are larger: free them
         // rather than hold both at the decoder's peak (the plan was dropped just above).
         gpu.trim_pool();
+        let vae = pipe.vae.get_timed(gpu, offload, &mut timings.loading)?;
         let clock = std::time::Instant::now();
         gpu.set_profile_stage("VAE decode");
         let mut rec = Recorder::new(gpu);
@@ -66,7 +83,7 @@ impl Generation<'_> {
         // The pipeline's memory policy: before each 2× upsampling, submit what is recorded and
         // free the smaller level's buffers, so the decoder's peak is the largest level's
         // working set, not every level's.
-        let img = pipe.vae.forward_levels(&mut rec, &z, &mut |rec| {
+        let img = vae.forward_levels(&mut rec, &z, &mut |rec| {
             rec.submit()?;
             rec.gpu().trim_pool();
             Ok(())

@@ -125,6 +125,10 @@ pub struct Generation<'a> {
     previews: Vec<Option<AsyncRead>>,
     /// Tensors the plan reads across replays (kept alive so no recording reuses them).
     pub(super) _persistent: Vec<Tensor>,
+    /// The U-Net the plan runs (its weights stay on the device while the plan lives).
+    pub(super) unet: std::sync::Arc<crate::models::unet::UNet>,
+    /// The run releases each network after its stage ([`super::Offload`]).
+    pub(super) offload: bool,
     pub(super) latent_hwc: (usize, usize, usize),
 }
 
@@ -133,14 +137,17 @@ impl Pipeline {
     /// records the denoising step once. Sampling then runs step by step through the
     /// returned [`Generation`].
     pub fn start<'a>(&'a self, gpu: &'a Gpu, req: &Request) -> Result<Generation<'a>> {
-        self.start_inner(gpu, req, None)
+        self.start_inner(gpu, req, None, None)
     }
 
+    /// `offload`: `None` decides (checking the request against the memory budget, see
+    /// [`super::Offload`]); `Some` is a memory estimate's simulated run in that mode.
     pub(super) fn start_inner<'a>(
         &'a self,
         gpu: &'a Gpu,
         req: &Request,
         texture: Option<&wgpu::Texture>,
+        offload: Option<bool>,
     ) -> Result<Generation<'a>> {
         // A simulation only sizes a request its caller has validated.
         if !gpu.is_simulating() {
@@ -153,24 +160,33 @@ impl Pipeline {
         let guided = req.guidance > 1.0;
         let n = req.batch_size;
         self.check_buffer_sizes(gpu, n, guided, req)?;
-        if !gpu.is_simulating() {
-            self.ensure_fits(gpu, req, texture)?;
+        let offload = match offload {
+            Some(o) => o,
+            None if gpu.is_simulating() => false,
+            None => self.ensure_fits(gpu, req, texture)?,
+        };
+        if offload {
+            // The estimate of this run assumed every network released first.
+            self.release_models(gpu);
         }
         let mut timings = Timings::default();
         let clock = std::time::Instant::now();
         let mut guard = FiniteGuard::new(gpu)?;
         gpu.set_profile_stage("text encoder");
+        let mut loading = std::time::Duration::ZERO;
+        let te = self.text_encoder.get_timed(gpu, offload, &mut loading)?;
         let mut rec = Recorder::new(gpu);
-        let (context, truncated_tokens) = self.encode_prompts(&mut rec, req, guided)?;
+        let (context, truncated_tokens) = self.encode_prompts(&te, &mut rec, req, guided)?;
         guard.check(&mut rec, &context, "the text encoder's output".into())?;
         // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
         let context = Self::repeat_rows(&mut rec, &context, n)?;
-        // The U-Net's cross-attention keys and values depend on the prompt alone: once per
-        // request, not every step.
-        let unet_ctx = self.unet.project_context(&mut rec, &context)?;
         rec.submit()?;
-        guard.finish(gpu)?;
-        timings.text_encoding = clock.elapsed();
+        drop(te);
+        if offload {
+            self.text_encoder.release(gpu);
+            gpu.trim_pool();
+        }
+        timings.text_encoding = clock.elapsed().saturating_sub(loading);
 
         let clock = std::time::Instant::now();
         let Start {
@@ -178,7 +194,22 @@ impl Pipeline {
             first,
             inpaint,
             generator,
-        } = self.prepare_latents(gpu, req, &mut sampler)?;
+        } = self.prepare_latents(gpu, req, &mut sampler, offload)?;
+        let prepare = clock.elapsed();
+        timings.loading = loading;
+
+        // The U-Net's cross-attention keys and values depend on the prompt alone: once per
+        // request, not every step.
+        let mut loading = std::time::Duration::ZERO;
+        let clock = std::time::Instant::now();
+        let unet = self.unet.get_timed(gpu, offload, &mut loading)?;
+        let unet_ctx = unet.project_context(&mut rec, &context)?;
+        rec.submit()?;
+        guard.finish(gpu)?;
+        timings.text_encoding += clock.elapsed().saturating_sub(loading);
+        timings.loading += loading;
+
+        let clock = std::time::Instant::now();
         let x = Tensor::from_f32(gpu, &latents, &[n, h, w, c], DType::F32, "latents")?;
         let total = sampler.timesteps().len();
 
@@ -266,7 +297,7 @@ impl Pipeline {
                 Some(e) => {
                     persistent.push(e.clone());
                     ops::concat_channels(&mut rec, &xin.reshape(&[n * h * w, c])?, e)?
-                        .reshape(&[n, h, w, self.unet.config.in_channels])?
+                        .reshape(&[n, h, w, unet.config.in_channels])?
                 }
                 None => xin,
             };
@@ -280,7 +311,7 @@ impl Pipeline {
             let numel = xin.numel();
             let flat = xin.reshape(&[1, numel])?;
             let x2 = ops::concat_channels(&mut rec, &flat, &flat)?.reshape(&[2 * n, h, w, ci])?;
-            let eps = self.unet.forward_ctx(&mut rec, &x2, &t, &unet_ctx)?;
+            let eps = unet.forward_ctx(&mut rec, &x2, &t, &unet_ctx)?;
             check(&mut rec, &eps, 0, &guard)?;
             // diffusers' `uncond + g·(cond − uncond)` in the fused guidance kernel.
             let guide = ops::SamplerStep {
@@ -295,7 +326,7 @@ impl Pipeline {
             check(&mut rec, &m, 1, &guard)?;
             m
         } else {
-            let eps = self.unet.forward_ctx(&mut rec, &xin, &t, &unet_ctx)?;
+            let eps = unet.forward_ctx(&mut rec, &xin, &t, &unet_ctx)?;
             check(&mut rec, &eps, 0, &guard)?;
             eps
         };
@@ -362,7 +393,7 @@ impl Pipeline {
         let plan = Plan::capture(&mut rec)?;
         timings.plan_record = record_clock.elapsed();
         timings.plan_dispatches = plan.len();
-        timings.sampling = clock.elapsed();
+        timings.sampling = clock.elapsed() + prepare;
         let steps = total - first;
         Ok(Generation {
             pipe: self,
@@ -383,6 +414,8 @@ impl Pipeline {
             submitted: Vec::with_capacity(steps),
             previews: Vec::with_capacity(steps),
             _persistent: persistent,
+            unet,
+            offload,
             latent_hwc: (h, w, c),
         })
     }

@@ -1,7 +1,7 @@
 //! Device memory of a request: sized by recording it against a simulating pool, and refused
 //! over the budget (or over one buffer's limit) before anything is allocated.
 
-use super::{Pipeline, Request};
+use super::{Offload, Pipeline, Request};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 
@@ -20,6 +20,10 @@ pub struct MemoryEstimate {
     pub cached: u64,
     /// What the device allows, when known ([`Gpu::memory_budget`]).
     pub budget: Option<crate::gpu::MemoryBudget>,
+    /// The run this sizes releases each network after its stage ([`super::Offload`]): then
+    /// `resident` leaves out the networks' weights and `request` holds the largest stage's
+    /// network and activations.
+    pub offload: bool,
 }
 
 impl MemoryEstimate {
@@ -96,9 +100,45 @@ impl Pipeline {
     /// is the pool's real peak, not a formula. Takes milliseconds; loads the VAE encoder first
     /// when the request has an init image. `generate` runs this check itself and refuses a
     /// request over [`Gpu::memory_budget`] before allocating anything.
+    ///
+    /// The estimate is of the run [`Pipeline::offload`] picks: with `Auto`, networks resident
+    /// when the request fits beside them, else released between stages.
     pub fn memory_estimate(&self, gpu: &Gpu, req: &Request) -> Result<MemoryEstimate> {
         self.validate(req)?;
-        self.estimate(gpu, req, None)
+        self.planned(gpu, req, None)
+    }
+
+    /// [`Pipeline::memory_estimate`] of the run that keeps every network on the device
+    /// (`offload` false) or releases each after its stage (true), whatever
+    /// [`Pipeline::offload`] says.
+    pub fn memory_estimate_with(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        offload: bool,
+    ) -> Result<MemoryEstimate> {
+        self.validate(req)?;
+        self.estimate(gpu, req, None, offload)
+    }
+
+    /// The estimate of the run `self.offload` picks for `req`.
+    fn planned(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        texture: Option<&wgpu::Texture>,
+    ) -> Result<MemoryEstimate> {
+        match self.offload {
+            Offload::Never => self.estimate(gpu, req, texture, false),
+            Offload::Always => self.estimate(gpu, req, texture, true),
+            Offload::Auto => {
+                let resident = self.estimate(gpu, req, texture, false)?;
+                if resident.fits() {
+                    return Ok(resident);
+                }
+                self.estimate(gpu, req, texture, true)
+            }
+        }
     }
 
     fn estimate(
@@ -106,38 +146,41 @@ impl Pipeline {
         gpu: &Gpu,
         req: &Request,
         texture: Option<&wgpu::Texture>,
+        offload: bool,
     ) -> Result<MemoryEstimate> {
         // (Validated by the caller: `memory_estimate`, or `run` before `ensure_fits`.)
-        if req.init_image.is_some() {
-            self.vae_encoder(gpu)?;
-        }
         let now = gpu.memory_stats();
-        let (_, sim) = gpu.simulate(|| self.run(gpu, req, &mut |_| true, texture))?;
+        // A releasing run starts by releasing every network (and the pool's cache).
+        let released = if offload { self.model_bytes() } else { 0 };
+        let (_, sim) =
+            gpu.simulate(|| self.run(gpu, req, &mut |_| true, texture, Some(offload)))?;
         Ok(MemoryEstimate {
-            resident: now.in_use,
+            resident: now.in_use.saturating_sub(released),
             request: sim.peak,
             cached: now.allocated.saturating_sub(now.in_use),
             budget: gpu.memory_budget(),
+            offload,
         })
     }
 
     /// Refuses `req` when it would not fit the memory budget (naming the largest batch that
-    /// would), and frees the pool's cache when the request fits only without it.
+    /// would), and frees the pool's cache when the request fits only without it. Returns
+    /// whether the run releases its networks between stages.
     pub(super) fn ensure_fits(
         &self,
         gpu: &Gpu,
         req: &Request,
         texture: Option<&wgpu::Texture>,
-    ) -> Result<()> {
-        let est = self.estimate(gpu, req, texture)?;
+    ) -> Result<bool> {
+        let est = self.planned(gpu, req, texture)?;
         let Some(budget) = est.budget.clone() else {
-            return Ok(());
+            return Ok(est.offload);
         };
         if est.fits() {
             if est.total() + est.cached > budget.bytes {
                 gpu.trim_pool();
             }
-            return Ok(());
+            return Ok(est.offload);
         }
         let n = req.batch_size;
         let hint = if n > 1 {
@@ -153,7 +196,7 @@ impl Pipeline {
                         .map(|im| super::InitImage { noise: None, ..im }),
                     ..req.clone()
                 };
-                Ok(self.estimate(gpu, &r, texture)?.fits())
+                Ok(self.planned(gpu, &r, texture)?.fits())
             };
             let (mut lo, mut hi) = (0, n);
             while hi - lo > 1 {
@@ -188,6 +231,11 @@ impl Pipeline {
             request: est.request,
             budget: budget.bytes,
             budget_source: budget.source,
+            mode: if est.offload {
+                ", with each network on the device only for its stage".into()
+            } else {
+                String::new()
+            },
             hint,
         })
     }

@@ -5,9 +5,9 @@
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::models::arch::{ArchSource, Architecture};
-use crate::models::clip::ClipTextModel;
-use crate::models::unet::UNet;
-use crate::models::vae::{VaeDecoder, VaeEncoder};
+use crate::models::clip::{ClipTextConfig, ClipTextModel};
+use crate::models::unet::{UNet, UNetConfig};
+use crate::models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
 use crate::schedulers::{SamplerKind, ScheduleConfig};
 use crate::tensor::Tensor;
 use crate::tokenizer::ClipTokenizer;
@@ -21,20 +21,26 @@ mod guard;
 mod memory;
 mod prepare;
 mod preview;
+mod resident;
 mod validate;
 
 pub use generation::{Generation, NOISE_CHUNK_BYTES};
 use guard::FiniteGuard;
 pub use memory::MemoryEstimate;
 pub use preview::{LatentRgb, Preview, latent_preview};
+pub use resident::{Offload, Resident};
 pub use validate::{MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_BYTES, MAX_SIDE_PX};
 
-/// A loaded model: every network on the GPU, ready to generate.
+/// A loaded model: every network on the GPU (or released between requests, see
+/// [`Offload`]), ready to generate.
 pub struct Pipeline {
     pub tokenizer: ClipTokenizer,
-    pub text_encoder: ClipTextModel,
-    pub unet: UNet,
-    pub vae: VaeDecoder,
+    pub text_encoder: Resident<ClipTextModel, ClipTextConfig>,
+    pub unet: Resident<UNet, UNetConfig>,
+    /// The VAE decoder.
+    pub vae: Resident<VaeDecoder, AutoencoderKLConfig>,
+    /// Which networks stay on the device between stages and requests.
+    pub offload: Offload,
     pub scheduler: ScheduleConfig,
     /// The sampler the model's scheduler config names; `None` for a diffusers scheduler the
     /// engine does not implement yet (a request must then name its sampler).
@@ -43,10 +49,8 @@ pub struct Pipeline {
     pub scheduler_class: String,
     /// Where the architecture came from.
     pub architecture: ArchSource,
-    /// The VAE's weights, for the encoder (loaded on the first image-to-image request).
-    vae_weights: Weights,
-    dtype: WeightDType,
-    encoder: std::sync::OnceLock<VaeEncoder>,
+    /// The VAE encoder (loaded on the first image-to-image request).
+    encoder: Resident<VaeEncoder, ()>,
     /// The step previews' latent → RGB map.
     pub latent_rgb: LatentRgb,
     /// Step noise is uploaded in chunks of at most this many bytes ([`NOISE_CHUNK_BYTES`]).
@@ -204,6 +208,8 @@ pub struct Timings {
     pub plan_record: std::time::Duration,
     /// Dispatches in the step plan.
     pub plan_dispatches: usize,
+    /// Loading networks that were released ([`Offload`]); not part of the phases above.
+    pub loading: std::time::Duration,
 }
 
 /// The `.safetensors` weights of one component folder: full-precision files, else the
@@ -366,9 +372,16 @@ impl Pipeline {
         latent_rgb: LatentRgb,
     ) -> Result<Self> {
         arch.check(path)?;
-        let text_encoder = ClipTextModel::load(gpu, &te, "", &arch.text, dtype)?;
-        let unet = UNet::load(gpu, &uw, "", &arch.unet, dtype)?;
-        let vae = VaeDecoder::load(gpu, &vw, "", &arch.vae, dtype)?;
+        // Each network keeps its weights' source, to load again after a release.
+        use resident::Resident as R;
+        let vw = std::sync::Arc::new(vw);
+        let text_encoder = R::from_weights(gpu, &arch.text, te.into(), ClipTextModel::load, dtype)?;
+        let unet = R::from_weights(gpu, &arch.unet, uw.into(), UNet::load, dtype)?;
+        let vae = R::from_weights(gpu, &arch.vae, vw.clone(), VaeDecoder::load, dtype)?;
+        let encoder_config = arch.vae.clone();
+        let encoder_load: resident::Loader<VaeEncoder> =
+            Box::new(move |g| VaeEncoder::load(g, &vw, "", &encoder_config, dtype));
+        let encoder = Resident::new((), None, encoder_load);
         let scheduler = ScheduleConfig::from_value(&arch.scheduler)?;
         let layout_err = |what: String| Error::ModelLayout {
             path: path.to_path_buf(),
@@ -384,13 +397,12 @@ impl Pipeline {
             text_encoder,
             unet,
             vae,
+            offload: Offload::default(),
             default_sampler,
             scheduler_class,
             scheduler,
             architecture: arch.source,
-            vae_weights: vw,
-            dtype,
-            encoder: std::sync::OnceLock::new(),
+            encoder,
             latent_rgb,
             noise_chunk_bytes: NOISE_CHUNK_BYTES,
         })
@@ -411,12 +423,53 @@ impl Pipeline {
     }
 
     /// The VAE encoder, loaded from the model's weights on first use.
-    pub fn vae_encoder(&self, gpu: &Gpu) -> Result<&VaeEncoder> {
-        if let Some(e) = self.encoder.get() {
-            return Ok(e);
-        }
-        let e = VaeEncoder::load(gpu, &self.vae_weights, "", &self.vae.config, self.dtype)?;
-        Ok(self.encoder.get_or_init(|| e))
+    pub fn vae_encoder(&self, gpu: &Gpu) -> Result<std::sync::Arc<VaeEncoder>> {
+        self.encoder.get(gpu, false)
+    }
+
+    /// The text encoder (loaded again first if it was released).
+    pub fn text_encoder(&self, gpu: &Gpu) -> Result<std::sync::Arc<ClipTextModel>> {
+        self.text_encoder.get(gpu, false)
+    }
+
+    /// The U-Net (loaded again first if it was released).
+    pub fn unet(&self, gpu: &Gpu) -> Result<std::sync::Arc<UNet>> {
+        self.unet.get(gpu, false)
+    }
+
+    /// The VAE decoder (loaded again first if it was released).
+    pub fn vae_decoder(&self, gpu: &Gpu) -> Result<std::sync::Arc<VaeDecoder>> {
+        self.vae.get(gpu, false)
+    }
+
+    /// Replaces the U-Net by one of `config` loaded from `weights` (an inpainting U-Net, say),
+    /// loaded now; after a release it loads again from these weights.
+    pub fn replace_unet(
+        &mut self,
+        gpu: &Gpu,
+        weights: Weights,
+        config: &UNetConfig,
+        dtype: WeightDType,
+    ) -> Result<()> {
+        self.unet = Resident::from_weights(gpu, config, weights.into(), UNet::load, dtype)?;
+        Ok(())
+    }
+
+    /// Releases every network from the device (they load again when a request needs them).
+    pub fn release_models(&self, gpu: &Gpu) {
+        self.text_encoder.release(gpu);
+        self.unet.release(gpu);
+        self.vae.release(gpu);
+        self.encoder.release(gpu);
+        gpu.trim_pool();
+    }
+
+    /// Device bytes the loaded networks' weights hold.
+    pub fn model_bytes(&self) -> u64 {
+        self.text_encoder.resident_bytes()
+            + self.unet.resident_bytes()
+            + self.vae.resident_bytes()
+            + self.encoder.resident_bytes()
     }
 
     /// The model's native image size in pixels (width = height): the U-Net's `sample_size`
@@ -437,7 +490,7 @@ impl Pipeline {
         req: &Request,
         progress: &mut dyn FnMut(Progress) -> bool,
     ) -> Result<Output> {
-        self.run(gpu, req, progress, None)
+        self.run(gpu, req, progress, None, None)
     }
 
     /// Runs `req` and writes the image into `texture` on the GPU, with no CPU readback (the
@@ -454,18 +507,20 @@ impl Pipeline {
         texture: &wgpu::Texture,
     ) -> Result<Output> {
         check_texture(texture, req)?;
-        self.run(gpu, req, progress, Some(texture))
+        self.run(gpu, req, progress, Some(texture), None)
     }
 
-    /// Start, every step (progress at most one step late), finish.
+    /// Start, every step (progress at most one step late), finish. `offload`: see
+    /// [`Pipeline::start_inner`].
     fn run(
         &self,
         gpu: &Gpu,
         req: &Request,
         progress: &mut dyn FnMut(Progress) -> bool,
         texture: Option<&wgpu::Texture>,
+        offload: Option<bool>,
     ) -> Result<Output> {
-        let mut job = self.start_inner(gpu, req, texture)?;
+        let mut job = self.start_inner(gpu, req, texture, offload)?;
         generation::run_steps(&mut job, progress)?;
         job.finish_inner(texture)
     }

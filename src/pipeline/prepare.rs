@@ -4,12 +4,20 @@
 use super::{Inpaint, LongPrompt, Pipeline, Request, guard::check_host};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::models::vae::Posterior;
+use crate::models::clip::ClipTextModel;
+use crate::models::vae::{Posterior, VaeEncoder};
 use crate::ops::{self, Unary};
 use crate::rng::TorchGenerator;
 use crate::schedulers::Sampler;
 use crate::tensor::{DType, Tensor};
 use crate::tokenizer::{CONTEXT_LEN, Tokens};
+
+/// The VAE encoder as one request holds it: taken from its slot on first use (`fresh`: the
+/// run releases networks, see [`super::Offload`]).
+pub(super) struct Encoder {
+    model: Option<std::sync::Arc<VaeEncoder>>,
+    fresh: bool,
+}
 
 /// Where sampling starts: the latents (NHWC, already scaled to the first step's noise level),
 /// the first step, inpainting's inputs, and the generator positioned for the step noise.
@@ -23,6 +31,7 @@ pub(super) struct Start {
 impl Pipeline {
     pub(super) fn encode_prompts(
         &self,
+        te: &ClipTextModel,
         rec: &mut Recorder<'_>,
         req: &Request,
         guided: bool,
@@ -41,17 +50,18 @@ impl Pipeline {
             }
             ids.push(pos.ids);
             return Ok((
-                self.text_encoder.forward(rec, &ids, req.clip_skip)?,
+                te.forward(rec, &ids, req.clip_skip)?,
                 pos.truncated,
             ));
         }
-        self.encode_weighted(rec, req, guided)
+        self.encode_weighted(te, rec, req, guided)
     }
 
     /// Weighted and/or chunked prompts (see [`crate::prompt`]): every chunk of both prompts in
     /// one text-encoder batch, weights applied on the host, context `[n, 77·k, width]`.
     fn encode_weighted(
         &self,
+        te: &ClipTextModel,
         rec: &mut Recorder<'_>,
         req: &Request,
         guided: bool,
@@ -81,7 +91,7 @@ impl Pipeline {
             c.weights.resize(k, empty_w.clone());
         }
         let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|c| c.ids.clone()).collect();
-        let z = self.text_encoder.forward(rec, &rows, req.clip_skip)?;
+        let z = te.forward(rec, &rows, req.clip_skip)?;
         let width = z.shape()[2];
         // The weights need the encoder's output on the host (77 × width per chunk: small).
         let mut sub = Recorder::new(rec.gpu());
@@ -114,17 +124,20 @@ impl Pipeline {
     /// The text context `req` gives the U-Net (host copy): `[2, 77·k, width]` (negative
     /// prompt first) with guidance > 1, else `[1, 77·k, width]`; k > 1 for chunked long prompts.
     pub fn text_context(&self, gpu: &Gpu, req: &Request) -> Result<(Vec<f32>, Vec<usize>)> {
+        let te = self.text_encoder(gpu)?;
         let mut rec = Recorder::new(gpu);
-        let (ctx, _) = self.encode_prompts(&mut rec, req, req.guidance > 1.0)?;
+        let (ctx, _) = self.encode_prompts(&te, &mut rec, req, req.guidance > 1.0)?;
         rec.submit()?;
         Ok((ctx.to_vec(gpu)?, ctx.shape().to_vec()))
     }
 
     /// An RGB image's latents (NCHW, × scaling_factor): the VAE posterior's sample drawn with
     /// `generator` (diffusers' `retrieve_latents(..., generator)`) or its mean.
+    #[allow(clippy::too_many_arguments)]
     fn encode_rgb(
         &self,
         gpu: &Gpu,
+        enc: &mut Encoder,
         rgb: &[f32],
         hh: usize,
         ww: usize,
@@ -141,7 +154,14 @@ impl Pipeline {
                 ),
             ));
         }
-        let enc = self.vae_encoder(gpu)?;
+        let enc = match &enc.model {
+            Some(m) => m.clone(),
+            None => {
+                let m = self.encoder.get(gpu, enc.fresh)?;
+                enc.model = Some(m.clone());
+                m
+            }
+        };
         gpu.set_profile_stage("VAE encoder");
         let mut rec = Recorder::new(gpu);
         let x = Tensor::from_f32(gpu, rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
@@ -168,11 +188,33 @@ impl Pipeline {
     }
     /// diffusers' `prepare_latents` (and the img2img / inpainting pipelines' versions): the
     /// initial latents, drawn from the request's seeded generator in diffusers' order.
+    /// With `offload`, the VAE encoder (if the request needs it) is loaded for this and
+    /// released after.
     pub(super) fn prepare_latents(
         &self,
         gpu: &Gpu,
         req: &Request,
         sampler: &mut Sampler<Tensor>,
+        offload: bool,
+    ) -> Result<Start> {
+        let mut enc = Encoder {
+            model: None,
+            fresh: offload,
+        };
+        let start = self.prepare_latents_with(gpu, req, sampler, &mut enc);
+        if offload && enc.model.take().is_some() {
+            self.encoder.release(gpu);
+            gpu.trim_pool();
+        }
+        start
+    }
+
+    fn prepare_latents_with(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        sampler: &mut Sampler<Tensor>,
+        enc: &mut Encoder,
     ) -> Result<Start> {
         const OP: &str = "generate";
         let f = self.vae_scale_factor();
@@ -211,7 +253,7 @@ impl Pipeline {
         // part-way; plain img2img always.
         let need_image = im.mask.is_none() || !nine || !strength_max;
         let lat = if need_image {
-            Some(self.encode_rgb(gpu, &im.rgb, hh, ww, im.sample_posterior, &mut generator)?)
+            Some(self.encode_rgb(gpu, enc, &im.rgb, hh, ww, im.sample_posterior, &mut generator)?)
         } else {
             None
         };
@@ -246,7 +288,7 @@ impl Pipeline {
                 .map(|(i, &v)| if bin[i / 3] >= 0.5 { 0.5 } else { v })
                 .collect();
             let masked_lat =
-                self.encode_rgb(gpu, &masked, hh, ww, im.sample_posterior, &mut generator)?;
+                self.encode_rgb(gpu, enc, &masked, hh, ww, im.sample_posterior, &mut generator)?;
             // F.interpolate(mask, (h, w)) (nearest): pixel (y·f, x·f).
             let mask_lat: Vec<f32> = (0..h * w)
                 .map(|p| bin[(p / w) * f * ww + (p % w) * f])

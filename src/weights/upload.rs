@@ -18,21 +18,20 @@ impl Weights {
         relayout: Relayout,
         policy: WeightDType,
     ) -> Result<Tensor> {
-        if gpu.is_simulating() {
-            return Err(loaded_in_simulation(name));
-        }
+        let gpu_shape = relaid_shape(relayout, shape);
         if let Some(s) = &self.synthetic {
-            let gpu_shape = match (relayout, shape) {
-                (Relayout::Transpose, &[o, i]) => vec![i, o],
-                (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
-                _ => shape.to_vec(),
-            };
+            if gpu.is_simulating() {
+                return Tensor::empty(gpu, &gpu_shape, s.dtype(policy), name);
+            }
             // Made on the device; random values need no re-layout: only the shape changes.
             return s.device_tensor(gpu, name, shape, &gpu_shape, s.dtype(policy));
         }
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
         let dtype = gpu_dtype(policy, &[&t]);
+        if gpu.is_simulating() {
+            return simulated(gpu, &gpu_shape, dtype, name);
+        }
         let key = self.cache_key(gpu, &[&t], relayout, dtype, shape);
         if let Some(hit) = key.as_ref().and_then(cache::lookup) {
             return Ok(hit);
@@ -61,9 +60,6 @@ impl Weights {
         policy: WeightDType,
         label: &str,
     ) -> Result<Tensor> {
-        if gpu.is_simulating() {
-            return Err(loaded_in_simulation(label));
-        }
         let rows = match (relayout, shapes.first().map(Vec::as_slice)) {
             (Relayout::Transpose, Some(&[_, i])) => Some(i),
             (Relayout::None, Some(&[_])) => None,
@@ -90,6 +86,9 @@ impl Weights {
             None => (vec![total], vec![total]),
         };
         if let Some(s) = &self.synthetic {
+            if gpu.is_simulating() {
+                return Tensor::empty(gpu, &gpu_shape, s.dtype(policy), label);
+            }
             return s.device_tensor(gpu, label, &torch_shape, &gpu_shape, s.dtype(policy));
         }
         let parts = names
@@ -103,6 +102,9 @@ impl Weights {
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&TensorRef<'_>> = parts.iter().collect();
         let dtype = gpu_dtype(policy, &refs);
+        if gpu.is_simulating() {
+            return simulated(gpu, &gpu_shape, dtype, label);
+        }
         let key = self.cache_key(gpu, &refs, relayout, dtype, &torch_shape);
         if let Some(hit) = key.as_ref().and_then(cache::lookup) {
             return Ok(hit);
@@ -155,12 +157,22 @@ impl Weights {
     }
 }
 
-fn loaded_in_simulation(name: &str) -> Error {
-    // A placeholder weight would be cached and used for real later.
-    Error::unsupported(
-        "memory estimate",
-        format!("weight `{name}` would be loaded inside a simulation; load it first"),
-    )
+/// A weight as a memory estimate sees it (inside [`Gpu::simulate`]): the tensor a load would
+/// allocate, its data never read. The device's weight cache is neither asked nor told (a
+/// placeholder must not be found later; a network the estimate loads again is sized as a
+/// fresh copy even where its buffers are live, since releasing it would free them).
+fn simulated(gpu: &Gpu, gpu_shape: &[usize], dtype: DType, name: &str) -> Result<Tensor> {
+    Tensor::empty(gpu, gpu_shape, dtype, name)
+}
+
+/// The device shape `relayout` gives a weight of PyTorch shape `shape` (checked by
+/// [`relaid`] when the data is read).
+fn relaid_shape(relayout: Relayout, shape: &[usize]) -> Vec<usize> {
+    match (relayout, shape) {
+        (Relayout::Transpose, &[o, i]) => vec![i, o],
+        (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
+        _ => shape.to_vec(),
+    }
 }
 
 /// The GPU dtype `policy` gives a weight read from `parts`: f16 when asked, or (`Auto`) when

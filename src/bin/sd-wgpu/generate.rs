@@ -1,6 +1,6 @@
 //! `sd-wgpu generate`: arguments, outputs checked before any work, the run and its files.
 
-use super::{DTypeArg, PredictionArg, default_model, parse_size};
+use super::{DTypeArg, OffloadArg, PredictionArg, default_model, parse_size};
 use anyhow::{Context, Result, bail};
 use sd_wgpu::files::{self, PendingFile};
 use sd_wgpu::gpu::{self, Gpu};
@@ -121,6 +121,11 @@ pub struct GenerateArgs {
     /// driver's device-local heap (Vulkan).
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
+    /// Which networks stay on the device: `auto` keeps them all unless the request fits the
+    /// memory budget only with the idle ones released; `always` loads each for its stage
+    /// (text encoder, U-Net, VAE) and releases it after; `never` keeps them all.
+    #[arg(long, value_enum, default_value = "auto")]
+    offload: OffloadArg,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -256,6 +261,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let mut pipe = Pipeline::load_with(&gpu, &model, &opts)
         .with_context(|| format!("loading {}", model.display()))?;
+    pipe.offload = a.offload.policy();
     // The "Model hash" of the parameters, computed beside the generation.
     let hash_job = {
         let file = sd_wgpu::infotext::hashed_file(&model);
@@ -371,9 +377,19 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let est = pipe.memory_estimate(&gpu, &req)?;
     let used = pipe.sampler_for(&req)?;
     eprintln!(
-        "device memory: {} weights and live tensors + {} for this request = {}{}",
+        "device memory: {} {} + {} for this request{} = {}{}",
         gpu::format_bytes(est.resident),
+        if est.offload {
+            "in use beside the networks"
+        } else {
+            "weights and live tensors"
+        },
         gpu::format_bytes(est.request),
+        if est.offload {
+            " (each network loaded for its stage)"
+        } else {
+            ""
+        },
         gpu::format_bytes(est.total()),
         match &est.budget {
             Some(b) => format!(" of a {} budget ({})", gpu::format_bytes(b.bytes), b.source),

@@ -23,6 +23,30 @@ enum DTypeArg {
     F32,
 }
 
+/// Which networks stay on the device (`sd_wgpu::pipeline::Offload`).
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum OffloadArg {
+    /// Every network stays loaded; a request that does not fit beside them is refused.
+    Never,
+    /// Networks stay loaded unless the request fits only with the idle ones released.
+    #[default]
+    Auto,
+    /// Each network is loaded for its stage and released after (lowest memory; each request
+    /// reads the weights again).
+    Always,
+}
+
+impl OffloadArg {
+    fn policy(self) -> sd_wgpu::pipeline::Offload {
+        use sd_wgpu::pipeline::Offload;
+        match self {
+            OffloadArg::Never => Offload::Never,
+            OffloadArg::Auto => Offload::Auto,
+            OffloadArg::Always => Offload::Always,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum PredictionArg {
     Epsilon,
@@ -75,6 +99,9 @@ struct BenchArgs {
     profile: bool,
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
+    /// Which networks stay on the device between stages (see `generate --offload`).
+    #[arg(long, value_enum, default_value = "auto")]
+    offload: OffloadArg,
 }
 
 #[derive(Subcommand)]
@@ -216,6 +243,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         seed: a.seed,
         builtin_path: default_model(),
         profile: a.profile,
+        offload: a.offload.policy(),
     };
     if !a.json {
         eprintln!(
