@@ -73,6 +73,9 @@ fn bench_cli_reports_the_built_in_model() {
     );
     assert!(v["dispatches_per_step"].as_f64().unwrap() >= 50.0, "{v}");
     assert!(v["peak_device_bytes"].as_u64().unwrap() > v["weight_bytes"].as_u64().unwrap());
+    // The engine's estimate is the real peak, to the byte.
+    assert_eq!(v["peak_device_bytes"], v["estimate_bytes"], "{v}");
+    assert_eq!(v["offload"], false, "{v}");
     // The table form names the same run.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
         .args(["bench", "--arch", "builtin", "--steps", "2"])
@@ -169,7 +172,8 @@ fn bench_builds_sd15_with_random_weights() {
             seed: 3,
             builtin_path: sd_wgpu::bench::builtin_model_dir().to_path_buf(),
             profile: false,
-            offload: Default::default(),
+            // Each network loaded for its stage: the peak is below the weights' sum.
+            offload: sd_wgpu::pipeline::Offload::Always,
         },
     )
     .unwrap();
@@ -182,4 +186,12 @@ fn bench_builds_sd15_with_random_weights() {
     // in the pool's size classes (≤ 12.5 % rounding).
     let gib = r.weight_bytes as f64 / (1u64 << 30) as f64;
     assert!((1.8..2.3).contains(&gib), "{gib} GiB of weights");
+    assert!(r.offload);
+    assert_eq!(r.peak_device_bytes, r.estimate_bytes);
+    assert!(
+        r.peak_device_bytes < r.weight_bytes,
+        "offloaded peak {} vs {} of weights",
+        r.peak_device_bytes,
+        r.weight_bytes
+    );
 }

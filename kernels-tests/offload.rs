@@ -63,7 +63,10 @@ fn offloaded_runs_match_resident_runs_and_their_estimates() {
             est.total(),
             never.total()
         );
-        assert_eq!(est.request, real, "{name}: estimate vs the pool's real peak");
+        assert_eq!(
+            est.request, real,
+            "{name}: estimate vs the pool's real peak"
+        );
         assert!(est.total() < never.total(), "{name}");
         assert_eq!(got.latents, want.latents, "{name}");
         assert_eq!(got.image, want.image, "{name}");

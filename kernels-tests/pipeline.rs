@@ -376,7 +376,10 @@ fn single_file_sd1_f16_matches_diffusers_from_single_file() {
     };
     let pipe = Pipeline::load_with(gpu, &file, &opts).unwrap();
     assert_eq!(pipe.architecture, ArchSource::Folder(root.join("sd1-tiny")));
-    assert_eq!(pipe.unet(gpu).unwrap().conv_in.weight.dtype(), sd_wgpu::DType::F16);
+    assert_eq!(
+        pipe.unet(gpu).unwrap().conv_in.weight.dtype(),
+        sd_wgpu::DType::F16
+    );
     let g = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
     let golden = Weights::open_file(&root.join("single-file-golden.safetensors")).unwrap();
     let req = Request {

@@ -209,6 +209,11 @@ pub struct BenchReport {
     pub plan_record_s: f64,
     /// Peak device memory the engine held during the measured run (weights included).
     pub peak_device_bytes: u64,
+    /// The engine's estimate of that peak ([`Pipeline::memory_estimate`], `resident +
+    /// request`, asked with the pool's cache freed as the run starts).
+    pub estimate_bytes: u64,
+    /// The run loaded each network for its stage ([`crate::pipeline::Offload`]).
+    pub offload: bool,
     pub weight_bytes: u64,
     /// With [`BenchOptions::profile`]: the step, and the VAE decode by family.
     pub profile: Option<Profile>,
@@ -273,6 +278,9 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
     let clock = std::time::Instant::now();
     pipe.generate(gpu, &cold, &mut |_| true)?;
     let cold_s = clock.elapsed().as_secs_f64();
+    // From an empty cache, so that the peak is the estimate's (cached buffers would count).
+    gpu.trim_pool();
+    let est = pipe.memory_estimate(gpu, &req)?;
     gpu.reset_peak_memory();
     let out = pipe.generate(gpu, &req, &mut |_| true)?;
     if out.image.iter().any(|v| !v.is_finite()) {
@@ -341,6 +349,8 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         dispatches_per_step: t.step_dispatches as f64 / steps,
         plan_record_s: t.plan_record.as_secs_f64(),
         peak_device_bytes,
+        estimate_bytes: est.total(),
+        offload: est.offload,
         weight_bytes,
         profile,
         decode_profile,
@@ -376,6 +386,8 @@ impl BenchReport {
             "dispatches_per_step": self.dispatches_per_step,
             "plan_record_s": self.plan_record_s,
             "peak_device_bytes": self.peak_device_bytes,
+            "estimate_bytes": self.estimate_bytes,
+            "offload": self.offload,
             "weight_bytes": self.weight_bytes,
             "profile": self.profile.as_ref().map(Profile::to_json),
             "profile_vae_decode": self.decode_profile.as_ref().map(Profile::to_json),
@@ -438,9 +450,17 @@ impl BenchReport {
             (
                 "device memory",
                 format!(
-                    "{} peak, {} of it weights",
+                    "{} peak (estimate {}), {}",
                     gib(self.peak_device_bytes),
-                    gib(self.weight_bytes)
+                    gib(self.estimate_bytes),
+                    if self.offload {
+                        format!(
+                            "each network loaded for its stage ({} of weights in all)",
+                            gib(self.weight_bytes)
+                        )
+                    } else {
+                        format!("{} of it weights", gib(self.weight_bytes))
+                    }
                 ),
             ),
         ];

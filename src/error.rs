@@ -62,7 +62,8 @@ pub enum Error {
         crate::gpu::format_bytes(*.resident + *.request),
         crate::gpu::format_bytes(*.resident),
         crate::gpu::format_bytes(*.request),
-        crate::gpu::format_bytes(*.budget)
+        crate::gpu::format_bytes(*.budget),
+        mode = if *.offload { ", with each network on the device only for its stage" } else { "" }
     )]
     Memory {
         op: &'static str,
@@ -71,8 +72,8 @@ pub enum Error {
         request: u64,
         budget: u64,
         budget_source: String,
-        /// How the request would run: empty, or that it loads each network for its stage.
-        mode: String,
+        /// The request would run with each network on the device only for its stage.
+        offload: bool,
         hint: String,
     },
 

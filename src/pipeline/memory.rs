@@ -231,11 +231,7 @@ impl Pipeline {
             request: est.request,
             budget: budget.bytes,
             budget_source: budget.source,
-            mode: if est.offload {
-                ", with each network on the device only for its stage".into()
-            } else {
-                String::new()
-            },
+            offload: est.offload,
             hint,
         })
     }

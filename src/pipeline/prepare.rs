@@ -49,10 +49,7 @@ impl Pipeline {
                 ids.push(neg.ids);
             }
             ids.push(pos.ids);
-            return Ok((
-                te.forward(rec, &ids, req.clip_skip)?,
-                pos.truncated,
-            ));
+            return Ok((te.forward(rec, &ids, req.clip_skip)?, pos.truncated));
         }
         self.encode_weighted(te, rec, req, guided)
     }
@@ -253,7 +250,15 @@ impl Pipeline {
         // part-way; plain img2img always.
         let need_image = im.mask.is_none() || !nine || !strength_max;
         let lat = if need_image {
-            Some(self.encode_rgb(gpu, enc, &im.rgb, hh, ww, im.sample_posterior, &mut generator)?)
+            Some(self.encode_rgb(
+                gpu,
+                enc,
+                &im.rgb,
+                hh,
+                ww,
+                im.sample_posterior,
+                &mut generator,
+            )?)
         } else {
             None
         };
@@ -287,8 +292,15 @@ impl Pipeline {
                 .enumerate()
                 .map(|(i, &v)| if bin[i / 3] >= 0.5 { 0.5 } else { v })
                 .collect();
-            let masked_lat =
-                self.encode_rgb(gpu, enc, &masked, hh, ww, im.sample_posterior, &mut generator)?;
+            let masked_lat = self.encode_rgb(
+                gpu,
+                enc,
+                &masked,
+                hh,
+                ww,
+                im.sample_posterior,
+                &mut generator,
+            )?;
             // F.interpolate(mask, (h, w)) (nearest): pixel (y·f, x·f).
             let mask_lat: Vec<f32> = (0..h * w)
                 .map(|p| bin[(p / w) * f * ww + (p % w) * f])

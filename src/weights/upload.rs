@@ -20,10 +20,8 @@ impl Weights {
     ) -> Result<Tensor> {
         let gpu_shape = relaid_shape(relayout, shape);
         if let Some(s) = &self.synthetic {
-            if gpu.is_simulating() {
-                return Tensor::empty(gpu, &gpu_shape, s.dtype(policy), name);
-            }
-            // Made on the device; random values need no re-layout: only the shape changes.
+            // Made on the device (in a simulation, sized the same way: its fill's parameters
+            // included); random values need no re-layout: only the shape changes.
             return s.device_tensor(gpu, name, shape, &gpu_shape, s.dtype(policy));
         }
         let t = self.tensor(name)?;
@@ -86,9 +84,6 @@ impl Weights {
             None => (vec![total], vec![total]),
         };
         if let Some(s) = &self.synthetic {
-            if gpu.is_simulating() {
-                return Tensor::empty(gpu, &gpu_shape, s.dtype(policy), label);
-            }
             return s.device_tensor(gpu, label, &torch_shape, &gpu_shape, s.dtype(policy));
         }
         let parts = names
