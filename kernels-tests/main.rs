@@ -25,5 +25,6 @@ mod runtime;
 mod sampler;
 mod step_ops;
 mod unet;
+mod unet_added;
 mod vae;
 mod weights;

@@ -254,6 +254,7 @@ pub fn ldm_yaml_configs(
         Yaml::Array(a) => a.first().and_then(Yaml::as_i64).unwrap_or(0) as usize,
         _ => return Err(bad("`context_dim` missing".into())),
     };
+    let nb = blocks.len();
     let unet = UNetConfig {
         in_channels: need(unet_p, "in_channels")?,
         out_channels: need(unet_p, "out_channels")?,
@@ -276,6 +277,10 @@ pub fn ldm_yaml_configs(
         } else {
             64
         },
+        transformer_layers_per_block: vec![1; nb],
+        addition_time_embed_dim: None,
+        projection_class_embeddings_input_dim: 0,
+        time_cond_proj_dim: None,
     };
 
     let fs = &model["first_stage_config"]["params"];

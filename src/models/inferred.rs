@@ -183,6 +183,10 @@ pub fn unet_from_shapes(
         flip_sin_to_cos: true,
         freq_shift: 0.0,
         sample_size: 64,
+        transformer_layers_per_block: vec![1; levels],
+        addition_time_embed_dim: None,
+        projection_class_embeddings_input_dim: 0,
+        time_cond_proj_dim: None,
     })
 }
 

@@ -54,6 +54,28 @@ impl UNetConfig {
             self.norm_num_groups,
         )?;
         within("layers_per_block", self.layers_per_block, 1, 16)?;
+        if self.transformer_layers_per_block.len() != self.block_out_channels.len() {
+            return Err(format!(
+                "{} transformer_layers_per_block entries for {} blocks",
+                self.transformer_layers_per_block.len(),
+                self.block_out_channels.len()
+            ));
+        }
+        for &d in &self.transformer_layers_per_block {
+            within("transformer_layers_per_block", d, 1, 64)?;
+        }
+        if let Some(d) = self.addition_time_embed_dim {
+            within("addition_time_embed_dim", d, 1, 1 << 16)?;
+            within(
+                "projection_class_embeddings_input_dim",
+                self.projection_class_embeddings_input_dim,
+                6 * d + 1,
+                1 << 20,
+            )?;
+        }
+        if let Some(d) = self.time_cond_proj_dim {
+            within("time_cond_proj_dim", d, 1, 1 << 16)?;
+        }
         within("cross_attention_dim", self.cross_attention_dim, 1, 1 << 16)?;
         // 2048 latents is 16384 px at SD's factor 8: the largest request side.
         within("sample_size", self.sample_size, 1, 2048)?;

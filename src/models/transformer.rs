@@ -92,10 +92,15 @@ impl BasicTransformerBlock {
 }
 
 impl Transformer2D {
-    /// One transformer block (SD 1.x / 2.x).
-    pub fn load(vb: &Loader<'_>, c: usize, heads: usize, cfg: &UNetConfig) -> Result<Self> {
+    /// `depth` transformer blocks (SD 1.x / 2.x: 1; SDXL: up to 10).
+    pub fn load(
+        vb: &Loader<'_>,
+        c: usize,
+        heads: usize,
+        depth: usize,
+        cfg: &UNetConfig,
+    ) -> Result<Self> {
         let lin = cfg.use_linear_projection;
-        let depth = 1;
         let blocks = vb.pp("transformer_blocks");
         Ok(Self {
             norm: vb.pp("norm").group_norm(c, cfg.norm_num_groups, 1e-6)?,

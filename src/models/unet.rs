@@ -36,6 +36,20 @@ pub struct UNetConfig {
     /// Native latent size (diffusers' `sample_size`): the default image is this × the VAE
     /// factor (SD 1.x: 64 → 512 px, SD 2.1: 96 → 768 px).
     pub sample_size: usize,
+    /// Transformer blocks in each `Transformer2D` of a level (diffusers'
+    /// `transformer_layers_per_block`: the mid block takes the last level's, the up blocks
+    /// the levels' in reverse). SD 1.x / 2.x: 1 everywhere; SDXL: 1, 2, 10.
+    pub transformer_layers_per_block: Vec<usize>,
+    /// SDXL's `addition_embed_type: "text_time"`: the pooled text embedding and six
+    /// micro-conditioning ids, each id a sinusoid of this width, through `add_embedding`
+    /// into the time embedding. `None`: no added conditions.
+    pub addition_time_embed_dim: Option<usize>,
+    /// `add_embedding`'s input width (`projection_class_embeddings_input_dim`): the text
+    /// embedding's width + 6 × `addition_time_embed_dim`.
+    pub projection_class_embeddings_input_dim: usize,
+    /// LCM's guidance-scale embedding width (`time_cond_proj_dim`): `time_embedding.cond_proj`
+    /// adds it to the timestep's sinusoid. `None`: no such input.
+    pub time_cond_proj_dim: Option<usize>,
 }
 
 impl UNetConfig {
@@ -56,6 +70,10 @@ impl UNetConfig {
             flip_sin_to_cos: true,
             freq_shift: 0.0,
             sample_size: 64,
+            transformer_layers_per_block: vec![1; 4],
+            addition_time_embed_dim: None,
+            projection_class_embeddings_input_dim: 0,
+            time_cond_proj_dim: None,
         }
     }
 
@@ -137,10 +155,65 @@ impl UNetConfig {
             .ok_or_else(|| bad("attention heads must be one number or one per block".into()))?,
             _ => vec![8; n],
         };
-        for key in ["transformer_layers_per_block"] {
-            if v[key].as_u64().is_some_and(|x| x != 1) || v[key].is_array() {
-                return Err(bad(format!("`{key}` other than 1 is not supported yet")));
+        let transformer_layers_per_block = match &v["transformer_layers_per_block"] {
+            serde_json::Value::Null => vec![1; n],
+            serde_json::Value::Number(x) => vec![x.as_u64().unwrap_or(0) as usize; n],
+            _ => ints("transformer_layers_per_block")
+                .filter(|d| d.len() == n)
+                .ok_or_else(|| {
+                    bad("`transformer_layers_per_block` must be one number or one per block".into())
+                })?,
+        };
+        let (addition_time_embed_dim, projection_class_embeddings_input_dim) =
+            match v["addition_embed_type"].as_str() {
+                None if v["addition_embed_type"].is_null() => (None, 0),
+                Some("text_time") => (
+                    Some(
+                        int("addition_time_embed_dim", 0)
+                            .filter(|&d| d > 0)
+                            .ok_or_else(|| bad("`addition_time_embed_dim` missing".into()))?,
+                    ),
+                    int("projection_class_embeddings_input_dim", 0)
+                        .filter(|&d| d > 0)
+                        .ok_or_else(|| {
+                            bad("`projection_class_embeddings_input_dim` missing".into())
+                        })?,
+                ),
+                _ => {
+                    return Err(bad(format!(
+                        "`addition_embed_type` {} is not supported (text_time)",
+                        v["addition_embed_type"]
+                    )));
+                }
+            };
+        let time_cond_proj_dim = match &v["time_cond_proj_dim"] {
+            serde_json::Value::Null => None,
+            x => Some(
+                x.as_u64()
+                    .filter(|&d| d > 0)
+                    .ok_or_else(|| bad(format!("`time_cond_proj_dim` {x} is not a width")))?
+                    as usize,
+            ),
+        };
+        // What the engine does not build: a config asking for it is refused, not run wrong.
+        let plain: [(&str, &[&str]); 6] = [
+            ("time_embedding_type", &["positional"]),
+            ("mid_block_type", &["UNetMidBlock2DCrossAttn"]),
+            ("resnet_time_scale_shift", &["default"]),
+            ("class_embed_type", &[]),
+            ("encoder_hid_dim_type", &[]),
+            ("reverse_transformer_layers_per_block", &[]),
+        ];
+        for (key, allowed) in plain {
+            let val = &v[key];
+            if !val.is_null() && !val.as_str().is_some_and(|s| allowed.contains(&s)) {
+                return Err(bad(format!("`{key}` {val} is not supported")));
             }
+        }
+        if !v["num_class_embeds"].is_null() {
+            return Err(bad(
+                "`num_class_embeds` (class conditioning) is not supported".into(),
+            ));
         }
         Ok(Self {
             in_channels: int("in_channels", 4).ok_or_else(|| bad("`in_channels`".into()))?,
@@ -161,14 +234,56 @@ impl UNetConfig {
             freq_shift: v["freq_shift"].as_f64().unwrap_or(0.0) as f32,
             sample_size: int("sample_size", 64)
                 .ok_or_else(|| bad("`sample_size` must be an integer".into()))?,
+            transformer_layers_per_block,
+            addition_time_embed_dim,
+            projection_class_embeddings_input_dim,
+            time_cond_proj_dim,
         })
     }
 }
 
-/// diffusers `TimestepEmbedding`: linear → SiLU → linear.
+/// diffusers `TimestepEmbedding`: (+ `cond_proj` of a condition) → linear → SiLU → linear.
 pub struct TimestepEmbedding {
     pub linear_1: Linear,
     pub linear_2: Linear,
+    /// LCM's guidance embedding projection (`time_cond_proj_dim`; no bias).
+    pub cond_proj: Option<Linear>,
+}
+
+impl TimestepEmbedding {
+    fn load(vb: &Loader<'_>, cin: usize, temb: usize, cond: Option<usize>) -> Result<Self> {
+        Ok(Self {
+            linear_1: vb.pp("linear_1").linear(cin, temb, true)?,
+            linear_2: vb.pp("linear_2").linear(temb, temb, true)?,
+            cond_proj: cond
+                .map(|d| vb.pp("cond_proj").linear(d, cin, false))
+                .transpose()?,
+        })
+    }
+
+    /// linear_1 → SiLU → linear_2 (+ `residual`, fused into the last GEMM).
+    fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let t = self.linear_1.forward(rec, x)?;
+        let t = ops::unary(rec, &t, Unary::Silu, 1.0, 0.0)?;
+        self.linear_2.forward_res(rec, &t, residual)
+    }
+}
+
+/// Conditions an SDXL or LCM U-Net takes besides the text context, one row per image.
+#[derive(Clone, Copy, Default)]
+pub struct AddedConditions<'a> {
+    /// SDXL: the second text encoder's pooled, projected output `[n, d]` (`text_embeds`).
+    pub text_embeds: Option<&'a Tensor>,
+    /// SDXL: f32 `[n, 6]` micro-conditioning (`time_ids`: original height and width, crop
+    /// top and left, target height and width).
+    pub time_ids: Option<&'a Tensor>,
+    /// LCM: the guidance-scale embedding `[n, time_cond_proj_dim]` (`timestep_cond`).
+    pub timestep_cond: Option<&'a Tensor>,
 }
 
 /// diffusers `CrossAttnDownBlock2D` / `DownBlock2D`.
@@ -196,11 +311,18 @@ pub struct MidBlock {
 pub struct UNetContext {
     pub batch: usize,
     pub kv: Vec<Vec<(Tensor, Tensor)>>,
+    /// SDXL: `add_embedding` of the text embedding and time ids `[n, 4·ch0]`, added to the
+    /// time embedding.
+    pub added: Option<Tensor>,
+    /// LCM: `time_embedding.cond_proj(timestep_cond)` `[n, ch0]`, added to the sinusoid.
+    pub cond: Option<Tensor>,
 }
 
 pub struct UNet {
     pub config: UNetConfig,
     pub time_embedding: TimestepEmbedding,
+    /// SDXL's `add_embedding` (`addition_embed_type: "text_time"`).
+    pub add_embedding: Option<TimestepEmbedding>,
     pub conv_in: Conv2d,
     pub down_blocks: Vec<DownBlock>,
     pub mid_block: MidBlock,
@@ -233,7 +355,14 @@ impl UNet {
         let same = Conv2dOptions::new(1, 1);
         let resnet =
             |vb: Loader<'_>, cin, cout| ResnetBlock2D::load(&vb, cin, cout, g, eps, Some(temb));
-        let transformer = |vb: Loader<'_>, cc, heads| Transformer2D::load(&vb, cc, heads, c);
+        let depth = &c.transformer_layers_per_block;
+        if depth.len() != nb {
+            return Err(Error::unsupported(
+                "unet",
+                format!("{} transformer depths for {nb} blocks", depth.len()),
+            ));
+        }
+        let transformer = |vb: Loader<'_>, cc, heads, d| Transformer2D::load(&vb, cc, heads, d, c);
 
         let mut down_blocks = Vec::new();
         let mut out = ch[0];
@@ -247,7 +376,8 @@ impl UNet {
                 let cin = if j == 0 { input } else { out };
                 resnets.push(resnet(vb.pp("resnets").pp(j), cin, out)?);
                 if c.down_attention[i] {
-                    attentions.push(transformer(vb.pp("attentions").pp(j), out, c.heads[i])?);
+                    let vb = vb.pp("attentions").pp(j);
+                    attentions.push(transformer(vb, out, c.heads[i], depth[i])?);
                 }
             }
             let downsamplers = if i + 1 < nb {
@@ -274,6 +404,7 @@ impl UNet {
                 mid.pp("attentions").pp(0),
                 top,
                 c.heads[nb - 1],
+                depth[nb - 1],
             )?],
         };
 
@@ -294,8 +425,8 @@ impl UNet {
                 let rin = if j == 0 { prev } else { out };
                 resnets.push(resnet(vb.pp("resnets").pp(j), rin + skip, out)?);
                 if c.up_attention[i] {
-                    let heads = rev_heads[i];
-                    attentions.push(transformer(vb.pp("attentions").pp(j), out, heads)?);
+                    let (heads, d) = (rev_heads[i], depth[nb - 1 - i]);
+                    attentions.push(transformer(vb.pp("attentions").pp(j), out, heads, d)?);
                 }
             }
             let upsamplers = if i + 1 < nb {
@@ -312,10 +443,14 @@ impl UNet {
 
         let te = vb.pp("time_embedding");
         Ok(Self {
-            time_embedding: TimestepEmbedding {
-                linear_1: te.pp("linear_1").linear(ch[0], temb, true)?,
-                linear_2: te.pp("linear_2").linear(temb, temb, true)?,
-            },
+            time_embedding: TimestepEmbedding::load(&te, ch[0], temb, c.time_cond_proj_dim)?,
+            add_embedding: c
+                .addition_time_embed_dim
+                .map(|_| {
+                    let d = c.projection_class_embeddings_input_dim;
+                    TimestepEmbedding::load(&vb.pp("add_embedding"), d, temb, None)
+                })
+                .transpose()?,
             conv_in: vb.pp("conv_in").conv(c.in_channels, ch[0], 3, same)?,
             down_blocks,
             mid_block,
@@ -360,12 +495,25 @@ impl UNet {
 
     /// Every transformer's cross-attention keys and values of `context` `[n, seq,
     /// cross_attention_dim]`: the part of the U-Net that depends on the prompt alone, computed
-    /// once per request rather than every step.
+    /// once per request rather than every step. For a U-Net without added conditions.
     pub fn project_context(&self, rec: &mut Recorder<'_>, context: &Tensor) -> Result<UNetContext> {
+        self.project_context_with(rec, context, AddedConditions::default())
+    }
+
+    /// [`UNet::project_context`] with the conditions an SDXL U-Net (`text_embeds`, `time_ids`)
+    /// or an LCM U-Net (`timestep_cond`) takes: they depend on the request alone too, so
+    /// their embeddings are made here, once (diffusers' `get_aug_embed` and `cond_proj`).
+    pub fn project_context_with(
+        &self,
+        rec: &mut Recorder<'_>,
+        context: &Tensor,
+        added: AddedConditions<'_>,
+    ) -> Result<UNetContext> {
+        const OP: &str = "unet";
         let c = &self.config;
         if context.rank() != 3 || context.shape()[2] != c.cross_attention_dim {
             return Err(Error::shape(
-                "unet",
+                OP,
                 format!(
                     "context `{}` must be [n, seq, {}], got {:?}",
                     context.name(),
@@ -374,8 +522,80 @@ impl UNet {
                 ),
             ));
         }
+        let n = context.shape()[0];
+        let act = self.activation_dtype(rec);
+        // Each condition: required by the config, and one row per image.
+        let rows =
+            |t: Option<&Tensor>, what: &str, width: Option<usize>| -> Result<Option<Tensor>> {
+                let Some(t) = t else {
+                    return match width {
+                        Some(_) => Err(Error::unsupported(
+                            OP,
+                            format!("this U-Net needs `{what}` (an SDXL or LCM U-Net): none given"),
+                        )),
+                        None => Ok(None),
+                    };
+                };
+                let ok = t.rank() == 2
+                    && t.shape()[0] == n
+                    && width.is_none_or(|d| d == 0 || t.shape()[1] == d);
+                if width.is_none() || !ok {
+                    return Err(Error::shape(
+                        OP,
+                        match width {
+                            None => format!("`{what}` given to a U-Net that takes none"),
+                            Some(d) => format!(
+                                "`{what}` `{}` must be [{n}, {}], got {:?}",
+                                t.name(),
+                                if d == 0 {
+                                    "d".to_string()
+                                } else {
+                                    d.to_string()
+                                },
+                                t.shape()
+                            ),
+                        },
+                    ));
+                }
+                Ok(Some(t.clone()))
+            };
+        let text_time = c.addition_time_embed_dim;
+        let text_embeds = rows(added.text_embeds, "text_embeds", text_time.map(|_| 0))?;
+        let time_ids = rows(added.time_ids, "time_ids", text_time.map(|_| 6))?;
+        let timestep_cond = rows(added.timestep_cond, "timestep_cond", c.time_cond_proj_dim)?;
+        let added = match (&self.add_embedding, text_embeds, time_ids, text_time) {
+            (Some(add), Some(te), Some(ids), Some(d)) => {
+                // diffusers: add_time_proj(time_ids.flatten()) → [n, 6·d], after text_embeds.
+                let ids = ids.reshape(&[n * 6])?;
+                let (flip, shift) = (c.flip_sin_to_cos, c.freq_shift);
+                let tp = ops::timestep_embedding(rec, &ids, d, flip, shift, 1.0, 10000.0)?;
+                let tp = ops::cast(rec, &tp.reshape(&[n, 6 * d])?, act)?;
+                let te = ops::cast(rec, &te, act)?;
+                let cat = ops::concat_channels(rec, &te, &tp)?;
+                if cat.shape()[1] != c.projection_class_embeddings_input_dim {
+                    return Err(Error::shape(
+                        OP,
+                        format!(
+                            "text_embeds {:?} and 6 time ids of {d} make {} values, add_embedding                              takes {}",
+                            te.shape(),
+                            cat.shape()[1],
+                            c.projection_class_embeddings_input_dim
+                        ),
+                    ));
+                }
+                Some(add.forward(rec, &cat, None)?) // [n, 4·ch0]
+            }
+            _ => None,
+        };
+        let cond = match (&self.time_embedding.cond_proj, timestep_cond) {
+            (Some(p), Some(tc)) => {
+                let tc = ops::cast(rec, &tc, act)?;
+                Some(p.forward(rec, &tc)?) // [n, ch0]
+            }
+            _ => None,
+        };
         // The keys and values are kept in the U-Net's activation dtype.
-        let context = &ops::cast(rec, context, self.activation_dtype(rec))?;
+        let context = &ops::cast(rec, context, act)?;
         let transformers = self
             .down_blocks
             .iter()
@@ -383,10 +603,12 @@ impl UNet {
             .chain(&self.mid_block.attentions)
             .chain(self.up_blocks.iter().flat_map(|b| &b.attentions));
         Ok(UNetContext {
-            batch: context.shape()[0],
+            batch: n,
             kv: transformers
                 .map(|a| a.project_context(rec, context))
                 .collect::<Result<_>>()?,
+            added,
+            cond,
         })
     }
 
@@ -449,11 +671,13 @@ impl UNet {
         let ch0 = c.block_out_channels[0];
         let t =
             ops::timestep_embedding(rec, t, ch0, c.flip_sin_to_cos, c.freq_shift, 1.0, 10000.0)?;
-        let t = ops::cast(rec, &t, act)?;
-        let te = &self.time_embedding;
-        let t = te.linear_1.forward(rec, &t)?;
-        let t = ops::unary(rec, &t, Unary::Silu, 1.0, 0.0)?;
-        let temb = te.linear_2.forward(rec, &t)?;
+        let mut t = ops::cast(rec, &t, act)?;
+        // LCM: + cond_proj(timestep_cond); SDXL: + add_embedding(text_embeds, time ids) after
+        // the MLP (both projected once per request, in `ctx`).
+        if let Some(cond) = &ctx.cond {
+            t = ops::add(rec, &t, cond)?;
+        }
+        let temb = self.time_embedding.forward(rec, &t, ctx.added.as_ref())?;
         let temb = ops::unary(rec, &temb, Unary::Silu, 1.0, 0.0)?; // [n, 4·ch0]
 
         let mut x = self.conv_in.forward(rec, x, None)?;

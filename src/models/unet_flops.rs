@@ -23,15 +23,15 @@ fn resnet(cin: usize, cout: usize, h: usize, w: usize) -> f64 {
     conv(3, cin, cout, h, w) + conv(3, cout, cout, h, w) + short
 }
 
-/// Multiply-adds of a transformer (one block) over `n = h·w` tokens of width `c`, with a
-/// context of `m` tokens of width `d_ctx`.
-fn transformer(c: usize, n: usize, m: usize, d_ctx: usize) -> f64 {
-    let (c, n, m, d_ctx) = (c as f64, n as f64, m as f64, d_ctx as f64);
+/// Multiply-adds of a transformer of `depth` blocks over `n = h·w` tokens of width `c`, with
+/// a context of `m` tokens of width `d_ctx`.
+fn transformer(c: usize, n: usize, m: usize, d_ctx: usize, depth: usize) -> f64 {
+    let (c, n, m, d_ctx, depth) = (c as f64, n as f64, m as f64, d_ctx as f64, depth as f64);
     let proj = 2.0 * n * c * c; // proj_in, proj_out
     let self_attn = 4.0 * n * c * c + 2.0 * n * n * c; // q, k, v, out; QKᵀ, PV
     let cross = 2.0 * n * c * c + 2.0 * m * d_ctx * c + 2.0 * n * m * c; // q, out; k, v; QKᵀ, PV
     let ff = n * c * 8.0 * c + n * 4.0 * c * c; // GEGLU projection c → 8c, then 4c → c
-    proj + self_attn + cross + ff
+    proj + depth * (self_attn + cross + ff)
 }
 
 impl UNetConfig {
@@ -56,7 +56,7 @@ impl UNetConfig {
             for j in 0..self.layers_per_block {
                 macs += resnet(if j == 0 { input } else { out }, out, a, b);
                 if self.down_attention[i] {
-                    macs += transformer(out, a * b, ctx_len, d_ctx);
+                    macs += transformer(out, a * b, ctx_len, d_ctx, self.depth(i));
                 }
             }
             if i + 1 < nb {
@@ -66,7 +66,8 @@ impl UNetConfig {
         }
         let top = ch[nb - 1];
         let (a, b) = sizes[nb - 1];
-        macs += 2.0 * resnet(top, top, a, b) + transformer(top, a * b, ctx_len, d_ctx);
+        macs += 2.0 * resnet(top, top, a, b)
+            + transformer(top, a * b, ctx_len, d_ctx, self.depth(nb - 1));
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut out = rev[0];
         for i in 0..nb {
@@ -81,7 +82,7 @@ impl UNetConfig {
                 let rin = if j == 0 { prev } else { out };
                 macs += resnet(rin + skip, out, a, b);
                 if self.up_attention[i] {
-                    macs += transformer(out, a * b, ctx_len, d_ctx);
+                    macs += transformer(out, a * b, ctx_len, d_ctx, self.depth(level));
                 }
             }
             if i + 1 < nb {
@@ -92,6 +93,14 @@ impl UNetConfig {
         }
         macs += conv(3, ch[0], self.out_channels, h, w);
         2.0 * macs
+    }
+
+    /// Transformer blocks per `Transformer2D` at `level`.
+    fn depth(&self, level: usize) -> usize {
+        self.transformer_layers_per_block
+            .get(level)
+            .copied()
+            .unwrap_or(1)
     }
 }
 
@@ -114,6 +123,7 @@ mod tests {
             up_attention: vec![false],
             layers_per_block: 1,
             heads: vec![8],
+            transformer_layers_per_block: vec![1],
             ..UNetConfig::sd15()
         };
         // conv_in + 1 down resnet + 2 mid resnets + mid transformer + 2 up resnets + conv_out.
@@ -121,7 +131,7 @@ mod tests {
         let want = 2.0
             * (conv(3, 4, 320, h, w)
                 + 3.0 * resnet(320, 320, h, w)
-                + transformer(320, 64, 77, 768)
+                + transformer(320, 64, 77, 768, 1)
                 + 2.0 * resnet(640, 320, h, w)
                 + conv(3, 320, 4, h, w));
         assert_eq!(tiny.flops_per_image(h, w, 77), want);
