@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use sd_wgpu::Recorder;
-use sd_wgpu::models::clip::{ClipTextConfig, ClipTextModel};
+use sd_wgpu::models::clip::{ClipTextConfig, ClipTextModel, HiddenState};
 use sd_wgpu::weights::{WeightDType, Weights};
 use std::path::PathBuf;
 
@@ -49,6 +49,67 @@ fn clip_text_encoder_matches_transformers() {
             );
         }
     }
+}
+
+/// SDXL's two encoders (`tools/make_sdxl_clip_fixtures.py`): the hidden state before the last
+/// layer (and one further back with clip skip 1) with no final layer norm, and the second
+/// encoder's projected pooled output — the end token found by id, and by transformers'
+/// legacy largest-id rule, with `!`-id-0 padding.
+#[test]
+fn sdxl_text_encoders_match_transformers() {
+    let gpu = gpu();
+    for (name, pooled) in [("sdxl1-tiny", false), ("sdxl2-tiny", true)] {
+        let dir = fixture(name);
+        let cfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
+        let w = Weights::open_file(&dir.join("model.safetensors")).unwrap();
+        let model = ClipTextModel::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+        assert_eq!(model.text_projection.is_some(), pooled, "{name}");
+        let golden = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
+        let ids: Vec<Vec<u32>> = golden
+            .read_f32("input_ids", &[2, 77])
+            .unwrap()
+            .chunks(77)
+            .map(|r| r.iter().map(|&v| v as u32).collect())
+            .collect();
+        let h = cfg.hidden_size;
+        for skip in [0usize, 1] {
+            let want = golden
+                .read_f32(&format!("penultimate_skip{skip}"), &[2, 77, h])
+                .unwrap();
+            let mut rec = Recorder::new(gpu);
+            let which = HiddenState::Penultimate { clip_skip: skip };
+            let out = model.encode(&mut rec, &ids, which, pooled).unwrap();
+            assert_eq!(out.hidden.shape(), [2, 77, h]);
+            let pooled_out = out.pooled.clone();
+            let got = run(rec, &out.hidden);
+            check(
+                &format!("{name} penultimate, clip skip {skip}"),
+                &got,
+                &want,
+                1e-4,
+                1e-4,
+            );
+            if let Some(p) = pooled_out {
+                let d = cfg.projection_dim.unwrap();
+                assert_eq!(p.shape(), [2, d]);
+                let want = golden.read_f32("text_embeds", &[2, d]).unwrap();
+                let got = p.to_vec(gpu).unwrap();
+                check(&format!("{name} text_embeds"), &got, &want, 1e-4, 1e-4);
+            }
+        }
+    }
+    // A pooled output of an encoder without a projection: an error, not a guess.
+    let dir = fixture("sdxl1-tiny");
+    let cfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
+    let w = Weights::open_file(&dir.join("model.safetensors")).unwrap();
+    let model = ClipTextModel::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let which = HiddenState::Penultimate { clip_skip: 0 };
+    let e = model
+        .encode(&mut rec, &[vec![1; 77]], which, true)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("text_projection"), "{e}");
 }
 
 #[test]

@@ -29,6 +29,11 @@ pub struct ClipTextConfig {
     pub max_position_embeddings: usize,
     pub hidden_act: Activation,
     pub layer_norm_eps: f32,
+    /// The end token, whose final state is the pooled output: with transformers' legacy
+    /// value 2 the end token is found as the largest id instead (`CLIPTextTransformer`).
+    pub eos_token_id: u32,
+    /// `CLIPTextModelWithProjection`'s `text_projection` width (SDXL's `text_encoder_2`).
+    pub projection_dim: Option<usize>,
 }
 
 impl ClipTextConfig {
@@ -43,6 +48,8 @@ impl ClipTextConfig {
             max_position_embeddings: 77,
             hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
+            eos_token_id: 2,
+            projection_dim: None,
         }
     }
 
@@ -92,6 +99,9 @@ impl ClipTextConfig {
             max_position_embeddings: int("max_position_embeddings")?,
             hidden_act,
             layer_norm_eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-5) as f32,
+            // transformers' CLIPTextConfig default.
+            eos_token_id: v["eos_token_id"].as_u64().unwrap_or(49407) as u32,
+            projection_dim: v["projection_dim"].as_u64().map(|d| d as usize),
         })
     }
 }
@@ -126,6 +136,28 @@ pub struct ClipTextModel {
     pub position_embedding: Tensor,
     pub layers: Vec<ClipEncoderLayer>,
     pub final_layer_norm: LayerNorm,
+    /// `CLIPTextModelWithProjection`: the pooled output's projection (no bias).
+    pub text_projection: Option<Linear>,
+}
+
+/// Which hidden state a pipeline takes as the prompt embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HiddenState {
+    /// SD 1.x / 2.x pipelines: the output of layer `num_hidden_layers − clip_skip`, then the
+    /// final layer norm (`clip_skip` 0: the last hidden state).
+    Normed { clip_skip: usize },
+    /// SDXL: `hidden_states[-(clip_skip + 2)]`, with no final layer norm (clip skip 0: the
+    /// penultimate layer's output).
+    Penultimate { clip_skip: usize },
+}
+
+/// What [`ClipTextModel::encode`] returns.
+pub struct ClipOutput {
+    /// The chosen hidden state `[batch, seq, hidden]`, f32.
+    pub hidden: Tensor,
+    /// With a `text_projection` and when asked: the final-layer-normed state at each row's
+    /// end token, projected (`text_embeds`) `[batch, projection_dim]`, f32.
+    pub pooled: Option<Tensor>,
 }
 
 impl ClipTextModel {
@@ -197,12 +229,29 @@ impl ClipTextModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = vb.pp("final_layer_norm").layer_norm(h, eps)?;
+        let projection = format!("{prefix}text_projection.weight");
+        let text_projection = if w.contains(&projection) {
+            let d = c.projection_dim.ok_or_else(|| {
+                Error::unsupported(
+                    "clip",
+                    format!("`{projection}` is there but the config has no projection_dim"),
+                )
+            })?;
+            Some(
+                Loader::new(w, gpu, prefix, dt)
+                    .pp("text_projection")
+                    .linear(h, d, false)?,
+            )
+        } else {
+            None
+        };
         Ok(Self {
             config: c.clone(),
             token_embedding,
             position_embedding,
             layers,
             final_layer_norm,
+            text_projection,
         })
     }
 
@@ -216,7 +265,27 @@ impl ClipTextModel {
         ids: &[Vec<u32>],
         clip_skip: usize,
     ) -> Result<Tensor> {
+        let out = self.encode(rec, ids, HiddenState::Normed { clip_skip }, false)?;
+        Ok(out.hidden)
+    }
+
+    /// The hidden state `which` of the token ids (as [`ClipTextModel::forward`] takes them)
+    /// and, with `pooled` (an encoder with a `text_projection`), the projected pooled output:
+    /// what SDXL's pipeline takes from `text_encoder_2`. The layers after the chosen state run
+    /// only when the pooled output needs them.
+    pub fn encode(
+        &self,
+        rec: &mut Recorder<'_>,
+        ids: &[Vec<u32>],
+        which: HiddenState,
+        pooled: bool,
+    ) -> Result<ClipOutput> {
         const OP: &str = "clip";
+        // Layers left out after the chosen state.
+        let (clip_skip, asked) = match which {
+            HiddenState::Normed { clip_skip } => (clip_skip, clip_skip),
+            HiddenState::Penultimate { clip_skip } => (clip_skip + 1, clip_skip),
+        };
         let c = &self.config;
         let h = c.hidden_size;
         let seq = ids.first().map_or(0, Vec::len);
@@ -237,7 +306,10 @@ impl ClipTextModel {
         if clip_skip >= c.num_hidden_layers {
             return Err(Error::unsupported(
                 OP,
-                format!("clip skip {clip_skip} with {} layers", c.num_hidden_layers),
+                format!(
+                    "clip skip {asked} ({which:?}) with {} layers",
+                    c.num_hidden_layers
+                ),
             ));
         }
         // Token embeddings gathered on the host.
@@ -270,23 +342,93 @@ impl ClipTextModel {
         let tokens = ops::cast(rec, &tokens, adt)?;
         let pos = ops::cast(rec, &self.position_embedding.narrow0(0, seq)?, adt)?;
         let mut x = ops::add(rec, &tokens, &pos)?; // [B, seq, h]
-        for layer in &self.layers[..c.num_hidden_layers - clip_skip] {
-            // x + out_proj(attn(layer_norm1(x))) [B, seq, h]
-            x = layer
-                .self_attn
-                .forward(rec, &x, Some(&layer.layer_norm1), Some(&x))?;
-            let y = layer.layer_norm2.forward(rec, &x)?;
-            let y = layer.mlp.fc1.forward(rec, &y)?; // [B, seq, ff]
-            let act = match c.hidden_act {
-                Activation::QuickGelu => Unary::QuickGelu,
-                Activation::Gelu => Unary::Gelu,
-            };
-            let y = ops::unary(rec, &y, act, 1.0, 0.0)?;
-            x = layer.mlp.fc2.forward_res(rec, &y, Some(&x))?; // x + fc2(y)
+        let projection = match (pooled, &self.text_projection) {
+            (false, _) => None,
+            (true, Some(p)) => Some(p),
+            (true, None) => {
+                return Err(Error::unsupported(
+                    OP,
+                    "a pooled output was asked of an encoder without text_projection",
+                ));
+            }
+        };
+        let take = c.num_hidden_layers - clip_skip;
+        let run = if projection.is_some() {
+            c.num_hidden_layers
+        } else {
+            take
+        };
+        let mut hidden = None;
+        if take == 0 {
+            hidden = Some(x.clone());
         }
-        let x = self.final_layer_norm.forward(rec, &x)?;
+        for (i, layer) in self.layers[..run].iter().enumerate() {
+            x = self.layer(rec, layer, &x)?;
+            if i + 1 == take {
+                hidden = Some(x.clone());
+            }
+        }
+        let hidden = hidden.ok_or_else(|| Error::unsupported(OP, "no hidden state taken"))?;
+        let hidden = match which {
+            HiddenState::Normed { .. } => self.final_layer_norm.forward(rec, &hidden)?,
+            HiddenState::Penultimate { .. } => hidden,
+        };
+        let pooled = match projection {
+            Some(p) => {
+                // The final state at each row's end token: transformers' legacy
+                // `eos_token_id` 2 takes the largest id, else the first end token.
+                let last = self.final_layer_norm.forward(rec, &x)?;
+                let (b, seq) = (ids.len(), ids[0].len());
+                let rows = last.reshape(&[b * seq, c.hidden_size])?;
+                let mut cat: Option<Tensor> = None;
+                for (r, row_ids) in ids.iter().enumerate() {
+                    let pos = if c.eos_token_id == 2 {
+                        let max = row_ids.iter().copied().max().unwrap_or(0);
+                        row_ids.iter().position(|&t| t == max)
+                    } else {
+                        row_ids.iter().position(|&t| t == c.eos_token_id)
+                    }
+                    .unwrap_or(0);
+                    let row = rows.narrow0(r * seq + pos, 1)?; // [1, h]
+                    cat = Some(match cat {
+                        None => row,
+                        Some(prev) => ops::concat_channels(rec, &prev, &row)?,
+                    });
+                }
+                let cat = cat
+                    .ok_or_else(|| Error::unsupported(OP, "no rows"))?
+                    .reshape(&[b, c.hidden_size])?;
+                let proj = p.forward(rec, &cat)?; // [B, projection_dim]
+                Some(ops::cast(rec, &proj, DType::F32)?)
+            }
+            None => None,
+        };
         // The context leaves in f32 (prompt weighting and the U-Net take it from there).
-        ops::cast(rec, &x, DType::F32)
+        Ok(ClipOutput {
+            hidden: ops::cast(rec, &hidden, DType::F32)?,
+            pooled,
+        })
+    }
+
+    /// One encoder layer: x + attn(ln1(x)), then + fc2(act(fc1(ln2(·)))).
+    fn layer(
+        &self,
+        rec: &mut Recorder<'_>,
+        layer: &ClipEncoderLayer,
+        x: &Tensor,
+    ) -> Result<Tensor> {
+        // x + out_proj(attn(layer_norm1(x))) [B, seq, h]
+        let x = layer
+            .self_attn
+            .forward(rec, x, Some(&layer.layer_norm1), Some(x))?;
+        let y = layer.layer_norm2.forward(rec, &x)?;
+        let y = layer.mlp.fc1.forward(rec, &y)?; // [B, seq, ff]
+        let act = match self.config.hidden_act {
+            Activation::QuickGelu => Unary::QuickGelu,
+            Activation::Gelu => Unary::Gelu,
+        };
+        let y = ops::unary(rec, &y, act, 1.0, 0.0)?;
+        layer.mlp.fc2.forward_res(rec, &y, Some(&x)) // x + fc2(y)
     }
 
     /// The dtype of the encoder's projection weights, which decides its activation dtype.

@@ -98,6 +98,8 @@ pub fn text_from_shapes(
         max_position_embeddings: max_pos,
         hidden_act: act,
         layer_norm_eps: 1e-5,
+        eos_token_id: 2,
+        projection_dim: None,
     })
 }
 
