@@ -218,6 +218,8 @@ pub struct BenchReport {
     /// With [`BenchOptions::profile`]: the step, and the VAE decode by family.
     pub profile: Option<Profile>,
     pub decode_profile: Option<Profile>,
+    /// With [`BenchOptions::profile`]: the text encoder by family.
+    pub text_profile: Option<Profile>,
 }
 
 /// The prompt every bench run encodes (one 77-token chunk).
@@ -299,7 +301,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
     ) * rows as f64;
     let s_per_step = t.sampling.as_secs_f64() / steps;
     let peak_device_bytes = gpu.memory_stats().peak;
-    let (profile, decode_profile) = if o.profile {
+    let (profile, decode_profile, text_profile) = if o.profile {
         gpu.set_profiling(true)?;
         let run = pipe.generate(gpu, &cold, &mut |_| true);
         let entries = gpu.take_profile();
@@ -308,9 +310,10 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         (
             Some(Profile::from_entries(&entries, "step 1")),
             Some(Profile::from_entries(&entries, "VAE decode")),
+            Some(Profile::from_entries(&entries, "text encoder")),
         )
     } else {
-        (None, None)
+        (None, None, None)
     };
     let info = gpu.adapter_info();
     Ok(BenchReport {
@@ -354,6 +357,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         weight_bytes,
         profile,
         decode_profile,
+        text_profile,
     })
 }
 
@@ -391,6 +395,7 @@ impl BenchReport {
             "weight_bytes": self.weight_bytes,
             "profile": self.profile.as_ref().map(Profile::to_json),
             "profile_vae_decode": self.decode_profile.as_ref().map(Profile::to_json),
+            "profile_text_encoder": self.text_profile.as_ref().map(Profile::to_json),
         })
     }
 
@@ -473,6 +478,9 @@ impl BenchReport {
             out.push_str(&p.to_table());
         }
         if let Some(p) = &self.decode_profile {
+            out.push_str(&p.stage_table());
+        }
+        if let Some(p) = &self.text_profile {
             out.push_str(&p.stage_table());
         }
         out

@@ -229,21 +229,16 @@ impl ClipTextModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let final_layer_norm = vb.pp("final_layer_norm").layer_norm(h, eps)?;
+        // `CLIPTextModelWithProjection`: a projection width in the config (which plain
+        // `CLIPTextModel` configs often carry too) and the weight in the file.
         let projection = format!("{prefix}text_projection.weight");
-        let text_projection = if w.contains(&projection) {
-            let d = c.projection_dim.ok_or_else(|| {
-                Error::unsupported(
-                    "clip",
-                    format!("`{projection}` is there but the config has no projection_dim"),
-                )
-            })?;
-            Some(
+        let text_projection = match c.projection_dim {
+            Some(d) if w.contains(&projection) => Some(
                 Loader::new(w, gpu, prefix, dt)
                     .pp("text_projection")
                     .linear(h, d, false)?,
-            )
-        } else {
-            None
+            ),
+            _ => None,
         };
         Ok(Self {
             config: c.clone(),
