@@ -23,6 +23,7 @@ mod offload;
 mod pipeline;
 mod runtime;
 mod sampler;
+mod sdxl;
 mod step_ops;
 mod unet;
 mod unet_added;

@@ -51,6 +51,11 @@ impl std::fmt::Display for ArchSource {
 
 pub struct Architecture {
     pub text: ClipTextConfig,
+    /// SDXL: the second text encoder (`text_encoder_2`, with projection) and its tokenizer.
+    pub text_2: Option<(ClipTextConfig, ClipTokenizer)>,
+    /// SDXL (`model_index.json`): no negative prompt gives a zero unconditional context and
+    /// pooled output (diffusers' `force_zeros_for_empty_prompt`).
+    pub force_zeros_for_empty_prompt: bool,
     pub unet: UNetConfig,
     pub vae: AutoencoderKLConfig,
     /// A diffusers `scheduler_config.json` (given, or the equivalent of the LDM settings).
@@ -73,7 +78,29 @@ impl Architecture {
         } else {
             ClipTokenizer::builtin()?
         };
+        // SDXL: a second text encoder and tokenizer.
+        let text_2 = if dir.join("text_encoder_2").is_dir() {
+            let tok = dir.join("tokenizer_2");
+            Some((
+                ClipTextConfig::from_file(&dir.join("text_encoder_2/config.json"))?,
+                if tok.is_dir() {
+                    ClipTokenizer::from_folder(&tok)?
+                } else {
+                    ClipTokenizer::builtin()?
+                },
+            ))
+        } else {
+            None
+        };
+        let index = dir.join("model_index.json");
+        let force_zeros_for_empty_prompt = text_2.is_some()
+            && (!index.is_file()
+                || read_json(&index)?["force_zeros_for_empty_prompt"]
+                    .as_bool()
+                    .unwrap_or(true));
         Ok(Self {
+            text_2,
+            force_zeros_for_empty_prompt,
             text: ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
             unet: UNetConfig::from_file(&dir.join("unet/config.json"))?,
             vae: AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?,
@@ -105,6 +132,8 @@ impl Architecture {
             scheduler,
             tokenizer: builtin_tokenizer(tower)?,
             source: ArchSource::LdmYaml(path.to_path_buf()),
+            text_2: None,
+            force_zeros_for_empty_prompt: false,
         })
     }
 
@@ -138,6 +167,8 @@ impl Architecture {
             scheduler: scheduler_json(sd2, 0.00085, 0.012, 1000),
             tokenizer: builtin_tokenizer(tower)?,
             source: ArchSource::Inferred,
+            text_2: None,
+            force_zeros_for_empty_prompt: false,
         })
     }
 }
@@ -153,6 +184,8 @@ impl Architecture {
             scheduler: scheduler_json(false, 0.00085, 0.012, 1000),
             tokenizer: builtin_tokenizer(TextTower::Clip)?,
             source: ArchSource::Named("SD 1.5 (diffusers configs)"),
+            text_2: None,
+            force_zeros_for_empty_prompt: false,
         })
     }
 
@@ -166,6 +199,8 @@ impl Architecture {
             scheduler: scheduler_json(true, 0.00085, 0.012, 1000),
             tokenizer: builtin_tokenizer(TextTower::OpenClip)?,
             source: ArchSource::Named("SD 2.1 (diffusers configs)"),
+            text_2: None,
+            force_zeros_for_empty_prompt: false,
         })
     }
 }

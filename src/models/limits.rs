@@ -153,19 +153,51 @@ impl Architecture {
                 2 * lat + 1
             ));
         }
-        if u.cross_attention_dim != self.text.hidden_size {
+        // SDXL: both encoders' states side by side, and the second one's pooled projection
+        // with the six time ids into the U-Net's added embedding.
+        let width = self.text.hidden_size + self.text_2.as_ref().map_or(0, |(t, _)| t.hidden_size);
+        if u.cross_attention_dim != width {
             return Err(format!(
-                "the U-Net's cross_attention_dim = {} is not the text encoder's hidden_size = {}",
-                u.cross_attention_dim, self.text.hidden_size
+                "the U-Net's cross_attention_dim = {} is not the text encoders' hidden_size = {width}",
+                u.cross_attention_dim
             ));
+        }
+        match (&self.text_2, u.addition_time_embed_dim) {
+            (Some((t2, _)), Some(d)) => {
+                let pooled = t2.projection_dim.unwrap_or(0);
+                if pooled + 6 * d != u.projection_class_embeddings_input_dim {
+                    return Err(format!(
+                        "the U-Net's add_embedding takes {} values, text_encoder_2's projection                          ({pooled}) and six time ids of {d} make {}",
+                        u.projection_class_embeddings_input_dim,
+                        pooled + 6 * d
+                    ));
+                }
+            }
+            (None, Some(_)) => {
+                return Err("the U-Net takes SDXL's text_time conditions but the model has no                             text_encoder_2"
+                    .into());
+            }
+            (Some(_), None) => {
+                return Err("a text_encoder_2 but the U-Net takes no added conditions".into());
+            }
+            (None, None) => {}
+        }
+        if u.time_cond_proj_dim.is_some() {
+            return Err(
+                "an LCM U-Net (time_cond_proj_dim): LCM pipelines are not supported yet".into(),
+            );
         }
         Ok(())
     }
 
     /// Every config's range checks; the error names the config's source.
     pub fn check(&self, model: &std::path::Path) -> Result<()> {
-        let parts: [(&str, Check); 4] = [
+        let parts: [(&str, Check); 5] = [
             ("text encoder", self.text.check()),
+            (
+                "text encoder 2",
+                self.text_2.as_ref().map_or(Ok(()), |(t, _)| t.check()),
+            ),
             ("U-Net", self.unet.check()),
             ("VAE", self.vae.check()),
             ("model", self.fits_together()),

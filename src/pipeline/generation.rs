@@ -176,14 +176,32 @@ impl Pipeline {
         let mut loading = std::time::Duration::ZERO;
         let te = self.text_encoder.get_timed(gpu, offload, &mut loading)?;
         let mut rec = Recorder::new(gpu);
-        let (context, truncated_tokens) = self.encode_prompts(&te, &mut rec, req, guided)?;
+        // SDXL: both encoders, the pooled text embedding and the time ids.
+        let (context, pooled, truncated_tokens) = match (&self.text_encoder_2, &self.tokenizer_2) {
+            (Some(slot), Some(tok)) => {
+                let te2 = slot.get_timed(gpu, offload, &mut loading)?;
+                let xl = self.encode_prompts_xl([&te, &te2], tok, &mut rec, req, guided)?;
+                (xl.context, Some(xl.pooled), xl.truncated_tokens)
+            }
+            _ => {
+                let (c, t) = self.encode_prompts(&te, &mut rec, req, guided)?;
+                (c, None, t)
+            }
+        };
         guard.check(&mut rec, &context, "the text encoder's output".into())?;
         // [neg; pos] → [neg × n; pos × n], as diffusers repeats the embeddings.
         let context = Self::repeat_rows(&mut rec, &context, n)?;
+        let pooled = match pooled {
+            Some(p) => Some(Self::repeat_rows(&mut rec, &p, n)?),
+            None => None,
+        };
         rec.submit()?;
         drop(te);
         if offload {
             self.text_encoder.release(gpu);
+            if let Some(t) = &self.text_encoder_2 {
+                t.release(gpu);
+            }
             gpu.trim_pool();
         }
         timings.text_encoding = clock.elapsed().saturating_sub(loading);
@@ -203,7 +221,16 @@ impl Pipeline {
         let mut loading = std::time::Duration::ZERO;
         let clock = std::time::Instant::now();
         let unet = self.unet.get_timed(gpu, offload, &mut loading)?;
-        let unet_ctx = unet.project_context(&mut rec, &context)?;
+        let time_ids = match &pooled {
+            Some(p) => Some(Self::time_ids(gpu, req, p.shape()[0])?),
+            None => None,
+        };
+        let added = crate::models::unet::AddedConditions {
+            text_embeds: pooled.as_ref(),
+            time_ids: time_ids.as_ref(),
+            timestep_cond: None,
+        };
+        let unet_ctx = unet.project_context_with(&mut rec, &context, added)?;
         rec.submit()?;
         guard.finish(gpu)?;
         timings.text_encoding += clock.elapsed().saturating_sub(loading);
@@ -273,6 +300,8 @@ impl Pipeline {
                 .flatten()
                 .flat_map(|(k, v)| [k.clone(), v.clone()]),
         );
+        // SDXL's added embedding and LCM's condition are read by every replay too.
+        persistent.extend(unet_ctx.added.iter().chain(&unet_ctx.cond).cloned());
         let mut rec = Recorder::new(gpu);
         let step_checks = 3u32;
         let base = guard.reserve_steps(total, step_checks as usize, |i, k| {

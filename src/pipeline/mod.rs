@@ -22,6 +22,7 @@ mod memory;
 mod prepare;
 mod preview;
 mod resident;
+mod sdxl;
 mod validate;
 
 pub use generation::{Generation, NOISE_CHUNK_BYTES};
@@ -36,6 +37,12 @@ pub use validate::{MAX_BATCH, MAX_GUIDANCE, MAX_PROMPT_BYTES, MAX_SIDE_PX};
 pub struct Pipeline {
     pub tokenizer: ClipTokenizer,
     pub text_encoder: Resident<ClipTextModel, ClipTextConfig>,
+    /// SDXL: the second text encoder (with projection: the pooled `text_embeds`) and its
+    /// tokenizer.
+    pub text_encoder_2: Option<Resident<ClipTextModel, ClipTextConfig>>,
+    pub tokenizer_2: Option<ClipTokenizer>,
+    /// SDXL: an empty negative prompt gives zeros (see [`Request::encode_empty_negative`]).
+    pub force_zeros_for_empty_prompt: bool,
     pub unet: Resident<UNet, UNetConfig>,
     /// The VAE decoder.
     pub vae: Resident<VaeDecoder, AutoencoderKLConfig>,
@@ -130,6 +137,15 @@ pub struct Request {
     pub batch_size: usize,
     /// Deliver a [`Preview`] through the progress callback every this many steps (0: never).
     pub preview_every: usize,
+    /// SDXL: encode an empty `negative_prompt` rather than use zeros (diffusers'
+    /// `negative_prompt=""` against none, with `force_zeros_for_empty_prompt`).
+    pub encode_empty_negative: bool,
+    /// SDXL micro-conditioning, (height, width): `None` is the request's size.
+    pub original_size: Option<(usize, usize)>,
+    /// SDXL micro-conditioning: the crop's (top, left).
+    pub crops_coords_top_left: (usize, usize),
+    /// SDXL micro-conditioning, (height, width): `None` is the request's size.
+    pub target_size: Option<(usize, usize)>,
 }
 
 /// What happens to a prompt longer than one 77-token window.
@@ -159,6 +175,10 @@ impl Default for Request {
             long_prompt: LongPrompt::Chunk,
             batch_size: 1,
             preview_every: 0,
+            encode_empty_negative: false,
+            original_size: None,
+            crops_coords_top_left: (0, 0),
+            target_size: None,
         }
     }
 }
@@ -323,7 +343,7 @@ impl Pipeline {
     pub fn load_with(gpu: &Gpu, path: &Path, opts: &LoadOptions) -> Result<Self> {
         let dtype = opts.dtype;
         let mut latent_rgb = LatentRgb::default();
-        let (arch, te, uw, vw) = match detect_layout(path)? {
+        let (arch, parts, te2) = match detect_layout(path)? {
             ModelLayout::Diffusers(dir) => {
                 let arch = Architecture::from_folder(&dir)?;
                 latent_rgb = LatentRgb::from_folder(&dir);
@@ -331,7 +351,15 @@ impl Pipeline {
                     let d = dir.join(c);
                     Weights::open(&d, &component_files(&d)?)
                 };
-                (arch, open("text_encoder")?, open("unet")?, open("vae")?)
+                let te2 = match arch.text_2 {
+                    Some(_) => Some(open("text_encoder_2")?),
+                    None => None,
+                };
+                (
+                    arch,
+                    [open("text_encoder")?, open("unet")?, open("vae")?],
+                    te2,
+                )
             }
             ModelLayout::SingleFile(file) => {
                 // One header read serves the architecture and the renames.
@@ -339,12 +367,13 @@ impl Pipeline {
                 let arch =
                     Architecture::for_single_file(&file, &sf.shapes, opts.config.as_deref())?;
                 let sf = sf.with_unet_layout(arch.unet.layers_per_block);
-                (arch, sf.text_encoder, sf.unet, sf.vae)
+                (arch, [sf.text_encoder, sf.unet, sf.vae], None)
             }
         };
         let share = !opts.private_weights;
-        let (te, uw, vw) = (te.sharing(share), uw.sharing(share), vw.sharing(share));
-        Self::from_parts(gpu, path, arch, [te, uw, vw], dtype, latent_rgb)
+        let parts = parts.map(|w| w.sharing(share));
+        let te2 = te2.map(|w| w.sharing(share));
+        Self::from_parts(gpu, path, arch, parts, te2, dtype, latent_rgb)
     }
 
     /// A pipeline of the architecture `arch` with random weights ([`Synthetic`]): what
@@ -359,7 +388,7 @@ impl Pipeline {
         let origin = Path::new(name);
         let w = |part: &str| Weights::synthetic(&origin.join(part), weights);
         let parts = [w("text_encoder"), w("unet"), w("vae")];
-        Self::from_parts(gpu, origin, arch, parts, dtype, LatentRgb::default())
+        Self::from_parts(gpu, origin, arch, parts, None, dtype, LatentRgb::default())
     }
 
     /// Checks `arch` and loads its networks from `[text_encoder, unet, vae]` weights.
@@ -368,6 +397,7 @@ impl Pipeline {
         path: &Path,
         arch: Architecture,
         [te, uw, vw]: [Weights; 3],
+        te2: Option<Weights>,
         dtype: WeightDType,
         latent_rgb: LatentRgb,
     ) -> Result<Self> {
@@ -376,6 +406,16 @@ impl Pipeline {
         use resident::Resident as R;
         let vw = std::sync::Arc::new(vw);
         let text_encoder = R::from_weights(gpu, &arch.text, te.into(), ClipTextModel::load, dtype)?;
+        let text_encoder_2 = match (te2, &arch.text_2) {
+            (Some(w), Some((cfg, _))) => Some(R::from_weights(
+                gpu,
+                cfg,
+                w.into(),
+                ClipTextModel::load,
+                dtype,
+            )?),
+            _ => None,
+        };
         let unet = R::from_weights(gpu, &arch.unet, uw.into(), UNet::load, dtype)?;
         let vae = R::from_weights(gpu, &arch.vae, vw.clone(), VaeDecoder::load, dtype)?;
         let encoder_config = arch.vae.clone();
@@ -395,6 +435,9 @@ impl Pipeline {
         Ok(Self {
             tokenizer: arch.tokenizer,
             text_encoder,
+            text_encoder_2,
+            tokenizer_2: arch.text_2.map(|(_, t)| t),
+            force_zeros_for_empty_prompt: arch.force_zeros_for_empty_prompt,
             unet,
             vae,
             offload: Offload::default(),
@@ -458,6 +501,9 @@ impl Pipeline {
     /// Releases every network from the device (they load again when a request needs them).
     pub fn release_models(&self, gpu: &Gpu) {
         self.text_encoder.release(gpu);
+        if let Some(t) = &self.text_encoder_2 {
+            t.release(gpu);
+        }
         self.unet.release(gpu);
         self.vae.release(gpu);
         self.encoder.release(gpu);
@@ -467,6 +513,10 @@ impl Pipeline {
     /// Device bytes the loaded networks' weights hold.
     pub fn model_bytes(&self) -> u64 {
         self.text_encoder.resident_bytes()
+            + self
+                .text_encoder_2
+                .as_ref()
+                .map_or(0, |t| t.resident_bytes())
             + self.unet.resident_bytes()
             + self.vae.resident_bytes()
             + self.encoder.resident_bytes()

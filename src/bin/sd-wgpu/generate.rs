@@ -21,8 +21,10 @@ pub struct GenerateArgs {
     model: Option<PathBuf>,
     #[arg(long)]
     prompt: String,
-    #[arg(long, default_value = "")]
-    negative_prompt: String,
+    /// What the image should not show. SDXL: without this flag the unconditional context is
+    /// zeros (`force_zeros_for_empty_prompt`); `--negative-prompt ""` encodes the empty text.
+    #[arg(long)]
+    negative_prompt: Option<String>,
     #[arg(long, default_value_t = 30)]
     steps: usize,
     /// Classifier-free guidance scale (≤ 1 skips the unconditional pass).
@@ -330,7 +332,8 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     );
     let mut req = Request {
         prompt: a.prompt.clone(),
-        negative_prompt: a.negative_prompt.clone(),
+        negative_prompt: a.negative_prompt.clone().unwrap_or_default(),
+        encode_empty_negative: a.negative_prompt.is_some(),
         steps: a.steps,
         guidance: a.guidance,
         sampler,
@@ -353,6 +356,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             mask,
             keep_unmasked: a.keep_unmasked,
         }),
+        ..Request::default()
     };
     // Arrays from .npy files must have the library's latent shape (the request validates
     // their values).
@@ -477,7 +481,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         {
             let info = Infotext {
                 prompt: a.prompt.clone(),
-                negative_prompt: a.negative_prompt.clone(),
+                negative_prompt: a.negative_prompt.clone().unwrap_or_default(),
                 steps: a.steps,
                 sampler: Some(used),
                 guidance: a.guidance,

@@ -1,0 +1,79 @@
+//! SDXL text-to-image against diffusers' StableDiffusionXLPipeline on a tiny random-weight
+//! model (`tools/make_pipeline_fixture_sdxl.py`): two text encoders (penultimate states
+//! concatenated, the second's pooled projection), the `text_time` added embedding with the
+//! request's time ids, `force_zeros_for_empty_prompt`, Euler with SDXL's scheduler config,
+//! the VAE's scaling factor 0.13025.
+
+use crate::common::*;
+use crate::pipeline::fixtures;
+use sd_wgpu::pipeline::{Pipeline, Request};
+use sd_wgpu::weights::{WeightDType, Weights};
+
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
+#[test]
+fn sdxl_pipeline_matches_diffusers() {
+    let gpu = gpu();
+    let pipe = Pipeline::load(gpu, &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
+    assert!(pipe.text_encoder_2.is_some() && pipe.force_zeros_for_empty_prompt);
+    assert_eq!(pipe.default_size(), 32);
+    let g = Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap();
+    let base = Request {
+        prompt: "a red sneaker on a white table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 3,
+        guidance: 5.0,
+        width: 32,
+        height: 32,
+        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
+        ..Request::default()
+    };
+    let cases = [
+        ("neg", base.clone()),
+        (
+            "noneg",
+            Request {
+                negative_prompt: String::new(),
+                ..base.clone()
+            },
+        ),
+        (
+            "sizes",
+            Request {
+                original_size: Some((64, 48)),
+                crops_coords_top_left: (4, 8),
+                target_size: Some((32, 32)),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (name, req) in &cases {
+        let out = pipe.generate(gpu, req, &mut |_| true).unwrap();
+        let want = g.read_f32(&format!("final_{name}"), &[1, 4, 8, 8]).unwrap();
+        let img = g
+            .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
+            .unwrap();
+        let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
+        eprintln!("sdxl {name}: final latents relative L2 {e:.2e}, image {p:.1} dB");
+        assert!(e <= 1e-3, "{name}: latents relative L2 {e}");
+        assert!(p >= 40.0, "{name}: {p} dB");
+    }
+    // The zero unconditional context is not the encoded empty prompt's.
+    let encoded = pipe
+        .generate(
+            gpu,
+            &Request {
+                negative_prompt: String::new(),
+                encode_empty_negative: true,
+                ..base.clone()
+            },
+            &mut |_| true,
+        )
+        .unwrap();
+    let want = g.read_f32("final_noneg", &[1, 4, 8, 8]).unwrap();
+    assert!(rel_l2(&encoded.latents, &want) > 1e-3);
+}
