@@ -22,6 +22,8 @@ pub enum BenchArch {
     Sd15,
     /// SD 2.1's (768 px, v-prediction), random weights.
     Sd21,
+    /// SDXL base 1.0's (1024 px, two text encoders), random weights.
+    Sdxl,
     /// The built-in model's own trained weights (`assets/fashion-model`).
     Builtin,
 }
@@ -31,6 +33,7 @@ impl BenchArch {
         match self {
             Self::Sd15 => "sd15",
             Self::Sd21 => "sd21",
+            Self::Sdxl => "sdxl",
             Self::Builtin => "builtin",
         }
     }
@@ -250,6 +253,13 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
             gpu,
             "synthetic SD 2.1",
             Architecture::sd21()?,
+            synthetic,
+            dtype,
+        )?,
+        BenchArch::Sdxl => Pipeline::synthetic(
+            gpu,
+            "synthetic SDXL",
+            Architecture::sdxl()?,
             synthetic,
             dtype,
         )?,

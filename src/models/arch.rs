@@ -205,6 +205,53 @@ impl Architecture {
     }
 }
 
+impl Architecture {
+    /// SDXL base 1.0 as diffusers configures it (`stable-diffusion-xl-base-1.0`: CLIP ViT-L and
+    /// OpenCLIP ViT-bigG with projection, the `text_time` U-Net with transformer depths 1, 2,
+    /// 10, the VAE with scaling factor 0.13025, Euler with SDXL's schedule).
+    pub fn sdxl() -> Result<Self> {
+        let text_2 = ClipTextConfig {
+            hidden_size: 1280,
+            intermediate_size: 5120,
+            num_hidden_layers: 32,
+            num_attention_heads: 20,
+            hidden_act: crate::models::clip::Activation::Gelu,
+            projection_dim: Some(1280),
+            ..ClipTextConfig::sd15()
+        };
+        let unet = UNetConfig {
+            block_out_channels: vec![320, 640, 1280],
+            down_attention: vec![false, true, true],
+            up_attention: vec![true, true, false],
+            heads: vec![5, 10, 20],
+            cross_attention_dim: 2048,
+            use_linear_projection: true,
+            sample_size: 128,
+            transformer_layers_per_block: vec![1, 2, 10],
+            addition_time_embed_dim: Some(256),
+            projection_class_embeddings_input_dim: 2816,
+            ..UNetConfig::sd15()
+        };
+        let mut scheduler = scheduler_json(false, 0.00085, 0.012, 1000);
+        scheduler["_class_name"] = "EulerDiscreteScheduler".into();
+        scheduler["timestep_spacing"] = "leading".into();
+        scheduler["interpolation_type"] = "linear".into();
+        Ok(Self {
+            text: ClipTextConfig::sd15(),
+            text_2: Some((text_2, builtin_tokenizer(TextTower::OpenClip)?)),
+            force_zeros_for_empty_prompt: true,
+            unet,
+            vae: AutoencoderKLConfig {
+                scaling_factor: 0.13025,
+                ..AutoencoderKLConfig::sd()
+            },
+            scheduler,
+            tokenizer: builtin_tokenizer(TextTower::Clip)?,
+            source: ArchSource::Named("SDXL base 1.0 (diffusers configs)"),
+        })
+    }
+}
+
 /// The built-in vocabulary with the tower's padding (OpenCLIP pads with id 0, `!`).
 fn builtin_tokenizer(tower: TextTower) -> Result<ClipTokenizer> {
     ClipTokenizer::builtin()?.with_padding(match tower {

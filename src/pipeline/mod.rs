@@ -388,7 +388,8 @@ impl Pipeline {
         let origin = Path::new(name);
         let w = |part: &str| Weights::synthetic(&origin.join(part), weights);
         let parts = [w("text_encoder"), w("unet"), w("vae")];
-        Self::from_parts(gpu, origin, arch, parts, None, dtype, LatentRgb::default())
+        let te2 = arch.text_2.as_ref().map(|_| w("text_encoder_2"));
+        Self::from_parts(gpu, origin, arch, parts, te2, dtype, LatentRgb::default())
     }
 
     /// Checks `arch` and loads its networks from `[text_encoder, unet, vae]` weights.

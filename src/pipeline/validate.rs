@@ -70,6 +70,27 @@ impl Pipeline {
                 ));
             }
         }
+        if self.text_encoder_2.is_some() && req.init_image.is_some() {
+            return Err(Error::request(
+                "init_image",
+                "is given to an SDXL model: SDXL image-to-image and inpainting are not supported yet",
+            ));
+        }
+        // SDXL micro-conditioning: sizes of at most the largest side, a crop inside the image.
+        for (field, v) in [
+            ("original_size", req.original_size),
+            ("target_size", req.target_size),
+            ("crops_coords_top_left", Some(req.crops_coords_top_left)),
+        ] {
+            if let Some((a, b)) = v {
+                if a > 4 * MAX_SIDE_PX || b > 4 * MAX_SIDE_PX {
+                    return Err(Error::request(
+                        field,
+                        format!("is ({a}, {b}); each value must be at most {}", 4 * MAX_SIDE_PX),
+                    ));
+                }
+            }
+        }
         if !(1..=MAX_BATCH).contains(&req.batch_size) {
             return Err(Error::request(
                 "batch_size",

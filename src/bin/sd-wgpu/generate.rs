@@ -27,6 +27,15 @@ pub struct GenerateArgs {
     negative_prompt: Option<String>,
     #[arg(long, default_value_t = 30)]
     steps: usize,
+    /// SDXL micro-conditioning `H,W` (diffusers' `original_size`; default: the image size).
+    #[arg(long, value_parser = parse_pair)]
+    original_size: Option<(usize, usize)>,
+    /// SDXL micro-conditioning `TOP,LEFT` (diffusers' `crops_coords_top_left`).
+    #[arg(long, value_parser = parse_pair, default_value = "0,0")]
+    crop_coords: (usize, usize),
+    /// SDXL micro-conditioning `H,W` (diffusers' `target_size`; default: the image size).
+    #[arg(long, value_parser = parse_pair)]
+    target_size: Option<(usize, usize)>,
     /// Classifier-free guidance scale (≤ 1 skips the unconditional pass).
     #[arg(long, default_value_t = 7.5)]
     guidance: f32,
@@ -334,6 +343,9 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         prompt: a.prompt.clone(),
         negative_prompt: a.negative_prompt.clone().unwrap_or_default(),
         encode_empty_negative: a.negative_prompt.is_some(),
+        original_size: a.original_size,
+        crops_coords_top_left: a.crop_coords,
+        target_size: a.target_size,
         steps: a.steps,
         guidance: a.guidance,
         sampler,
@@ -531,4 +543,17 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `A,B` (two non-negative integers), for the SDXL size flags.
+fn parse_pair(s: &str) -> std::result::Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once(',')
+        .ok_or_else(|| format!("`{s}` is not two numbers A,B"))?;
+    let num = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|e| format!("`{x}` in `{s}`: {e}"))
+    };
+    Ok((num(a)?, num(b)?))
 }

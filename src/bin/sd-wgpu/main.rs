@@ -62,6 +62,7 @@ fn parse_size(text: &str) -> std::result::Result<u64, String> {
 enum ArchArg {
     Sd15,
     Sd21,
+    Sdxl,
     Builtin,
 }
 
@@ -231,6 +232,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         arch: match a.arch {
             ArchArg::Sd15 => sd_wgpu::bench::BenchArch::Sd15,
             ArchArg::Sd21 => sd_wgpu::bench::BenchArch::Sd21,
+            ArchArg::Sdxl => sd_wgpu::bench::BenchArch::Sdxl,
             ArchArg::Builtin => sd_wgpu::bench::BenchArch::Builtin,
         },
         width: a.width,
