@@ -13,6 +13,22 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// A fixture's config, its encoder loaded with `dt`, its golden file and token ids.
+fn load(name: &str, dt: WeightDType) -> (ClipTextConfig, ClipTextModel, Weights, Vec<Vec<u32>>) {
+    let dir = fixture(name);
+    let cfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
+    let w = Weights::open_file(&dir.join("model.safetensors")).unwrap();
+    let model = ClipTextModel::load(gpu(), &w, "", &cfg, dt).unwrap();
+    let golden = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
+    let ids: Vec<Vec<u32>> = golden
+        .read_f32("input_ids", &[2, 77])
+        .unwrap()
+        .chunks(77)
+        .map(|r| r.iter().map(|&v| v as u32).collect())
+        .collect();
+    (cfg, model, golden, ids)
+}
+
 #[test]
 fn clip_text_encoder_matches_transformers() {
     let gpu = gpu();
@@ -22,17 +38,7 @@ fn clip_text_encoder_matches_transformers() {
         ("sd2-tiny", WeightDType::Auto, 1e-4),
         ("sd1-tiny", WeightDType::F16, 1e-2),
     ] {
-        let dir = fixture(name);
-        let cfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
-        let w = Weights::open_file(&dir.join("model.safetensors")).unwrap();
-        let model = ClipTextModel::load(gpu, &w, "", &cfg, dt).unwrap();
-        let golden = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
-        let ids: Vec<Vec<u32>> = golden
-            .read_f32("input_ids", &[2, 77])
-            .unwrap()
-            .chunks(77)
-            .map(|r| r.iter().map(|&v| v as u32).collect())
-            .collect();
+        let (cfg, model, golden, ids) = load(name, dt);
         for skip in [0usize, 1] {
             let want = golden
                 .read_f32(&format!("out_skip{skip}"), &[2, 77, cfg.hidden_size])
@@ -59,18 +65,8 @@ fn clip_text_encoder_matches_transformers() {
 fn sdxl_text_encoders_match_transformers() {
     let gpu = gpu();
     for (name, pooled) in [("sdxl1-tiny", false), ("sdxl2-tiny", true)] {
-        let dir = fixture(name);
-        let cfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
-        let w = Weights::open_file(&dir.join("model.safetensors")).unwrap();
-        let model = ClipTextModel::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+        let (cfg, model, golden, ids) = load(name, WeightDType::Auto);
         assert_eq!(model.text_projection.is_some(), pooled, "{name}");
-        let golden = Weights::open_file(&dir.join("golden.safetensors")).unwrap();
-        let ids: Vec<Vec<u32>> = golden
-            .read_f32("input_ids", &[2, 77])
-            .unwrap()
-            .chunks(77)
-            .map(|r| r.iter().map(|&v| v as u32).collect())
-            .collect();
         let h = cfg.hidden_size;
         for skip in [0usize, 1] {
             let want = golden
@@ -99,10 +95,7 @@ fn sdxl_text_encoders_match_transformers() {
         }
     }
     // A pooled output of an encoder without a projection: an error, not a guess.
-    let dir = fixture("sdxl1-tiny");
-    let cfg = ClipTextConfig::from_file(&dir.join("config.json")).unwrap();
-    let w = Weights::open_file(&dir.join("model.safetensors")).unwrap();
-    let model = ClipTextModel::load(gpu, &w, "", &cfg, WeightDType::Auto).unwrap();
+    let (_, model, _, _) = load("sdxl1-tiny", WeightDType::Auto);
     let mut rec = Recorder::new(gpu);
     let which = HiddenState::Penultimate { clip_skip: 0 };
     let e = model

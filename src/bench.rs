@@ -241,29 +241,15 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         seed: o.seed,
         f16: o.f16,
     };
-    let pipe = match o.arch {
-        BenchArch::Sd15 => Pipeline::synthetic(
-            gpu,
-            "synthetic SD 1.5",
-            Architecture::sd15()?,
-            synthetic,
-            dtype,
-        )?,
-        BenchArch::Sd21 => Pipeline::synthetic(
-            gpu,
-            "synthetic SD 2.1",
-            Architecture::sd21()?,
-            synthetic,
-            dtype,
-        )?,
-        BenchArch::Sdxl => Pipeline::synthetic(
-            gpu,
-            "synthetic SDXL",
-            Architecture::sdxl()?,
-            synthetic,
-            dtype,
-        )?,
-        BenchArch::Builtin => Pipeline::load(gpu, &o.builtin_path, dtype)?,
+    let synthetic_arch = match o.arch {
+        BenchArch::Sd15 => Some(("synthetic SD 1.5", Architecture::sd15()?)),
+        BenchArch::Sd21 => Some(("synthetic SD 2.1", Architecture::sd21()?)),
+        BenchArch::Sdxl => Some(("synthetic SDXL", Architecture::sdxl()?)),
+        BenchArch::Builtin => None,
+    };
+    let pipe = match synthetic_arch {
+        Some((name, arch)) => Pipeline::synthetic(gpu, name, arch, synthetic, dtype)?,
+        None => Pipeline::load(gpu, &o.builtin_path, dtype)?,
     };
     let mut pipe = pipe;
     pipe.offload = o.offload;

@@ -86,7 +86,10 @@ impl Pipeline {
                 if a > 4 * MAX_SIDE_PX || b > 4 * MAX_SIDE_PX {
                     return Err(Error::request(
                         field,
-                        format!("is ({a}, {b}); each value must be at most {}", 4 * MAX_SIDE_PX),
+                        format!(
+                            "is ({a}, {b}); each value must be at most {}",
+                            4 * MAX_SIDE_PX
+                        ),
                     ));
                 }
             }
