@@ -368,7 +368,6 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             mask,
             keep_unmasked: a.keep_unmasked,
         }),
-        ..Request::default()
     };
     // Arrays from .npy files must have the library's latent shape (the request validates
     // their values).
