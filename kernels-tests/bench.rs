@@ -157,9 +157,10 @@ fn bench_cli_reports_the_built_in_model() {
 /// ask for, finite outputs (the run fails on NaN / Inf), the weights' size as SD 1.5's.
 #[test]
 fn bench_builds_sd15_with_random_weights() {
-    let gpu = crate::common::gpu();
+    // A device of its own: the peak must be this run's alone.
+    let own = sd_wgpu::Gpu::new().expect("GPU tests need a wgpu adapter");
     let r = sd_wgpu::bench::run(
-        gpu,
+        &own,
         &BenchOptions {
             arch: BenchArch::Sd15,
             width: Some(64),

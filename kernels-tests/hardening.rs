@@ -220,7 +220,10 @@ fn bad_requests_are_refused_before_any_work() {
     // A device of its own: other tests allocate on the shared one meanwhile.
     let own = Gpu::new().unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
     let g = &own;
-    let pipe = Pipeline::load(g, &fixture("sd1-tiny"), WeightDType::Auto).unwrap();
+    let mut pipe = Pipeline::load(g, &fixture("sd1-tiny"), WeightDType::Auto).unwrap();
+    // Every network stays loaded: a request over the budget is refused (with the default
+    // `Offload::Auto` it could run with idle networks released; `kernels-tests/offload.rs`).
+    pipe.offload = sd_wgpu::pipeline::Offload::Never;
     let before = g.memory_stats();
     let cases: Vec<(Request, &str)> = vec![
         (

@@ -151,7 +151,9 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
     use sd_wgpu::schedulers::SamplerKind;
     // A device of its own: the other tests' buffers would count in the shared one's pool.
     let own = sd_wgpu::Gpu::new().expect("GPU tests need a wgpu adapter");
-    let pipe = sd1_tiny(&own);
+    let mut pipe = sd1_tiny(&own);
+    // Every network stays loaded (`offload.rs` tests the other policies).
+    pipe.offload = sd_wgpu::pipeline::Offload::Never;
     let (_, _, rgb) =
         sd_wgpu::imageio::read_image_rgb(&fixtures().join("img2img-input.png")).unwrap();
     let mask: Vec<f32> = (0..32 * 32).map(|p| f32::from(p % 32 >= 16)).collect();
@@ -297,7 +299,16 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
             "--height",
             "32",
         ])
-        .args(["--batch-size", "4", "--memory-budget", "8MiB", "--out"])
+        // Every network kept: with the default `--offload auto` this batch runs offloaded.
+        .args([
+            "--batch-size",
+            "4",
+            "--memory-budget",
+            "8MiB",
+            "--offload",
+            "never",
+        ])
+        .arg("--out")
         .arg(&out_png)
         .output()
         .unwrap();
