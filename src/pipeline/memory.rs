@@ -149,18 +149,12 @@ impl Pipeline {
         offload: bool,
     ) -> Result<MemoryEstimate> {
         // (Validated by the caller: `memory_estimate`, or `run` before `ensure_fits`.)
-        if !offload && !gpu.is_simulating() {
-            // A run that keeps its networks loads the released ones (and img2img's encoder)
-            // for good: load them now, so that they count as resident, as they will be.
-            self.text_encoder(gpu)?;
-            if let Some(t) = &self.text_encoder_2 {
-                t.get(gpu, false)?;
-            }
-            self.unet(gpu)?;
-            self.vae_decoder(gpu)?;
-            if req.init_image.is_some() {
-                self.vae_encoder(gpu)?;
-            }
+        if !offload && !gpu.is_simulating() && req.init_image.is_some() {
+            // A run that keeps its networks keeps img2img's encoder, loaded on first use:
+            // load it now, so that it counts as resident, as it will be. (Networks released
+            // by an earlier offloaded run are sized by their simulated loads instead, so that
+            // a refused request allocates nothing.)
+            self.vae_encoder(gpu)?;
         }
         let now = gpu.memory_stats();
         // A releasing run starts by releasing every network (and the pool's cache).
