@@ -77,3 +77,41 @@ fn sdxl_pipeline_matches_diffusers() {
     let want = g.read_f32("final_noneg", &[1, 4, 8, 8]).unwrap();
     assert!(rel_l2(&encoded.latents, &want) > 1e-3);
 }
+
+/// SDXL's VAE runs in f32 activations (`force_upcast`, as diffusers' SDXL pipelines upcast
+/// it) even on a device that keeps f16 activations for f16 weights; SD 1.x's does not (its
+/// pipelines ignore the flag). The f16-activation SDXL run still matches diffusers' f32 one.
+#[test]
+fn sdxl_vae_is_upcast_and_f16_runs_match() {
+    use sd_wgpu::{DType, Recorder};
+    let own = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+        f16_activations: Some(true),
+        ..Default::default()
+    })
+    .expect("GPU tests need a wgpu adapter");
+    let xl = Pipeline::load(&own, &fixtures().join("sdxl-tiny"), WeightDType::F16).unwrap();
+    let sd = Pipeline::load(&own, &fixtures().join("sd1-tiny"), WeightDType::F16).unwrap();
+    assert!(xl.vae.config.force_upcast && !sd.vae.config.force_upcast);
+    let rec = Recorder::new(&own);
+    assert_eq!(xl.vae.config.activation_dtype(&rec, DType::F16), DType::F32);
+    assert_eq!(sd.vae.config.activation_dtype(&rec, DType::F16), DType::F16);
+    drop(rec);
+    let g = Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap();
+    let req = Request {
+        prompt: "a red sneaker on a white table".into(),
+        negative_prompt: "blurry".into(),
+        steps: 3,
+        guidance: 5.0,
+        width: 32,
+        height: 32,
+        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
+        ..Request::default()
+    };
+    let out = xl.generate(&own, &req, &mut |_| true).unwrap();
+    let p = psnr(
+        &out.image,
+        &g.read_f32("image_neg", &[1, 32, 32, 3]).unwrap(),
+    );
+    eprintln!("sdxl f16 activations (VAE in f32): image {p:.1} dB against diffusers f32");
+    assert!(p >= 30.0, "{p} dB");
+}

@@ -98,12 +98,15 @@ impl Architecture {
                 || read_json(&index)?["force_zeros_for_empty_prompt"]
                     .as_bool()
                     .unwrap_or(true));
+        let mut vae = AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?;
+        // Only diffusers' SDXL pipelines upcast the VAE.
+        vae.force_upcast &= text_2.is_some();
         Ok(Self {
+            vae,
             text_2,
             force_zeros_for_empty_prompt,
             text: ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
             unet: UNetConfig::from_file(&dir.join("unet/config.json"))?,
-            vae: AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?,
             scheduler: read_json(&dir.join("scheduler/scheduler_config.json"))?,
             tokenizer,
             source: ArchSource::Folder(dir.to_path_buf()),
@@ -243,6 +246,7 @@ impl Architecture {
             unet,
             vae: AutoencoderKLConfig {
                 scaling_factor: 0.13025,
+                force_upcast: true,
                 ..AutoencoderKLConfig::sd()
             },
             scheduler,
@@ -381,6 +385,7 @@ pub fn ldm_yaml_configs(
         layers_per_block: need(dd, "num_res_blocks")?,
         norm_num_groups: 32,
         scaling_factor: float(model, "scale_factor", 0.18215) as f32,
+        force_upcast: false,
     };
 
     let cond = &model["cond_stage_config"];

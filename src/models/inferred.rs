@@ -215,5 +215,6 @@ pub fn vae_from_shapes(path: &Path, shapes: &Shapes) -> Result<AutoencoderKLConf
         layers_per_block: per_level - 1,
         norm_num_groups: 32,
         scaling_factor: 0.18215,
+        force_upcast: false,
     })
 }

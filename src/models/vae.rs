@@ -25,9 +25,23 @@ pub struct AutoencoderKLConfig {
     pub layers_per_block: usize,
     pub norm_num_groups: usize,
     pub scaling_factor: f32,
+    /// Run in f32 activations whatever the weights' dtype (diffusers' `force_upcast`, which
+    /// only its SDXL pipelines honour: SDXL's VAE overflows f16). Read from the config for
+    /// SDXL models, off for SD 1.x / 2.x.
+    pub force_upcast: bool,
 }
 
 impl AutoencoderKLConfig {
+    /// The activation dtype of a VAE with weights of `w` on this device: f32 with
+    /// `force_upcast`, else the device's choice ([`crate::Gpu::activation_dtype`]).
+    pub fn activation_dtype(&self, rec: &Recorder<'_>, w: DType) -> DType {
+        if self.force_upcast {
+            DType::F32
+        } else {
+            rec.gpu().activation_dtype(w)
+        }
+    }
+
     /// SD 1.x / 2.x VAE (`vae/config.json` of stable-diffusion-v1-5).
     pub fn sd() -> Self {
         Self {
@@ -38,6 +52,7 @@ impl AutoencoderKLConfig {
             layers_per_block: 2,
             norm_num_groups: 32,
             scaling_factor: 0.18215,
+            force_upcast: false,
         }
     }
 
@@ -74,6 +89,8 @@ impl AutoencoderKLConfig {
             layers_per_block: int("layers_per_block", 2)?,
             norm_num_groups: int("norm_num_groups", 32)?,
             scaling_factor: v["scaling_factor"].as_f64().unwrap_or(0.18215) as f32,
+            // diffusers' AutoencoderKL default.
+            force_upcast: v["force_upcast"].as_bool().unwrap_or(true),
         })
     }
 
@@ -227,7 +244,7 @@ impl VaeDecoder {
         let d = &self.decoder;
         // Activations in f16 for f16 weights where the device runs them (as diffusers'
         // StableDiffusionPipeline decodes with an fp16 VAE); the image leaves in f32.
-        let act = rec.gpu().activation_dtype(d.conv_in.weight.dtype());
+        let act = self.config.activation_dtype(rec, d.conv_in.weight.dtype());
         let z = &ops::cast(rec, z, act)?;
         let x = self.post_quant_conv.forward(rec, z, None)?;
         let x = d.conv_in.forward(rec, &x, None)?; // [n, h, w, top]
@@ -346,7 +363,7 @@ impl VaeEncoder {
             ));
         }
         let e = &self.encoder;
-        let act = rec.gpu().activation_dtype(e.conv_in.weight.dtype());
+        let act = self.config.activation_dtype(rec, e.conv_in.weight.dtype());
         let x = &ops::cast(rec, x, act)?;
         let mut x = e.conv_in.forward(rec, x, None)?;
         for block in &e.down_blocks {
