@@ -15,14 +15,14 @@ fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
-#[test]
-fn sdxl_pipeline_matches_diffusers() {
-    let gpu = gpu();
-    let pipe = Pipeline::load(gpu, &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
-    assert!(pipe.text_encoder_2.is_some() && pipe.force_zeros_for_empty_prompt);
-    assert_eq!(pipe.default_size(), 32);
-    let g = Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap();
-    let base = Request {
+fn golden() -> Weights {
+    Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap()
+}
+
+/// The fixture's "neg" case: prompt and negative prompt, 3 Euler steps, guidance 5, 32², the
+/// golden initial latents.
+fn neg_request(g: &Weights) -> Request {
+    Request {
         prompt: "a red sneaker on a white table".into(),
         negative_prompt: "blurry".into(),
         steps: 3,
@@ -31,7 +31,17 @@ fn sdxl_pipeline_matches_diffusers() {
         height: 32,
         init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
         ..Request::default()
-    };
+    }
+}
+
+#[test]
+fn sdxl_pipeline_matches_diffusers() {
+    let gpu = gpu();
+    let pipe = Pipeline::load(gpu, &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
+    assert!(pipe.text_encoder_2.is_some() && pipe.force_zeros_for_empty_prompt);
+    assert_eq!(pipe.default_size(), 32);
+    let g = golden();
+    let base = neg_request(&g);
     let cases = [
         ("neg", base.clone()),
         (
@@ -96,17 +106,8 @@ fn sdxl_vae_is_upcast_and_f16_runs_match() {
     assert_eq!(xl.vae.config.activation_dtype(&rec, DType::F16), DType::F32);
     assert_eq!(sd.vae.config.activation_dtype(&rec, DType::F16), DType::F16);
     drop(rec);
-    let g = Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap();
-    let req = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 3,
-        guidance: 5.0,
-        width: 32,
-        height: 32,
-        init_latents: Some(g.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
-        ..Request::default()
-    };
+    let g = golden();
+    let req = neg_request(&g);
     let out = xl.generate(&own, &req, &mut |_| true).unwrap();
     let p = psnr(
         &out.image,
