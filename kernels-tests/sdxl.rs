@@ -60,6 +60,13 @@ fn sdxl_pipeline_matches_diffusers() {
                 ..base.clone()
             },
         ),
+        (
+            "negsizes",
+            Request {
+                negative_micro: Some(((16, 24), (2, 6), (40, 36))),
+                ..base.clone()
+            },
+        ),
     ];
     for (name, req) in &cases {
         let out = pipe.generate(gpu, req, &mut |_| true).unwrap();

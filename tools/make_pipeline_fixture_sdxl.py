@@ -15,6 +15,8 @@ dumps end-to-end runs, for kernels-tests/sdxl.rs:
         - noneg: no negative prompt (force_zeros_for_empty_prompt: zero unconditional
           context and pooled output), 3 steps, guidance 5
         - sizes: original_size (64, 48), crops (4, 8), target_size (32, 32) in the time ids
+        - negsizes: the negative row's own time ids (negative_original_size (16, 24), crops
+          (2, 6), negative_target_size (40, 36))
 
 Every weight is perturbed, then rounded to f16 (the golden runs use exactly the stored
 weights, in f32). The text encoders keep the real CLIP vocabulary so prompts go through the
@@ -73,6 +75,8 @@ cases = {
     "noneg": dict(base),
     "sizes": dict(base, negative_prompt=NEGATIVE, original_size=(64, 48), crops_coords_top_left=(4, 8),
                   target_size=(32, 32)),
+    "negsizes": dict(base, negative_prompt=NEGATIVE, negative_original_size=(16, 24),
+                     negative_crops_coords_top_left=(2, 6), negative_target_size=(40, 36)),
 }
 golden = {"latents": latents}
 with torch.no_grad():

@@ -222,7 +222,7 @@ impl Pipeline {
         let clock = std::time::Instant::now();
         let unet = self.unet.get_timed(gpu, offload, &mut loading)?;
         let time_ids = match &pooled {
-            Some(p) => Some(Self::time_ids(gpu, req, p.shape()[0])?),
+            Some(_) => Some(Self::time_ids(gpu, req, n, guided)?),
             None => None,
         };
         let added = crate::models::unet::AddedConditions {

@@ -146,6 +146,10 @@ pub struct Request {
     pub crops_coords_top_left: (usize, usize),
     /// SDXL micro-conditioning, (height, width): `None` is the request's size.
     pub target_size: Option<(usize, usize)>,
+    /// SDXL: the unconditional row's own time ids, used (as diffusers does) only when both
+    /// sizes are given: (original size, crop top-left, target size); else the row's ids are
+    /// the prompt's.
+    pub negative_micro: Option<((usize, usize), (usize, usize), (usize, usize))>,
 }
 
 /// What happens to a prompt longer than one 77-token window.
@@ -179,6 +183,7 @@ impl Default for Request {
             original_size: None,
             crops_coords_top_left: (0, 0),
             target_size: None,
+            negative_micro: None,
         }
     }
 }

@@ -91,15 +91,26 @@ impl Pipeline {
         })
     }
 
-    /// diffusers' `_get_add_time_ids` for every row of a batch: original size, crop top-left
-    /// and target size (height before width), `rows` times, f32 `[rows, 6]`.
-    pub(super) fn time_ids(gpu: &Gpu, req: &Request, rows: usize) -> Result<Tensor> {
+    /// diffusers' `_get_add_time_ids` for every row of a batch of `n` images: original size,
+    /// crop top-left and target size (height before width); guided, the unconditional rows
+    /// first, with [`Request::negative_micro`]'s ids where given. f32 `[rows, 6]`.
+    pub(super) fn time_ids(gpu: &Gpu, req: &Request, n: usize, guided: bool) -> Result<Tensor> {
         let size = (req.height, req.width);
-        let (oh, ow) = req.original_size.unwrap_or(size);
-        let (ct, cl) = req.crops_coords_top_left;
-        let (th, tw) = req.target_size.unwrap_or(size);
-        let row = [oh, ow, ct, cl, th, tw].map(|v| v as f32);
-        let all: Vec<f32> = (0..rows).flat_map(|_| row).collect();
+        let ids = |(oh, ow): (usize, usize), (ct, cl): (usize, usize), (th, tw): (usize, usize)| {
+            [oh, ow, ct, cl, th, tw].map(|v| v as f32)
+        };
+        let pos = ids(
+            req.original_size.unwrap_or(size),
+            req.crops_coords_top_left,
+            req.target_size.unwrap_or(size),
+        );
+        let neg = req.negative_micro.map_or(pos, |(o, c, t)| ids(o, c, t));
+        let mut all: Vec<f32> = Vec::new();
+        if guided {
+            all.extend((0..n).flat_map(|_| neg));
+        }
+        all.extend((0..n).flat_map(|_| pos));
+        let rows = all.len() / 6;
         Tensor::from_f32(gpu, &all, &[rows, 6], DType::F32, "SDXL time ids")
     }
 }

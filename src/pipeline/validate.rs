@@ -81,6 +81,9 @@ impl Pipeline {
             ("original_size", req.original_size),
             ("target_size", req.target_size),
             ("crops_coords_top_left", Some(req.crops_coords_top_left)),
+            ("negative_micro", req.negative_micro.map(|m| m.0)),
+            ("negative_micro", req.negative_micro.map(|m| m.1)),
+            ("negative_micro", req.negative_micro.map(|m| m.2)),
         ] {
             if let Some((a, b)) = v {
                 if a > 4 * MAX_SIDE_PX || b > 4 * MAX_SIDE_PX {

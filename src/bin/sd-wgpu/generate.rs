@@ -36,6 +36,15 @@ pub struct GenerateArgs {
     /// SDXL micro-conditioning `H,W` (diffusers' `target_size`; default: the image size).
     #[arg(long, value_parser = parse_pair)]
     target_size: Option<(usize, usize)>,
+    /// SDXL: the unconditional row's own `original_size` `H,W` (with --negative-target-size).
+    #[arg(long, value_parser = parse_pair, requires = "negative_target_size")]
+    negative_original_size: Option<(usize, usize)>,
+    /// SDXL: the unconditional row's crop `TOP,LEFT` (with the two negative sizes).
+    #[arg(long, value_parser = parse_pair, default_value = "0,0")]
+    negative_crop_coords: (usize, usize),
+    /// SDXL: the unconditional row's own `target_size` `H,W` (with --negative-original-size).
+    #[arg(long, value_parser = parse_pair, requires = "negative_original_size")]
+    negative_target_size: Option<(usize, usize)>,
     /// Classifier-free guidance scale (≤ 1 skips the unconditional pass).
     #[arg(long, default_value_t = 7.5)]
     guidance: f32,
@@ -346,6 +355,10 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         original_size: a.original_size,
         crops_coords_top_left: a.crop_coords,
         target_size: a.target_size,
+        negative_micro: a
+            .negative_original_size
+            .zip(a.negative_target_size)
+            .map(|(o, t)| (o, a.negative_crop_coords, t)),
         steps: a.steps,
         guidance: a.guidance,
         sampler,
