@@ -63,7 +63,11 @@ fn sdxl_pipeline_matches_diffusers() {
         (
             "negsizes",
             Request {
-                negative_micro: Some(((16, 24), (2, 6), (40, 36))),
+                negative_micro: Some(sd_wgpu::pipeline::MicroConditioning {
+                    original_size: (16, 24),
+                    crops_coords_top_left: (2, 6),
+                    target_size: (40, 36),
+                }),
                 ..base.clone()
             },
         ),

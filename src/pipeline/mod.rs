@@ -149,7 +149,16 @@ pub struct Request {
     /// SDXL: the unconditional row's own time ids, used (as diffusers does) only when both
     /// sizes are given: (original size, crop top-left, target size); else the row's ids are
     /// the prompt's.
-    pub negative_micro: Option<((usize, usize), (usize, usize), (usize, usize))>,
+    pub negative_micro: Option<MicroConditioning>,
+}
+
+/// SDXL micro-conditioning of one row (diffusers' `_get_add_time_ids`): (height, width)
+/// sizes and the crop's (top, left).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MicroConditioning {
+    pub original_size: (usize, usize),
+    pub crops_coords_top_left: (usize, usize),
+    pub target_size: (usize, usize),
 }
 
 /// What happens to a prompt longer than one 77-token window.

@@ -104,7 +104,9 @@ impl Pipeline {
             req.crops_coords_top_left,
             req.target_size.unwrap_or(size),
         );
-        let neg = req.negative_micro.map_or(pos, |(o, c, t)| ids(o, c, t));
+        let neg = req.negative_micro.map_or(pos, |m| {
+            ids(m.original_size, m.crops_coords_top_left, m.target_size)
+        });
         let mut all: Vec<f32> = Vec::new();
         if guided {
             all.extend((0..n).flat_map(|_| neg));

@@ -81,9 +81,15 @@ impl Pipeline {
             ("original_size", req.original_size),
             ("target_size", req.target_size),
             ("crops_coords_top_left", Some(req.crops_coords_top_left)),
-            ("negative_micro", req.negative_micro.map(|m| m.0)),
-            ("negative_micro", req.negative_micro.map(|m| m.1)),
-            ("negative_micro", req.negative_micro.map(|m| m.2)),
+            (
+                "negative_micro",
+                req.negative_micro.map(|m| m.original_size),
+            ),
+            (
+                "negative_micro",
+                req.negative_micro.map(|m| m.crops_coords_top_left),
+            ),
+            ("negative_micro", req.negative_micro.map(|m| m.target_size)),
         ] {
             if let Some((a, b)) = v {
                 if a > 4 * MAX_SIDE_PX || b > 4 * MAX_SIDE_PX {

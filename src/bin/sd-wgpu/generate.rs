@@ -358,7 +358,11 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         negative_micro: a
             .negative_original_size
             .zip(a.negative_target_size)
-            .map(|(o, t)| (o, a.negative_crop_coords, t)),
+            .map(|(o, t)| sd_wgpu::pipeline::MicroConditioning {
+                original_size: o,
+                crops_coords_top_left: a.negative_crop_coords,
+                target_size: t,
+            }),
         steps: a.steps,
         guidance: a.guidance,
         sampler,
