@@ -17,3 +17,13 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<VS>;
 @group(0) @binding(4) var<storage, read_write> o: array<VS>;
 @group(0) @binding(5) var<storage, read_write> state: array<V>;
+
+// This workgroup's (query tile, head, image); x is tiles_q past the grid's end (the kernel
+// returns: the grid may be padded to fit the device's per-dimension limit).
+fn attention_tile(wid: vec3<u32>, nwg: vec3<u32>) -> vec3<u32> {
+    let wg_index = linear_workgroup(wid, nwg);
+    if (wg_index >= p.tiles_q * p.heads * p.batch) {
+        return vec3<u32>(p.tiles_q, 0u, 0u);
+    }
+    return split3(wg_index, p.tiles_q, p.heads);
+}

@@ -54,11 +54,10 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let wg_index = linear_workgroup(wid, nwg);
-    if (wg_index >= p.tiles_q * p.heads * p.batch) {
+    let t = attention_tile(wid, nwg);
+    if (t.x >= p.tiles_q) {
         return;
     }
-    let t = split3(wg_index, p.tiles_q, p.heads);
     let h = t.y;
     let b = t.z;
     let q0 = t.x * BQ;
