@@ -198,10 +198,7 @@ impl Pipeline {
         rec.submit()?;
         drop(te);
         if offload {
-            self.text_encoder.release(gpu);
-            if let Some(t) = &self.text_encoder_2 {
-                t.release(gpu);
-            }
+            self.release_text_encoders(gpu);
             gpu.trim_pool();
         }
         timings.text_encoding = clock.elapsed().saturating_sub(loading);

@@ -515,14 +515,19 @@ impl Pipeline {
 
     /// Releases every network from the device (they load again when a request needs them).
     pub fn release_models(&self, gpu: &Gpu) {
-        self.text_encoder.release(gpu);
-        if let Some(t) = &self.text_encoder_2 {
-            t.release(gpu);
-        }
+        self.release_text_encoders(gpu);
         self.unet.release(gpu);
         self.vae.release(gpu);
         self.encoder.release(gpu);
         gpu.trim_pool();
+    }
+
+    /// Releases the text encoder(s) (an offloaded run, once the prompts are encoded).
+    fn release_text_encoders(&self, gpu: &Gpu) {
+        self.text_encoder.release(gpu);
+        if let Some(t) = &self.text_encoder_2 {
+            t.release(gpu);
+        }
     }
 
     /// Device bytes the loaded networks' weights hold.
