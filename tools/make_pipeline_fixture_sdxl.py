@@ -31,7 +31,7 @@ from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPi
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from fixture_common import clip_tokenizer
+from fixture_common import clip_tokenizer, perturb
 
 torch.manual_seed(5)
 PROMPT = "a red sneaker on a white table"
@@ -54,12 +54,7 @@ unet = UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers
 vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=8,
                     block_out_channels=(32, 48, 64), down_block_types=("DownEncoderBlock2D",) * 3,
                     up_block_types=("UpDecoderBlock2D",) * 3, scaling_factor=0.13025, force_upcast=True)
-for m in (text_encoder, text_encoder_2, unet, vae):
-    m.eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-            p.copy_(p.half().float())
+perturb(text_encoder, text_encoder_2, unet, vae, half=True)
 # stabilityai/stable-diffusion-xl-base-1.0's scheduler config.
 scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                                    beta_schedule="scaled_linear", interpolation_type="linear",

@@ -23,6 +23,8 @@ import torch
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from fixture_common import perturb
+
 torch.manual_seed(11)
 CONFIGS = {
     "sdxl1-tiny": (CLIPTextModel, dict(hidden_act="quick_gelu", hidden_size=64, intermediate_size=160,
@@ -36,10 +38,8 @@ for name, (cls, kw) in CONFIGS.items():
     out.mkdir(parents=True, exist_ok=True)
     cfg = CLIPTextConfig(vocab_size=1000, num_hidden_layers=3, max_position_embeddings=77,
                          layer_norm_eps=1e-5, bos_token_id=998, **kw)
-    model = cls(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = cls(cfg)
+    perturb(model)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if "position_ids" not in k}
     state = {(k if k.startswith(("text_model.", "text_projection")) else "text_model." + k): v
              for k, v in state.items()}

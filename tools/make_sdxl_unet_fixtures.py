@@ -22,6 +22,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from safetensors.torch import save_file
 
+from fixture_common import perturb
+
 torch.manual_seed(7)
 COMMON = dict(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1, norm_num_groups=8)
 TEXT_EMBED = 16
@@ -42,13 +44,8 @@ CONFIGS = {
 for name, kw in CONFIGS.items():
     out = Path("tests/fixtures/unet") / name
     out.mkdir(parents=True, exist_ok=True)
-    unet = UNet2DConditionModel(**kw).eval()
-    with torch.no_grad():
-        for p in unet.parameters():
-            # Perturbed, then rounded to f16: the file is stored in f16 (half the size) and
-            # the golden output is of exactly these weights, computed in f32.
-            p.add_(torch.randn_like(p) * 0.05)
-            p.copy_(p.half().float())
+    unet = UNet2DConditionModel(**kw)
+    perturb(unet, half=True)  # stored in f16: half the size
     sample = torch.randn(2, 4, 8, 12)
     t = torch.tensor([601.0])
     ehs = torch.randn(2, 77, kw["cross_attention_dim"])
