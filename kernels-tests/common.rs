@@ -136,6 +136,13 @@ pub fn try_check(
     Ok(())
 }
 
+/// ‖a − b‖ / ‖b‖ (the reference `b`).
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| f64::from(*y).powi(2)).sum();
+    (num / den.max(1e-30)).sqrt()
+}
+
 /// Peak signal-to-noise ratio of images with values in [0, 1].
 pub fn psnr(a: &[f32], b: &[f32]) -> f64 {
     let mse = a

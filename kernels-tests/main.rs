@@ -13,6 +13,7 @@ mod conv2d;
 mod default_model;
 mod elementwise;
 mod f16_activations;
+mod fewstep;
 mod generation;
 mod hardening;
 mod img2img;

@@ -9,12 +9,6 @@ use crate::pipeline::fixtures;
 use sd_wgpu::pipeline::{Pipeline, Request};
 use sd_wgpu::weights::{WeightDType, Weights};
 
-fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
-    let num: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-    (num / den.max(1e-30)).sqrt()
-}
-
 fn golden() -> Weights {
     Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap()
 }

@@ -289,7 +289,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
     let t = out.timings;
     let steps = out.steps_run.max(1) as f64;
     let f = pipe.vae_scale_factor();
-    let rows = if req.guidance > 1.0 { 2 } else { 1 } * req.batch_size;
+    let rows = if pipe.guided(&req) { 2 } else { 1 } * req.batch_size;
     let flop = pipe.unet.config.flops_per_image(
         req.height / f,
         req.width / f,

@@ -126,7 +126,7 @@ pub enum Error {
 
     /// A pickle checkpoint (`.ckpt`, `.pt`, …): refused, never executed.
     #[error(
-        "`{path}` is a pickle checkpoint: sd-wgpu never loads pickles, because unpickling runs          arbitrary code. Convert it to .safetensors (for example with diffusers'          convert_original_stable_diffusion_to_diffusers.py, or torch.load +          safetensors.torch.save_file in a Python you trust) and pass that file"
+        "`{path}` is a pickle checkpoint: sd-wgpu never loads pickles, because unpickling runs arbitrary code. Convert it to .safetensors (for example with diffusers' convert_original_stable_diffusion_to_diffusers.py, or torch.load + safetensors.torch.save_file in a Python you trust) and pass that file"
     )]
     Pickle { path: std::path::PathBuf },
 

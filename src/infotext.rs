@@ -48,6 +48,7 @@ pub fn sampler_name(kind: SamplerKind) -> &'static str {
         SamplerKind::EulerAncestral => "Euler a",
         SamplerKind::DpmPP2M { karras: false } => "DPM++ 2M",
         SamplerKind::DpmPP2M { karras: true } => "DPM++ 2M Karras",
+        SamplerKind::Lcm => "LCM",
     }
 }
 

@@ -177,11 +177,15 @@ fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
         "euler-a",
         "dpm++2m",
         "dpm++2m-karras",
+        "lcm",
     ] {
         SamplerKind::parse(name).unwrap();
     }
     let e = SamplerKind::parse("heun").unwrap_err().to_string();
-    assert!(e.contains("heun") && e.contains("dpm++2m-karras"), "{e}");
+    assert!(
+        e.contains("heun") && e.contains("dpm++2m-karras") && e.contains("lcm"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -228,4 +232,79 @@ fn steps_offset_past_the_training_range_is_refused() {
     assert!(Sampler::<()>::new(SamplerKind::Euler, &cfg, 2).is_ok());
     let e = ScheduleConfig::from_json(r#"{"steps_offset": 1000}"#).unwrap_err();
     assert!(e.to_string().contains("`steps_offset` = 1000"), "{e}");
+}
+
+/// Scheduler options that change the math and are not implemented are refused with the key
+/// named (never silently ignored); their off values and defaults read fine.
+#[test]
+fn unimplemented_scheduler_options_are_refused() {
+    for (json, key) in [
+        (r#"{"thresholding": true}"#, "thresholding"),
+        (
+            r#"{"rescale_betas_zero_snr": true}"#,
+            "rescale_betas_zero_snr",
+        ),
+        (
+            r#"{"use_exponential_sigmas": true}"#,
+            "use_exponential_sigmas",
+        ),
+        (r#"{"use_beta_sigmas": true}"#, "use_beta_sigmas"),
+        (
+            r#"{"interpolation_type": "log_linear"}"#,
+            "interpolation_type",
+        ),
+        (r#"{"timestep_type": "continuous"}"#, "timestep_type"),
+        (r#"{"final_sigmas_type": "sigma_min"}"#, "final_sigmas_type"),
+        (
+            r#"{"original_inference_steps": 0}"#,
+            "original_inference_steps",
+        ),
+        (
+            r#"{"original_inference_steps": 1001}"#,
+            "original_inference_steps",
+        ),
+        (r#"{"timestep_scaling": -1}"#, "timestep_scaling"),
+    ] {
+        let e = ScheduleConfig::from_json(json).unwrap_err().to_string();
+        assert!(e.contains(key), "{json}: {e}");
+    }
+    let fine = r#"{"thresholding": false, "rescale_betas_zero_snr": false,
+        "interpolation_type": "linear", "timestep_type": "discrete", "final_sigmas_type": "zero"}"#;
+    ScheduleConfig::from_json(fine).unwrap();
+}
+
+/// LCM: an `LCMScheduler` config without betas takes LCMScheduler's defaults (SD's scaled
+/// linear 0.00085–0.012, as diffusers' per-class defaults), others keep the common ones; a
+/// run longer than the distillation schedule is refused, as diffusers does.
+#[test]
+fn lcm_defaults_and_limits() {
+    let lcm = ScheduleConfig::from_json(r#"{"_class_name": "LCMScheduler"}"#).unwrap();
+    assert_eq!(
+        (lcm.beta_start, lcm.beta_end, lcm.beta_schedule),
+        (
+            0.00085,
+            0.012,
+            sd_wgpu::schedulers::BetaSchedule::ScaledLinear
+        )
+    );
+    assert_eq!(
+        (lcm.original_inference_steps, lcm.timestep_scaling),
+        (50, 10.0)
+    );
+    let ddim = ScheduleConfig::from_json(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
+    assert_eq!((ddim.beta_start, ddim.beta_end), (0.0001, 0.02));
+    // diffusers: 4 steps of the 50-step distillation schedule 999, 979, … are 999, 759, 499, 259.
+    let s = Sampler::<()>::new(SamplerKind::Lcm, &lcm, 4).unwrap();
+    assert_eq!(s.timesteps(), &[999.0, 759.0, 499.0, 259.0]);
+    assert!((0..3).all(|i| s.needs_noise(i)) && !s.needs_noise(3));
+    let e = Sampler::<()>::new(SamplerKind::Lcm, &lcm, 51)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("original_inference_steps = 50"), "{e}");
+    // steps_offset does not move LCM's timesteps (its schedule ignores the spacing).
+    let off = ScheduleConfig::from_json(r#"{"_class_name": "LCMScheduler", "steps_offset": 999}"#)
+        .unwrap();
+    let s = Sampler::<()>::new(SamplerKind::Lcm, &off, 50).unwrap();
+    assert_eq!(s.timesteps()[49], 19.0);
 }

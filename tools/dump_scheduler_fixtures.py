@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import diffusers
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, PNDMScheduler)
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler, PNDMScheduler)
 from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
-                                  scheduling_euler_ancestral_discrete)
+                                  scheduling_euler_ancestral_discrete, scheduling_lcm)
 
 # SD 1.5's scheduler_config.json (PNDM) and SD 2.1's (DDIM, v-prediction), as shipped.
 SD15 = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
@@ -56,7 +56,8 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
     sched = cls(**cfg)
     sched.set_timesteps(steps)
     noise = NoiseQueue(seed + 1)
-    for mod in (scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_dpmsolver_multistep):
+    for mod in (scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_dpmsolver_multistep,
+                scheduling_lcm):
         mod.randn_tensor = noise
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(N).astype(np.float32) * float(sched.init_noise_sigma))
@@ -83,7 +84,8 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
         "name": name,
         "sampler": kind,
         # Non-finite values (DPM's lambda_min_clipped = -inf) are not JSON: null.
-        "config": {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+        # The class, so that per-class defaults apply when the config is read back.
+        "config": {"_class_name": cls.__name__} | {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                    for k, v in sched.config.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "steps": steps,
         "eta": eta,
@@ -121,6 +123,20 @@ for steps in (5, 20):
 cases.append(trajectory("dpm++2m karras 12", "dpm++2m-karras", DPMSolverMultistepScheduler, dict(SD15, use_karras_sigmas=True), 12))
 cases.append(trajectory("dpm++2m karras 20", "dpm++2m-karras", DPMSolverMultistepScheduler, dict(SD15, use_karras_sigmas=True), 20))
 cases.append(trajectory("dpm++2m v-pred trailing 8", "dpm++2m", DPMSolverMultistepScheduler, dict(SD21, timestep_spacing="trailing"), 8))
+# LCM: SimianLuo/LCM_Dreamshaper_v7's and latent-consistency/lcm-sdxl's scheduler configs
+# (set_alpha_to_one, steps_offset 1, original_inference_steps 50, timestep_scaling 10), one
+# step (no noise), SD 1.5's config with set_alpha_to_one false, other distillation lengths
+# and scalings (a small one, where c_skip matters), v-prediction and clip_sample.
+LCM = dict(SD15, set_alpha_to_one=True, original_inference_steps=50, timestep_scaling=10.0)
+for steps in (1, 4, 8):
+    cases.append(trajectory(f"lcm {steps}", "lcm", LCMScheduler, LCM, steps, seed=7 + steps))
+cases.append(trajectory("lcm sd15 alpha 6", "lcm", LCMScheduler, SD15, 6, seed=9))
+cases.append(trajectory("lcm orig 30 scaling 4 v-pred 5", "lcm", LCMScheduler,
+                        dict(SD21, original_inference_steps=30, timestep_scaling=4.0), 5, seed=10))
+cases.append(trajectory("lcm clip_sample 0.8 3", "lcm", LCMScheduler, LCM, 3, seed=11, clip=0.8))
+cases.append(trajectory("lcm 50 of 50", "lcm", LCMScheduler, LCM, 50, seed=12))
+# A small timestep_scaling, where c_skip (negligible at SD's 10) weighs in at every step.
+cases.append(trajectory("lcm scaling 0.02 6", "lcm", LCMScheduler, dict(LCM, timestep_scaling=0.02), 6, seed=13))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

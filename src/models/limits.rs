@@ -74,7 +74,8 @@ impl UNetConfig {
             )?;
         }
         if let Some(d) = self.time_cond_proj_dim {
-            within("time_cond_proj_dim", d, 1, 1 << 16)?;
+            // diffusers' guidance embedding divides by d/2 − 1.
+            within("time_cond_proj_dim", d, 4, 1 << 16)?;
         }
         within("cross_attention_dim", self.cross_attention_dim, 1, 1 << 16)?;
         // 2048 latents is 16384 px at SD's factor 8: the largest request side.
@@ -167,25 +168,20 @@ impl Architecture {
                 let pooled = t2.projection_dim.unwrap_or(0);
                 if pooled + 6 * d != u.projection_class_embeddings_input_dim {
                     return Err(format!(
-                        "the U-Net's add_embedding takes {} values, text_encoder_2's projection                          ({pooled}) and six time ids of {d} make {}",
+                        "the U-Net's add_embedding takes {} values, text_encoder_2's projection ({pooled}) and six time ids of {d} make {}",
                         u.projection_class_embeddings_input_dim,
                         pooled + 6 * d
                     ));
                 }
             }
             (None, Some(_)) => {
-                return Err("the U-Net takes SDXL's text_time conditions but the model has no                             text_encoder_2"
+                return Err("the U-Net takes SDXL's text_time conditions but the model has no text_encoder_2"
                     .into());
             }
             (Some(_), None) => {
                 return Err("a text_encoder_2 but the U-Net takes no added conditions".into());
             }
             (None, None) => {}
-        }
-        if u.time_cond_proj_dim.is_some() {
-            return Err(
-                "an LCM U-Net (time_cond_proj_dim): LCM pipelines are not supported yet".into(),
-            );
         }
         Ok(())
     }

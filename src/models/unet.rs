@@ -576,7 +576,7 @@ impl UNet {
                     return Err(Error::shape(
                         OP,
                         format!(
-                            "text_embeds {:?} and 6 time ids of {d} make {} values, add_embedding                              takes {}",
+                            "text_embeds {:?} and 6 time ids of {d} make {} values, add_embedding takes {}",
                             te.shape(),
                             cat.shape()[1],
                             c.projection_class_embeddings_input_dim

@@ -156,8 +156,8 @@ impl Pipeline {
         let f = self.vae_scale_factor();
         let (h, w, c) = (req.height / f, req.width / f, self.unet.config.out_channels);
         let kind = self.sampler_for(req)?;
-        let mut sampler = Sampler::<Tensor>::new(kind, &self.scheduler, req.steps)?;
-        let guided = req.guidance > 1.0;
+        let mut sampler = Sampler::<Tensor>::new(kind, &self.schedule_for(req), req.steps)?;
+        let guided = self.guided(req);
         let n = req.batch_size;
         self.check_buffer_sizes(gpu, n, guided, req)?;
         let offload = match offload {
@@ -222,10 +222,11 @@ impl Pipeline {
             Some(_) => Some(Self::time_ids(gpu, req, n, guided)?),
             None => None,
         };
+        let timestep_cond = self.guidance_condition(gpu, req, n)?;
         let added = crate::models::unet::AddedConditions {
             text_embeds: pooled.as_ref(),
             time_ids: time_ids.as_ref(),
-            timestep_cond: None,
+            timestep_cond: timestep_cond.as_ref(),
         };
         let unet_ctx = unet.project_context_with(&mut rec, &context, added)?;
         rec.submit()?;
@@ -361,7 +362,17 @@ impl Pipeline {
         let states: Vec<Tensor> = (0..program.states)
             .map(|_| Tensor::zeros(gpu, &[n, h, w, c], DType::F32, "sampler state"))
             .collect::<Result<_>>()?;
-        let noise_slot = noise.as_ref().map(|f| f.slot.clone());
+        // A program with a noise term whose run draws none (LCM's single or last step only:
+        // its coefficient is 0 there) reads zeros.
+        let reads_noise = program
+            .combines
+            .iter()
+            .any(|c| c.terms.contains(&Slot::Noise));
+        let noise_slot = match &noise {
+            Some(f) => Some(f.slot.clone()),
+            None if reads_noise => Some(Tensor::zeros(gpu, &[n, h, w, c], DType::F32, "no noise")?),
+            None => None,
+        };
         let mut tmps: Vec<Tensor> = Vec::new();
         let mut col = SAMPLER_COL;
         {
@@ -370,7 +381,7 @@ impl Pipeline {
                     Slot::X => x.clone(),
                     Slot::Model => m.clone(),
                     Slot::Noise => noise_slot.clone().ok_or_else(|| {
-                        Error::unsupported("sampler", "the program reads noise it never draws")
+                        Error::unsupported("sampler", "the program reads noise it has no slot for")
                     })?,
                     Slot::State(k) => states[k].clone(),
                     Slot::Tmp(k) => tmps[k].clone(),

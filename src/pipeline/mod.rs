@@ -8,7 +8,7 @@ use crate::models::arch::{ArchSource, Architecture};
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet, UNetConfig};
 use crate::models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
-use crate::schedulers::{SamplerKind, ScheduleConfig};
+use crate::schedulers::{SamplerKind, ScheduleConfig, Spacing};
 use crate::tensor::Tensor;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::single_file::SingleFile;
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 mod decode;
 mod generation;
 mod guard;
+pub mod lcm;
 mod memory;
 mod prepare;
 mod preview;
@@ -115,10 +116,15 @@ pub struct Request {
     pub prompt: String,
     pub negative_prompt: String,
     pub steps: usize,
-    /// Classifier-free guidance scale; ≤ 1 skips the unconditional pass.
+    /// Classifier-free guidance scale; ≤ 1 skips the unconditional pass. An LCM-distilled
+    /// U-Net (`time_cond_proj_dim`) takes it as its guidance embedding instead, in one pass.
     pub guidance: f32,
     /// `None`: the model's own scheduler.
     pub sampler: Option<SamplerKind>,
+    /// The timesteps' spacing, as diffusers' `Scheduler.from_config(config,
+    /// timestep_spacing=…)` overrides it (Turbo models sample with `trailing`). `None`: the
+    /// scheduler config's (or the sampler's default when the config names none).
+    pub spacing: Option<Spacing>,
     pub width: usize,
     pub height: usize,
     /// diffusers' `latents=` argument: f32 `[1, 4, h/f, w/f]` (NCHW), scaled by the sampler's
@@ -179,6 +185,7 @@ impl Default for Request {
             steps: 30,
             guidance: 7.5,
             sampler: None,
+            spacing: None,
             width: 512,
             height: 512,
             init_latents: None,
@@ -294,7 +301,6 @@ const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
     "DPMSolverSDEScheduler",
     "UniPCMultistepScheduler",
     "DEISMultistepScheduler",
-    "LCMScheduler",
     "TCDScheduler",
     "EDMEulerScheduler",
     "EDMDPMSolverMultistepScheduler",
@@ -316,12 +322,13 @@ fn sampler_of(
         "EulerDiscreteScheduler" => SamplerKind::Euler,
         "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
         "DPMSolverMultistepScheduler" => SamplerKind::DpmPP2M { karras },
+        "LCMScheduler" => SamplerKind::Lcm,
         c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
         c => {
             return Err(format!(
                 "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
                  DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
-                 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler)"
+                 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler, LCMScheduler)"
             ));
         }
     }))
@@ -466,6 +473,21 @@ impl Pipeline {
         })
     }
 
+    /// Whether `req` runs classifier-free guidance (a batch of unconditional and conditional
+    /// rows): diffusers' `do_classifier_free_guidance`, guidance > 1 with a U-Net that does not
+    /// take the scale as an embedding (LCM's `time_cond_proj_dim`).
+    pub fn guided(&self, req: &Request) -> bool {
+        req.guidance > 1.0 && self.unet.config.time_cond_proj_dim.is_none()
+    }
+
+    /// The scheduler config `req` samples with: the model's, with the request's spacing.
+    pub fn schedule_for(&self, req: &Request) -> ScheduleConfig {
+        ScheduleConfig {
+            spacing: req.spacing.or(self.scheduler.spacing),
+            ..self.scheduler.clone()
+        }
+    }
+
     /// The sampler `req` runs: its own, else the model's.
     pub fn sampler_for(&self, req: &Request) -> Result<SamplerKind> {
         req.sampler.or(self.default_sampler).ok_or_else(|| {
@@ -473,8 +495,9 @@ impl Pipeline {
                 "sampler",
                 format!(
                     "is not set, and the model's scheduler {} is not implemented yet: choose one \
-                     (ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras)",
-                    self.scheduler_class
+                     ({})",
+                    self.scheduler_class,
+                    SamplerKind::NAMES
                 ),
             )
         })

@@ -119,11 +119,11 @@ impl Pipeline {
     }
 
     /// The text context `req` gives the U-Net (host copy): `[2, 77·k, width]` (negative
-    /// prompt first) with guidance > 1, else `[1, 77·k, width]`; k > 1 for chunked long prompts.
+    /// prompt first) when guided, else `[1, 77·k, width]`; k > 1 for chunked long prompts.
     pub fn text_context(&self, gpu: &Gpu, req: &Request) -> Result<(Vec<f32>, Vec<usize>)> {
         let te = self.text_encoder(gpu)?;
         let mut rec = Recorder::new(gpu);
-        let (ctx, _) = self.encode_prompts(&te, &mut rec, req, req.guidance > 1.0)?;
+        let (ctx, _) = self.encode_prompts(&te, &mut rec, req, self.guided(req))?;
         rec.submit()?;
         Ok((ctx.to_vec(gpu)?, ctx.shape().to_vec()))
     }

@@ -155,7 +155,7 @@ impl Pipeline {
                 }
             })
         };
-        let guided = req.guidance > 1.0;
+        let guided = self.guided(req);
         let k = chunks(&req.prompt)?.max(if guided {
             chunks(&req.negative_prompt)?
         } else {

@@ -57,7 +57,7 @@ impl Algorithm for Ddim {
         self.eta > 0.0
     }
 
-    fn check(&self, _cfg: &super::ScheduleConfig) -> Result<()> {
+    fn check(&self, _cfg: &super::ScheduleConfig, _steps: usize) -> Result<()> {
         if !(0.0..=1.0).contains(&self.eta) {
             return Err(Error::unsupported(
                 "sampler",

@@ -24,7 +24,7 @@ impl Algorithm for Euler {
         self.ancestral
     }
 
-    fn check(&self, cfg: &ScheduleConfig) -> Result<()> {
+    fn check(&self, cfg: &ScheduleConfig, _steps: usize) -> Result<()> {
         if self.ancestral && cfg.prediction == Prediction::Sample {
             return Err(Error::unsupported(
                 "sampler",

@@ -1,5 +1,6 @@
-//! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral and
-//! DPM++ 2M (with or without Karras sigmas), matching diffusers' schedulers step for step.
+//! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
+//! DPM++ 2M (with or without Karras sigmas) and LCM, matching diffusers' schedulers step for
+//! step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
 //! behind [`Algorithm`]) writes its update once, as a [`Program`]: a fixed list of linear
@@ -13,6 +14,7 @@ mod ddim;
 mod ddpm;
 mod dpm_solver;
 mod euler;
+mod lcm;
 mod pndm;
 pub mod program;
 pub mod schedule;
@@ -93,10 +95,13 @@ pub enum SamplerKind {
     DpmPP2M {
         karras: bool,
     },
+    /// Latent consistency sampling (`LCMScheduler`), for LCM-distilled U-Nets and LCM-LoRA.
+    Lcm,
 }
 
 impl SamplerKind {
-    pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras";
+    pub const NAMES: &'static str =
+        "ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -108,6 +113,7 @@ impl SamplerKind {
             "euler-a" | "euler_a" => Self::EulerAncestral,
             "dpm++2m" => Self::DpmPP2M { karras: false },
             "dpm++2m-karras" => Self::DpmPP2M { karras: true },
+            "lcm" => Self::Lcm,
             o => {
                 return Err(Error::unsupported(
                     "sampler",
@@ -126,12 +132,14 @@ impl SamplerKind {
             Self::Euler => Box::new(euler::Euler { ancestral: false }),
             Self::EulerAncestral => Box::new(euler::Euler { ancestral: true }),
             Self::DpmPP2M { karras } => Box::new(dpm_solver::DpmPP2M { karras }),
+            Self::Lcm => Box::new(lcm::Lcm),
         }
     }
 
     fn default_spacing(self) -> Spacing {
         match self {
-            Self::Ddim { .. } | Self::Ddpm | Self::Pndm => Spacing::Leading,
+            // LCM ignores the spacing (its timesteps come from the distillation schedule).
+            Self::Ddim { .. } | Self::Ddpm | Self::Pndm | Self::Lcm => Spacing::Leading,
             Self::Euler | Self::EulerAncestral | Self::DpmPP2M { .. } => Spacing::Linspace,
         }
     }
@@ -161,7 +169,7 @@ pub trait Algorithm: Send + Sync {
         false
     }
     /// Requests the sampler cannot serve with this config (an error naming why).
-    fn check(&self, _cfg: &ScheduleConfig) -> Result<()> {
+    fn check(&self, _cfg: &ScheduleConfig, _steps: usize) -> Result<()> {
         Ok(())
     }
     /// The update, the same for every step.
@@ -193,12 +201,12 @@ impl<V: Clone> Sampler<V> {
             ));
         }
         let algo = kind.algorithm();
-        algo.check(cfg)?;
+        algo.check(cfg, steps)?;
         let spacing = cfg.spacing.unwrap_or(kind.default_spacing());
         // Leading spacing adds steps_offset to (steps − 1)·(n / steps): past the training
         // range diffusers fails with an index error; say why instead.
         let last = (steps - 1) * (n / steps) + cfg.steps_offset;
-        if spacing == Spacing::Leading && last >= n {
+        if spacing == Spacing::Leading && last >= n && kind != SamplerKind::Lcm {
             return Err(Error::unsupported(
                 "sampler",
                 format!(

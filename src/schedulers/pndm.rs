@@ -16,7 +16,7 @@ impl Algorithm for Pndm {
         s.set_pndm();
     }
 
-    fn check(&self, cfg: &ScheduleConfig) -> Result<()> {
+    fn check(&self, cfg: &ScheduleConfig, _steps: usize) -> Result<()> {
         if cfg.prediction == Prediction::Sample {
             return Err(Error::unsupported(
                 "sampler",

@@ -29,6 +29,23 @@ pub enum Spacing {
     Linspace,
 }
 
+impl Spacing {
+    pub const NAMES: &'static str = "leading, trailing, linspace";
+
+    /// A `timestep_spacing` value (the config's and the CLI's names).
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "leading" => Ok(Self::Leading),
+            "trailing" => Ok(Self::Trailing),
+            "linspace" => Ok(Self::Linspace),
+            o => Err(Error::unsupported(
+                OP,
+                format!("timestep_spacing `{o}` (known: {})", Self::NAMES),
+            )),
+        }
+    }
+}
+
 /// The fields of a diffusers `scheduler_config.json` the samplers use.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScheduleConfig {
@@ -45,6 +62,10 @@ pub struct ScheduleConfig {
     /// `clip_sample` with its range: DDIM and DDPM clamp the predicted x₀ to ±range.
     pub clip_sample: Option<f64>,
     pub use_karras_sigmas: bool,
+    /// LCM: the distillation schedule's length (`original_inference_steps`, 50).
+    pub original_inference_steps: usize,
+    /// LCM: the boundary condition's timestep scale (`timestep_scaling`, 10).
+    pub timestep_scaling: f64,
 }
 
 impl ScheduleConfig {
@@ -61,6 +82,8 @@ impl ScheduleConfig {
             set_alpha_to_one: false,
             clip_sample: None,
             use_karras_sigmas: false,
+            original_inference_steps: 50,
+            timestep_scaling: 10.0,
         }
     }
 
@@ -93,7 +116,36 @@ impl ScheduleConfig {
         if v.get("trained_betas").is_some_and(|x| !x.is_null()) {
             return Err(Error::unsupported(OP, "`trained_betas` is not supported"));
         }
-        let beta_schedule = match text("beta_schedule").unwrap_or("linear") {
+        // Options that change the math and are not implemented: refused, never ignored.
+        for k in [
+            "thresholding",
+            "rescale_betas_zero_snr",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+        ] {
+            if flag(k, false) {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("`{k}: true` is not supported"),
+                ));
+            }
+        }
+        for (k, fine) in [
+            ("interpolation_type", "linear"),
+            ("timestep_type", "discrete"),
+            ("final_sigmas_type", "zero"),
+        ] {
+            if let Some(o) = text(k).filter(|o| *o != fine) {
+                return Err(Error::unsupported(
+                    OP,
+                    format!("`{k}` `{o}` (only `{fine}` is supported)"),
+                ));
+            }
+        }
+        // diffusers' defaults are per class; LCMScheduler's betas default to SD's.
+        let lcm = text("_class_name") == Some("LCMScheduler");
+        let beta_default = if lcm { "scaled_linear" } else { "linear" };
+        let beta_schedule = match text("beta_schedule").unwrap_or(beta_default) {
             "linear" => BetaSchedule::Linear,
             "scaled_linear" => BetaSchedule::ScaledLinear,
             "squaredcos_cap_v2" => BetaSchedule::SquaredCosCapV2,
@@ -117,18 +169,7 @@ impl ScheduleConfig {
                 ));
             }
         };
-        let spacing = match text("timestep_spacing") {
-            None => None,
-            Some("leading") => Some(Spacing::Leading),
-            Some("trailing") => Some(Spacing::Trailing),
-            Some("linspace") => Some(Spacing::Linspace),
-            Some(o) => {
-                return Err(Error::unsupported(
-                    OP,
-                    format!("timestep_spacing `{o}` (known: leading, trailing, linspace)"),
-                ));
-            }
-        };
+        let spacing = text("timestep_spacing").map(Spacing::parse).transpose()?;
         let n = num("num_train_timesteps", 1000.0)?;
         if !(2.0..=100_000.0).contains(&n) {
             return Err(Error::unsupported(OP, format!("num_train_timesteps = {n}")));
@@ -139,7 +180,11 @@ impl ScheduleConfig {
                 format!("num_train_timesteps = {n} is not a whole number"),
             ));
         }
-        let (beta_start, beta_end) = (num("beta_start", 0.0001)?, num("beta_end", 0.02)?);
+        let (beta_start, beta_end) = if lcm {
+            (num("beta_start", 0.00085)?, num("beta_end", 0.012)?)
+        } else {
+            (num("beta_start", 0.0001)?, num("beta_end", 0.02)?)
+        };
         for (k, b) in [("beta_start", beta_start), ("beta_end", beta_end)] {
             if !(b > 0.0 && b < 1.0) {
                 return Err(Error::unsupported(
@@ -165,6 +210,20 @@ impl ScheduleConfig {
                 format!("`clip_sample_range` = {clip_range} must be a finite positive number"),
             ));
         }
+        let orig = num("original_inference_steps", 50.0)?;
+        if !(1.0..=n).contains(&orig) || orig.fract() != 0.0 {
+            return Err(Error::unsupported(
+                OP,
+                format!("`original_inference_steps` = {orig} must be a whole number from 1 to {n}"),
+            ));
+        }
+        let timestep_scaling = num("timestep_scaling", 10.0)?;
+        if !(timestep_scaling.is_finite() && timestep_scaling > 0.0) {
+            return Err(Error::unsupported(
+                OP,
+                format!("`timestep_scaling` = {timestep_scaling} must be a finite positive number"),
+            ));
+        }
         Ok(Self {
             num_train_timesteps: n as usize,
             beta_start,
@@ -176,6 +235,8 @@ impl ScheduleConfig {
             set_alpha_to_one: flag("set_alpha_to_one", true),
             clip_sample: flag("clip_sample", false).then_some(clip_range),
             use_karras_sigmas: flag("use_karras_sigmas", false),
+            original_inference_steps: orig as usize,
+            timestep_scaling,
         })
     }
 

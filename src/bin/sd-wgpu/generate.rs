@@ -7,7 +7,7 @@ use sd_wgpu::gpu::{self, Gpu};
 use sd_wgpu::imageio::ImageFormat;
 use sd_wgpu::infotext::Infotext;
 use sd_wgpu::pipeline::{InitImage, LoadOptions, LongPrompt, Pipeline, Request};
-use sd_wgpu::schedulers::{Prediction, SamplerKind};
+use sd_wgpu::schedulers::{Prediction, SamplerKind, Spacing};
 use sd_wgpu::weights::WeightDType;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,12 +45,18 @@ pub struct GenerateArgs {
     /// SDXL: the unconditional row's own `target_size` `H,W` (with --negative-original-size).
     #[arg(long, value_parser = parse_pair, requires = "negative_original_size")]
     negative_target_size: Option<(usize, usize)>,
-    /// Classifier-free guidance scale (≤ 1 skips the unconditional pass).
+    /// Classifier-free guidance scale (≤ 1 skips the unconditional pass; Turbo models take
+    /// 0). An LCM-distilled U-Net takes it as its guidance embedding, without a second pass.
     #[arg(long, default_value_t = 7.5)]
     guidance: f32,
-    /// ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras (default: the model's own).
+    /// ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lcm (default: the model's
+    /// own).
     #[arg(long)]
     sampler: Option<String>,
+    /// Timestep spacing: leading, trailing, linspace (default: the model's scheduler config;
+    /// Turbo models sample with trailing).
+    #[arg(long)]
+    spacing: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Default: the model's native size (SD 1.x 512, SD 2.1 768, the built-in model 32).
@@ -269,6 +275,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         Some(DTypeArg::F32) => WeightDType::F32,
     };
     let sampler = a.sampler.as_deref().map(SamplerKind::parse).transpose()?;
+    let spacing = a.spacing.as_deref().map(Spacing::parse).transpose()?;
     let t0 = Instant::now();
     let opts = LoadOptions {
         dtype,
@@ -366,6 +373,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         steps: a.steps,
         guidance: a.guidance,
         sampler,
+        spacing,
         width,
         height,
         init_latents: None,
