@@ -28,6 +28,20 @@ fn neg_request(g: &Weights) -> Request {
     }
 }
 
+/// `req`'s run against the golden case `name`: final latents within 1e-3 relative L2, the
+/// image ≥ 40 dB.
+fn check(pipe: &Pipeline, g: &Weights, name: &str, req: &Request) {
+    let out = pipe.generate(gpu(), req, &mut |_| true).unwrap();
+    let want = g.read_f32(&format!("final_{name}"), &[1, 4, 8, 8]).unwrap();
+    let img = g
+        .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
+        .unwrap();
+    let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
+    eprintln!("sdxl {name}: final latents relative L2 {e:.2e}, image {p:.1} dB");
+    assert!(e <= 1e-3, "{name}: latents relative L2 {e}");
+    assert!(p >= 40.0, "{name}: {p} dB");
+}
+
 #[test]
 fn sdxl_pipeline_matches_diffusers() {
     let gpu = gpu();
@@ -67,15 +81,7 @@ fn sdxl_pipeline_matches_diffusers() {
         ),
     ];
     for (name, req) in &cases {
-        let out = pipe.generate(gpu, req, &mut |_| true).unwrap();
-        let want = g.read_f32(&format!("final_{name}"), &[1, 4, 8, 8]).unwrap();
-        let img = g
-            .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
-            .unwrap();
-        let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
-        eprintln!("sdxl {name}: final latents relative L2 {e:.2e}, image {p:.1} dB");
-        assert!(e <= 1e-3, "{name}: latents relative L2 {e}");
-        assert!(p >= 40.0, "{name}: {p} dB");
+        check(&pipe, &g, name, req);
     }
     // The zero unconditional context is not the encoded empty prompt's.
     let encoded = pipe
@@ -91,6 +97,41 @@ fn sdxl_pipeline_matches_diffusers() {
         .unwrap();
     let want = g.read_f32("final_noneg", &[1, 4, 8, 8]).unwrap();
     assert!(rel_l2(&encoded.latents, &want) > 1e-3);
+}
+
+/// The samplers from SDXL's scheduler config (Euler ancestral, DPM++ 2M Karras, DDIM), seeded
+/// (initial latents and step noise from the torch-compatible generator), and SDXL-Turbo's
+/// way: Euler ancestral with trailing spacing at guidance 0, 1 and 2 steps, in one pass.
+#[test]
+fn sdxl_samplers_and_turbo_match_diffusers() {
+    use sd_wgpu::schedulers::{SamplerKind, Spacing};
+    let pipe = Pipeline::load(gpu(), &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
+    let g = golden();
+    let seeded = |sampler| Request {
+        init_latents: None,
+        seed: 42,
+        sampler: Some(sampler),
+        ..neg_request(&g)
+    };
+    check(&pipe, &g, "eulera", &seeded(SamplerKind::EulerAncestral));
+    check(
+        &pipe,
+        &g,
+        "dpmk",
+        &seeded(SamplerKind::DpmPP2M { karras: true }),
+    );
+    check(&pipe, &g, "ddim", &seeded(SamplerKind::Ddim { eta: 0.0 }));
+    for steps in [1, 2] {
+        let turbo = Request {
+            steps,
+            guidance: 0.0,
+            negative_prompt: String::new(),
+            spacing: Some(Spacing::Trailing),
+            ..seeded(SamplerKind::EulerAncestral)
+        };
+        assert!(!pipe.guided(&turbo));
+        check(&pipe, &g, &format!("turbo{steps}"), &turbo);
+    }
 }
 
 /// SDXL's VAE runs in f32 activations (`force_upcast`, as diffusers' SDXL pipelines upcast

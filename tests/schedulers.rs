@@ -273,6 +273,27 @@ fn unimplemented_scheduler_options_are_refused() {
     ScheduleConfig::from_json(fine).unwrap();
 }
 
+/// PNDM runs PLMS (`skip_prk_steps`); a PNDMScheduler config without the key (diffusers'
+/// default there: Runge–Kutta warm-up steps) or with it false is refused, with the key named.
+#[test]
+fn pndm_without_skip_prk_steps_is_refused() {
+    for json in [
+        r#"{"_class_name": "PNDMScheduler"}"#,
+        r#"{"_class_name": "DDIMScheduler", "skip_prk_steps": false}"#,
+    ] {
+        let cfg = ScheduleConfig::from_json(json).unwrap();
+        let e = Sampler::<()>::new(SamplerKind::Pndm, &cfg, 10)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("skip_prk_steps"), "{json}: {e}");
+        // Other samplers do not read it.
+        Sampler::<()>::new(SamplerKind::Euler, &cfg, 10).unwrap();
+    }
+    let ddim = ScheduleConfig::from_json(r#"{"_class_name": "DDIMScheduler"}"#).unwrap();
+    Sampler::<()>::new(SamplerKind::Pndm, &ddim, 10).unwrap();
+}
+
 /// LCM: an `LCMScheduler` config without betas takes LCMScheduler's defaults (SD's scaled
 /// linear 0.00085–0.012, as diffusers' per-class defaults), others keep the common ones; a
 /// run longer than the distillation schedule is refused, as diffusers does.

@@ -17,6 +17,11 @@ dumps end-to-end runs, for kernels-tests/sdxl.rs:
         - sizes: original_size (64, 48), crops (4, 8), target_size (32, 32) in the time ids
         - negsizes: the negative row's own time ids (negative_original_size (16, 24), crops
           (2, 6), negative_target_size (40, 36))
+        - eulera, dpmk, ddim: the "neg" case with EulerAncestralDiscreteScheduler,
+          DPMSolverMultistepScheduler with Karras sigmas and DDIMScheduler from the same config,
+          initial latents and step noise from torch.Generator("cpu").manual_seed(42)
+        - turbo1, turbo2: SDXL-Turbo's way: EulerAncestralDiscreteScheduler with trailing
+          spacing, guidance 0 (no unconditional pass), 1 and 2 steps, seed 42
 
 Every weight is perturbed, then rounded to f16 (the golden runs use exactly the stored
 weights, in f32). The text encoders keep the real CLIP vocabulary so prompts go through the
@@ -27,7 +32,8 @@ real tokenizer.
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
+                       EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel)
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -73,6 +79,18 @@ cases = {
     "negsizes": dict(base, negative_prompt=NEGATIVE, negative_original_size=(16, 24),
                      negative_crops_coords_top_left=(2, 6), negative_target_size=(40, 36)),
 }
+config = dict(pipe.scheduler.config)
+seeded = {
+    "eulera": (EulerAncestralDiscreteScheduler.from_config(config), dict(base, negative_prompt=NEGATIVE)),
+    "dpmk": (DPMSolverMultistepScheduler.from_config(config, use_karras_sigmas=True),
+             dict(base, negative_prompt=NEGATIVE)),
+    "ddim": (DDIMScheduler.from_config(config), dict(base, negative_prompt=NEGATIVE)),
+    # stabilityai/sdxl-turbo's scheduler: Euler ancestral, trailing.
+    "turbo1": (EulerAncestralDiscreteScheduler.from_config(config, timestep_spacing="trailing"),
+               dict(base, num_inference_steps=1, guidance_scale=0.0)),
+    "turbo2": (EulerAncestralDiscreteScheduler.from_config(config, timestep_spacing="trailing"),
+               dict(base, num_inference_steps=2, guidance_scale=0.0)),
+}
 golden = {"latents": latents}
 with torch.no_grad():
     for name, kw in cases.items():
@@ -81,6 +99,14 @@ with torch.no_grad():
         golden[f"final_{name}"] = final.contiguous()
         golden[f"image_{name}"] = torch.from_numpy(image).contiguous()
         print(name, "final latents", tuple(final.shape), "image", image.shape)
+    for name, (sched, kw) in seeded.items():
+        pipe.scheduler = sched
+        final = pipe(**kw, generator=torch.Generator("cpu").manual_seed(42), output_type="latent").images
+        image = pipe(**kw, generator=torch.Generator("cpu").manual_seed(42), output_type="np").images
+        golden[f"final_{name}"] = final.contiguous()
+        golden[f"image_{name}"] = torch.from_numpy(image).contiguous()
+        print(name, [float(t) for t in sched.timesteps], "final latents", tuple(final.shape))
+    pipe.scheduler = scheduler
 out = Path("tests/fixtures/pipeline/sdxl-tiny")
 pipe.to(torch.float16).save_pretrained(out, safe_serialization=True)
 for t in ("tokenizer", "tokenizer_2"):

@@ -12,7 +12,7 @@ pub(super) struct Ddim {
 pub(super) fn vp_program(s: &Schedule, noise: bool) -> Program {
     let mut combines = Vec::new();
     let mut last = vec![Slot::X, Slot::Model];
-    if let Some(r) = s.cfg.clip_sample {
+    if let Some(r) = s.clip {
         combines.push(Combine {
             terms: vec![Slot::X, Slot::Model],
             clamp: Some(r),
@@ -39,7 +39,7 @@ pub(super) fn vp_coefficients(
     [k0, ke, kx]: [f64; 3],
     kn: Option<f64>,
 ) -> Vec<f64> {
-    let mut c = if s.cfg.clip_sample.is_some() {
+    let mut c = if s.clip.is_some() {
         vec![x0f[0], x0f[1], k0, ke * ef[0] + kx, ke * ef[1]]
     } else {
         vec![k0 * x0f[0] + ke * ef[0] + kx, k0 * x0f[1] + ke * ef[1]]
@@ -49,6 +49,10 @@ pub(super) fn vp_coefficients(
 }
 
 impl Algorithm for Ddim {
+    fn clip_sample_default(&self) -> bool {
+        true
+    }
+
     fn set_schedule(&self, s: &mut Schedule) {
         s.set_discrete();
     }

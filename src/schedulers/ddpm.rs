@@ -6,6 +6,10 @@ use super::{Algorithm, Program, Schedule};
 pub(super) struct Ddpm;
 
 impl Algorithm for Ddpm {
+    fn clip_sample_default(&self) -> bool {
+        true
+    }
+
     fn set_schedule(&self, s: &mut Schedule) {
         s.set_discrete();
     }

@@ -153,6 +153,14 @@ pub trait Algorithm: Send + Sync {
     fn order(&self) -> usize {
         1
     }
+    /// diffusers' class default for a config without `clip_sample`.
+    fn clip_sample_default(&self) -> bool {
+        false
+    }
+    /// diffusers' class default for a config without `set_alpha_to_one`.
+    fn set_alpha_to_one_default(&self) -> bool {
+        true
+    }
     /// Fills `s.timesteps` (and `s.sigmas` where used).
     fn set_schedule(&self, s: &mut Schedule);
     /// Whether the sampler works on σ-scaled latents ("VE" form: the Euler family).
@@ -216,7 +224,8 @@ impl<V: Clone> Sampler<V> {
                 ),
             ));
         }
-        let mut sched = Schedule::new(cfg, spacing, steps);
+        let defaults = (algo.set_alpha_to_one_default(), algo.clip_sample_default());
+        let mut sched = Schedule::new(cfg, spacing, steps, defaults);
         algo.set_schedule(&mut sched);
         let program = algo.program(&sched);
         program.check()?;

@@ -16,7 +16,18 @@ impl Algorithm for Pndm {
         s.set_pndm();
     }
 
+    fn set_alpha_to_one_default(&self) -> bool {
+        false
+    }
+
     fn check(&self, cfg: &ScheduleConfig, _steps: usize) -> Result<()> {
+        if !cfg.skip_prk_steps {
+            return Err(Error::unsupported(
+                "sampler",
+                "PNDM with Runge–Kutta warm-up steps (the scheduler config lacks \
+                 `skip_prk_steps: true`): not implemented, choose another sampler",
+            ));
+        }
         if cfg.prediction == Prediction::Sample {
             return Err(Error::unsupported(
                 "sampler",

@@ -58,9 +58,17 @@ pub struct ScheduleConfig {
     /// as diffusers does when a config written for another scheduler lacks the key.
     pub spacing: Option<Spacing>,
     pub steps_offset: usize,
-    pub set_alpha_to_one: bool,
-    /// `clip_sample` with its range: DDIM and DDPM clamp the predicted x₀ to ±range.
-    pub clip_sample: Option<f64>,
+    /// `None` (absent from the config): the sampler class's default, as diffusers'
+    /// `Scheduler.from_config` takes it (PNDM false; DDIM, LCM true).
+    pub set_alpha_to_one: Option<bool>,
+    /// Whether DDIM, DDPM and LCM clamp the predicted x₀ to ±`clip_sample_range`; `None`:
+    /// the class's default (DDIM and DDPM true, LCM false).
+    pub clip_sample: Option<bool>,
+    pub clip_sample_range: f64,
+    /// PNDM runs PLMS only (`skip_prk_steps`); false (set so, or a `PNDMScheduler` config
+    /// without the key, diffusers' default there) asks for Runge–Kutta warm-up steps, which
+    /// are not implemented: refused. Another class's config without the key reads true.
+    pub skip_prk_steps: bool,
     pub use_karras_sigmas: bool,
     /// LCM: the distillation schedule's length (`original_inference_steps`, 50).
     pub original_inference_steps: usize,
@@ -79,8 +87,10 @@ impl ScheduleConfig {
             prediction: Prediction::Epsilon,
             spacing: None,
             steps_offset: 1,
-            set_alpha_to_one: false,
-            clip_sample: None,
+            set_alpha_to_one: Some(false),
+            clip_sample: Some(false),
+            clip_sample_range: 1.0,
+            skip_prk_steps: true,
             use_karras_sigmas: false,
             original_inference_steps: 50,
             timestep_scaling: 10.0,
@@ -232,8 +242,13 @@ impl ScheduleConfig {
             prediction,
             spacing,
             steps_offset: steps_offset as usize,
-            set_alpha_to_one: flag("set_alpha_to_one", true),
-            clip_sample: flag("clip_sample", false).then_some(clip_range),
+            set_alpha_to_one: v.get("set_alpha_to_one").and_then(|x| x.as_bool()),
+            clip_sample: v.get("clip_sample").and_then(|x| x.as_bool()),
+            clip_sample_range: clip_range,
+            skip_prk_steps: flag(
+                "skip_prk_steps",
+                text("_class_name") != Some("PNDMScheduler"),
+            ),
             use_karras_sigmas: flag("use_karras_sigmas", false),
             original_inference_steps: orig as usize,
             timestep_scaling,
@@ -423,6 +438,8 @@ pub struct Schedule {
     pub ac: Vec<f64>,
     /// ᾱ "before" the first training step (`set_alpha_to_one`: 1, else ᾱ₀).
     pub final_ac: f64,
+    /// The range the predicted x₀ is clamped to (`clip_sample`), if it is.
+    pub clip: Option<f64>,
     pub steps: usize,
     /// Model-call timesteps, one per step (fractional for Euler).
     pub timesteps: Vec<f64>,
@@ -431,10 +448,23 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub(crate) fn new(cfg: &ScheduleConfig, spacing: Spacing, steps: usize) -> Self {
+    /// `defaults`: the sampler class's `(set_alpha_to_one, clip_sample)` for keys the config
+    /// lacks.
+    pub(crate) fn new(
+        cfg: &ScheduleConfig,
+        spacing: Spacing,
+        steps: usize,
+        defaults: (bool, bool),
+    ) -> Self {
         let ac = cfg.alphas_cumprod();
+        let clip = cfg.clip_sample.unwrap_or(defaults.1);
         Self {
-            final_ac: if cfg.set_alpha_to_one { 1.0 } else { ac[0] },
+            final_ac: if cfg.set_alpha_to_one.unwrap_or(defaults.0) {
+                1.0
+            } else {
+                ac[0]
+            },
+            clip: clip.then_some(cfg.clip_sample_range),
             cfg: cfg.clone(),
             spacing,
             ac,
