@@ -134,6 +134,46 @@ fn sdxl_samplers_and_turbo_match_diffusers() {
     }
 }
 
+/// SDXL base's single-file (SGM) layout, f16, with the folder's configs (`--config`; the
+/// tiny model breaks SDXL's conventions, so inference refuses it and says so): diffusers'
+/// `StableDiffusionXLPipeline.from_single_file` image for the "neg" case, and the folder's
+/// final latents (the file holds exactly the folder's weights).
+#[test]
+fn sdxl_single_file_matches_diffusers_from_single_file() {
+    use sd_wgpu::pipeline::LoadOptions;
+    let gpu = gpu();
+    let file = fixtures().join("sdxl-tiny.safetensors");
+    let e = Pipeline::load(gpu, &file, WeightDType::Auto)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--config"), "{e}");
+    let opts = LoadOptions {
+        config: Some(fixtures().join("sdxl-tiny")),
+        ..LoadOptions::default()
+    };
+    let pipe = Pipeline::load_with(gpu, &file, &opts).unwrap();
+    assert!(pipe.text_encoder_2.is_some());
+    let g = golden();
+    let out = pipe.generate(gpu, &neg_request(&g), &mut |_| true).unwrap();
+    let sf = Weights::open_file(&fixtures().join("single-file-golden.safetensors")).unwrap();
+    let img = sf.read_f32("sdxl_image", &[1, 32, 32, 3]).unwrap();
+    let want = g.read_f32("final_neg", &[1, 4, 8, 8]).unwrap();
+    let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
+    eprintln!("sdxl single file: final latents relative L2 {e:.2e}, image {p:.1} dB");
+    assert!(e <= 1e-3 && p >= 40.0, "{e} {p}");
+    // SD 1's configs do not describe the file: a clear error, not a half-loaded model.
+    let wrong = LoadOptions {
+        config: Some(fixtures().join("sd1-tiny")),
+        ..LoadOptions::default()
+    };
+    let e = Pipeline::load_with(gpu, &file, &wrong)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("text encoder"), "{e}");
+}
+
 /// SDXL's VAE runs in f32 activations (`force_upcast`, as diffusers' SDXL pipelines upcast
 /// it) even on a device that keeps f16 activations for f16 weights; SD 1.x's does not (its
 /// pipelines ignore the flag). The f16-activation SDXL run still matches diffusers' f32 one.

@@ -186,16 +186,26 @@ impl Harness {
     fn infer(&self, shapes: &Shapes) {
         let path = Path::new("fuzz-input");
         let keys = || shapes.keys().map(String::as_str);
-        let _ = single_file::clip_renames(keys());
-        let _ = single_file::open_clip_renames(keys());
+        for prefix in [single_file::CLIP_PREFIX, single_file::SGM_CLIP_PREFIX] {
+            let _ = single_file::clip_renames(prefix, keys());
+        }
+        for prefix in [
+            single_file::OPEN_CLIP_PREFIX,
+            single_file::SGM_OPEN_CLIP_PREFIX,
+        ] {
+            let _ = single_file::open_clip_renames(prefix, keys());
+        }
         let _ = single_file::vae_renames(keys());
         for lpb in [1, 2, 3] {
             let _ = single_file::unet_renames(keys(), lpb);
         }
         if let Ok(tower) = single_file::text_tower(path, shapes) {
             let sd2 = tower == TextTower::OpenClip;
-            if let Ok(c) = text_from_shapes(path, shapes, tower, sd2) {
+            if let Ok(c) = text_from_shapes(path, shapes, tower.first(), sd2) {
                 let _ = c.check();
+            }
+            if let Ok(a) = crate::models::arch::Architecture::infer(path, shapes, tower) {
+                let _ = a.check(path);
             }
         }
         if let Ok(c) = unet_from_shapes(path, shapes, |c| c / 64) {

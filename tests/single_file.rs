@@ -1,7 +1,7 @@
 //! Single-file checkpoints without a GPU: the architecture from an LDM yaml or inferred from
-//! tensor shapes must be exactly SD 1.5's / SD 2.1's diffusers configs, and the renames must
-//! cover the file. `tests/fixtures/ldm-headers.json` holds the names and shapes of full-size
-//! SD 1.5 and 2.1 single files (written by `tools/make_single_file_fixtures.py` from
+//! tensor shapes must be exactly SD 1.5's / SD 2.1's / SDXL base's diffusers configs, and the
+//! renames must cover the file. `tests/fixtures/ldm-headers.json` holds the names and shapes
+//! of full-size SD 1.5, 2.1 and SDXL base single files (written by `tools/make_single_file_fixtures.py` from
 //! diffusers' models through its diffusers → LDM renaming, which that script verifies
 //! against diffusers' `from_single_file`).
 
@@ -11,7 +11,8 @@ use sd_wgpu::models::unet::UNetConfig;
 use sd_wgpu::models::vae::AutoencoderKLConfig;
 use sd_wgpu::schedulers::ScheduleConfig;
 use sd_wgpu::weights::single_file::{
-    TextTower, clip_renames, open_clip_renames, text_tower, unet_renames, vae_renames,
+    CLIP_PREFIX, OPEN_CLIP_PREFIX, SGM_CLIP_PREFIX, SGM_OPEN_CLIP_PREFIX, TextTower, clip_renames,
+    open_clip_renames, text_tower, unet_renames, vae_renames,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -158,7 +159,7 @@ fn bad_ldm_yaml_is_a_clear_error() {
 /// name (no two keys collide), and spot checks of the index arithmetic.
 #[test]
 fn renames_cover_full_size_checkpoints() {
-    for (which, lpb) in [("sd15", 2), ("sd21", 2)] {
+    for (which, lpb) in [("sd15", 2), ("sd21", 2), ("sdxl", 2)] {
         let h = header(which);
         let keys = || h.keys().map(String::as_str);
         let count = |p: &str| h.keys().filter(|k| k.starts_with(p)).count();
@@ -176,6 +177,9 @@ fn renames_cover_full_size_checkpoints() {
         assert_eq!(vae.len(), count("first_stage_model."), "{which} vae");
         let sources: HashSet<_> = unet.values().map(|r| &r.source).collect();
         assert_eq!(sources.len(), unet.len());
+        if which == "sdxl" {
+            continue;
+        }
         let src = |name: &str| unet[name].source.clone();
         assert_eq!(
             src("down_blocks.1.downsamplers.0.conv.weight"),
@@ -209,13 +213,13 @@ fn renames_cover_full_size_checkpoints() {
         assert!(q.squeeze && q.source.ends_with("decoder.mid.attn_1.q.weight"));
         assert!(!vae["decoder.mid_block.attentions.0.group_norm.weight"].squeeze);
     }
-    let sd1 = clip_renames(header("sd15").keys().map(String::as_str));
+    let sd1 = clip_renames(CLIP_PREFIX, header("sd15").keys().map(String::as_str));
     assert_eq!(
         sd1["text_model.encoder.layers.11.mlp.fc2.bias"].source,
         "cond_stage_model.transformer.text_model.encoder.layers.11.mlp.fc2.bias"
     );
     let h = header("sd21");
-    let sd2 = open_clip_renames(h.keys().map(String::as_str));
+    let sd2 = open_clip_renames(OPEN_CLIP_PREFIX, h.keys().map(String::as_str));
     let k = &sd2["text_model.encoder.layers.22.self_attn.k_proj.weight"];
     assert_eq!(
         k.source,
@@ -226,6 +230,62 @@ fn renames_cover_full_size_checkpoints() {
         sd2["text_model.embeddings.position_embedding.weight"].source,
         "cond_stage_model.model.positional_embedding"
     );
-    // 24 resblocks × 16 tensors (q/k/v weight and bias from the fused ones) + 4.
-    assert_eq!(sd2.len(), 24 * 16 + 4);
+    // 24 resblocks × 16 tensors (q/k/v weight and bias from the fused ones) + 4 + the
+    // projection (unused by SD 2).
+    assert_eq!(sd2.len(), 24 * 16 + 5);
+}
+
+/// SDXL base's SGM single file: the architecture inferred from its shapes is exactly
+/// diffusers' SDXL base configs (both towers, transformer depths 1, 2, 10, the `text_time`
+/// embedding's 256-wide time ids, the VAE's 0.13025 and upcast, SDXL's Euler); every key of
+/// both towers, `label_emb` included, gets its diffusers name, the OpenCLIP projection
+/// transposed.
+#[test]
+fn sdxl_architecture_and_renames_from_shapes() {
+    let h = header("sdxl");
+    let file = Path::new("sd_xl_base_1.0.safetensors");
+    let tower = text_tower(file, &h).unwrap();
+    assert_eq!(tower, TextTower::Sdxl);
+    let a = Architecture::infer(file, &h, tower).unwrap();
+    let want = Architecture::sdxl().unwrap();
+    assert_eq!(a.source, ArchSource::Inferred);
+    assert_eq!(a.text, want.text);
+    assert_eq!(
+        a.text_2.as_ref().map(|t| &t.0),
+        want.text_2.as_ref().map(|t| &t.0)
+    );
+    assert_eq!(a.unet, want.unet);
+    assert_eq!(a.vae, want.vae);
+    assert_eq!(a.scheduler, want.scheduler);
+    assert!(a.force_zeros_for_empty_prompt);
+    a.check(file).unwrap();
+    // OpenCLIP pads with `!` (0), the first tower with <|endoftext|>.
+    assert_eq!(a.tokenizer.encode("a cat").unwrap().ids[76], 49407);
+    assert_eq!(a.text_2.unwrap().1.encode("a cat").unwrap().ids[76], 0);
+
+    let keys = || h.keys().map(String::as_str);
+    let count = |p: &str| h.keys().filter(|k| k.starts_with(p)).count();
+    let unet = unet_renames(keys(), 2);
+    assert_eq!(
+        unet["add_embedding.linear_1.weight"].source,
+        "model.diffusion_model.label_emb.0.0.weight"
+    );
+    assert_eq!(
+        unet["down_blocks.2.attentions.1.transformer_blocks.9.attn2.to_k.weight"].source,
+        "model.diffusion_model.input_blocks.8.1.transformer_blocks.9.attn2.to_k.weight"
+    );
+    let one = clip_renames(SGM_CLIP_PREFIX, keys());
+    assert_eq!(one.len(), count(SGM_CLIP_PREFIX));
+    let two = open_clip_renames(SGM_OPEN_CLIP_PREFIX, keys());
+    // 32 resblocks × 16 + 4 + the projection (logit_scale unused).
+    assert_eq!(two.len(), 32 * 16 + 5);
+    let p = &two["text_projection.weight"];
+    assert!(p.transpose && p.source == "conditioner.embedders.1.model.text_projection");
+    // An SDXL file is not described by an LDM yaml.
+    let yaml = fixtures().join("ldm").join("v1-inference.yaml");
+    let e = Architecture::from_ldm_yaml(&yaml, &h, tower)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("SDXL") && e.contains("--config"), "{e}");
 }

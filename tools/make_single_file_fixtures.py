@@ -12,14 +12,19 @@ writes
     tests/fixtures/pipeline/sd2-tiny.safetensors   SD 2.x layout, bf16: the OpenCLIP text tower
         cond_stage_model.model.* with fused attn.in_proj_weight / in_proj_bias, one extra
         final resblock (SD 2 uses the penultimate layer, so it is never run), text_projection
+    tests/fixtures/pipeline/sdxl-tiny.safetensors  SDXL's SGM layout, f16 (after
+        tools/make_pipeline_fixture_sdxl.py): conditioner.embedders.0.transformer.* (CLIP),
+        conditioner.embedders.1.model.* (OpenCLIP, fused in_proj, text_projection as x @ P),
+        model.diffusion_model.label_emb.* (add_embedding), first_stage_model.*
     tests/fixtures/pipeline/single-file-golden.safetensors
         sd1_image / sd2_image: diffusers' StableDiffusionPipeline.from_single_file(file,
         config=<the diffusers folder>, torch_dtype=float32) run with the same prompts and
-        initial latents as the folder goldens (4 DDIM steps, guidance 7.5)
+        initial latents as the folder goldens (4 DDIM steps, guidance 7.5); sdxl_image:
+        StableDiffusionXLPipeline.from_single_file, the SDXL fixture's "neg" case
     tests/fixtures/ldm-headers.json
-        {"sd15": {name: shape}, "sd21": {...}}: the tensor names and shapes of full-size
-        SD 1.5 and SD 2.1 single-file checkpoints (no weights), for the architecture
-        inference test.
+        {"sd15": {name: shape}, "sd21": {...}, "sdxl": {...}}: the tensor names and shapes of
+        full-size SD 1.5, SD 2.1 and SDXL base single-file checkpoints (no weights), for the
+        architecture inference test.
 
     .venv/bin/python tools/make_single_file_fixtures.py convert FOLDER OUT.safetensors [--open-clip]
 
@@ -36,9 +41,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 from fixture_common import clip_tokenizer
 
 ROOT = Path("tests/fixtures/pipeline")
@@ -57,7 +62,8 @@ def unet_to_ldm(sd, cfg):
     lpb = cfg["layers_per_block"]
     up_attn = [t == "CrossAttnUpBlock2D" for t in cfg["up_block_types"]]
     fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
-             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2"}
+             "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+             "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
     out = {}
     for k, v in sd.items():
         mod, _, leaf = k.rpartition(".")
@@ -109,13 +115,15 @@ def vae_to_ldm(sd, cfg):
     return out
 
 
-def clip_to_ldm(sd):
-    return {"cond_stage_model.transformer." + (k if k.startswith("text_model.") else "text_model." + k): v
+def clip_to_ldm(sd, prefix="cond_stage_model.transformer."):
+    return {prefix + (k if k.startswith("text_model.") else "text_model." + k): v
             for k, v in sd.items()}
 
 
-def open_clip_to_ldm(sd, n_layers, hidden, extra_layer=True, gen=None):
-    p = "cond_stage_model.model."
+def open_clip_to_ldm(sd, n_layers, hidden, extra_layer=True, gen=None, p="cond_stage_model.model."):
+    """With `text_projection.weight` in `sd` (SDXL's CLIPTextModelWithProjection) the real
+    projection (OpenCLIP's x @ P: the transpose), else a random or zero one (unused by SD 2)."""
+    projection = sd.get("text_projection.weight")
     sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
     out = {p + "token_embedding.weight": sd["embeddings.token_embedding.weight"],
            p + "positional_embedding": sd["embeddings.position_embedding.weight"],
@@ -134,7 +142,11 @@ def open_clip_to_ldm(sd, n_layers, hidden, extra_layer=True, gen=None):
         for k in [k for k in out if k.startswith(r0)]:
             out[k.replace(r0, f"{p}transformer.resblocks.{n_layers}.")] = torch.randn(
                 out[k].shape, generator=gen, dtype=out[k].dtype) if gen is not None else torch.zeros_like(out[k])
-    out[p + "text_projection"] = torch.randn(hidden, hidden, generator=gen) if gen is not None else torch.zeros(hidden, hidden)
+    if projection is not None:
+        out[p + "text_projection"] = projection.T.contiguous()
+    else:
+        out[p + "text_projection"] = (torch.randn(hidden, hidden, generator=gen) if gen is not None
+                                      else torch.zeros(hidden, hidden))
     out[p + "logit_scale"] = torch.tensor(4.6052)
     return out
 
@@ -155,15 +167,30 @@ def folder_to_ldm(folder, open_clip):
     return ckpt
 
 
-def check_roundtrip(folder, ckpt, tok):
+def sdxl_folder_to_sgm(folder):
+    """SDXL base's single-file (SGM) layout: CLIP ViT-L as conditioner.embedders.0.transformer,
+    OpenCLIP with its projection as conditioner.embedders.1.model, label_emb for the U-Net's
+    add_embedding."""
+    cfg = {c: json.loads((folder / c / "config.json").read_text()) for c in ("unet", "vae", "text_encoder_2")}
+    ckpt = unet_to_ldm(load_file(folder / "unet/diffusion_pytorch_model.safetensors"), cfg["unet"])
+    ckpt.update(vae_to_ldm(load_file(folder / "vae/diffusion_pytorch_model.safetensors"), cfg["vae"]))
+    ckpt.update(clip_to_ldm(load_file(folder / "text_encoder/model.safetensors"), "conditioner.embedders.0.transformer."))
+    te2 = cfg["text_encoder_2"]
+    ckpt.update(open_clip_to_ldm(load_file(folder / "text_encoder_2/model.safetensors"), te2["num_hidden_layers"],
+                                 te2["hidden_size"], extra_layer=False, p="conditioner.embedders.1.model."))
+    return ckpt
+
+
+def check_roundtrip(folder, ckpt, tok, xl=False):
     """diffusers' own converter must give back the folder's weights exactly."""
+    cls = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
+    kw = dict(tokenizer=tok, tokenizer_2=clip_tokenizer("!")) if xl else dict(tokenizer=tok, safety_checker=None)
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "x.safetensors"
         save_file({k: v.contiguous() for k, v in ckpt.items()}, f)
-        pipe = StableDiffusionPipeline.from_single_file(f, config=str(folder), tokenizer=tok, safety_checker=None,
-                                                        torch_dtype=torch.float32, local_files_only=True)
-    ref = StableDiffusionPipeline.from_pretrained(folder, tokenizer=tok, safety_checker=None)
-    for name in ("unet", "vae", "text_encoder"):
+        pipe = cls.from_single_file(f, config=str(folder), torch_dtype=torch.float32, local_files_only=True, **kw)
+    ref = cls.from_pretrained(folder, torch_dtype=torch.float32, **kw)
+    for name in ("unet", "vae", "text_encoder") + (("text_encoder_2",) if xl else ()):
         a, b = getattr(pipe, name).state_dict(), getattr(ref, name).state_dict()
         assert a.keys() == b.keys(), (name, set(a) ^ set(b))
         for k in a:
@@ -196,6 +223,23 @@ def tiny():
         gold = load_file(ROOT / f"{name}-golden.safetensors")
         golden[name.split("-")[0] + "_image"] = torch.from_numpy(run(pipe, gold["latents"], **prompts)).contiguous()
         print(name, path.stat().st_size // 1024, "KiB")
+    # SDXL in the SGM layout, f16 as the folder; the "neg" case of make_pipeline_fixture_sdxl.py.
+    folder, tok = ROOT / "sdxl-tiny", clip_tokenizer()
+    ckpt = sdxl_folder_to_sgm(folder)
+    check_roundtrip(folder, ckpt, tok, xl=True)
+    path = ROOT / "sdxl-tiny.safetensors"
+    save_file({k: v.to(torch.float16).contiguous() for k, v in ckpt.items()}, path)
+    pipe = StableDiffusionXLPipeline.from_single_file(path, config=str(folder), tokenizer=tok,
+                                                      tokenizer_2=clip_tokenizer("!"), torch_dtype=torch.float32,
+                                                      local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    gold = load_file(ROOT / "sdxl-tiny-golden.safetensors")
+    with torch.no_grad():
+        image = pipe(prompt="a red sneaker on a white table", negative_prompt="blurry", height=32, width=32,
+                     num_inference_steps=3, guidance_scale=5.0, latents=gold["latents"].clone(),
+                     output_type="np").images
+    golden["sdxl_image"] = torch.from_numpy(image).contiguous()
+    print("sdxl-tiny", path.stat().st_size // 1024, "KiB")
     save_file(golden, ROOT / "single-file-golden.safetensors")
 
 
@@ -224,6 +268,26 @@ def headers():
             else:
                 sd.update(clip_to_ldm(tsd))
             out[name] = {k: list(v.shape) for k, v in sorted(sd.items())}
+        # SDXL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0's configs), SGM layout.
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(320, 640, 1280), layers_per_block=2, cross_attention_dim=2048,
+            attention_head_dim=(5, 10, 20), transformer_layers_per_block=(1, 2, 10), use_linear_projection=True,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816)
+        vae = AutoencoderKL(**vae_cfg)
+        te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, hidden_size=768,
+                                          intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                                          hidden_act="quick_gelu"))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=49408, max_position_embeddings=77, hidden_size=1280, intermediate_size=5120,
+            num_hidden_layers=32, num_attention_heads=20, hidden_act="gelu", projection_dim=1280))
+        sd = unet_to_ldm(unet.state_dict(), unet.config)
+        sd.update(vae_to_ldm(vae.state_dict(), vae.config))
+        sd.update(clip_to_ldm(te.state_dict(), "conditioner.embedders.0.transformer."))
+        sd.update(open_clip_to_ldm(te2.state_dict(), 32, 1280, extra_layer=False, p="conditioner.embedders.1.model."))
+        out["sdxl"] = {k: list(v.shape) for k, v in sorted(sd.items())}
     Path("tests/fixtures/ldm-headers.json").write_text(json.dumps(out, separators=(",", ":")))
     print("headers", {k: len(v) for k, v in out.items()})
 

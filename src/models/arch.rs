@@ -148,8 +148,11 @@ impl Architecture {
         let stem_yaml = file.with_extension("yaml");
         match config {
             Some(c) if c.is_dir() => Self::from_folder(c),
+            // SGM's yaml (sd_xl_base.yaml) is not read: SDXL single files are inferred.
             Some(c) => Self::from_ldm_yaml(c, shapes, tower),
-            None if stem_yaml.is_file() => Self::from_ldm_yaml(&stem_yaml, shapes, tower),
+            None if stem_yaml.is_file() && tower != TextTower::Sdxl => {
+                Self::from_ldm_yaml(&stem_yaml, shapes, tower)
+            }
             None => Self::infer(file, shapes, tower),
         }
     }
@@ -160,11 +163,14 @@ impl Architecture {
     /// for stable-diffusion-2-1 — v-prediction with DDIM (2.x-base checkpoints need
     /// `--prediction-type epsilon`).
     pub fn infer(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
+        if tower == TextTower::Sdxl {
+            return Self::infer_sdxl(path, shapes);
+        }
         let sd2 = tower == TextTower::OpenClip;
         let mut unet = unet_from_shapes(path, shapes, |c| if sd2 { c / 64 } else { 8 })?;
         unet.sample_size = if sd2 { 96 } else { 64 };
         Ok(Self {
-            text: text_from_shapes(path, shapes, tower, sd2)?,
+            text: text_from_shapes(path, shapes, tower.first(), sd2)?,
             unet,
             vae: vae_from_shapes(path, shapes)?,
             scheduler: scheduler_json(sd2, 0.00085, 0.012, 1000),
@@ -177,6 +183,57 @@ impl Architecture {
 }
 
 impl Architecture {
+    /// SDXL base's conventions applied to an SGM single file's shapes (diffusers' `xl_base`
+    /// configs): both towers at full depth (the pipeline takes their penultimate states), the
+    /// second with its projection's width, 64-wide heads, transformer depths per level from
+    /// the blocks present, the `text_time` embedding's time-id width from `label_emb`
+    /// (`projection + 6·d` inputs), 1024 px, the VAE's 0.13025 scaling and upcast, SDXL's
+    /// Euler schedule.
+    fn infer_sdxl(path: &Path, shapes: &Shapes) -> Result<Self> {
+        let bad = |what: String| Error::ModelLayout {
+            path: path.to_path_buf(),
+            what,
+        };
+        let base = Self::sdxl()?;
+        let keys_2 = TextTower::Sdxl
+            .second()
+            .ok_or_else(|| bad("no second tower".into()))?;
+        let mut text_2 = text_from_shapes(path, shapes, keys_2, false)?;
+        let proj_key = format!("{}text_projection", keys_2.prefix);
+        let proj = match shapes.get(&proj_key).map(Vec::as_slice) {
+            Some(&[w, p]) if w == text_2.hidden_size => p,
+            other => {
+                return Err(bad(format!(
+                    "`{proj_key}` is {other:?}, not [{}, projection]",
+                    text_2.hidden_size
+                )));
+            }
+        };
+        text_2.projection_dim = Some(proj);
+        let mut unet = unet_from_shapes(path, shapes, |c| c / 64)?;
+        let inputs = unet.projection_class_embeddings_input_dim;
+        if inputs <= proj || (inputs - proj) % 6 != 0 {
+            return Err(bad(format!(
+                "the U-Net's label_emb takes {inputs} values: not the {proj}-wide pooled text \
+                 embedding and six time ids (pass --config)"
+            )));
+        }
+        unet.addition_time_embed_dim = Some((inputs - proj) / 6);
+        unet.sample_size = base.unet.sample_size;
+        Ok(Self {
+            text: text_from_shapes(path, shapes, TextTower::Sdxl.first(), false)?,
+            text_2: Some((text_2, builtin_tokenizer(TextTower::OpenClip)?)),
+            unet,
+            vae: AutoencoderKLConfig {
+                scaling_factor: base.vae.scaling_factor,
+                force_upcast: true,
+                ..vae_from_shapes(path, shapes)?
+            },
+            source: ArchSource::Inferred,
+            ..base
+        })
+    }
+
     /// SD 1.5 as diffusers configures it (`stable-diffusion-v1-5`: CLIP ViT-L text encoder,
     /// U-Net, VAE, PNDM with ε-prediction).
     pub fn sd15() -> Result<Self> {
@@ -259,7 +316,7 @@ impl Architecture {
 /// The built-in vocabulary with the tower's padding (OpenCLIP pads with id 0, `!`).
 fn builtin_tokenizer(tower: TextTower) -> Result<ClipTokenizer> {
     ClipTokenizer::builtin()?.with_padding(match tower {
-        TextTower::Clip => Padding::EndOfText,
+        TextTower::Clip | TextTower::Sdxl => Padding::EndOfText,
         TextTower::OpenClip => Padding::Id(0),
     })
 }
@@ -281,6 +338,13 @@ pub fn ldm_yaml_configs(
         path: path.to_path_buf(),
         what,
     };
+    if tower == TextTower::Sdxl {
+        return Err(bad(
+            "an SDXL checkpoint: its architecture comes from a diffusers config folder \
+             (--config DIR) or from the tensor shapes, not from an LDM yaml"
+                .into(),
+        ));
+    }
     let docs = load_yaml(text).map_err(bad)?;
     let doc = docs.first().ok_or_else(|| bad("empty YAML".into()))?;
     let model = &doc["model"]["params"];
@@ -409,7 +473,7 @@ pub fn ldm_yaml_configs(
         int(model, "timesteps")?.unwrap_or(1000),
     );
     Ok((
-        text_from_shapes(path, shapes, tower, penultimate)?,
+        text_from_shapes(path, shapes, tower.first(), penultimate)?,
         unet,
         vae,
         scheduler,

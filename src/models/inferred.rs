@@ -6,9 +6,7 @@ use super::clip::{Activation, ClipTextConfig};
 use super::unet::UNetConfig;
 use super::vae::AutoencoderKLConfig;
 use crate::error::{Error, Result};
-use crate::weights::single_file::{
-    CLIP_PREFIX, OPEN_CLIP_PREFIX, TextTower, UNET_PREFIX, VAE_PREFIX,
-};
+use crate::weights::single_file::{TowerKeys, UNET_PREFIX, VAE_PREFIX};
 use std::path::Path;
 
 fn layout_err(path: &Path, what: String) -> Error {
@@ -40,39 +38,40 @@ fn count(shapes: &Shapes, prefix: &str) -> usize {
 }
 
 /// The text encoder's config from its tensors: width, depth and MLP size from shapes, 64-wide
-/// heads (both ViT-L/14 and ViT-H/14), quick-GELU for OpenAI CLIP, GELU for OpenCLIP.
-/// `penultimate` drops the last layer (SD 2.x runs 23 of OpenCLIP's 24).
+/// heads (ViT-L/14, ViT-H/14 and ViT-bigG/14 alike), quick-GELU for OpenAI CLIP, GELU for
+/// OpenCLIP. `penultimate` drops the last layer (SD 2.x runs 23 of OpenCLIP's 24). No
+/// projection: SDXL's second tower sets `projection_dim` itself.
 pub fn text_from_shapes(
     path: &Path,
     shapes: &Shapes,
-    tower: TextTower,
+    tower: TowerKeys,
     penultimate: bool,
 ) -> Result<ClipTextConfig> {
-    let (tok, pos, layers, fc1, act) = match tower {
-        TextTower::Clip => {
-            let root = if shapes
-                .keys()
-                .any(|k| k.starts_with(&format!("{CLIP_PREFIX}text_model.")))
-            {
-                format!("{CLIP_PREFIX}text_model.")
-            } else {
-                CLIP_PREFIX.to_string()
-            };
-            (
-                format!("{root}embeddings.token_embedding.weight"),
-                format!("{root}embeddings.position_embedding.weight"),
-                count(shapes, &format!("{root}encoder.layers.")),
-                format!("{root}encoder.layers.0.mlp.fc1.weight"),
-                Activation::QuickGelu,
-            )
-        }
-        TextTower::OpenClip => (
-            format!("{OPEN_CLIP_PREFIX}token_embedding.weight"),
-            format!("{OPEN_CLIP_PREFIX}positional_embedding"),
-            count(shapes, &format!("{OPEN_CLIP_PREFIX}transformer.resblocks.")),
-            format!("{OPEN_CLIP_PREFIX}transformer.resblocks.0.mlp.c_fc.weight"),
+    let p = tower.prefix;
+    let (tok, pos, layers, fc1, act) = if tower.open_clip {
+        (
+            format!("{p}token_embedding.weight"),
+            format!("{p}positional_embedding"),
+            count(shapes, &format!("{p}transformer.resblocks.")),
+            format!("{p}transformer.resblocks.0.mlp.c_fc.weight"),
             Activation::Gelu,
-        ),
+        )
+    } else {
+        let root = if shapes
+            .keys()
+            .any(|k| k.starts_with(&format!("{p}text_model.")))
+        {
+            format!("{p}text_model.")
+        } else {
+            p.to_string()
+        };
+        (
+            format!("{root}embeddings.token_embedding.weight"),
+            format!("{root}embeddings.position_embedding.weight"),
+            count(shapes, &format!("{root}encoder.layers.")),
+            format!("{root}encoder.layers.0.mlp.fc1.weight"),
+            Activation::QuickGelu,
+        )
     };
     let &[vocab, hidden] = shape(path, shapes, &tok)? else {
         return Err(layout_err(path, format!("`{tok}` is not 2-D")));
@@ -84,8 +83,8 @@ pub fn text_from_shapes(
         return Err(layout_err(
             path,
             format!(
-                "text encoder with {layers} layers of width {hidden}: not an SD 1.x / 2.x tower \
-                 (pass --config)"
+                "text encoder with {layers} layers of width {hidden}: not an SD 1.x / 2.x / XL \
+                 tower (pass --config)"
             ),
         ));
     }
@@ -130,6 +129,7 @@ pub fn unet_from_shapes(
     let mut down_attention = Vec::new();
     let mut linear = None;
     let mut context = None;
+    let mut depths = Vec::new();
     for b in 0..levels {
         let i = 1 + b * (lpb + 1);
         blocks.push(
@@ -145,16 +145,30 @@ pub fn unet_from_shapes(
             linear = Some(s.len() == 2);
             let k = format!("{p}input_blocks.{i}.1.transformer_blocks.0.attn2.to_k.weight");
             context = Some(shape(path, shapes, &k)?[1]);
-            if shapes.contains_key(&format!(
-                "{p}input_blocks.{i}.1.transformer_blocks.1.norm1.weight"
-            )) {
-                return Err(layout_err(
-                    path,
-                    "transformer depth > 1 is not supported".into(),
-                ));
-            }
         }
+        // SDXL: several transformer blocks per attention (1 where there is none).
+        let blocks = count(
+            shapes,
+            &format!("{p}input_blocks.{i}.1.transformer_blocks."),
+        );
+        depths.push(blocks.max(1));
     }
+    // The mid block's depth is the last level's in diffusers' configs; a file that differs
+    // needs its config.
+    let mid = count(shapes, &format!("{p}middle_block.1.transformer_blocks."));
+    if mid != 0 && Some(&mid) != depths.last() {
+        return Err(layout_err(
+            path,
+            format!(
+                "the mid block's transformer depth {mid} is not the last level's {:?} (pass \
+                 --config)",
+                depths.last()
+            ),
+        ));
+    }
+    // SDXL's `text_time` embedding: `label_emb.0.0` takes the pooled text embedding and six
+    // sinusoids of the time ids.
+    let label = shapes.get(&format!("{p}label_emb.0.0.weight"));
     let up_attention = (0..levels)
         .map(|b| {
             shapes.contains_key(&format!(
@@ -185,9 +199,11 @@ pub fn unet_from_shapes(
         flip_sin_to_cos: true,
         freq_shift: 0.0,
         sample_size: 64,
-        transformer_layers_per_block: vec![1; levels],
+        transformer_layers_per_block: depths,
+        // Set by the caller from the second text tower's projection (`label_emb` takes
+        // `projection + 6·d`).
         addition_time_embed_dim: None,
-        projection_class_embeddings_input_dim: 0,
+        projection_class_embeddings_input_dim: label.map_or(0, |s| s.get(1).copied().unwrap_or(0)),
         time_cond_proj_dim: None,
     })
 }

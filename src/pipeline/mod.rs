@@ -387,8 +387,19 @@ impl Pipeline {
                 let sf = SingleFile::open(&file)?;
                 let arch =
                     Architecture::for_single_file(&file, &sf.shapes, opts.config.as_deref())?;
+                if sf.text_encoder_2.is_some() != arch.text_2.is_some() {
+                    return Err(Error::ModelLayout {
+                        path: file,
+                        what: format!(
+                            "the file holds {} text encoder(s), the architecture ({}) takes {}",
+                            1 + usize::from(sf.text_encoder_2.is_some()),
+                            arch.source,
+                            1 + usize::from(arch.text_2.is_some())
+                        ),
+                    });
+                }
                 let sf = sf.with_unet_layout(arch.unet.layers_per_block);
-                (arch, [sf.text_encoder, sf.unet, sf.vae], None)
+                (arch, [sf.text_encoder, sf.unet, sf.vae], sf.text_encoder_2)
             }
         };
         let share = !opts.private_weights;

@@ -8,11 +8,11 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 /// Where one source tensor of a weight lies: the file, its length and modification time, and
-/// the tensor's byte range in it.
+/// the tensor's byte range in it and whether it is read transposed.
 pub(crate) type SourcePart = (
     std::path::PathBuf,
     (u64, Option<std::time::SystemTime>),
-    (usize, usize),
+    (usize, usize, bool),
 );
 
 /// A weight on a device: the device, its source tensors (one, or the parts of a fused

@@ -38,6 +38,9 @@ pub struct TensorRef<'a> {
     pub bytes: &'a [u8],
     /// Where `bytes` start in the file.
     pub file_offset: usize,
+    /// The bytes hold the transpose of the 2-D `shape` (a renamed tensor stored the other
+    /// way round, e.g. OpenCLIP's `text_projection`); [`to_f32`] gives `shape`'s order.
+    pub transposed: bool,
     identity: &'a (PathBuf, u64, Option<std::time::SystemTime>),
 }
 
@@ -134,6 +137,7 @@ impl WeightFile {
             shape: info.shape.clone(),
             bytes: &self.map[self.data_start + a..self.data_start + b],
             file_offset: self.data_start + a,
+            transposed: false,
             identity: &self.identity,
         })
     }
@@ -162,6 +166,8 @@ pub struct Rename {
     /// `(index, parts)`: rows `index·n/parts .. (index+1)·n/parts`.
     pub slice: Option<(usize, usize)>,
     pub squeeze: bool,
+    /// The key holds the transpose of the 2-D tensor the name stands for.
+    pub transpose: bool,
 }
 
 impl Rename {
@@ -170,6 +176,7 @@ impl Rename {
             source: source.into(),
             slice: None,
             squeeze: false,
+            transpose: false,
         }
     }
 }
@@ -334,6 +341,17 @@ impl Weights {
                 t.shape.pop();
             }
         }
+        if r.transpose {
+            if t.shape.len() != 2 {
+                return Err(Error::TensorData {
+                    path: t.file.to_path_buf(),
+                    tensor: t.name,
+                    what: format!("shape {:?} is not a matrix to transpose", t.shape),
+                });
+            }
+            t.shape.reverse();
+            t.transposed = true;
+        }
         Ok(t)
     }
 
@@ -381,7 +399,7 @@ pub fn to_f32(t: &TensorRef<'_>) -> Result<Vec<f32>> {
             what: format!("{} bytes for {n} {:?} values", b.len(), t.dtype),
         });
     }
-    Ok(match t.dtype {
+    let values: Vec<f32> = match t.dtype {
         Dtype::F32 => b
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -394,6 +412,11 @@ pub fn to_f32(t: &TensorRef<'_>) -> Result<Vec<f32>> {
             .chunks_exact(2)
             .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
+    };
+    Ok(match (t.transposed, t.shape.as_slice()) {
+        // Stored [c, r] for the logical [r, c].
+        (true, &[r, c]) => upload::transpose(&values, c, r),
+        _ => values,
     })
 }
 

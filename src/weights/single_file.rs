@@ -2,7 +2,10 @@
 //! one `.safetensors` with `model.diffusion_model.*` (U-Net), `first_stage_model.*` (VAE)
 //! and `cond_stage_model.transformer.*` (SD 1.x: Hugging Face CLIP keys) or
 //! `cond_stage_model.model.*` (SD 2.x: the OpenCLIP text tower, with fused
-//! `attn.in_proj_weight`).
+//! `attn.in_proj_weight`); SDXL's (Stability's "SGM" layout) has both towers as
+//! `conditioner.embedders.0.transformer.*` (CLIP ViT-L) and `conditioner.embedders.1.model.*`
+//! (OpenCLIP ViT-bigG with its `text_projection`), and the U-Net's added embedding as
+//! `label_emb.0.{0,2}`.
 //!
 //! Nothing is converted in memory ahead of time: each network gets a view of the file whose
 //! tensor names are the diffusers ones, built by renaming every key of the file. The renaming
@@ -20,14 +23,66 @@ pub const UNET_PREFIX: &str = "model.diffusion_model.";
 pub const VAE_PREFIX: &str = "first_stage_model.";
 pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.";
 pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
+pub const SGM_CLIP_PREFIX: &str = "conditioner.embedders.0.transformer.";
+pub const SGM_OPEN_CLIP_PREFIX: &str = "conditioner.embedders.1.model.";
+/// SDXL refiner single files: OpenCLIP ViT-bigG alone, as the first embedder.
+const SGM_REFINER_PREFIX: &str = "conditioner.embedders.0.model.";
 
-/// Which text tower a single file holds.
+/// Which text tower(s) a single file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TextTower {
     /// SD 1.x: OpenAI CLIP ViT-L/14 in Hugging Face keys.
     Clip,
     /// SD 2.x: OpenCLIP ViT-H/14 in its own keys.
     OpenClip,
+    /// SDXL base: CLIP ViT-L/14 (Hugging Face keys) and OpenCLIP ViT-bigG/14 with its
+    /// projection, in the SGM layout.
+    Sdxl,
+}
+
+/// Where one text tower's tensors lie in a single file: the key prefix, and whether the
+/// keys are OpenCLIP's (else Hugging Face CLIP's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TowerKeys {
+    pub prefix: &'static str,
+    pub open_clip: bool,
+}
+
+impl TextTower {
+    /// The first text encoder's keys.
+    pub fn first(self) -> TowerKeys {
+        match self {
+            Self::Clip => TowerKeys {
+                prefix: CLIP_PREFIX,
+                open_clip: false,
+            },
+            Self::OpenClip => TowerKeys {
+                prefix: OPEN_CLIP_PREFIX,
+                open_clip: true,
+            },
+            Self::Sdxl => TowerKeys {
+                prefix: SGM_CLIP_PREFIX,
+                open_clip: false,
+            },
+        }
+    }
+
+    /// SDXL's second text encoder's keys.
+    pub fn second(self) -> Option<TowerKeys> {
+        (self == Self::Sdxl).then_some(TowerKeys {
+            prefix: SGM_OPEN_CLIP_PREFIX,
+            open_clip: true,
+        })
+    }
+
+    /// The renames naming `keys` (a file's) as this tower's `CLIPTextModel`.
+    fn renames<'a>(t: TowerKeys, keys: impl Iterator<Item = &'a str>) -> HashMap<String, Rename> {
+        if t.open_clip {
+            open_clip_renames(t.prefix, keys)
+        } else {
+            clip_renames(t.prefix, keys)
+        }
+    }
 }
 
 /// A single-file checkpoint opened as three diffusers-named views.
@@ -36,6 +91,8 @@ pub struct SingleFile {
     pub unet: Weights,
     pub vae: Weights,
     pub text_encoder: Weights,
+    /// SDXL's second text encoder.
+    pub text_encoder_2: Option<Weights>,
     pub tower: TextTower,
     /// Every key of the file with its shape (for architecture inference).
     pub shapes: HashMap<String, Vec<usize>>,
@@ -44,7 +101,17 @@ pub struct SingleFile {
 /// The text tower a file's keys name, or an error saying what is missing.
 pub fn text_tower(path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<TextTower> {
     let has = |p: &str| shapes.keys().any(|k| k.starts_with(p));
-    if has(OPEN_CLIP_PREFIX) {
+    if has(SGM_CLIP_PREFIX) && has(SGM_OPEN_CLIP_PREFIX) {
+        Ok(TextTower::Sdxl)
+    } else if has(SGM_REFINER_PREFIX) {
+        Err(Error::ModelLayout {
+            path: path.to_path_buf(),
+            what: format!(
+                "an SDXL refiner single file (`{SGM_REFINER_PREFIX}*`): not supported as a \
+                 single file yet; use its diffusers folder"
+            ),
+        })
+    } else if has(OPEN_CLIP_PREFIX) {
         Ok(TextTower::OpenClip)
     } else if has(CLIP_PREFIX) {
         Ok(TextTower::Clip)
@@ -52,8 +119,9 @@ pub fn text_tower(path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<T
         Err(Error::ModelLayout {
             path: path.to_path_buf(),
             what: format!(
-                "no text encoder in the file (expected keys `{CLIP_PREFIX}*` or \
-                 `{OPEN_CLIP_PREFIX}*`)"
+                "no text encoder in the file (expected keys `{CLIP_PREFIX}*`, \
+                 `{OPEN_CLIP_PREFIX}*`, or SDXL's `{SGM_CLIP_PREFIX}*` and \
+                 `{SGM_OPEN_CLIP_PREFIX}*`)"
             ),
         })
     }
@@ -75,15 +143,18 @@ impl SingleFile {
             }
         }
         let tower = text_tower(path, &shapes)?;
-        let vae = vae_renames(shapes.keys().map(String::as_str));
-        let text = match tower {
-            TextTower::Clip => clip_renames(shapes.keys().map(String::as_str)),
-            TextTower::OpenClip => open_clip_renames(shapes.keys().map(String::as_str)),
+        let keys = || shapes.keys().map(String::as_str);
+        let vae = vae_renames(keys());
+        let text = TextTower::renames(tower.first(), keys());
+        let text_encoder_2 = match tower.second() {
+            Some(t) => Some(Weights::open_file(path)?.with_renames(TextTower::renames(t, keys()))),
+            None => None,
         };
         Ok(Self {
             unet: probe,
             vae: Weights::open_file(path)?.with_renames(vae),
             text_encoder: Weights::open_file(path)?.with_renames(text),
+            text_encoder_2,
             tower,
             shapes,
         })
@@ -121,9 +192,12 @@ fn resnet_leaf(rest: &str) -> Option<String> {
 /// One U-Net key of the original layout (without `model.diffusion_model.`) → its diffusers
 /// name; `None` for keys the engine does not use (or does not know).
 pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
-    const FIXED: [(&str, &str); 5] = [
+    const FIXED: [(&str, &str); 7] = [
         ("time_embed.0.", "time_embedding.linear_1."),
         ("time_embed.2.", "time_embedding.linear_2."),
+        // SDXL's `text_time` embedding.
+        ("label_emb.0.0.", "add_embedding.linear_1."),
+        ("label_emb.0.2.", "add_embedding.linear_2."),
         ("input_blocks.0.0.", "conv_in."),
         ("out.0.", "conv_norm_out."),
         ("out.2.", "conv_out."),
@@ -265,11 +339,14 @@ pub fn vae_renames<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> HashMap<S
     .collect()
 }
 
-/// SD 1.x: Hugging Face CLIP keys behind `cond_stage_model.transformer.` (with or without
+/// SD 1.x and SDXL's first tower: Hugging Face CLIP keys behind `prefix` (with or without
 /// `text_model.`), named as a `CLIPTextModel` with the `text_model.` prefix.
-pub fn clip_renames<'a>(keys: impl Iterator<Item = &'a str>) -> HashMap<String, Rename> {
+pub fn clip_renames<'a>(
+    prefix: &str,
+    keys: impl Iterator<Item = &'a str>,
+) -> HashMap<String, Rename> {
     keys.filter_map(|k| {
-        let rest = k.strip_prefix(CLIP_PREFIX)?;
+        let rest = k.strip_prefix(prefix)?;
         let name = if rest.starts_with("text_model.") {
             rest.to_string()
         } else {
@@ -280,16 +357,29 @@ pub fn clip_renames<'a>(keys: impl Iterator<Item = &'a str>) -> HashMap<String, 
     .collect()
 }
 
-/// SD 2.x: the OpenCLIP text tower, named as a `CLIPTextModel` (`text_model.` prefix). The
-/// fused `attn.in_proj_*` splits into q/k/v by rows; `text_projection` and `logit_scale`
-/// are unused, and so is the last resblock when the model takes the penultimate layer (the
-/// text config then has one layer less).
-pub fn open_clip_renames<'a>(keys: impl Iterator<Item = &'a str>) -> HashMap<String, Rename> {
+/// SD 2.x and SDXL's second tower: the OpenCLIP text tower behind `prefix`, named as a
+/// `CLIPTextModel(WithProjection)` (`text_model.` prefix). The fused `attn.in_proj_*` splits
+/// into q/k/v by rows; `text_projection` (`x @ P`, `[width, projection]`) is the transpose of
+/// the projection's `Linear.weight` (used by SDXL only); `logit_scale` is unused, and so is
+/// the last resblock when the model takes the penultimate layer (SD 2.x's text config then
+/// has one layer less).
+pub fn open_clip_renames<'a>(
+    prefix: &str,
+    keys: impl Iterator<Item = &'a str>,
+) -> HashMap<String, Rename> {
     let mut out = HashMap::new();
     for k in keys {
-        let Some(rest) = k.strip_prefix(OPEN_CLIP_PREFIX) else {
+        let Some(rest) = k.strip_prefix(prefix) else {
             continue;
         };
+        if rest == "text_projection" {
+            let r = Rename {
+                transpose: true,
+                ..Rename::to(k)
+            };
+            out.insert("text_projection.weight".to_string(), r);
+            continue;
+        }
         let fixed = match rest {
             "token_embedding.weight" => Some("embeddings.token_embedding.weight".to_string()),
             "positional_embedding" => Some("embeddings.position_embedding.weight".to_string()),

@@ -141,7 +141,7 @@ impl Weights {
                     (
                         t.identity.0.clone(),
                         (t.identity.1, t.identity.2),
-                        (t.file_offset, t.bytes.len()),
+                        (t.file_offset, t.bytes.len(), t.transposed),
                     )
                 })
                 .collect(),
@@ -222,7 +222,7 @@ fn check_f16_range(t: &TensorRef<'_>, values: &[f32], dtype: DType) -> Result<()
     }
 }
 
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(super) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; v.len()];
     for r in 0..rows {
         for c in 0..cols {
