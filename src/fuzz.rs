@@ -195,7 +195,8 @@ impl Harness {
         ] {
             let _ = single_file::open_clip_renames(prefix, keys());
         }
-        let _ = single_file::vae_renames(keys());
+        let _ = single_file::vae_renames(single_file::VAE_PREFIX, keys());
+        let _ = single_file::vae_renames("", keys());
         for lpb in [1, 2, 3] {
             let _ = single_file::unet_renames(keys(), lpb);
         }

@@ -173,7 +173,7 @@ fn renames_cover_full_size_checkpoints() {
             "{which}: unmapped U-Net keys {unmapped:?}"
         );
         assert_eq!(unet.len(), count("model.diffusion_model."), "{which} unet");
-        let vae = vae_renames(keys());
+        let vae = vae_renames("first_stage_model.", keys());
         assert_eq!(vae.len(), count("first_stage_model."), "{which} vae");
         let sources: HashSet<_> = unet.values().map(|r| &r.source).collect();
         assert_eq!(sources.len(), unet.len());

@@ -343,6 +343,11 @@ pub struct LoadOptions {
     /// beside the checkpoint if there is one, else inferred from the tensor shapes. Ignored
     /// for diffusers folders, which carry their own configs.
     pub config: Option<PathBuf>,
+    /// A VAE to use instead of the model's (diffusers' `vae=AutoencoderKL…` argument; e.g. the
+    /// fp16-fix SDXL VAE): a diffusers `AutoencoderKL` folder (its `config.json` gives the
+    /// scaling factor and `force_upcast`), or one `.safetensors` file, diffusers-named or in
+    /// the original layout, of the model's VAE architecture (the model's VAE config applies).
+    pub vae: Option<PathBuf>,
     /// Upload a private copy of every weight. By default a model already loaded on the same
     /// `Gpu` (same files) shares its weight buffers: a second pipeline costs no weight memory.
     pub private_weights: bool,
@@ -402,10 +407,33 @@ impl Pipeline {
                 (arch, [sf.text_encoder, sf.unet, sf.vae], sf.text_encoder_2)
             }
         };
+        let (arch, parts) = match &opts.vae {
+            Some(v) => Self::with_vae(arch, parts, v)?,
+            None => (arch, parts),
+        };
         let share = !opts.private_weights;
         let parts = parts.map(|w| w.sharing(share));
         let te2 = te2.map(|w| w.sharing(share));
         Self::from_parts(gpu, path, arch, parts, te2, dtype, latent_rgb)
+    }
+
+    /// `arch` and `[text_encoder, unet, vae]` with the VAE at `path` instead (see
+    /// [`LoadOptions::vae`]).
+    fn with_vae(
+        mut arch: Architecture,
+        [te, unet, _]: [Weights; 3],
+        path: &Path,
+    ) -> Result<(Architecture, [Weights; 3])> {
+        let vae = if path.is_dir() {
+            let mut cfg = AutoencoderKLConfig::from_file(&path.join("config.json"))?;
+            // Only diffusers' SDXL pipelines upcast the VAE.
+            cfg.force_upcast &= arch.text_2.is_some();
+            arch.vae = cfg;
+            Weights::open(path, &component_files(path)?)?
+        } else {
+            crate::weights::single_file::standalone_vae(path)?
+        };
+        Ok((arch, [te, unet, vae]))
     }
 
     /// A pipeline of the architecture `arch` with random weights ([`Synthetic`]): what

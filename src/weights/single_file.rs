@@ -46,6 +46,8 @@ pub enum TextTower {
 pub struct TowerKeys {
     pub prefix: &'static str,
     pub open_clip: bool,
+    /// The tower's `text_projection` is read (SDXL's second; SD 2.x's is unused).
+    pub projection: bool,
 }
 
 impl TextTower {
@@ -55,14 +57,17 @@ impl TextTower {
             Self::Clip => TowerKeys {
                 prefix: CLIP_PREFIX,
                 open_clip: false,
+                projection: false,
             },
             Self::OpenClip => TowerKeys {
                 prefix: OPEN_CLIP_PREFIX,
                 open_clip: true,
+                projection: false,
             },
             Self::Sdxl => TowerKeys {
                 prefix: SGM_CLIP_PREFIX,
                 open_clip: false,
+                projection: false,
             },
         }
     }
@@ -72,13 +77,18 @@ impl TextTower {
         (self == Self::Sdxl).then_some(TowerKeys {
             prefix: SGM_OPEN_CLIP_PREFIX,
             open_clip: true,
+            projection: true,
         })
     }
 
     /// The renames naming `keys` (a file's) as this tower's `CLIPTextModel`.
     fn renames<'a>(t: TowerKeys, keys: impl Iterator<Item = &'a str>) -> HashMap<String, Rename> {
         if t.open_clip {
-            open_clip_renames(t.prefix, keys)
+            let mut r = open_clip_renames(t.prefix, keys);
+            if !t.projection {
+                r.remove("text_projection.weight");
+            }
+            r
         } else {
             clip_renames(t.prefix, keys)
         }
@@ -144,7 +154,7 @@ impl SingleFile {
         }
         let tower = text_tower(path, &shapes)?;
         let keys = || shapes.keys().map(String::as_str);
-        let vae = vae_renames(keys());
+        let vae = vae_renames(VAE_PREFIX, keys());
         let text = TextTower::renames(tower.first(), keys());
         let text_encoder_2 = match tower.second() {
             Some(t) => Some(Weights::open_file(path)?.with_renames(TextTower::renames(t, keys()))),
@@ -317,17 +327,22 @@ pub fn vae_key(key: &str, levels: usize) -> Option<(String, bool)> {
     Some((format!("{part}.{inner}"), squeeze))
 }
 
-pub fn vae_renames<'a>(keys: impl Iterator<Item = &'a str> + Clone) -> HashMap<String, Rename> {
+/// The original-layout VAE keys behind `prefix` ([`VAE_PREFIX`] in a whole checkpoint, ""
+/// in a VAE file of its own) named as diffusers' `AutoencoderKL`.
+pub fn vae_renames<'a>(
+    prefix: &str,
+    keys: impl Iterator<Item = &'a str> + Clone,
+) -> HashMap<String, Rename> {
     let levels = keys
         .clone()
         .filter_map(|k| {
-            let r = k.strip_prefix(VAE_PREFIX)?.strip_prefix("decoder.up.")?;
+            let r = k.strip_prefix(prefix)?.strip_prefix("decoder.up.")?;
             r.split_once('.')?.0.parse::<usize>().ok()
         })
         .max()
         .map_or(0, |m| m + 1);
     keys.filter_map(|k| {
-        let (name, squeeze) = vae_key(k.strip_prefix(VAE_PREFIX)?, levels)?;
+        let (name, squeeze) = vae_key(k.strip_prefix(prefix)?, levels)?;
         Some((
             name,
             Rename {
@@ -426,4 +441,28 @@ pub fn open_clip_renames<'a>(
         }
     }
     out
+}
+
+/// A VAE file of its own (`--vae FILE`, e.g. `sdxl_vae.safetensors`): diffusers-named tensors
+/// as they are, or the original layout (`decoder.up.*`, with or without
+/// `first_stage_model.`) renamed.
+pub fn standalone_vae(path: &Path) -> Result<Weights> {
+    let w = Weights::open_file(path)?;
+    let shapes = w.file_shapes();
+    let keys = || shapes.keys().map(String::as_str);
+    let has = |p: &str| shapes.keys().any(|k| k.starts_with(p));
+    Ok(if has(VAE_PREFIX) {
+        w.with_renames(vae_renames(VAE_PREFIX, keys()))
+    } else if has("decoder.up.") {
+        w.with_renames(vae_renames("", keys()))
+    } else if has("decoder.up_blocks.") {
+        w
+    } else {
+        return Err(Error::ModelLayout {
+            path: path.to_path_buf(),
+            what: "not a VAE (no `decoder.up_blocks.*`, `decoder.up.*` or \
+                   `first_stage_model.decoder.up.*` tensors)"
+                .into(),
+        });
+    })
 }

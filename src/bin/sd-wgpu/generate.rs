@@ -102,6 +102,11 @@ pub struct GenerateArgs {
     /// the checkpoint, else inferred from its tensor shapes.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// A VAE instead of the model's (e.g. SDXL's fp16-fix): a diffusers AutoencoderKL folder
+    /// (its config's scaling factor and force_upcast apply) or one .safetensors file of the
+    /// model's VAE architecture (diffusers or original key names).
+    #[arg(long)]
+    vae: Option<PathBuf>,
     /// Image-to-image: start from this PNG, JPEG or WebP (its size, cropped to a multiple of
     /// 8, is the output size).
     #[arg(long)]
@@ -280,6 +285,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let opts = LoadOptions {
         dtype,
         config: a.config.clone(),
+        vae: a.vae.clone(),
         ..LoadOptions::default()
     };
     let model = match &a.model {
