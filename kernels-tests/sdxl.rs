@@ -174,6 +174,44 @@ fn sdxl_single_file_matches_diffusers_from_single_file() {
     assert!(e.contains("text encoder"), "{e}");
 }
 
+/// `--vae`: a separate VAE as diffusers' `vae=` argument takes it — a folder with its own
+/// config (another architecture, scaling factor 0.2, `force_upcast` false: both honoured) and
+/// one original-layout file of the model's VAE architecture; anything else is refused.
+#[test]
+fn sdxl_with_a_separate_vae_matches_diffusers() {
+    use sd_wgpu::pipeline::LoadOptions;
+    let gpu = gpu();
+    let g = golden();
+    let vg = Weights::open_file(&fixtures().join("vae-golden.safetensors")).unwrap();
+    for (name, vae) in [("folder", "vae-small"), ("file", "vae-ldm.safetensors")] {
+        let opts = LoadOptions {
+            vae: Some(fixtures().join(vae)),
+            ..LoadOptions::default()
+        };
+        let pipe = Pipeline::load_with(gpu, &fixtures().join("sdxl-tiny"), &opts).unwrap();
+        if name == "folder" {
+            assert_eq!(pipe.vae.config.scaling_factor, 0.2);
+            assert!(!pipe.vae.config.force_upcast);
+        }
+        let out = pipe.generate(gpu, &neg_request(&g), &mut |_| true).unwrap();
+        let img = vg
+            .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
+            .unwrap();
+        let p = psnr(&out.image, &img);
+        eprintln!("sdxl with the {name} VAE: image {p:.1} dB");
+        assert!(p >= 40.0, "{name}: {p} dB");
+    }
+    let bad = LoadOptions {
+        vae: Some(fixtures().join("sd1-tiny/unet/diffusion_pytorch_model.safetensors")),
+        ..LoadOptions::default()
+    };
+    let e = Pipeline::load_with(gpu, &fixtures().join("sdxl-tiny"), &bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("not a VAE"), "{e}");
+}
+
 /// SDXL's VAE runs in f32 activations (`force_upcast`, as diffusers' SDXL pipelines upcast
 /// it) even on a device that keeps f16 activations for f16 weights; SD 1.x's does not (its
 /// pipelines ignore the flag). The f16-activation SDXL run still matches diffusers' f32 one.
