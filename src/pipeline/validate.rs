@@ -70,12 +70,6 @@ impl Pipeline {
                 ));
             }
         }
-        if self.text_encoder_2.is_some() && req.init_image.is_some() {
-            return Err(Error::request(
-                "init_image",
-                "is given to an SDXL model: SDXL image-to-image and inpainting are not supported yet",
-            ));
-        }
         // SDXL micro-conditioning: sizes of at most the largest side, a crop inside the image.
         for (field, v) in [
             ("original_size", req.original_size),
