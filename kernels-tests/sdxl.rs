@@ -276,6 +276,32 @@ fn sdxl_img2img_and_inpainting_match_diffusers() {
     );
 }
 
+/// Weighted and long prompts on both SDXL encoders (the web UI's rule per encoder, pooled
+/// output from the first chunk, unweighted; `tools/make_sdxl_prompt_fixture.py`, the
+/// embeddings then through diffusers' SDXL pipeline).
+#[test]
+fn sdxl_weighted_and_long_prompts_match_the_reference() {
+    let pipe = Pipeline::load(gpu(), &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
+    let g = Weights::open_file(&fixtures().join("sdxl-prompt-golden.safetensors")).unwrap();
+    let long = std::fs::read_to_string(fixtures().join("prompt-long.txt")).unwrap();
+    let base = neg_request(&golden());
+    for (name, prompt, negative) in [
+        (
+            "weighted",
+            "a (red:1.3) sneaker on a [white] table",
+            "((blurry))",
+        ),
+        ("long", long.as_str(), "blurry"),
+    ] {
+        let req = Request {
+            prompt: prompt.into(),
+            negative_prompt: negative.into(),
+            ..base.clone()
+        };
+        check(&pipe, &g, name, &req);
+    }
+}
+
 /// SDXL's VAE runs in f32 activations (`force_upcast`, as diffusers' SDXL pipelines upcast
 /// it) even on a device that keeps f16 activations for f16 weights; SD 1.x's does not (its
 /// pipelines ignore the flag). The f16-activation SDXL run still matches diffusers' f32 one.

@@ -4,7 +4,7 @@
 use super::{Inpaint, LongPrompt, Pipeline, Request, guard::check_host};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
-use crate::models::clip::ClipTextModel;
+use crate::models::clip::{ClipTextModel, HiddenState};
 use crate::models::vae::{Posterior, VaeEncoder};
 use crate::ops::{self, Unary};
 use crate::rng::TorchGenerator;
@@ -17,6 +17,14 @@ use crate::tokenizer::{CONTEXT_LEN, Tokens};
 pub(super) struct Encoder {
     model: Option<std::sync::Arc<VaeEncoder>>,
     fresh: bool,
+}
+
+/// One encoder's context from chunked, weighted prompts ([`Pipeline::encode_chunked`]).
+pub(super) struct Chunked {
+    pub context: Tensor,
+    pub pooled: Option<Tensor>,
+    /// Tokens the positive prompt lost (truncate mode).
+    pub truncated: usize,
 }
 
 /// Where sampling starts: the latents (NHWC, already scaled to the first step's noise level),
@@ -54,8 +62,8 @@ impl Pipeline {
         self.encode_weighted(te, rec, req, guided)
     }
 
-    /// Weighted and/or chunked prompts (see [`crate::prompt`]): every chunk of both prompts in
-    /// one text-encoder batch, weights applied on the host, context `[n, 77·k, width]`.
+    /// Weighted and/or chunked prompts through the SD 1.x / 2.x encoder: see
+    /// [`Pipeline::encode_chunked`].
     fn encode_weighted(
         &self,
         te: &ClipTextModel,
@@ -63,6 +71,34 @@ impl Pipeline {
         req: &Request,
         guided: bool,
     ) -> Result<(Tensor, usize)> {
+        let mut prompts = vec![req.prompt.as_str()];
+        if guided {
+            prompts.insert(0, req.negative_prompt.as_str());
+        }
+        let which = HiddenState::Normed {
+            clip_skip: req.clip_skip,
+        };
+        let c = self.encode_chunked(te, &self.tokenizer, rec, req, &prompts, which, false)?;
+        Ok((c.context, c.truncated))
+    }
+
+    /// Weighted and/or chunked prompts (see [`crate::prompt`]) through one text encoder: every
+    /// chunk of every prompt (rows in `prompts`' order) in one batch, each prompt padded with
+    /// empty chunks to the longest's count k, the weights applied to each chunk's hidden state
+    /// `which` on the host. The context is `[rows, 77·k, width]`; with `pooled`, also the
+    /// projected pooled output of each prompt's first chunk, unweighted (as the web UI takes
+    /// SDXL's `text_embeds`), `[rows, d]`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn encode_chunked(
+        &self,
+        te: &ClipTextModel,
+        tok: &crate::tokenizer::ClipTokenizer,
+        rec: &mut Recorder<'_>,
+        req: &Request,
+        prompts: &[&str],
+        which: HiddenState,
+        pooled: bool,
+    ) -> Result<Chunked> {
         use crate::prompt::{Chunks, apply_weights, chunk_prompt};
         let truncate = |mut c: Chunks| {
             let dropped = c.tokens.saturating_sub(crate::prompt::CHUNK);
@@ -72,50 +108,68 @@ impl Pipeline {
             }
             (c, dropped)
         };
-        let (pos, dropped) = truncate(chunk_prompt(&self.tokenizer, &req.prompt)?);
-        let mut prompts = vec![pos];
-        if guided {
-            prompts.insert(
-                0,
-                truncate(chunk_prompt(&self.tokenizer, &req.negative_prompt)?).0,
-            );
+        let mut chunks = Vec::new();
+        let mut dropped = 0;
+        for p in prompts {
+            let (c, d) = truncate(chunk_prompt(tok, p)?);
+            chunks.push(c);
+            dropped = d; // the last (positive) prompt's
         }
-        // Both prompts get the same number of chunks (empty ones appended).
-        let k = prompts.iter().map(|c| c.ids.len()).max().unwrap_or(1);
-        let (empty_ids, empty_w) = self.tokenizer.frame(&[], &[]);
-        for c in &mut prompts {
+        // Every prompt gets the same number of chunks (empty ones appended).
+        let k = chunks.iter().map(|c| c.ids.len()).max().unwrap_or(1);
+        let (empty_ids, empty_w) = tok.frame(&[], &[]);
+        for c in &mut chunks {
             c.ids.resize(k, empty_ids.clone());
             c.weights.resize(k, empty_w.clone());
         }
-        let rows: Vec<Vec<u32>> = prompts.iter().flat_map(|c| c.ids.clone()).collect();
-        let z = te.forward(rec, &rows, req.clip_skip)?;
-        let width = z.shape()[2];
+        let rows: Vec<Vec<u32>> = chunks.iter().flat_map(|c| c.ids.clone()).collect();
+        let out = te.encode(rec, &rows, which, pooled)?;
+        let width = out.hidden.shape()[2];
         // The weights need the encoder's output on the host (77 × width per chunk: small).
         let mut sub = Recorder::new(rec.gpu());
         std::mem::swap(rec, &mut sub);
         sub.submit()?;
-        let mut host = z.to_vec(rec.gpu())?;
+        let mut host = out.hidden.to_vec(rec.gpu())?;
         let per = CONTEXT_LEN * width;
         for (chunk, w) in host
             .chunks_exact_mut(per)
-            .zip(prompts.iter().flat_map(|c| c.weights.iter()))
+            .zip(chunks.iter().flat_map(|c| c.weights.iter()))
         {
             apply_weights(chunk, w, width);
         }
-        let n = prompts.len();
-        let ctx = Tensor::from_f32(
+        let n = chunks.len();
+        let context = Tensor::from_f32(
             rec.gpu(),
             &host,
             &[n, k * CONTEXT_LEN, width],
             DType::F32,
             "prompt context",
         )?;
+        let pooled = match out.pooled {
+            Some(p) => {
+                let d = p.shape()[1];
+                let all = p.to_vec(rec.gpu())?;
+                let first: Vec<f32> = all.chunks_exact(d).step_by(k).flatten().copied().collect();
+                Some(Tensor::from_f32(
+                    rec.gpu(),
+                    &first,
+                    &[n, d],
+                    DType::F32,
+                    "pooled text embedding",
+                )?)
+            }
+            None => None,
+        };
         let truncated = if req.long_prompt == LongPrompt::Truncate {
             dropped
         } else {
             0
         };
-        Ok((ctx, truncated))
+        Ok(Chunked {
+            context,
+            pooled,
+            truncated,
+        })
     }
 
     /// The text context `req` gives the U-Net (host copy): `[2, 77·k, width]` (negative

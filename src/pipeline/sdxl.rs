@@ -4,7 +4,7 @@
 //! `text_embeds`, zeros for an absent negative prompt (`force_zeros_for_empty_prompt`), and
 //! six time ids per image.
 
-use super::{Pipeline, Request};
+use super::{LongPrompt, Pipeline, Request};
 use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder};
 use crate::models::clip::{ClipTextModel, HiddenState};
@@ -30,17 +30,6 @@ impl Pipeline {
         req: &Request,
         guided: bool,
     ) -> Result<XlPrompt> {
-        for (what, p) in [
-            ("prompt", &req.prompt),
-            ("negative prompt", &req.negative_prompt),
-        ] {
-            if crate::prompt::has_weights(p) {
-                return Err(Error::unsupported(
-                    "SDXL",
-                    format!("the {what} has weights (…:1.2); not supported with SDXL yet"),
-                ));
-            }
-        }
         // diffusers: zeros when no negative prompt is given and the model says so.
         let zeros = guided
             && self.force_zeros_for_empty_prompt
@@ -53,6 +42,32 @@ impl Pipeline {
         let which = HiddenState::Penultimate {
             clip_skip: req.clip_skip,
         };
+        // Weights or a long prompt in chunk mode: the web UI's way, on both encoders.
+        let plain = |p: &str| -> Result<bool> {
+            Ok(!crate::prompt::has_weights(p)
+                && (self.tokenizer.encode(p)?.truncated == 0
+                    || req.long_prompt == LongPrompt::Truncate))
+        };
+        let mut all_plain = true;
+        for p in &prompts {
+            all_plain &= plain(p)?;
+        }
+        if !all_plain {
+            let [te1, te2] = encoders;
+            let a = self.encode_chunked(te1, &self.tokenizer, rec, req, &prompts, which, false)?;
+            let b = self.encode_chunked(te2, tokenizer_2, rec, req, &prompts, which, true)?;
+            if a.context.shape()[1] != b.context.shape()[1] {
+                return Err(Error::unsupported(
+                    "SDXL",
+                    "the two tokenizers cut the prompt into different numbers of chunks",
+                ));
+            }
+            let pooled = b.pooled.ok_or_else(|| {
+                Error::unsupported("SDXL", "text_encoder_2 has no text_projection")
+            })?;
+            let context = ops::concat_channels(rec, &a.context, &b.context)?;
+            return self.finish_xl(rec, context, pooled, zeros, a.truncated);
+        }
         let mut truncated_tokens = 0;
         let mut hidden = Vec::new();
         let mut pooled = None;
@@ -76,6 +91,19 @@ impl Pipeline {
         let pooled = pooled
             .ok_or_else(|| Error::unsupported("SDXL", "text_encoder_2 has no text_projection"))?;
         let context = ops::concat_channels(rec, &hidden[0], &hidden[1])?; // [r, 77, h1 + h2]
+        self.finish_xl(rec, context, pooled, zeros, truncated_tokens)
+    }
+
+    /// The context `[r, 77·k, h1 + h2]` and pooled rows, with the zero unconditional row
+    /// first when `zeros` (`force_zeros_for_empty_prompt`).
+    fn finish_xl(
+        &self,
+        rec: &mut Recorder<'_>,
+        context: Tensor,
+        pooled: Tensor,
+        zeros: bool,
+        truncated_tokens: usize,
+    ) -> Result<XlPrompt> {
         let (context, pooled) = if zeros {
             (
                 zero_row_first(rec, &context)?,

@@ -155,7 +155,12 @@ impl Pipeline {
         } else {
             1
         });
-        let width = self.text_encoder.config.hidden_size;
+        // SDXL: both encoders' states side by side.
+        let width = self.text_encoder.config.hidden_size
+            + self
+                .text_encoder_2
+                .as_ref()
+                .map_or(0, |t| t.config.hidden_size);
         let context = (if guided { 2 } else { 1 } * req.batch_size)
             .checked_mul(k * crate::tokenizer::CONTEXT_LEN * width)
             .filter(|&v| v <= MAX_HOST_VALUES);
@@ -169,14 +174,20 @@ impl Pipeline {
                 ),
             ));
         }
-        let layers = self.text_encoder.config.num_hidden_layers;
-        if req.clip_skip >= layers {
+        // SDXL takes the penultimate layer's state: one layer fewer to skip.
+        let xl = usize::from(self.text_encoder_2.is_some());
+        let layers = std::iter::once(&self.text_encoder.config)
+            .chain(self.text_encoder_2.as_ref().map(|t| &t.config))
+            .map(|c| c.num_hidden_layers)
+            .min()
+            .unwrap_or(0);
+        if req.clip_skip + xl >= layers {
             return Err(Error::request(
                 "clip_skip",
                 format!(
-                    "is {}; the text encoder has {layers} layers (0 to {})",
+                    "is {}; the text encoders have {layers} layers (0 to {})",
                     req.clip_skip,
-                    layers - 1
+                    layers.saturating_sub(1 + xl)
                 ),
             ));
         }
