@@ -68,11 +68,11 @@ enum ArchArg {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// sd15 / sd21: the diffusers configs with random weights made here (no checkpoint);
+    /// sd15 / sd21 / sdxl: the diffusers configs with random weights made here (no checkpoint);
     /// builtin: the built-in model.
     #[arg(long, value_enum, default_value = "sd15")]
     arch: ArchArg,
-    /// Default: the model's native size (sd15 512, sd21 768, builtin 32).
+    /// Default: the model's native size (sd15 512, sd21 768, sdxl 1024, builtin 32).
     #[arg(long)]
     width: Option<usize>,
     #[arg(long)]
@@ -108,7 +108,7 @@ struct BenchArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Measure a whole model (text encoder, guided steps, VAE decode) on this adapter, with
-    /// random weights for sd15 / sd21: no model file needed.
+    /// random weights for sd15 / sd21 / sdxl: no model file needed.
     Bench(Box<BenchArgs>),
     /// Generate an image from a text prompt.
     Generate(Box<GenerateArgs>),
