@@ -302,6 +302,89 @@ fn sdxl_weighted_and_long_prompts_match_the_reference() {
     }
 }
 
+/// The tiny SDXL refiner as a diffusers folder: `tests/fixtures/pipeline/sdxl-refiner-tiny`'s
+/// own parts with the base's `text_encoder_2`, `tokenizer_2` and `vae` copied in (the fixture
+/// keeps one copy of them).
+fn refiner_folder() -> std::path::PathBuf {
+    fn copy(from: &std::path::Path, to: &std::path::Path) {
+        if from.is_dir() {
+            std::fs::create_dir_all(to).unwrap();
+            for e in std::fs::read_dir(from).unwrap() {
+                let e = e.unwrap();
+                copy(&e.path(), &to.join(e.file_name()));
+            }
+        } else {
+            std::fs::copy(from, to).unwrap();
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-refiner-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy(&fixtures().join("sdxl-refiner-tiny"), &dir);
+    for part in ["text_encoder_2", "tokenizer_2", "vae"] {
+        copy(&fixtures().join("sdxl-tiny").join(part), &dir.join(part));
+    }
+    dir
+}
+
+/// SDXL base + refiner against diffusers' ensemble (`tools/make_sdxl_refiner_fixture.py`):
+/// the base's 6 Euler steps cut at 0.7 (`denoising_end`: 4 run), the refiner — its one text
+/// encoder, five time ids with aesthetic scores, no zeros for the negative prompt — from
+/// those latents (`denoising_start`: 2 run); and the refiner alone as image-to-image with
+/// other aesthetic scores.
+#[test]
+fn sdxl_base_and_refiner_match_diffusers() {
+    use sd_wgpu::pipeline::InitImage;
+    let gpu = gpu();
+    let base = Pipeline::load(gpu, &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
+    let dir = refiner_folder();
+    let refiner = Pipeline::load(gpu, &dir, WeightDType::Auto).unwrap();
+    assert!(refiner.requires_aesthetics_score && refiner.is_xl());
+    assert!(refiner.text_encoder_2.is_none() && !refiner.force_zeros_for_empty_prompt);
+    let g = Weights::open_file(&fixtures().join("sdxl-refiner-golden.safetensors")).unwrap();
+    let req = Request {
+        steps: 6,
+        ..neg_request(&golden())
+    };
+    let mut steps = Vec::new();
+    let out = base
+        .generate_refined(gpu, &refiner, &req, 0.7, &mut |p| {
+            steps.push((p.step, p.steps));
+            true
+        })
+        .unwrap();
+    assert_eq!(out.steps_run, 6);
+    assert_eq!(steps.last(), Some(&(2, 2)), "{steps:?}");
+    let want = g.read_f32("final_ensemble", &[1, 4, 8, 8]).unwrap();
+    let img = g.read_f32("image_ensemble", &[1, 32, 32, 3]).unwrap();
+    let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
+    eprintln!("sdxl base + refiner: final latents relative L2 {e:.2e}, image {p:.1} dB");
+    assert!(e <= 1e-3 && p >= 40.0, "{e} {p}");
+    // The refiner alone, as image-to-image.
+    let (_, _, rgb) =
+        sd_wgpu::imageio::read_image_rgb(&fixtures().join("img2img-input.png")).unwrap();
+    let img2img = Request {
+        steps: 4,
+        seed: 42,
+        init_latents: None,
+        init_image: Some(InitImage::new(rgb, 0.5)),
+        aesthetic_score: 7.0,
+        negative_aesthetic_score: 2.0,
+        ..req.clone()
+    };
+    let out = refiner.generate(gpu, &img2img, &mut |_| true).unwrap();
+    let want = g.read_f32("image_refine_img", &[1, 32, 32, 3]).unwrap();
+    let p = psnr(&out.image, &want);
+    eprintln!("sdxl refiner image-to-image: {p:.1} dB");
+    assert!(p >= 40.0, "{p} dB");
+    // Out-of-range hand-overs are request errors.
+    let e = base
+        .generate_refined(gpu, &refiner, &req, 1.0, &mut |_| true)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("refiner_start"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// SDXL's VAE runs in f32 activations (`force_upcast`, as diffusers' SDXL pipelines upcast
 /// it) even on a device that keeps f16 activations for f16 weights; SD 1.x's does not (its
 /// pipelines ignore the flag). The f16-activation SDXL run still matches diffusers' f32 one.

@@ -56,6 +56,9 @@ pub struct Architecture {
     /// SDXL (`model_index.json`): no negative prompt gives a zero unconditional context and
     /// pooled output (diffusers' `force_zeros_for_empty_prompt`).
     pub force_zeros_for_empty_prompt: bool,
+    /// SDXL refiner (`model_index.json`): the time ids carry an aesthetic score instead of
+    /// the target size (five, not six), and the only text encoder is `text_encoder_2`.
+    pub requires_aesthetics_score: bool,
     pub unet: UNetConfig,
     pub vae: AutoencoderKLConfig,
     /// A diffusers `scheduler_config.json` (given, or the equivalent of the LDM settings).
@@ -72,45 +75,68 @@ impl Architecture {
     /// `scheduler/scheduler_config.json` and `tokenizer/` (the built-in CLIP vocabulary when
     /// it has none). Weights are not needed.
     pub fn from_folder(dir: &Path) -> Result<Self> {
-        let tok_dir = dir.join("tokenizer");
-        let tokenizer = if tok_dir.is_dir() {
-            ClipTokenizer::from_folder(&tok_dir)?
-        } else {
-            ClipTokenizer::builtin()?
+        let tokenizer_in = |name: &str| -> Result<ClipTokenizer> {
+            let d = dir.join(name);
+            if d.is_dir() {
+                ClipTokenizer::from_folder(&d)
+            } else {
+                ClipTokenizer::builtin()
+            }
         };
-        // SDXL: a second text encoder and tokenizer.
-        let text_2 = if dir.join("text_encoder_2").is_dir() {
-            let tok = dir.join("tokenizer_2");
+        let index = dir.join("model_index.json");
+        let index = if index.is_file() {
+            read_json(&index)?
+        } else {
+            serde_json::Value::Null
+        };
+        // SDXL: a second text encoder and tokenizer; the refiner has only those.
+        let has_2 = dir.join("text_encoder_2").is_dir();
+        let refiner = has_2 && !dir.join("text_encoder").is_dir();
+        let text_2 = if has_2 && !refiner {
             Some((
                 ClipTextConfig::from_file(&dir.join("text_encoder_2/config.json"))?,
-                if tok.is_dir() {
-                    ClipTokenizer::from_folder(&tok)?
-                } else {
-                    ClipTokenizer::builtin()?
-                },
+                tokenizer_in("tokenizer_2")?,
             ))
         } else {
             None
         };
-        let index = dir.join("model_index.json");
-        let force_zeros_for_empty_prompt = text_2.is_some()
-            && (!index.is_file()
-                || read_json(&index)?["force_zeros_for_empty_prompt"]
-                    .as_bool()
-                    .unwrap_or(true));
+        let (text, tokenizer) = if refiner {
+            (
+                ClipTextConfig::from_file(&dir.join("text_encoder_2/config.json"))?,
+                tokenizer_in("tokenizer_2")?,
+            )
+        } else {
+            (
+                ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
+                tokenizer_in("tokenizer")?,
+            )
+        };
+        let xl = has_2;
+        let flag = |k: &str, d: bool| index[k].as_bool().unwrap_or(d);
         let mut vae = AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?;
         // Only diffusers' SDXL pipelines upcast the VAE.
-        vae.force_upcast &= text_2.is_some();
+        vae.force_upcast &= xl;
         Ok(Self {
             vae,
             text_2,
-            force_zeros_for_empty_prompt,
-            text: ClipTextConfig::from_file(&dir.join("text_encoder/config.json"))?,
+            force_zeros_for_empty_prompt: xl && flag("force_zeros_for_empty_prompt", true),
+            requires_aesthetics_score: refiner && flag("requires_aesthetics_score", true),
+            text,
             unet: UNetConfig::from_file(&dir.join("unet/config.json"))?,
             scheduler: read_json(&dir.join("scheduler/scheduler_config.json"))?,
             tokenizer,
             source: ArchSource::Folder(dir.to_path_buf()),
         })
+    }
+
+    /// The folder a diffusers layout keeps the (first) text encoder's weights in: the
+    /// refiner's only encoder is `text_encoder_2`.
+    pub fn text_dir(&self) -> &'static str {
+        if self.text_2.is_none() && self.unet.addition_time_embed_dim.is_some() {
+            "text_encoder_2"
+        } else {
+            "text_encoder"
+        }
     }
 
     /// An original LDM yaml: U-Net, VAE and schedule from it; the text tower (whose yaml
@@ -137,6 +163,7 @@ impl Architecture {
             source: ArchSource::LdmYaml(path.to_path_buf()),
             text_2: None,
             force_zeros_for_empty_prompt: false,
+            requires_aesthetics_score: false,
         })
     }
 
@@ -178,6 +205,7 @@ impl Architecture {
             source: ArchSource::Inferred,
             text_2: None,
             force_zeros_for_empty_prompt: false,
+            requires_aesthetics_score: false,
         })
     }
 }
@@ -246,6 +274,7 @@ impl Architecture {
             source: ArchSource::Named("SD 1.5 (diffusers configs)"),
             text_2: None,
             force_zeros_for_empty_prompt: false,
+            requires_aesthetics_score: false,
         })
     }
 
@@ -261,6 +290,7 @@ impl Architecture {
             source: ArchSource::Named("SD 2.1 (diffusers configs)"),
             text_2: None,
             force_zeros_for_empty_prompt: false,
+            requires_aesthetics_score: false,
         })
     }
 }
@@ -300,6 +330,7 @@ impl Architecture {
             text: ClipTextConfig::sd15(),
             text_2: Some((text_2, builtin_tokenizer(TextTower::OpenClip)?)),
             force_zeros_for_empty_prompt: true,
+            requires_aesthetics_score: false,
             unet,
             vae: AutoencoderKLConfig {
                 scaling_factor: 0.13025,

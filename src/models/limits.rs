@@ -163,25 +163,32 @@ impl Architecture {
                 u.cross_attention_dim
             ));
         }
-        match (&self.text_2, u.addition_time_embed_dim) {
-            (Some((t2, _)), Some(d)) => {
-                let pooled = t2.projection_dim.unwrap_or(0);
-                if pooled + 6 * d != u.projection_class_embeddings_input_dim {
+        // The pooled projection comes from the second encoder (base) or the only one (the
+        // refiner, which takes five time ids: the aesthetic score for the target size).
+        let ids = if self.requires_aesthetics_score { 5 } else { 6 };
+        let pooling = self.text_2.as_ref().map_or(&self.text, |(t, _)| t);
+        match (u.addition_time_embed_dim, pooling.projection_dim) {
+            (Some(d), Some(pooled)) => {
+                if pooled + ids * d != u.projection_class_embeddings_input_dim {
                     return Err(format!(
-                        "the U-Net's add_embedding takes {} values, text_encoder_2's projection ({pooled}) and six time ids of {d} make {}",
+                        "the U-Net's add_embedding takes {} values, the text encoder's projection \
+                         ({pooled}) and {ids} time ids of {d} make {}",
                         u.projection_class_embeddings_input_dim,
-                        pooled + 6 * d
+                        pooled + ids * d
                     ));
                 }
             }
-            (None, Some(_)) => {
-                return Err("the U-Net takes SDXL's text_time conditions but the model has no text_encoder_2"
-                    .into());
-            }
             (Some(_), None) => {
+                return Err(
+                    "the U-Net takes SDXL's text_time conditions but no text encoder has a \
+                     projection (text_encoder_2)"
+                        .into(),
+                );
+            }
+            (None, _) if self.text_2.is_some() => {
                 return Err("a text_encoder_2 but the U-Net takes no added conditions".into());
             }
-            (None, None) => {}
+            (None, _) => {}
         }
         Ok(())
     }

@@ -561,22 +561,24 @@ impl UNet {
             };
         let text_time = c.addition_time_embed_dim;
         let text_embeds = rows(added.text_embeds, "text_embeds", text_time.map(|_| 0))?;
-        let time_ids = rows(added.time_ids, "time_ids", text_time.map(|_| 6))?;
+        // Six ids (SDXL base) or five (the refiner's, with the aesthetic score).
+        let time_ids = rows(added.time_ids, "time_ids", text_time.map(|_| 0))?;
         let timestep_cond = rows(added.timestep_cond, "timestep_cond", c.time_cond_proj_dim)?;
         let added = match (&self.add_embedding, text_embeds, time_ids, text_time) {
             (Some(add), Some(te), Some(ids), Some(d)) => {
-                // diffusers: add_time_proj(time_ids.flatten()) → [n, 6·d], after text_embeds.
-                let ids = ids.reshape(&[n * 6])?;
+                // diffusers: add_time_proj(time_ids.flatten()) → [n, k·d], after text_embeds.
+                let k = ids.shape()[1];
+                let ids = ids.reshape(&[n * k])?;
                 let (flip, shift) = (c.flip_sin_to_cos, c.freq_shift);
                 let tp = ops::timestep_embedding(rec, &ids, d, flip, shift, 1.0, 10000.0)?;
-                let tp = ops::cast(rec, &tp.reshape(&[n, 6 * d])?, act)?;
+                let tp = ops::cast(rec, &tp.reshape(&[n, k * d])?, act)?;
                 let te = ops::cast(rec, &te, act)?;
                 let cat = ops::concat_channels(rec, &te, &tp)?;
                 if cat.shape()[1] != c.projection_class_embeddings_input_dim {
                     return Err(Error::shape(
                         OP,
                         format!(
-                            "text_embeds {:?} and 6 time ids of {d} make {} values, add_embedding takes {}",
+                            "text_embeds {:?} and {k} time ids of {d} make {} values, add_embedding takes {}",
                             te.shape(),
                             cat.shape()[1],
                             c.projection_class_embeddings_input_dim

@@ -65,6 +65,19 @@ impl Generation<'_> {
         if offload {
             pipe.unet.release(gpu);
         }
+        // `denoising_end`: the latents are the result (for a refiner), not decoded.
+        if req.denoising_end.is_some() {
+            guard.finish(gpu)?;
+            return Ok(Output {
+                latents,
+                image: Vec::new(),
+                width: req.width,
+                height: req.height,
+                truncated_tokens,
+                steps_run,
+                timings,
+            });
+        }
         // The step's buffers are of no use to the VAE, whose activations are larger: free them
         // rather than hold both at the decoder's peak (the plan was dropped just above).
         gpu.trim_pool();

@@ -180,7 +180,14 @@ impl Pipeline {
         let (context, pooled, truncated_tokens) = match (&self.text_encoder_2, &self.tokenizer_2) {
             (Some(slot), Some(tok)) => {
                 let te2 = slot.get_timed(gpu, offload, &mut loading)?;
-                let xl = self.encode_prompts_xl([&te, &te2], tok, &mut rec, req, guided)?;
+                let encoders = [(&*te, &self.tokenizer), (&*te2, tok)];
+                let xl = self.encode_prompts_xl(&encoders, &mut rec, req, guided)?;
+                (xl.context, Some(xl.pooled), xl.truncated_tokens)
+            }
+            // The SDXL refiner: `text_encoder_2` alone.
+            _ if self.is_xl() => {
+                let xl =
+                    self.encode_prompts_xl(&[(&*te, &self.tokenizer)], &mut rec, req, guided)?;
                 (xl.context, Some(xl.pooled), xl.truncated_tokens)
             }
             _ => {
@@ -219,7 +226,7 @@ impl Pipeline {
         let clock = std::time::Instant::now();
         let unet = self.unet.get_timed(gpu, offload, &mut loading)?;
         let time_ids = match &pooled {
-            Some(_) => Some(Self::time_ids(gpu, req, n, guided)?),
+            Some(_) => Some(self.time_ids(gpu, req, n, guided)?),
             None => None,
         };
         let timestep_cond = self.guidance_condition(gpu, req, n)?;
@@ -236,7 +243,11 @@ impl Pipeline {
 
         let clock = std::time::Instant::now();
         let x = Tensor::from_f32(gpu, &latents, &[n, h, w, c], DType::F32, "latents")?;
-        let total = sampler.timesteps().len();
+        // `denoising_end`: the base model's part of a base + refiner run stops early.
+        let total = match req.denoising_end {
+            Some(end) => sampler.end_index(end).max(first),
+            None => sampler.timesteps().len(),
+        };
 
         // The step table: one row per timestep index.
         let rows: Vec<Vec<f32>> = (0..total)

@@ -22,6 +22,7 @@ pub mod lcm;
 mod memory;
 mod prepare;
 mod preview;
+mod refiner;
 mod resident;
 mod sdxl;
 mod validate;
@@ -44,6 +45,8 @@ pub struct Pipeline {
     pub tokenizer_2: Option<ClipTokenizer>,
     /// SDXL: an empty negative prompt gives zeros (see [`Request::encode_empty_negative`]).
     pub force_zeros_for_empty_prompt: bool,
+    /// SDXL refiner: the time ids carry aesthetic scores ([`Request::aesthetic_score`]).
+    pub requires_aesthetics_score: bool,
     pub unet: Resident<UNet, UNetConfig>,
     /// The VAE decoder.
     pub vae: Resident<VaeDecoder, AutoencoderKLConfig>,
@@ -156,6 +159,19 @@ pub struct Request {
     /// sizes are given: (original size, crop top-left, target size); else the row's ids are
     /// the prompt's.
     pub negative_micro: Option<MicroConditioning>,
+    /// SDXL refiner (`requires_aesthetics_score`): the prompt rows' aesthetic score (6) and
+    /// the unconditional rows' (2.5), in place of the target size.
+    pub aesthetic_score: f32,
+    pub negative_aesthetic_score: f32,
+    /// diffusers' `denoising_end` ∈ (0, 1): stop once the timesteps fall below
+    /// `(1 − end)·num_train_timesteps` and return the latents there, undecoded
+    /// ([`Output::image`] empty): the base model's part of a base + refiner run.
+    pub denoising_end: Option<f64>,
+    /// diffusers' `denoising_start` ∈ (0, 1) with `init_latents` the latents a
+    /// `denoising_end` run returned: continue from the first timestep below
+    /// `(1 − start)·num_train_timesteps`, the latents taken as they are (no encoding, no
+    /// noise): the refiner's part.
+    pub denoising_start: Option<f64>,
 }
 
 /// SDXL micro-conditioning of one row (diffusers' `_get_add_time_ids`): (height, width)
@@ -200,6 +216,10 @@ impl Default for Request {
             crops_coords_top_left: (0, 0),
             target_size: None,
             negative_micro: None,
+            aesthetic_score: 6.0,
+            negative_aesthetic_score: 2.5,
+            denoising_end: None,
+            denoising_start: None,
         }
     }
 }
@@ -369,7 +389,7 @@ impl Pipeline {
     pub fn load_with(gpu: &Gpu, path: &Path, opts: &LoadOptions) -> Result<Self> {
         let dtype = opts.dtype;
         let mut latent_rgb = LatentRgb::default();
-        let (arch, parts, te2) = match detect_layout(path)? {
+        let (parts, te2, arch) = match detect_layout(path)? {
             ModelLayout::Diffusers(dir) => {
                 let arch = Architecture::from_folder(&dir)?;
                 latent_rgb = LatentRgb::from_folder(&dir);
@@ -382,9 +402,9 @@ impl Pipeline {
                     None => None,
                 };
                 (
-                    arch,
-                    [open("text_encoder")?, open("unet")?, open("vae")?],
+                    [open(arch.text_dir())?, open("unet")?, open("vae")?],
                     te2,
+                    arch,
                 )
             }
             ModelLayout::SingleFile(file) => {
@@ -404,7 +424,7 @@ impl Pipeline {
                     });
                 }
                 let sf = sf.with_unet_layout(arch.unet.layers_per_block);
-                (arch, [sf.text_encoder, sf.unet, sf.vae], sf.text_encoder_2)
+                ([sf.text_encoder, sf.unet, sf.vae], sf.text_encoder_2, arch)
             }
         };
         let (arch, parts) = match &opts.vae {
@@ -499,6 +519,7 @@ impl Pipeline {
             text_encoder_2,
             tokenizer_2: arch.text_2.map(|(_, t)| t),
             force_zeros_for_empty_prompt: arch.force_zeros_for_empty_prompt,
+            requires_aesthetics_score: arch.requires_aesthetics_score,
             unet,
             vae,
             offload: Offload::default(),
@@ -510,6 +531,12 @@ impl Pipeline {
             latent_rgb,
             noise_chunk_bytes: NOISE_CHUNK_BYTES,
         })
+    }
+
+    /// An SDXL model (base or refiner): its U-Net takes the `text_time` conditions, its
+    /// prompts the encoders' penultimate states.
+    pub fn is_xl(&self) -> bool {
+        self.unet.config.addition_time_embed_dim.is_some()
     }
 
     /// Whether `req` runs classifier-free guidance (a batch of unconditional and conditional

@@ -274,6 +274,23 @@ impl Pipeline {
         // One torch-compatible generator per request: initial latents, then each step's noise,
         // drawn in diffusers' order.
         let mut generator = TorchGenerator::new(req.seed);
+        // The refiner's part of a base + refiner run: the base's latents as they are.
+        if let Some(start) = req.denoising_start {
+            let l = req.init_latents.as_ref().ok_or_else(|| {
+                Error::request(
+                    "denoising_start",
+                    "needs `init_latents` (the latents a `denoising_end` run returned)",
+                )
+            })?;
+            let first = sampler.denoising_start_index(start);
+            sampler.begin_at(first)?;
+            return Ok(Start {
+                latents: nchw_to_nhwc(l, c, h, w),
+                first,
+                inpaint: None,
+                generator,
+            });
+        }
         let Some(im) = &req.init_image else {
             let sigma0 = sampler.init_noise_sigma() as f32;
             let init = match &req.init_latents {

@@ -21,11 +21,12 @@ pub(super) struct XlPrompt {
 }
 
 impl Pipeline {
-    /// SDXL's `encode_prompt` for `req` (guided: the negative prompt's row first).
+    /// SDXL's `encode_prompt` for `req` (guided: the negative prompt's row first) through
+    /// `encoders` with their tokenizers: the base's two, side by side, or the refiner's one;
+    /// the pooled output is the last encoder's.
     pub(super) fn encode_prompts_xl(
         &self,
-        encoders: [&ClipTextModel; 2],
-        tokenizer_2: &ClipTokenizer,
+        encoders: &[(&ClipTextModel, &ClipTokenizer)],
         rec: &mut Recorder<'_>,
         req: &Request,
         guided: bool,
@@ -42,7 +43,9 @@ impl Pipeline {
         let which = HiddenState::Penultimate {
             clip_skip: req.clip_skip,
         };
-        // Weights or a long prompt in chunk mode: the web UI's way, on both encoders.
+        let no_pooled =
+            || Error::unsupported("SDXL", "the last text encoder has no text_projection");
+        // Weights or a long prompt in chunk mode: the web UI's way, on every encoder.
         let plain = |p: &str| -> Result<bool> {
             Ok(!crate::prompt::has_weights(p)
                 && (self.tokenizer.encode(p)?.truncated == 0
@@ -52,45 +55,46 @@ impl Pipeline {
         for p in &prompts {
             all_plain &= plain(p)?;
         }
-        if !all_plain {
-            let [te1, te2] = encoders;
-            let a = self.encode_chunked(te1, &self.tokenizer, rec, req, &prompts, which, false)?;
-            let b = self.encode_chunked(te2, tokenizer_2, rec, req, &prompts, which, true)?;
-            if a.context.shape()[1] != b.context.shape()[1] {
-                return Err(Error::unsupported(
-                    "SDXL",
-                    "the two tokenizers cut the prompt into different numbers of chunks",
-                ));
-            }
-            let pooled = b.pooled.ok_or_else(|| {
-                Error::unsupported("SDXL", "text_encoder_2 has no text_projection")
-            })?;
-            let context = ops::concat_channels(rec, &a.context, &b.context)?;
-            return self.finish_xl(rec, context, pooled, zeros, a.truncated);
-        }
-        let mut truncated_tokens = 0;
+        let last = encoders.len().saturating_sub(1);
         let mut hidden = Vec::new();
         let mut pooled = None;
-        for (k, (te, tok)) in encoders
-            .into_iter()
-            .zip([&self.tokenizer, tokenizer_2])
-            .enumerate()
-        {
-            let mut ids = Vec::new();
-            for (i, p) in prompts.iter().enumerate() {
-                let t = tok.encode(p)?;
-                if i + 1 == prompts.len() && k == 0 {
-                    truncated_tokens = t.truncated;
+        let mut truncated_tokens = 0;
+        for (k, &(te, tok)) in encoders.iter().enumerate() {
+            let (h, p, t) = if all_plain {
+                let mut ids = Vec::new();
+                let mut t = 0;
+                for p in &prompts {
+                    let e = tok.encode(p)?;
+                    t = e.truncated; // the last (positive) prompt's
+                    ids.push(e.ids);
                 }
-                ids.push(t.ids);
+                let out = te.encode(rec, &ids, which, k == last)?;
+                (out.hidden, out.pooled, t)
+            } else {
+                let c = self.encode_chunked(te, tok, rec, req, &prompts, which, k == last)?;
+                (c.context, c.pooled, c.truncated)
+            };
+            if k == 0 {
+                truncated_tokens = t;
             }
-            let out = te.encode(rec, &ids, which, k == 1)?;
-            hidden.push(out.hidden);
-            pooled = out.pooled;
+            if hidden
+                .first()
+                .is_some_and(|f: &Tensor| f.shape()[1] != h.shape()[1])
+            {
+                return Err(Error::unsupported(
+                    "SDXL",
+                    "the tokenizers cut the prompt into different numbers of chunks",
+                ));
+            }
+            hidden.push(h);
+            pooled = p;
         }
-        let pooled = pooled
-            .ok_or_else(|| Error::unsupported("SDXL", "text_encoder_2 has no text_projection"))?;
-        let context = ops::concat_channels(rec, &hidden[0], &hidden[1])?; // [r, 77, h1 + h2]
+        let pooled = pooled.ok_or_else(no_pooled)?;
+        // [r, 77·k, h1 (+ h2)]
+        let mut context = hidden.remove(0);
+        for h in &hidden {
+            context = ops::concat_channels(rec, &context, h)?;
+        }
         self.finish_xl(rec, context, pooled, zeros, truncated_tokens)
     }
 
@@ -120,28 +124,68 @@ impl Pipeline {
     }
 
     /// diffusers' `_get_add_time_ids` for every row of a batch of `n` images: original size,
-    /// crop top-left and target size (height before width); guided, the unconditional rows
-    /// first, with [`Request::negative_micro`]'s ids where given. f32 `[rows, 6]`.
-    pub(super) fn time_ids(gpu: &Gpu, req: &Request, n: usize, guided: bool) -> Result<Tensor> {
+    /// crop top-left and target size (height before width), or for the refiner
+    /// (`requires_aesthetics_score`) original size, crop and aesthetic score; guided, the
+    /// unconditional rows first. Their ids: text-to-image, [`Request::negative_micro`]'s
+    /// where given, else the prompt's; the image-to-image pipeline (an init image, or the
+    /// refiner's `denoising_start`) takes the negative sizes with the *prompt's* crop, as
+    /// diffusers' `StableDiffusionXLImg2ImgPipeline` does, and with aesthetic scores the
+    /// negative crop (default (0, 0)) and original size (default the prompt's). f32
+    /// `[rows, 6]` or `[rows, 5]`.
+    pub(super) fn time_ids(
+        &self,
+        gpu: &Gpu,
+        req: &Request,
+        n: usize,
+        guided: bool,
+    ) -> Result<Tensor> {
         let size = (req.height, req.width);
-        let ids = |(oh, ow): (usize, usize), (ct, cl): (usize, usize), (th, tw): (usize, usize)| {
-            [oh, ow, ct, cl, th, tw].map(|v| v as f32)
+        let f = |v: usize| v as f32;
+        let original = req.original_size.unwrap_or(size);
+        let crop = req.crops_coords_top_left;
+        let target = req.target_size.unwrap_or(size);
+        let img2img = req.init_image.is_some() || req.denoising_start.is_some();
+        let m = req.negative_micro;
+        let (pos, neg): (Vec<f32>, Vec<f32>) = if self.requires_aesthetics_score {
+            let (no, nc) = m.map_or((original, (0, 0)), |m| {
+                (m.original_size, m.crops_coords_top_left)
+            });
+            (
+                vec![
+                    f(original.0),
+                    f(original.1),
+                    f(crop.0),
+                    f(crop.1),
+                    req.aesthetic_score,
+                ],
+                vec![
+                    f(no.0),
+                    f(no.1),
+                    f(nc.0),
+                    f(nc.1),
+                    req.negative_aesthetic_score,
+                ],
+            )
+        } else {
+            let ids = |o: (usize, usize), c: (usize, usize), t: (usize, usize)| {
+                vec![f(o.0), f(o.1), f(c.0), f(c.1), f(t.0), f(t.1)]
+            };
+            let pos = ids(original, crop, target);
+            let neg = match m {
+                Some(m) if img2img => ids(m.original_size, crop, m.target_size),
+                Some(m) => ids(m.original_size, m.crops_coords_top_left, m.target_size),
+                None => pos.clone(),
+            };
+            (pos, neg)
         };
-        let pos = ids(
-            req.original_size.unwrap_or(size),
-            req.crops_coords_top_left,
-            req.target_size.unwrap_or(size),
-        );
-        let neg = req.negative_micro.map_or(pos, |m| {
-            ids(m.original_size, m.crops_coords_top_left, m.target_size)
-        });
+        let k = pos.len();
         let mut all: Vec<f32> = Vec::new();
         if guided {
-            all.extend((0..n).flat_map(|_| neg));
+            all.extend((0..n).flat_map(|_| neg.iter().copied()));
         }
-        all.extend((0..n).flat_map(|_| pos));
-        let rows = all.len() / 6;
-        Tensor::from_f32(gpu, &all, &[rows, 6], DType::F32, "SDXL time ids")
+        all.extend((0..n).flat_map(|_| pos.iter().copied()));
+        let rows = all.len() / k;
+        Tensor::from_f32(gpu, &all, &[rows, k], DType::F32, "SDXL time ids")
     }
 }
 

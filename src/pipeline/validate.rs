@@ -103,6 +103,23 @@ impl Pipeline {
                 format!("is {}; it must be 1 to {MAX_BATCH}", req.batch_size),
             ));
         }
+        for (field, v) in [
+            ("denoising_start", req.denoising_start),
+            ("denoising_end", req.denoising_end),
+        ] {
+            if let Some(f) = v.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+                return Err(Error::request(
+                    field,
+                    format!("is {f}; it must be between 0 and 1 (exclusive)"),
+                ));
+            }
+        }
+        if req.denoising_start.is_some() && req.init_image.is_some() {
+            return Err(Error::request(
+                "denoising_start",
+                "continues from `init_latents`; it takes no init image",
+            ));
+        }
         let n_train = self.scheduler.num_train_timesteps;
         if !(1..=n_train).contains(&req.steps) {
             return Err(Error::request(
@@ -175,7 +192,7 @@ impl Pipeline {
             ));
         }
         // SDXL takes the penultimate layer's state: one layer fewer to skip.
-        let xl = usize::from(self.text_encoder_2.is_some());
+        let xl = usize::from(self.is_xl());
         let layers = std::iter::once(&self.text_encoder.config)
             .chain(self.text_encoder_2.as_ref().map(|t| &t.config))
             .map(|c| c.num_hidden_layers)

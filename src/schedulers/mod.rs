@@ -292,6 +292,32 @@ impl<V: Clone> Sampler<V> {
         ((steps - init) * self.order()).min(self.sched.timesteps.len())
     }
 
+    /// diffusers' `discrete_timestep_cutoff` for a fraction `f` of the denoising:
+    /// `round(n − f·n)` (half to even, as Python's `round`).
+    fn cutoff(&self, f: f64) -> f64 {
+        let n = self.sched.cfg.num_train_timesteps as f64;
+        schedule::round_half_even(n - f * n)
+    }
+
+    /// `denoising_end` (SDXL base + refiner): how many timesteps run, those at or above the
+    /// cutoff.
+    pub fn end_index(&self, end: f64) -> usize {
+        let c = self.cutoff(end);
+        self.sched.timesteps.iter().filter(|&&t| t >= c).count()
+    }
+
+    /// `denoising_start` (the refiner's part): the first step, the first timestep below the
+    /// cutoff (one earlier for a second-order sampler cut mid-pair, as diffusers does).
+    pub fn denoising_start_index(&self, start: f64) -> usize {
+        let c = self.cutoff(start);
+        let ts = &self.sched.timesteps;
+        let mut run = ts.iter().filter(|&&t| t < c).count();
+        if self.order() == 2 && run % 2 == 0 {
+            run += 1;
+        }
+        ts.len() - run.min(ts.len())
+    }
+
     /// Starts the run at step `k` (diffusers' `set_begin_index` / sliced timesteps): the
     /// multistep histories start empty there.
     pub fn begin_at(&mut self, k: usize) -> Result<()> {

@@ -102,6 +102,20 @@ pub struct GenerateArgs {
     /// the checkpoint, else inferred from its tensor shapes.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// SDXL refiner (a diffusers folder or single file): the model denoises down to
+    /// --refiner-start of the schedule, the refiner the rest, and decodes.
+    #[arg(long)]
+    refiner: Option<PathBuf>,
+    /// The fraction of the schedule the base model runs before the refiner (diffusers'
+    /// denoising_end / denoising_start).
+    #[arg(long, default_value_t = 0.8, requires = "refiner")]
+    refiner_start: f64,
+    /// SDXL refiner: the aesthetic score in the prompt rows' time ids.
+    #[arg(long, default_value_t = 6.0)]
+    aesthetic_score: f32,
+    /// SDXL refiner: the aesthetic score in the unconditional rows' time ids.
+    #[arg(long, default_value_t = 2.5)]
+    negative_aesthetic_score: f32,
     /// A VAE instead of the model's (e.g. SDXL's fp16-fix): a diffusers AutoencoderKL folder
     /// (its config's scaling factor and force_upcast apply) or one .safetensors file of the
     /// model's VAE architecture (diffusers or original key names).
@@ -295,6 +309,15 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let mut pipe = Pipeline::load_with(&gpu, &model, &opts)
         .with_context(|| format!("loading {}", model.display()))?;
     pipe.offload = a.offload.policy();
+    let refiner = match &a.refiner {
+        Some(r) => {
+            let mut p = Pipeline::load_with(&gpu, r, &opts)
+                .with_context(|| format!("loading the refiner {}", r.display()))?;
+            p.offload = a.offload.policy();
+            Some(p)
+        }
+        None => None,
+    };
     // The "Model hash" of the parameters, computed beside the generation.
     let hash_job = {
         let file = sd_wgpu::infotext::hashed_file(&model);
@@ -368,6 +391,10 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         original_size: a.original_size,
         crops_coords_top_left: a.crop_coords,
         target_size: a.target_size,
+        aesthetic_score: a.aesthetic_score,
+        negative_aesthetic_score: a.negative_aesthetic_score,
+        denoising_end: None,
+        denoising_start: None,
         negative_micro: a
             .negative_original_size
             .zip(a.negative_target_size)
@@ -470,7 +497,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             "sampling".to_string()
         });
         let mut preview_err = None;
-        let out = pipe.generate(&gpu, &req, &mut |p| {
+        let mut on_step = |p: sd_wgpu::pipeline::Progress| {
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
             if let (Some(pv), Some(format)) = (&p.preview, preview_format) {
@@ -493,7 +520,11 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
                 }
             }
             true
-        });
+        };
+        let out = match &refiner {
+            Some(r) => pipe.generate_refined(&gpu, r, &req, a.refiner_start, &mut on_step),
+            None => pipe.generate(&gpu, &req, &mut on_step),
+        };
         if let Some(e) = preview_err {
             return Err(e.into());
         }
