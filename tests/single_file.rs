@@ -11,8 +11,8 @@ use sd_wgpu::models::unet::UNetConfig;
 use sd_wgpu::models::vae::AutoencoderKLConfig;
 use sd_wgpu::schedulers::ScheduleConfig;
 use sd_wgpu::weights::single_file::{
-    CLIP_PREFIX, OPEN_CLIP_PREFIX, SGM_CLIP_PREFIX, SGM_OPEN_CLIP_PREFIX, TextTower, clip_renames,
-    open_clip_renames, text_tower, unet_renames, vae_renames,
+    CLIP_PREFIX, OPEN_CLIP_PREFIX, SGM_CLIP_PREFIX, SGM_OPEN_CLIP_PREFIX, SGM_REFINER_PREFIX,
+    TextTower, clip_renames, open_clip_renames, text_tower, unet_renames, vae_renames,
 };
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -288,4 +288,51 @@ fn sdxl_architecture_and_renames_from_shapes() {
         .unwrap()
         .to_string();
     assert!(e.contains("SDXL") && e.contains("--config"), "{e}");
+}
+
+/// SDXL refiner's SGM single file (OpenCLIP alone as `conditioner.embedders.0.model`): the one
+/// text encoder with its projection, five time ids of 256 (2560 = 1280 + 5·256), transformer
+/// depth 4, 64-wide heads, the aesthetic score in the time ids, an encoded empty negative
+/// prompt; every key named.
+#[test]
+fn sdxl_refiner_architecture_from_shapes() {
+    let h = header("sdxl_refiner");
+    let file = Path::new("sd_xl_refiner_1.0.safetensors");
+    let tower = text_tower(file, &h).unwrap();
+    assert_eq!(tower, TextTower::SdxlRefiner);
+    let a = Architecture::infer(file, &h, tower).unwrap();
+    a.check(file).unwrap();
+    assert!(a.text_2.is_none() && a.requires_aesthetics_score && !a.force_zeros_for_empty_prompt);
+    assert_eq!(
+        (
+            a.text.hidden_size,
+            a.text.num_hidden_layers,
+            a.text.projection_dim
+        ),
+        (1280, 32, Some(1280))
+    );
+    let u = &a.unet;
+    assert_eq!(u.block_out_channels, [384, 768, 1536, 1536]);
+    assert_eq!(u.down_attention, [false, true, true, false]);
+    assert_eq!(u.heads, [6, 12, 24, 24]);
+    // The first level's depth is unused; the last (no attention either) takes the mid block's.
+    assert_eq!(u.transformer_layers_per_block[1..], [4, 4, 4]);
+    assert_eq!(
+        (u.cross_attention_dim, u.addition_time_embed_dim),
+        (1280, Some(256))
+    );
+    assert_eq!(u.projection_class_embeddings_input_dim, 2560);
+    assert_eq!(a.text_dir(), "text_encoder_2");
+    // OpenCLIP pads with `!`.
+    assert_eq!(a.tokenizer.encode("a cat").unwrap().ids[76], 0);
+    let keys = || h.keys().map(String::as_str);
+    let unet = unet_renames(keys(), 2);
+    assert_eq!(
+        unet.len(),
+        h.keys()
+            .filter(|k| k.starts_with("model.diffusion_model."))
+            .count()
+    );
+    let text = open_clip_renames(SGM_REFINER_PREFIX, keys());
+    assert_eq!(text.len(), 32 * 16 + 5);
 }

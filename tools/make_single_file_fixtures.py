@@ -22,9 +22,9 @@ writes
         initial latents as the folder goldens (4 DDIM steps, guidance 7.5); sdxl_image:
         StableDiffusionXLPipeline.from_single_file, the SDXL fixture's "neg" case
     tests/fixtures/ldm-headers.json
-        {"sd15": {name: shape}, "sd21": {...}, "sdxl": {...}}: the tensor names and shapes of
-        full-size SD 1.5, SD 2.1 and SDXL base single-file checkpoints (no weights), for the
-        architecture inference test.
+        {"sd15": {name: shape}, "sd21": {...}, "sdxl": {...}, "sdxl_refiner": {...}}: the
+        tensor names and shapes of full-size SD 1.5, SD 2.1, SDXL base and refiner single-file
+        checkpoints (no weights), for the architecture inference test.
 
     .venv/bin/python tools/make_single_file_fixtures.py convert FOLDER OUT.safetensors [--open-clip]
 
@@ -288,6 +288,20 @@ def headers():
         sd.update(clip_to_ldm(te.state_dict(), "conditioner.embedders.0.transformer."))
         sd.update(open_clip_to_ldm(te2.state_dict(), 32, 1280, extra_layer=False, p="conditioner.embedders.1.model."))
         out["sdxl"] = {k: list(v.shape) for k, v in sorted(sd.items())}
+        # SDXL refiner 1.0 (stabilityai/stable-diffusion-xl-refiner-1.0's configs): OpenCLIP
+        # alone as conditioner.embedders.0.model, five time ids.
+        unet = UNet2DConditionModel(
+            sample_size=128, block_out_channels=(384, 768, 1536, 1536), layers_per_block=2,
+            cross_attention_dim=1280, attention_head_dim=(6, 12, 24, 24), transformer_layers_per_block=4,
+            use_linear_projection=True,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2560)
+        sd = unet_to_ldm(unet.state_dict(), unet.config)
+        sd.update(vae_to_ldm(vae.state_dict(), vae.config))
+        sd.update(open_clip_to_ldm(te2.state_dict(), 32, 1280, extra_layer=False, p="conditioner.embedders.0.model."))
+        out["sdxl_refiner"] = {k: list(v.shape) for k, v in sorted(sd.items())}
     Path("tests/fixtures/ldm-headers.json").write_text(json.dumps(out, separators=(",", ":")))
     print("headers", {k: len(v) for k, v in out.items()})
 

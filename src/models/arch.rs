@@ -177,7 +177,7 @@ impl Architecture {
             Some(c) if c.is_dir() => Self::from_folder(c),
             // SGM's yaml (sd_xl_base.yaml) is not read: SDXL single files are inferred.
             Some(c) => Self::from_ldm_yaml(c, shapes, tower),
-            None if stem_yaml.is_file() && tower != TextTower::Sdxl => {
+            None if stem_yaml.is_file() && !tower.is_xl() => {
                 Self::from_ldm_yaml(&stem_yaml, shapes, tower)
             }
             None => Self::infer(file, shapes, tower),
@@ -190,8 +190,8 @@ impl Architecture {
     /// for stable-diffusion-2-1 — v-prediction with DDIM (2.x-base checkpoints need
     /// `--prediction-type epsilon`).
     pub fn infer(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
-        if tower == TextTower::Sdxl {
-            return Self::infer_sdxl(path, shapes);
+        if tower.is_xl() {
+            return Self::infer_sdxl(path, shapes, tower);
         }
         let sd2 = tower == TextTower::OpenClip;
         let mut unet = unet_from_shapes(path, shapes, |c| if sd2 { c / 64 } else { 8 })?;
@@ -217,46 +217,66 @@ impl Architecture {
     /// the blocks present, the `text_time` embedding's time-id width from `label_emb`
     /// (`projection + 6·d` inputs), 1024 px, the VAE's 0.13025 scaling and upcast, SDXL's
     /// Euler schedule.
-    fn infer_sdxl(path: &Path, shapes: &Shapes) -> Result<Self> {
+    ///
+    /// The refiner (its one OpenCLIP tower): that tower with its projection as the only text
+    /// encoder, five time ids (the aesthetic score for the target size), an encoded empty
+    /// negative prompt.
+    fn infer_sdxl(path: &Path, shapes: &Shapes, tower: TextTower) -> Result<Self> {
         let bad = |what: String| Error::ModelLayout {
             path: path.to_path_buf(),
             what,
         };
         let base = Self::sdxl()?;
-        let keys_2 = TextTower::Sdxl
-            .second()
-            .ok_or_else(|| bad("no second tower".into()))?;
-        let mut text_2 = text_from_shapes(path, shapes, keys_2, false)?;
-        let proj_key = format!("{}text_projection", keys_2.prefix);
+        let refiner = tower == TextTower::SdxlRefiner;
+        // The tower with the projection: the second, or the refiner's only one.
+        let keys = tower.second().unwrap_or(tower.first());
+        let mut pooling = text_from_shapes(path, shapes, keys, false)?;
+        let proj_key = format!("{}text_projection", keys.prefix);
         let proj = match shapes.get(&proj_key).map(Vec::as_slice) {
-            Some(&[w, p]) if w == text_2.hidden_size => p,
+            Some(&[w, p]) if w == pooling.hidden_size => p,
             other => {
                 return Err(bad(format!(
                     "`{proj_key}` is {other:?}, not [{}, projection]",
-                    text_2.hidden_size
+                    pooling.hidden_size
                 )));
             }
         };
-        text_2.projection_dim = Some(proj);
+        pooling.projection_dim = Some(proj);
         let mut unet = unet_from_shapes(path, shapes, |c| c / 64)?;
+        let ids = if refiner { 5 } else { 6 };
         let inputs = unet.projection_class_embeddings_input_dim;
-        if inputs <= proj || (inputs - proj) % 6 != 0 {
+        if inputs <= proj || (inputs - proj) % ids != 0 {
             return Err(bad(format!(
                 "the U-Net's label_emb takes {inputs} values: not the {proj}-wide pooled text \
-                 embedding and six time ids (pass --config)"
+                 embedding and {ids} time ids (pass --config)"
             )));
         }
-        unet.addition_time_embed_dim = Some((inputs - proj) / 6);
+        unet.addition_time_embed_dim = Some((inputs - proj) / ids);
         unet.sample_size = base.unet.sample_size;
+        let vae = AutoencoderKLConfig {
+            scaling_factor: base.vae.scaling_factor,
+            force_upcast: true,
+            ..vae_from_shapes(path, shapes)?
+        };
+        let open_clip = builtin_tokenizer(TextTower::OpenClip)?;
+        let (text, tokenizer, text_2) = if refiner {
+            (pooling, open_clip, None)
+        } else {
+            let text = text_from_shapes(path, shapes, tower.first(), false)?;
+            (
+                text,
+                builtin_tokenizer(TextTower::Clip)?,
+                Some((pooling, open_clip)),
+            )
+        };
         Ok(Self {
-            text: text_from_shapes(path, shapes, TextTower::Sdxl.first(), false)?,
-            text_2: Some((text_2, builtin_tokenizer(TextTower::OpenClip)?)),
+            text,
+            text_2,
+            tokenizer,
+            force_zeros_for_empty_prompt: !refiner,
+            requires_aesthetics_score: refiner,
             unet,
-            vae: AutoencoderKLConfig {
-                scaling_factor: base.vae.scaling_factor,
-                force_upcast: true,
-                ..vae_from_shapes(path, shapes)?
-            },
+            vae,
             source: ArchSource::Inferred,
             ..base
         })
@@ -348,7 +368,7 @@ impl Architecture {
 fn builtin_tokenizer(tower: TextTower) -> Result<ClipTokenizer> {
     ClipTokenizer::builtin()?.with_padding(match tower {
         TextTower::Clip | TextTower::Sdxl => Padding::EndOfText,
-        TextTower::OpenClip => Padding::Id(0),
+        TextTower::OpenClip | TextTower::SdxlRefiner => Padding::Id(0),
     })
 }
 
@@ -369,7 +389,7 @@ pub fn ldm_yaml_configs(
         path: path.to_path_buf(),
         what,
     };
-    if tower == TextTower::Sdxl {
+    if tower.is_xl() {
         return Err(bad(
             "an SDXL checkpoint: its architecture comes from a diffusers config folder \
              (--config DIR) or from the tensor shapes, not from an LDM yaml"

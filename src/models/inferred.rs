@@ -153,9 +153,15 @@ pub fn unet_from_shapes(
         );
         depths.push(blocks.max(1));
     }
-    // The mid block's depth is the last level's in diffusers' configs; a file that differs
-    // needs its config.
+    // The mid block's depth is the last level's in diffusers' configs; a last level without
+    // attention (SDXL's refiner) takes the mid block's (its own is unused). A file that
+    // differs needs its config.
     let mid = count(shapes, &format!("{p}middle_block.1.transformer_blocks."));
+    if let (Some(d), Some(false)) = (depths.last_mut(), down_attention.last()) {
+        if mid != 0 {
+            *d = mid;
+        }
+    }
     if mid != 0 && Some(&mid) != depths.last() {
         return Err(layout_err(
             path,

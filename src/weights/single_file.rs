@@ -26,7 +26,7 @@ pub const OPEN_CLIP_PREFIX: &str = "cond_stage_model.model.";
 pub const SGM_CLIP_PREFIX: &str = "conditioner.embedders.0.transformer.";
 pub const SGM_OPEN_CLIP_PREFIX: &str = "conditioner.embedders.1.model.";
 /// SDXL refiner single files: OpenCLIP ViT-bigG alone, as the first embedder.
-const SGM_REFINER_PREFIX: &str = "conditioner.embedders.0.model.";
+pub const SGM_REFINER_PREFIX: &str = "conditioner.embedders.0.model.";
 
 /// Which text tower(s) a single file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +38,8 @@ pub enum TextTower {
     /// SDXL base: CLIP ViT-L/14 (Hugging Face keys) and OpenCLIP ViT-bigG/14 with its
     /// projection, in the SGM layout.
     Sdxl,
+    /// SDXL refiner: OpenCLIP ViT-bigG/14 with its projection alone, in the SGM layout.
+    SdxlRefiner,
 }
 
 /// Where one text tower's tensors lie in a single file: the key prefix, and whether the
@@ -51,6 +53,11 @@ pub struct TowerKeys {
 }
 
 impl TextTower {
+    /// SDXL (base or refiner): architecture from shapes or a config folder, never a yaml.
+    pub fn is_xl(self) -> bool {
+        matches!(self, Self::Sdxl | Self::SdxlRefiner)
+    }
+
     /// The first text encoder's keys.
     pub fn first(self) -> TowerKeys {
         match self {
@@ -68,6 +75,11 @@ impl TextTower {
                 prefix: SGM_CLIP_PREFIX,
                 open_clip: false,
                 projection: false,
+            },
+            Self::SdxlRefiner => TowerKeys {
+                prefix: SGM_REFINER_PREFIX,
+                open_clip: true,
+                projection: true,
             },
         }
     }
@@ -114,13 +126,7 @@ pub fn text_tower(path: &Path, shapes: &HashMap<String, Vec<usize>>) -> Result<T
     if has(SGM_CLIP_PREFIX) && has(SGM_OPEN_CLIP_PREFIX) {
         Ok(TextTower::Sdxl)
     } else if has(SGM_REFINER_PREFIX) {
-        Err(Error::ModelLayout {
-            path: path.to_path_buf(),
-            what: format!(
-                "an SDXL refiner single file (`{SGM_REFINER_PREFIX}*`): not supported as a \
-                 single file yet; use its diffusers folder"
-            ),
-        })
+        Ok(TextTower::SdxlRefiner)
     } else if has(OPEN_CLIP_PREFIX) {
         Ok(TextTower::OpenClip)
     } else if has(CLIP_PREFIX) {
