@@ -48,21 +48,21 @@ mod tests {
     fn guidance_embedding_is_diffusers_sinusoid() {
         // Values from diffusers 0.42 `get_guidance_scale_embedding(torch.tensor([7.0]), 8)`.
         let e = guidance_embedding(8.0, 8);
-        let want = [
-            0.50688541,
-            -0.97047961,
-            0.58665329,
-            0.64421761,
-            0.86201346,
-            -0.24118312,
-            -0.80983824,
-            0.76484221,
+        let want: [f32; 8] = [
+            0.506_885_4,
+            -0.970_479_6,
+            0.586_653_3,
+            0.644_217_6,
+            0.862_013_5,
+            -0.241_183_1,
+            -0.809_838_2,
+            0.764_842_2,
         ];
         for (g, w) in e.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{e:?} vs {want:?}");
         }
         // Odd width: a zero after the sines and cosines (`torch.tensor([2.0])`, 5).
-        let want = [0.93003953, 0.19866930, -0.36745957, 0.98006660, 0.0];
+        let want: [f32; 5] = [0.930_039_5, 0.198_669_3, -0.367_459_6, 0.980_066_6, 0.0];
         let e = guidance_embedding(3.0, 5);
         for (g, w) in e.iter().zip(want) {
             assert!((g - w).abs() < 1e-5, "{e:?} vs {want:?}");
