@@ -302,10 +302,10 @@ fn sdxl_weighted_and_long_prompts_match_the_reference() {
     }
 }
 
-/// The tiny SDXL refiner as a diffusers folder: `tests/fixtures/pipeline/sdxl-refiner-tiny`'s
-/// own parts with the base's `text_encoder_2`, `tokenizer_2` and `vae` copied in (the fixture
-/// keeps one copy of them).
-fn refiner_folder() -> std::path::PathBuf {
+/// The tiny SDXL refiner as a diffusers folder (a temporary one per `tag`):
+/// `tests/fixtures/pipeline/sdxl-refiner-tiny`'s own parts with the base's `text_encoder_2`,
+/// `tokenizer_2` and `vae` copied in (the fixture keeps one copy of them).
+fn refiner_folder(tag: &str) -> std::path::PathBuf {
     fn copy(from: &std::path::Path, to: &std::path::Path) {
         if from.is_dir() {
             std::fs::create_dir_all(to).unwrap();
@@ -317,7 +317,7 @@ fn refiner_folder() -> std::path::PathBuf {
             std::fs::copy(from, to).unwrap();
         }
     }
-    let dir = std::env::temp_dir().join(format!("sd-wgpu-refiner-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-refiner-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     copy(&fixtures().join("sdxl-refiner-tiny"), &dir);
     for part in ["text_encoder_2", "tokenizer_2", "vae"] {
@@ -336,7 +336,7 @@ fn sdxl_base_and_refiner_match_diffusers() {
     use sd_wgpu::pipeline::InitImage;
     let gpu = gpu();
     let base = Pipeline::load(gpu, &fixtures().join("sdxl-tiny"), WeightDType::Auto).unwrap();
-    let dir = refiner_folder();
+    let dir = refiner_folder("lib");
     let refiner = Pipeline::load(gpu, &dir, WeightDType::Auto).unwrap();
     assert!(refiner.requires_aesthetics_score && refiner.is_xl());
     assert!(refiner.text_encoder_2.is_none() && !refiner.force_zeros_for_empty_prompt);
@@ -382,6 +382,44 @@ fn sdxl_base_and_refiner_match_diffusers() {
         .err()
         .unwrap();
     assert!(e.to_string().contains("refiner_start"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The CLI's `--refiner` / `--refiner-start`: the ensemble's PNG within one level of
+/// diffusers' image.
+#[test]
+fn sdxl_refiner_through_the_cli() {
+    let dir = refiner_folder("cli");
+    let work = std::env::temp_dir().join(format!("sd-wgpu-cli-refiner-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let (init, png) = (work.join("init.npy"), work.join("out.png"));
+    let latents = golden().read_f32("latents", &[1, 4, 8, 8]).unwrap();
+    sd_wgpu::npy::write_f32(&init, &[1, 4, 8, 8], &latents).unwrap();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+        .args(["generate", "--model"])
+        .arg(fixtures().join("sdxl-tiny"))
+        .arg("--refiner")
+        .arg(&dir)
+        .args(["--refiner-start", "0.7", "--steps", "6", "--guidance", "5"])
+        .args(["--prompt", "a red sneaker on a white table"])
+        .args(["--negative-prompt", "blurry", "--width", "32", "--height", "32"])
+        .arg("--init-latents")
+        .arg(&init)
+        .arg("--out")
+        .arg(&png)
+        .status()
+        .unwrap();
+    assert!(status.success(), "sd-wgpu generate failed: {status}");
+    let (_, _, got) = crate::pipeline::read_png_rgb(&png);
+    let g = Weights::open_file(&fixtures().join("sdxl-refiner-golden.safetensors")).unwrap();
+    let want: Vec<f32> = g
+        .read_f32("image_ensemble", &[1, 32, 32, 3])
+        .unwrap()
+        .iter()
+        .map(|v| (v * 255.0).round())
+        .collect();
+    crate::common::check("cli base + refiner png (0..255)", &got, &want, 1.0, 0.0);
+    let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
