@@ -402,7 +402,14 @@ fn sdxl_refiner_through_the_cli() {
         .arg(&dir)
         .args(["--refiner-start", "0.7", "--steps", "6", "--guidance", "5"])
         .args(["--prompt", "a red sneaker on a white table"])
-        .args(["--negative-prompt", "blurry", "--width", "32", "--height", "32"])
+        .args([
+            "--negative-prompt",
+            "blurry",
+            "--width",
+            "32",
+            "--height",
+            "32",
+        ])
         .arg("--init-latents")
         .arg(&init)
         .arg("--out")
