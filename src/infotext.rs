@@ -49,6 +49,7 @@ pub fn sampler_name(kind: SamplerKind) -> &'static str {
         SamplerKind::DpmPP2M { karras: false } => "DPM++ 2M",
         SamplerKind::DpmPP2M { karras: true } => "DPM++ 2M Karras",
         SamplerKind::Lcm => "LCM",
+        SamplerKind::Heun => "Heun",
     }
 }
 

@@ -178,12 +178,13 @@ fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
         "dpm++2m",
         "dpm++2m-karras",
         "lcm",
+        "heun",
     ] {
         SamplerKind::parse(name).unwrap();
     }
-    let e = SamplerKind::parse("heun").unwrap_err().to_string();
+    let e = SamplerKind::parse("rk45").unwrap_err().to_string();
     assert!(
-        e.contains("heun") && e.contains("dpm++2m-karras") && e.contains("lcm"),
+        e.contains("rk45") && e.contains("dpm++2m-karras") && e.contains("heun"),
         "{e}"
     );
 }
@@ -328,4 +329,15 @@ fn lcm_defaults_and_limits() {
         .unwrap();
     let s = Sampler::<()>::new(SamplerKind::Lcm, &off, 50).unwrap();
     assert_eq!(s.timesteps()[49], 19.0);
+}
+
+/// Heun is second order: 2n − 1 model calls for n steps, and image-to-image starts at
+/// `t_start · 2` (strength 0.6 of 4 steps: index 4, a first-order step), as diffusers'
+/// `get_timesteps` does.
+#[test]
+fn heun_runs_two_calls_per_step_and_img2img_honours_its_order() {
+    let s = Sampler::<()>::new(SamplerKind::Heun, &ScheduleConfig::sd15(), 4).unwrap();
+    assert_eq!((s.order(), s.timesteps().len()), (2, 7));
+    assert_eq!(s.start_index(0.6), 4);
+    assert_eq!(s.timesteps()[3], s.timesteps()[4]);
 }

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import diffusers
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, LCMScheduler, PNDMScheduler)
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler,
+                       PNDMScheduler)
 from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
                                   scheduling_euler_ancestral_discrete, scheduling_lcm)
 
@@ -137,6 +138,13 @@ cases.append(trajectory("lcm clip_sample 0.8 3", "lcm", LCMScheduler, LCM, 3, se
 cases.append(trajectory("lcm 50 of 50", "lcm", LCMScheduler, LCM, 50, seed=12))
 # A small timestep_scaling, where c_skip (negligible at SD's 10) weighs in at every step.
 cases.append(trajectory("lcm scaling 0.02 6", "lcm", LCMScheduler, dict(LCM, timestep_scaling=0.02), 6, seed=13))
+# Heun (second order: 2n − 1 model calls): SD 1.5's config (linspace, its default), Karras
+# sigmas, v-prediction with trailing spacing, leading spacing with steps_offset.
+cases.append(trajectory("heun sd15 5", "heun", HeunDiscreteScheduler, SD15, 5))
+cases.append(trajectory("heun karras 6", "heun", HeunDiscreteScheduler, dict(SD15, use_karras_sigmas=True), 6))
+cases.append(trajectory("heun v-pred trailing 4", "heun", HeunDiscreteScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 4))
+cases.append(trajectory("heun leading 3", "heun", HeunDiscreteScheduler, dict(SD15, timestep_spacing="leading"), 3))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

@@ -314,7 +314,6 @@ fn component_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// loads, and its requests must choose a sampler.
 const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
     "LMSDiscreteScheduler",
-    "HeunDiscreteScheduler",
     "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler",
     "DPMSolverSinglestepScheduler",
@@ -343,12 +342,14 @@ fn sampler_of(
         "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
         "DPMSolverMultistepScheduler" => SamplerKind::DpmPP2M { karras },
         "LCMScheduler" => SamplerKind::Lcm,
+        "HeunDiscreteScheduler" => SamplerKind::Heun,
         c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
         c => {
             return Err(format!(
                 "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
                  DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
-                 EulerAncestralDiscreteScheduler, DPMSolverMultistepScheduler, LCMScheduler)"
+                 EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, \
+                 LCMScheduler)"
             ));
         }
     }))

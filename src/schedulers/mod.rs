@@ -1,6 +1,6 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! DPM++ 2M (with or without Karras sigmas) and LCM, matching diffusers' schedulers step for
-//! step.
+//! Heun, DPM++ 2M (with or without Karras sigmas) and LCM, matching diffusers' schedulers step
+//! for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
 //! behind [`Algorithm`]) writes its update once, as a [`Program`]: a fixed list of linear
@@ -14,6 +14,7 @@ mod ddim;
 mod ddpm;
 mod dpm_solver;
 mod euler;
+mod heun;
 mod lcm;
 mod pndm;
 pub mod program;
@@ -97,11 +98,14 @@ pub enum SamplerKind {
     },
     /// Latent consistency sampling (`LCMScheduler`), for LCM-distilled U-Nets and LCM-LoRA.
     Lcm,
+    /// Heun's second-order method (`HeunDiscreteScheduler`): two model calls per step but
+    /// the last.
+    Heun,
 }
 
 impl SamplerKind {
     pub const NAMES: &'static str =
-        "ddim, ddpm, pndm, euler, euler-a, dpm++2m, dpm++2m-karras, lcm";
+        "ddim, ddpm, pndm, euler, euler-a, heun, dpm++2m, dpm++2m-karras, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -114,6 +118,7 @@ impl SamplerKind {
             "dpm++2m" => Self::DpmPP2M { karras: false },
             "dpm++2m-karras" => Self::DpmPP2M { karras: true },
             "lcm" => Self::Lcm,
+            "heun" => Self::Heun,
             o => {
                 return Err(Error::unsupported(
                     "sampler",
@@ -133,6 +138,7 @@ impl SamplerKind {
             Self::EulerAncestral => Box::new(euler::Euler { ancestral: true }),
             Self::DpmPP2M { karras } => Box::new(dpm_solver::DpmPP2M { karras }),
             Self::Lcm => Box::new(lcm::Lcm),
+            Self::Heun => Box::new(heun::Heun),
         }
     }
 
@@ -140,7 +146,9 @@ impl SamplerKind {
         match self {
             // LCM ignores the spacing (its timesteps come from the distillation schedule).
             Self::Ddim { .. } | Self::Ddpm | Self::Pndm | Self::Lcm => Spacing::Leading,
-            Self::Euler | Self::EulerAncestral | Self::DpmPP2M { .. } => Spacing::Linspace,
+            Self::Euler | Self::EulerAncestral | Self::Heun | Self::DpmPP2M { .. } => {
+                Spacing::Linspace
+            }
         }
     }
 }

@@ -190,7 +190,9 @@ impl ScheduleConfig {
                 format!("num_train_timesteps = {n} is not a whole number"),
             ));
         }
-        let (beta_start, beta_end) = if lcm {
+        // HeunDiscreteScheduler's betas default to SD's range (its schedule to linear).
+        let heun = text("_class_name") == Some("HeunDiscreteScheduler");
+        let (beta_start, beta_end) = if lcm || heun {
             (num("beta_start", 0.00085)?, num("beta_end", 0.012)?)
         } else {
             (num("beta_start", 0.0001)?, num("beta_end", 0.02)?)
