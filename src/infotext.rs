@@ -50,6 +50,7 @@ pub fn sampler_name(kind: SamplerKind) -> &'static str {
         SamplerKind::DpmPP2M { karras: true } => "DPM++ 2M Karras",
         SamplerKind::Lcm => "LCM",
         SamplerKind::Heun => "Heun",
+        SamplerKind::Lms => "LMS",
     }
 }
 

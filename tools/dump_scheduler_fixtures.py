@@ -17,7 +17,7 @@ import torch
 import diffusers
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler,
-                       PNDMScheduler)
+                       LMSDiscreteScheduler, PNDMScheduler)
 from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
                                   scheduling_euler_ancestral_discrete, scheduling_lcm)
 
@@ -145,6 +145,12 @@ cases.append(trajectory("heun karras 6", "heun", HeunDiscreteScheduler, dict(SD1
 cases.append(trajectory("heun v-pred trailing 4", "heun", HeunDiscreteScheduler,
                         dict(SD21, timestep_spacing="trailing"), 4))
 cases.append(trajectory("heun leading 3", "heun", HeunDiscreteScheduler, dict(SD15, timestep_spacing="leading"), 3))
+# LMS (order 4, coefficients by numerical integration in diffusers): SD 1.5's config, Karras
+# sigmas, v-prediction trailing.
+cases.append(trajectory("lms sd15 8", "lms", LMSDiscreteScheduler, SD15, 8))
+cases.append(trajectory("lms karras 6", "lms", LMSDiscreteScheduler, dict(SD15, use_karras_sigmas=True), 6))
+cases.append(trajectory("lms v-pred trailing 5", "lms", LMSDiscreteScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 5))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

@@ -313,7 +313,6 @@ fn component_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Schedulers diffusers has that the engine does not implement yet: a model that names one
 /// loads, and its requests must choose a sampler.
 const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
-    "LMSDiscreteScheduler",
     "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler",
     "DPMSolverSinglestepScheduler",
@@ -343,13 +342,14 @@ fn sampler_of(
         "DPMSolverMultistepScheduler" => SamplerKind::DpmPP2M { karras },
         "LCMScheduler" => SamplerKind::Lcm,
         "HeunDiscreteScheduler" => SamplerKind::Heun,
+        "LMSDiscreteScheduler" => SamplerKind::Lms,
         c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
         c => {
             return Err(format!(
                 "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
                  DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
-                 EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler, \
-                 LCMScheduler)"
+                 EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, \
+                 DPMSolverMultistepScheduler, LCMScheduler)"
             ));
         }
     }))

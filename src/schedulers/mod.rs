@@ -1,6 +1,6 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! Heun, DPM++ 2M (with or without Karras sigmas) and LCM, matching diffusers' schedulers step
-//! for step.
+//! Heun, LMS, DPM++ 2M (with or without Karras sigmas) and LCM, matching diffusers'
+//! schedulers step for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
 //! behind [`Algorithm`]) writes its update once, as a [`Program`]: a fixed list of linear
@@ -16,6 +16,7 @@ mod dpm_solver;
 mod euler;
 mod heun;
 mod lcm;
+mod lms;
 mod pndm;
 pub mod program;
 pub mod schedule;
@@ -101,11 +102,13 @@ pub enum SamplerKind {
     /// Heun's second-order method (`HeunDiscreteScheduler`): two model calls per step but
     /// the last.
     Heun,
+    /// Linear multistep of order 4 (`LMSDiscreteScheduler`).
+    Lms,
 }
 
 impl SamplerKind {
     pub const NAMES: &'static str =
-        "ddim, ddpm, pndm, euler, euler-a, heun, dpm++2m, dpm++2m-karras, lcm";
+        "ddim, ddpm, pndm, euler, euler-a, heun, lms, dpm++2m, dpm++2m-karras, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -119,6 +122,7 @@ impl SamplerKind {
             "dpm++2m-karras" => Self::DpmPP2M { karras: true },
             "lcm" => Self::Lcm,
             "heun" => Self::Heun,
+            "lms" => Self::Lms,
             o => {
                 return Err(Error::unsupported(
                     "sampler",
@@ -139,6 +143,7 @@ impl SamplerKind {
             Self::DpmPP2M { karras } => Box::new(dpm_solver::DpmPP2M { karras }),
             Self::Lcm => Box::new(lcm::Lcm),
             Self::Heun => Box::new(heun::Heun),
+            Self::Lms => Box::new(lms::Lms),
         }
     }
 
@@ -146,7 +151,7 @@ impl SamplerKind {
         match self {
             // LCM ignores the spacing (its timesteps come from the distillation schedule).
             Self::Ddim { .. } | Self::Ddpm | Self::Pndm | Self::Lcm => Spacing::Leading,
-            Self::Euler | Self::EulerAncestral | Self::Heun | Self::DpmPP2M { .. } => {
+            Self::Euler | Self::EulerAncestral | Self::Heun | Self::Lms | Self::DpmPP2M { .. } => {
                 Spacing::Linspace
             }
         }
