@@ -214,3 +214,48 @@ fn samplers_on_gpu_match_diffusers() {
         }
     }
 }
+
+/// Heun and LMS through the whole pipeline (their programs recorded into the step plan:
+/// Heun's saved sample and derivative, LMS's shifted history) against diffusers'
+/// `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` on the tiny SD 1 model
+/// (`tools/make_sampler_pipeline_fixture.py`, seed 42): text-to-image, and image-to-image at
+/// strength 0.6, where Heun starts at index 4 and LMS's first step takes order 4.
+#[test]
+fn heun_and_lms_pipelines_match_diffusers() {
+    use crate::pipeline::{fixtures, sd1_tiny, sneaker};
+    use sd_wgpu::pipeline::{InitImage, Request};
+    use sd_wgpu::schedulers::SamplerKind;
+    let gpu = gpu();
+    let pipe = sd1_tiny(gpu);
+    let g = sd_wgpu::weights::Weights::open_file(&fixtures().join("sampler-golden.safetensors"))
+        .unwrap();
+    let (_, _, rgb) =
+        sd_wgpu::imageio::read_image_rgb(&fixtures().join("img2img-input.png")).unwrap();
+    for (name, kind, steps, strength, calls) in [
+        ("heun4", SamplerKind::Heun, 4, None, 7),
+        ("lms5", SamplerKind::Lms, 5, None, 5),
+        ("heun_img06", SamplerKind::Heun, 4, Some(0.6), 3),
+        ("lms_img06", SamplerKind::Lms, 5, Some(0.6), 3),
+    ] {
+        let req = Request {
+            sampler: Some(kind),
+            seed: 42,
+            init_image: strength.map(|s| InitImage::new(rgb.clone(), s)),
+            ..sneaker(steps)
+        };
+        let mut seen = 0;
+        let out = pipe
+            .generate(gpu, &req, &mut |p| {
+                seen = p.steps;
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, calls, "{name}: U-Net calls");
+        let want = g
+            .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
+            .unwrap();
+        let p = psnr(&out.image, &want);
+        eprintln!("{name}: {p:.1} dB against diffusers");
+        assert!(p >= 40.0, "{name}: {p} dB");
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env python3
+"""Whole-pipeline runs with the samplers added for issue 14 on the tiny SD 1-like pipeline
+(tests/fixtures/pipeline/sd1-tiny), for kernels-tests/sampler.rs: the sampler's program
+recorded into the step plan, not only run eagerly.
+
+    tests/fixtures/pipeline/sampler-golden.safetensors
+        image_<case> [1, 32, 32, 3], seed 42, prompt and negative prompt, guidance 7.5:
+        - heun4: HeunDiscreteScheduler from sd1-tiny's config, 4 steps (7 model calls)
+        - lms5: LMSDiscreteScheduler, 5 steps
+        - heun_img06: Heun image-to-image (img2img-input.png) at strength 0.6 of 4 steps
+          (starts at index 4, a first-order step)
+        - lms_img06: LMS image-to-image at 0.6 of 5 steps (its first step already takes
+          order min(i + 1, 4))
+
+    .venv/bin/python tools/make_sampler_pipeline_fixture.py
+"""
+from pathlib import Path
+
+import torch
+from diffusers import (HeunDiscreteScheduler, LMSDiscreteScheduler, StableDiffusionImg2ImgPipeline,
+                       StableDiffusionPipeline)
+from PIL import Image
+from safetensors.torch import save_file
+
+from fixture_common import clip_tokenizer
+
+root = Path("tests/fixtures/pipeline")
+tok = clip_tokenizer()
+t2i = StableDiffusionPipeline.from_pretrained(root / "sd1-tiny", tokenizer=tok, safety_checker=None,
+                                              feature_extractor=None, requires_safety_checker=False)
+i2i = StableDiffusionImg2ImgPipeline(**{k: v for k, v in t2i.components.items() if k != "image_encoder"})
+for p in (t2i, i2i):
+    p.set_progress_bar_config(disable=True)
+cfg = t2i.scheduler.config
+image = Image.open(root / "img2img-input.png").convert("RGB")
+kw = dict(prompt="a red sneaker on a white table", negative_prompt="blurry", guidance_scale=7.5, output_type="np")
+cases = {
+    "heun4": (t2i, HeunDiscreteScheduler, dict(num_inference_steps=4, height=32, width=32)),
+    "lms5": (t2i, LMSDiscreteScheduler, dict(num_inference_steps=5, height=32, width=32)),
+    "heun_img06": (i2i, HeunDiscreteScheduler, dict(num_inference_steps=4, image=image, strength=0.6)),
+    "lms_img06": (i2i, LMSDiscreteScheduler, dict(num_inference_steps=5, image=image, strength=0.6)),
+}
+out = {}
+with torch.no_grad():
+    for name, (pipe, cls, extra) in cases.items():
+        pipe.scheduler = cls.from_config(cfg)
+        img = pipe(**kw, **extra, generator=torch.Generator("cpu").manual_seed(42)).images
+        out[f"image_{name}"] = torch.from_numpy(img).contiguous()
+        print(name, len(pipe.scheduler.timesteps), "timesteps")
+save_file(out, root / "sampler-golden.safetensors")
