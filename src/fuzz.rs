@@ -327,6 +327,10 @@ fn schedules(cfg: &ScheduleConfig) {
         SamplerKind::EulerAncestral,
         SamplerKind::DpmPP2M { karras: false },
         SamplerKind::DpmPP2M { karras: true },
+        SamplerKind::DpmPP2MSde { karras: true },
+        SamplerKind::Heun,
+        SamplerKind::Lms,
+        SamplerKind::Lcm,
     ];
     for kind in kinds {
         for steps in [1, 4, 30] {

@@ -151,6 +151,14 @@ cases.append(trajectory("lms sd15 8", "lms", LMSDiscreteScheduler, SD15, 8))
 cases.append(trajectory("lms karras 6", "lms", LMSDiscreteScheduler, dict(SD15, use_karras_sigmas=True), 6))
 cases.append(trajectory("lms v-pred trailing 5", "lms", LMSDiscreteScheduler,
                         dict(SD21, timestep_spacing="trailing"), 5))
+# DPM++ 2M SDE (sde-dpmsolver++, midpoint): noise every step.
+SDE = dict(algorithm_type="sde-dpmsolver++")
+cases.append(trajectory("dpm++2m-sde sd15 6", "dpm++2m-sde", DPMSolverMultistepScheduler, dict(SD15, **SDE), 6,
+                        seed=14))
+cases.append(trajectory("dpm++2m-sde karras 8", "dpm++2m-sde-karras", DPMSolverMultistepScheduler,
+                        dict(SD15, use_karras_sigmas=True, **SDE), 8, seed=15))
+cases.append(trajectory("dpm++2m-sde v-pred trailing 5", "dpm++2m-sde", DPMSolverMultistepScheduler,
+                        dict(SD21, timestep_spacing="trailing", **SDE), 5, seed=16))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

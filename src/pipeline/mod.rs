@@ -339,7 +339,20 @@ fn sampler_of(
         "PNDMScheduler" => SamplerKind::Pndm,
         "EulerDiscreteScheduler" => SamplerKind::Euler,
         "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
-        "DPMSolverMultistepScheduler" => SamplerKind::DpmPP2M { karras },
+        // Only the second-order midpoint DPM++ (ODE or SDE) is implemented; other variants
+        // leave the choice to the request.
+        "DPMSolverMultistepScheduler" => {
+            let text = |k: &str, d: &str| scheduler_json[k].as_str().unwrap_or(d).to_string();
+            let order = scheduler_json["solver_order"].as_u64().unwrap_or(2);
+            if order != 2 || text("solver_type", "midpoint") != "midpoint" {
+                return Ok(None);
+            }
+            match text("algorithm_type", "dpmsolver++").as_str() {
+                "dpmsolver++" => SamplerKind::DpmPP2M { karras },
+                "sde-dpmsolver++" => SamplerKind::DpmPP2MSde { karras },
+                _ => return Ok(None),
+            }
+        }
         "LCMScheduler" => SamplerKind::Lcm,
         "HeunDiscreteScheduler" => SamplerKind::Heun,
         "LMSDiscreteScheduler" => SamplerKind::Lms,

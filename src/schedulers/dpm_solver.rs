@@ -1,10 +1,12 @@
-//! diffusers `DPMSolverMultistepScheduler` with `dpmsolver++`, order 2, midpoint,
+//! diffusers `DPMSolverMultistepScheduler` with `dpmsolver++` (DPM++ 2M) or `sde-dpmsolver++`
+//! (DPM++ 2M SDE: fresh Gaussian noise every step), order 2, midpoint,
 //! `final_sigmas_type = "zero"` (the last step is first order).
 
 use super::{Algorithm, Combine, Prediction, Program, Schedule, Slot};
 
 pub(super) struct DpmPP2M {
     pub karras: bool,
+    pub sde: bool,
 }
 
 /// DPM++'s VP pair at σ: α = 1/√(σ²+1), σ_t = σ·α.
@@ -24,14 +26,20 @@ impl Algorithm for DpmPP2M {
         (a, sg * a)
     }
 
-    /// `x₀ = f(x, m)`; `x' = c_x·x + c_0·x₀ + c_1·x₀_prev`; the state keeps x₀.
+    /// diffusers draws the SDE's noise on every step (the last one's weight is 0).
+    fn needs_noise(&self, _s: &Schedule, _i: usize) -> bool {
+        self.sde
+    }
+
+    /// `x₀ = f(x, m)`; `x' = c_x·x + c_0·x₀ + c_1·x₀_prev (+ c_n·noise)`; the state keeps x₀.
     fn program(&self, _s: &Schedule) -> Program {
+        let mut update = vec![Slot::X, Slot::Tmp(0), Slot::State(0)];
+        if self.sde {
+            update.push(Slot::Noise);
+        }
         Program {
             states: 1,
-            combines: vec![
-                Combine::new(&[Slot::X, Slot::Model]),
-                Combine::new(&[Slot::X, Slot::Tmp(0), Slot::State(0)]),
-            ],
+            combines: vec![Combine::new(&[Slot::X, Slot::Model]), Combine::new(&update)],
             output: Slot::Tmp(1),
             updates: vec![(0, Slot::Tmp(0))],
         }
@@ -47,21 +55,32 @@ impl Algorithm for DpmPP2M {
         };
         let s_next = s.sigmas[i + 1];
         let last = i + 1 == s.timesteps.len();
-        let update = if s_next == 0.0 {
-            // σ_t = 0: every first-order formula reduces to x₀.
-            [0.0, 1.0, 0.0]
+        let (update, noise) = if s_next == 0.0 {
+            // σ_t = 0: every first-order formula reduces to x₀ (and the noise vanishes).
+            ([0.0, 1.0, 0.0], 0.0)
         } else {
             let (a_t, s_t) = alpha_sigma(s_next);
             let h = lambda(a_t, s_t) - lambda(a_s, s_s);
-            let k = a_t * ((-h).exp() - 1.0);
+            // ODE: x' = σ_t/σ_s·x − α_t(e^{−h} − 1)·D; SDE: σ_t/σ_s·e^{−h}·x
+            // + α_t(1 − e^{−2h})·D + σ_t√(1 − e^{−2h})·z.
+            let (cx, k, n) = if self.sde {
+                let e2 = 1.0 - (-2.0 * h).exp();
+                (s_t / s_s * (-h).exp(), -a_t * e2, s_t * e2.sqrt())
+            } else {
+                (s_t / s_s, a_t * ((-h).exp() - 1.0), 0.0)
+            };
             if j > 0 && !last {
                 let (a_1, s_1) = alpha_sigma(s.sigmas[i - 1]);
                 let r0 = (lambda(a_s, s_s) - lambda(a_1, s_1)) / h;
-                [s_t / s_s, -k * (1.0 + 0.5 / r0), 0.5 * k / r0]
+                ([cx, -k * (1.0 + 0.5 / r0), 0.5 * k / r0], n)
             } else {
-                [s_t / s_s, -k, 0.0]
+                ([cx, -k, 0.0], n)
             }
         };
-        vec![x0f[0], x0f[1], update[0], update[1], update[2]]
+        let mut c = vec![x0f[0], x0f[1], update[0], update[1], update[2]];
+        if self.sde {
+            c.push(noise);
+        }
+        c
     }
 }

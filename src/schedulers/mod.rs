@@ -1,6 +1,6 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! Heun, LMS, DPM++ 2M (with or without Karras sigmas) and LCM, matching diffusers'
-//! schedulers step for step.
+//! Heun, LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas) and LCM, matching
+//! diffusers' schedulers step for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
 //! behind [`Algorithm`]) writes its update once, as a [`Program`]: a fixed list of linear
@@ -104,11 +104,15 @@ pub enum SamplerKind {
     Heun,
     /// Linear multistep of order 4 (`LMSDiscreteScheduler`).
     Lms,
+    /// DPM-Solver++ 2M SDE (`sde-dpmsolver++`): fresh noise every step; `karras` as above.
+    DpmPP2MSde {
+        karras: bool,
+    },
 }
 
 impl SamplerKind {
-    pub const NAMES: &'static str =
-        "ddim, ddpm, pndm, euler, euler-a, heun, lms, dpm++2m, dpm++2m-karras, lcm";
+    pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, lms, dpm++2m, dpm++2m-karras, dpm++2m-sde, \
+                                  dpm++2m-sde-karras, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -123,6 +127,8 @@ impl SamplerKind {
             "lcm" => Self::Lcm,
             "heun" => Self::Heun,
             "lms" => Self::Lms,
+            "dpm++2m-sde" => Self::DpmPP2MSde { karras: false },
+            "dpm++2m-sde-karras" => Self::DpmPP2MSde { karras: true },
             o => {
                 return Err(Error::unsupported(
                     "sampler",
@@ -140,7 +146,8 @@ impl SamplerKind {
             Self::Pndm => Box::new(pndm::Pndm),
             Self::Euler => Box::new(euler::Euler { ancestral: false }),
             Self::EulerAncestral => Box::new(euler::Euler { ancestral: true }),
-            Self::DpmPP2M { karras } => Box::new(dpm_solver::DpmPP2M { karras }),
+            Self::DpmPP2M { karras } => Box::new(dpm_solver::DpmPP2M { karras, sde: false }),
+            Self::DpmPP2MSde { karras } => Box::new(dpm_solver::DpmPP2M { karras, sde: true }),
             Self::Lcm => Box::new(lcm::Lcm),
             Self::Heun => Box::new(heun::Heun),
             Self::Lms => Box::new(lms::Lms),
@@ -151,9 +158,12 @@ impl SamplerKind {
         match self {
             // LCM ignores the spacing (its timesteps come from the distillation schedule).
             Self::Ddim { .. } | Self::Ddpm | Self::Pndm | Self::Lcm => Spacing::Leading,
-            Self::Euler | Self::EulerAncestral | Self::Heun | Self::Lms | Self::DpmPP2M { .. } => {
-                Spacing::Linspace
-            }
+            Self::Euler
+            | Self::EulerAncestral
+            | Self::Heun
+            | Self::Lms
+            | Self::DpmPP2M { .. }
+            | Self::DpmPP2MSde { .. } => Spacing::Linspace,
         }
     }
 }
