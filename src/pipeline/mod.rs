@@ -13,6 +13,7 @@ use crate::tensor::Tensor;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::single_file::SingleFile;
 use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
+use scheduler_choice::sampler_of;
 use std::path::{Path, PathBuf};
 
 mod decode;
@@ -24,6 +25,7 @@ mod prepare;
 mod preview;
 mod refiner;
 mod resident;
+mod scheduler_choice;
 mod sdxl;
 mod validate;
 
@@ -308,64 +310,6 @@ fn component_files(dir: &Path) -> Result<Vec<PathBuf>> {
         });
     }
     Ok(files)
-}
-
-/// Schedulers diffusers has that the engine does not implement yet: a model that names one
-/// loads, and its requests must choose a sampler.
-const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
-    "KDPM2DiscreteScheduler",
-    "KDPM2AncestralDiscreteScheduler",
-    "DPMSolverSinglestepScheduler",
-    "DPMSolverSDEScheduler",
-    "UniPCMultistepScheduler",
-    "DEISMultistepScheduler",
-    "TCDScheduler",
-    "EDMEulerScheduler",
-    "EDMDPMSolverMultistepScheduler",
-];
-
-/// The sampler a scheduler config's `_class_name` names (`None`: a diffusers scheduler not
-/// implemented yet); an unknown or missing class is an error.
-fn sampler_of(
-    scheduler_json: &serde_json::Value,
-) -> std::result::Result<Option<SamplerKind>, String> {
-    let karras = scheduler_json["use_karras_sigmas"]
-        .as_bool()
-        .unwrap_or(false);
-    let class = scheduler_json["_class_name"].as_str().unwrap_or("");
-    Ok(Some(match class {
-        "DDIMScheduler" => SamplerKind::Ddim { eta: 0.0 },
-        "DDPMScheduler" => SamplerKind::Ddpm,
-        "PNDMScheduler" => SamplerKind::Pndm,
-        "EulerDiscreteScheduler" => SamplerKind::Euler,
-        "EulerAncestralDiscreteScheduler" => SamplerKind::EulerAncestral,
-        // Only the second-order midpoint DPM++ (ODE or SDE) is implemented; other variants
-        // leave the choice to the request.
-        "DPMSolverMultistepScheduler" => {
-            let text = |k: &str, d: &str| scheduler_json[k].as_str().unwrap_or(d).to_string();
-            let order = scheduler_json["solver_order"].as_u64().unwrap_or(2);
-            if order != 2 || text("solver_type", "midpoint") != "midpoint" {
-                return Ok(None);
-            }
-            match text("algorithm_type", "dpmsolver++").as_str() {
-                "dpmsolver++" => SamplerKind::DpmPP2M { karras },
-                "sde-dpmsolver++" => SamplerKind::DpmPP2MSde { karras },
-                _ => return Ok(None),
-            }
-        }
-        "LCMScheduler" => SamplerKind::Lcm,
-        "HeunDiscreteScheduler" => SamplerKind::Heun,
-        "LMSDiscreteScheduler" => SamplerKind::Lms,
-        c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
-        c => {
-            return Err(format!(
-                "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
-                 DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
-                 EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, \
-                 DPMSolverMultistepScheduler, LCMScheduler)"
-            ));
-        }
-    }))
 }
 
 /// How [`Pipeline::load_with`] loads a model.
