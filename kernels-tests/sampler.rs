@@ -259,3 +259,40 @@ fn heun_and_lms_pipelines_match_diffusers() {
         assert!(p >= 40.0, "{name}: {p} dB");
     }
 }
+
+/// `Request::sigma_schedule` (`--schedule`) reaches the samplers that have one (another image
+/// than the plain schedule's) and is refused, naming the sampler, where diffusers has none.
+#[test]
+fn sigma_schedule_is_applied_or_refused() {
+    use crate::pipeline::{sd1_tiny, sneaker};
+    use sd_wgpu::pipeline::Request;
+    use sd_wgpu::schedulers::{SamplerKind, SigmaSchedule};
+    let gpu = gpu();
+    let pipe = sd1_tiny(gpu);
+    let run = |s| {
+        let req = Request {
+            sampler: Some(SamplerKind::Euler),
+            sigma_schedule: Some(s),
+            seed: 1,
+            ..sneaker(3)
+        };
+        pipe.generate(gpu, &req, &mut |_| true).unwrap().latents
+    };
+    let (plain, exp) = (run(SigmaSchedule::Plain), run(SigmaSchedule::Exponential));
+    assert!(plain.iter().zip(&exp).any(|(a, b)| (a - b).abs() > 1e-3));
+    let ddim = Request {
+        sampler: Some(SamplerKind::Ddim { eta: 0.0 }),
+        sigma_schedule: Some(SigmaSchedule::Karras),
+        ..sneaker(3)
+    };
+    let e = pipe.generate(gpu, &ddim, &mut |_| true).err().unwrap();
+    assert!(
+        e.to_string().contains("sigma_schedule") && e.to_string().contains("Ddim"),
+        "{e}"
+    );
+    assert_eq!(
+        SigmaSchedule::parse("exponential").unwrap(),
+        SigmaSchedule::Exponential
+    );
+    assert!(SigmaSchedule::parse("beta").is_err());
+}

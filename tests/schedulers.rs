@@ -245,10 +245,8 @@ fn unimplemented_scheduler_options_are_refused() {
             r#"{"rescale_betas_zero_snr": true}"#,
             "rescale_betas_zero_snr",
         ),
-        (
-            r#"{"use_exponential_sigmas": true}"#,
-            "use_exponential_sigmas",
-        ),
+        (r#"{"use_lu_lambdas": true}"#, "use_lu_lambdas"),
+        (r#"{"use_flow_sigmas": true}"#, "use_flow_sigmas"),
         (r#"{"use_beta_sigmas": true}"#, "use_beta_sigmas"),
         (
             r#"{"interpolation_type": "log_linear"}"#,

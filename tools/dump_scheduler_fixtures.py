@@ -159,6 +159,15 @@ cases.append(trajectory("dpm++2m-sde karras 8", "dpm++2m-sde-karras", DPMSolverM
                         dict(SD15, use_karras_sigmas=True, **SDE), 8, seed=15))
 cases.append(trajectory("dpm++2m-sde v-pred trailing 5", "dpm++2m-sde", DPMSolverMultistepScheduler,
                         dict(SD21, timestep_spacing="trailing", **SDE), 5, seed=16))
+# Exponential sigmas (use_exponential_sigmas) where diffusers has them; Euler ancestral has no
+# sigma-schedule option: a Karras config runs its plain schedule.
+EXP = dict(SD15, use_exponential_sigmas=True)
+cases.append(trajectory("euler exponential 6", "euler", EulerDiscreteScheduler, EXP, 6))
+cases.append(trajectory("heun exponential 4", "heun", HeunDiscreteScheduler, EXP, 4))
+cases.append(trajectory("lms exponential 5", "lms", LMSDiscreteScheduler, EXP, 5))
+cases.append(trajectory("dpm++2m exponential 7", "dpm++2m", DPMSolverMultistepScheduler, EXP, 7))
+cases.append(trajectory("euler-a karras config 5", "euler-a", EulerAncestralDiscreteScheduler,
+                        dict(SD15, use_karras_sigmas=True), 5, seed=17))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

@@ -8,7 +8,7 @@ use crate::models::arch::{ArchSource, Architecture};
 use crate::models::clip::{ClipTextConfig, ClipTextModel};
 use crate::models::unet::{UNet, UNetConfig};
 use crate::models::vae::{AutoencoderKLConfig, VaeDecoder, VaeEncoder};
-use crate::schedulers::{SamplerKind, ScheduleConfig, Spacing};
+use crate::schedulers::{SamplerKind, ScheduleConfig, SigmaSchedule, Spacing};
 use crate::tensor::Tensor;
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::single_file::SingleFile;
@@ -130,6 +130,9 @@ pub struct Request {
     /// timestep_spacing=…)` overrides it (Turbo models sample with `trailing`). `None`: the
     /// scheduler config's (or the sampler's default when the config names none).
     pub spacing: Option<Spacing>,
+    /// The σ schedule (`--schedule`: Karras, exponential or the timesteps' own), for the
+    /// samplers that have one ([`SamplerKind::has_sigma_schedule`]). `None`: the config's.
+    pub sigma_schedule: Option<SigmaSchedule>,
     pub width: usize,
     pub height: usize,
     /// diffusers' `latents=` argument: f32 `[1, 4, h/f, w/f]` (NCHW), scaled by the sampler's
@@ -204,6 +207,7 @@ impl Default for Request {
             guidance: 7.5,
             sampler: None,
             spacing: None,
+            sigma_schedule: None,
             width: 512,
             height: 512,
             init_latents: None,
@@ -506,10 +510,14 @@ impl Pipeline {
 
     /// The scheduler config `req` samples with: the model's, with the request's spacing.
     pub fn schedule_for(&self, req: &Request) -> ScheduleConfig {
-        ScheduleConfig {
+        let mut cfg = ScheduleConfig {
             spacing: req.spacing.or(self.scheduler.spacing),
             ..self.scheduler.clone()
+        };
+        if let Some(s) = req.sigma_schedule {
+            s.apply(&mut cfg);
         }
+        cfg
     }
 
     /// The sampler `req` runs: its own, else the model's.

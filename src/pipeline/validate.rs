@@ -120,6 +120,18 @@ impl Pipeline {
                 "continues from `init_latents`; it takes no init image",
             ));
         }
+        if let Some(sched) = req.sigma_schedule {
+            let kind = self.sampler_for(req)?;
+            if !kind.has_sigma_schedule() {
+                return Err(Error::request(
+                    "sigma_schedule",
+                    format!(
+                        "is {sched:?}, but the {kind:?} sampler has no σ schedule (Euler, Heun, \
+                         LMS and DPM++ have)"
+                    ),
+                ));
+            }
+        }
         let n_train = self.scheduler.num_train_timesteps;
         if !(1..=n_train).contains(&req.steps) {
             return Err(Error::request(

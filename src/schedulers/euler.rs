@@ -9,6 +9,12 @@ pub(super) struct Euler {
 
 impl Algorithm for Euler {
     fn set_schedule(&self, s: &mut Schedule) {
+        // diffusers' EulerAncestralDiscreteScheduler has no sigma-schedule options: a config's
+        // Karras / exponential flags do not reach it.
+        if self.ancestral {
+            s.cfg.use_karras_sigmas = false;
+            s.cfg.use_exponential_sigmas = false;
+        }
         s.set_euler();
     }
 

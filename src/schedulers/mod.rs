@@ -22,7 +22,7 @@ pub mod program;
 pub mod schedule;
 
 pub use program::{Combine, Program, Slot};
-pub use schedule::{BetaSchedule, Prediction, Schedule, ScheduleConfig, Spacing};
+pub use schedule::{BetaSchedule, Prediction, Schedule, ScheduleConfig, SigmaSchedule, Spacing};
 
 use crate::error::{Error, Result};
 
@@ -152,6 +152,15 @@ impl SamplerKind {
             Self::Heun => Box::new(heun::Heun),
             Self::Lms => Box::new(lms::Lms),
         }
+    }
+
+    /// Whether the sampler reads the σ-schedule options (diffusers' Euler, Heun, LMS and
+    /// DPM-Solver have them; DDIM, DDPM, PNDM, Euler ancestral and LCM do not).
+    pub fn has_sigma_schedule(self) -> bool {
+        matches!(
+            self,
+            Self::Euler | Self::Heun | Self::Lms | Self::DpmPP2M { .. } | Self::DpmPP2MSde { .. }
+        )
     }
 
     fn default_spacing(self) -> Spacing {

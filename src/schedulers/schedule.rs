@@ -29,6 +29,38 @@ pub enum Spacing {
     Linspace,
 }
 
+/// A σ schedule asked for by a request (`--schedule`), as diffusers'
+/// `from_config(config, use_karras_sigmas=…)` / `use_exponential_sigmas=…` sets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigmaSchedule {
+    /// The timesteps' own σ (both flags off).
+    Plain,
+    Karras,
+    Exponential,
+}
+
+impl SigmaSchedule {
+    pub const NAMES: &'static str = "plain, karras, exponential";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "plain" | "default" => Ok(Self::Plain),
+            "karras" => Ok(Self::Karras),
+            "exponential" => Ok(Self::Exponential),
+            o => Err(Error::unsupported(
+                OP,
+                format!("sigma schedule `{o}` (known: {})", Self::NAMES),
+            )),
+        }
+    }
+
+    /// `cfg` with this schedule's flags.
+    pub fn apply(self, cfg: &mut ScheduleConfig) {
+        cfg.use_karras_sigmas = self == Self::Karras;
+        cfg.use_exponential_sigmas = self == Self::Exponential;
+    }
+}
+
 impl Spacing {
     pub const NAMES: &'static str = "leading, trailing, linspace";
 
@@ -70,6 +102,9 @@ pub struct ScheduleConfig {
     /// are not implemented: refused. Another class's config without the key reads true.
     pub skip_prk_steps: bool,
     pub use_karras_sigmas: bool,
+    /// σ spaced evenly in log σ between the schedule's ends (Euler, Heun, LMS, DPM++; with
+    /// `use_karras_sigmas` Karras wins, as diffusers checks it first).
+    pub use_exponential_sigmas: bool,
     /// LCM: the distillation schedule's length (`original_inference_steps`, 50).
     pub original_inference_steps: usize,
     /// LCM: the boundary condition's timestep scale (`timestep_scaling`, 10).
@@ -92,6 +127,7 @@ impl ScheduleConfig {
             clip_sample_range: 1.0,
             skip_prk_steps: true,
             use_karras_sigmas: false,
+            use_exponential_sigmas: false,
             original_inference_steps: 50,
             timestep_scaling: 10.0,
         }
@@ -130,8 +166,9 @@ impl ScheduleConfig {
         for k in [
             "thresholding",
             "rescale_betas_zero_snr",
-            "use_exponential_sigmas",
             "use_beta_sigmas",
+            "use_lu_lambdas",
+            "use_flow_sigmas",
         ] {
             if flag(k, false) {
                 return Err(Error::unsupported(
@@ -252,6 +289,7 @@ impl ScheduleConfig {
                 text("_class_name") != Some("PNDMScheduler"),
             ),
             use_karras_sigmas: flag("use_karras_sigmas", false),
+            use_exponential_sigmas: flag("use_exponential_sigmas", false),
             original_inference_steps: orig as usize,
             timestep_scaling,
         })
@@ -392,6 +430,15 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     linspace(0.0, 1.0, n)
         .iter()
         .map(|r| (max_inv + r * (min_inv - max_inv)).powf(rho))
+        .collect()
+}
+
+/// diffusers' `_convert_to_exponential`: σ evenly spaced in log σ from `sigma_max` down to
+/// `sigma_min`.
+pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    linspace(sigma_max.ln(), sigma_min.ln(), n)
+        .iter()
+        .map(|l| l.exp())
         .collect()
 }
 
@@ -541,9 +588,14 @@ impl Schedule {
             Spacing::Trailing => discrete_timesteps(&self.cfg, Spacing::Trailing, steps),
         };
         let mut sig: Vec<f64> = ts.iter().map(|&t| interp(t, &full)).collect();
-        if self.cfg.use_karras_sigmas {
+        if self.cfg.use_karras_sigmas || self.cfg.use_exponential_sigmas {
             let log_sigmas = log_f32(&full);
-            sig = karras_sigmas(sig[steps - 1], sig[0], steps);
+            let (lo, hi) = (sig[steps - 1], sig[0]);
+            sig = if self.cfg.use_karras_sigmas {
+                karras_sigmas(lo, hi, steps)
+            } else {
+                exponential_sigmas(lo, hi, steps)
+            };
             ts = sig
                 .iter()
                 .map(|&s| f32r(sigma_to_t(s, &log_sigmas)))
@@ -590,6 +642,14 @@ impl Schedule {
                         round_half_even(t)
                     }
                 })
+                .collect();
+        } else if self.cfg.use_exponential_sigmas {
+            // From the training schedule's ends; the timesteps truncated to integers (diffusers
+            // stores them as int64), the σ kept.
+            sig = exponential_sigmas(full[0], full[n - 1], steps);
+            ts = sig
+                .iter()
+                .map(|&s| sigma_to_t(s, &log_sigmas).trunc())
                 .collect();
         } else {
             sig = ts.iter().map(|&t| interp(t, &full)).collect();

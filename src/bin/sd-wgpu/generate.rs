@@ -57,6 +57,10 @@ pub struct GenerateArgs {
     /// Turbo models sample with trailing).
     #[arg(long)]
     spacing: Option<String>,
+    /// σ schedule for euler, heun, lms and the dpm++ samplers: karras, exponential or plain
+    /// (default: the model's scheduler config).
+    #[arg(long)]
+    schedule: Option<String>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Default: the model's native size (SD 1.x 512, SD 2.1 768, the built-in model 32).
@@ -295,6 +299,11 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let sampler = a.sampler.as_deref().map(SamplerKind::parse).transpose()?;
     let spacing = a.spacing.as_deref().map(Spacing::parse).transpose()?;
+    let sigma_schedule = a
+        .schedule
+        .as_deref()
+        .map(sd_wgpu::schedulers::SigmaSchedule::parse)
+        .transpose()?;
     let t0 = Instant::now();
     let opts = LoadOptions {
         dtype,
@@ -407,6 +416,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         guidance: a.guidance,
         sampler,
         spacing,
+        sigma_schedule,
         width,
         height,
         init_latents: None,
