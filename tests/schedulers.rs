@@ -182,6 +182,22 @@ fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
     ] {
         SamplerKind::parse(name).unwrap();
     }
+    // The web UI's names, any case; each kind's name parses back to it.
+    assert_eq!(
+        SamplerKind::parse("DPM++ 2M Karras").unwrap(),
+        SamplerKind::DpmPP2M { karras: true }
+    );
+    assert_eq!(
+        SamplerKind::parse("euler A").unwrap(),
+        SamplerKind::EulerAncestral
+    );
+    assert_eq!(SamplerKind::parse("PLMS").unwrap(), SamplerKind::Pndm);
+    for k in SamplerKind::ALL {
+        assert_eq!(
+            SamplerKind::parse(sd_wgpu::infotext::sampler_name(k)).unwrap(),
+            k
+        );
+    }
     let e = SamplerKind::parse("rk45").unwrap_err().to_string();
     assert!(
         e.contains("rk45") && e.contains("dpm++2m-karras") && e.contains("heun"),

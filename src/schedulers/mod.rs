@@ -129,14 +129,41 @@ impl SamplerKind {
             "lms" => Self::Lms,
             "dpm++2m-sde" => Self::DpmPP2MSde { karras: false },
             "dpm++2m-sde-karras" => Self::DpmPP2MSde { karras: true },
-            o => {
-                return Err(Error::unsupported(
-                    "sampler",
-                    format!("unknown sampler `{o}` (known: {})", Self::NAMES),
-                ));
-            }
+            // The web UI's names ("DPM++ 2M Karras", "Euler a", "PLMS", …), any case.
+            o => match Self::ALL
+                .into_iter()
+                .find(|k| crate::infotext::sampler_name(*k).eq_ignore_ascii_case(o))
+            {
+                Some(k) => k,
+                None => {
+                    return Err(Error::unsupported(
+                        "sampler",
+                        format!(
+                            "unknown sampler `{o}` (known: {}, or the web UI's names such as \
+                             \"DPM++ 2M Karras\")",
+                            Self::NAMES
+                        ),
+                    ));
+                }
+            },
         })
     }
+
+    /// Every sampler (DDIM with η = 0).
+    pub const ALL: [SamplerKind; 12] = [
+        Self::Ddim { eta: 0.0 },
+        Self::Ddpm,
+        Self::Pndm,
+        Self::Euler,
+        Self::EulerAncestral,
+        Self::Heun,
+        Self::Lms,
+        Self::DpmPP2M { karras: false },
+        Self::DpmPP2M { karras: true },
+        Self::DpmPP2MSde { karras: false },
+        Self::DpmPP2MSde { karras: true },
+        Self::Lcm,
+    ];
 
     /// The sampler's update rule.
     fn algorithm(self) -> Box<dyn Algorithm> {
