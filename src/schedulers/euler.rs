@@ -56,11 +56,7 @@ impl Algorithm for Euler {
     /// `x' = x + (x − x₀)/σ · dt` (+ `σ_up · noise` for the ancestral step).
     fn coefficients(&self, s: &Schedule, i: usize, _j: usize) -> Vec<f64> {
         let (sg, s_next) = (s.sigmas[i], s.sigmas[i + 1]);
-        let x0f = match s.cfg.prediction {
-            Prediction::Epsilon => [1.0, -sg],
-            Prediction::VPrediction => [1.0 / (sg * sg + 1.0), -sg / (sg * sg + 1.0).sqrt()],
-            Prediction::Sample => [0.0, 1.0],
-        };
+        let x0f = s.sigma_x0_form(sg);
         let (target, up) = if self.ancestral {
             let up = (s_next * s_next * (sg * sg - s_next * s_next) / (sg * sg)).sqrt();
             let down = (s_next * s_next - up * up).max(0.0).sqrt();

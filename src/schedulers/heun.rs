@@ -6,19 +6,10 @@
 //!
 //! State: 0 the sample the first-order step started from, 1 its derivative.
 
-use super::{Algorithm, Combine, Prediction, Program, Schedule, ScheduleConfig, Slot};
+use super::{Algorithm, Combine, Program, Schedule, ScheduleConfig, Slot};
 use crate::error::{Error, Result};
 
 pub(super) struct Heun;
-
-/// x₀ as `[c_x, c_m]` of the sample and the model output at σ (diffusers' Heun forms).
-fn x0_form(p: Prediction, sg: f64) -> [f64; 2] {
-    match p {
-        Prediction::Epsilon => [1.0, -sg],
-        Prediction::VPrediction => [1.0 / (sg * sg + 1.0), -sg / (sg * sg + 1.0).sqrt()],
-        Prediction::Sample => [0.0, 1.0],
-    }
-}
 
 impl Algorithm for Heun {
     fn order(&self) -> usize {
@@ -76,16 +67,15 @@ impl Algorithm for Heun {
     /// First order (even i): `d = (x − x₀(σ))/σ`, `x' = x + d·(σ' − σ)`, keeping x and d.
     /// Second order (odd i): `d₂ = (x − x₀(σ'))/σ'`, `x' = x_saved + (d_saved + d₂)/2·dt`.
     fn coefficients(&self, s: &Schedule, i: usize, _j: usize) -> Vec<f64> {
-        let p = s.cfg.prediction;
         if i % 2 == 0 {
             let (sg, next) = (s.sigmas[i], s.sigmas[i + 1]);
-            let [a, b] = x0_form(p, sg);
+            let [a, b] = s.sigma_x0_form(sg);
             let (dx, dm) = ((1.0 - a) / sg, -b / sg);
             let dt = next - sg;
             vec![1.0 + dx * dt, dm * dt, 0.0, 0.0, dx, dm]
         } else {
             let (sg, next) = (s.sigmas[i - 1], s.sigmas[i]);
-            let [a, b] = x0_form(p, next);
+            let [a, b] = s.sigma_x0_form(next);
             let half = (next - sg) / 2.0;
             let (dx, dm) = ((1.0 - a) / next, -b / next);
             vec![dx * half, dm * half, 1.0, half, 0.0, 0.0]

@@ -5,7 +5,7 @@
 //!
 //! State: the three previous derivatives, most recent first.
 
-use super::{Algorithm, Combine, Prediction, Program, Schedule, Slot};
+use super::{Algorithm, Combine, Program, Schedule, Slot};
 
 pub(super) struct Lms;
 
@@ -68,11 +68,7 @@ impl Algorithm for Lms {
     /// has made take part (`zip` with the history).
     fn coefficients(&self, s: &Schedule, i: usize, j: usize) -> Vec<f64> {
         let sg = s.sigmas[i];
-        let [a, b] = match s.cfg.prediction {
-            Prediction::Epsilon => [1.0, -sg],
-            Prediction::VPrediction => [1.0 / (sg * sg + 1.0), -sg / (sg * sg + 1.0).sqrt()],
-            Prediction::Sample => [0.0, 1.0],
-        };
+        let [a, b] = s.sigma_x0_form(sg);
         let order = (i + 1).min(ORDER);
         let used = order.min(j + 1);
         let c: Vec<f64> = (0..ORDER)

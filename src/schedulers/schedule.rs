@@ -659,6 +659,16 @@ impl Schedule {
         self.timesteps = ts;
     }
 
+    /// x₀ as a linear form `[c_x, c_m]` of the σ-scaled sample and the model output at σ
+    /// (the Euler family's `pred_original_sample`: Euler, Heun, LMS).
+    pub(crate) fn sigma_x0_form(&self, sg: f64) -> [f64; 2] {
+        match self.cfg.prediction {
+            Prediction::Epsilon => [1.0, -sg],
+            Prediction::VPrediction => [1.0 / (sg * sg + 1.0), -sg / (sg * sg + 1.0).sqrt()],
+            Prediction::Sample => [0.0, 1.0],
+        }
+    }
+
     /// (x₀, ε) as linear forms `[c_x, c_m]` of the sample and the model output at ᾱ = `a`.
     pub(crate) fn vp_forms(&self, a: f64) -> ([f64; 2], [f64; 2]) {
         let (sa, sb) = (a.sqrt(), (1.0 - a).sqrt());
