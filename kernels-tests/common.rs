@@ -136,6 +136,26 @@ pub fn try_check(
     Ok(())
 }
 
+/// `req`'s run of the tiny 32² pipelines against the golden case `name` of `g`
+/// (`final_<name>` [1, 4, 8, 8] latents, `image_<name>` [1, 32, 32, 3]): final latents within
+/// 1e-3 relative L2, the image ≥ 40 dB.
+pub fn check_golden(
+    pipe: &sd_wgpu::pipeline::Pipeline,
+    g: &sd_wgpu::weights::Weights,
+    name: &str,
+    req: &sd_wgpu::pipeline::Request,
+) {
+    let out = pipe.generate(gpu(), req, &mut |_| true).unwrap();
+    let want = g.read_f32(&format!("final_{name}"), &[1, 4, 8, 8]).unwrap();
+    let img = g
+        .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
+        .unwrap();
+    let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
+    eprintln!("{name}: final latents relative L2 {e:.2e}, image {p:.1} dB");
+    assert!(e <= 1e-3, "{name}: latents relative L2 {e}");
+    assert!(p >= 40.0, "{name}: {p} dB");
+}
+
 /// ‖a − b‖ / ‖b‖ (the reference `b`).
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     let num: f64 = a.iter().zip(b).map(|(x, y)| f64::from(x - y).powi(2)).sum();

@@ -26,36 +26,33 @@ fn request(steps: usize, guidance: f32, sampler: SamplerKind) -> Request {
     }
 }
 
-fn check(pipe: &Pipeline, name: &str, req: &Request) {
-    let g = Weights::open_file(&fixtures().join("fewstep-golden.safetensors")).unwrap();
-    let out = pipe.generate(gpu(), req, &mut |_| true).unwrap();
-    let want = g.read_f32(&format!("final_{name}"), &[1, 4, 8, 8]).unwrap();
-    let img = g
-        .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
-        .unwrap();
-    let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
-    eprintln!("{name}: final latents relative L2 {e:.2e}, image {p:.1} dB");
-    assert!(e <= 1e-3, "{name}: latents relative L2 {e}");
-    assert!(p >= 40.0, "{name}: {p} dB");
+fn golden() -> Weights {
+    Weights::open_file(&fixtures().join("fewstep-golden.safetensors")).unwrap()
 }
 
 #[test]
 fn turbo_and_lcm_cfg_match_diffusers() {
     let gpu = gpu();
     let pipe = Pipeline::load(gpu, &fixtures().join("sd1-tiny"), WeightDType::Auto).unwrap();
+    let g = golden();
     let trailing = |steps, kind| Request {
         spacing: Some(Spacing::Trailing),
         ..request(steps, 0.0, kind)
     };
     // Guidance 0 and 1 run one pass: the unconditional row is never encoded.
     assert!(!pipe.guided(&trailing(1, SamplerKind::Euler)));
-    check(&pipe, "turbo1", &trailing(1, SamplerKind::Euler));
-    check(&pipe, "turbo2", &trailing(2, SamplerKind::Euler));
-    check(&pipe, "turbo_a2", &trailing(2, SamplerKind::EulerAncestral));
+    check_golden(&pipe, &g, "turbo1", &trailing(1, SamplerKind::Euler));
+    check_golden(&pipe, &g, "turbo2", &trailing(2, SamplerKind::Euler));
+    check_golden(
+        &pipe,
+        &g,
+        "turbo_a2",
+        &trailing(2, SamplerKind::EulerAncestral),
+    );
     // The LCM sampler on an ordinary U-Net: classifier-free guidance as usual.
     let lcm_cfg = request(3, 1.5, SamplerKind::Lcm);
     assert!(pipe.guided(&lcm_cfg));
-    check(&pipe, "lcm_cfg", &lcm_cfg);
+    check_golden(&pipe, &g, "lcm_cfg", &lcm_cfg);
 }
 
 #[test]
@@ -70,16 +67,16 @@ fn lcm_unet_matches_diffusers() {
     // LCM_Dreamshaper_v7's scheduler config (set_alpha_to_one, steps_offset 1).
     let text = std::fs::read_to_string(fixtures().join("lcm-scheduler.json")).unwrap();
     pipe.scheduler = ScheduleConfig::from_json(&text).unwrap();
+    let g = golden();
     let lcm4 = request(4, 8.0, SamplerKind::Lcm);
     // The scale is the U-Net's embedding: one pass, no unconditional batch.
     assert!(!pipe.guided(&lcm4));
-    check(&pipe, "lcm4", &lcm4);
-    check(&pipe, "lcm1", &request(1, 2.0, SamplerKind::Lcm));
+    check_golden(&pipe, &g, "lcm4", &lcm4);
+    check_golden(&pipe, &g, "lcm1", &request(1, 2.0, SamplerKind::Lcm));
     // The embedding matters: another scale gives another image.
     let other = pipe
         .generate(gpu, &request(1, 4.0, SamplerKind::Lcm), &mut |_| true)
         .unwrap();
-    let g = Weights::open_file(&fixtures().join("fewstep-golden.safetensors")).unwrap();
     let lcm1 = g.read_f32("final_lcm1", &[1, 4, 8, 8]).unwrap();
     assert!(rel_l2(&other.latents, &lcm1) > 1e-2);
 }

@@ -28,20 +28,6 @@ fn neg_request(g: &Weights) -> Request {
     }
 }
 
-/// `req`'s run against the golden case `name`: final latents within 1e-3 relative L2, the
-/// image ≥ 40 dB.
-fn check(pipe: &Pipeline, g: &Weights, name: &str, req: &Request) {
-    let out = pipe.generate(gpu(), req, &mut |_| true).unwrap();
-    let want = g.read_f32(&format!("final_{name}"), &[1, 4, 8, 8]).unwrap();
-    let img = g
-        .read_f32(&format!("image_{name}"), &[1, 32, 32, 3])
-        .unwrap();
-    let (e, p) = (rel_l2(&out.latents, &want), psnr(&out.image, &img));
-    eprintln!("sdxl {name}: final latents relative L2 {e:.2e}, image {p:.1} dB");
-    assert!(e <= 1e-3, "{name}: latents relative L2 {e}");
-    assert!(p >= 40.0, "{name}: {p} dB");
-}
-
 #[test]
 fn sdxl_pipeline_matches_diffusers() {
     let gpu = gpu();
@@ -81,7 +67,7 @@ fn sdxl_pipeline_matches_diffusers() {
         ),
     ];
     for (name, req) in &cases {
-        check(&pipe, &g, name, req);
+        check_golden(&pipe, &g, name, req);
     }
     // The zero unconditional context is not the encoded empty prompt's.
     let encoded = pipe
@@ -113,14 +99,14 @@ fn sdxl_samplers_and_turbo_match_diffusers() {
         sampler: Some(sampler),
         ..neg_request(&g)
     };
-    check(&pipe, &g, "eulera", &seeded(SamplerKind::EulerAncestral));
-    check(
+    check_golden(&pipe, &g, "eulera", &seeded(SamplerKind::EulerAncestral));
+    check_golden(
         &pipe,
         &g,
         "dpmk",
         &seeded(SamplerKind::DpmPP2M { karras: true }),
     );
-    check(&pipe, &g, "ddim", &seeded(SamplerKind::Ddim { eta: 0.0 }));
+    check_golden(&pipe, &g, "ddim", &seeded(SamplerKind::Ddim { eta: 0.0 }));
     for steps in [1, 2] {
         let turbo = Request {
             steps,
@@ -130,7 +116,7 @@ fn sdxl_samplers_and_turbo_match_diffusers() {
             ..seeded(SamplerKind::EulerAncestral)
         };
         assert!(!pipe.guided(&turbo));
-        check(&pipe, &g, &format!("turbo{steps}"), &turbo);
+        check_golden(&pipe, &g, &format!("turbo{steps}"), &turbo);
     }
 }
 
@@ -298,7 +284,7 @@ fn sdxl_weighted_and_long_prompts_match_the_reference() {
             negative_prompt: negative.into(),
             ..base.clone()
         };
-        check(&pipe, &g, name, &req);
+        check_golden(&pipe, &g, name, &req);
     }
 }
 
@@ -425,7 +411,7 @@ fn sdxl_refiner_through_the_cli() {
         .iter()
         .map(|v| (v * 255.0).round())
         .collect();
-    crate::common::check("cli base + refiner png (0..255)", &got, &want, 1.0, 0.0);
+    check("cli base + refiner png (0..255)", &got, &want, 1.0, 0.0);
     let _ = std::fs::remove_dir_all(&work);
     let _ = std::fs::remove_dir_all(&dir);
 }

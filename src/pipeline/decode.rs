@@ -51,7 +51,7 @@ impl Generation<'_> {
             req,
             x,
             mut guard,
-            mut timings,
+            timings,
             truncated_tokens,
             plan,
             table,
@@ -65,23 +65,24 @@ impl Generation<'_> {
         if offload {
             pipe.unet.release(gpu);
         }
+        let mut out = Output {
+            latents,
+            image: Vec::new(),
+            width: req.width,
+            height: req.height,
+            truncated_tokens,
+            steps_run,
+            timings,
+        };
         // `denoising_end`: the latents are the result (for a refiner), not decoded.
         if req.denoising_end.is_some() {
             guard.finish(gpu)?;
-            return Ok(Output {
-                latents,
-                image: Vec::new(),
-                width: req.width,
-                height: req.height,
-                truncated_tokens,
-                steps_run,
-                timings,
-            });
+            return Ok(out);
         }
         // The step's buffers are of no use to the VAE, whose activations are larger: free them
         // rather than hold both at the decoder's peak (the plan was dropped just above).
         gpu.trim_pool();
-        let vae = pipe.vae.get_timed(gpu, offload, &mut timings.loading)?;
+        let vae = pipe.vae.get_timed(gpu, offload, &mut out.timings.loading)?;
         let clock = std::time::Instant::now();
         gpu.set_profile_stage("VAE decode");
         let mut rec = Recorder::new(gpu);
@@ -105,15 +106,6 @@ impl Generation<'_> {
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
         let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
-        let mut out = Output {
-            latents,
-            image: Vec::new(),
-            width: req.width,
-            height: req.height,
-            truncated_tokens,
-            steps_run,
-            timings,
-        };
         if let Some(tex) = texture {
             let swap = matches!(
                 tex.format(),
