@@ -179,6 +179,14 @@ pub enum Error {
     #[error("prompt {prompt:?}: {what}")]
     Prompt { prompt: String, what: String },
 
+    /// A LoRA file that cannot be applied: unknown or unmatched keys, shapes that do not fit
+    /// the model, an unsupported variant (DoRA, LoHa), a name not found in the LoRA folder.
+    #[error("LoRA `{path}`: {what}")]
+    Lora {
+        path: std::path::PathBuf,
+        what: String,
+    },
+
     /// The progress callback asked to stop.
     #[error("cancelled after step {step}")]
     Cancelled { step: usize },

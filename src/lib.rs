@@ -20,6 +20,7 @@ pub mod fuzz;
 pub mod gpu;
 pub mod imageio;
 pub mod infotext;
+pub mod lora;
 pub mod models;
 pub mod npy;
 pub mod ops;

@@ -1,6 +1,7 @@
 //! Weights already on a device, by file region and layout: a second pipeline loading the same
 //! file on the same [`Gpu`](crate::gpu::Gpu) gets the same buffers. Entries are weak, so a
-//! dropped pipeline frees its weights; the device is named by its process-unique
+//! dropped pipeline frees its weights; a weight with LoRA updates merged in is keyed by them
+//! too (see [`crate::lora`]); the device is named by its process-unique
 //! [`Gpu::uid`](crate::gpu::Gpu::uid).
 
 use crate::tensor::{DType, Tensor, WeakTensor};
@@ -24,6 +25,8 @@ pub(crate) struct WeightKey {
     pub relayout: u8,
     pub dtype: DType,
     pub shape: Vec<usize>,
+    /// LoRA updates merged in (empty: the file's own weight).
+    pub lora: Vec<crate::lora::PatchId>,
 }
 
 fn cache() -> &'static Mutex<HashMap<WeightKey, WeakTensor>> {

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 mod cache;
 pub mod single_file;
@@ -127,6 +128,18 @@ impl WeightFile {
         self.tensors.keys().map(String::as_str)
     }
 
+    /// The header's `__metadata__` strings (e.g. a LoRA's adapter config).
+    pub fn user_metadata(&self) -> Option<HashMap<String, String>> {
+        SafeTensors::read_metadata(&self.map)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+    }
+
+    /// Canonical path, length and modification time (what the weight cache keys on).
+    pub(crate) fn identity(&self) -> (&PathBuf, u64, Option<std::time::SystemTime>) {
+        (&self.identity.0, self.identity.1, self.identity.2)
+    }
+
     pub fn get(&self, name: &str) -> Option<TensorRef<'_>> {
         let (key, info) = self.tensors.get_key_value(name)?;
         let (a, b) = info.data_offsets;
@@ -143,14 +156,19 @@ impl WeightFile {
     }
 }
 
-/// A model's weights, possibly spread over several files (sharded checkpoints).
+/// A model's weights, possibly spread over several files (sharded checkpoints). Clones share
+/// the mapped files.
+#[derive(Clone)]
 pub struct Weights {
-    files: Vec<WeightFile>,
+    files: Arc<Vec<WeightFile>>,
     /// What errors call the weights: the folder or the single file.
     origin: PathBuf,
     /// For a checkpoint in another layout: the name each network asks for → where the tensor
     /// is in the files (see [`single_file`]). `None`: names are the files' keys.
-    renames: Option<HashMap<String, Rename>>,
+    renames: Option<Arc<HashMap<String, Rename>>>,
+    /// LoRA updates merged into the weights they name as those are read (see
+    /// [`Weights::with_lora`]).
+    lora: Option<Arc<crate::lora::Patches>>,
     /// Reuse tensors already on the device from the same file region (see [`Weights::sharing`]).
     share: bool,
     /// Random weights instead of files (benchmarks): see [`Weights::synthetic`].
@@ -216,9 +234,10 @@ impl Weights {
             .map(|f| WeightFile::open(f))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            files,
+            files: Arc::new(files),
             origin: origin.to_path_buf(),
             renames: None,
+            lora: None,
             share: true,
             synthetic: None,
         })
@@ -227,9 +246,10 @@ impl Weights {
     /// Random weights (see [`Synthetic`]); `origin` names them in messages.
     pub fn synthetic(origin: &Path, s: Synthetic) -> Self {
         Self {
-            files: Vec::new(),
+            files: Arc::new(Vec::new()),
             origin: origin.to_path_buf(),
             renames: None,
+            lora: None,
             share: false,
             synthetic: Some(s),
         }
@@ -243,7 +263,41 @@ impl Weights {
         }
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
-        Ok((to_f32(&t)?, t.dtype == Dtype::F16))
+        let mut values = to_f32(&t)?;
+        self.merge_lora(name, &mut values, shape)?;
+        Ok((values, t.dtype == Dtype::F16))
+    }
+
+    /// The same files with `lora`'s updates merged into the weights it names as they are
+    /// read or uploaded (`None`: the files' own weights). A merged weight is cached on the
+    /// device under its LoRAs' identities and scales: the weights of other views of the same
+    /// files are shared, merged ones never are with another set of LoRAs.
+    pub fn with_lora(&self, lora: Option<Arc<crate::lora::Patches>>) -> Self {
+        Self {
+            lora,
+            ..self.clone()
+        }
+    }
+
+    /// The LoRA updates this view merges, if any.
+    pub fn lora(&self) -> Option<&crate::lora::Patches> {
+        self.lora.as_deref()
+    }
+
+    /// Adds the LoRA updates of the weight `name` (PyTorch shape `shape`) to `values`.
+    pub(crate) fn merge_lora(&self, name: &str, values: &mut [f32], shape: &[usize]) -> Result<()> {
+        match &self.lora {
+            Some(p) => crate::lora::Patches::apply(p.for_weight(name), values, shape),
+            None => Ok(()),
+        }
+    }
+
+    /// The cache identities of the LoRA updates of `name` (empty: none).
+    pub(crate) fn lora_ids(&self, name: &str) -> Vec<crate::lora::PatchId> {
+        self.lora
+            .as_ref()
+            .map(|p| crate::lora::Patches::ids(p.for_weight(name)))
+            .unwrap_or_default()
     }
 
     /// Whether uploads reuse a tensor another load already put on the same `Gpu` from the
@@ -256,7 +310,7 @@ impl Weights {
 
     /// This view names tensors by `renames`' keys (only those).
     pub fn with_renames(mut self, renames: HashMap<String, Rename>) -> Self {
-        self.renames = Some(renames);
+        self.renames = Some(Arc::new(renames));
         self
     }
 

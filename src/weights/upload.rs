@@ -30,11 +30,13 @@ impl Weights {
         if gpu.is_simulating() {
             return simulated(gpu, &gpu_shape, dtype, name);
         }
-        let key = self.cache_key(gpu, &[&t], relayout, dtype, shape);
+        let key = self.cache_key(gpu, &[&t], relayout, dtype, shape, &[name]);
         if let Some(hit) = key.as_ref().and_then(cache::lookup) {
             return Ok(hit);
         }
-        let (values, gpu_shape) = relaid(&t, shape, relayout)?;
+        let mut values = to_f32(&t)?;
+        self.merge_lora(name, &mut values, shape)?;
+        let (values, gpu_shape) = relaid(&t, values, shape, relayout)?;
         check_f16_range(&t, &values, dtype)?;
         let tensor = Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)?;
         if let Some(k) = key {
@@ -100,15 +102,17 @@ impl Weights {
         if gpu.is_simulating() {
             return simulated(gpu, &gpu_shape, dtype, label);
         }
-        let key = self.cache_key(gpu, &refs, relayout, dtype, &torch_shape);
+        let key = self.cache_key(gpu, &refs, relayout, dtype, &torch_shape, names);
         if let Some(hit) = key.as_ref().and_then(cache::lookup) {
             return Ok(hit);
         }
         let rows = rows.unwrap_or(1);
         let mut fused = vec![0.0f32; rows * total];
         let mut col = 0;
-        for (t, shape) in parts.iter().zip(shapes) {
-            let (values, _) = relaid(t, shape, relayout)?;
+        for ((t, shape), name) in parts.iter().zip(shapes).zip(names) {
+            let mut values = to_f32(t)?;
+            self.merge_lora(name, &mut values, shape)?;
+            let (values, _) = relaid(t, values, shape, relayout)?;
             check_f16_range(t, &values, dtype)?;
             let width = shape[0];
             for r in 0..rows {
@@ -124,14 +128,16 @@ impl Weights {
         Ok(tensor)
     }
 
-    /// The device cache's key for a weight made of `parts` (none when sharing is off).
-    fn cache_key(
+    /// The device cache's key for a weight made of `parts` (asked for as `names`), LoRA
+    /// updates included (none when sharing is off).
+    fn cache_key<S: AsRef<str>>(
         &self,
         gpu: &Gpu,
         parts: &[&TensorRef<'_>],
         relayout: Relayout,
         dtype: DType,
         shape: &[usize],
+        names: &[S],
     ) -> Option<cache::WeightKey> {
         self.share.then(|| cache::WeightKey {
             gpu: gpu.uid(),
@@ -148,6 +154,10 @@ impl Weights {
             relayout: relayout as u8,
             dtype,
             shape: shape.to_vec(),
+            lora: names
+                .iter()
+                .flat_map(|n| self.lora_ids(n.as_ref()))
+                .collect(),
         })
     }
 }
@@ -180,13 +190,13 @@ fn gpu_dtype(policy: WeightDType, parts: &[&TensorRef<'_>]) -> DType {
     }
 }
 
-/// `t`'s values in f32, re-laid out for the GPU, with the GPU shape.
+/// `values` (`t`'s, in f32) re-laid out for the GPU, with the GPU shape.
 fn relaid(
     t: &TensorRef<'_>,
+    values: Vec<f32>,
     shape: &[usize],
     relayout: Relayout,
 ) -> Result<(Vec<f32>, Vec<usize>)> {
-    let values = to_f32(t)?;
     Ok(match (relayout, shape) {
         (Relayout::None, _) => (values, shape.to_vec()),
         (Relayout::Transpose, &[o, i]) => (transpose(&values, o, i), vec![i, o]),
