@@ -17,6 +17,7 @@ mod fewstep;
 mod generation;
 mod hardening;
 mod img2img;
+mod lora;
 mod matmul;
 mod memory;
 mod norm;

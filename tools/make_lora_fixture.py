@@ -20,8 +20,10 @@ kernels-tests/lora.rs:
         image_<case> [1, 32, 32, 3], final_<case> [1, 4, 8, 8] through diffusers'
         `load_lora_weights` + `set_adapters`:
         - kohya: sd1-tiny, the golden prompt pair, 4 DDIM steps, guidance 7.5, kohya at 0.8
+        - kohya_file: as kohya on sd1-tiny.safetensors (`from_single_file`, f16 weights)
         - both: as kohya, kohya at 0.8 and peft at 0.5
-        - sdxl: sdxl-tiny's "neg" case (3 Euler steps, guidance 5), the SDXL file at 0.7
+        - sdxl: sdxl-tiny's "neg" case (3 Euler steps, guidance 5), the SDXL file at 0.7 (the
+          folder's weights are f16 and sdxl-tiny.safetensors holds the same: one reference)
 
 Every LoRA module is checked to have been loaded by diffusers (a key it silently dropped would
 make the comparison meaningless).
@@ -165,6 +167,16 @@ with torch.no_grad():
     plain = sd1(**kw, latents=base["latents"].clone(), output_type="np").images
 assert abs(plain - base["image"].numpy()).max() < 1e-5, "disabled LoRA must give the base image"
 print("sd1 LoRA changes the image by", float(abs(golden["image_kohya"].numpy() - plain).max()))
+
+# The same kohya file on the single-file checkpoint (f16 weights, so its own reference).
+one = StableDiffusionPipeline.from_single_file(ROOT / "sd1-tiny.safetensors", config=str(ROOT / "sd1-tiny"),
+                                               tokenizer=clip_tokenizer(), safety_checker=None,
+                                               torch_dtype=torch.float32, local_files_only=True)
+one.set_progress_bar_config(disable=True)
+one.load_lora_weights(OUT, weight_name="sd1-kohya.safetensors", adapter_name="kohya")
+check_loaded(one.unet, "kohya", u_t)
+one.set_adapters(["kohya"], [0.8])
+golden["final_kohya_file"], golden["image_kohya_file"] = run(one, base["latents"], kw)
 
 # SDXL: kohya's SGM names for the U-Net, te1 and te2.
 xl = StableDiffusionXLPipeline.from_pretrained(ROOT / "sdxl-tiny", tokenizer=clip_tokenizer(),

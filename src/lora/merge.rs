@@ -46,14 +46,14 @@ fn module_of(asked: &str, part: Part) -> Option<String> {
 impl Patches {
     /// Matches the modules `loras` hold for `part` to the weights `base` names (`None`: the
     /// model has no such network), checking each update's shape against its weight. Returns
-    /// the table (`None` when nothing applies) and the keys of the modules that matched no
-    /// weight. `layers_per_block` places kohya's SDXL (original-layout) U-Net names.
+    /// the table (`None` when nothing applies) and the modules that matched no weight (the
+    /// index of their LoRA in `loras`, their down key). `layers_per_block` places kohya's SDXL (original-layout) U-Net names.
     pub(crate) fn build(
         part: Part,
         loras: &[(Arc<LoraFile>, LoraSpec)],
         base: Option<&Weights>,
         layers_per_block: usize,
-    ) -> Result<(Option<Arc<Patches>>, Vec<String>)> {
+    ) -> Result<(Option<Arc<Patches>>, Vec<(usize, String)>)> {
         let names: HashMap<String, String> = base
             .map(|w| {
                 w.names()
@@ -63,7 +63,7 @@ impl Patches {
             .unwrap_or_default();
         let mut by_name: HashMap<String, Vec<Patch>> = HashMap::new();
         let mut unmatched = Vec::new();
-        for (file, spec) in loras {
+        for (index, (file, spec)) in loras.iter().enumerate() {
             for (i, m) in file.modules.iter().enumerate() {
                 if m.part != part {
                     continue;
@@ -74,7 +74,7 @@ impl Patches {
                     Some(m.name.clone())
                 };
                 let (Some(asked), Some(w)) = (name.and_then(|n| names.get(&n)), base) else {
-                    unmatched.push(format!("{} ({})", m.down, file.path().display()));
+                    unmatched.push((index, m.down.clone()));
                     continue;
                 };
                 check_fits(file, m, &w.tensor(asked)?.shape, asked)?;

@@ -14,6 +14,7 @@ use crate::schedulers::ScheduleConfig;
 use crate::weights::single_file::SingleFile;
 use crate::weights::{ModelLayout, WeightDType, Weights, detect_layout};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The `.safetensors` weights of one component folder: full-precision files, else the
 /// `.fp16.` variants.
@@ -66,6 +67,11 @@ pub struct LoadOptions {
     /// scaling factor and `force_upcast`), or one `.safetensors` file, diffusers-named or in
     /// the original layout, of the model's VAE architecture (the model's VAE config applies).
     pub vae: Option<PathBuf>,
+    /// LoRAs merged into the text encoders and the U-Net (see [`Pipeline::set_loras`]).
+    pub loras: Vec<crate::lora::LoraSpec>,
+    /// LoRA keys that match no weight of the model are warnings
+    /// ([`Pipeline::lora_warnings`]) instead of an error.
+    pub lora_lenient: bool,
     /// Upload a private copy of every weight. By default a model already loaded on the same
     /// `Gpu` (same files) shares its weight buffers: a second pipeline costs no weight memory.
     pub private_weights: bool,
@@ -132,7 +138,8 @@ impl Pipeline {
         let share = !opts.private_weights;
         let parts = parts.map(|w| w.sharing(share));
         let te2 = te2.map(|w| w.sharing(share));
-        Self::from_parts(gpu, path, arch, parts, te2, dtype, latent_rgb)
+        let loras = (opts.loras.as_slice(), opts.lora_lenient);
+        Self::from_parts(gpu, path, arch, parts, te2, dtype, latent_rgb, loras)
     }
 
     /// `arch` and `[text_encoder, unet, vae]` with the VAE at `path` instead (see
@@ -167,10 +174,13 @@ impl Pipeline {
         let w = |part: &str| Weights::synthetic(&origin.join(part), weights);
         let parts = [w("text_encoder"), w("unet"), w("vae")];
         let te2 = arch.text_2.as_ref().map(|_| w("text_encoder_2"));
-        Self::from_parts(gpu, origin, arch, parts, te2, dtype, LatentRgb::default())
+        let (rgb, loras) = (LatentRgb::default(), (&[][..], false));
+        Self::from_parts(gpu, origin, arch, parts, te2, dtype, rgb, loras)
     }
 
-    /// Checks `arch` and loads its networks from `[text_encoder, unet, vae]` weights.
+    /// Checks `arch` and loads its networks from `[text_encoder, unet, vae]` weights, with
+    /// `loras` (and whether unmatched keys are allowed) merged in.
+    #[allow(clippy::too_many_arguments)]
     fn from_parts(
         gpu: &Gpu,
         path: &Path,
@@ -179,23 +189,27 @@ impl Pipeline {
         te2: Option<Weights>,
         dtype: WeightDType,
         latent_rgb: LatentRgb,
+        (loras, lenient): (&[crate::lora::LoraSpec], bool),
     ) -> Result<Self> {
         arch.check(path)?;
+        let sources = super::lora::Sources {
+            text: Arc::new(te),
+            text_2: te2.map(Arc::new),
+            unet: Arc::new(uw),
+            dtype,
+        };
+        let applied = sources.apply(loras, arch.unet.layers_per_block, lenient)?;
         // Each network keeps its weights' source, to load again after a release.
         use resident::Resident as R;
-        let vw = std::sync::Arc::new(vw);
-        let text_encoder = R::from_weights(gpu, &arch.text, te.into(), ClipTextModel::load, dtype)?;
-        let text_encoder_2 = match (te2, &arch.text_2) {
-            (Some(w), Some((cfg, _))) => Some(R::from_weights(
-                gpu,
-                cfg,
-                w.into(),
-                ClipTextModel::load,
-                dtype,
-            )?),
+        let vw = Arc::new(vw);
+        let text_encoder = R::from_weights(gpu, &arch.text, applied.text, ClipTextModel::load, dtype)?;
+        let text_encoder_2 = match (applied.text_2, &arch.text_2) {
+            (Some(w), Some((cfg, _))) => {
+                Some(R::from_weights(gpu, cfg, w, ClipTextModel::load, dtype)?)
+            }
             _ => None,
         };
-        let unet = R::from_weights(gpu, &arch.unet, uw.into(), UNet::load, dtype)?;
+        let unet = R::from_weights(gpu, &arch.unet, applied.unet, UNet::load, dtype)?;
         let vae = R::from_weights(gpu, &arch.vae, vw.clone(), VaeDecoder::load, dtype)?;
         let encoder_config = arch.vae.clone();
         let encoder_load: resident::Loader<VaeEncoder> =
@@ -228,6 +242,10 @@ impl Pipeline {
             encoder,
             latent_rgb,
             noise_chunk_bytes: NOISE_CHUNK_BYTES,
+            sources,
+            loras: loras.to_vec(),
+            lora_lenient: lenient,
+            lora_warnings: applied.warnings,
         })
     }
 }

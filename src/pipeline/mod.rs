@@ -18,6 +18,7 @@ mod generation;
 mod guard;
 pub mod lcm;
 mod load;
+mod lora;
 mod memory;
 mod prepare;
 mod preview;
@@ -67,6 +68,13 @@ pub struct Pipeline {
     pub latent_rgb: LatentRgb,
     /// Step noise is uploaded in chunks of at most this many bytes ([`NOISE_CHUNK_BYTES`]).
     pub noise_chunk_bytes: usize,
+    /// The base weights LoRAs are merged into.
+    sources: lora::Sources,
+    /// The LoRAs merged now ([`Pipeline::set_loras`]) and whether unmatched keys were allowed.
+    loras: Vec<crate::lora::LoraSpec>,
+    lora_lenient: bool,
+    /// Keys of the LoRAs a lenient load left out.
+    pub lora_warnings: Vec<String>,
 }
 
 /// What image-to-image starts from (diffusers' `StableDiffusionImg2ImgPipeline`).
@@ -348,7 +356,10 @@ impl Pipeline {
         config: &UNetConfig,
         dtype: WeightDType,
     ) -> Result<()> {
-        self.unet = Resident::from_weights(gpu, config, weights.into(), UNet::load, dtype)?;
+        let base = std::sync::Arc::new(weights);
+        let view = self.unet_view(base.clone(), config.layers_per_block)?;
+        self.unet = Resident::from_weights(gpu, config, view, UNet::load, dtype)?;
+        self.sources.unet = base;
         Ok(())
     }
 

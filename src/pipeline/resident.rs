@@ -73,6 +73,28 @@ impl<T, C> Resident<T, C> {
         Ok(Self::new(config.clone(), Some(model), loader))
     }
 
+    /// A slot for this network's config loading from `weights` instead: loaded now when this
+    /// one is loaded (so weights both use are found on the device), else when first needed.
+    pub(crate) fn reload(
+        &self,
+        gpu: &Gpu,
+        weights: Arc<Weights>,
+        load: fn(&Gpu, &Weights, &str, &C, WeightDType) -> Result<T>,
+        dtype: WeightDType,
+    ) -> Result<Self>
+    where
+        T: 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let c = self.config.clone();
+        let loader: Loader<T> = Box::new(move |g| load(g, &weights, "", &c, dtype));
+        let model = match self.loaded() {
+            Some(_) => Some(Self::load_measured(gpu, &loader)?),
+            None => None,
+        };
+        Ok(Self::new(self.config.clone(), model, loader))
+    }
+
     /// Loads a network with `load`, returning it with the device bytes it took.
     pub(crate) fn load_measured(gpu: &Gpu, load: &Loader<T>) -> Result<(T, u64)> {
         let before = gpu.memory_stats().in_use;
