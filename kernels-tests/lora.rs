@@ -49,7 +49,10 @@ fn kohya() -> LoraSpec {
 #[test]
 fn kohya_lora_matches_diffusers_on_folders_and_single_files() {
     let g = golden();
-    for (model, case) in [("sd1-tiny", "kohya"), ("sd1-tiny.safetensors", "kohya_file")] {
+    for (model, case) in [
+        ("sd1-tiny", "kohya"),
+        ("sd1-tiny.safetensors", "kohya_file"),
+    ] {
         let pipe = with_loras(model, vec![kohya()]).unwrap();
         assert!(pipe.lora_warnings.is_empty());
         eprint!("{model}: ");
@@ -68,21 +71,32 @@ fn loras_switch_on_a_loaded_pipeline() {
     let mut pipe = with_loras("sd1-tiny", vec![]).unwrap();
     let other = with_loras("sd1-tiny", vec![]).unwrap();
     let both = vec![kohya(), LoraSpec::new(lora("sd1-peft.safetensors"), 0.5)];
+    let conv_in = pipe.unet(gpu).unwrap().conv_in.weight.clone();
     assert!(pipe.set_loras(gpu, &both, false).unwrap().is_empty());
+    // A weight no LoRA touches is the same device buffer, not uploaded again.
+    let after = pipe.unet(gpu).unwrap().conv_in.weight.clone();
+    assert!(std::sync::Arc::ptr_eq(conv_in.buffer(), after.buffer()));
     assert_eq!(pipe.loras(), both.as_slice());
     eprint!("switched on: ");
     check_golden(&pipe, &g, "both", &sd1_request());
     let out = other.generate(gpu, &sd1_request(), &mut |_| true).unwrap();
     let p = psnr(&out.image, &plain_image);
-    assert!(p >= 40.0, "the other pipeline saw merged weights: {p:.1} dB");
+    assert!(
+        p >= 40.0,
+        "the other pipeline saw merged weights: {p:.1} dB"
+    );
     pipe.set_loras(gpu, &[], false).unwrap();
     let out = pipe.generate(gpu, &sd1_request(), &mut |_| true).unwrap();
     let p = psnr(&out.image, &plain_image);
     eprintln!("switched off: image {p:.1} dB vs the plain model");
     assert!(p >= 40.0, "{p:.1} dB");
     // Scale 0 is the plain model too.
-    pipe.set_loras(gpu, &[LoraSpec::new(lora("sd1-kohya.safetensors"), 0.0)], false)
-        .unwrap();
+    pipe.set_loras(
+        gpu,
+        &[LoraSpec::new(lora("sd1-kohya.safetensors"), 0.0)],
+        false,
+    )
+    .unwrap();
     let out = pipe.generate(gpu, &sd1_request(), &mut |_| true).unwrap();
     assert!(psnr(&out.image, &plain_image) >= 40.0);
 }
@@ -116,7 +130,10 @@ fn sdxl_kohya_lora_matches_diffusers() {
 fn bad_lora_files_are_refused_by_name() {
     // The SDXL file on an SD 1.x model: the mid-block's cross-attention is another width.
     let sdxl = LoraSpec::new(lora("sdxl-kohya.safetensors"), 1.0);
-    let e = with_loras("sd1-tiny", vec![sdxl]).err().unwrap().to_string();
+    let e = with_loras("sd1-tiny", vec![sdxl])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("sdxl-kohya") && e.contains("does not fit") && e.contains("[64, 32]"),
         "{e}"
@@ -126,8 +143,12 @@ fn bad_lora_files_are_refused_by_name() {
     std::fs::create_dir_all(&dir).unwrap();
     let src = Weights::open_file(&lora("sd1-kohya.safetensors")).unwrap();
     let m = "lora_unet_down_blocks_0_attentions_0_proj_in";
-    let down = src.read_f32(&format!("{m}.lora_down.weight"), &[4, 32, 1, 1]).unwrap();
-    let up = src.read_f32(&format!("{m}.lora_up.weight"), &[32, 4, 1, 1]).unwrap();
+    let down = src
+        .read_f32(&format!("{m}.lora_down.weight"), &[4, 32, 1, 1])
+        .unwrap();
+    let up = src
+        .read_f32(&format!("{m}.lora_up.weight"), &[32, 4, 1, 1])
+        .unwrap();
     let small = vec![0.01f32; 4 * 32];
     // A file with the proj_in update and `extra` keys (each a [4, 32] tensor).
     let write = |name: &str, extra: &[&str]| {
@@ -147,16 +168,29 @@ fn bad_lora_files_are_refused_by_name() {
         path
     };
     let dora = write("dora.safetensors", &[&format!("{m}.dora_scale")]);
-    let e = with_loras("sd1-tiny", vec![LoraSpec::new(&dora, 1.0)]).err().unwrap().to_string();
+    let e = with_loras("sd1-tiny", vec![LoraSpec::new(&dora, 1.0)])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("DoRA") && e.contains("dora_scale"), "{e}");
     // A te2 module on a one-encoder model, and a key of no format.
     let te2 = "lora_te2_text_model_encoder_layers_0_mlp_fc1";
     let odd = write(
         "odd.safetensors",
-        &["something_else.weight", &format!("{te2}.lora_down.weight"), &format!("{te2}.lora_up.weight")],
+        &[
+            "something_else.weight",
+            &format!("{te2}.lora_down.weight"),
+            &format!("{te2}.lora_up.weight"),
+        ],
     );
-    let e = with_loras("sd1-tiny", vec![LoraSpec::new(&odd, 1.0)]).err().unwrap().to_string();
-    assert!(e.contains("2 key(s)") && e.contains(te2) && e.contains("--lora-lenient"), "{e}");
+    let e = with_loras("sd1-tiny", vec![LoraSpec::new(&odd, 1.0)])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("2 key(s)") && e.contains(te2) && e.contains("--lora-lenient"),
+        "{e}"
+    );
     let opts = LoadOptions {
         loras: vec![LoraSpec::new(&odd, 1.0)],
         lora_lenient: true,
@@ -164,9 +198,96 @@ fn bad_lora_files_are_refused_by_name() {
     };
     let pipe = Pipeline::load_with(gpu(), &fixtures().join("sd1-tiny"), &opts).unwrap();
     let w = &pipe.lora_warnings;
-    assert!(w.len() == 1 && w[0].contains("something_else") && w[0].contains(te2), "{w:?}");
+    assert!(
+        w.len() == 1 && w[0].contains("something_else") && w[0].contains(te2),
+        "{w:?}"
+    );
     let missing = LoraSpec::new(dir.join("none.safetensors"), 1.0);
-    let e = with_loras("sd1-tiny", vec![missing]).err().unwrap().to_string();
+    let e = with_loras("sd1-tiny", vec![missing])
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("none.safetensors"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The CLI: a `<lora:NAME:W>` tag found in `--lora-dir` plus a `--lora PATH:SCALE`, the tag
+/// removed from the encoded prompt, both LoRAs in the image's parameters.
+#[test]
+fn cli_merges_prompt_tags_and_lora_flags() {
+    let root = fixtures();
+    let base = Weights::open_file(&root.join("sd1-tiny-golden.safetensors")).unwrap();
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-lora-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (init, lat_out, png_out) = (
+        dir.join("init.npy"),
+        dir.join("final.npy"),
+        dir.join("out.png"),
+    );
+    let latents = base.read_f32("latents", &[1, 4, 8, 8]).unwrap();
+    sd_wgpu::npy::write_f32(&init, &[1, 4, 8, 8], &latents).unwrap();
+    let run = |prompt: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+            .args(["generate", "--model"])
+            .arg(root.join("sd1-tiny"))
+            .args([
+                "--prompt",
+                prompt,
+                "--negative-prompt",
+                "blurry",
+                "--steps",
+                "4",
+            ])
+            .args([
+                "--guidance",
+                "7.5",
+                "--sampler",
+                "ddim",
+                "--width",
+                "32",
+                "--height",
+                "32",
+            ])
+            .arg("--lora-dir")
+            .arg(root.join("lora"))
+            .args(extra)
+            .arg("--init-latents")
+            .arg(&init)
+            .arg("--latents-out")
+            .arg(&lat_out)
+            .arg("--out")
+            .arg(&png_out)
+            .arg("--overwrite")
+            .output()
+            .unwrap()
+    };
+    let peft = format!("{}:0.5", lora("sd1-peft.safetensors").display());
+    let out = run(
+        "a red sneaker <lora:sd1-kohya:0.8>on a white table",
+        &["--lora", &peft],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, got) = sd_wgpu::npy::read_f32(&lat_out).unwrap();
+    let want = golden().read_f32("final_both", &[1, 4, 8, 8]).unwrap();
+    let e = crate::common::rel_l2(&got, &want);
+    assert!(e <= 1e-3, "latents relative L2 {e}");
+    let params = crate::pipeline::png_parameters(&png_out);
+    assert!(
+        params.contains("<lora:sd1-kohya:0.8>") && params.contains("<lora:sd1-peft:0.5>"),
+        "{params}"
+    );
+    // A tag naming no file, and a tag without --lora-dir, fail before any output.
+    let _ = std::fs::remove_file(&png_out);
+    let out = run("a shoe <lora:nothing:1>", &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nothing.safetensors"),
+        "{err}"
+    );
+    assert!(!png_out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -76,7 +76,10 @@ const UNSUPPORTED: [(&str, &str); 9] = [
     (".lora_magnitude_vector", "DoRA (lora_magnitude_vector)"),
     (".hada_", "LoHa (hada_*)"),
     (".lokr_", "LoKr (lokr_*)"),
-    (".lora_mid.weight", "LoCon with a CP-decomposed middle factor (lora_mid)"),
+    (
+        ".lora_mid.weight",
+        "LoCon with a CP-decomposed middle factor (lora_mid)",
+    ),
     (".diff", "full weight differences (diff)"),
     (".diff_b", "full bias differences (diff_b)"),
     (".lora_B.bias", "LoRA biases (lora_B.bias)"),
@@ -88,11 +91,14 @@ const UNSUPPORTED: [(&str, &str); 9] = [
 pub fn classify(key: &str) -> Option<KeyInfo> {
     if let Some((prefix, part)) = KOHYA.iter().find(|(p, _)| key.starts_with(p)) {
         let rest = &key[prefix.len()..];
-        let (module, role) = split_role(rest, &[
-            (".lora_down.weight", Role::Down),
-            (".lora_up.weight", Role::Up),
-            (".alpha", Role::Alpha),
-        ])?;
+        let (module, role) = split_role(
+            rest,
+            &[
+                (".lora_down.weight", Role::Down),
+                (".lora_up.weight", Role::Up),
+                (".alpha", Role::Alpha),
+            ],
+        )?;
         let mut module = module.to_string();
         if part.is_text() {
             // transformers 4's `text_model.` prefix; transformers 5 module trees lack it.
@@ -113,12 +119,15 @@ pub fn classify(key: &str) -> Option<KeyInfo> {
         .rev() // `text_encoder_2.` before `text_encoder.`
         .find_map(|p| key.strip_prefix(&format!("{}.", p.name())).map(|r| (*p, r)))
         .unwrap_or((Part::Unet, key));
-    let (module, role) = split_role(rest, &[
-        (".lora_A.weight", Role::Down),
-        (".lora_B.weight", Role::Up),
-        (".lora.down.weight", Role::Down),
-        (".lora.up.weight", Role::Up),
-    ])?;
+    let (module, role) = split_role(
+        rest,
+        &[
+            (".lora_A.weight", Role::Down),
+            (".lora_B.weight", Role::Up),
+            (".lora.down.weight", Role::Down),
+            (".lora.up.weight", Role::Up),
+        ],
+    )?;
     let module = if part.is_text() {
         module.strip_prefix("text_model.").unwrap_or(module)
     } else {
@@ -138,9 +147,10 @@ fn split_role<'a>(rest: &'a str, suffixes: &[(&str, Role)]) -> Option<(&'a str, 
     if let Some((s, role)) = suffixes.iter().find(|(s, _)| rest.ends_with(s)) {
         return Some((&rest[..rest.len() - s.len()], *role));
     }
-    UNSUPPORTED
-        .iter()
-        .find_map(|(marker, what)| rest.find(marker).map(|i| (&rest[..i], Role::Unsupported(what))))
+    UNSUPPORTED.iter().find_map(|(marker, what)| {
+        rest.find(marker)
+            .map(|i| (&rest[..i], Role::Unsupported(what)))
+    })
 }
 
 /// Whether a kohya U-Net module name is in the original (SGM) layout.
@@ -163,31 +173,32 @@ fn is_sgm(module: &str) -> bool {
 /// it names no module of such a U-Net.
 pub fn sgm_to_diffusers(module: &str, layers_per_block: usize) -> Option<String> {
     let dotted = sgm_dotted(module)?;
-    let name = crate::weights::single_file::unet_key(&format!("{dotted}.weight"), layers_per_block)?;
+    let name =
+        crate::weights::single_file::unet_key(&format!("{dotted}.weight"), layers_per_block)?;
     Some(name.strip_suffix(".weight")?.replace('.', "_"))
 }
 
 /// The original key's dots back where the single-file map needs them: the block indices and
 /// a resnet's sub-module (`in_layers_2` → `in_layers.2`); attention sub-names keep their `_`.
 fn sgm_dotted(module: &str) -> Option<String> {
+    // (prefix, how many index tokens follow it); anything else (`out_2`): one word, one index.
+    const HEADS: [(&str, usize); 5] = [
+        ("input_blocks_", 2),
+        ("output_blocks_", 2),
+        ("middle_block_", 1),
+        ("time_embed_", 1),
+        ("label_emb_", 2),
+    ];
+    let (head_words, n) = HEADS
+        .iter()
+        .find(|(p, _)| module.starts_with(p))
+        .map_or((1, 1), |(_, n)| (2, *n));
     let mut parts = module.split('_');
-    let mut take = |n: usize| -> Option<Vec<&str>> { (0..n).map(|_| parts.next()).collect() };
-    let (head, indices) = if module.starts_with("input_blocks_") || module.starts_with("output_blocks_") {
-        let p = take(4)?;
-        (format!("{}_{}", p[0], p[1]), vec![p[2], p[3]])
-    } else if module.starts_with("middle_block_") {
-        let p = take(3)?;
-        (format!("{}_{}", p[0], p[1]), vec![p[2]])
-    } else if module.starts_with("time_embed_") {
-        let p = take(3)?;
-        (format!("{}_{}", p[0], p[1]), vec![p[2]])
-    } else if module.starts_with("label_emb_") {
-        let p = take(4)?;
-        (format!("{}_{}", p[0], p[1]), vec![p[2], p[3]])
-    } else {
-        let p = take(2)?;
-        (p[0].to_string(), vec![p[1]])
-    };
+    let head: Vec<&str> = (0..head_words)
+        .map(|_| parts.next())
+        .collect::<Option<_>>()?;
+    let head = head.join("_");
+    let indices: Vec<&str> = (0..n).map(|_| parts.next()).collect::<Option<_>>()?;
     if indices.iter().any(|i| i.parse::<usize>().is_err()) {
         return None;
     }
@@ -219,9 +230,14 @@ mod tests {
             .unwrap();
         assert_eq!(
             (k.part, k.module.as_str(), k.role),
-            (Part::TextEncoder, "encoder_layers_0_self_attn_q_proj", Role::Down)
+            (
+                Part::TextEncoder,
+                "encoder_layers_0_self_attn_q_proj",
+                Role::Down
+            )
         );
-        let k = classify("text_encoder_2.text_model.encoder.layers.1.mlp.fc1.lora_B.weight").unwrap();
+        let k =
+            classify("text_encoder_2.text_model.encoder.layers.1.mlp.fc1.lora_B.weight").unwrap();
         assert_eq!(
             (k.part, k.module.as_str(), k.role),
             (Part::TextEncoder2, "encoder_layers_1_mlp_fc1", Role::Up)
@@ -241,13 +257,22 @@ mod tests {
                 "input_blocks_4_1_transformer_blocks_0_attn1_to_q",
                 "down_blocks_1_attentions_0_transformer_blocks_0_attn1_to_q",
             ),
-            ("input_blocks_1_0_in_layers_2", "down_blocks_0_resnets_0_conv1"),
-            ("input_blocks_5_0_emb_layers_1", "down_blocks_1_resnets_1_time_emb_proj"),
+            (
+                "input_blocks_1_0_in_layers_2",
+                "down_blocks_0_resnets_0_conv1",
+            ),
+            (
+                "input_blocks_5_0_emb_layers_1",
+                "down_blocks_1_resnets_1_time_emb_proj",
+            ),
             ("input_blocks_3_0_op", "down_blocks_0_downsamplers_0_conv"),
             ("middle_block_1_proj_out", "mid_block_attentions_0_proj_out"),
             ("middle_block_2_out_layers_3", "mid_block_resnets_1_conv2"),
             ("output_blocks_2_1_conv", "up_blocks_0_upsamplers_0_conv"),
-            ("output_blocks_3_0_skip_connection", "up_blocks_1_resnets_0_conv_shortcut"),
+            (
+                "output_blocks_3_0_skip_connection",
+                "up_blocks_1_resnets_0_conv_shortcut",
+            ),
             ("time_embed_2", "time_embedding_linear_2"),
             ("label_emb_0_0", "add_embedding_linear_1"),
             ("out_2", "conv_out"),

@@ -22,6 +22,9 @@ pub(crate) struct Patch {
     scale: f32,
 }
 
+/// A module no weight took: the index of its LoRA and its down key.
+pub(crate) type Unmatched = (usize, String);
+
 /// What identifies a merged weight's update in the device's weight cache: each LoRA's file
 /// (canonical path, length, modification time), module and scale.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -53,7 +56,7 @@ impl Patches {
         loras: &[(Arc<LoraFile>, LoraSpec)],
         base: Option<&Weights>,
         layers_per_block: usize,
-    ) -> Result<(Option<Arc<Patches>>, Vec<(usize, String)>)> {
+    ) -> Result<(Option<Arc<Patches>>, Vec<Unmatched>)> {
         let names: HashMap<String, String> = base
             .map(|w| {
                 w.names()
@@ -172,10 +175,8 @@ fn check_fits(file: &LoraFile, m: &super::Module, shape: &[usize], asked: &str) 
     let out = shape.first().copied().unwrap_or(0);
     let cols: usize = shape.iter().skip(1).product();
     let down_ok = down.first() == Some(&m.rank) && down.iter().skip(1).product::<usize>() == cols;
-    let up_ok = up.len() >= 2
-        && up[0] == out
-        && up[1] == m.rank
-        && up.iter().skip(2).all(|&d| d == 1);
+    let up_ok =
+        up.len() >= 2 && up[0] == out && up[1] == m.rank && up.iter().skip(2).all(|&d| d == 1);
     // A conv update needs a conv weight of the same kernel; a 1×1 one fits a linear too.
     let kernel_ok = down.len() <= 2
         || shape.len() == down.len() && shape[2..] == down[2..]
@@ -190,4 +191,81 @@ fn check_fits(file: &LoraFile, m: &super::Module, shape: &[usize], asked: &str) 
             m.down
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lora::{LoraSpec, open_all};
+
+    fn write(path: &std::path::Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(k, s, v)| {
+                let bytes: &[u8] = bytemuck::cast_slice(v);
+                let view =
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), bytes)
+                        .unwrap();
+                (k.to_string(), view)
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, path).unwrap();
+    }
+
+    fn ramp(n: usize, k: f32) -> Vec<f32> {
+        (0..n).map(|i| (i as f32 * k).sin() * 0.5).collect()
+    }
+
+    /// Each module scaled by its own alpha / rank (kohya, A1111), the LoCon conv's kernel on
+    /// `down`, against a plain loop; the user's scale on top.
+    #[test]
+    fn merged_weights_equal_the_plain_sum() {
+        let dir = std::env::temp_dir().join(format!("sd-wgpu-merge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (base, lora) = (dir.join("base.safetensors"), dir.join("lora.safetensors"));
+        let (wa, wc) = (ramp(12, 0.3), ramp(2 * 3 * 9, 0.7));
+        write(
+            &base,
+            &[
+                ("a.weight", vec![3, 4], wa.clone()),
+                ("c.weight", vec![2, 3, 3, 3], wc.clone()),
+            ],
+        );
+        let (da, ua) = (ramp(8, 1.1), ramp(6, 1.3));
+        let (dc, uc) = (ramp(27, 0.9), ramp(2, 1.7));
+        write(
+            &lora,
+            &[
+                ("lora_unet_a.lora_down.weight", vec![2, 4], da.clone()),
+                ("lora_unet_a.lora_up.weight", vec![3, 2], ua.clone()),
+                ("lora_unet_a.alpha", vec![], vec![1.0]),
+                ("lora_unet_c.lora_down.weight", vec![1, 3, 3, 3], dc.clone()),
+                ("lora_unet_c.lora_up.weight", vec![2, 1, 1, 1], uc.clone()),
+                ("lora_unet_c.alpha", vec![], vec![3.0]),
+            ],
+        );
+        let w = Weights::open_file(&base).unwrap();
+        let files = open_all(&[LoraSpec::new(&lora, 0.7)]).unwrap();
+        let (p, unmatched) = Patches::build(Part::Unet, &files, Some(&w), 1).unwrap();
+        assert!(unmatched.is_empty());
+        let merged = w.with_lora(p);
+        let got_a = merged.read_table("a.weight", &[3, 4]).unwrap().0;
+        let got_c = merged.read_table("c.weight", &[2, 3, 3, 3]).unwrap().0;
+        for o in 0..3 {
+            for c in 0..4 {
+                let d: f32 = (0..2).map(|k| ua[o * 2 + k] * da[k * 4 + c]).sum();
+                let want = wa[o * 4 + c] + 0.7 * (1.0 / 2.0) * d;
+                assert!((got_a[o * 4 + c] - want).abs() < 1e-6, "a[{o},{c}]");
+            }
+        }
+        for o in 0..2 {
+            for c in 0..27 {
+                let want = wc[o * 27 + c] + 0.7 * 3.0 * uc[o] * dc[c];
+                assert!((got_c[o * 27 + c] - want).abs() < 1e-6, "c[{o},{c}]");
+            }
+        }
+        // The plain view is untouched.
+        assert_eq!(w.read_table("a.weight", &[3, 4]).unwrap().0, wa);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -13,8 +13,8 @@ mod merge;
 pub mod tags;
 
 pub use keys::Part;
-pub use merge::Patches;
 pub(crate) use merge::PatchId;
+pub use merge::Patches;
 
 use crate::error::{Error, Result};
 use crate::weights::WeightFile;
@@ -171,7 +171,11 @@ impl LoraFile {
             .collect();
         let mut modules = Vec::new();
         for ((part, name), [down, up, alpha]) in found {
-            let missing = if up.is_none() { "up (lora_B)" } else { "down (lora_A)" };
+            let missing = if up.is_none() {
+                "up (lora_B)"
+            } else {
+                "down (lora_A)"
+            };
             let (Some(down), Some(up)) = (down, up) else {
                 return Err(err(format!(
                     "module {name} ({}) lacks its {missing} factor",
@@ -198,7 +202,9 @@ impl LoraFile {
                 },
             };
             if !alpha_scale.is_finite() {
-                return Err(err(format!("module {name}: scale {alpha_scale} is not finite")));
+                return Err(err(format!(
+                    "module {name}: scale {alpha_scale} is not finite"
+                )));
             }
             let sgm = part == Part::Unet && keys::classify(&down).is_some_and(|k| k.sgm);
             modules.push(Module {

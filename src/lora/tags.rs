@@ -27,7 +27,10 @@ pub fn parse_spec(arg: &str) -> Result<LoraSpec> {
         _ => (arg, 1.0),
     };
     if !scale.is_finite() {
-        return Err(Error::request("lora", format!("{arg:?}: scale is not finite")));
+        return Err(Error::request(
+            "lora",
+            format!("{arg:?}: scale is not finite"),
+        ));
     }
     Ok(LoraSpec::new(path, scale))
 }
@@ -40,11 +43,15 @@ pub fn extract(prompt: &str) -> Result<(String, Vec<PromptLora>)> {
     while let Some(open) = rest.find('<') {
         text.push_str(&rest[..open]);
         let after = &rest[open + 1..];
-        let tag = after.find('>').map(|close| &after[..close]).and_then(|body| {
-            let (kind, args) = body.split_once(':')?;
-            let word = !kind.is_empty() && kind.chars().all(|c| c.is_alphanumeric() || c == '_');
-            (word && !args.is_empty()).then_some((kind, args))
-        });
+        let tag = after
+            .find('>')
+            .map(|close| &after[..close])
+            .and_then(|body| {
+                let (kind, args) = body.split_once(':')?;
+                let word =
+                    !kind.is_empty() && kind.chars().all(|c| c.is_alphanumeric() || c == '_');
+                (word && !args.is_empty()).then_some((kind, args))
+            });
         match tag {
             Some((kind, args)) => {
                 match kind {
@@ -116,7 +123,9 @@ pub fn resolve(dir: &Path, name: &str) -> Result<PathBuf> {
         what,
     };
     if name.contains("..") || Path::new(name).is_absolute() {
-        return Err(not_found("a LoRA name must stay inside the LoRA folder".into()));
+        return Err(not_found(
+            "a LoRA name must stay inside the LoRA folder".into(),
+        ));
     }
     for candidate in [dir.join(name), dir.join(format!("{name}.safetensors"))] {
         if candidate.is_file() {
@@ -163,10 +172,25 @@ mod tests {
 
     #[test]
     fn tags_are_removed_and_parsed() {
-        let (text, l) = extract("a cat <lora:ink:0.8>, <lora:film:te=0.5:unet=1.2> 2<3 <b>").unwrap();
+        let (text, l) =
+            extract("a cat <lora:ink:0.8>, <lora:film:te=0.5:unet=1.2> 2<3 <b>").unwrap();
         assert_eq!(text, "a cat ,  2<3 <b>");
-        assert_eq!(l[0], PromptLora { name: "ink".into(), scale: 0.8, text_scale: 0.8 });
-        assert_eq!(l[1], PromptLora { name: "film".into(), scale: 1.2, text_scale: 0.5 });
+        assert_eq!(
+            l[0],
+            PromptLora {
+                name: "ink".into(),
+                scale: 0.8,
+                text_scale: 0.8
+            }
+        );
+        assert_eq!(
+            l[1],
+            PromptLora {
+                name: "film".into(),
+                scale: 1.2,
+                text_scale: 0.5
+            }
+        );
         let (_, l) = extract("<lora:x:0.3:0.7><lora:y>").unwrap();
         assert_eq!((l[0].text_scale, l[0].scale, l[1].scale), (0.3, 0.7, 1.0));
         assert!(extract("<lora:x:abc>").is_err());
@@ -177,8 +201,14 @@ mod tests {
 
     #[test]
     fn specs() {
-        assert_eq!(parse_spec("a/b.safetensors:0.5").unwrap(), LoraSpec::new("a/b.safetensors", 0.5));
-        assert_eq!(parse_spec("C:\\x.safetensors").unwrap(), LoraSpec::new("C:\\x.safetensors", 1.0));
+        assert_eq!(
+            parse_spec("a/b.safetensors:0.5").unwrap(),
+            LoraSpec::new("a/b.safetensors", 0.5)
+        );
+        assert_eq!(
+            parse_spec("C:\\x.safetensors").unwrap(),
+            LoraSpec::new("C:\\x.safetensors", 1.0)
+        );
         assert!(parse_spec("x:inf").is_err());
     }
 }

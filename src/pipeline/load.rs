@@ -202,7 +202,8 @@ impl Pipeline {
         // Each network keeps its weights' source, to load again after a release.
         use resident::Resident as R;
         let vw = Arc::new(vw);
-        let text_encoder = R::from_weights(gpu, &arch.text, applied.text, ClipTextModel::load, dtype)?;
+        let text_encoder =
+            R::from_weights(gpu, &arch.text, applied.text, ClipTextModel::load, dtype)?;
         let text_encoder_2 = match (applied.text_2, &arch.text_2) {
             (Some(w), Some((cfg, _))) => {
                 Some(R::from_weights(gpu, cfg, w, ClipTextModel::load, dtype)?)

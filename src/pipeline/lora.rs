@@ -69,8 +69,20 @@ impl Sources {
             .collect();
         let mut unmatched = Vec::new();
         let lpb = layers_per_block;
-        let text = view(Part::TextEncoder, &files, Some(&self.text), lpb, &mut unmatched)?;
-        let text_2 = view(Part::TextEncoder2, &files, self.text_2.as_ref(), lpb, &mut unmatched)?;
+        let text = view(
+            Part::TextEncoder,
+            &files,
+            Some(&self.text),
+            lpb,
+            &mut unmatched,
+        )?;
+        let text_2 = view(
+            Part::TextEncoder2,
+            &files,
+            self.text_2.as_ref(),
+            lpb,
+            &mut unmatched,
+        )?;
         let unet = view(Part::Unet, &files, Some(&self.unet), lpb, &mut unmatched)?;
         for (i, key) in unmatched {
             problems[i]
@@ -85,7 +97,11 @@ impl Sources {
                 "{} key(s) not applied: {}{}",
                 keys.len(),
                 shown.join(", "),
-                if more > 0 { format!(", and {more} more") } else { String::new() }
+                if more > 0 {
+                    format!(", and {more} more")
+                } else {
+                    String::new()
+                }
             );
             if !lenient {
                 return Err(Error::Lora {
@@ -125,9 +141,9 @@ impl Pipeline {
         let applied = self.sources.apply(loras, lpb, lenient)?;
         let dtype = self.sources.dtype;
         // The new networks load while the old ones still hold the weights they share.
-        let text_encoder = self
-            .text_encoder
-            .reload(gpu, applied.text, ClipTextModel::load, dtype)?;
+        let text_encoder =
+            self.text_encoder
+                .reload(gpu, applied.text, ClipTextModel::load, dtype)?;
         let text_encoder_2 = match (&self.text_encoder_2, applied.text_2) {
             (Some(t), Some(w)) => Some(t.reload(gpu, w, ClipTextModel::load, dtype)?),
             _ => None,
@@ -144,7 +160,11 @@ impl Pipeline {
     }
 
     /// The U-Net's weight view with the pipeline's LoRAs merged (for a replaced U-Net).
-    pub(crate) fn unet_view(&self, base: Arc<Weights>, layers_per_block: usize) -> Result<Arc<Weights>> {
+    pub(crate) fn unet_view(
+        &self,
+        base: Arc<Weights>,
+        layers_per_block: usize,
+    ) -> Result<Arc<Weights>> {
         if self.loras.is_empty() {
             return Ok(base);
         }
@@ -156,7 +176,13 @@ impl Pipeline {
         };
         let files = crate::lora::open_all(&self.loras)?;
         let mut unmatched = Vec::new();
-        let unet = view(Part::Unet, &files, Some(&sources.unet), layers_per_block, &mut unmatched)?;
+        let unet = view(
+            Part::Unet,
+            &files,
+            Some(&sources.unet),
+            layers_per_block,
+            &mut unmatched,
+        )?;
         if !unmatched.is_empty() && !self.lora_lenient {
             return Err(Error::Lora {
                 path: files[0].0.path().to_path_buf(),

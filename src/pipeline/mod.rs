@@ -29,8 +29,8 @@ mod sdxl;
 mod validate;
 
 pub use generation::{Generation, NOISE_CHUNK_BYTES};
-pub use load::LoadOptions;
 use guard::FiniteGuard;
+pub use load::LoadOptions;
 pub use memory::MemoryEstimate;
 pub use preview::{LatentRgb, Preview, latent_preview};
 pub use resident::{Offload, Resident};

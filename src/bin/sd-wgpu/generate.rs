@@ -125,6 +125,16 @@ pub struct GenerateArgs {
     /// model's VAE architecture (diffusers or original key names).
     #[arg(long)]
     vae: Option<PathBuf>,
+    /// Merge a LoRA, `PATH[:SCALE]` (scale 1 if absent; repeatable): kohya / A1111
+    /// (`lora_unet_*`, `lora_te*_*`, LoCon convs) or diffusers / PEFT .safetensors files.
+    #[arg(long = "lora", value_name = "PATH[:SCALE]")]
+    loras: Vec<String>,
+    /// The folder where the prompt's `<lora:NAME:W>` tags find NAME.safetensors.
+    #[arg(long)]
+    lora_dir: Option<PathBuf>,
+    /// LoRA keys that match no weight of the model are warnings instead of an error.
+    #[arg(long)]
+    lora_lenient: bool,
     /// Image-to-image: start from this PNG, JPEG or WebP (its size, cropped to a multiple of
     /// 8, is the output size).
     #[arg(long)]
@@ -206,6 +216,12 @@ struct RunOutputs {
 }
 
 pub fn generate(a: &GenerateArgs) -> Result<()> {
+    let loras = super::lora::run_loras(
+        &a.prompt,
+        a.negative_prompt.as_deref(),
+        &a.loras,
+        a.lora_dir.as_deref(),
+    )?;
     // Flags that only mean something together, and counts, before anything else.
     for (flag, given) in [
         ("--strength", a.strength.is_some()),
@@ -311,12 +327,20 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         vae: a.vae.clone(),
         ..LoadOptions::default()
     };
+    let base_opts = LoadOptions {
+        loras: loras.specs.clone(),
+        lora_lenient: a.lora_lenient,
+        ..opts.clone()
+    };
     let model = match &a.model {
         Some(m) => m.clone(),
         None => default_model(),
     };
-    let mut pipe = Pipeline::load_with(&gpu, &model, &opts)
+    let mut pipe = Pipeline::load_with(&gpu, &model, &base_opts)
         .with_context(|| format!("loading {}", model.display()))?;
+    for w in &pipe.lora_warnings {
+        eprintln!("warning: {w}");
+    }
     pipe.offload = a.offload.policy();
     let refiner = match &a.refiner {
         Some(r) => {
@@ -393,8 +417,16 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         gpu.adapter_info().name
     );
+    for l in pipe.loras() {
+        eprintln!(
+            "merged LoRA {} (U-Net ×{}, text encoders ×{})",
+            l.path.display(),
+            l.scale,
+            l.scale_for(sd_wgpu::lora::Part::TextEncoder)
+        );
+    }
     let mut req = Request {
-        prompt: a.prompt.clone(),
+        prompt: loras.prompt.clone(),
         negative_prompt: a.negative_prompt.clone().unwrap_or_default(),
         encode_empty_negative: a.negative_prompt.is_some(),
         original_size: a.original_size,
@@ -563,7 +595,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             out.image.chunks(per_image).enumerate().zip(outputs.images)
         {
             let info = Infotext {
-                prompt: a.prompt.clone(),
+                prompt: loras.infotext_prompt.clone(),
                 negative_prompt: a.negative_prompt.clone().unwrap_or_default(),
                 steps: a.steps,
                 sampler: Some(used),

@@ -1,6 +1,7 @@
 //! The `sd-wgpu` command line: `generate` (generate.rs), `info`, `bench`.
 
 mod generate;
+mod lora;
 
 use generate::{GenerateArgs, generate};
 
