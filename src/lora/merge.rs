@@ -22,6 +22,45 @@ pub(crate) struct Patch {
     scale: f32,
 }
 
+/// `w[o, c] += scale · Σₖ up[o, k] · down[k, c]` for `w` of `out` rows (`down`: `[rank,
+/// w.len() / out]`, `up`: `[out, rank]`): the host merge of one LoRA module, row by row as
+/// rank-many axpys (vectorised, one pass over the weight per rank).
+pub fn add_low_rank(
+    w: &mut [f32],
+    out: usize,
+    down: &[f32],
+    up: &[f32],
+    rank: usize,
+    scale: f32,
+) -> Result<()> {
+    let cols = w.len() / out.max(1);
+    if out == 0 || w.len() != out * cols || down.len() != rank * cols || up.len() != out * rank {
+        return Err(Error::shape(
+            "lora merge",
+            format!(
+                "weight of {} values in {out} rows, down of {}, up of {} (rank {rank})",
+                w.len(),
+                down.len(),
+                up.len()
+            ),
+        ));
+    }
+    // One thread: splitting the rows over this 2-vCPU host's cores measured 25–40 % slower
+    // (benches/lora.rs).
+    for (o, row) in w.chunks_exact_mut(cols.max(1)).enumerate() {
+        for k in 0..rank {
+            let a = scale * up[o * rank + k];
+            if a == 0.0 {
+                continue;
+            }
+            for (x, d) in row.iter_mut().zip(&down[k * cols..(k + 1) * cols]) {
+                *x += a * d;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A module no weight took: the index of its LoRA and its down key.
 pub(crate) type Unmatched = (usize, String);
 
@@ -137,9 +176,12 @@ impl Patches {
             let m = &p.file.modules[p.module];
             let out = shape.first().copied().unwrap_or(0);
             let cols = values.len() / out.max(1);
-            let read = |key: &str| {
-                let t = p.file.file.get(key).expect("parsed key");
-                crate::weights::to_f32(&t)
+            let read = |key: &str| match p.file.file.get(key) {
+                Some(t) => crate::weights::to_f32(&t),
+                None => Err(Error::Lora {
+                    path: p.file.path().to_path_buf(),
+                    what: format!("{key} is gone"),
+                }),
             };
             let (down, up) = (read(&m.down)?, read(&m.up)?);
             let r = m.rank;
@@ -150,18 +192,7 @@ impl Patches {
                     what: format!("{} does not fit a weight of shape {shape:?}", m.down),
                 });
             }
-            for o in 0..out {
-                let row = &mut values[o * cols..(o + 1) * cols];
-                for k in 0..r {
-                    let a = p.scale * up[o * r + k];
-                    if a == 0.0 {
-                        continue;
-                    }
-                    for (w, d) in row.iter_mut().zip(&down[k * cols..(k + 1) * cols]) {
-                        *w += a * d;
-                    }
-                }
-            }
+            add_low_rank(values, out, &down, &up, r, p.scale)?;
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ pub mod tags;
 
 pub use keys::Part;
 pub(crate) use merge::PatchId;
-pub use merge::Patches;
+pub use merge::{Patches, add_low_rank};
 
 use crate::error::{Error, Result};
 use crate::weights::WeightFile;
