@@ -31,4 +31,9 @@ gen --prompt "a [[[yellow]]] dress" --seed 5 --out $O/weight-down.png
 # A batch of 4 in one U-Net call, and previews every 10 steps.
 gen --prompt "a white ankle boot" --seed 6 --batch-size 4 --out $O/batch.png
 gen --prompt "a blue bag" --seed 7 --preview-every 10 --preview $O/preview.png --out $O/preview-final.png
+# LoRA: the colour-swap LoRA trained for the built-in model (tools/train_fashion_lora.py), the
+# text-to-image sneaker's prompt and seed at 0.5 and 1.0.
+L=assets/lora/fashion-colour-swap.safetensors
+gen --prompt "a red sneaker" --seed 1 --lora $L:0.5 --out $O/lora-half.png
+gen --prompt "a red sneaker" --seed 1 --lora $L:1.0 --out $O/lora-full.png
 ls -la $O
