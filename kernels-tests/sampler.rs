@@ -215,13 +215,14 @@ fn samplers_on_gpu_match_diffusers() {
     }
 }
 
-/// Heun and LMS through the whole pipeline (their programs recorded into the step plan:
-/// Heun's saved sample and derivative, LMS's shifted history) against diffusers'
-/// `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` on the tiny SD 1 model
-/// (`tools/make_sampler_pipeline_fixture.py`, seed 42): text-to-image, and image-to-image at
-/// strength 0.6, where Heun starts at index 4 and LMS's first step takes order 4.
+/// Heun, DPM2 and LMS through the whole pipeline (their programs recorded into the step plan:
+/// Heun's saved sample and derivative, DPM2's saved sample, LMS's shifted history) against
+/// diffusers' `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` on the tiny SD 1
+/// model (`tools/make_sampler_pipeline_fixture.py`, seed 42): text-to-image, and
+/// image-to-image at strength 0.6, where Heun and DPM2 start at index 4 and LMS's first step
+/// takes order 4.
 #[test]
-fn heun_and_lms_pipelines_match_diffusers() {
+fn heun_dpm2_and_lms_pipelines_match_diffusers() {
     use crate::pipeline::{fixtures, sd1_tiny, sneaker};
     use sd_wgpu::pipeline::{InitImage, Request};
     use sd_wgpu::schedulers::SamplerKind;
@@ -236,6 +237,8 @@ fn heun_and_lms_pipelines_match_diffusers() {
         ("lms5", SamplerKind::Lms, 5, None, 5),
         ("heun_img06", SamplerKind::Heun, 4, Some(0.6), 3),
         ("lms_img06", SamplerKind::Lms, 5, Some(0.6), 3),
+        ("dpm2_4", SamplerKind::Dpm2, 4, None, 7),
+        ("dpm2_img06", SamplerKind::Dpm2, 4, Some(0.6), 3),
     ] {
         let req = Request {
             sampler: Some(kind),

@@ -329,6 +329,7 @@ fn schedules(cfg: &ScheduleConfig) {
         SamplerKind::DpmPP2M { karras: true },
         SamplerKind::DpmPP2MSde { karras: true },
         SamplerKind::Heun,
+        SamplerKind::Dpm2,
         SamplerKind::Lms,
         SamplerKind::Lcm,
     ];

@@ -50,6 +50,7 @@ pub fn sampler_name(kind: SamplerKind) -> &'static str {
         SamplerKind::DpmPP2M { karras: true } => "DPM++ 2M Karras",
         SamplerKind::Lcm => "LCM",
         SamplerKind::Heun => "Heun",
+        SamplerKind::Dpm2 => "DPM2",
         SamplerKind::Lms => "LMS",
         SamplerKind::DpmPP2MSde { karras: false } => "DPM++ 2M SDE",
         SamplerKind::DpmPP2MSde { karras: true } => "DPM++ 2M SDE Karras",

@@ -179,6 +179,8 @@ fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
         "dpm++2m-karras",
         "lcm",
         "heun",
+        "dpm2",
+        "DPM2",
     ] {
         SamplerKind::parse(name).unwrap();
     }

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import diffusers
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler,
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler,
+                       LCMScheduler,
                        LMSDiscreteScheduler, PNDMScheduler)
 from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
                                   scheduling_euler_ancestral_discrete, scheduling_lcm)
@@ -81,6 +82,11 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
         drawn = noise.drawn[before:]
         noises_per_step.append(drawn[0] if drawn else None)
     sig = getattr(sched, "sigmas", None)
+    if cls is KDPM2DiscreteScheduler:
+        # KDPM2 keeps two arrays (σ for its first-order calls, the log-midpoints for its
+        # second-order ones); the engine's schedule lists the σ each model call runs at, then 0.
+        n = len(sched.timesteps)
+        sig = [sched.sigmas[k] if k % 2 == 0 else sched.sigmas_interpol[k] for k in range(n)] + [0.0]
     return {
         "name": name,
         "sampler": kind,
@@ -168,6 +174,14 @@ cases.append(trajectory("lms exponential 5", "lms", LMSDiscreteScheduler, EXP, 5
 cases.append(trajectory("dpm++2m exponential 7", "dpm++2m", DPMSolverMultistepScheduler, EXP, 7))
 cases.append(trajectory("euler-a karras config 5", "euler-a", EulerAncestralDiscreteScheduler,
                         dict(SD15, use_karras_sigmas=True), 5, seed=17))
+# DPM2 (KDPM2DiscreteScheduler, second order through the log-midpoint σ): SD 1.5's config,
+# Karras (rounded timesteps), exponential, v-prediction trailing, leading.
+cases.append(trajectory("dpm2 sd15 5", "dpm2", KDPM2DiscreteScheduler, SD15, 5))
+cases.append(trajectory("dpm2 karras 6", "dpm2", KDPM2DiscreteScheduler, dict(SD15, use_karras_sigmas=True), 6))
+cases.append(trajectory("dpm2 exponential 4", "dpm2", KDPM2DiscreteScheduler, EXP, 4))
+cases.append(trajectory("dpm2 v-pred trailing 4", "dpm2", KDPM2DiscreteScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 4))
+cases.append(trajectory("dpm2 leading 3", "dpm2", KDPM2DiscreteScheduler, dict(SD15, timestep_spacing="leading"), 3))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

@@ -7,7 +7,6 @@ use crate::schedulers::SamplerKind;
 /// Schedulers diffusers has that the engine does not implement yet: a model that names one
 /// loads, and its requests must choose a sampler.
 const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
-    "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler",
     "DPMSolverSinglestepScheduler",
     "DPMSolverSDEScheduler",
@@ -49,13 +48,15 @@ pub(super) fn sampler_of(
         }
         "LCMScheduler" => SamplerKind::Lcm,
         "HeunDiscreteScheduler" => SamplerKind::Heun,
+        "KDPM2DiscreteScheduler" => SamplerKind::Dpm2,
         "LMSDiscreteScheduler" => SamplerKind::Lms,
         c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
         c => {
             return Err(format!(
                 "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
                  DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
-                 EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, LMSDiscreteScheduler, \
+                 EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler, \
+                 LMSDiscreteScheduler, \
                  DPMSolverMultistepScheduler, LCMScheduler)"
             ));
         }

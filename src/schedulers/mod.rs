@@ -1,5 +1,5 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! Heun, LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas) and LCM, matching
+//! Heun, DPM2, LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas) and LCM, matching
 //! diffusers' schedulers step for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
@@ -15,6 +15,7 @@ mod ddpm;
 mod dpm_solver;
 mod euler;
 mod heun;
+mod kdpm2;
 mod lcm;
 mod lms;
 mod pndm;
@@ -108,11 +109,14 @@ pub enum SamplerKind {
     DpmPP2MSde {
         karras: bool,
     },
+    /// DPM2 (`KDPM2DiscreteScheduler`): second order through the log-midpoint σ, two model
+    /// calls per step but the last.
+    Dpm2,
 }
 
 impl SamplerKind {
-    pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, lms, dpm++2m, dpm++2m-karras, dpm++2m-sde, \
-                                  dpm++2m-sde-karras, lcm";
+    pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, dpm2, lms, dpm++2m, dpm++2m-karras, \
+                                  dpm++2m-sde, dpm++2m-sde-karras, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -126,6 +130,7 @@ impl SamplerKind {
             "dpm++2m-karras" => Self::DpmPP2M { karras: true },
             "lcm" => Self::Lcm,
             "heun" => Self::Heun,
+            "dpm2" => Self::Dpm2,
             "lms" => Self::Lms,
             "dpm++2m-sde" => Self::DpmPP2MSde { karras: false },
             "dpm++2m-sde-karras" => Self::DpmPP2MSde { karras: true },
@@ -150,13 +155,14 @@ impl SamplerKind {
     }
 
     /// Every sampler (DDIM with η = 0).
-    pub const ALL: [SamplerKind; 12] = [
+    pub const ALL: [SamplerKind; 13] = [
         Self::Ddim { eta: 0.0 },
         Self::Ddpm,
         Self::Pndm,
         Self::Euler,
         Self::EulerAncestral,
         Self::Heun,
+        Self::Dpm2,
         Self::Lms,
         Self::DpmPP2M { karras: false },
         Self::DpmPP2M { karras: true },
@@ -177,16 +183,22 @@ impl SamplerKind {
             Self::DpmPP2MSde { karras } => Box::new(dpm_solver::DpmPP2M { karras, sde: true }),
             Self::Lcm => Box::new(lcm::Lcm),
             Self::Heun => Box::new(heun::Heun),
+            Self::Dpm2 => Box::new(kdpm2::Kdpm2),
             Self::Lms => Box::new(lms::Lms),
         }
     }
 
-    /// Whether the sampler reads the σ-schedule options (diffusers' Euler, Heun, LMS and
-    /// DPM-Solver have them; DDIM, DDPM, PNDM, Euler ancestral and LCM do not).
+    /// Whether the sampler reads the σ-schedule options (diffusers' Euler, Heun, KDPM2, LMS
+    /// and DPM-Solver have them; DDIM, DDPM, PNDM, Euler ancestral and LCM do not).
     pub fn has_sigma_schedule(self) -> bool {
         matches!(
             self,
-            Self::Euler | Self::Heun | Self::Lms | Self::DpmPP2M { .. } | Self::DpmPP2MSde { .. }
+            Self::Euler
+                | Self::Heun
+                | Self::Dpm2
+                | Self::Lms
+                | Self::DpmPP2M { .. }
+                | Self::DpmPP2MSde { .. }
         )
     }
 
@@ -197,6 +209,7 @@ impl SamplerKind {
             Self::Euler
             | Self::EulerAncestral
             | Self::Heun
+            | Self::Dpm2
             | Self::Lms
             | Self::DpmPP2M { .. }
             | Self::DpmPP2MSde { .. } => Spacing::Linspace,

@@ -469,7 +469,7 @@ pub(crate) fn discrete_timesteps(cfg: &ScheduleConfig, spacing: Spacing, steps: 
 }
 
 /// `np.log` of diffusers' f32 σ array (computed in f32).
-fn log_f32(sigmas: &[f64]) -> Vec<f64> {
+pub(crate) fn log_f32(sigmas: &[f64]) -> Vec<f64> {
     sigmas.iter().map(|&s| f64::from((s as f32).ln())).collect()
 }
 
