@@ -215,7 +215,7 @@ fn samplers_on_gpu_match_diffusers() {
     }
 }
 
-/// Heun, DPM2 and LMS through the whole pipeline (their programs recorded into the step plan:
+/// Heun, DPM2 (plain and ancestral) and LMS through the whole pipeline (their programs recorded into the step plan:
 /// Heun's saved sample and derivative, DPM2's saved sample, LMS's shifted history) against
 /// diffusers' `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` on the tiny SD 1
 /// model (`tools/make_sampler_pipeline_fixture.py`, seed 42): text-to-image, and
@@ -239,6 +239,8 @@ fn heun_dpm2_and_lms_pipelines_match_diffusers() {
         ("lms_img06", SamplerKind::Lms, 5, Some(0.6), 3),
         ("dpm2_4", SamplerKind::Dpm2, 4, None, 7),
         ("dpm2_img06", SamplerKind::Dpm2, 4, Some(0.6), 3),
+        ("dpm2a_4", SamplerKind::Dpm2Ancestral, 4, None, 7),
+        ("dpm2a_img06", SamplerKind::Dpm2Ancestral, 4, Some(0.6), 3),
     ] {
         let req = Request {
             sampler: Some(kind),

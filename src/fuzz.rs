@@ -330,6 +330,7 @@ fn schedules(cfg: &ScheduleConfig) {
         SamplerKind::DpmPP2MSde { karras: true },
         SamplerKind::Heun,
         SamplerKind::Dpm2,
+        SamplerKind::Dpm2Ancestral,
         SamplerKind::Lms,
         SamplerKind::Lcm,
     ];

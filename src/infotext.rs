@@ -51,6 +51,7 @@ pub fn sampler_name(kind: SamplerKind) -> &'static str {
         SamplerKind::Lcm => "LCM",
         SamplerKind::Heun => "Heun",
         SamplerKind::Dpm2 => "DPM2",
+        SamplerKind::Dpm2Ancestral => "DPM2 a",
         SamplerKind::Lms => "LMS",
         SamplerKind::DpmPP2MSde { karras: false } => "DPM++ 2M SDE",
         SamplerKind::DpmPP2MSde { karras: true } => "DPM++ 2M SDE Karras",

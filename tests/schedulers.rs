@@ -181,6 +181,8 @@ fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
         "heun",
         "dpm2",
         "DPM2",
+        "dpm2-a",
+        "DPM2 a",
     ] {
         SamplerKind::parse(name).unwrap();
     }

@@ -16,11 +16,13 @@ import numpy as np
 import torch
 import diffusers
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
-                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler,
+                       EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler,
+                       KDPM2DiscreteScheduler,
                        LCMScheduler,
                        LMSDiscreteScheduler, PNDMScheduler)
 from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
-                                  scheduling_euler_ancestral_discrete, scheduling_lcm)
+                                  scheduling_euler_ancestral_discrete, scheduling_k_dpm_2_ancestral_discrete,
+                                  scheduling_lcm)
 
 # SD 1.5's scheduler_config.json (PNDM) and SD 2.1's (DDIM, v-prediction), as shipped.
 SD15 = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
@@ -59,7 +61,7 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
     sched.set_timesteps(steps)
     noise = NoiseQueue(seed + 1)
     for mod in (scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_dpmsolver_multistep,
-                scheduling_lcm):
+                scheduling_lcm, scheduling_k_dpm_2_ancestral_discrete):
         mod.randn_tensor = noise
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal(N).astype(np.float32) * float(sched.init_noise_sigma))
@@ -82,11 +84,13 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
         drawn = noise.drawn[before:]
         noises_per_step.append(drawn[0] if drawn else None)
     sig = getattr(sched, "sigmas", None)
-    if cls is KDPM2DiscreteScheduler:
+    if cls in (KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler):
         # KDPM2 keeps two arrays (σ for its first-order calls, the log-midpoints for its
         # second-order ones); the engine's schedule lists the σ each model call runs at, then 0.
         n = len(sched.timesteps)
-        sig = [sched.sigmas[k] if k % 2 == 0 else sched.sigmas_interpol[k] for k in range(n)] + [0.0]
+        # (the ancestral one reads the midpoint of call k at sigmas_interpol[k - 1])
+        mid = 0 if cls is KDPM2DiscreteScheduler else 1
+        sig = [sched.sigmas[k] if k % 2 == 0 else sched.sigmas_interpol[k - mid] for k in range(n)] + [0.0]
     return {
         "name": name,
         "sampler": kind,
@@ -182,6 +186,12 @@ cases.append(trajectory("dpm2 exponential 4", "dpm2", KDPM2DiscreteScheduler, EX
 cases.append(trajectory("dpm2 v-pred trailing 4", "dpm2", KDPM2DiscreteScheduler,
                         dict(SD21, timestep_spacing="trailing"), 4))
 cases.append(trajectory("dpm2 leading 3", "dpm2", KDPM2DiscreteScheduler, dict(SD15, timestep_spacing="leading"), 3))
+# DPM2 ancestral: noise after every second-order update.
+cases.append(trajectory("dpm2-a sd15 5", "dpm2-a", KDPM2AncestralDiscreteScheduler, SD15, 5, seed=18))
+cases.append(trajectory("dpm2-a karras 6", "dpm2-a", KDPM2AncestralDiscreteScheduler,
+                        dict(SD15, use_karras_sigmas=True), 6, seed=19))
+cases.append(trajectory("dpm2-a v-pred trailing 4", "dpm2-a", KDPM2AncestralDiscreteScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 4, seed=20))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

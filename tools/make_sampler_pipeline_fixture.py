@@ -12,13 +12,16 @@ recorded into the step plan, not only run eagerly.
         - lms_img06: LMS image-to-image at 0.6 of 5 steps (its first step already takes
           order min(i + 1, 4))
         - dpm2_4, dpm2_img06: KDPM2DiscreteScheduler (DPM2) as heun4 and heun_img06
+        - dpm2a_4, dpm2a_img06: KDPM2AncestralDiscreteScheduler likewise (noise from the seed
+          after every second-order update)
 
     .venv/bin/python tools/make_sampler_pipeline_fixture.py
 """
 from pathlib import Path
 
 import torch
-from diffusers import (HeunDiscreteScheduler, KDPM2DiscreteScheduler, LMSDiscreteScheduler,
+from diffusers import (HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler,
+                       LMSDiscreteScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 from PIL import Image
 from safetensors.torch import save_file
@@ -42,6 +45,8 @@ cases = {
     "lms_img06": (i2i, LMSDiscreteScheduler, dict(num_inference_steps=5, image=image, strength=0.6)),
     "dpm2_4": (t2i, KDPM2DiscreteScheduler, dict(num_inference_steps=4, height=32, width=32)),
     "dpm2_img06": (i2i, KDPM2DiscreteScheduler, dict(num_inference_steps=4, image=image, strength=0.6)),
+    "dpm2a_4": (t2i, KDPM2AncestralDiscreteScheduler, dict(num_inference_steps=4, height=32, width=32)),
+    "dpm2a_img06": (i2i, KDPM2AncestralDiscreteScheduler, dict(num_inference_steps=4, image=image, strength=0.6)),
 }
 out = {}
 with torch.no_grad():

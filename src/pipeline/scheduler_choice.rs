@@ -7,7 +7,6 @@ use crate::schedulers::SamplerKind;
 /// Schedulers diffusers has that the engine does not implement yet: a model that names one
 /// loads, and its requests must choose a sampler.
 const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
-    "KDPM2AncestralDiscreteScheduler",
     "DPMSolverSinglestepScheduler",
     "DPMSolverSDEScheduler",
     "UniPCMultistepScheduler",
@@ -49,6 +48,7 @@ pub(super) fn sampler_of(
         "LCMScheduler" => SamplerKind::Lcm,
         "HeunDiscreteScheduler" => SamplerKind::Heun,
         "KDPM2DiscreteScheduler" => SamplerKind::Dpm2,
+        "KDPM2AncestralDiscreteScheduler" => SamplerKind::Dpm2Ancestral,
         "LMSDiscreteScheduler" => SamplerKind::Lms,
         c if OTHER_DIFFUSERS_SCHEDULERS.contains(&c) => return Ok(None),
         c => {
@@ -56,6 +56,7 @@ pub(super) fn sampler_of(
                 "scheduler `_class_name` {c:?} is not a scheduler sd-wgpu knows (DDIMScheduler, \
                  DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
                  EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler, \
+                 KDPM2AncestralDiscreteScheduler, \
                  LMSDiscreteScheduler, \
                  DPMSolverMultistepScheduler, LCMScheduler)"
             ));

@@ -1,5 +1,5 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! Heun, DPM2, LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas) and LCM, matching
+//! Heun, DPM2 (and ancestral), LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas) and LCM, matching
 //! diffusers' schedulers step for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
@@ -112,11 +112,13 @@ pub enum SamplerKind {
     /// DPM2 (`KDPM2DiscreteScheduler`): second order through the log-midpoint σ, two model
     /// calls per step but the last.
     Dpm2,
+    /// DPM2 ancestral (`KDPM2AncestralDiscreteScheduler`): DPM2 to σ↓ plus fresh noise.
+    Dpm2Ancestral,
 }
 
 impl SamplerKind {
-    pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, dpm2, lms, dpm++2m, dpm++2m-karras, \
-                                  dpm++2m-sde, dpm++2m-sde-karras, lcm";
+    pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, dpm2, dpm2-a, lms, dpm++2m, \
+                                  dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -131,6 +133,7 @@ impl SamplerKind {
             "lcm" => Self::Lcm,
             "heun" => Self::Heun,
             "dpm2" => Self::Dpm2,
+            "dpm2-a" | "dpm2_a" => Self::Dpm2Ancestral,
             "lms" => Self::Lms,
             "dpm++2m-sde" => Self::DpmPP2MSde { karras: false },
             "dpm++2m-sde-karras" => Self::DpmPP2MSde { karras: true },
@@ -155,7 +158,7 @@ impl SamplerKind {
     }
 
     /// Every sampler (DDIM with η = 0).
-    pub const ALL: [SamplerKind; 13] = [
+    pub const ALL: [SamplerKind; 14] = [
         Self::Ddim { eta: 0.0 },
         Self::Ddpm,
         Self::Pndm,
@@ -163,6 +166,7 @@ impl SamplerKind {
         Self::EulerAncestral,
         Self::Heun,
         Self::Dpm2,
+        Self::Dpm2Ancestral,
         Self::Lms,
         Self::DpmPP2M { karras: false },
         Self::DpmPP2M { karras: true },
@@ -183,7 +187,8 @@ impl SamplerKind {
             Self::DpmPP2MSde { karras } => Box::new(dpm_solver::DpmPP2M { karras, sde: true }),
             Self::Lcm => Box::new(lcm::Lcm),
             Self::Heun => Box::new(heun::Heun),
-            Self::Dpm2 => Box::new(kdpm2::Kdpm2),
+            Self::Dpm2 => Box::new(kdpm2::Kdpm2 { ancestral: false }),
+            Self::Dpm2Ancestral => Box::new(kdpm2::Kdpm2 { ancestral: true }),
             Self::Lms => Box::new(lms::Lms),
         }
     }
@@ -196,6 +201,7 @@ impl SamplerKind {
             Self::Euler
                 | Self::Heun
                 | Self::Dpm2
+                | Self::Dpm2Ancestral
                 | Self::Lms
                 | Self::DpmPP2M { .. }
                 | Self::DpmPP2MSde { .. }
@@ -210,6 +216,7 @@ impl SamplerKind {
             | Self::EulerAncestral
             | Self::Heun
             | Self::Dpm2
+            | Self::Dpm2Ancestral
             | Self::Lms
             | Self::DpmPP2M { .. }
             | Self::DpmPP2MSde { .. } => Spacing::Linspace,

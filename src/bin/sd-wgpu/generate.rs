@@ -49,7 +49,7 @@ pub struct GenerateArgs {
     /// 0). An LCM-distilled U-Net takes it as its guidance embedding, without a second pass.
     #[arg(long, default_value_t = 7.5)]
     guidance: f32,
-    /// ddim, ddpm, pndm, euler, euler-a, heun, dpm2, lms, dpm++2m[-karras],
+    /// ddim, ddpm, pndm, euler, euler-a, heun, dpm2, dpm2-a, lms, dpm++2m[-karras],
     /// dpm++2m-sde[-karras], lcm, or the web UI's names (default: the model's
     /// own).
     #[arg(long)]
