@@ -202,6 +202,19 @@ fn every_sampler_name_parses_and_unknown_names_list_the_known_ones() {
             k
         );
     }
+    // The web UI's "<sampler> Karras" names where Karras is a separate σ schedule.
+    use sd_wgpu::schedulers::SigmaSchedule;
+    for (name, kind) in [
+        ("LMS Karras", SamplerKind::Lms),
+        ("DPM2 a Karras", SamplerKind::Dpm2Ancestral),
+        ("heun-karras", SamplerKind::Heun),
+    ] {
+        let got = SamplerKind::parse_with_schedule(name).unwrap();
+        assert_eq!(got, (kind, Some(SigmaSchedule::Karras)), "{name}");
+    }
+    let plain = SamplerKind::parse_with_schedule("DPM++ 2M Karras").unwrap();
+    assert_eq!(plain, (SamplerKind::DpmPP2M { karras: true }, None));
+    assert!(SamplerKind::parse_with_schedule("Euler a Karras").is_err());
     let e = SamplerKind::parse("rk45").unwrap_err().to_string();
     assert!(
         e.contains("rk45") && e.contains("dpm++2m-karras") && e.contains("heun"),

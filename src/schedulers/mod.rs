@@ -157,6 +157,22 @@ impl SamplerKind {
         })
     }
 
+    /// A name with the web UI's " Karras" suffix on a sampler whose Karras schedule is a
+    /// separate option ("LMS Karras", "DPM2 a Karras", "Euler Karras"): the sampler and the
+    /// schedule; any other name as [`SamplerKind::parse`] reads it, with no schedule.
+    pub fn parse_with_schedule(name: &str) -> Result<(Self, Option<SigmaSchedule>)> {
+        let plain = Self::parse(name);
+        let stem = name
+            .strip_suffix(" Karras")
+            .or_else(|| name.strip_suffix(" karras"))
+            .or_else(|| name.strip_suffix("-karras"));
+        match (plain, stem.map(Self::parse)) {
+            (Ok(k), _) => Ok((k, None)),
+            (Err(_), Some(Ok(k))) if k.has_sigma_schedule() => Ok((k, Some(SigmaSchedule::Karras))),
+            (Err(e), _) => Err(e),
+        }
+    }
+
     /// Every sampler (DDIM with η = 0).
     pub const ALL: [SamplerKind; 14] = [
         Self::Ddim { eta: 0.0 },

@@ -314,13 +314,21 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         Some(DTypeArg::F16) => WeightDType::F16,
         Some(DTypeArg::F32) => WeightDType::F32,
     };
-    let sampler = a.sampler.as_deref().map(SamplerKind::parse).transpose()?;
+    // "LMS Karras"-style names carry a σ schedule; --schedule, when given, decides it.
+    let (sampler, named_schedule) = match a.sampler.as_deref() {
+        Some(n) => {
+            let (k, s) = SamplerKind::parse_with_schedule(n)?;
+            (Some(k), s)
+        }
+        None => (None, None),
+    };
     let spacing = a.spacing.as_deref().map(Spacing::parse).transpose()?;
     let sigma_schedule = a
         .schedule
         .as_deref()
         .map(sd_wgpu::schedulers::SigmaSchedule::parse)
-        .transpose()?;
+        .transpose()?
+        .or(named_schedule);
     let t0 = Instant::now();
     let opts = LoadOptions {
         dtype,
