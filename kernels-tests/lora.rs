@@ -106,16 +106,7 @@ fn loras_switch_on_a_loaded_pipeline() {
 fn sdxl_kohya_lora_matches_diffusers() {
     let g = golden();
     let xg = Weights::open_file(&fixtures().join("sdxl-tiny-golden.safetensors")).unwrap();
-    let req = Request {
-        prompt: "a red sneaker on a white table".into(),
-        negative_prompt: "blurry".into(),
-        steps: 3,
-        guidance: 5.0,
-        width: 32,
-        height: 32,
-        init_latents: Some(xg.read_f32("latents", &[1, 4, 8, 8]).unwrap()),
-        ..Request::default()
-    };
+    let req = crate::sdxl::neg_request(&xg);
     let spec = LoraSpec::new(lora("sdxl-kohya.safetensors"), 0.7);
     for model in ["sdxl-tiny", "sdxl-tiny.safetensors"] {
         let pipe = with_loras(model, vec![spec.clone()]).unwrap();

@@ -15,7 +15,7 @@ fn golden() -> Weights {
 
 /// The fixture's "neg" case: prompt and negative prompt, 3 Euler steps, guidance 5, 32², the
 /// golden initial latents.
-fn neg_request(g: &Weights) -> Request {
+pub(crate) fn neg_request(g: &Weights) -> Request {
     Request {
         prompt: "a red sneaker on a white table".into(),
         negative_prompt: "blurry".into(),

@@ -248,8 +248,8 @@ fn peft_dotted(key: &str) -> String {
     rest.split(".lora_").next().unwrap_or(rest).to_string()
 }
 
-/// LoRA files opened once: a spec's file by its canonical path (switching back to a LoRA
-/// does not parse it again while it is held here).
+/// The specs' files, parsed; a file named twice in the list (by the same canonical path) is
+/// parsed once.
 pub(crate) fn open_all(specs: &[LoraSpec]) -> Result<Vec<(Arc<LoraFile>, LoraSpec)>> {
     let mut opened: HashMap<PathBuf, Arc<LoraFile>> = HashMap::new();
     specs

@@ -168,36 +168,25 @@ impl Pipeline {
         if self.loras.is_empty() {
             return Ok(base);
         }
-        let sources = Sources {
-            unet: base,
-            text: self.sources.text.clone(),
-            text_2: None,
-            dtype: self.sources.dtype,
-        };
         let files = crate::lora::open_all(&self.loras)?;
         let mut unmatched = Vec::new();
-        let unet = view(
-            Part::Unet,
-            &files,
-            Some(&sources.unet),
-            layers_per_block,
-            &mut unmatched,
-        )?;
-        if !unmatched.is_empty() && !self.lora_lenient {
+        let lpb = layers_per_block;
+        let unet = view(Part::Unet, &files, Some(&base), lpb, &mut unmatched)?;
+        if let (Some((i, _)), false) = (unmatched.first(), self.lora_lenient) {
+            let keys: Vec<&str> = unmatched
+                .iter()
+                .take(LISTED)
+                .map(|(_, k)| k.as_str())
+                .collect();
             return Err(Error::Lora {
-                path: files[0].0.path().to_path_buf(),
+                path: files[*i].0.path().to_path_buf(),
                 what: format!(
                     "{} key(s) match no weight of the replacement U-Net: {}",
                     unmatched.len(),
-                    unmatched
-                        .iter()
-                        .take(LISTED)
-                        .map(|(_, k)| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    keys.join(", ")
                 ),
             });
         }
-        Ok(unet.unwrap_or(sources.unet))
+        Ok(unet.unwrap_or(base))
     }
 }

@@ -29,6 +29,9 @@ pub enum Offload {
 /// Loads a network (on the device, or, inside [`Gpu::simulate`], only its shapes).
 pub(crate) type Loader<T> = Box<dyn Fn(&Gpu) -> Result<T> + Send + Sync>;
 
+/// A model's `load` (weights, key prefix, config, dtype).
+pub(crate) type ModelLoad<T, C> = fn(&Gpu, &Weights, &str, &C, WeightDType) -> Result<T>;
+
 /// A network of the pipeline, on the device or released. `config` is always at hand.
 pub struct Resident<T, C> {
     pub config: C,
@@ -60,17 +63,14 @@ impl<T, C> Resident<T, C> {
         gpu: &Gpu,
         config: &C,
         weights: Arc<Weights>,
-        load: fn(&Gpu, &Weights, &str, &C, WeightDType) -> Result<T>,
+        load: ModelLoad<T, C>,
         dtype: WeightDType,
     ) -> Result<Self>
     where
         T: 'static,
         C: Clone + Send + Sync + 'static,
     {
-        let c = config.clone();
-        let loader: Loader<T> = Box::new(move |g| load(g, &weights, "", &c, dtype));
-        let model = Self::load_measured(gpu, &loader)?;
-        Ok(Self::new(config.clone(), Some(model), loader))
+        Self::loading(gpu, config, weights, load, dtype, true)
     }
 
     /// A slot for this network's config loading from `weights` instead: loaded now when this
@@ -79,20 +79,37 @@ impl<T, C> Resident<T, C> {
         &self,
         gpu: &Gpu,
         weights: Arc<Weights>,
-        load: fn(&Gpu, &Weights, &str, &C, WeightDType) -> Result<T>,
+        load: ModelLoad<T, C>,
         dtype: WeightDType,
     ) -> Result<Self>
     where
         T: 'static,
         C: Clone + Send + Sync + 'static,
     {
-        let c = self.config.clone();
+        let now = self.loaded().is_some();
+        Self::loading(gpu, &self.config, weights, load, dtype, now)
+    }
+
+    /// A slot loading a network of `config` from `weights` by `load`; loaded at once if `now`.
+    fn loading(
+        gpu: &Gpu,
+        config: &C,
+        weights: Arc<Weights>,
+        load: ModelLoad<T, C>,
+        dtype: WeightDType,
+        now: bool,
+    ) -> Result<Self>
+    where
+        T: 'static,
+        C: Clone + Send + Sync + 'static,
+    {
+        let c = config.clone();
         let loader: Loader<T> = Box::new(move |g| load(g, &weights, "", &c, dtype));
-        let model = match self.loaded() {
-            Some(_) => Some(Self::load_measured(gpu, &loader)?),
-            None => None,
+        let model = match now {
+            true => Some(Self::load_measured(gpu, &loader)?),
+            false => None,
         };
-        Ok(Self::new(self.config.clone(), model, loader))
+        Ok(Self::new(config.clone(), model, loader))
     }
 
     /// Loads a network with `load`, returning it with the device bytes it took.
