@@ -143,20 +143,16 @@ fn batches_match_diffusers_and_number_their_files() {
 
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-batch-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-        .args(["generate", "--model"])
-        .arg(root.join("sd1-tiny"))
-        .args(["--prompt", "a red sneaker on a white table"])
-        .args(["--negative-prompt", "blurry", "--steps", "3", "--seed", "7"])
+    let status = crate::pipeline::sd1_cli("a red sneaker on a white table", 3)
         .args([
-            "--sampler",
-            "ddim",
+            "--seed",
+            "7",
             "--batch-size",
             "2",
             "--batch-count",
             "2",
+            "--out",
         ])
-        .args(["--width", "32", "--height", "32", "--out"])
         .arg(dir.join("b.png"))
         .status()
         .unwrap();

@@ -218,27 +218,7 @@ fn cli_merges_prompt_tags_and_lora_flags() {
     let latents = base.read_f32("latents", &[1, 4, 8, 8]).unwrap();
     sd_wgpu::npy::write_f32(&init, &[1, 4, 8, 8], &latents).unwrap();
     let run = |prompt: &str, extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-            .args(["generate", "--model"])
-            .arg(root.join("sd1-tiny"))
-            .args([
-                "--prompt",
-                prompt,
-                "--negative-prompt",
-                "blurry",
-                "--steps",
-                "4",
-            ])
-            .args([
-                "--guidance",
-                "7.5",
-                "--sampler",
-                "ddim",
-                "--width",
-                "32",
-                "--height",
-                "32",
-            ])
+        crate::pipeline::sd1_cli(prompt, 4)
             .arg("--lora-dir")
             .arg(root.join("lora"))
             .args(extra)

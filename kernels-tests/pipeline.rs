@@ -18,6 +18,25 @@ pub(crate) fn sd1_tiny(gpu: &sd_wgpu::Gpu) -> Pipeline {
     Pipeline::load(gpu, &fixtures().join("sd1-tiny"), WeightDType::Auto).unwrap()
 }
 
+/// `sd-wgpu generate` on the tiny SD 1 model: `prompt` with the negative prompt "blurry",
+/// DDIM, `steps` steps, guidance 7.5, 32×32 (the reference settings of the fixtures).
+pub(crate) fn sd1_cli(prompt: &str, steps: usize) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"));
+    c.args(["generate", "--model"])
+        .arg(fixtures().join("sd1-tiny"))
+        .args(["--prompt", prompt, "--negative-prompt", "blurry"])
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--guidance",
+            "7.5",
+            "--sampler",
+            "ddim",
+        ])
+        .args(["--width", "32", "--height", "32"]);
+    c
+}
+
 /// The reference prompt pair of the SD 1-like fixtures at 32×32 with guidance 7.5.
 pub(crate) fn sneaker(steps: usize) -> Request {
     Request {
@@ -98,29 +117,8 @@ fn generate_cli_writes_the_reference_image_and_latents() {
         &g.read_f32("latents", &[1, 4, 8, 8]).unwrap(),
     )
     .unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
-        .args(["generate", "--model"])
-        .arg(root.join("sd1-tiny"))
-        .args([
-            "--prompt",
-            "a red sneaker on a white table",
-            "--negative-prompt",
-            "blurry",
-            "--steps",
-            "4",
-        ])
-        .args([
-            "--guidance",
-            "7.5",
-            "--sampler",
-            "ddim",
-            "--width",
-            "32",
-            "--height",
-            "32",
-            "--seed",
-            "7",
-        ])
+    let status = sd1_cli("a red sneaker on a white table", 4)
+        .args(["--seed", "7"])
         .arg("--init-latents")
         .arg(&init)
         .arg("--latents-out")

@@ -114,11 +114,7 @@ pub fn classify(key: &str) -> Option<KeyInfo> {
             role,
         });
     }
-    let (part, rest) = Part::ALL
-        .iter()
-        .rev() // `text_encoder_2.` before `text_encoder.`
-        .find_map(|p| key.strip_prefix(&format!("{}.", p.name())).map(|r| (*p, r)))
-        .unwrap_or((Part::Unet, key));
+    let (part, rest) = split_part(key);
     let (module, role) = split_role(
         rest,
         &[
@@ -139,6 +135,16 @@ pub fn classify(key: &str) -> Option<KeyInfo> {
         sgm: false,
         role,
     })
+}
+
+/// A diffusers / PEFT key's network and the rest after its component prefix (`unet.`,
+/// `text_encoder.`, `text_encoder_2.`); a key without one is the U-Net's.
+pub fn split_part(key: &str) -> (Part, &str) {
+    Part::ALL
+        .iter()
+        .rev() // `text_encoder_2.` before `text_encoder.`
+        .find_map(|p| key.strip_prefix(&format!("{}.", p.name())).map(|r| (*p, r)))
+        .unwrap_or((Part::Unet, key))
 }
 
 /// `rest` split into its module and role by the first matching suffix (or an unsupported

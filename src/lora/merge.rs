@@ -172,10 +172,9 @@ impl Patches {
     /// `W[o, c] += s · Σₖ up[o, k] · down[k, c]` over the flattened input dimensions `c`
     /// (a conv's `in·kh·kw`: LoCon's `down` keeps the kernel, its `up` is 1×1).
     pub(crate) fn apply(patches: &[Patch], values: &mut [f32], shape: &[usize]) -> Result<()> {
+        let out = shape.first().copied().unwrap_or(0);
         for p in patches {
             let m = &p.file.modules[p.module];
-            let out = shape.first().copied().unwrap_or(0);
-            let cols = values.len() / out.max(1);
             let read = |key: &str| match p.file.file.get(key) {
                 Some(t) => crate::weights::to_f32(&t),
                 None => Err(Error::Lora {
@@ -184,15 +183,11 @@ impl Patches {
                 }),
             };
             let (down, up) = (read(&m.down)?, read(&m.up)?);
-            let r = m.rank;
-            if down.len() != r * cols || up.len() != out * r {
-                // check_fits ran on the same shapes when the table was built.
-                return Err(Error::Lora {
-                    path: p.file.path().to_path_buf(),
-                    what: format!("{} does not fit a weight of shape {shape:?}", m.down),
-                });
-            }
-            add_low_rank(values, out, &down, &up, r, p.scale)?;
+            // check_fits ran on the same shapes when the table was built.
+            add_low_rank(values, out, &down, &up, m.rank, p.scale).map_err(|e| Error::Lora {
+                path: p.file.path().to_path_buf(),
+                what: format!("{} does not fit a weight of shape {shape:?}: {e}", m.down),
+            })?;
         }
         Ok(())
     }

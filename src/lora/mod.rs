@@ -143,8 +143,10 @@ impl LoraFile {
             .transpose()
             .map_err(|e| err(format!("lora_adapter_metadata is not JSON: {e}")))?;
         let mut unknown = Vec::new();
-        // module → (part, sgm, down key, up key, alpha key); BTreeMap: a stable order.
-        let mut found: BTreeMap<(Part, String), [Option<String>; 3]> = BTreeMap::new();
+        // (part, module) → ([down key, up key, alpha key], kohya SGM name); BTreeMap: a
+        // stable order.
+        type Found = ([Option<String>; 3], bool);
+        let mut found: BTreeMap<(Part, String), Found> = BTreeMap::new();
         let mut names: Vec<&str> = file.names().collect();
         names.sort_unstable();
         for key in names {
@@ -160,7 +162,9 @@ impl LoraFile {
                         Role::Up => 1,
                         _ => 2,
                     };
-                    found.entry((k.part, k.module)).or_default()[slot] = Some(key.to_string());
+                    let entry = found.entry((k.part, k.module)).or_default();
+                    entry.0[slot] = Some(key.to_string());
+                    entry.1 = k.sgm;
                 }
             }
         }
@@ -170,7 +174,7 @@ impl LoraFile {
             .flatten()
             .collect();
         let mut modules = Vec::new();
-        for ((part, name), [down, up, alpha]) in found {
+        for ((part, name), ([down, up, alpha], sgm)) in found {
             let missing = if up.is_none() {
                 "up (lora_B)"
             } else {
@@ -206,7 +210,6 @@ impl LoraFile {
                     "module {name}: scale {alpha_scale} is not finite"
                 )));
             }
-            let sgm = part == Part::Unet && keys::classify(&down).is_some_and(|k| k.sgm);
             modules.push(Module {
                 part,
                 name,
@@ -240,11 +243,7 @@ impl LoraFile {
 /// A PEFT key's module in PEFT's dotted naming (for its patterns): the key without the
 /// component prefix and the `.lora_A.weight` tail.
 fn peft_dotted(key: &str) -> String {
-    let rest = Part::ALL
-        .iter()
-        .rev()
-        .find_map(|p| key.strip_prefix(&format!("{}.", p.name())))
-        .unwrap_or(key);
+    let rest = keys::split_part(key).1;
     rest.split(".lora_").next().unwrap_or(rest).to_string()
 }
 

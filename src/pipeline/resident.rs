@@ -41,6 +41,52 @@ pub struct Resident<T, C> {
     bytes: AtomicU64,
 }
 
+/// Slots that load from weights (the loader outlives the call: `'static` parts).
+impl<T: 'static, C: Clone + Send + Sync + 'static> Resident<T, C> {
+    /// A network of `config` loaded now from `weights` by `load` (a model's `load`), and
+    /// again from them after a release.
+    pub(crate) fn from_weights(
+        gpu: &Gpu,
+        config: &C,
+        weights: Arc<Weights>,
+        load: ModelLoad<T, C>,
+        dtype: WeightDType,
+    ) -> Result<Self> {
+        Self::loading(gpu, config, weights, load, dtype, true)
+    }
+
+    /// A slot for this network's config loading from `weights` instead: loaded now when this
+    /// one is loaded (so weights both use are found on the device), else when first needed.
+    pub(crate) fn reload(
+        &self,
+        gpu: &Gpu,
+        weights: Arc<Weights>,
+        load: ModelLoad<T, C>,
+        dtype: WeightDType,
+    ) -> Result<Self> {
+        let now = self.loaded().is_some();
+        Self::loading(gpu, &self.config, weights, load, dtype, now)
+    }
+
+    /// A slot loading a network of `config` from `weights` by `load`; loaded at once if `now`.
+    fn loading(
+        gpu: &Gpu,
+        config: &C,
+        weights: Arc<Weights>,
+        load: ModelLoad<T, C>,
+        dtype: WeightDType,
+        now: bool,
+    ) -> Result<Self> {
+        let c = config.clone();
+        let loader: Loader<T> = Box::new(move |g| load(g, &weights, "", &c, dtype));
+        let model = match now {
+            true => Some(Self::load_measured(gpu, &loader)?),
+            false => None,
+        };
+        Ok(Self::new(config.clone(), model, loader))
+    }
+}
+
 impl<T, C> Resident<T, C> {
     /// A slot holding `model` (when already loaded, with the `bytes` its loading took) that
     /// loads it again with `load`.
@@ -55,61 +101,6 @@ impl<T, C> Resident<T, C> {
             load,
             bytes: AtomicU64::new(bytes),
         }
-    }
-
-    /// A network of `config` loaded now from `weights` by `load` (a model's `load`), and
-    /// again from them after a release.
-    pub(crate) fn from_weights(
-        gpu: &Gpu,
-        config: &C,
-        weights: Arc<Weights>,
-        load: ModelLoad<T, C>,
-        dtype: WeightDType,
-    ) -> Result<Self>
-    where
-        T: 'static,
-        C: Clone + Send + Sync + 'static,
-    {
-        Self::loading(gpu, config, weights, load, dtype, true)
-    }
-
-    /// A slot for this network's config loading from `weights` instead: loaded now when this
-    /// one is loaded (so weights both use are found on the device), else when first needed.
-    pub(crate) fn reload(
-        &self,
-        gpu: &Gpu,
-        weights: Arc<Weights>,
-        load: ModelLoad<T, C>,
-        dtype: WeightDType,
-    ) -> Result<Self>
-    where
-        T: 'static,
-        C: Clone + Send + Sync + 'static,
-    {
-        let now = self.loaded().is_some();
-        Self::loading(gpu, &self.config, weights, load, dtype, now)
-    }
-
-    /// A slot loading a network of `config` from `weights` by `load`; loaded at once if `now`.
-    fn loading(
-        gpu: &Gpu,
-        config: &C,
-        weights: Arc<Weights>,
-        load: ModelLoad<T, C>,
-        dtype: WeightDType,
-        now: bool,
-    ) -> Result<Self>
-    where
-        T: 'static,
-        C: Clone + Send + Sync + 'static,
-    {
-        let c = config.clone();
-        let loader: Loader<T> = Box::new(move |g| load(g, &weights, "", &c, dtype));
-        let model = match now {
-            true => Some(Self::load_measured(gpu, &loader)?),
-            false => None,
-        };
-        Ok(Self::new(config.clone(), model, loader))
     }
 
     /// Loads a network with `load`, returning it with the device bytes it took.
