@@ -285,6 +285,8 @@ fn sigma_schedule_is_applied_or_refused() {
     };
     let (plain, exp) = (run(SigmaSchedule::Plain), run(SigmaSchedule::Exponential));
     assert!(plain.iter().zip(&exp).any(|(a, b)| (a - b).abs() > 1e-3));
+    let beta = run(SigmaSchedule::Beta);
+    assert!(beta.iter().zip(&exp).any(|(a, b)| (a - b).abs() > 1e-3));
     let ddim = Request {
         sampler: Some(SamplerKind::Ddim { eta: 0.0 }),
         sigma_schedule: Some(SigmaSchedule::Karras),
@@ -299,5 +301,6 @@ fn sigma_schedule_is_applied_or_refused() {
         SigmaSchedule::parse("exponential").unwrap(),
         SigmaSchedule::Exponential
     );
-    assert!(SigmaSchedule::parse("beta").is_err());
+    assert_eq!(SigmaSchedule::parse("beta").unwrap(), SigmaSchedule::Beta);
+    assert!(SigmaSchedule::parse("cosine").is_err());
 }

@@ -280,7 +280,10 @@ fn unimplemented_scheduler_options_are_refused() {
         ),
         (r#"{"use_lu_lambdas": true}"#, "use_lu_lambdas"),
         (r#"{"use_flow_sigmas": true}"#, "use_flow_sigmas"),
-        (r#"{"use_beta_sigmas": true}"#, "use_beta_sigmas"),
+        (
+            r#"{"use_beta_sigmas": true, "use_karras_sigmas": true}"#,
+            "only one of",
+        ),
         (
             r#"{"interpolation_type": "log_linear"}"#,
             "interpolation_type",

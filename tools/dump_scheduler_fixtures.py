@@ -192,6 +192,18 @@ cases.append(trajectory("dpm2-a karras 6", "dpm2-a", KDPM2AncestralDiscreteSched
                         dict(SD15, use_karras_sigmas=True), 6, seed=19))
 cases.append(trajectory("dpm2-a v-pred trailing 4", "dpm2-a", KDPM2AncestralDiscreteScheduler,
                         dict(SD21, timestep_spacing="trailing"), 4, seed=20))
+# Beta sigmas (use_beta_sigmas: Beta(0.6, 0.6) quantiles, scipy's beta.ppf) where diffusers has
+# them.
+BETA = dict(SD15, use_beta_sigmas=True)
+cases.append(trajectory("euler beta 6", "euler", EulerDiscreteScheduler, BETA, 6))
+cases.append(trajectory("heun beta 4", "heun", HeunDiscreteScheduler, BETA, 4))
+cases.append(trajectory("lms beta 5", "lms", LMSDiscreteScheduler, BETA, 5))
+cases.append(trajectory("dpm++2m beta 7", "dpm++2m", DPMSolverMultistepScheduler, BETA, 7))
+cases.append(trajectory("dpm2 beta 4", "dpm2", KDPM2DiscreteScheduler, BETA, 4))
+cases.append(trajectory("dpm2-a beta v-pred 4", "dpm2-a", KDPM2AncestralDiscreteScheduler,
+                        dict(SD21, use_beta_sigmas=True), 4, seed=21))
+cases.append(trajectory("dpm++2m-sde beta 5", "dpm++2m-sde", DPMSolverMultistepScheduler,
+                        dict(BETA, **SDE), 5, seed=22))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

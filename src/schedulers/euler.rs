@@ -14,6 +14,7 @@ impl Algorithm for Euler {
         if self.ancestral {
             s.cfg.use_karras_sigmas = false;
             s.cfg.use_exponential_sigmas = false;
+            s.cfg.use_beta_sigmas = false;
         }
         s.set_euler();
     }

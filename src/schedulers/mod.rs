@@ -10,6 +10,7 @@
 //! tensors eagerly ([`GpuOps`]), and recorded once into a step plan that reads the
 //! coefficients from a device table (the pipeline).
 
+mod beta_dist;
 mod ddim;
 mod ddpm;
 mod dpm_solver;

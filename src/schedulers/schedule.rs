@@ -30,23 +30,27 @@ pub enum Spacing {
 }
 
 /// A σ schedule asked for by a request (`--schedule`), as diffusers'
-/// `from_config(config, use_karras_sigmas=…)` / `use_exponential_sigmas=…` sets it.
+/// `from_config(config, use_karras_sigmas=…)` / `use_exponential_sigmas=…` /
+/// `use_beta_sigmas=…` sets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SigmaSchedule {
     /// The timesteps' own σ (both flags off).
     Plain,
     Karras,
     Exponential,
+    /// "Beta Sampling is All You Need" (arXiv 2407.12173): σ at the Beta(0.6, 0.6) quantiles.
+    Beta,
 }
 
 impl SigmaSchedule {
-    pub const NAMES: &'static str = "plain, karras, exponential";
+    pub const NAMES: &'static str = "plain, karras, exponential, beta";
 
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "plain" | "default" => Ok(Self::Plain),
             "karras" => Ok(Self::Karras),
             "exponential" => Ok(Self::Exponential),
+            "beta" => Ok(Self::Beta),
             o => Err(Error::unsupported(
                 OP,
                 format!("sigma schedule `{o}` (known: {})", Self::NAMES),
@@ -58,6 +62,7 @@ impl SigmaSchedule {
     pub fn apply(self, cfg: &mut ScheduleConfig) {
         cfg.use_karras_sigmas = self == Self::Karras;
         cfg.use_exponential_sigmas = self == Self::Exponential;
+        cfg.use_beta_sigmas = self == Self::Beta;
     }
 }
 
@@ -105,6 +110,8 @@ pub struct ScheduleConfig {
     /// σ spaced evenly in log σ between the schedule's ends (Euler, Heun, LMS, DPM++; with
     /// `use_karras_sigmas` Karras wins, as diffusers checks it first).
     pub use_exponential_sigmas: bool,
+    /// σ at the quantiles of Beta(0.6, 0.6) between the schedule's ends (the same samplers).
+    pub use_beta_sigmas: bool,
     /// LCM: the distillation schedule's length (`original_inference_steps`, 50).
     pub original_inference_steps: usize,
     /// LCM: the boundary condition's timestep scale (`timestep_scaling`, 10).
@@ -128,6 +135,7 @@ impl ScheduleConfig {
             skip_prk_steps: true,
             use_karras_sigmas: false,
             use_exponential_sigmas: false,
+            use_beta_sigmas: false,
             original_inference_steps: 50,
             timestep_scaling: 10.0,
         }
@@ -166,7 +174,6 @@ impl ScheduleConfig {
         for k in [
             "thresholding",
             "rescale_betas_zero_snr",
-            "use_beta_sigmas",
             "use_lu_lambdas",
             "use_flow_sigmas",
         ] {
@@ -192,6 +199,19 @@ impl ScheduleConfig {
         // diffusers' defaults are per class; LCMScheduler's betas default to SD's.
         let lcm = text("_class_name") == Some("LCMScheduler");
         let beta_default = if lcm { "scaled_linear" } else { "linear" };
+        // diffusers' σ-schedule classes refuse more than one of the three flags.
+        let sigma_flags = [
+            "use_karras_sigmas",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+        ];
+        if sigma_flags.iter().filter(|k| flag(k, false)).count() > 1 {
+            return Err(Error::unsupported(
+                OP,
+                "only one of `use_karras_sigmas`, `use_exponential_sigmas`, `use_beta_sigmas` \
+                 can be true",
+            ));
+        }
         let beta_schedule = match text("beta_schedule").unwrap_or(beta_default) {
             "linear" => BetaSchedule::Linear,
             "scaled_linear" => BetaSchedule::ScaledLinear,
@@ -290,6 +310,7 @@ impl ScheduleConfig {
             ),
             use_karras_sigmas: flag("use_karras_sigmas", false),
             use_exponential_sigmas: flag("use_exponential_sigmas", false),
+            use_beta_sigmas: flag("use_beta_sigmas", false),
             original_inference_steps: orig as usize,
             timestep_scaling,
         })
@@ -442,6 +463,15 @@ pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> 
         .collect()
 }
 
+/// diffusers' `_convert_to_beta` (α = β = 0.6): `σ_min + ppf(1 − r)·(σ_max − σ_min)` for `r` in
+/// `linspace(0, 1, n)`, `ppf` the Beta(0.6, 0.6) quantile function (scipy's `beta.ppf`).
+pub fn beta_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    linspace(0.0, 1.0, n)
+        .iter()
+        .map(|r| sigma_min + super::beta_dist::ppf(1.0 - r, 0.6, 0.6) * (sigma_max - sigma_min))
+        .collect()
+}
+
 /// Integer timesteps of DDIM / DDPM (descending) for `steps` inference steps.
 pub(crate) fn discrete_timesteps(cfg: &ScheduleConfig, spacing: Spacing, steps: usize) -> Vec<f64> {
     let n = cfg.num_train_timesteps;
@@ -588,13 +618,16 @@ impl Schedule {
             Spacing::Trailing => discrete_timesteps(&self.cfg, Spacing::Trailing, steps),
         };
         let mut sig: Vec<f64> = ts.iter().map(|&t| interp(t, &full)).collect();
-        if self.cfg.use_karras_sigmas || self.cfg.use_exponential_sigmas {
+        let c = &self.cfg;
+        if c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas {
             let log_sigmas = log_f32(&full);
             let (lo, hi) = (sig[steps - 1], sig[0]);
-            sig = if self.cfg.use_karras_sigmas {
+            sig = if c.use_karras_sigmas {
                 karras_sigmas(lo, hi, steps)
-            } else {
+            } else if c.use_exponential_sigmas {
                 exponential_sigmas(lo, hi, steps)
+            } else {
+                beta_sigmas(lo, hi, steps)
             };
             ts = sig
                 .iter()
@@ -643,10 +676,14 @@ impl Schedule {
                     }
                 })
                 .collect();
-        } else if self.cfg.use_exponential_sigmas {
+        } else if self.cfg.use_exponential_sigmas || self.cfg.use_beta_sigmas {
             // From the training schedule's ends; the timesteps truncated to integers (diffusers
             // stores them as int64), the σ kept.
-            sig = exponential_sigmas(full[0], full[n - 1], steps);
+            sig = if self.cfg.use_exponential_sigmas {
+                exponential_sigmas(full[0], full[n - 1], steps)
+            } else {
+                beta_sigmas(full[0], full[n - 1], steps)
+            };
             ts = sig
                 .iter()
                 .map(|&s| sigma_to_t(s, &log_sigmas).trunc())

@@ -58,7 +58,8 @@ pub struct GenerateArgs {
     /// Turbo models sample with trailing).
     #[arg(long)]
     spacing: Option<String>,
-    /// σ schedule for euler, heun, lms and the dpm++ samplers: karras, exponential or plain
+    /// σ schedule for euler, heun, dpm2, lms and the dpm++ samplers: karras, exponential, beta or
+    /// plain
     /// (default: the model's scheduler config).
     #[arg(long)]
     schedule: Option<String>,
