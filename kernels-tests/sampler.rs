@@ -194,16 +194,28 @@ fn samplers_on_gpu_match_diffusers() {
             case["model_outputs"].as_array().unwrap(),
             case["noise"].as_array().unwrap(),
         );
-        let mut x = upload(&vec(&xs[0]), &[1, 8], DType::F32, "latents");
+        let begin = case["begin"].as_u64().unwrap_or(0) as usize;
+        sampler.begin_at(begin).unwrap();
+        let blended = case["blended"].as_bool() == Some(true);
+        let mut host = vec(&xs[0]);
+        let mut x = upload(&host, &[1, 8], DType::F32, "latents");
         for k in 0..ms.len() {
+            if blended && k > 0 {
+                // The dump's inpainting-like change of the sample between steps.
+                for (e, v) in host.iter_mut().enumerate() {
+                    *v = 0.8 * *v + 0.1 * ((e + k + begin) as f32).cos();
+                }
+                x = upload(&host, &[1, 8], DType::F32, "latents");
+            }
             let m = upload(&vec(&ms[k]), &[1, 8], DType::F32, "noise_pred");
             let z = (!noises[k].is_null())
                 .then(|| upload(&vec(&noises[k]), &[1, 8], DType::F32, "noise"));
             let mut rec = Recorder::new(gpu);
             x = sampler
-                .step(&mut GpuOps { rec: &mut rec }, k, &x, &m, z.as_ref())
+                .step(&mut GpuOps { rec: &mut rec }, begin + k, &x, &m, z.as_ref())
                 .unwrap();
             let got = run(rec, &x);
+            host.clone_from(&got);
             check(
                 &format!("gpu sampler {name} step {k}"),
                 &got,
@@ -215,14 +227,15 @@ fn samplers_on_gpu_match_diffusers() {
     }
 }
 
-/// Heun, DPM2 (plain and ancestral) and LMS through the whole pipeline (their programs recorded into the step plan:
-/// Heun's saved sample and derivative, DPM2's saved sample, LMS's shifted history) against
+/// Heun, DPM2 (plain and ancestral), LMS, UniPC and DEIS through the whole pipeline (their
+/// programs recorded into the step plan: Heun's saved sample and derivative, DPM2's saved
+/// sample, LMS's shifted history, UniPC's corrected sample) against
 /// diffusers' `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` on the tiny SD 1
 /// model (`tools/make_sampler_pipeline_fixture.py`, seed 42): text-to-image, and
 /// image-to-image at strength 0.6, where Heun and DPM2 start at index 4 and LMS's first step
-/// takes order 4.
+/// takes order 4, and UniPC in 4-channel inpainting (its corrector ignores the blend).
 #[test]
-fn heun_dpm2_and_lms_pipelines_match_diffusers() {
+fn added_samplers_pipelines_match_diffusers() {
     use crate::pipeline::{fixtures, sd1_tiny, sneaker};
     use sd_wgpu::pipeline::{InitImage, Request};
     use sd_wgpu::schedulers::SamplerKind;
@@ -232,6 +245,8 @@ fn heun_dpm2_and_lms_pipelines_match_diffusers() {
         .unwrap();
     let (_, _, rgb) =
         sd_wgpu::imageio::read_image_rgb(&fixtures().join("img2img-input.png")).unwrap();
+    let (_, _, m) = sd_wgpu::imageio::read_image_rgb(&fixtures().join("inpaint-mask.png")).unwrap();
+    let mask: Vec<f32> = m.chunks_exact(3).map(|p| p[0]).collect();
     for (name, kind, steps, strength, calls) in [
         ("heun4", SamplerKind::Heun, 4, None, 7),
         ("lms5", SamplerKind::Lms, 5, None, 5),
@@ -241,11 +256,21 @@ fn heun_dpm2_and_lms_pipelines_match_diffusers() {
         ("dpm2_img06", SamplerKind::Dpm2, 4, Some(0.6), 3),
         ("dpm2a_4", SamplerKind::Dpm2Ancestral, 4, None, 7),
         ("dpm2a_img06", SamplerKind::Dpm2Ancestral, 4, Some(0.6), 3),
+        ("unipc5", SamplerKind::UniPc, 5, None, 5),
+        ("unipc_img06", SamplerKind::UniPc, 5, Some(0.6), 3),
+        ("deis5", SamplerKind::Deis, 5, None, 5),
+        ("deis_img06", SamplerKind::Deis, 5, Some(0.6), 3),
+        ("unipc_inpaint", SamplerKind::UniPc, 5, Some(1.0), 5),
     ] {
+        // 4-channel inpainting: the known region blended back after every step.
+        let mask = name.ends_with("inpaint").then(|| mask.clone());
         let req = Request {
             sampler: Some(kind),
             seed: 42,
-            init_image: strength.map(|s| InitImage::new(rgb.clone(), s)),
+            init_image: strength.map(|s| InitImage {
+                mask,
+                ..InitImage::new(rgb.clone(), s)
+            }),
             ..sneaker(steps)
         };
         let mut seen = 0;

@@ -319,21 +319,7 @@ impl Harness {
 /// Every sampler's schedule for a few step counts (where a bad config would index out of
 /// range or divide by zero).
 fn schedules(cfg: &ScheduleConfig) {
-    let kinds = [
-        SamplerKind::Ddim { eta: 0.0 },
-        SamplerKind::Ddpm,
-        SamplerKind::Pndm,
-        SamplerKind::Euler,
-        SamplerKind::EulerAncestral,
-        SamplerKind::DpmPP2M { karras: false },
-        SamplerKind::DpmPP2M { karras: true },
-        SamplerKind::DpmPP2MSde { karras: true },
-        SamplerKind::Heun,
-        SamplerKind::Dpm2,
-        SamplerKind::Dpm2Ancestral,
-        SamplerKind::Lms,
-        SamplerKind::Lcm,
-    ];
+    let kinds = SamplerKind::ALL;
     for kind in kinds {
         for steps in [1, 4, 30] {
             if let Ok(mut s) = Sampler::<()>::new(kind, cfg, steps) {

@@ -15,7 +15,8 @@ import json
 import numpy as np
 import torch
 import diffusers
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler,
+from diffusers import (DDIMScheduler, DDPMScheduler, DEISMultistepScheduler, DPMSolverMultistepScheduler,
+                       UniPCMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler,
                        KDPM2DiscreteScheduler,
                        LCMScheduler,
@@ -52,13 +53,28 @@ def model(x, t, k):
     return (0.6 * x + 0.4 * base).astype(np.float32)
 
 
-def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
+def blend(x, k):
+    """What an inpainting pipeline does between steps: the sample is changed outside the
+    scheduler (here a fixed blend towards a pattern)."""
+    return (0.8 * x + 0.1 * np.cos(np.arange(N, dtype=np.float32) + k)).astype(np.float32)
+
+
+def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None, begin=0, blended=False,
+               f64=False):
+    """`f64`: diffusers' own code run in float64 (its schedule tensors and the sample), for
+    schedules whose f32 rounding in diffusers is larger than the test's tolerance (cosine
+    betas reach σ ≈ 2·10⁴): the reference is then the exact trajectory."""
     accepted = inspect.signature(cls.__init__).parameters
     cfg = {k: v for k, v in config.items() if k in accepted}
     if clip is not None:
         cfg.update(clip_sample=True, clip_sample_range=clip)
     sched = cls(**cfg)
     sched.set_timesteps(steps)
+    if begin:
+        sched.set_begin_index(begin)
+    if f64:
+        sched.sigmas = sched.sigmas.double()
+        sched.alphas_cumprod = sched.alphas_cumprod.double()
     noise = NoiseQueue(seed + 1)
     for mod in (scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_dpmsolver_multistep,
                 scheduling_lcm, scheduling_k_dpm_2_ancestral_discrete):
@@ -67,6 +83,10 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
     x = (rng.standard_normal(N).astype(np.float32) * float(sched.init_noise_sigma))
     xs, ms, scales, noises_per_step = [x.tolist()], [], [], []
     for k, t in enumerate(sched.timesteps):
+        if k < begin:
+            continue
+        if blended and k > begin:
+            x = blend(x, k)
         inp = sched.scale_model_input(torch.from_numpy(x).reshape(1, N), t).numpy().reshape(-1)
         scales.append(float(inp[0] / x[0]))
         m = model(x, float(t), k)
@@ -77,8 +97,10 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
             z = noise(x.shape)
             kwargs["variance_noise"] = torch.from_numpy(np.array(noise.drawn[-1], np.float32)).reshape(1, N)
             before = len(noise.drawn) - 1
-        out = sched.step(torch.from_numpy(m).reshape(1, N), t, torch.from_numpy(x).reshape(1, N), **kwargs).prev_sample
-        x = out.numpy().astype(np.float32).reshape(-1)
+        dt = np.float64 if f64 else np.float32
+        out = sched.step(torch.from_numpy(m.astype(dt)).reshape(1, N), t,
+                         torch.from_numpy(x.astype(dt)).reshape(1, N), **kwargs).prev_sample
+        x = out.numpy().astype(dt).reshape(-1)
         ms.append(m.tolist())
         xs.append(x.tolist())
         drawn = noise.drawn[before:]
@@ -100,6 +122,9 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None):
                    for k, v in sched.config.items() if isinstance(v, (int, float, str, bool)) or v is None},
         "steps": steps,
         "eta": eta,
+        "begin": begin,
+        "blended": blended,
+        "float64": f64,
         "timesteps": [float(t) for t in sched.timesteps],
         "sigmas": [float(s) for s in sig] if sig is not None else None,
         "init_noise_sigma": float(sched.init_noise_sigma),
@@ -204,6 +229,33 @@ cases.append(trajectory("dpm2-a beta v-pred 4", "dpm2-a", KDPM2AncestralDiscrete
                         dict(SD21, use_beta_sigmas=True), 4, seed=21))
 cases.append(trajectory("dpm++2m-sde beta 5", "dpm++2m-sde", DPMSolverMultistepScheduler,
                         dict(BETA, **SDE), 5, seed=22))
+# DEIS (log-ρ, order 2; its σ list ends at σ_min): SD 1.5's config, 16 steps (from 15 on the
+# last step stays second order), Karras (timesteps rounded even for cosine betas), v-prediction
+# trailing, beta σ, leading spacing, an image-to-image start part-way.
+cases.append(trajectory("deis sd15 6", "deis", DEISMultistepScheduler, SD15, 6))
+cases.append(trajectory("deis sd15 16", "deis", DEISMultistepScheduler, SD15, 16))
+cases.append(trajectory("deis karras 8", "deis", DEISMultistepScheduler, dict(SD15, use_karras_sigmas=True), 8))
+cases.append(trajectory("deis cosine karras 5", "deis", DEISMultistepScheduler,
+                        dict(SD15, beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True), 5, f64=True))
+cases.append(trajectory("deis v-pred trailing 5", "deis", DEISMultistepScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 5))
+cases.append(trajectory("deis beta 5", "deis", DEISMultistepScheduler, BETA, 5))
+cases.append(trajectory("deis leading begin 3 of 8", "deis", DEISMultistepScheduler,
+                        dict(SD15, timestep_spacing="leading"), 8, begin=3))
+# UniPC (bh2, order 2, predictor-corrector): the same configs, the sample predicted x0, and a
+# sample changed between steps (an inpainting blend), which the corrector does not read.
+cases.append(trajectory("unipc sd15 6", "unipc", UniPCMultistepScheduler, SD15, 6))
+cases.append(trajectory("unipc sd15 20", "unipc", UniPCMultistepScheduler, SD15, 20))
+cases.append(trajectory("unipc karras 8", "unipc", UniPCMultistepScheduler, dict(SD15, use_karras_sigmas=True), 8))
+cases.append(trajectory("unipc cosine karras 5", "unipc", UniPCMultistepScheduler,
+                        dict(SD15, beta_schedule="squaredcos_cap_v2", use_karras_sigmas=True), 5, f64=True))
+cases.append(trajectory("unipc v-pred trailing 5", "unipc", UniPCMultistepScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 5))
+cases.append(trajectory("unipc sample 5", "unipc", UniPCMultistepScheduler, dict(SD15, prediction_type="sample"), 5))
+cases.append(trajectory("unipc exponential 6", "unipc", UniPCMultistepScheduler, EXP, 6))
+cases.append(trajectory("unipc begin 4 of 10", "unipc", UniPCMultistepScheduler, SD15, 10, begin=4))
+cases.append(trajectory("unipc blended 6", "unipc", UniPCMultistepScheduler, SD15, 6, blended=True))
+cases.append(trajectory("dpm++2m blended 6", "dpm++2m", DPMSolverMultistepScheduler, SD15, 6, blended=True))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

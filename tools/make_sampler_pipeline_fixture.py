@@ -14,13 +14,20 @@ recorded into the step plan, not only run eagerly.
         - dpm2_4, dpm2_img06: KDPM2DiscreteScheduler (DPM2) as heun4 and heun_img06
         - dpm2a_4, dpm2a_img06: KDPM2AncestralDiscreteScheduler likewise (noise from the seed
           after every second-order update)
+        - unipc5, unipc_img06, deis5, deis_img06: UniPCMultistepScheduler and
+          DEISMultistepScheduler, 5 steps, text-to-image and image-to-image at 0.6 (from
+          index 2, their multistep history empty there)
+        - unipc_inpaint: UniPC in 4-channel inpainting (StableDiffusionInpaintPipeline with the
+          ordinary U-Net, mask inpaint-mask.png, strength 1, 5 steps): the known region blended
+          into the sample between steps, which UniPC's corrector does not read
 
     .venv/bin/python tools/make_sampler_pipeline_fixture.py
 """
 from pathlib import Path
 
 import torch
-from diffusers import (HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler,
+from diffusers import (DEISMultistepScheduler, HeunDiscreteScheduler, StableDiffusionInpaintPipeline,
+                       UniPCMultistepScheduler, KDPM2AncestralDiscreteScheduler, KDPM2DiscreteScheduler,
                        LMSDiscreteScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 from PIL import Image
@@ -33,7 +40,8 @@ tok = clip_tokenizer()
 t2i = StableDiffusionPipeline.from_pretrained(root / "sd1-tiny", tokenizer=tok, safety_checker=None,
                                               feature_extractor=None, requires_safety_checker=False)
 i2i = StableDiffusionImg2ImgPipeline(**{k: v for k, v in t2i.components.items() if k != "image_encoder"})
-for p in (t2i, i2i):
+inp = StableDiffusionInpaintPipeline(**{k: v for k, v in t2i.components.items() if k != "image_encoder"})
+for p in (t2i, i2i, inp):
     p.set_progress_bar_config(disable=True)
 cfg = t2i.scheduler.config
 image = Image.open(root / "img2img-input.png").convert("RGB")
@@ -47,6 +55,13 @@ cases = {
     "dpm2_img06": (i2i, KDPM2DiscreteScheduler, dict(num_inference_steps=4, image=image, strength=0.6)),
     "dpm2a_4": (t2i, KDPM2AncestralDiscreteScheduler, dict(num_inference_steps=4, height=32, width=32)),
     "dpm2a_img06": (i2i, KDPM2AncestralDiscreteScheduler, dict(num_inference_steps=4, image=image, strength=0.6)),
+    "unipc5": (t2i, UniPCMultistepScheduler, dict(num_inference_steps=5, height=32, width=32)),
+    "unipc_img06": (i2i, UniPCMultistepScheduler, dict(num_inference_steps=5, image=image, strength=0.6)),
+    "deis5": (t2i, DEISMultistepScheduler, dict(num_inference_steps=5, height=32, width=32)),
+    "deis_img06": (i2i, DEISMultistepScheduler, dict(num_inference_steps=5, image=image, strength=0.6)),
+    "unipc_inpaint": (inp, UniPCMultistepScheduler,
+                      dict(num_inference_steps=5, image=image, mask_image=Image.open(root / "inpaint-mask.png"),
+                           strength=1.0, height=32, width=32)),
 }
 out = {}
 with torch.no_grad():

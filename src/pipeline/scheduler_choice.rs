@@ -9,8 +9,6 @@ use crate::schedulers::SamplerKind;
 const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
     "DPMSolverSinglestepScheduler",
     "DPMSolverSDEScheduler",
-    "UniPCMultistepScheduler",
-    "DEISMultistepScheduler",
     "TCDScheduler",
     "EDMEulerScheduler",
     "EDMDPMSolverMultistepScheduler",
@@ -25,6 +23,10 @@ pub(super) fn sampler_of(
         .as_bool()
         .unwrap_or(false);
     let class = scheduler_json["_class_name"].as_str().unwrap_or("");
+    // Whether key `k` is absent or holds diffusers' default `d`.
+    let default = |k: &str, d: serde_json::Value| {
+        scheduler_json.get(k).is_none_or(|v| v.is_null() || *v == d)
+    };
     Ok(Some(match class {
         "DDIMScheduler" => SamplerKind::Ddim { eta: 0.0 },
         "DDPMScheduler" => SamplerKind::Ddpm,
@@ -45,6 +47,33 @@ pub(super) fn sampler_of(
                 _ => return Ok(None),
             }
         }
+        // UniPC and DEIS as diffusers configures them by default (order 2, UniPC's bh2
+        // predictor-corrector on x₀, DEIS's log-ρ); other variants leave the choice to the
+        // request.
+        "UniPCMultistepScheduler" => {
+            let no_corrector_off = scheduler_json["disable_corrector"]
+                .as_array()
+                .is_none_or(|a| a.is_empty());
+            if !(default("solver_order", 2.into())
+                && default("solver_type", "bh2".into())
+                && default("predict_x0", true.into())
+                && default("lower_order_final", true.into())
+                && no_corrector_off)
+            {
+                return Ok(None);
+            }
+            SamplerKind::UniPc
+        }
+        "DEISMultistepScheduler" => {
+            if !(default("solver_order", 2.into())
+                && default("algorithm_type", "deis".into())
+                && default("solver_type", "logrho".into())
+                && default("lower_order_final", true.into()))
+            {
+                return Ok(None);
+            }
+            SamplerKind::Deis
+        }
         "LCMScheduler" => SamplerKind::Lcm,
         "HeunDiscreteScheduler" => SamplerKind::Heun,
         "KDPM2DiscreteScheduler" => SamplerKind::Dpm2,
@@ -57,8 +86,8 @@ pub(super) fn sampler_of(
                  DDPMScheduler, PNDMScheduler, EulerDiscreteScheduler, \
                  EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler, \
                  KDPM2AncestralDiscreteScheduler, \
-                 LMSDiscreteScheduler, \
-                 DPMSolverMultistepScheduler, LCMScheduler)"
+                 LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, \
+                 DEISMultistepScheduler, LCMScheduler)"
             ));
         }
     }))
@@ -102,7 +131,20 @@ mod tests {
         );
         assert_eq!(
             of(serde_json::json!({"_class_name": "UniPCMultistepScheduler"})).unwrap(),
-            None
+            Some(SamplerKind::UniPc)
+        );
+        for other in [
+            serde_json::json!({"_class_name": "UniPCMultistepScheduler", "solver_type": "bh1"}),
+            serde_json::json!({"_class_name": "UniPCMultistepScheduler", "disable_corrector": [0]}),
+            serde_json::json!({"_class_name": "DEISMultistepScheduler", "solver_order": 3}),
+            serde_json::json!({"_class_name": "DPMSolverSDEScheduler"}),
+        ] {
+            assert_eq!(of(other.clone()).unwrap(), None, "{other}");
+        }
+        assert_eq!(
+            of(serde_json::json!({"_class_name": "DEISMultistepScheduler", "solver_order": 2}))
+                .unwrap(),
+            Some(SamplerKind::Deis)
         );
         assert!(of(serde_json::json!({"_class_name": "FooScheduler"})).is_err());
     }

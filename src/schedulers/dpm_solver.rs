@@ -9,10 +9,27 @@ pub(super) struct DpmPP2M {
     pub sde: bool,
 }
 
-/// DPM++'s VP pair at σ: α = 1/√(σ²+1), σ_t = σ·α.
-fn alpha_sigma(s: f64) -> (f64, f64) {
+/// DPM++'s VP pair at σ: α = 1/√(σ²+1), σ_t = σ·α (DEIS and UniPC share it).
+pub(super) fn alpha_sigma(s: f64) -> (f64, f64) {
     let a = 1.0 / (s * s + 1.0).sqrt();
     (a, s * a)
+}
+
+/// λ = log α − log σ (+∞ at σ = 0).
+pub(super) fn lambda(s: f64) -> f64 {
+    let (a, sg) = alpha_sigma(s);
+    a.ln() - sg.ln()
+}
+
+/// The multistep solvers' `convert_model_output` x₀ as `[c_x, c_m]` at σ (the sample and the
+/// model output on the VP scale: no input scaling).
+pub(super) fn vp_x0_form(s: &Schedule, sigma: f64) -> [f64; 2] {
+    let (a, sg) = alpha_sigma(sigma);
+    match s.cfg.prediction {
+        Prediction::Epsilon => [1.0 / a, -sg / a],
+        Prediction::VPrediction => [a, -sg],
+        Prediction::Sample => [0.0, 1.0],
+    }
 }
 
 impl Algorithm for DpmPP2M {
@@ -46,13 +63,8 @@ impl Algorithm for DpmPP2M {
     }
 
     fn coefficients(&self, s: &Schedule, i: usize, j: usize) -> Vec<f64> {
-        let lambda = |a: f64, sg: f64| a.ln() - sg.ln();
-        let (a_s, s_s) = alpha_sigma(s.sigmas[i]);
-        let x0f = match s.cfg.prediction {
-            Prediction::Epsilon => [1.0 / a_s, -s_s / a_s],
-            Prediction::VPrediction => [a_s, -s_s],
-            Prediction::Sample => [0.0, 1.0],
-        };
+        let s_s = alpha_sigma(s.sigmas[i]).1;
+        let x0f = vp_x0_form(s, s.sigmas[i]);
         let s_next = s.sigmas[i + 1];
         let last = i + 1 == s.timesteps.len();
         let (update, noise) = if s_next == 0.0 {
@@ -60,7 +72,7 @@ impl Algorithm for DpmPP2M {
             ([0.0, 1.0, 0.0], 0.0)
         } else {
             let (a_t, s_t) = alpha_sigma(s_next);
-            let h = lambda(a_t, s_t) - lambda(a_s, s_s);
+            let h = lambda(s_next) - lambda(s.sigmas[i]);
             // ODE: x' = σ_t/σ_s·x − α_t(e^{−h} − 1)·D; SDE: σ_t/σ_s·e^{−h}·x
             // + α_t(1 − e^{−2h})·D + σ_t√(1 − e^{−2h})·z.
             let (cx, k, n) = if self.sde {
@@ -70,8 +82,7 @@ impl Algorithm for DpmPP2M {
                 (s_t / s_s, a_t * ((-h).exp() - 1.0), 0.0)
             };
             if j > 0 && !last {
-                let (a_1, s_1) = alpha_sigma(s.sigmas[i - 1]);
-                let r0 = (lambda(a_s, s_s) - lambda(a_1, s_1)) / h;
+                let r0 = (lambda(s.sigmas[i]) - lambda(s.sigmas[i - 1])) / h;
                 ([cx, -k * (1.0 + 0.5 / r0), 0.5 * k / r0], n)
             } else {
                 ([cx, -k, 0.0], n)

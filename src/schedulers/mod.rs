@@ -1,5 +1,6 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! Heun, DPM2 (and ancestral), LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas) and LCM, matching
+//! Heun, DPM2 (and ancestral), LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas), UniPC,
+//! DEIS and LCM, matching
 //! diffusers' schedulers step for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
@@ -13,6 +14,7 @@
 mod beta_dist;
 mod ddim;
 mod ddpm;
+mod deis;
 mod dpm_solver;
 mod euler;
 mod heun;
@@ -22,6 +24,7 @@ mod lms;
 mod pndm;
 pub mod program;
 pub mod schedule;
+mod unipc;
 
 pub use program::{Combine, Program, Slot};
 pub use schedule::{BetaSchedule, Prediction, Schedule, ScheduleConfig, SigmaSchedule, Spacing};
@@ -115,11 +118,16 @@ pub enum SamplerKind {
     Dpm2,
     /// DPM2 ancestral (`KDPM2AncestralDiscreteScheduler`): DPM2 to σ↓ plus fresh noise.
     Dpm2Ancestral,
+    /// UniPC (`UniPCMultistepScheduler`, bh2, order 2): predictor–corrector, one model call
+    /// per step.
+    UniPc,
+    /// DEIS (`DEISMultistepScheduler`, log-ρ, order 2).
+    Deis,
 }
 
 impl SamplerKind {
     pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, dpm2, dpm2-a, lms, dpm++2m, \
-                                  dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras, lcm";
+                                  dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras, unipc, deis, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -138,6 +146,8 @@ impl SamplerKind {
             "lms" => Self::Lms,
             "dpm++2m-sde" => Self::DpmPP2MSde { karras: false },
             "dpm++2m-sde-karras" => Self::DpmPP2MSde { karras: true },
+            "unipc" => Self::UniPc,
+            "deis" => Self::Deis,
             // The web UI's names ("DPM++ 2M Karras", "Euler a", "PLMS", …), any case.
             o => match Self::ALL
                 .into_iter()
@@ -175,7 +185,7 @@ impl SamplerKind {
     }
 
     /// Every sampler (DDIM with η = 0).
-    pub const ALL: [SamplerKind; 14] = [
+    pub const ALL: [SamplerKind; 16] = [
         Self::Ddim { eta: 0.0 },
         Self::Ddpm,
         Self::Pndm,
@@ -189,6 +199,8 @@ impl SamplerKind {
         Self::DpmPP2M { karras: true },
         Self::DpmPP2MSde { karras: false },
         Self::DpmPP2MSde { karras: true },
+        Self::UniPc,
+        Self::Deis,
         Self::Lcm,
     ];
 
@@ -207,11 +219,13 @@ impl SamplerKind {
             Self::Dpm2 => Box::new(kdpm2::Kdpm2 { ancestral: false }),
             Self::Dpm2Ancestral => Box::new(kdpm2::Kdpm2 { ancestral: true }),
             Self::Lms => Box::new(lms::Lms),
+            Self::UniPc => Box::new(unipc::UniPc),
+            Self::Deis => Box::new(deis::Deis),
         }
     }
 
-    /// Whether the sampler reads the σ-schedule options (diffusers' Euler, Heun, KDPM2, LMS
-    /// and DPM-Solver have them; DDIM, DDPM, PNDM, Euler ancestral and LCM do not).
+    /// Whether the sampler reads the σ-schedule options (diffusers' Euler, Heun, KDPM2, LMS,
+    /// DPM-Solver, UniPC and DEIS have them; DDIM, DDPM, PNDM, Euler ancestral and LCM do not).
     pub fn has_sigma_schedule(self) -> bool {
         matches!(
             self,
@@ -222,6 +236,8 @@ impl SamplerKind {
                 | Self::Lms
                 | Self::DpmPP2M { .. }
                 | Self::DpmPP2MSde { .. }
+                | Self::UniPc
+                | Self::Deis
         )
     }
 
@@ -236,7 +252,9 @@ impl SamplerKind {
             | Self::Dpm2Ancestral
             | Self::Lms
             | Self::DpmPP2M { .. }
-            | Self::DpmPP2MSde { .. } => Spacing::Linspace,
+            | Self::DpmPP2MSde { .. }
+            | Self::UniPc
+            | Self::Deis => Spacing::Linspace,
         }
     }
 }

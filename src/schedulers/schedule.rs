@@ -696,6 +696,28 @@ impl Schedule {
         self.timesteps = ts;
     }
 
+    /// DEIS and UniPC: DPM-Solver's timesteps and σ, except that their Karras timesteps are
+    /// rounded for every beta schedule, and DEIS (`sigma_min_end`) ends at σ_min (the
+    /// training schedule's first σ; a converted schedule's last σ again) instead of 0.
+    pub(crate) fn set_multistep(&mut self, sigma_min_end: bool) {
+        self.set_dpm(false);
+        if self.cfg.use_karras_sigmas {
+            for t in &mut self.timesteps {
+                *t = round_half_even(*t);
+            }
+        }
+        let n = self.sigmas.len();
+        if sigma_min_end {
+            let c = &self.cfg;
+            self.sigmas[n - 1] =
+                if c.use_karras_sigmas || c.use_exponential_sigmas || c.use_beta_sigmas {
+                    self.sigmas[n - 2]
+                } else {
+                    train_sigmas(&self.ac[..1])[0]
+                };
+        }
+    }
+
     /// x₀ as a linear form `[c_x, c_m]` of the σ-scaled sample and the model output at σ
     /// (the Euler family's `pred_original_sample`: Euler, Heun, LMS).
     pub(crate) fn sigma_x0_form(&self, sg: f64) -> [f64; 2] {
