@@ -261,6 +261,8 @@ fn added_samplers_pipelines_match_diffusers() {
         ("deis5", SamplerKind::Deis, 5, None, 5),
         ("deis_img06", SamplerKind::Deis, 5, Some(0.6), 3),
         ("unipc_inpaint", SamplerKind::UniPc, 5, Some(1.0), 5),
+        ("dpmsde4", SamplerKind::DpmSde, 4, None, 7),
+        ("dpmsde_img06", SamplerKind::DpmSde, 4, Some(0.6), 3),
     ] {
         // 4-channel inpainting: the known region blended back after every step.
         let mask = name.ends_with("inpaint").then(|| mask.clone());

@@ -55,6 +55,7 @@ pub fn sampler_name(kind: SamplerKind) -> &'static str {
         SamplerKind::Lms => "LMS",
         SamplerKind::DpmPP2MSde { karras: false } => "DPM++ 2M SDE",
         SamplerKind::DpmPP2MSde { karras: true } => "DPM++ 2M SDE Karras",
+        SamplerKind::DpmSde => "DPM++ SDE",
         SamplerKind::UniPc => "UniPC",
         SamplerKind::Deis => "DEIS",
     }

@@ -13,6 +13,7 @@
 //! - [`tokenizer`]: the CLIP tokenizer (built-in real CLIP BPE, or a model's own files).
 
 pub mod bench;
+pub mod brownian;
 pub mod error;
 pub mod fashion;
 pub mod files;

@@ -114,6 +114,14 @@ fn check_case(case: &Value) -> Result<(), String> {
         1e-5,
     )?;
 
+    // DPM++ SDE: the noise is the Brownian tree's, rebuilt from the seed and checked against
+    // the increments diffusers drew (torchsde) before it is used.
+    let mut tree = match case["brownian_seed"].as_u64() {
+        Some(seed) => s
+            .brownian_tree(8, seed)
+            .map_err(|e| format!("{name}: {e}"))?,
+        None => None,
+    };
     let xs = case["x"].as_array().unwrap();
     let ms = case["model_outputs"].as_array().unwrap();
     let noises = case["noise"].as_array().unwrap();
@@ -129,7 +137,26 @@ fn check_case(case: &Value) -> Result<(), String> {
                 .collect();
         }
         let m = f32s(&ms[k]);
-        let noise = (!noises[k].is_null()).then(|| f32s(&noises[k]));
+        let mut noise = (!noises[k].is_null()).then(|| f32s(&noises[k]));
+        if let (Some(tree), Some(recorded)) = (tree.as_mut(), noise.as_ref()) {
+            let (a, b) = s
+                .brownian_interval(begin + k)
+                .ok_or_else(|| format!("{name}: step {k} has no Brownian interval"))?;
+            let z = tree.noise(a, b).map_err(|e| format!("{name}: {e}"))?;
+            let (z64, r64): (Vec<f64>, Vec<f64>) = z
+                .iter()
+                .zip(recorded)
+                .map(|(&g, &w)| (f64::from(g), f64::from(w)))
+                .unzip();
+            close(
+                &format!("{name}: tree noise of step {k}"),
+                &z64,
+                &r64,
+                1e-6,
+                1e-6,
+            )?;
+            noise = Some(z);
+        }
         let i = begin + k;
         if s.needs_noise(i) != noise.is_some() {
             return Err(format!(

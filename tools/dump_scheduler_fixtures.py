@@ -16,12 +16,13 @@ import numpy as np
 import torch
 import diffusers
 from diffusers import (DDIMScheduler, DDPMScheduler, DEISMultistepScheduler, DPMSolverMultistepScheduler,
+                       DPMSolverSDEScheduler,
                        UniPCMultistepScheduler,
                        EulerAncestralDiscreteScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler, KDPM2AncestralDiscreteScheduler,
                        KDPM2DiscreteScheduler,
                        LCMScheduler,
                        LMSDiscreteScheduler, PNDMScheduler)
-from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep,
+from diffusers.schedulers import (scheduling_ddpm, scheduling_dpmsolver_multistep, scheduling_dpmsolver_sde,
                                   scheduling_euler_ancestral_discrete, scheduling_k_dpm_2_ancestral_discrete,
                                   scheduling_lcm)
 
@@ -68,6 +69,11 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None, begi
     cfg = {k: v for k, v in config.items() if k in accepted}
     if clip is not None:
         cfg.update(clip_sample=True, clip_sample_range=clip)
+    brownian = cls is DPMSolverSDEScheduler
+    if brownian:
+        # DPM++ SDE's noise comes from its Brownian tree, seeded with noise_sampler_seed (the
+        # engine passes the image seed); the Rust side rebuilds the tree and checks the noise.
+        cfg["noise_sampler_seed"] = seed
     sched = cls(**cfg)
     sched.set_timesteps(steps)
     if begin:
@@ -76,6 +82,14 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None, begi
         sched.sigmas = sched.sigmas.double()
         sched.alphas_cumprod = sched.alphas_cumprod.double()
     noise = NoiseQueue(seed + 1)
+    tree_call = scheduling_dpmsolver_sde.BrownianTreeNoiseSampler.__call__
+
+    def recorded_tree(self, sigma, sigma_next):
+        z = tree_call(self, sigma, sigma_next)
+        noise.drawn.append(z.reshape(-1).tolist())
+        return z
+
+    scheduling_dpmsolver_sde.BrownianTreeNoiseSampler.__call__ = recorded_tree
     for mod in (scheduling_ddpm, scheduling_euler_ancestral_discrete, scheduling_dpmsolver_multistep,
                 scheduling_lcm, scheduling_k_dpm_2_ancestral_discrete):
         mod.randn_tensor = noise
@@ -105,8 +119,20 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None, begi
         xs.append(x.tolist())
         drawn = noise.drawn[before:]
         noises_per_step.append(drawn[0] if drawn else None)
+    scheduling_dpmsolver_sde.BrownianTreeNoiseSampler.__call__ = tree_call
     sig = getattr(sched, "sigmas", None)
-    if cls in (KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler):
+    if brownian:
+        # The σ of each model call: diffusers' sigmas at first-order calls, the log-midpoint
+        # (its mid_point_sigma, in f32) at second-order ones, then 0.
+        s32, out = sched.sigmas, []
+        for k in range(len(sched.timesteps)):
+            if k % 2 == 0:
+                out.append(float(s32[k]))
+            else:
+                t, tn = -s32[k - 1].log(), -s32[k].log()
+                out.append(float((-(t + (tn - t) * 0.5)).exp()))
+        sig = out + [0.0]
+    elif cls in (KDPM2DiscreteScheduler, KDPM2AncestralDiscreteScheduler):
         # KDPM2 keeps two arrays (σ for its first-order calls, the log-midpoints for its
         # second-order ones); the engine's schedule lists the σ each model call runs at, then 0.
         n = len(sched.timesteps)
@@ -125,6 +151,7 @@ def trajectory(name, kind, cls, config, steps, seed=0, eta=None, clip=None, begi
         "begin": begin,
         "blended": blended,
         "float64": f64,
+        "brownian_seed": seed if brownian else None,
         "timesteps": [float(t) for t in sched.timesteps],
         "sigmas": [float(s) for s in sig] if sig is not None else None,
         "init_noise_sigma": float(sched.init_noise_sigma),
@@ -256,6 +283,17 @@ cases.append(trajectory("unipc exponential 6", "unipc", UniPCMultistepScheduler,
 cases.append(trajectory("unipc begin 4 of 10", "unipc", UniPCMultistepScheduler, SD15, 10, begin=4))
 cases.append(trajectory("unipc blended 6", "unipc", UniPCMultistepScheduler, SD15, 6, blended=True))
 cases.append(trajectory("dpm++2m blended 6", "dpm++2m", DPMSolverMultistepScheduler, SD15, 6, blended=True))
+# DPM++ SDE (second order through the log-midpoint, noise from the Brownian tree): SD 1.5's
+# config, Karras, v-prediction trailing, beta σ, leading spacing, a run begun part-way.
+cases.append(trajectory("dpm++sde sd15 5", "dpm++sde", DPMSolverSDEScheduler, SD15, 5, seed=23))
+cases.append(trajectory("dpm++sde karras 6", "dpm++sde", DPMSolverSDEScheduler, dict(SD15, use_karras_sigmas=True), 6,
+                        seed=24))
+cases.append(trajectory("dpm++sde v-pred trailing 4", "dpm++sde", DPMSolverSDEScheduler,
+                        dict(SD21, timestep_spacing="trailing"), 4, seed=25))
+cases.append(trajectory("dpm++sde beta 4", "dpm++sde", DPMSolverSDEScheduler, BETA, 4, seed=26))
+cases.append(trajectory("dpm++sde leading 3", "dpm++sde", DPMSolverSDEScheduler,
+                        dict(SD15, timestep_spacing="leading"), 3, seed=27))
+cases.append(trajectory("dpm++sde begin 4 of 5", "dpm++sde", DPMSolverSDEScheduler, SD15, 5, seed=28, begin=4))
 
 with open("tests/fixtures/schedulers.json", "w") as f:
     json.dump({"diffusers": diffusers.__version__, "torch": torch.__version__, "cases": cases}, f, indent=1,

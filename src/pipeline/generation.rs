@@ -28,10 +28,34 @@ const SAMPLER_COL: usize = 4;
 /// need one chunk: 512², 50 steps, batch 1 is 3.3 MB).
 pub const NOISE_CHUNK_BYTES: usize = 32 << 20;
 
-/// The step noise of stochastic samplers: drawn from the request's generator in diffusers'
-/// order, uploaded a chunk of steps at a time, copied into `slot` before each step.
+/// Where the step noise comes from.
+enum StepNoise {
+    /// The request's generator, in diffusers' order (after the initial latents).
+    Generator(Box<TorchGenerator>),
+    /// DPM++ SDE: the Brownian tree's increment over each noise row's `(σ, σ')`.
+    Brownian {
+        tree: crate::brownian::BrownianTree,
+        intervals: Vec<(f32, f32)>,
+    },
+}
+
+impl StepNoise {
+    /// Noise row `row` (the whole batch, NCHW).
+    fn draw(&mut self, row: usize, per: usize) -> Result<Vec<f32>> {
+        match self {
+            Self::Generator(g) => Ok(g.randn(per)),
+            Self::Brownian { tree, intervals } => {
+                let (a, b) = intervals[row];
+                tree.noise(a, b)
+            }
+        }
+    }
+}
+
+/// The step noise of stochastic samplers, uploaded a chunk of steps at a time, copied into
+/// `slot` before each step.
 pub(super) struct NoiseFeed {
-    generator: TorchGenerator,
+    source: StepNoise,
     slot: Tensor,
     chunk: Tensor,
     rows_per_chunk: usize,
@@ -63,8 +87,8 @@ impl NoiseFeed {
             }
             let (c, h, w) = self.chw;
             let mut host = Vec::with_capacity(range.len() * per);
-            for _ in range.clone() {
-                host.extend(nchw_to_nhwc(&self.generator.randn(per), c, h, w));
+            for r in range.clone() {
+                host.extend(nchw_to_nhwc(&self.source.draw(r, per)?, c, h, w));
             }
             if !gpu.is_simulating() {
                 let staging = gpu
@@ -287,8 +311,17 @@ impl Pipeline {
         } else {
             let per = n * c * h * w;
             let rows_per_chunk = (self.noise_chunk_bytes / (4 * per)).clamp(1, noise_rows);
+            let source = match sampler.brownian_tree(per, req.seed)? {
+                Some(tree) => StepNoise::Brownian {
+                    tree,
+                    intervals: (first..total)
+                        .filter_map(|i| sampler.brownian_interval(i))
+                        .collect(),
+                },
+                None => StepNoise::Generator(Box::new(generator)),
+            };
             Some(NoiseFeed {
-                generator,
+                source,
                 slot: Tensor::zeros(gpu, &[n, h, w, c], DType::F32, "step noise slot")?,
                 chunk: Tensor::empty(gpu, &[rows_per_chunk * per], DType::F32, "step noise")?,
                 rows_per_chunk,

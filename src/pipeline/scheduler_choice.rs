@@ -8,7 +8,6 @@ use crate::schedulers::SamplerKind;
 /// loads, and its requests must choose a sampler.
 const OTHER_DIFFUSERS_SCHEDULERS: &[&str] = &[
     "DPMSolverSinglestepScheduler",
-    "DPMSolverSDEScheduler",
     "TCDScheduler",
     "EDMEulerScheduler",
     "EDMDPMSolverMultistepScheduler",
@@ -74,6 +73,7 @@ pub(super) fn sampler_of(
             }
             SamplerKind::Deis
         }
+        "DPMSolverSDEScheduler" => SamplerKind::DpmSde,
         "LCMScheduler" => SamplerKind::Lcm,
         "HeunDiscreteScheduler" => SamplerKind::Heun,
         "KDPM2DiscreteScheduler" => SamplerKind::Dpm2,
@@ -87,7 +87,7 @@ pub(super) fn sampler_of(
                  EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, KDPM2DiscreteScheduler, \
                  KDPM2AncestralDiscreteScheduler, \
                  LMSDiscreteScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, \
-                 DEISMultistepScheduler, LCMScheduler)"
+                 DEISMultistepScheduler, DPMSolverSDEScheduler, LCMScheduler)"
             ));
         }
     }))
@@ -137,7 +137,7 @@ mod tests {
             serde_json::json!({"_class_name": "UniPCMultistepScheduler", "solver_type": "bh1"}),
             serde_json::json!({"_class_name": "UniPCMultistepScheduler", "disable_corrector": [0]}),
             serde_json::json!({"_class_name": "DEISMultistepScheduler", "solver_order": 3}),
-            serde_json::json!({"_class_name": "DPMSolverSDEScheduler"}),
+            serde_json::json!({"_class_name": "DPMSolverSinglestepScheduler"}),
         ] {
             assert_eq!(of(other.clone()).unwrap(), None, "{other}");
         }

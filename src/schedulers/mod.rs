@@ -1,6 +1,6 @@
 //! Samplers: DDIM (η ≥ 0), DDPM, PNDM (PLMS, SD 1.5's default), Euler, Euler ancestral,
-//! Heun, DPM2 (and ancestral), LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas), UniPC,
-//! DEIS and LCM, matching
+//! Heun, DPM2 (and ancestral), LMS, DPM++ 2M and 2M SDE (with or without Karras sigmas), DPM++
+//! SDE (noise from a Brownian tree), UniPC, DEIS and LCM, matching
 //! diffusers' schedulers step for step.
 //!
 //! The schedule math ([`schedule`]) runs once on the CPU. Each sampler (a file of its own
@@ -15,6 +15,7 @@ mod beta_dist;
 mod ddim;
 mod ddpm;
 mod deis;
+mod dpm_sde;
 mod dpm_solver;
 mod euler;
 mod heun;
@@ -123,11 +124,14 @@ pub enum SamplerKind {
     UniPc,
     /// DEIS (`DEISMultistepScheduler`, log-ρ, order 2).
     Deis,
+    /// DPM++ SDE (`DPMSolverSDEScheduler`): second order through the log-midpoint, noise from
+    /// a Brownian tree seeded by the image seed; two model calls per step but the last.
+    DpmSde,
 }
 
 impl SamplerKind {
     pub const NAMES: &'static str = "ddim, ddpm, pndm, euler, euler-a, heun, dpm2, dpm2-a, lms, dpm++2m, \
-                                  dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras, unipc, deis, lcm";
+                                  dpm++2m-karras, dpm++2m-sde, dpm++2m-sde-karras, dpm++sde, unipc, deis, lcm";
 
     /// Parses a CLI name; an unknown name gets an error listing the known ones.
     pub fn parse(name: &str) -> Result<Self> {
@@ -146,6 +150,7 @@ impl SamplerKind {
             "lms" => Self::Lms,
             "dpm++2m-sde" => Self::DpmPP2MSde { karras: false },
             "dpm++2m-sde-karras" => Self::DpmPP2MSde { karras: true },
+            "dpm++sde" => Self::DpmSde,
             "unipc" => Self::UniPc,
             "deis" => Self::Deis,
             // The web UI's names ("DPM++ 2M Karras", "Euler a", "PLMS", …), any case.
@@ -185,7 +190,7 @@ impl SamplerKind {
     }
 
     /// Every sampler (DDIM with η = 0).
-    pub const ALL: [SamplerKind; 16] = [
+    pub const ALL: [SamplerKind; 17] = [
         Self::Ddim { eta: 0.0 },
         Self::Ddpm,
         Self::Pndm,
@@ -199,6 +204,7 @@ impl SamplerKind {
         Self::DpmPP2M { karras: true },
         Self::DpmPP2MSde { karras: false },
         Self::DpmPP2MSde { karras: true },
+        Self::DpmSde,
         Self::UniPc,
         Self::Deis,
         Self::Lcm,
@@ -221,6 +227,7 @@ impl SamplerKind {
             Self::Lms => Box::new(lms::Lms),
             Self::UniPc => Box::new(unipc::UniPc),
             Self::Deis => Box::new(deis::Deis),
+            Self::DpmSde => Box::new(dpm_sde::DpmSde),
         }
     }
 
@@ -236,6 +243,7 @@ impl SamplerKind {
                 | Self::Lms
                 | Self::DpmPP2M { .. }
                 | Self::DpmPP2MSde { .. }
+                | Self::DpmSde
                 | Self::UniPc
                 | Self::Deis
         )
@@ -253,6 +261,7 @@ impl SamplerKind {
             | Self::Lms
             | Self::DpmPP2M { .. }
             | Self::DpmPP2MSde { .. }
+            | Self::DpmSde
             | Self::UniPc
             | Self::Deis => Spacing::Linspace,
         }
@@ -289,6 +298,11 @@ pub trait Algorithm: Send + Sync {
     /// Whether step `i` draws Gaussian noise.
     fn needs_noise(&self, _s: &Schedule, _i: usize) -> bool {
         false
+    }
+    /// For samplers whose noise is a Brownian motion's increments (DPM++ SDE): the `(σ, σ')`
+    /// step `i` queries the tree at (`None`: Gaussian noise from the generator, if any).
+    fn brownian_interval(&self, _s: &Schedule, _i: usize) -> Option<(f32, f32)> {
+        None
     }
     /// Requests the sampler cannot serve with this config (an error naming why).
     fn check(&self, _cfg: &ScheduleConfig, _steps: usize) -> Result<()> {
@@ -464,6 +478,30 @@ impl<V: Clone> Sampler<V> {
     /// Whether step `i` draws Gaussian noise (pass it to [`Sampler::step`]).
     pub fn needs_noise(&self, i: usize) -> bool {
         self.algo.needs_noise(&self.sched, i)
+    }
+
+    /// DPM++ SDE: the `(σ, σ')` whose Brownian increment is step `i`'s noise
+    /// ([`Sampler::brownian_tree`]); `None` for samplers whose noise is the generator's.
+    pub fn brownian_interval(&self, i: usize) -> Option<(f32, f32)> {
+        self.algo.brownian_interval(&self.sched, i)
+    }
+
+    /// The Brownian tree a DPM++ SDE run draws its noise from, over the schedule's positive σ
+    /// (diffusers' `BrownianTreeNoiseSampler(sample, σ_min, σ_max, seed)`), for samples of
+    /// `numel` values; `None` for a sampler or run that needs none.
+    pub fn brownian_tree(
+        &self,
+        numel: usize,
+        seed: u64,
+    ) -> Result<Option<crate::brownian::BrownianTree>> {
+        let n = self.sched.timesteps.len();
+        if !(self.first..n).any(|i| self.brownian_interval(i).is_some()) {
+            return Ok(None);
+        }
+        let positive = self.sched.sigmas.iter().copied().filter(|&s| s > 0.0);
+        let lo = positive.clone().fold(f64::INFINITY, f64::min);
+        let hi = positive.fold(0.0, f64::max);
+        crate::brownian::BrownianTree::new(lo, hi, numel, u128::from(seed)).map(Some)
     }
 
     /// The update every step runs.

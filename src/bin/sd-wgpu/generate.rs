@@ -50,7 +50,7 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 7.5)]
     guidance: f32,
     /// ddim, ddpm, pndm, euler, euler-a, heun, dpm2, dpm2-a, lms, dpm++2m[-karras],
-    /// dpm++2m-sde[-karras], unipc, deis, lcm, or the web UI's names (default: the model's
+    /// dpm++2m-sde[-karras], dpm++sde, unipc, deis, lcm, or the web UI's names (default: the model's
     /// own).
     #[arg(long)]
     sampler: Option<String>,
