@@ -19,6 +19,11 @@ fn unary_activations_match_reference_on(gpu: &sd_wgpu::Gpu) {
         (Unary::Silu, 1.0, 0.0, reference::silu),
         (Unary::Gelu, 1.0, 0.0, reference::gelu),
         (Unary::QuickGelu, 2.0, 0.25, reference::quick_gelu),
+        (Unary::Tanh, 1.0 / 3.0, 0.0, |x| {
+            (f64::from(x)).tanh() as f32
+        }),
+        // Far into the saturated range, where e^{2t} would overflow.
+        (Unary::Tanh, 40.0, 0.0, |x| (f64::from(x)).tanh() as f32),
     ];
     for shape in shapes {
         let n: usize = shape.iter().product();

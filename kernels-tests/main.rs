@@ -27,6 +27,7 @@ mod runtime;
 mod sampler;
 mod sdxl;
 mod step_ops;
+mod taesd;
 mod unet;
 mod unet_added;
 mod vae;

@@ -154,6 +154,12 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
     let mut pipe = sd1_tiny(&own);
     // Every network stays loaded (`offload.rs` tests the other policies).
     pipe.offload = sd_wgpu::pipeline::Offload::Never;
+    pipe.set_tiny_autoencoder(
+        &own,
+        Some(&fixtures().join("taesd-f4-tiny")),
+        sd_wgpu::weights::WeightDType::Auto,
+    )
+    .unwrap();
     let (_, _, rgb) =
         sd_wgpu::imageio::read_image_rgb(&fixtures().join("img2img-input.png")).unwrap();
     let mask: Vec<f32> = (0..32 * 32).map(|p| f32::from(p % 32 >= 16)).collect();
@@ -180,6 +186,24 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
                 sampler: Some(SamplerKind::DpmPP2M { karras: true }),
                 guidance: 1.0,
                 batch_size: 3,
+                ..sneaker(4)
+            },
+        ),
+        (
+            "txt2img dpm++ sde: tiny decoder and tiny previews every step",
+            Request {
+                sampler: Some(SamplerKind::DpmSde),
+                decoder: sd_wgpu::pipeline::Decoder::Tiny,
+                preview_decoder: sd_wgpu::pipeline::PreviewDecoder::Tiny,
+                preview_every: 1,
+                ..sneaker(3)
+            },
+        ),
+        (
+            "txt2img unipc batch 2",
+            Request {
+                sampler: Some(SamplerKind::UniPc),
+                batch_size: 2,
                 ..sneaker(4)
             },
         ),

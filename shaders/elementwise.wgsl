@@ -53,6 +53,11 @@ fn unary(
                 case 2u: { r = gelu(t); }
                 case 3u: { r = quick_gelu(t); }
                 case 4u: { r = clamp(xi, p.alpha, p.beta); }
+                case 5u: {
+                    // tanh from e^{-2|t|} ≤ 1: no overflow however large t is.
+                    let e = exp(-2.0 * abs(t));
+                    r = sign(t) * (1.0 - e) / (1.0 + e);
+                }
                 default: {}
             }
             y[p.y_off + i] = act(r);

@@ -8,6 +8,7 @@ pub mod clip;
 pub mod inferred;
 mod limits;
 pub mod loader;
+pub mod taesd;
 pub mod transformer;
 pub mod unet;
 mod unet_flops;

@@ -54,6 +54,8 @@ pub enum Unary {
     QuickGelu,
     /// `clamp(x, alpha, beta)` (no affine step); see [`clamp`].
     Clamp,
+    /// `tanh(alpha·x + beta)` (TAESD's latent clamp), overflow-free for large inputs.
+    Tanh,
 }
 
 /// `y = x ∘ z` with `z` broadcast.

@@ -3,7 +3,7 @@
 
 use super::generation::Generation;
 use super::{Output, prepare::nhwc_to_nchw};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::ops::{self, Unary};
 
@@ -82,26 +82,39 @@ impl Generation<'_> {
         // The step's buffers are of no use to the VAE, whose activations are larger: free them
         // rather than hold both at the decoder's peak (the plan was dropped just above).
         gpu.trim_pool();
-        let vae = pipe.vae.get_timed(gpu, offload, &mut out.timings.loading)?;
+        let tiny = pipe
+            .tiny_for(&req)?
+            .filter(|_| req.decoder == super::Decoder::Tiny);
+        let vae = match tiny {
+            Some(_) => None,
+            None => Some(pipe.vae.get_timed(gpu, offload, &mut out.timings.loading)?),
+        };
         let clock = std::time::Instant::now();
         gpu.set_profile_stage("VAE decode");
         let mut rec = Recorder::new(gpu);
-        let z = ops::unary(
-            &mut rec,
-            &x,
-            Unary::Affine,
-            1.0 / pipe.vae.config.scaling_factor,
-            0.0,
-        )?;
-        drop(x);
-        // The pipeline's memory policy: before each 2× upsampling, submit what is recorded and
-        // free the smaller level's buffers, so the decoder's peak is the largest level's
-        // working set, not every level's.
-        let img = vae.forward_levels(&mut rec, &z, &mut |rec| {
-            rec.submit()?;
-            rec.gpu().trim_pool();
-            Ok(())
-        })?;
+        let img = match (tiny, vae.as_ref()) {
+            (_, Some(vae)) => {
+                let z = ops::unary(
+                    &mut rec,
+                    &x,
+                    Unary::Affine,
+                    1.0 / pipe.vae.config.scaling_factor,
+                    0.0,
+                )?;
+                drop(x);
+                // The pipeline's memory policy: before each 2× upsampling, submit what is
+                // recorded and free the smaller level's buffers, so the decoder's peak is the
+                // largest level's working set, not every level's.
+                vae.forward_levels(&mut rec, &z, &mut |rec| {
+                    rec.submit()?;
+                    rec.gpu().trim_pool();
+                    Ok(())
+                })?
+            }
+            // TAESD decodes the scaled latents as they are.
+            (Some(tiny), None) => tiny.forward(&mut rec, &x)?,
+            (None, None) => return Err(Error::unsupported("decode", "no decoder to decode with")),
+        };
         guard.check(&mut rec, &img, "the VAE decoder's output".into())?;
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;

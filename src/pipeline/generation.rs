@@ -122,6 +122,13 @@ impl NoiseFeed {
     }
 }
 
+/// A preview's read under way: the latents (at latent resolution, for the RGB map) or the
+/// tiny autoencoder's image of them (`Some((height, width))`).
+pub(super) struct PreviewRead {
+    read: AsyncRead,
+    image: Option<(usize, usize)>,
+}
+
 /// A request under way: created by [`Pipeline::start`], advanced one step at a time by
 /// [`Generation::step`] (or [`Generation::encode_step`] into the host's own encoder), ended by
 /// [`Generation::finish`] / [`Generation::finish_to_texture`].
@@ -146,7 +153,7 @@ pub struct Generation<'a> {
     pub(super) truncated_tokens: usize,
     /// Per submitted step (by step number − 1): its submission and its preview read.
     submitted: Vec<Option<wgpu::SubmissionIndex>>,
-    previews: Vec<Option<AsyncRead>>,
+    previews: Vec<Option<PreviewRead>>,
     /// Tensors the plan reads across replays (kept alive so no recording reuses them).
     pub(super) _persistent: Vec<Tensor>,
     /// The U-Net the plan runs (its weights stay on the device while the plan lives).
@@ -598,9 +605,7 @@ impl Generation<'_> {
         self.guard.after_submit(gpu);
         let every = self.req.preview_every;
         if every > 0 && step % every == 0 {
-            let x = &self.x;
-            let bytes = 4 * x.numel().min(self.latent_elems_per_image()) as u64;
-            let read = gpu.read_bytes_async(x.buffer().raw(), x.byte_offset(), bytes, "preview");
+            let read = self.read_preview()?;
             if let Some(p) = self.previews.last_mut() {
                 *p = Some(read);
             }
@@ -613,6 +618,38 @@ impl Generation<'_> {
         let i = self.next;
         self.table.encode_select(enc, i)?;
         self.encode_noise(enc, i)
+    }
+
+    /// Starts reading the first image's preview: its latents, or (with
+    /// [`super::PreviewDecoder::Tiny`]) the tiny autoencoder's decode of them, recorded and
+    /// submitted after the step.
+    fn read_preview(&self) -> Result<PreviewRead> {
+        let (gpu, x) = (self.gpu, &self.x);
+        let per = self.latent_elems_per_image();
+        let tiny = self
+            .pipe
+            .tiny_for(&self.req)?
+            .filter(|_| self.req.preview_decoder == super::PreviewDecoder::Tiny);
+        let Some(tiny) = tiny else {
+            let bytes = 4 * x.numel().min(per) as u64;
+            return Ok(PreviewRead {
+                read: gpu.read_bytes_async(x.buffer().raw(), x.byte_offset(), bytes, "preview"),
+                image: None,
+            });
+        };
+        let (h, w, c) = self.latent_hwc;
+        let first = x
+            .reshape(&[x.numel() / per, per])?
+            .narrow0(0, 1)?
+            .reshape(&[1, h, w, c])?;
+        let mut rec = Recorder::new(gpu);
+        let img = super::tiny::tiny_decode(&mut rec, tiny, &first)?;
+        rec.submit()?;
+        let bytes = 4 * img.numel() as u64;
+        Ok(PreviewRead {
+            read: gpu.read_bytes_async(img.buffer().raw(), img.byte_offset(), bytes, "preview"),
+            image: Some((img.shape()[1], img.shape()[2])),
+        })
     }
 
     fn latent_elems_per_image(&self) -> usize {
@@ -649,11 +686,20 @@ impl Generation<'_> {
         }
         self.guard.poll(gpu)?;
         let preview = match self.previews[step - 1].take() {
-            Some(mut read) => {
+            Some(PreviewRead { mut read, image }) => {
                 let bytes = read.wait(gpu)?;
                 let v: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-                let (h, w, c) = self.latent_hwc;
-                Some(latent_preview(&v, h, w, c, &self.pipe.latent_rgb))
+                Some(match image {
+                    Some((height, width)) => super::Preview {
+                        width,
+                        height,
+                        rgb: v,
+                    },
+                    None => {
+                        let (h, w, c) = self.latent_hwc;
+                        latent_preview(&v, h, w, c, &self.pipe.latent_rgb)
+                    }
+                })
             }
             None => None,
         };

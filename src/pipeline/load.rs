@@ -242,6 +242,7 @@ impl Pipeline {
             architecture: arch.source,
             encoder,
             latent_rgb,
+            tiny: None,
             noise_chunk_bytes: NOISE_CHUNK_BYTES,
             sources,
             loras: loras.to_vec(),

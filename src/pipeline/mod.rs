@@ -26,6 +26,7 @@ mod refiner;
 mod resident;
 mod scheduler_choice;
 mod sdxl;
+mod tiny;
 mod validate;
 
 pub use generation::{Generation, NOISE_CHUNK_BYTES};
@@ -66,6 +67,8 @@ pub struct Pipeline {
     encoder: Resident<VaeEncoder, ()>,
     /// The step previews' latent → RGB map.
     pub latent_rgb: LatentRgb,
+    /// The tiny autoencoder's decoder ([`Pipeline::set_tiny_autoencoder`]).
+    tiny: Option<crate::models::taesd::TinyDecoder>,
     /// Step noise is uploaded in chunks of at most this many bytes ([`NOISE_CHUNK_BYTES`]).
     pub noise_chunk_bytes: usize,
     /// The base weights LoRAs are merged into.
@@ -158,6 +161,12 @@ pub struct Request {
     pub batch_size: usize,
     /// Deliver a [`Preview`] through the progress callback every this many steps (0: never).
     pub preview_every: usize,
+    /// What decodes the final latents: the VAE, or the tiny autoencoder loaded with
+    /// [`Pipeline::set_tiny_autoencoder`] (TAESD: fast, a little softer).
+    pub decoder: Decoder,
+    /// What the previews are made with: the latent → RGB map at latent resolution, or the
+    /// tiny autoencoder at full resolution.
+    pub preview_decoder: PreviewDecoder,
     /// SDXL: encode an empty `negative_prompt` rather than use zeros (diffusers'
     /// `negative_prompt=""` against none, with `force_zeros_for_empty_prompt`).
     pub encode_empty_negative: bool,
@@ -184,6 +193,25 @@ pub struct Request {
     /// `(1 − start)·num_train_timesteps`, the latents taken as they are (no encoding, no
     /// noise): the refiner's part.
     pub denoising_start: Option<f64>,
+}
+
+/// The final decode's network ([`Request::decoder`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Decoder {
+    #[default]
+    Vae,
+    /// The tiny autoencoder (TAESD / TAESDXL).
+    Tiny,
+}
+
+/// How previews are made ([`Request::preview_decoder`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PreviewDecoder {
+    /// The latent → RGB map ([`LatentRgb`]), at latent resolution, on the host.
+    #[default]
+    Latent,
+    /// The tiny autoencoder's decoder, on the device, at full resolution.
+    Tiny,
 }
 
 /// SDXL micro-conditioning of one row (diffusers' `_get_add_time_ids`): (height, width)
@@ -224,6 +252,8 @@ impl Default for Request {
             long_prompt: LongPrompt::Chunk,
             batch_size: 1,
             preview_every: 0,
+            decoder: Decoder::Vae,
+            preview_decoder: PreviewDecoder::Latent,
             encode_empty_negative: false,
             original_size: None,
             crops_coords_top_left: (0, 0),

@@ -2,8 +2,9 @@
 
 use std::path::Path;
 
-/// A latent → RGB approximation at latent resolution: a fixed linear map of the 4 latent
-/// channels (the factors the common UIs use for SD 1.x / 2.x latents), no VAE.
+/// A step's preview: a latent → RGB approximation at latent resolution (a fixed linear map
+/// of the latent channels, no VAE), or the tiny autoencoder's image at full resolution
+/// ([`super::PreviewDecoder::Tiny`]).
 #[derive(Clone, Debug)]
 pub struct Preview {
     pub width: usize,

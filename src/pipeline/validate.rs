@@ -61,6 +61,7 @@ impl Pipeline {
     /// Checks `req` against the model and the limits above (see the module doc). Called by
     /// `generate` and `memory_estimate` before anything else.
     pub fn validate(&self, req: &Request) -> Result<()> {
+        self.tiny_for(req)?;
         let f = self.vae_scale_factor();
         for (field, v) in [("width", req.width), ("height", req.height)] {
             if v == 0 || v % f != 0 || v > MAX_SIDE_PX {

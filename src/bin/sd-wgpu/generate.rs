@@ -174,6 +174,18 @@ pub struct GenerateArgs {
     /// Write a cheap latent preview every N steps (to --preview).
     #[arg(long, default_value_t = 0)]
     preview_every: usize,
+    /// A tiny autoencoder (TAESD for SD 1.x/2.x, TAESDXL for SDXL: a diffusers
+    /// AutoencoderTiny folder or file, or the original taesd_decoder.safetensors): decodes the
+    /// image (unless --decoder vae) and, with --preview-decoder taesd, the previews.
+    #[arg(long)]
+    taesd: Option<PathBuf>,
+    /// What decodes the final image: vae or taesd (default: taesd when --taesd is given).
+    #[arg(long, value_enum)]
+    decoder: Option<DecoderArg>,
+    /// What makes the --preview-every previews: latent (a linear map at latent resolution)
+    /// or taesd (full resolution; needs --taesd).
+    #[arg(long, value_enum, default_value = "latent")]
+    preview_decoder: PreviewDecoderArg,
     /// Where --preview-every writes its preview PNG (overwritten each time).
     #[arg(long, default_value = "preview.png")]
     preview: PathBuf,
@@ -187,6 +199,18 @@ pub struct GenerateArgs {
     /// (text encoder, U-Net, VAE) and releases it after; `never` keeps them all.
     #[arg(long, value_enum, default_value = "auto")]
     offload: OffloadArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DecoderArg {
+    Vae,
+    Taesd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PreviewDecoderArg {
+    Latent,
+    Taesd,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -348,6 +372,10 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     };
     let mut pipe = Pipeline::load_with(&gpu, &model, &base_opts)
         .with_context(|| format!("loading {}", model.display()))?;
+    if let Some(t) = &a.taesd {
+        pipe.set_tiny_autoencoder(&gpu, Some(t), dtype)
+            .with_context(|| format!("loading the tiny autoencoder {}", t.display()))?;
+    }
     for w in &pipe.lora_warnings {
         eprintln!("warning: {w}");
     }
@@ -356,6 +384,10 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         Some(r) => {
             let mut p = Pipeline::load_with(&gpu, r, &opts)
                 .with_context(|| format!("loading the refiner {}", r.display()))?;
+            if let Some(t) = &a.taesd {
+                p.set_tiny_autoencoder(&gpu, Some(t), dtype)
+                    .with_context(|| format!("loading the tiny autoencoder {}", t.display()))?;
+            }
             p.offload = a.offload.policy();
             Some(p)
         }
@@ -466,6 +498,14 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         clip_skip: a.clip_skip,
         batch_size: a.batch_size,
         preview_every: a.preview_every,
+        decoder: match (a.decoder, a.taesd.is_some()) {
+            (Some(DecoderArg::Vae), _) | (None, false) => sd_wgpu::pipeline::Decoder::Vae,
+            (Some(DecoderArg::Taesd), _) | (None, true) => sd_wgpu::pipeline::Decoder::Tiny,
+        },
+        preview_decoder: match a.preview_decoder {
+            PreviewDecoderArg::Latent => sd_wgpu::pipeline::PreviewDecoder::Latent,
+            PreviewDecoderArg::Taesd => sd_wgpu::pipeline::PreviewDecoder::Tiny,
+        },
         long_prompt: match a.long_prompt {
             LongPromptArg::Chunk => LongPrompt::Chunk,
             LongPromptArg::Truncate => LongPrompt::Truncate,
@@ -553,7 +593,8 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
             if let (Some(pv), Some(format)) = (&p.preview, preview_format) {
-                // Nearest-upscaled to the image size.
+                // Nearest-upscaled to the image size (a tiny-autoencoder preview is already).
+                let f = (width / pv.width.max(1)).max(1);
                 let (w, h) = (pv.width * f, pv.height * f);
                 let mut big = Vec::with_capacity(w * h * 3);
                 for y in 0..h {
