@@ -31,4 +31,5 @@ mod taesd;
 mod unet;
 mod unet_added;
 mod vae;
+mod vae_tiling;
 mod weights;

@@ -200,6 +200,16 @@ fn memory_estimates_are_the_real_peak_and_the_budget_is_enforced() {
             },
         ),
         (
+            "txt2img 128x96 with the VAE in 32 px tiles",
+            Request {
+                width: 128,
+                height: 96,
+                vae_tiling: sd_wgpu::pipeline::VaeTiling::On,
+                vae_tile_size: Some(32),
+                ..sneaker(2)
+            },
+        ),
+        (
             "txt2img unipc batch 2",
             Request {
                 sampler: Some(SamplerKind::UniPc),

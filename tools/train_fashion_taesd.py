@@ -32,7 +32,7 @@ ae = AutoencoderTiny(encoder_block_out_channels=(32, 32, 32), decoder_block_out_
 opt = torch.optim.AdamW(ae.parameters(), 2e-3, weight_decay=0.0)
 x, y = load("train")
 xt, yt = load("t10k")
-steps, batch = 3000, 64
+steps, batch = 800, 64
 sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
 
 
@@ -55,7 +55,7 @@ for step in range(steps):
     loss.backward()
     opt.step()
     sched.step()
-    if step % 500 == 0 or step == steps - 1:
+    if step % 200 == 0 or step == steps - 1:
         print(f"step {step}/{steps} loss {loss.item():.5f} ({time.time() - t0:.0f} s)", flush=True)
 
 ae.eval()

@@ -256,6 +256,7 @@ impl Architecture {
         let vae = AutoencoderKLConfig {
             scaling_factor: base.vae.scaling_factor,
             force_upcast: true,
+            sample_size: base.vae.sample_size,
             ..vae_from_shapes(path, shapes)?
         };
         let open_clip = builtin_tokenizer(TextTower::OpenClip)?;
@@ -355,6 +356,7 @@ impl Architecture {
             vae: AutoencoderKLConfig {
                 scaling_factor: 0.13025,
                 force_upcast: true,
+                sample_size: 1024,
                 ..AutoencoderKLConfig::sd()
             },
             scheduler,
@@ -501,6 +503,7 @@ pub fn ldm_yaml_configs(
         norm_num_groups: 32,
         scaling_factor: float(model, "scale_factor", 0.18215) as f32,
         force_upcast: false,
+        sample_size: 512,
     };
 
     let cond = &model["cond_stage_config"];

@@ -238,5 +238,6 @@ pub fn vae_from_shapes(path: &Path, shapes: &Shapes) -> Result<AutoencoderKLConf
         norm_num_groups: 32,
         scaling_factor: 0.18215,
         force_upcast: false,
+        sample_size: 512,
     })
 }

@@ -29,6 +29,9 @@ pub struct AutoencoderKLConfig {
     /// only its SDXL pipelines honour: SDXL's VAE overflows f16). Read from the config for
     /// SDXL models, off for SD 1.x / 2.x.
     pub force_upcast: bool,
+    /// `sample_size`: the pixel tile of diffusers' tiled decode and encode
+    /// (`tile_sample_min_size`; 512 for SD 1.x/2.x, 1024 for SDXL).
+    pub sample_size: usize,
 }
 
 impl AutoencoderKLConfig {
@@ -53,6 +56,7 @@ impl AutoencoderKLConfig {
             norm_num_groups: 32,
             scaling_factor: 0.18215,
             force_upcast: false,
+            sample_size: 512,
         }
     }
 
@@ -91,6 +95,15 @@ impl AutoencoderKLConfig {
             scaling_factor: v["scaling_factor"].as_f64().unwrap_or(0.18215) as f32,
             // diffusers' AutoencoderKL default.
             force_upcast: v["force_upcast"].as_bool().unwrap_or(true),
+            // diffusers' AutoencoderKL default; a list (height, width) takes its first.
+            sample_size: match v.get("sample_size") {
+                Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()),
+                Some(x) => x.as_u64(),
+                None => Some(32),
+            }
+            .filter(|&s| (1..=1 << 16).contains(&s))
+            .ok_or_else(|| bad("`sample_size` must be an integer in 1..=65536".into()))?
+                as usize,
         })
     }
 

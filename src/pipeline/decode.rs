@@ -59,6 +59,7 @@ impl Generation<'_> {
             _persistent,
             unet,
             offload,
+            auto_tiled,
             ..
         } = self;
         drop((plan, table, noise, _persistent, unet));
@@ -73,6 +74,7 @@ impl Generation<'_> {
             truncated_tokens,
             steps_run,
             timings,
+            vae_tiled_automatically: auto_tiled,
         };
         // `denoising_end`: the latents are the result (for a refiner), not decoded.
         if req.denoising_end.is_some() {
@@ -91,9 +93,33 @@ impl Generation<'_> {
         };
         let clock = std::time::Instant::now();
         gpu.set_profile_stage("VAE decode");
+        let tiles = pipe.vae_tiles(&req, true)?;
+        let sf = pipe.vae.config.scaling_factor;
+        let n = req.batch_size;
         let mut rec = Recorder::new(gpu);
-        let img = match (tiny, vae.as_ref()) {
-            (_, Some(vae)) => {
+        // diffusers tiles the decode when the latents exceed a tile on a side.
+        let tiles = tiles.filter(|g| h > g.tile || w > g.tile);
+        let img = match (tiny, vae.as_ref(), tiles) {
+            (_, Some(vae), Some(g)) => {
+                // Each tile on its own, blended on the host.
+                let host = x.to_vec(gpu)?;
+                drop(x);
+                let decode_tile = |t: &crate::tensor::Tensor| {
+                    let mut rec = Recorder::new(gpu);
+                    let z = ops::unary(&mut rec, t, Unary::Affine, 1.0 / sf, 0.0)?;
+                    let img = vae.forward_levels(&mut rec, &z, &mut |rec| {
+                        rec.submit()?;
+                        rec.gpu().trim_pool();
+                        Ok(())
+                    })?;
+                    rec.submit()?;
+                    Ok(img)
+                };
+                let (img, shape) =
+                    super::tiling::run_tiled(gpu, &host, [n, h, w, c], &g, decode_tile)?;
+                crate::tensor::Tensor::from_f32(gpu, &img, &shape, crate::DType::F32, "vae tiles")?
+            }
+            (_, Some(vae), None) => {
                 let z = ops::unary(
                     &mut rec,
                     &x,
@@ -112,8 +138,10 @@ impl Generation<'_> {
                 })?
             }
             // TAESD decodes the scaled latents as they are.
-            (Some(tiny), None) => tiny.forward(&mut rec, &x)?,
-            (None, None) => return Err(Error::unsupported("decode", "no decoder to decode with")),
+            (Some(tiny), None, _) => tiny.forward(&mut rec, &x)?,
+            (None, None, _) => {
+                return Err(Error::unsupported("decode", "no decoder to decode with"));
+            }
         };
         guard.check(&mut rec, &img, "the VAE decoder's output".into())?;
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).

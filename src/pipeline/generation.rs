@@ -161,6 +161,8 @@ pub struct Generation<'a> {
     /// The run releases each network after its stage ([`super::Offload`]).
     pub(super) offload: bool,
     pub(super) latent_hwc: (usize, usize, usize),
+    /// The VAE tiled because the exact pass would not fit: its tile in pixels.
+    pub(super) auto_tiled: Option<usize>,
 }
 
 impl Pipeline {
@@ -191,10 +193,21 @@ impl Pipeline {
         let guided = self.guided(req);
         let n = req.batch_size;
         self.check_buffer_sizes(gpu, n, guided, req)?;
-        let offload = match offload {
-            Some(o) => o,
-            None if gpu.is_simulating() => false,
+        let (offload, auto_tile) = match offload {
+            Some(o) => (o, false),
+            None if gpu.is_simulating() => (false, false),
             None => self.ensure_fits(gpu, req, texture)?,
+        };
+        // `VaeTiling::Auto` that has to tile: the run is the tiled request's.
+        let tiled_req;
+        let req = if auto_tile {
+            tiled_req = Request {
+                vae_tiling: super::VaeTiling::On,
+                ..req.clone()
+            };
+            &tiled_req
+        } else {
+            req
         };
         if offload {
             // The estimate of this run assumed every network released first.
@@ -487,6 +500,7 @@ impl Pipeline {
             pipe: self,
             gpu,
             req: req.clone(),
+            auto_tiled: auto_tile.then(|| self.vae_tile_px(req)),
             kind,
             first,
             total,

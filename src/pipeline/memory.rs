@@ -69,15 +69,20 @@ impl Pipeline {
                 format!("U-Net skip concatenation at level {i} (batch {n})"),
             ));
         }
-        // The decoder's last upsampler outputs the second level's channels at full size.
+        // The decoder's last upsampler outputs the second level's channels at full size (a
+        // tile's, when the VAE works in tiles).
         let v = &self.vae.config.block_out_channels;
         let full = v.get(1).copied().unwrap_or(v[0]).max(v[0]) as u64;
+        let (vh, vw) = match req.vae_tiling {
+            super::VaeTiling::On => {
+                let t = self.vae_tile_px(req);
+                (req.height.min(t), req.width.min(t))
+            }
+            _ => (req.height, req.width),
+        };
         largest.push((
-            4 * n as u64 * (req.height * req.width) as u64 * full,
-            format!(
-                "VAE decoder activation at {}x{} (batch {n})",
-                req.width, req.height
-            ),
+            4 * n as u64 * (vh * vw) as u64 * full,
+            format!("VAE decoder activation at {vw}x{vh} (batch {n})"),
         ));
         let limit = gpu.limits().max_buffer_size;
         if let Some((bytes, what)) = largest.into_iter().max_by_key(|(b, _)| *b) {
@@ -172,22 +177,37 @@ impl Pipeline {
 
     /// Refuses `req` when it would not fit the memory budget (naming the largest batch that
     /// would), and frees the pool's cache when the request fits only without it. Returns
-    /// whether the run releases its networks between stages.
+    /// whether the run releases its networks between stages, and whether it must tile the
+    /// VAE to fit ([`super::VaeTiling::Auto`]).
     pub(super) fn ensure_fits(
         &self,
         gpu: &Gpu,
         req: &Request,
         texture: Option<&wgpu::Texture>,
-    ) -> Result<bool> {
+    ) -> Result<(bool, bool)> {
         let est = self.planned(gpu, req, texture)?;
         let Some(budget) = est.budget.clone() else {
-            return Ok(est.offload);
+            return Ok((est.offload, false));
         };
         if est.fits() {
             if est.total() + est.cached > budget.bytes {
                 gpu.trim_pool();
             }
-            return Ok(est.offload);
+            return Ok((est.offload, false));
+        }
+        // `VaeTiling::Auto`: the same request with the VAE in tiles, if that fits.
+        if req.vae_tiling == super::VaeTiling::Auto {
+            let tiled = Request {
+                vae_tiling: super::VaeTiling::On,
+                ..req.clone()
+            };
+            let t = self.planned(gpu, &tiled, texture)?;
+            if t.fits() {
+                if t.total() + t.cached > budget.bytes {
+                    gpu.trim_pool();
+                }
+                return Ok((t.offload, true));
+            }
         }
         let n = req.batch_size;
         let hint = if n > 1 {

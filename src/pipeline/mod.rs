@@ -26,6 +26,7 @@ mod refiner;
 mod resident;
 mod scheduler_choice;
 mod sdxl;
+pub mod tiling;
 mod tiny;
 mod validate;
 
@@ -164,6 +165,11 @@ pub struct Request {
     /// What decodes the final latents: the VAE, or the tiny autoencoder loaded with
     /// [`Pipeline::set_tiny_autoencoder`] (TAESD: fast, a little softer).
     pub decoder: Decoder,
+    /// Whether the VAE decodes (and, for an init image, encodes) in tiles ([`VaeTiling`]).
+    pub vae_tiling: VaeTiling,
+    /// The pixel tile of the tiled VAE (a multiple of 4 × the VAE's factor); `None`: the VAE
+    /// config's `sample_size`, as diffusers' `enable_tiling` takes it.
+    pub vae_tile_size: Option<usize>,
     /// What the previews are made with: the latent → RGB map at latent resolution, or the
     /// tiny autoencoder at full resolution.
     pub preview_decoder: PreviewDecoder,
@@ -202,6 +208,20 @@ pub enum Decoder {
     Vae,
     /// The tiny autoencoder (TAESD / TAESDXL).
     Tiny,
+}
+
+/// When the VAE works in tiles ([`Request::vae_tiling`], diffusers' `enable_tiling`; see
+/// `pipeline/tiling.rs`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VaeTiling {
+    /// Exact; tiled only when the exact pass would not fit the memory budget (then
+    /// [`Output::vae_tiled_automatically`] says so).
+    #[default]
+    Auto,
+    /// Always exact (a request that does not fit is refused).
+    Off,
+    /// Tiled wherever the image exceeds a tile, as diffusers with `enable_tiling()`.
+    On,
 }
 
 /// How previews are made ([`Request::preview_decoder`]).
@@ -253,6 +273,8 @@ impl Default for Request {
             batch_size: 1,
             preview_every: 0,
             decoder: Decoder::Vae,
+            vae_tiling: VaeTiling::Auto,
+            vae_tile_size: None,
             preview_decoder: PreviewDecoder::Latent,
             encode_empty_negative: false,
             original_size: None,
@@ -291,6 +313,9 @@ pub struct Output {
     /// U-Net steps that ran (img2img runs part of the schedule; PNDM one more than `steps`).
     pub steps_run: usize,
     pub timings: Timings,
+    /// `Some(tile px)` when the exact VAE pass would not have fit the memory budget and the
+    /// run tiled it instead ([`VaeTiling::Auto`]): the caller's message.
+    pub vae_tiled_automatically: Option<usize>,
 }
 
 /// Wall time of each phase, GPU work included.

@@ -17,6 +17,8 @@ use crate::tokenizer::{CONTEXT_LEN, Tokens};
 pub(super) struct Encoder {
     model: Option<std::sync::Arc<VaeEncoder>>,
     fresh: bool,
+    /// The tiled encode's geometry when the request tiles the VAE.
+    tiles: Option<super::tiling::TileGeometry>,
 }
 
 /// One encoder's context from chunked, weighted prompts ([`Pipeline::encode_chunked`]).
@@ -205,7 +207,7 @@ impl Pipeline {
                 ),
             ));
         }
-        let enc = match &enc.model {
+        let model = match &enc.model {
             Some(m) => m.clone(),
             None => {
                 let m = self.encoder.get(gpu, enc.fresh)?;
@@ -214,21 +216,30 @@ impl Pipeline {
             }
         };
         gpu.set_profile_stage("VAE encoder");
-        let mut rec = Recorder::new(gpu);
-        let x = Tensor::from_f32(gpu, rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
-        let x = ops::unary(&mut rec, &x, Unary::Affine, 2.0, -1.0)?;
-        let m = enc.forward(&mut rec, &x)?;
-        rec.submit()?;
-        let moments = m.to_vec(gpu)?;
+        let encode = |x: &Tensor| -> Result<Tensor> {
+            let mut rec = Recorder::new(gpu);
+            let x = ops::unary(&mut rec, x, Unary::Affine, 2.0, -1.0)?;
+            let m = model.forward(&mut rec, &x)?;
+            rec.submit()?;
+            Ok(m)
+        };
+        // diffusers tiles the encode when the image exceeds a tile on a side.
+        let (moments, shape) = match enc.tiles.filter(|g| hh > g.tile || ww > g.tile) {
+            Some(g) => super::tiling::run_tiled(gpu, rgb, [1, hh, ww, 3], &g, encode)?,
+            None => {
+                let x = Tensor::from_f32(gpu, rgb, &[1, hh, ww, 3], DType::F32, "init image")?;
+                let m = encode(&x)?;
+                let s: [usize; 4] = m
+                    .shape()
+                    .try_into()
+                    .map_err(|_| Error::shape("img2img", "encoder output is not 4-D"))?;
+                (m.to_vec(gpu)?, s)
+            }
+        };
         check_host(&moments, || {
             "the VAE encoder's output (the init image's latents)".into()
         })?;
-        let post = Posterior::from_moments(
-            &moments,
-            m.shape()
-                .try_into()
-                .map_err(|_| Error::shape("img2img", "encoder output is not 4-D".to_string()))?,
-        )?;
+        let post = Posterior::from_moments(&moments, shape)?;
         let lat = if sample {
             post.sample(generator)
         } else {
@@ -251,6 +262,7 @@ impl Pipeline {
         let mut enc = Encoder {
             model: None,
             fresh: offload,
+            tiles: self.vae_tiles(req, false)?,
         };
         let start = self.prepare_latents_with(gpu, req, sampler, &mut enc);
         if offload && enc.model.take().is_some() {

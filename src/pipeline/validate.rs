@@ -62,6 +62,9 @@ impl Pipeline {
     /// `generate` and `memory_estimate` before anything else.
     pub fn validate(&self, req: &Request) -> Result<()> {
         self.tiny_for(req)?;
+        if req.vae_tile_size.is_some() || req.vae_tiling == super::VaeTiling::On {
+            super::tiling::TileGeometry::decode(self.vae_tile_px(req), self.vae_scale_factor())?;
+        }
         let f = self.vae_scale_factor();
         for (field, v) in [("width", req.width), ("height", req.height)] {
             if v == 0 || v % f != 0 || v > MAX_SIDE_PX {

@@ -179,6 +179,14 @@ pub struct GenerateArgs {
     /// image (unless --decoder vae) and, with --preview-decoder taesd, the previews.
     #[arg(long)]
     taesd: Option<PathBuf>,
+    /// The VAE in tiles (diffusers' enable_tiling): on (`--vae-tiling` alone), off, or auto
+    /// (the default: exact, tiled only when the exact pass would not fit the memory budget).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "on", default_value = "auto")]
+    vae_tiling: VaeTilingArg,
+    /// The tiled VAE's tile in pixels, a multiple of 4 × the VAE's factor (default: the VAE
+    /// config's sample_size).
+    #[arg(long)]
+    vae_tile_size: Option<usize>,
     /// What decodes the final image: vae or taesd (default: taesd when --taesd is given).
     #[arg(long, value_enum)]
     decoder: Option<DecoderArg>,
@@ -199,6 +207,13 @@ pub struct GenerateArgs {
     /// (text encoder, U-Net, VAE) and releases it after; `never` keeps them all.
     #[arg(long, value_enum, default_value = "auto")]
     offload: OffloadArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum VaeTilingArg {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -502,6 +517,12 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             (Some(DecoderArg::Vae), _) | (None, false) => sd_wgpu::pipeline::Decoder::Vae,
             (Some(DecoderArg::Taesd), _) | (None, true) => sd_wgpu::pipeline::Decoder::Tiny,
         },
+        vae_tiling: match a.vae_tiling {
+            VaeTilingArg::Auto => sd_wgpu::pipeline::VaeTiling::Auto,
+            VaeTilingArg::On => sd_wgpu::pipeline::VaeTiling::On,
+            VaeTilingArg::Off => sd_wgpu::pipeline::VaeTiling::Off,
+        },
+        vae_tile_size: a.vae_tile_size,
         preview_decoder: match a.preview_decoder {
             PreviewDecoderArg::Latent => sd_wgpu::pipeline::PreviewDecoder::Latent,
             PreviewDecoderArg::Taesd => sd_wgpu::pipeline::PreviewDecoder::Tiny,
@@ -623,6 +644,12 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         }
         let out = out?;
         bar.finish_and_clear();
+        if let Some(px) = out.vae_tiled_automatically {
+            eprintln!(
+                "note: the exact VAE pass would not fit the memory budget; it ran in {px} px \
+                 tiles (--vae-tiling off to refuse instead)"
+            );
+        }
         if out.truncated_tokens > 0 {
             eprintln!(
                 "warning: the prompt is longer than 77 tokens; {} tokens were dropped",
