@@ -183,36 +183,17 @@ impl Keys<'_> {
         }
     }
 
+    /// The 3×3 convolution (padding 1) at `layer` (`leaf` within it), of `stride`, with or
+    /// without a bias.
     fn conv(
         &self,
         layer: usize,
         leaf: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-    ) -> Result<TinyConv> {
-        self.conv_with(
-            layer,
-            leaf,
-            cin,
-            cout,
-            k,
-            Conv2dOptions::new(1, k / 2),
-            true,
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn conv_with(
-        &self,
-        layer: usize,
-        leaf: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        opts: Conv2dOptions,
+        [cin, cout]: [usize; 2],
+        stride: usize,
         bias: bool,
     ) -> Result<TinyConv> {
+        let (k, opts) = (3, Conv2dOptions::new(stride, 1));
         let stem = if leaf.is_empty() {
             String::new()
         } else {
@@ -270,7 +251,7 @@ fn relu(rec: &mut Recorder<'_>, x: &Tensor) -> Result<Tensor> {
 
 impl TinyBlock {
     fn load(k: &Keys<'_>, layer: usize, c: usize) -> Result<Self> {
-        let conv = |j: usize| k.conv(layer, &format!("conv.{j}"), c, c, 3);
+        let conv = |j: usize| k.conv(layer, &format!("conv.{j}"), [c, c], 1, true);
         Ok(Self {
             convs: [conv(0)?, conv(2)?, conv(4)?],
         })
@@ -399,7 +380,7 @@ impl TinyDecoder {
         let k = w.keys(gpu, "decoder.layers", dt);
         let width = c.decoder_block_out_channels[0];
         let mut layers = vec![
-            Layer::Conv(k.conv(0, "", c.latent_channels, width, 3)?),
+            Layer::Conv(k.conv(0, "", [c.latent_channels, width], 1, true)?),
             Layer::Relu,
         ];
         let levels = c.num_decoder_blocks.len();
@@ -416,14 +397,11 @@ impl TinyDecoder {
                 layers.push(Layer::Upsample);
             }
             let cout = if last { c.out_channels } else { width };
-            let opts = Conv2dOptions::new(1, 1);
-            layers.push(Layer::Conv(k.conv_with(
+            layers.push(Layer::Conv(k.conv(
                 layers.len(),
                 "",
-                width,
-                cout,
-                3,
-                opts,
+                [width, cout],
+                1,
                 last,
             )?));
         }
@@ -481,10 +459,9 @@ impl TinyEncoder {
         let mut layers = Vec::new();
         for (i, &n) in c.num_encoder_blocks.iter().enumerate() {
             let conv = if i == 0 {
-                k.conv(0, "", c.in_channels, width, 3)?
+                k.conv(0, "", [c.in_channels, width], 1, true)?
             } else {
-                let opts = Conv2dOptions::new(2, 1);
-                k.conv_with(layers.len(), "", width, width, 3, opts, false)?
+                k.conv(layers.len(), "", [width, width], 2, false)?
             };
             layers.push(Layer::Conv(conv));
             for _ in 0..n {
@@ -495,13 +472,8 @@ impl TinyEncoder {
                 )?)));
             }
         }
-        layers.push(Layer::Conv(k.conv(
-            layers.len(),
-            "",
-            width,
-            c.latent_channels,
-            3,
-        )?));
+        let out = k.conv(layers.len(), "", [width, c.latent_channels], 1, true)?;
+        layers.push(Layer::Conv(out));
         Ok(Self {
             config: c.clone(),
             weight_dtype: weight_dtype(&layers),

@@ -86,42 +86,29 @@ struct Tile {
     data: Vec<f32>,
 }
 
-/// `b`'s first rows blended with `a`'s last (diffusers' `blend_v`, in place on `b`).
-fn blend_v(a: &Tile, b: &mut Tile, n: usize, c: usize, extent: usize) {
-    let e = extent.min(a.h).min(b.h);
-    for y in 0..e {
+/// `b`'s first rows (`vertical`) or columns blended with `a`'s last, in place on `b`
+/// (diffusers' `blend_v` / `blend_h`: `a·(1 − k/e) + b·(k/e)` in f32, e the extent clipped to
+/// both tiles).
+fn blend(a: &Tile, b: &mut Tile, [n, c]: [usize; 2], extent: usize, vertical: bool) {
+    let (la, lb) = if vertical { (a.h, b.h) } else { (a.w, b.w) };
+    let e = extent.min(la).min(lb);
+    // The other axis: both tiles share it (the same column, or the same row).
+    let across = if vertical { b.w.min(a.w) } else { b.h.min(a.h) };
+    for k in 0..e {
         let (wa, wb) = (
-            (1.0 - y as f64 / e as f64) as f32,
-            (y as f64 / e as f64) as f32,
+            (1.0 - k as f64 / e as f64) as f32,
+            (k as f64 / e as f64) as f32,
         );
-        let ya = a.h - e + y;
+        let ka = la - e + k;
         for img in 0..n {
-            for x in 0..b.w.min(a.w) {
+            for o in 0..across {
+                let (ia, ib) = if vertical {
+                    (((img * a.h + ka) * a.w + o), ((img * b.h + k) * b.w + o))
+                } else {
+                    (((img * a.h + o) * a.w + ka), ((img * b.h + o) * b.w + k))
+                };
                 for ch in 0..c {
-                    let ia = ((img * a.h + ya) * a.w + x) * c + ch;
-                    let ib = ((img * b.h + y) * b.w + x) * c + ch;
-                    b.data[ib] = a.data[ia] * wa + b.data[ib] * wb;
-                }
-            }
-        }
-    }
-}
-
-/// `b`'s first columns blended with `a`'s last (diffusers' `blend_h`, in place on `b`).
-fn blend_h(a: &Tile, b: &mut Tile, n: usize, c: usize, extent: usize) {
-    let e = extent.min(a.w).min(b.w);
-    for x in 0..e {
-        let (wa, wb) = (
-            (1.0 - x as f64 / e as f64) as f32,
-            (x as f64 / e as f64) as f32,
-        );
-        let xa = a.w - e + x;
-        for img in 0..n {
-            for y in 0..b.h.min(a.h) {
-                for ch in 0..c {
-                    let ia = ((img * a.h + y) * a.w + xa) * c + ch;
-                    let ib = ((img * b.h + y) * b.w + x) * c + ch;
-                    b.data[ib] = a.data[ia] * wa + b.data[ib] * wb;
+                    b.data[ib * c + ch] = a.data[ia * c + ch] * wa + b.data[ib * c + ch] * wb;
                 }
             }
         }
@@ -175,10 +162,10 @@ pub fn run_tiled(
             drop((o, t));
             gpu.trim_pool();
             if let Some(a) = above.get(j) {
-                blend_v(a, &mut tile, n, c_out, g.extent);
+                blend(a, &mut tile, [n, c_out], g.extent, true);
             }
             if let Some(l) = row.last() {
-                blend_h(l, &mut tile, n, c_out, g.extent);
+                blend(l, &mut tile, [n, c_out], g.extent, false);
             }
             row.push(tile);
         }

@@ -9,7 +9,7 @@
 //!
 //! State: the previous step's ε̂.
 
-use super::dpm_solver::{alpha_sigma, lambda, vp_x0_form};
+use super::dpm_solver::{alpha_sigma, lambda, vp_noise_coefficients, vp_x0_form};
 use super::{Algorithm, Combine, Program, Schedule, Slot};
 
 pub(super) struct Deis;
@@ -25,8 +25,7 @@ impl Algorithm for Deis {
     }
 
     fn noise_coefficients(&self, s: &Schedule, k: usize) -> (f32, f32) {
-        let (a, sg) = alpha_sigma(s.sigmas[k]);
-        (a as f32, sg as f32)
+        vp_noise_coefficients(s, k)
     }
 
     /// `ε̂ = e_x·x + e_m·m`; `x' = c_x·x + c_0·ε̂ + c_1·ε̂₋₁`; the state keeps ε̂.

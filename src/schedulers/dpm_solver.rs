@@ -15,6 +15,14 @@ pub(super) fn alpha_sigma(s: f64) -> (f64, f64) {
     (a, s * a)
 }
 
+/// `add_noise`'s `(α, σ)` at step `k` of a VP multistep solver (DPM++, DEIS, UniPC), in f32
+/// as diffusers computes them from its f32 σ.
+pub(super) fn vp_noise_coefficients(s: &Schedule, k: usize) -> (f32, f32) {
+    let sg = s.sigmas[k] as f32;
+    let a = 1.0 / (sg * sg + 1.0).sqrt();
+    (a, sg * a)
+}
+
 /// λ = log α − log σ (+∞ at σ = 0).
 pub(super) fn lambda(s: f64) -> f64 {
     let (a, sg) = alpha_sigma(s);
@@ -38,9 +46,7 @@ impl Algorithm for DpmPP2M {
     }
 
     fn noise_coefficients(&self, s: &Schedule, k: usize) -> (f32, f32) {
-        let sg = s.sigmas[k] as f32;
-        let a = 1.0 / (sg * sg + 1.0).sqrt();
-        (a, sg * a)
+        vp_noise_coefficients(s, k)
     }
 
     /// diffusers draws the SDE's noise on every step (the last one's weight is 0).

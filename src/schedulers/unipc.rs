@@ -16,7 +16,7 @@
 //!
 //! State: 0 the corrected sample, 1 the previous x₀, 2 the previous D.
 
-use super::dpm_solver::{alpha_sigma, lambda, vp_x0_form};
+use super::dpm_solver::{alpha_sigma, lambda, vp_noise_coefficients, vp_x0_form};
 use super::{Algorithm, Combine, Program, Schedule, Slot};
 
 pub(super) struct UniPc;
@@ -39,8 +39,7 @@ impl Algorithm for UniPc {
     }
 
     fn noise_coefficients(&self, s: &Schedule, k: usize) -> (f32, f32) {
-        let (a, sg) = alpha_sigma(s.sigmas[k]);
-        (a as f32, sg as f32)
+        vp_noise_coefficients(s, k)
     }
 
     fn program(&self, _s: &Schedule) -> Program {
