@@ -513,11 +513,11 @@ fn bad_configs_are_refused_at_load() {
     let p = dir.join(sched);
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
-    v["_class_name"] = "UniPCMultistepScheduler".into();
+    v["_class_name"] = "TCDScheduler".into();
     std::fs::write(&p, v.to_string()).unwrap();
     let pipe = Pipeline::load(g, &dir, WeightDType::Auto).unwrap();
     let e = pipe.generate(g, &sneaker(), &mut |_| true).err().unwrap();
-    assert!(e.to_string().contains("UniPCMultistepScheduler"), "{e}");
+    assert!(e.to_string().contains("TCDScheduler"), "{e}");
     // Leading spacing: steps_offset plus the schedule past the training range.
     let e = pipe
         .generate(
