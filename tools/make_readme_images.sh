@@ -36,4 +36,19 @@ gen --prompt "a blue bag" --seed 7 --preview-every 10 --preview $O/preview.png -
 L=assets/lora/fashion-colour-swap.safetensors
 gen --prompt "a red sneaker" --seed 1 --lora $L:0.5 --out $O/lora-half.png
 gen --prompt "a red sneaker" --seed 1 --lora $L:1.0 --out $O/lora-full.png
+# Samplers added by issue 14 (DPM++ SDE with its Brownian-tree noise, UniPC, DEIS) and Euler
+# with the beta σ schedule: the sneaker's prompt and seed, 20 steps.
+gen --prompt "a red sneaker" --seed 1 --steps 20 --sampler "dpm++sde" --out $O/sampler-dpmsde.png
+gen --prompt "a red sneaker" --seed 1 --steps 20 --sampler unipc --out $O/sampler-unipc.png
+gen --prompt "a red sneaker" --seed 1 --steps 20 --sampler deis --out $O/sampler-deis.png
+gen --prompt "a red sneaker" --seed 1 --steps 20 --sampler euler --schedule beta --out $O/sampler-euler-beta.png
+# Tiled VAE: 64×64 decoded exactly and in 32 px tiles (the built-in VAE's sample_size).
+gen --prompt "a red sneaker" --seed 1 --width 64 --height 64 --out $O/tiling-exact.png
+gen --prompt "a red sneaker" --seed 1 --width 64 --height 64 --vae-tiling --out $O/tiling-tiled.png
+# The tiny autoencoder trained for the built-in model (tools/train_fashion_taesd.py): the
+# sneaker decoded by it, and TAESD previews of a VAE-decoded run.
+T=assets/fashion-taesd
+gen --prompt "a red sneaker" --seed 1 --taesd $T --out $O/taesd.png
+gen --prompt "a blue bag" --seed 7 --taesd $T --decoder vae --preview-every 10 --preview-decoder taesd \
+    --preview $O/taesd-preview.png --out $O/taesd-preview-final.png
 ls -la $O
