@@ -175,10 +175,13 @@ fn bench_builds_sd15_with_random_weights() {
             profile: false,
             // Each network loaded for its stage: the peak is below the weights' sum.
             offload: sd_wgpu::pipeline::Offload::Always,
+            // A TAESD-sized tiny decoder of random weights decodes the latents too.
+            taesd: true,
         },
     )
     .unwrap();
     assert_eq!((r.arch, r.width, r.height, r.steps), ("sd15", 64, 64, 1));
+    assert!(r.taesd_decode_s.is_some_and(|s| s > 0.0));
     assert_eq!(
         r.unet_flop_per_step,
         UNetConfig::sd15().flops_per_image(8, 8, 77)

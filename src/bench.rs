@@ -59,6 +59,9 @@ pub struct BenchOptions {
     pub profile: bool,
     /// Which networks stay on the device ([`crate::pipeline::Offload`]).
     pub offload: crate::pipeline::Offload,
+    /// Also decode the measured run's latents with a TAESD-sized tiny autoencoder of random
+    /// weights (64 channels, as TAESD and TAESDXL), timed beside the VAE.
+    pub taesd: bool,
 }
 
 /// GPU time per dispatch of one warm run (text encoding, one step, decoding), from timestamp
@@ -196,6 +199,9 @@ pub struct BenchReport {
     pub text_encoder_s: f64,
     pub denoise_s: f64,
     pub vae_decode_s: f64,
+    /// With [`BenchOptions::taesd`]: the same latents decoded by the tiny autoencoder (a
+    /// second run with [`crate::pipeline::Decoder::Tiny`], its decode timed alone).
+    pub taesd_decode_s: Option<f64>,
     pub s_per_step: f64,
     /// U-Net FLOPs per step (all images of the batch, both guidance halves), analytic
     /// ([`crate::models::unet::UNetConfig::flops_per_image`]).
@@ -297,6 +303,27 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
     ) * rows as f64;
     let s_per_step = t.sampling.as_secs_f64() / steps;
     let peak_device_bytes = gpu.memory_stats().peak;
+    let taesd_decode_s = if o.taesd {
+        let w = crate::models::taesd::TinyWeights::synthetic(synthetic, f);
+        pipe.set_tiny_weights(gpu, &w, dtype)?;
+        let tiny = Request {
+            decoder: crate::pipeline::Decoder::Tiny,
+            ..req.clone()
+        };
+        // Warm (its shaders compiled), then measured.
+        pipe.generate(
+            gpu,
+            &Request {
+                steps: 1,
+                ..tiny.clone()
+            },
+            &mut |_| true,
+        )?;
+        let out = pipe.generate(gpu, &tiny, &mut |_| true)?;
+        Some(out.timings.decoding.as_secs_f64())
+    } else {
+        None
+    };
     let (profile, decode_profile, text_profile) = if o.profile {
         gpu.set_profiling(true)?;
         let run = pipe.generate(gpu, &cold, &mut |_| true);
@@ -340,6 +367,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         text_encoder_s: t.text_encoding.as_secs_f64(),
         denoise_s: t.sampling.as_secs_f64(),
         vae_decode_s: t.decoding.as_secs_f64(),
+        taesd_decode_s,
         s_per_step,
         unet_flop_per_step: flop,
         achieved_tflops: flop / s_per_step / 1e12,
@@ -377,6 +405,7 @@ impl BenchReport {
             "text_encoder_s": self.text_encoder_s,
             "denoise_s": self.denoise_s,
             "vae_decode_s": self.vae_decode_s,
+            "taesd_decode_s": self.taesd_decode_s,
             "s_per_step": self.s_per_step,
             "it_per_s": 1.0 / self.s_per_step,
             "unet_flop_per_step": self.unet_flop_per_step,
@@ -428,6 +457,11 @@ impl BenchReport {
                 ),
             ),
             ("VAE decode", format!("{:.3} s", self.vae_decode_s)),
+            (
+                "TAESD decode",
+                self.taesd_decode_s
+                    .map_or("(--taesd)".into(), |s| format!("{s:.3} s")),
+            ),
             (
                 "U-Net per step",
                 format!(

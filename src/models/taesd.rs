@@ -330,6 +330,34 @@ impl TinyWeights {
         })
     }
 
+    /// Random weights of TAESD's size (64 channels, blocks (3, 3, …, 1)) for a VAE of factor
+    /// `f`, for benchmarks ([`Weights::synthetic`]).
+    pub fn synthetic(s: crate::weights::Synthetic, f: usize) -> Self {
+        let levels = f.max(1).trailing_zeros() as usize + 1;
+        let mut dec = vec![3; levels];
+        dec[levels - 1] = 1;
+        let mut enc = vec![3; levels];
+        enc[0] = 1;
+        let path = PathBuf::from("synthetic TAESD");
+        Self {
+            config: TinyConfig {
+                encoder_block_out_channels: vec![64; levels],
+                decoder_block_out_channels: vec![64; levels],
+                num_encoder_blocks: enc,
+                num_decoder_blocks: dec,
+                ..TinyConfig::default()
+            },
+            weights: Weights::synthetic(&path, s),
+            diffusers: true,
+            path,
+        }
+    }
+
+    /// The file the weights come from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Whether the weights hold a decoder (an original encoder file does not).
     pub fn has_decoder(&self) -> bool {
         if self.diffusers {

@@ -25,11 +25,20 @@ impl Pipeline {
             self.tiny = None;
             return Ok(());
         };
-        let w = TinyWeights::open(path)?;
+        self.set_tiny_weights(gpu, &TinyWeights::open(path)?, dtype)
+    }
+
+    /// [`Pipeline::set_tiny_autoencoder`] from weights already open.
+    pub fn set_tiny_weights(
+        &mut self,
+        gpu: &Gpu,
+        w: &TinyWeights,
+        dtype: WeightDType,
+    ) -> Result<()> {
         let (f, lc) = (self.vae_scale_factor(), self.vae.config.latent_channels);
         if w.config.factor() != f || w.config.latent_channels != lc {
             return Err(Error::ModelLayout {
-                path: path.to_path_buf(),
+                path: w.path().to_path_buf(),
                 what: format!(
                     "a tiny autoencoder for {} latent channels at {}× does not fit this model's \
                      latents ({lc} channels at {f}×)",
@@ -38,7 +47,7 @@ impl Pipeline {
                 ),
             });
         }
-        self.tiny = Some(TinyDecoder::load(gpu, &w, dtype)?);
+        self.tiny = Some(TinyDecoder::load(gpu, w, dtype)?);
         Ok(())
     }
 

@@ -99,6 +99,9 @@ struct BenchArgs {
     /// the step by op family, its 10 most expensive dispatches.
     #[arg(long)]
     profile: bool,
+    /// Also time a TAESD-sized tiny autoencoder (random weights) decoding the same latents.
+    #[arg(long)]
+    taesd: bool,
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
     /// Which networks stay on the device between stages (see `generate --offload`).
@@ -247,6 +250,7 @@ fn bench(a: &BenchArgs) -> Result<()> {
         builtin_path: default_model(),
         profile: a.profile,
         offload: a.offload.policy(),
+        taesd: a.taesd,
     };
     if !a.json {
         eprintln!(
