@@ -63,6 +63,7 @@ fn forward(f: &Fixture, dt: WeightDType, with: &[&str]) -> Result<Vec<f32>, Stri
         text_embeds: text_embeds.as_ref(),
         time_ids: time_ids.as_ref(),
         timestep_cond: timestep_cond.as_ref(),
+        class_labels: None,
     };
     let mut rec = Recorder::new(gpu);
     let ctx = unet
@@ -141,4 +142,82 @@ fn unet_added_conditions_are_checked() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("class_embed_type"), "{e}");
+}
+
+/// The 4× upscaler's U-Net shape (`tools/make_upscaler_unet_fixture.py`): 7 input channels,
+/// the noise level as a class label (`num_class_embeds`), `only_cross_attention` on the first
+/// attention levels (their `attn1` attends to the text), f16 weights; labels are checked.
+#[test]
+fn upscaler_unet_matches_diffusers() {
+    let gpu = gpu();
+    let f = fixture("upscaler-tiny");
+    assert_eq!(f.cfg.only_cross_attention, [true, true, false]);
+    assert_eq!((f.cfg.in_channels, f.cfg.num_class_embeds), (7, Some(50)));
+    let g = &f.g;
+    let x = nhwc(
+        &g.read_f32("sample", &[2, 7, 8, 12]).unwrap(),
+        [2, 7, 8, 12],
+    );
+    let xt = upload(&x, &[2, 8, 12, 7], DType::F32, "latents and image");
+    let t = g.read_f32("timestep", &[1]).unwrap()[0];
+    let tt = upload(&[t, t], &[2], DType::F32, "timestep");
+    let ct = tensor(g, "encoder_hidden_states", &[2, 77, 24]);
+    let labels: Vec<usize> = g
+        .read_f32("class_labels", &[2])
+        .unwrap()
+        .iter()
+        .map(|&l| l as usize)
+        .collect();
+    let want = nhwc(&g.read_f32("out", &[2, 4, 8, 12]).unwrap(), [2, 4, 8, 12]);
+    for (dt, tol) in [(WeightDType::Auto, 1e-4f32), (WeightDType::F32, 1e-4)] {
+        let unet = UNet::load(gpu, &f.w, "", &f.cfg, dt).unwrap();
+        let mut rec = Recorder::new(gpu);
+        let added = AddedConditions {
+            class_labels: Some(&labels),
+            ..AddedConditions::default()
+        };
+        let ctx = unet.project_context_with(&mut rec, &ct, added).unwrap();
+        let out = unet.forward_ctx(&mut rec, &xt, &tt, &ctx).unwrap();
+        check(
+            &format!("upscaler unet {dt:?}"),
+            &run(rec, &out),
+            &want,
+            tol,
+            tol,
+        );
+    }
+    // Labels missing, out of range, or for a U-Net without classes: errors naming them.
+    let unet = UNet::load(gpu, &f.w, "", &f.cfg, WeightDType::Auto).unwrap();
+    let mut rec = Recorder::new(gpu);
+    let e = unet
+        .project_context_with(&mut rec, &ct, AddedConditions::default())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("class_labels"), "{e}");
+    let bad = AddedConditions {
+        class_labels: Some(&[20, 50]),
+        ..AddedConditions::default()
+    };
+    let e = unet
+        .project_context_with(&mut rec, &ct, bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("class_labels") && e.contains("below 50"), "{e}");
+    let lcm = fixture("lcm-tiny");
+    let plain = UNet::load(gpu, &lcm.w, "", &lcm.cfg, WeightDType::Auto).unwrap();
+    let ct = tensor(&lcm.g, "encoder_hidden_states", &[2, 77, 24]);
+    let tc = tensor(&lcm.g, "timestep_cond", &[2, 16]);
+    let extra = AddedConditions {
+        class_labels: Some(&[1, 2]),
+        timestep_cond: Some(&tc),
+        ..AddedConditions::default()
+    };
+    let e = plain
+        .project_context_with(&mut rec, &ct, extra)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("class_labels"), "{e}");
 }

@@ -339,6 +339,7 @@ impl Architecture {
             use_linear_projection: true,
             sample_size: 128,
             transformer_layers_per_block: vec![1, 2, 10],
+            only_cross_attention: vec![false; 3],
             addition_time_embed_dim: Some(256),
             projection_class_embeddings_input_dim: 2816,
             ..UNetConfig::sd15()
@@ -484,6 +485,8 @@ pub fn ldm_yaml_configs(
         addition_time_embed_dim: None,
         projection_class_embeddings_input_dim: 0,
         time_cond_proj_dim: None,
+        only_cross_attention: vec![false; nb],
+        num_class_embeds: None,
     };
 
     let fs = &model["first_stage_config"]["params"];

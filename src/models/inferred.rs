@@ -211,6 +211,8 @@ pub fn unet_from_shapes(
         addition_time_embed_dim: None,
         projection_class_embeddings_input_dim: label.map_or(0, |s| s.get(1).copied().unwrap_or(0)),
         time_cond_proj_dim: None,
+        only_cross_attention: vec![false; levels],
+        num_class_embeds: None,
     })
 }
 

@@ -23,7 +23,9 @@ pub struct FeedForward {
 /// diffusers `BasicTransformerBlock`.
 pub struct BasicTransformerBlock {
     pub norm1: LayerNorm,
+    /// Self-attention, or (`only_cross_attention`) attention to the context.
     pub attn1: Attention,
+    pub only_cross_attention: bool,
     pub norm2: LayerNorm,
     pub attn2: Attention,
     pub norm3: LayerNorm,
@@ -57,11 +59,22 @@ impl Projection {
 }
 
 impl BasicTransformerBlock {
-    fn load(vb: &Loader<'_>, c: usize, heads: usize, cross_dim: usize) -> Result<Self> {
+    fn load(
+        vb: &Loader<'_>,
+        c: usize,
+        heads: usize,
+        cross_dim: usize,
+        only_cross: bool,
+    ) -> Result<Self> {
         let ff = vb.pp("ff").pp("net");
         Ok(Self {
             norm1: vb.pp("norm1").layer_norm(c, 1e-5)?,
-            attn1: Attention::load_self(&vb.pp("attn1"), c, heads, false)?,
+            attn1: if only_cross {
+                Attention::load_cross(&vb.pp("attn1"), c, cross_dim, heads)?
+            } else {
+                Attention::load_self(&vb.pp("attn1"), c, heads, false)?
+            },
+            only_cross_attention: only_cross,
             norm2: vb.pp("norm2").layer_norm(c, 1e-5)?,
             attn2: Attention::load_cross(&vb.pp("attn2"), c, cross_dim, heads)?,
             norm3: vb.pp("norm3").layer_norm(c, 1e-5)?,
@@ -72,12 +85,30 @@ impl BasicTransformerBlock {
         })
     }
 
-    /// `y`: `[n, hw, c]`; `kv`: the cross-attention's keys and values of the context
-    /// (`attn2.project_kv`).
-    fn forward(&self, rec: &mut Recorder<'_>, y: &Tensor, kv: &(Tensor, Tensor)) -> Result<Tensor> {
+    /// `y`: `[n, hw, c]`; `kv`: the context's keys and values for `attn1` (with
+    /// `only_cross_attention`) then `attn2` (`project_kv`).
+    fn forward(
+        &self,
+        rec: &mut Recorder<'_>,
+        y: &Tensor,
+        kv: &[(Tensor, Tensor)],
+    ) -> Result<Tensor> {
         // Each residual add is fused into the epilogue of the layer before it; each norm into
         // the projection after it where the device's GEMM can (`Linear::forward_norm`).
-        let y = self.attn1.forward(rec, y, Some(&self.norm1), Some(y))?;
+        let (y, kv) = match (self.only_cross_attention, kv) {
+            (true, [k1, k2]) => (
+                self.attn1
+                    .forward_kv(rec, y, Some(&self.norm1), &k1.0, &k1.1, Some(y))?,
+                k2,
+            ),
+            (false, [k2]) => (self.attn1.forward(rec, y, Some(&self.norm1), Some(y))?, k2),
+            _ => {
+                return Err(Error::shape(
+                    "transformer",
+                    format!("{} projected contexts for one block", kv.len()),
+                ));
+            }
+        };
         let y = self
             .attn2
             .forward_kv(rec, &y, Some(&self.norm2), &kv.0, &kv.1, Some(&y))?;
@@ -99,6 +130,7 @@ impl Transformer2D {
         heads: usize,
         depth: usize,
         cfg: &UNetConfig,
+        only_cross: bool,
     ) -> Result<Self> {
         let lin = cfg.use_linear_projection;
         let blocks = vb.pp("transformer_blocks");
@@ -107,7 +139,8 @@ impl Transformer2D {
             proj_in: Projection::load(&vb.pp("proj_in"), c, lin)?,
             transformer_blocks: (0..depth)
                 .map(|k| {
-                    BasicTransformerBlock::load(&blocks.pp(k), c, heads, cfg.cross_attention_dim)
+                    let d = cfg.cross_attention_dim;
+                    BasicTransformerBlock::load(&blocks.pp(k), c, heads, d, only_cross)
                 })
                 .collect::<Result<_>>()?,
             proj_out: Projection::load(&vb.pp("proj_out"), c, lin)?,
@@ -120,16 +153,21 @@ impl Transformer2D {
         self.forward_kv(rec, x, &kv)
     }
 
-    /// Each block's cross-attention keys and values of `context` (`[n, seq, c]` each).
+    /// Each block's keys and values of `context` (`[n, seq, c]` each): its `attn1`'s (with
+    /// `only_cross_attention`), then its `attn2`'s.
     pub fn project_context(
         &self,
         rec: &mut Recorder<'_>,
         context: &Tensor,
     ) -> Result<Vec<(Tensor, Tensor)>> {
-        self.transformer_blocks
-            .iter()
-            .map(|b| b.attn2.project_kv(rec, context))
-            .collect()
+        let mut kv = Vec::new();
+        for b in &self.transformer_blocks {
+            if b.only_cross_attention {
+                kv.push(b.attn1.project_kv(rec, context)?);
+            }
+            kv.push(b.attn2.project_kv(rec, context)?);
+        }
+        Ok(kv)
     }
 
     /// [`Transformer2D::forward`] with the context already projected (`project_context`).
@@ -139,11 +177,13 @@ impl Transformer2D {
         x: &Tensor,
         kv: &[(Tensor, Tensor)],
     ) -> Result<Tensor> {
-        if kv.len() != self.transformer_blocks.len() {
+        let per = |b: &BasicTransformerBlock| 1 + usize::from(b.only_cross_attention);
+        let want: usize = self.transformer_blocks.iter().map(per).sum();
+        if kv.len() != want {
             return Err(Error::shape(
                 "transformer",
                 format!(
-                    "{} projected contexts for {} blocks",
+                    "{} projected contexts for {} blocks (taking {want})",
                     kv.len(),
                     self.transformer_blocks.len()
                 ),
@@ -157,8 +197,10 @@ impl Transformer2D {
         };
         let y = self.norm.forward(rec, x, false)?.reshape(&[n, h * wd, c])?;
         let mut y = self.proj_in.0.forward(rec, &y)?; // [n, hw, c]
-        for (b, kv) in self.transformer_blocks.iter().zip(kv) {
-            y = b.forward(rec, &y, kv)?;
+        let mut at = 0;
+        for b in &self.transformer_blocks {
+            y = b.forward(rec, &y, &kv[at..at + per(b)])?;
+            at += per(b);
         }
         let y = self
             .proj_out

@@ -50,6 +50,12 @@ pub struct UNetConfig {
     /// LCM's guidance-scale embedding width (`time_cond_proj_dim`): `time_embedding.cond_proj`
     /// adds it to the timestep's sinusoid. `None`: no such input.
     pub time_cond_proj_dim: Option<usize>,
+    /// Per down block (the up blocks take them reversed): its transformer blocks' `attn1`
+    /// attends to the text context too (`only_cross_attention`: the 4× upscaler's U-Net).
+    pub only_cross_attention: Vec<bool>,
+    /// Class conditioning (`num_class_embeds`, `class_embed_type` null): `class_embedding`
+    /// is a table of this many rows added to the time embedding (the upscaler's noise level).
+    pub num_class_embeds: Option<usize>,
 }
 
 impl UNetConfig {
@@ -74,6 +80,8 @@ impl UNetConfig {
             addition_time_embed_dim: None,
             projection_class_embeddings_input_dim: 0,
             time_cond_proj_dim: None,
+            only_cross_attention: vec![false; 4],
+            num_class_embeds: None,
         }
     }
 
@@ -210,11 +218,59 @@ impl UNetConfig {
                 return Err(bad(format!("`{key}` {val} is not supported")));
             }
         }
-        if !v["num_class_embeds"].is_null() {
+        // Options that change the math, at values the engine does not build.
+        for (key, fine) in [
+            ("dual_cross_attention", serde_json::json!(false)),
+            ("class_embeddings_concat", serde_json::json!(false)),
+            ("resnet_skip_time_act", serde_json::json!(false)),
+            ("resnet_out_scale_factor", serde_json::json!(1.0)),
+            ("conv_in_kernel", serde_json::json!(3)),
+            ("conv_out_kernel", serde_json::json!(3)),
+            ("attention_type", serde_json::json!("default")),
+        ] {
+            let val = &v[key];
+            let same = val.as_f64().zip(fine.as_f64()).is_some_and(|(a, b)| a == b);
+            if !val.is_null() && *val != fine && !same {
+                return Err(bad(format!("`{key}` {val} is not supported ({fine} only)")));
+            }
+        }
+        for key in [
+            "time_embedding_act_fn",
+            "timestep_post_act",
+            "time_embedding_dim",
+            "cross_attention_norm",
+            "encoder_hid_dim",
+        ] {
+            if !v[key].is_null() {
+                return Err(bad(format!("`{key}` {} is not supported", v[key])));
+            }
+        }
+        let only_cross_attention = match &v["only_cross_attention"] {
+            serde_json::Value::Null => vec![false; n],
+            serde_json::Value::Bool(b) => vec![*b; n],
+            serde_json::Value::Array(a) if a.len() == n && a.iter().all(|x| x.is_boolean()) => {
+                a.iter().map(|x| x.as_bool() == Some(true)).collect()
+            }
+            x => {
+                return Err(bad(format!(
+                    "`only_cross_attention` {x} must be a bool or one per block"
+                )));
+            }
+        };
+        if v["mid_block_only_cross_attention"].as_bool() == Some(true) {
             return Err(bad(
-                "`num_class_embeds` (class conditioning) is not supported".into(),
+                "`mid_block_only_cross_attention` true is not supported".into(),
             ));
         }
+        let num_class_embeds = match &v["num_class_embeds"] {
+            serde_json::Value::Null => None,
+            x => Some(
+                x.as_u64()
+                    .filter(|&k| (1..=1 << 20).contains(&k))
+                    .ok_or_else(|| bad(format!("`num_class_embeds` {x} is not a row count")))?
+                    as usize,
+            ),
+        };
         Ok(Self {
             in_channels: int("in_channels", 4).ok_or_else(|| bad("`in_channels`".into()))?,
             out_channels: int("out_channels", 4).ok_or_else(|| bad("`out_channels`".into()))?,
@@ -238,6 +294,8 @@ impl UNetConfig {
             addition_time_embed_dim,
             projection_class_embeddings_input_dim,
             time_cond_proj_dim,
+            only_cross_attention,
+            num_class_embeds,
         })
     }
 }
@@ -284,6 +342,9 @@ pub struct AddedConditions<'a> {
     pub time_ids: Option<&'a Tensor>,
     /// LCM: the guidance-scale embedding `[n, time_cond_proj_dim]` (`timestep_cond`).
     pub timestep_cond: Option<&'a Tensor>,
+    /// Class conditioning (`num_class_embeds`): one class per image (the 4× upscaler's
+    /// noise level), `class_labels`.
+    pub class_labels: Option<&'a [usize]>,
 }
 
 /// diffusers `CrossAttnDownBlock2D` / `DownBlock2D`.
@@ -323,6 +384,9 @@ pub struct UNet {
     pub time_embedding: TimestepEmbedding,
     /// SDXL's `add_embedding` (`addition_embed_type: "text_time"`).
     pub add_embedding: Option<TimestepEmbedding>,
+    /// `class_embedding.weight` (`num_class_embeds` × time-embedding width) on the host: a
+    /// request's rows are looked up once, in [`UNet::project_context_with`].
+    pub class_embedding: Option<Vec<f32>>,
     pub conv_in: Conv2d,
     pub down_blocks: Vec<DownBlock>,
     pub mid_block: MidBlock,
@@ -362,7 +426,9 @@ impl UNet {
                 format!("{} transformer depths for {nb} blocks", depth.len()),
             ));
         }
-        let transformer = |vb: Loader<'_>, cc, heads, d| Transformer2D::load(&vb, cc, heads, d, c);
+        let only_cross = |i: usize| c.only_cross_attention.get(i).copied().unwrap_or(false);
+        let transformer =
+            |vb: Loader<'_>, cc, heads, d, oc| Transformer2D::load(&vb, cc, heads, d, c, oc);
 
         let mut down_blocks = Vec::new();
         let mut out = ch[0];
@@ -377,7 +443,7 @@ impl UNet {
                 resnets.push(resnet(vb.pp("resnets").pp(j), cin, out)?);
                 if c.down_attention[i] {
                     let vb = vb.pp("attentions").pp(j);
-                    attentions.push(transformer(vb, out, c.heads[i], depth[i])?);
+                    attentions.push(transformer(vb, out, c.heads[i], depth[i], only_cross(i))?);
                 }
             }
             let downsamplers = if i + 1 < nb {
@@ -405,6 +471,8 @@ impl UNet {
                 top,
                 c.heads[nb - 1],
                 depth[nb - 1],
+                // UNetMidBlock2DCrossAttn takes no only_cross_attention.
+                false,
             )?],
         };
 
@@ -426,7 +494,8 @@ impl UNet {
                 resnets.push(resnet(vb.pp("resnets").pp(j), rin + skip, out)?);
                 if c.up_attention[i] {
                     let (heads, d) = (rev_heads[i], depth[nb - 1 - i]);
-                    attentions.push(transformer(vb.pp("attentions").pp(j), out, heads, d)?);
+                    let oc = only_cross(nb - 1 - i);
+                    attentions.push(transformer(vb.pp("attentions").pp(j), out, heads, d, oc)?);
                 }
             }
             let upsamplers = if i + 1 < nb {
@@ -449,6 +518,13 @@ impl UNet {
                 .map(|_| {
                     let d = c.projection_class_embeddings_input_dim;
                     TimestepEmbedding::load(&vb.pp("add_embedding"), d, temb, None)
+                })
+                .transpose()?,
+            class_embedding: c
+                .num_class_embeds
+                .map(|k| {
+                    let name = vb.pp("class_embedding").key("weight");
+                    w.read_table(&name, &[k, temb]).map(|(t, _)| t)
                 })
                 .transpose()?,
             conv_in: vb.pp("conv_in").conv(c.in_channels, ch[0], 3, same)?,
@@ -564,6 +640,7 @@ impl UNet {
         // Six ids (SDXL base) or five (the refiner's, with the aesthetic score).
         let time_ids = rows(added.time_ids, "time_ids", text_time.map(|_| 0))?;
         let timestep_cond = rows(added.timestep_cond, "timestep_cond", c.time_cond_proj_dim)?;
+        let added_labels = added.class_labels;
         let added = match (&self.add_embedding, text_embeds, time_ids, text_time) {
             (Some(add), Some(te), Some(ids), Some(d)) => {
                 // diffusers: add_time_proj(time_ids.flatten()) → [n, k·d], after text_embeds.
@@ -588,6 +665,44 @@ impl UNet {
                 Some(add.forward(rec, &cat, None)?) // [n, 4·ch0]
             }
             _ => None,
+        };
+        // Class conditioning: the labels' rows of `class_embedding`, added with the above.
+        let added = match (&self.class_embedding, added_labels) {
+            (None, None) => added,
+            (Some(table), Some(labels)) => {
+                let (k, d) = (
+                    table.len() / (4 * c.block_out_channels[0]),
+                    4 * c.block_out_channels[0],
+                );
+                if labels.len() != n || labels.iter().any(|&l| l >= k) {
+                    return Err(Error::shape(
+                        OP,
+                        format!("class_labels {labels:?} must be {n} classes below {k}"),
+                    ));
+                }
+                let rows: Vec<f32> = labels
+                    .iter()
+                    .flat_map(|&l| table[l * d..(l + 1) * d].iter().copied())
+                    .collect();
+                let gpu = rec.gpu();
+                let emb = Tensor::from_f32(gpu, &rows, &[n, d], act, "class embedding")?;
+                Some(match added {
+                    Some(a) => ops::add(rec, &emb, &a)?,
+                    None => emb,
+                })
+            }
+            (Some(_), None) => {
+                return Err(Error::unsupported(
+                    OP,
+                    "this U-Net needs `class_labels` (class conditioning): none given",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::shape(
+                    OP,
+                    "`class_labels` given to a U-Net that takes none",
+                ));
+            }
         };
         let cond = match (&self.time_embedding.cond_proj, timestep_cond) {
             (Some(p), Some(tc)) => {

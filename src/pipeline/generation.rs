@@ -278,6 +278,7 @@ impl Pipeline {
             text_embeds: pooled.as_ref(),
             time_ids: time_ids.as_ref(),
             timestep_cond: timestep_cond.as_ref(),
+            class_labels: None,
         };
         let unet_ctx = unet.project_context_with(&mut rec, &context, added)?;
         rec.submit()?;
