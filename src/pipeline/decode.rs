@@ -6,6 +6,7 @@ use super::{Output, prepare::nhwc_to_nchw};
 use crate::error::{Error, Result};
 use crate::gpu::Recorder;
 use crate::ops::{self, Unary};
+use crate::tensor::DType;
 
 impl Generation<'_> {
     /// Waits for the steps, checks them, and decodes: the image on the host.
@@ -94,56 +95,54 @@ impl Generation<'_> {
         let clock = std::time::Instant::now();
         gpu.set_profile_stage("VAE decode");
         let tiles = pipe.vae_tiles(&req, true)?;
-        let sf = pipe.vae.config.scaling_factor;
         let n = req.batch_size;
+        // The VAE of latents `z` (scaled): ÷ scaling_factor, then the decoder with the
+        // pipeline's memory policy: before each 2× upsampling, submit what is recorded and
+        // free the smaller level's buffers, so the decoder's peak is the largest level's
+        // working set, not every level's.
+        // (`z` is dropped once scaled: its buffer is free for the decoder.)
+        let vae_decode = |rec: &mut Recorder<'_>, z: crate::tensor::Tensor| {
+            let vae = vae
+                .as_ref()
+                .ok_or_else(|| Error::unsupported("decode", "no VAE"))?;
+            let scaled = ops::unary(
+                rec,
+                &z,
+                Unary::Affine,
+                1.0 / pipe.vae.config.scaling_factor,
+                0.0,
+            )?;
+            drop(z);
+            vae.forward_levels(rec, &scaled, &mut |rec| {
+                rec.submit()?;
+                rec.gpu().trim_pool();
+                Ok(())
+            })
+        };
         let mut rec = Recorder::new(gpu);
         // diffusers tiles the decode when the latents exceed a tile on a side.
         let tiles = tiles.filter(|g| h > g.tile || w > g.tile);
-        let img = match (tiny, vae.as_ref(), tiles) {
-            (_, Some(vae), Some(g)) => {
+        let (img, what) = match (tiny, tiles) {
+            // TAESD decodes the scaled latents as they are.
+            (Some(tiny), _) => (tiny.forward(&mut rec, &x)?, "the tiny decoder's output"),
+            (None, Some(g)) => {
                 // Each tile on its own, blended on the host.
                 let host = x.to_vec(gpu)?;
                 drop(x);
-                let decode_tile = |t: &crate::tensor::Tensor| {
+                let tile = |t: &crate::tensor::Tensor| {
                     let mut rec = Recorder::new(gpu);
-                    let z = ops::unary(&mut rec, t, Unary::Affine, 1.0 / sf, 0.0)?;
-                    let img = vae.forward_levels(&mut rec, &z, &mut |rec| {
-                        rec.submit()?;
-                        rec.gpu().trim_pool();
-                        Ok(())
-                    })?;
+                    let img = vae_decode(&mut rec, t.clone())?;
                     rec.submit()?;
                     Ok(img)
                 };
-                let (img, shape) =
-                    super::tiling::run_tiled(gpu, &host, [n, h, w, c], &g, decode_tile)?;
-                crate::tensor::Tensor::from_f32(gpu, &img, &shape, crate::DType::F32, "vae tiles")?
+                let (img, shape) = super::tiling::run_tiled(gpu, &host, [n, h, w, c], &g, tile)?;
+                let img =
+                    crate::tensor::Tensor::from_f32(gpu, &img, &shape, DType::F32, "vae tiles")?;
+                (img, "the VAE decoder's output")
             }
-            (_, Some(vae), None) => {
-                let z = ops::unary(
-                    &mut rec,
-                    &x,
-                    Unary::Affine,
-                    1.0 / pipe.vae.config.scaling_factor,
-                    0.0,
-                )?;
-                drop(x);
-                // The pipeline's memory policy: before each 2× upsampling, submit what is
-                // recorded and free the smaller level's buffers, so the decoder's peak is the
-                // largest level's working set, not every level's.
-                vae.forward_levels(&mut rec, &z, &mut |rec| {
-                    rec.submit()?;
-                    rec.gpu().trim_pool();
-                    Ok(())
-                })?
-            }
-            // TAESD decodes the scaled latents as they are.
-            (Some(tiny), None, _) => tiny.forward(&mut rec, &x)?,
-            (None, None, _) => {
-                return Err(Error::unsupported("decode", "no decoder to decode with"));
-            }
+            (None, None) => (vae_decode(&mut rec, x)?, "the VAE decoder's output"),
         };
-        guard.check(&mut rec, &img, "the VAE decoder's output".into())?;
+        guard.check(&mut rec, &img, what.into())?;
         // diffusers' image processor: (x / 2 + 0.5).clamp(0, 1).
         let img = ops::unary(&mut rec, &img, Unary::Affine, 0.5, 0.5)?;
         let img = ops::clamp(&mut rec, &img, 0.0, 1.0)?;
