@@ -110,6 +110,20 @@ fn tiny_autoencoder_decodes_pipelines_like_diffusers() {
         .unwrap()
         .to_string();
     assert!(e.contains("4×") && e.contains("8×"), "{e}");
+    // The model's own VAE folder is not a tiny autoencoder: named as such.
+    let e = pipe
+        .set_tiny_autoencoder(
+            gpu,
+            Some(&fixtures().join("sd1-tiny/vae")),
+            WeightDType::Auto,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("AutoencoderKL") && e.contains("AutoencoderTiny"),
+        "{e}"
+    );
     let f4 = fixtures().join("taesd-f4-tiny");
     pipe.set_tiny_autoencoder(gpu, Some(&f4), WeightDType::Auto)
         .unwrap();

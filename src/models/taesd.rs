@@ -80,6 +80,14 @@ impl TinyConfig {
                 .filter(|a| !a.is_empty() && a.len() <= 8)
                 .ok_or_else(|| bad(format!("`{k}` must be a list of 1 to 8 integers"))),
         };
+        if let Some(o) = v["_class_name"]
+            .as_str()
+            .filter(|c| *c != "AutoencoderTiny")
+        {
+            return Err(bad(format!(
+                "`_class_name` {o}: not a tiny autoencoder (AutoencoderTiny)"
+            )));
+        }
         for (k, fine) in [("act_fn", "relu"), ("upsample_fn", "nearest")] {
             if let Some(o) = v.get(k).and_then(|x| x.as_str()).filter(|o| *o != fine) {
                 return Err(bad(format!("`{k}` `{o}` (only `{fine}` is supported)")));
