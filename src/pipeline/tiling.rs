@@ -36,31 +36,27 @@ pub struct TileGeometry {
 impl TileGeometry {
     /// The decode of latents in tiles of `tile_px` pixels for a VAE of factor `f`.
     pub fn decode(tile_px: usize, f: usize) -> Result<Self> {
-        check_tile(tile_px, f)?;
-        let (s, l) = (tile_px, tile_px / f);
-        let extent = s / 4;
-        Ok(Self {
-            tile: l,
-            stride: l * 3 / 4,
-            extent,
-            keep: s - extent,
-            scale_num: f,
-            scale_den: 1,
-        })
+        Self::new(tile_px, f, true)
     }
 
     /// The encode of images in tiles of `tile_px` pixels for a VAE of factor `f`.
     pub fn encode(tile_px: usize, f: usize) -> Result<Self> {
+        Self::new(tile_px, f, false)
+    }
+
+    /// Input tiles of S px (encode) or L = S/f latents (decode) at three quarters of a tile;
+    /// outputs blended over a quarter of their tile and kept to the rest.
+    fn new(tile_px: usize, f: usize, decode: bool) -> Result<Self> {
         check_tile(tile_px, f)?;
         let (s, l) = (tile_px, tile_px / f);
-        let extent = l / 4;
+        let (tile, out) = if decode { (l, s) } else { (s, l) };
         Ok(Self {
-            tile: s,
-            stride: s * 3 / 4,
-            extent,
-            keep: l - extent,
-            scale_num: 1,
-            scale_den: f,
+            tile,
+            stride: tile * 3 / 4,
+            extent: out / 4,
+            keep: out - out / 4,
+            scale_num: if decode { f } else { 1 },
+            scale_den: if decode { 1 } else { f },
         })
     }
 }

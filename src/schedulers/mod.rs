@@ -249,21 +249,14 @@ impl SamplerKind {
         )
     }
 
+    /// diffusers' class default: linspace for the σ-based samplers (those with a σ schedule,
+    /// and Euler ancestral), leading for DDIM, DDPM, PNDM and LCM (which ignores it: its
+    /// timesteps come from the distillation schedule).
     fn default_spacing(self) -> Spacing {
-        match self {
-            // LCM ignores the spacing (its timesteps come from the distillation schedule).
-            Self::Ddim { .. } | Self::Ddpm | Self::Pndm | Self::Lcm => Spacing::Leading,
-            Self::Euler
-            | Self::EulerAncestral
-            | Self::Heun
-            | Self::Dpm2
-            | Self::Dpm2Ancestral
-            | Self::Lms
-            | Self::DpmPP2M { .. }
-            | Self::DpmPP2MSde { .. }
-            | Self::DpmSde
-            | Self::UniPc
-            | Self::Deis => Spacing::Linspace,
+        if self.has_sigma_schedule() || self == Self::EulerAncestral {
+            Spacing::Linspace
+        } else {
+            Spacing::Leading
         }
     }
 }
