@@ -30,6 +30,7 @@ mod step_ops;
 mod taesd;
 mod unet;
 mod unet_added;
+mod upscale;
 mod vae;
 mod vae_tiling;
 mod weights;

@@ -59,12 +59,24 @@ pub struct Architecture {
     /// SDXL refiner (`model_index.json`): the time ids carry an aesthetic score instead of
     /// the target size (five, not six), and the only text encoder is `text_encoder_2`.
     pub requires_aesthetics_score: bool,
+    /// The 4× upscaler (`StableDiffusionUpscalePipeline`): its `low_res_scheduler` config
+    /// and `max_noise_level`.
+    pub upscaler: Option<UpscalerConfig>,
     pub unet: UNetConfig,
     pub vae: AutoencoderKLConfig,
     /// A diffusers `scheduler_config.json` (given, or the equivalent of the LDM settings).
     pub scheduler: serde_json::Value,
     pub tokenizer: ClipTokenizer,
     pub source: ArchSource,
+}
+
+/// What the 4× upscaler's `model_index.json` and `low_res_scheduler/` add.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpscalerConfig {
+    /// The scheduler that noises the low-res image (`low_res_scheduler`, a DDPM config).
+    pub low_res_scheduler: serde_json::Value,
+    /// The largest noise level a request may ask for (`max_noise_level`, 350).
+    pub max_noise_level: u32,
 }
 
 /// Tensor shapes by name (a checkpoint's header).
@@ -114,13 +126,26 @@ impl Architecture {
         let xl = has_2;
         let flag = |k: &str, d: bool| index[k].as_bool().unwrap_or(d);
         let mut vae = AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?;
-        // Only diffusers' SDXL pipelines upcast the VAE.
-        vae.force_upcast &= xl;
+        let low_res = dir.join("low_res_scheduler/scheduler_config.json");
+        let upscaler = if low_res.is_file() {
+            Some(UpscalerConfig {
+                low_res_scheduler: read_json(&low_res)?,
+                max_noise_level: index["max_noise_level"]
+                    .as_u64()
+                    .unwrap_or(350)
+                    .min(1 << 20) as u32,
+            })
+        } else {
+            None
+        };
+        // Only diffusers' SDXL and upscale pipelines upcast the VAE.
+        vae.force_upcast &= xl || upscaler.is_some();
         Ok(Self {
             vae,
             text_2,
             force_zeros_for_empty_prompt: xl && flag("force_zeros_for_empty_prompt", true),
             requires_aesthetics_score: refiner && flag("requires_aesthetics_score", true),
+            upscaler,
             text,
             unet: UNetConfig::from_file(&dir.join("unet/config.json"))?,
             scheduler: read_json(&dir.join("scheduler/scheduler_config.json"))?,
@@ -164,6 +189,7 @@ impl Architecture {
             text_2: None,
             force_zeros_for_empty_prompt: false,
             requires_aesthetics_score: false,
+            upscaler: None,
         })
     }
 
@@ -206,6 +232,7 @@ impl Architecture {
             text_2: None,
             force_zeros_for_empty_prompt: false,
             requires_aesthetics_score: false,
+            upscaler: None,
         })
     }
 }
@@ -276,6 +303,7 @@ impl Architecture {
             tokenizer,
             force_zeros_for_empty_prompt: !refiner,
             requires_aesthetics_score: refiner,
+            upscaler: None,
             unet,
             vae,
             source: ArchSource::Inferred,
@@ -296,6 +324,7 @@ impl Architecture {
             text_2: None,
             force_zeros_for_empty_prompt: false,
             requires_aesthetics_score: false,
+            upscaler: None,
         })
     }
 
@@ -312,6 +341,7 @@ impl Architecture {
             text_2: None,
             force_zeros_for_empty_prompt: false,
             requires_aesthetics_score: false,
+            upscaler: None,
         })
     }
 }
@@ -353,6 +383,7 @@ impl Architecture {
             text_2: Some((text_2, builtin_tokenizer(TextTower::OpenClip)?)),
             force_zeros_for_empty_prompt: true,
             requires_aesthetics_score: false,
+            upscaler: None,
             unet,
             vae: AutoencoderKLConfig {
                 scaling_factor: 0.13025,

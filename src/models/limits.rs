@@ -145,13 +145,19 @@ impl Architecture {
     fn fits_together(&self) -> Check {
         let (u, v) = (&self.unet, &self.vae);
         let lat = v.latent_channels;
-        if u.out_channels != lat || (u.in_channels != lat && u.in_channels != 2 * lat + 1) {
+        // The upscaler's U-Net takes the latents and the noised RGB low-res image.
+        let upscale = self.upscaler.is_some() && u.in_channels == lat + 3;
+        if u.out_channels != lat
+            || (u.in_channels != lat && u.in_channels != 2 * lat + 1 && !upscale)
+        {
             return Err(format!(
                 "the U-Net maps {} to {} channels but the VAE has {lat} latent channels \
-                 (expected {lat} → {lat}, or {} → {lat} for inpainting)",
+                 (expected {lat} → {lat}, {} → {lat} for inpainting, or {} → {lat} for the \
+                 upscaler)",
                 u.in_channels,
                 u.out_channels,
-                2 * lat + 1
+                2 * lat + 1,
+                lat + 3
             ));
         }
         // SDXL: both encoders' states side by side, and the second one's pooled projection

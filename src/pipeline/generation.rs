@@ -274,11 +274,16 @@ impl Pipeline {
             None => None,
         };
         let timestep_cond = self.guidance_condition(gpu, req, n)?;
+        // The upscaler: the noise level is every row's class label.
+        let class_labels = req
+            .upscale
+            .as_ref()
+            .map(|u| vec![u.noise_level as usize; context.shape()[0]]);
         let added = crate::models::unet::AddedConditions {
             text_embeds: pooled.as_ref(),
             time_ids: time_ids.as_ref(),
             timestep_cond: timestep_cond.as_ref(),
-            class_labels: None,
+            class_labels: class_labels.as_deref(),
         };
         let unet_ctx = unet.project_context_with(&mut rec, &context, added)?;
         rec.submit()?;

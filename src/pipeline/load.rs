@@ -222,6 +222,13 @@ impl Pipeline {
             what: format!("{what} ({})", arch.source),
         };
         let default_sampler = sampler_of(&arch.scheduler).map_err(layout_err)?;
+        let upscaler = match &arch.upscaler {
+            Some(u) => Some(super::Upscaler {
+                low_res_ac: ScheduleConfig::from_value(&u.low_res_scheduler)?.alphas_cumprod(),
+                max_noise_level: u.max_noise_level,
+            }),
+            None => None,
+        };
         let scheduler_class = arch.scheduler["_class_name"]
             .as_str()
             .unwrap_or_default()
@@ -242,6 +249,7 @@ impl Pipeline {
             architecture: arch.source,
             encoder,
             latent_rgb,
+            upscaler,
             tiny: None,
             noise_chunk_bytes: NOISE_CHUNK_BYTES,
             sources,

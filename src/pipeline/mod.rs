@@ -68,6 +68,8 @@ pub struct Pipeline {
     encoder: Resident<VaeEncoder, ()>,
     /// The step previews' latent → RGB map.
     pub latent_rgb: LatentRgb,
+    /// The 4× upscaler's settings, for an upscaler model (`low_res_scheduler/`).
+    pub upscaler: Option<Upscaler>,
     /// The tiny autoencoder's decoder ([`Pipeline::set_tiny_autoencoder`]).
     tiny: Option<crate::models::taesd::TinyDecoder>,
     /// Step noise is uploaded in chunks of at most this many bytes ([`NOISE_CHUNK_BYTES`]).
@@ -170,6 +172,9 @@ pub struct Request {
     /// The pixel tile of the tiled VAE (a multiple of 4 × the VAE's factor); `None`: the VAE
     /// config's `sample_size`, as diffusers' `enable_tiling` takes it.
     pub vae_tile_size: Option<usize>,
+    /// The 4× upscaler's input ([`Upscale`]); the request's width and height are the
+    /// output's (4 × the low-res image's).
+    pub upscale: Option<Upscale>,
     /// What the previews are made with: the latent → RGB map at latent resolution, or the
     /// tiny autoencoder at full resolution.
     pub preview_decoder: PreviewDecoder,
@@ -208,6 +213,27 @@ pub enum Decoder {
     Vae,
     /// The tiny autoencoder (TAESD / TAESDXL).
     Tiny,
+}
+
+/// The 4× upscaler's low-res input (diffusers' `StableDiffusionUpscalePipeline`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upscale {
+    /// The low-res image, RGB `[h, w, 3]` in [0, 1] (h, w: the output's ÷ 4).
+    pub rgb: Vec<f32>,
+    /// How much noise the low-res image gets (`noise_level`, 0..=`max_noise_level`), the
+    /// U-Net's class label.
+    pub noise_level: u32,
+    /// The low-res image's noise, NCHW `[1, 3, h, w]` (diffusers' first draw); `None`: drawn
+    /// from the seed.
+    pub noise: Option<Vec<f32>>,
+}
+
+/// The upscaler's own settings ([`Pipeline::upscaler`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upscaler {
+    /// ᾱ of the `low_res_scheduler`.
+    pub low_res_ac: Vec<f64>,
+    pub max_noise_level: u32,
 }
 
 /// When the VAE works in tiles ([`Request::vae_tiling`], diffusers' `enable_tiling`; see
@@ -274,6 +300,7 @@ impl Default for Request {
             preview_every: 0,
             decoder: Decoder::Vae,
             vae_tiling: VaeTiling::Auto,
+            upscale: None,
             vae_tile_size: None,
             preview_decoder: PreviewDecoder::Latent,
             encode_empty_negative: false,

@@ -303,6 +303,34 @@ impl Pipeline {
                 generator,
             });
         }
+        // The 4× upscaler: the low-res image noised to its noise level (its noise drawn first,
+        // as diffusers draws it), concatenated to the latents at every step.
+        let upscale = match (&req.upscale, &self.upscaler) {
+            (Some(up), Some(cfg)) => {
+                let noise = match &up.noise {
+                    Some(z) => z.clone(),
+                    None if gpu.is_simulating() => vec![0.0; 3 * h * w],
+                    None => generator.randn(3 * h * w),
+                };
+                // low_res_scheduler.add_noise: √ᾱ·x + √(1 − ᾱ)·z in f32, x in [−1, 1].
+                let ac = cfg.low_res_ac[up.noise_level as usize] as f32;
+                let (a, b) = (ac.sqrt(), (1.0 - ac).sqrt());
+                let img = nhwc_to_nchw(&up.rgb, 3, h, w);
+                let noised: Vec<f32> = img
+                    .iter()
+                    .zip(&noise)
+                    .map(|(&x, &z)| a * (2.0 * x - 1.0) + b * z)
+                    .collect();
+                let e = nchw_to_nhwc(&noised, 3, h, w).repeat(n);
+                let t =
+                    Tensor::from_f32(gpu, &e, &[n * h * w, 3], DType::F32, "noised low-res image")?;
+                Some(Inpaint {
+                    extra: Some(t),
+                    blend: None,
+                })
+            }
+            _ => None,
+        };
         let Some(im) = &req.init_image else {
             let sigma0 = sampler.init_noise_sigma() as f32;
             let init = match &req.init_latents {
@@ -314,7 +342,7 @@ impl Pipeline {
             return Ok(Start {
                 latents: init.iter().map(|v| v * sigma0).collect(),
                 first: 0,
-                inpaint: None,
+                inpaint: upscale,
                 generator,
             });
         };

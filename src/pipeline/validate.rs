@@ -62,6 +62,7 @@ impl Pipeline {
     /// `generate` and `memory_estimate` before anything else.
     pub fn validate(&self, req: &Request) -> Result<()> {
         self.tiny_for(req)?;
+        self.validate_upscale(req)?;
         if req.vae_tile_size.is_some() || req.vae_tiling == super::VaeTiling::On {
             super::tiling::TileGeometry::decode(self.vae_tile_px(req), self.vae_scale_factor())?;
         }
@@ -268,6 +269,51 @@ impl Pipeline {
                     &format!("a {}x{} mask", req.width, req.height),
                 )?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// The 4× upscaler's input: required by an upscaler model, refused by any other; the
+    /// low-res image the output's size ÷ the VAE factor, the noise level within the model's
+    /// `max_noise_level`.
+    fn validate_upscale(&self, req: &Request) -> Result<()> {
+        let (cfg, up) = match (&self.upscaler, &req.upscale) {
+            (None, None) => return Ok(()),
+            (Some(_), None) => {
+                return Err(Error::request(
+                    "upscale",
+                    "this model is the 4× upscaler: give it the low-res image",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(Error::request("upscale", "this model is not an upscaler"));
+            }
+            (Some(c), Some(u)) => (c, u),
+        };
+        let f = self.vae_scale_factor();
+        let (h, w) = (req.height / f, req.width / f);
+        sized("upscale.rgb", &up.rgb, h * w * 3, &format!("[{h}, {w}, 3]"))?;
+        finite("upscale.rgb", &up.rgb)?;
+        if let Some(z) = &up.noise {
+            sized("upscale.noise", z, 3 * h * w, &format!("[1, 3, {h}, {w}]"))?;
+            finite("upscale.noise", z)?;
+        }
+        if up.noise_level > cfg.max_noise_level || up.noise_level as usize >= cfg.low_res_ac.len() {
+            return Err(Error::request(
+                "upscale.noise_level",
+                format!(
+                    "is {}; this upscaler takes 0 to {}",
+                    up.noise_level, cfg.max_noise_level
+                ),
+            ));
+        }
+        if req.init_image.is_some() || req.denoising_start.is_some() {
+            return Err(Error::request(
+                "upscale",
+                "takes no init image or denoising_start",
+            ));
         }
         Ok(())
     }

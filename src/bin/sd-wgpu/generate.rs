@@ -483,6 +483,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         );
     }
     let mut req = Request {
+        upscale: None,
         prompt: loras.prompt.clone(),
         negative_prompt: a.negative_prompt.clone().unwrap_or_default(),
         encode_empty_negative: a.negative_prompt.is_some(),

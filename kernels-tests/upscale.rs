@@ -1,0 +1,64 @@
+//! The 4× upscaler against diffusers' `StableDiffusionUpscalePipeline` on a tiny random-weight
+//! model of its structure (`tools/make_upscaler_fixture.py`): 7-channel U-Net with the noise
+//! level as its class label, the low-res image noised by `low_res_scheduler` (its noise drawn
+//! before the latents), classifier-free guidance, the 4× VAE; a 20×12 input (no multiple of 64).
+
+use crate::common::*;
+use crate::pipeline::fixtures;
+use sd_wgpu::pipeline::{Pipeline, Request, Upscale};
+use sd_wgpu::weights::{WeightDType, Weights};
+
+fn request(rgb: &[f32], noise_level: u32) -> Request {
+    Request {
+        prompt: "a red sneaker".into(),
+        negative_prompt: "blurry".into(),
+        steps: 4,
+        guidance: 9.0,
+        width: 80,
+        height: 48,
+        seed: 42,
+        upscale: Some(Upscale {
+            rgb: rgb.to_vec(),
+            noise_level,
+            noise: None,
+        }),
+        ..Request::default()
+    }
+}
+
+#[test]
+fn upscaler_matches_diffusers() {
+    let gpu = gpu();
+    let pipe = Pipeline::load(gpu, &fixtures().join("upscaler-tiny"), WeightDType::Auto).unwrap();
+    assert_eq!(pipe.vae_scale_factor(), 4);
+    let g = Weights::open_file(&fixtures().join("upscale-golden.safetensors")).unwrap();
+    let (w, h, rgb) =
+        sd_wgpu::imageio::read_image_rgb(&fixtures().join("upscale-input.png")).unwrap();
+    assert_eq!((w, h), (20, 12));
+    for (name, level) in [("image_f32", 20), ("image_nl100", 100)] {
+        let out = pipe
+            .generate(gpu, &request(&rgb, level), &mut |_| true)
+            .unwrap();
+        let want = g.read_f32(name, &[1, 48, 80, 3]).unwrap();
+        let p = psnr(&out.image, &want);
+        eprintln!("upscale {name}: {p:.1} dB against diffusers");
+        assert!(p >= 40.0, "{name}: {p} dB");
+    }
+    // Hostile inputs: named errors.
+    let e = pipe
+        .generate(gpu, &request(&rgb, 351), &mut |_| true)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("noise_level"), "{e}");
+    let e = pipe
+        .generate(gpu, &request(&rgb[3..], 20), &mut |_| true)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("upscale.rgb"), "{e}");
+    let plain = Request {
+        upscale: None,
+        ..request(&rgb, 20)
+    };
+    let e = pipe.generate(gpu, &plain, &mut |_| true).err().unwrap();
+    assert!(e.to_string().contains("upscaler"), "{e}");
+}
