@@ -44,6 +44,13 @@ fn upscaler_matches_diffusers() {
         eprintln!("upscale {name}: {p:.1} dB against diffusers");
         assert!(p >= 40.0, "{name}: {p} dB");
     }
+    // f16 weights against diffusers' own fp16 run (its VAE upcast, as `force_upcast` asks).
+    let half = Pipeline::load(gpu, &fixtures().join("upscaler-tiny"), WeightDType::F16).unwrap();
+    let out = half.generate(gpu, &request(&rgb, 20), &mut |_| true).unwrap();
+    let want = g.read_f32("image_f16", &[1, 48, 80, 3]).unwrap();
+    let p = psnr(&out.image, &want);
+    eprintln!("upscale f16: {p:.1} dB against diffusers' fp16 run");
+    assert!(p >= 40.0, "f16: {p} dB");
     // Hostile inputs: named errors.
     let e = pipe
         .generate(gpu, &request(&rgb, 351), &mut |_| true)

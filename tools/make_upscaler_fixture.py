@@ -59,5 +59,7 @@ with torch.no_grad():
     golden["image_f32"] = torch.from_numpy(pipe(**kw, noise_level=20, generator=torch.Generator().manual_seed(42)).images)
     golden["image_nl100"] = torch.from_numpy(pipe(**kw, noise_level=100,
                                                   generator=torch.Generator().manual_seed(42)).images)
-save_file({k: v.contiguous() for k, v in golden.items()}, root / "upscale-golden.safetensors")
+    pipe.to(torch.float16)
+    golden["image_f16"] = torch.from_numpy(pipe(**kw, noise_level=20, generator=torch.Generator().manual_seed(42)).images)
+save_file({k: v.contiguous().float() for k, v in golden.items()}, root / "upscale-golden.safetensors")
 print({k: tuple(v.shape) for k, v in golden.items()})
