@@ -46,7 +46,9 @@ fn upscaler_matches_diffusers() {
     }
     // f16 weights against diffusers' own fp16 run (its VAE upcast, as `force_upcast` asks).
     let half = Pipeline::load(gpu, &fixtures().join("upscaler-tiny"), WeightDType::F16).unwrap();
-    let out = half.generate(gpu, &request(&rgb, 20), &mut |_| true).unwrap();
+    let out = half
+        .generate(gpu, &request(&rgb, 20), &mut |_| true)
+        .unwrap();
     let want = g.read_f32("image_f16", &[1, 48, 80, 3]).unwrap();
     let p = psnr(&out.image, &want);
     eprintln!("upscale f16: {p:.1} dB against diffusers' fp16 run");
@@ -68,4 +70,71 @@ fn upscaler_matches_diffusers() {
     };
     let e = pipe.generate(gpu, &plain, &mut |_| true).err().unwrap();
     assert!(e.to_string().contains("upscaler"), "{e}");
+}
+
+/// `sd-wgpu upscale`: seed 42 gives diffusers' image (through 8-bit PNG); `--init-latents`
+/// and `--noise` (the low-res image's noise) with another seed give diffusers' run with those
+/// latents and seed 42, whose first draw that noise is; a non-upscaler model is refused.
+#[test]
+fn upscale_cli_matches_diffusers() {
+    let dir = std::env::temp_dir().join(format!("sd-wgpu-upscale-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let g = Weights::open_file(&fixtures().join("upscale-golden.safetensors")).unwrap();
+    let cli = |out: &std::path::Path, model: &str, extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+            .arg("upscale")
+            .arg("--model")
+            .arg(fixtures().join(model))
+            .arg("--image")
+            .arg(fixtures().join("upscale-input.png"))
+            .args(["--prompt", "a red sneaker", "--negative-prompt", "blurry"])
+            .args(["--steps", "4", "--guidance", "9"])
+            .args(extra)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap()
+    };
+    let png = |p: &std::path::Path| {
+        let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb(p).unwrap();
+        assert_eq!((w, h), (80, 48));
+        rgb
+    };
+    let a = dir.join("a.png");
+    let r = cli(&a, "upscaler-tiny", &["--seed", "42"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let p = psnr(&png(&a), &g.read_f32("image_f32", &[1, 48, 80, 3]).unwrap());
+    assert!(p >= 40.0, "{p} dB");
+    let (lat, noise) = (dir.join("latents.npy"), dir.join("noise.npy"));
+    let lv = g.read_f32("latents", &[1, 4, 12, 20]).unwrap();
+    sd_wgpu::npy::write_f32(&lat, &[1, 4, 12, 20], &lv).unwrap();
+    let nv = g.read_f32("noise", &[1, 3, 12, 20]).unwrap();
+    sd_wgpu::npy::write_f32(&noise, &[1, 3, 12, 20], &nv).unwrap();
+    let b = dir.join("b.png");
+    let r = cli(
+        &b,
+        "upscaler-tiny",
+        &[
+            "--seed",
+            "7",
+            "--init-latents",
+            lat.to_str().unwrap(),
+            "--noise",
+            noise.to_str().unwrap(),
+        ],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let p = psnr(
+        &png(&b),
+        &g.read_f32("image_latents", &[1, 48, 80, 3]).unwrap(),
+    );
+    assert!(p >= 40.0, "{p} dB");
+    let r = cli(&dir.join("c.png"), "sd1-tiny", &[]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        !r.status.success() && err.contains("not an upscaler"),
+        "{err}"
+    );
+    assert!(!dir.join("c.png").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -11,7 +11,9 @@ reference runs, for kernels-tests/upscale.rs:
     tests/fixtures/pipeline/upscale-golden.safetensors
         image_f32 [1, 48, 80, 3]: prompt "a red sneaker", negative "blurry", noise_level 20,
             4 steps, guidance 9, seed 42; image_f16: the same with every component in f16
-            (diffusers' own fp16 run); image_nl100: noise_level 100.
+            (diffusers' own fp16 run); image_nl100: noise_level 100; image_latents: with
+            `latents` [1, 4, 12, 20] given (seed 5's draw) and seed 42, whose first draw is
+            `noise` [1, 3, 12, 20] (the low-res image's noise).
 
     .venv/bin/python tools/make_upscaler_fixture.py
 """
@@ -59,6 +61,12 @@ with torch.no_grad():
     golden["image_f32"] = torch.from_numpy(pipe(**kw, noise_level=20, generator=torch.Generator().manual_seed(42)).images)
     golden["image_nl100"] = torch.from_numpy(pipe(**kw, noise_level=100,
                                                   generator=torch.Generator().manual_seed(42)).images)
+    # Given latents (diffusers' `latents=`): the generator then draws only the image's noise,
+    # which is the first draw of seed 42 (saved, for `upscale --noise`).
+    golden["latents"] = torch.randn(1, 4, 12, 20, generator=torch.Generator().manual_seed(5))
+    golden["noise"] = torch.randn(1, 3, 12, 20, generator=torch.Generator().manual_seed(42))
+    golden["image_latents"] = torch.from_numpy(pipe(**kw, noise_level=20, latents=golden["latents"],
+                                                    generator=torch.Generator().manual_seed(42)).images)
     pipe.to(torch.float16)
     golden["image_f16"] = torch.from_numpy(pipe(**kw, noise_level=20, generator=torch.Generator().manual_seed(42)).images)
 save_file({k: v.contiguous().float() for k, v in golden.items()}, root / "upscale-golden.safetensors")

@@ -210,7 +210,7 @@ pub struct GenerateArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum VaeTilingArg {
+pub(crate) enum VaeTilingArg {
     Auto,
     On,
     Off,

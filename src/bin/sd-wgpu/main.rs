@@ -1,7 +1,9 @@
-//! The `sd-wgpu` command line: `generate` (generate.rs), `info`, `bench`.
+//! The `sd-wgpu` command line: `generate` (generate.rs), `upscale` (upscale.rs), `info`,
+//! `bench`.
 
 mod generate;
 mod lora;
+mod upscale;
 
 use generate::{GenerateArgs, generate};
 
@@ -116,6 +118,8 @@ enum Command {
     Bench(Box<BenchArgs>),
     /// Generate an image from a text prompt.
     Generate(Box<GenerateArgs>),
+    /// Upscale an image 4× with the latent upscaler (stable-diffusion-x4-upscaler).
+    Upscale(Box<upscale::UpscaleArgs>),
     /// Show the adapter the engine picks, every adapter wgpu sees, and their features and limits.
     Info {
         /// Also list every adapter, not only the chosen one.
@@ -130,6 +134,7 @@ fn main() -> Result<()> {
         Command::Info { all } => info(all),
         Command::Bench(args) => bench(&args),
         Command::Generate(args) => generate(&args),
+        Command::Upscale(args) => upscale::upscale(&args),
     }
 }
 

@@ -1,0 +1,133 @@
+//! `sd-wgpu upscale`: the 4× upscaler (diffusers' `StableDiffusionUpscalePipeline`).
+
+use super::DTypeArg;
+use anyhow::{Context, Result, bail};
+use sd_wgpu::files;
+use sd_wgpu::gpu::Gpu;
+use sd_wgpu::imageio::ImageFormat;
+use sd_wgpu::pipeline::{Pipeline, Request, Upscale, VaeTiling};
+use sd_wgpu::schedulers::SamplerKind;
+use sd_wgpu::weights::WeightDType;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct UpscaleArgs {
+    /// An upscaler model folder (stable-diffusion-x4-upscaler's diffusers layout).
+    #[arg(long)]
+    model: PathBuf,
+    /// The low-res image (cropped to a multiple of 4 px when it is not one).
+    #[arg(long)]
+    image: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value = "")]
+    negative_prompt: String,
+    /// Noise added to the low-res image (the U-Net's class label), 0 to the model's
+    /// max_noise_level (350).
+    #[arg(long, default_value_t = 20)]
+    noise_level: u32,
+    #[arg(long, default_value_t = 75)]
+    steps: usize,
+    #[arg(long, default_value_t = 9.0)]
+    guidance: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A sampler name as `generate` takes them (default: the model's scheduler).
+    #[arg(long)]
+    sampler: Option<String>,
+    /// The low-res image's noise, f32 .npy [1, 3, h, w] (diffusers' first draw).
+    #[arg(long)]
+    noise: Option<PathBuf>,
+    /// The initial latents, f32 .npy [1, 4, h, w] (diffusers' `latents=`).
+    #[arg(long)]
+    init_latents: Option<PathBuf>,
+    /// The VAE in tiles: on (`--vae-tiling` alone), off, or auto (tiled when needed to fit).
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "on", default_value = "auto")]
+    vae_tiling: super::generate::VaeTilingArg,
+    #[arg(long)]
+    dtype: Option<DTypeArg>,
+    #[arg(long, default_value = "upscaled.png")]
+    out: PathBuf,
+    #[arg(long)]
+    overwrite: bool,
+}
+
+pub fn upscale(a: &UpscaleArgs) -> Result<()> {
+    files::check_output_path(&a.out, a.overwrite)?;
+    let format = ImageFormat::from_path(&a.out)?;
+    let gpu = Gpu::new()?;
+    let dtype = match a.dtype {
+        None => WeightDType::Auto,
+        Some(DTypeArg::F16) => WeightDType::F16,
+        Some(DTypeArg::F32) => WeightDType::F32,
+    };
+    let pipe = Pipeline::load(&gpu, &a.model, dtype)
+        .with_context(|| format!("loading {}", a.model.display()))?;
+    if pipe.upscaler.is_none() {
+        bail!(
+            "{} is not an upscaler model (no low_res_scheduler/)",
+            a.model.display()
+        );
+    }
+    let f = pipe.vae_scale_factor();
+    let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb(&a.image)?;
+    let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+    if let Some(m) = msg {
+        eprintln!("note: {m}");
+    }
+    let npy = |p: &Option<PathBuf>, shape: [usize; 4]| -> Result<Option<Vec<f32>>> {
+        let Some(p) = p else { return Ok(None) };
+        let (s, v) = sd_wgpu::npy::read_f32(p)?;
+        if s != shape {
+            bail!("{}: shape {s:?}, expected {shape:?}", p.display());
+        }
+        Ok(Some(v))
+    };
+    let req = Request {
+        prompt: a.prompt.clone(),
+        negative_prompt: a.negative_prompt.clone(),
+        steps: a.steps,
+        guidance: a.guidance,
+        sampler: a.sampler.as_deref().map(SamplerKind::parse).transpose()?,
+        width: w * f,
+        height: h * f,
+        seed: a.seed,
+        init_latents: npy(&a.init_latents, [1, 4, h, w])?,
+        vae_tiling: match a.vae_tiling {
+            super::generate::VaeTilingArg::Auto => VaeTiling::Auto,
+            super::generate::VaeTilingArg::On => VaeTiling::On,
+            super::generate::VaeTilingArg::Off => VaeTiling::Off,
+        },
+        upscale: Some(Upscale {
+            rgb,
+            noise_level: a.noise_level,
+            noise: npy(&a.noise, [1, 3, h, w])?,
+        }),
+        ..Request::default()
+    };
+    let out = pipe.generate(&gpu, &req, &mut |_| true)?;
+    if let Some(px) = out.vae_tiled_automatically {
+        eprintln!(
+            "note: the exact VAE pass would not fit the memory budget; it ran in {px} px tiles"
+        );
+    }
+    let text = format!(
+        "{}\nSteps: {}, Seed: {}, Noise level: {}, CFG scale: {}, Size: {}x{}",
+        a.prompt, a.steps, a.seed, a.noise_level, a.guidance, out.width, out.height
+    );
+    let bytes = sd_wgpu::imageio::encode_image(
+        format,
+        &out.image,
+        out.width,
+        out.height,
+        &[("parameters", &text)],
+    )?;
+    files::write_atomic(&a.out, &bytes, a.overwrite)?;
+    eprintln!(
+        "wrote {} ({}x{} from {w}x{h})",
+        a.out.display(),
+        out.width,
+        out.height
+    );
+    Ok(())
+}
