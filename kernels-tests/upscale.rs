@@ -53,6 +53,17 @@ fn upscaler_matches_diffusers() {
     let p = psnr(&out.image, &want);
     eprintln!("upscale f16: {p:.1} dB against diffusers' fp16 run");
     assert!(p >= 40.0, "f16: {p} dB");
+    // The memory estimate is the real peak (a device of its own: nothing else in its pool).
+    let own = sd_wgpu::Gpu::new().expect("GPU tests need a wgpu adapter");
+    let mut p = Pipeline::load(&own, &fixtures().join("upscaler-tiny"), WeightDType::Auto).unwrap();
+    p.offload = sd_wgpu::pipeline::Offload::Never;
+    own.trim_pool();
+    let est = p.memory_estimate(&own, &request(&rgb, 20)).unwrap();
+    let before = own.memory_stats();
+    assert_eq!(est.resident, before.in_use);
+    own.reset_peak_memory();
+    p.generate(&own, &request(&rgb, 20), &mut |_| true).unwrap();
+    assert_eq!(est.request, own.memory_stats().peak - before.allocated);
     // Hostile inputs: named errors.
     let e = pipe
         .generate(gpu, &request(&rgb, 351), &mut |_| true)
