@@ -282,6 +282,15 @@ enum Layer {
     Upsample,
 }
 
+/// `n` [`TinyBlock`]s of `width` channels, at the next layer indices.
+fn push_blocks(k: &Keys<'_>, layers: &mut Vec<Layer>, n: usize, width: usize) -> Result<()> {
+    for _ in 0..n {
+        let b = TinyBlock::load(k, layers.len(), width)?;
+        layers.push(Layer::Block(Box::new(b)));
+    }
+    Ok(())
+}
+
 fn run(rec: &mut Recorder<'_>, layers: &[Layer], x: Tensor) -> Result<Tensor> {
     let mut x = x;
     for l in layers {
@@ -421,13 +430,7 @@ impl TinyDecoder {
         ];
         let levels = c.num_decoder_blocks.len();
         for (i, &n) in c.num_decoder_blocks.iter().enumerate() {
-            for _ in 0..n {
-                layers.push(Layer::Block(Box::new(TinyBlock::load(
-                    &k,
-                    layers.len(),
-                    width,
-                )?)));
-            }
+            push_blocks(&k, &mut layers, n, width)?;
             let last = i + 1 == levels;
             if !last {
                 layers.push(Layer::Upsample);
@@ -500,13 +503,7 @@ impl TinyEncoder {
                 k.conv(layers.len(), "", [width, width], 2, false)?
             };
             layers.push(Layer::Conv(conv));
-            for _ in 0..n {
-                layers.push(Layer::Block(Box::new(TinyBlock::load(
-                    &k,
-                    layers.len(),
-                    width,
-                )?)));
-            }
+            push_blocks(&k, &mut layers, n, width)?;
         }
         let out = k.conv(layers.len(), "", [width, c.latent_channels], 1, true)?;
         layers.push(Layer::Conv(out));

@@ -189,11 +189,15 @@ impl Pipeline {
         let Some(budget) = est.budget.clone() else {
             return Ok((est.offload, false));
         };
-        if est.fits() {
-            if est.total() + est.cached > budget.bytes {
+        // A run that fits, perhaps only once the pool's cache is freed.
+        let run = |e: &MemoryEstimate, tiled: bool| {
+            if e.total() + e.cached > budget.bytes {
                 gpu.trim_pool();
             }
-            return Ok((est.offload, false));
+            Ok((e.offload, tiled))
+        };
+        if est.fits() {
+            return run(&est, false);
         }
         // `VaeTiling::Auto`: the same request with the VAE in tiles, if that fits.
         if req.vae_tiling == super::VaeTiling::Auto {
@@ -203,10 +207,7 @@ impl Pipeline {
             };
             let t = self.planned(gpu, &tiled, texture)?;
             if t.fits() {
-                if t.total() + t.cached > budget.bytes {
-                    gpu.trim_pool();
-                }
-                return Ok((t.offload, true));
+                return run(&t, true);
             }
         }
         let n = req.batch_size;

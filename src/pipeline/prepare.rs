@@ -315,13 +315,14 @@ impl Pipeline {
                 // low_res_scheduler.add_noise: √ᾱ·x + √(1 − ᾱ)·z in f32, x in [−1, 1].
                 let ac = cfg.low_res_ac[up.noise_level as usize] as f32;
                 let (a, b) = (ac.sqrt(), (1.0 - ac).sqrt());
-                let img = nhwc_to_nchw(&up.rgb, 3, h, w);
-                let noised: Vec<f32> = img
+                // On the image's own NHWC layout: only the noise (NCHW) is reordered.
+                let e: Vec<f32> = up
+                    .rgb
                     .iter()
-                    .zip(&noise)
+                    .zip(&nchw_to_nhwc(&noise, 3, h, w))
                     .map(|(&x, &z)| a * (2.0 * x - 1.0) + b * z)
-                    .collect();
-                let e = nchw_to_nhwc(&noised, 3, h, w).repeat(n);
+                    .collect::<Vec<_>>()
+                    .repeat(n);
                 let t =
                     Tensor::from_f32(gpu, &e, &[n * h * w, 3], DType::F32, "noised low-res image")?;
                 Some(Inpaint {
