@@ -77,7 +77,13 @@ pub struct UpscalerConfig {
     pub low_res_scheduler: serde_json::Value,
     /// The largest noise level a request may ask for (`max_noise_level`, 350).
     pub max_noise_level: u32,
+    /// The VAE config's own `scaling_factor` where it is not the upscaler's 0.08333 (then
+    /// replaced by 0.08333, as diffusers does).
+    pub vae_scaling_factor_in_config: Option<f32>,
 }
+
+/// The VAE scaling factor of every 4× upscaler (diffusers' `StableDiffusionUpscalePipeline`).
+pub const UPSCALER_VAE_SCALING_FACTOR: f32 = 0.08333;
 
 /// Tensor shapes by name (a checkpoint's header).
 pub type Shapes = HashMap<String, Vec<usize>>;
@@ -127,19 +133,30 @@ impl Architecture {
         let flag = |k: &str, d: bool| index[k].as_bool().unwrap_or(d);
         let mut vae = AutoencoderKLConfig::from_file(&dir.join("vae/config.json"))?;
         let low_res = dir.join("low_res_scheduler/scheduler_config.json");
-        let upscaler = if low_res.is_file() {
+        let mut upscaler = if low_res.is_file() {
             Some(UpscalerConfig {
                 low_res_scheduler: read_json(&low_res)?,
                 max_noise_level: index["max_noise_level"]
                     .as_u64()
                     .unwrap_or(350)
                     .min(1 << 20) as u32,
+                vae_scaling_factor_in_config: None,
             })
         } else {
             None
         };
         // Only diffusers' SDXL and upscale pipelines upcast the VAE.
         vae.force_upcast &= xl || upscaler.is_some();
+        if let Some(u) = &mut upscaler {
+            // diffusers' StableDiffusionUpscalePipeline.__init__ sets the VAE's scaling_factor
+            // to 0.08333 whatever its config says (a deprecation warning, then
+            // `vae.register_to_config(scaling_factor=0.08333)`); the upscaler's latents are
+            // always the VAE's × 0.08333.
+            if vae.scaling_factor != UPSCALER_VAE_SCALING_FACTOR {
+                u.vae_scaling_factor_in_config = Some(vae.scaling_factor);
+                vae.scaling_factor = UPSCALER_VAE_SCALING_FACTOR;
+            }
+        }
         Ok(Self {
             vae,
             text_2,

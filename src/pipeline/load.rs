@@ -226,6 +226,7 @@ impl Pipeline {
             Some(u) => Some(super::Upscaler {
                 low_res_ac: ScheduleConfig::from_value(&u.low_res_scheduler)?.alphas_cumprod(),
                 max_noise_level: u.max_noise_level,
+                vae_scaling_factor_in_config: u.vae_scaling_factor_in_config,
             }),
             None => None,
         };

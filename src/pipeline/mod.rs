@@ -234,6 +234,9 @@ pub struct Upscaler {
     /// ᾱ of the `low_res_scheduler`.
     pub low_res_ac: Vec<f64>,
     pub max_noise_level: u32,
+    /// The VAE config's `scaling_factor` where it was not 0.08333: replaced by 0.08333, as
+    /// diffusers' upscale pipeline does (the CLI says so).
+    pub vae_scaling_factor_in_config: Option<f32>,
 }
 
 /// When the VAE works in tiles ([`Request::vae_tiling`], diffusers' `enable_tiling`; see

@@ -69,6 +69,15 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
             a.model.display()
         );
     }
+    if let Some(s) = pipe
+        .upscaler
+        .as_ref()
+        .and_then(|u| u.vae_scaling_factor_in_config)
+    {
+        eprintln!(
+            "note: the VAE's scaling_factor {s} is replaced by the upscaler's 0.08333 (as diffusers does)"
+        );
+    }
     let f = pipe.vae_scale_factor();
     let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb(&a.image)?;
     let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
