@@ -87,7 +87,8 @@ fn img2img_matches_diffusers() {
 
 /// `generate --init-image --strength` through the CLI: the DDIM case of
 /// `img2img_matches_diffusers` (seed 42), PNG pixels within 1 of diffusers'; an init image
-/// whose size is no multiple of 8 is cropped with a warning; a strength outside [0, 1] fails.
+/// whose size is no multiple of the VAE factor is resized as diffusers resizes it (img2img
+/// and inpainting vs diffusers' runs on such an input); a strength outside [0, 1] fails.
 #[test]
 fn img2img_through_the_cli() {
     let root = fixtures();
@@ -95,7 +96,7 @@ fn img2img_through_the_cli() {
     let dir = std::env::temp_dir().join(format!("sd-wgpu-cli-i2i-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let png_out = dir.join("out.png");
-    let run = |image: &std::path::Path, strength: &str| {
+    let run_with = |image: &std::path::Path, strength: &str, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
             .args(["generate", "--model"])
             .arg(root.join("sd1-tiny"))
@@ -110,12 +111,14 @@ fn img2img_through_the_cli() {
             ])
             .args(["--sampler", "ddim", "--strength", strength, "--init-image"])
             .arg(image)
+            .args(extra)
             .arg("--out")
             .arg(&png_out)
             .arg("--overwrite")
             .output()
             .unwrap()
     };
+    let run = |image: &std::path::Path, strength: &str| run_with(image, strength, &[]);
     let out = run(&root.join("img2img-input.png"), "0.6");
     assert!(
         out.status.success(),
@@ -131,14 +134,12 @@ fn img2img_through_the_cli() {
         .map(|v| (v * 255.0).round())
         .collect();
     check("cli img2img png (0..255)", &got, &want, 1.0, 0.0);
-    // 37×35 px: cropped to 36×32 (the tiny VAE's factor is 4; SD's 8) with a message.
-    let (_, _, rgb) = sd_wgpu::imageio::read_image_rgb(&root.join("img2img-input.png")).unwrap();
-    let mut big = vec![0.5f32; 37 * 35 * 3];
-    for y in 0..32 {
-        big[(y * 37) * 3..(y * 37 + 32) * 3].copy_from_slice(&rgb[y * 32 * 3..(y + 1) * 32 * 3]);
-    }
-    let odd = dir.join("odd.png");
-    sd_wgpu::imageio::write_png(&odd, &big, 37, 35, &[]).unwrap();
+    // 37×35 px: resized to 36×32 with Pillow's Lanczos as diffusers' image processor does
+    // (the tiny VAE's factor is 4; SD's 8), with a message; diffusers' run on that input
+    // (tools/make_resize_pipeline_fixture.py). Inpainting with a coloured 37×35 mask,
+    // resized in RGB then made "L" like diffusers' mask processor.
+    let odd = root.join("img2img-input-odd.png");
+    let r = Weights::open_file(&root.join("resize-golden.safetensors")).unwrap();
     let out = run(&odd, "0.6");
     assert!(
         out.status.success(),
@@ -146,7 +147,22 @@ fn img2img_through_the_cli() {
         String::from_utf8_lossy(&out.stderr)
     );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cropped 37x35 to 36x32"), "{err}");
+    assert!(err.contains("resized 37x35 to 36x32 (Lanczos"), "{err}");
+    let unit = |v: Vec<f32>| v.iter().map(|x| x / 255.0).collect::<Vec<f32>>();
+    let (w, h, got) = read_png_rgb(&png_out);
+    assert_eq!((w, h), (36, 32));
+    let p = psnr(&unit(got), &r.read_f32("img2img", &[1, 32, 36, 3]).unwrap());
+    assert!(p >= 40.0, "img2img on a resized input: {p:.1} dB");
+    let mask = root.join("inpaint-mask-odd.png");
+    let out = run_with(&odd, "1", &["--mask", mask.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = unit(read_png_rgb(&png_out).2);
+    let p = psnr(&got, &r.read_f32("inpaint", &[1, 32, 36, 3]).unwrap());
+    assert!(p >= 40.0, "inpainting with a resized mask: {p:.1} dB");
     let out = run(&root.join("img2img-input.png"), "1.5");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

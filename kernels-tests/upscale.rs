@@ -85,19 +85,20 @@ fn upscaler_matches_diffusers() {
 
 /// `sd-wgpu upscale`: seed 42 gives diffusers' image (through 8-bit PNG); `--init-latents`
 /// and `--noise` (the low-res image's noise) with another seed give diffusers' run with those
-/// latents and seed 42, whose first draw that noise is; a non-upscaler model is refused.
+/// latents and seed 42, whose first draw that noise is; an input of no multiple of 4 px is
+/// resized as diffusers resizes it; a non-upscaler model is refused.
 #[test]
 fn upscale_cli_matches_diffusers() {
     let dir = std::env::temp_dir().join(format!("sd-wgpu-upscale-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let g = Weights::open_file(&fixtures().join("upscale-golden.safetensors")).unwrap();
-    let cli = |out: &std::path::Path, model: &str, extra: &[&str]| {
+    let cli_on = |image: &str, out: &std::path::Path, model: &str, extra: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
             .arg("upscale")
             .arg("--model")
             .arg(fixtures().join(model))
             .arg("--image")
-            .arg(fixtures().join("upscale-input.png"))
+            .arg(fixtures().join(image))
             .args(["--prompt", "a red sneaker", "--negative-prompt", "blurry"])
             .args(["--steps", "4", "--guidance", "9"])
             .args(extra)
@@ -105,6 +106,9 @@ fn upscale_cli_matches_diffusers() {
             .arg(out)
             .output()
             .unwrap()
+    };
+    let cli = |out: &std::path::Path, model: &str, extra: &[&str]| {
+        cli_on("upscale-input.png", out, model, extra)
     };
     let png = |p: &std::path::Path| {
         let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb(p).unwrap();
@@ -140,6 +144,24 @@ fn upscale_cli_matches_diffusers() {
         &g.read_f32("image_latents", &[1, 48, 80, 3]).unwrap(),
     );
     assert!(p >= 40.0, "{p} dB");
+    // A 22×13 input: resized to 20×12 with Pillow's bicubic as diffusers' image processor
+    // does (tools/make_resize_pipeline_fixture.py), then diffusers' image.
+    let d = dir.join("d.png");
+    let r = cli_on(
+        "upscale-input-odd.png",
+        &d,
+        "upscaler-tiny",
+        &["--seed", "42"],
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{err}");
+    assert!(err.contains("resized 22x13 to 20x12 (Bicubic"), "{err}");
+    let want = Weights::open_file(&fixtures().join("resize-golden.safetensors")).unwrap();
+    let p = psnr(
+        &png(&d),
+        &want.read_f32("upscale", &[1, 48, 80, 3]).unwrap(),
+    );
+    assert!(p >= 40.0, "upscale of a resized input: {p} dB");
     let r = cli(&dir.join("c.png"), "sd1-tiny", &[]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(

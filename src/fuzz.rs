@@ -173,7 +173,13 @@ impl Harness {
             }
             Target::Image => match crate::imageio::decode_image_rgb(bytes, FUZZ_MAX_PIXELS) {
                 Ok((w, h, rgb)) => {
-                    let _ = crate::imageio::crop_to_multiple(&rgb, w, h, 8);
+                    let _ = crate::imageio::resize_to_multiple(
+                        &rgb,
+                        w,
+                        h,
+                        8,
+                        crate::resample::Filter::Lanczos,
+                    );
                     true
                 }
                 Err(_) => false,

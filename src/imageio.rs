@@ -315,25 +315,52 @@ pub fn decode_png_rgb(bytes: &[u8], max_pixels: u64) -> Result<(usize, usize, Ve
     Ok((w, h, rgb))
 }
 
-/// Crops an RGB `[h, w, 3]` image to the largest centred size whose sides are multiples of
-/// `m`. Returns the image, its size and, when it changed, a message saying what was cut.
-pub fn crop_to_multiple(
+/// Resizes an RGB `[h, w, 3]` image (8-bit values, as read) to the largest size whose sides
+/// are multiples of `m`, as diffusers' `VaeImageProcessor` does to a PIL input (Pillow's
+/// resize, to the byte: [`crate::resample`]; Lanczos for image-to-image and inpainting,
+/// bicubic for the 4× upscaler). Returns the image, its size and, when it changed, a message
+/// saying so. A side shorter than `m` gives an empty image of size 0 (refused downstream).
+/// 16-bit inputs are rounded to 8 bits first (Pillow reads them as 8-bit "RGB").
+pub fn resize_to_multiple(
     rgb: &[f32],
     w: usize,
     h: usize,
     m: usize,
+    filter: crate::resample::Filter,
 ) -> (Vec<f32>, usize, usize, Option<String>) {
     let (nw, nh) = (w / m * m, h / m * m);
     if (nw, nh) == (w, h) {
         return (rgb.to_vec(), w, h, None);
     }
-    let (x0, y0) = ((w - nw) / 2, (h - nh) / 2);
-    let mut out = Vec::with_capacity(nw * nh * 3);
-    for y in y0..y0 + nh {
-        out.extend_from_slice(&rgb[(y * w + x0) * 3..(y * w + x0 + nw) * 3]);
+    let msg = format!(
+        "resized {w}x{h} to {nw}x{nh} ({filter:?}, as diffusers does) to get multiples of {m} px"
+    );
+    if nw == 0 || nh == 0 {
+        return (Vec::new(), nw, nh, Some(msg));
     }
-    let msg = format!("cropped {w}x{h} to {nw}x{nh} (centred) to get multiples of {m} px");
-    (out, nw, nh, Some(msg))
+    let bytes: Vec<u8> = rgb
+        .iter()
+        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
+        .collect();
+    let out = crate::resample::resize_u8(&bytes, (w, h), 3, (nw, nh), filter);
+    (
+        out.iter().map(|&b| f32::from(b) / 255.0).collect(),
+        nw,
+        nh,
+        Some(msg),
+    )
+}
+
+/// Pillow's RGB → "L" conversion (ITU-R 601-2 luma in 16-bit fixed point, rounded) of 8-bit
+/// values, as diffusers' mask processor converts a mask: `[h, w, 3]` → `[h, w]` in [0, 1].
+pub fn luma_pil(rgb: &[f32]) -> Vec<f32> {
+    let b = |v: f32| u32::from((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+    rgb.chunks_exact(3)
+        .map(|p| {
+            let l = (b(p[0]) * 19595 + b(p[1]) * 38470 + b(p[2]) * 7471 + 0x8000) >> 16;
+            l as f32 / 255.0
+        })
+        .collect()
 }
 
 #[cfg(test)]

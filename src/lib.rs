@@ -28,6 +28,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod prompt;
 pub mod reference;
+pub mod resample;
 pub mod rng;
 pub mod schedulers;
 pub mod shaders;

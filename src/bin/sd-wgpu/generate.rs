@@ -7,6 +7,7 @@ use sd_wgpu::gpu::{self, Gpu};
 use sd_wgpu::imageio::ImageFormat;
 use sd_wgpu::infotext::Infotext;
 use sd_wgpu::pipeline::{InitImage, LoadOptions, LongPrompt, Pipeline, Request};
+use sd_wgpu::resample::Filter;
 use sd_wgpu::schedulers::{Prediction, SamplerKind, Spacing};
 use sd_wgpu::weights::WeightDType;
 use std::path::{Path, PathBuf};
@@ -137,8 +138,8 @@ pub struct GenerateArgs {
     /// LoRA keys that match no weight of the model are warnings instead of an error.
     #[arg(long)]
     lora_lenient: bool,
-    /// Image-to-image: start from this PNG, JPEG or WebP (its size, cropped to a multiple of
-    /// 8, is the output size).
+    /// Image-to-image: start from this PNG, JPEG or WebP (its size, resized down to a multiple
+    /// of 8 with Lanczos as diffusers does, is the output size).
     #[arg(long)]
     init_image: Option<PathBuf>,
     /// Image-to-image: how much of the schedule runs, 0..1 (diffusers' `strength`; default
@@ -416,7 +417,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
     let f = pipe.vae_scale_factor();
     let read_image = |p: &Path| -> Result<(usize, usize, Vec<f32>, Option<String>)> {
         let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb_limited(p, max_pixels)?;
-        let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+        let (rgb, w, h, msg) = sd_wgpu::imageio::resize_to_multiple(&rgb, w, h, f, Filter::Lanczos);
         Ok((w, h, rgb, msg))
     };
     let init_rgb = match &a.init_image {
@@ -437,16 +438,12 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             let (w, h, rgb, _) = read_image(p)?;
             if (w, h) != (*iw, *ih) {
                 bail!(
-                    "{}: the mask is {w}x{h} but the init image is {iw}x{ih} (after cropping to multiples of {f})",
+                    "{}: the mask is {w}x{h} but the init image is {iw}x{ih} (after resizing to multiples of {f})",
                     p.display()
                 );
             }
-            // PIL's "L" conversion, as diffusers' mask processor does.
-            Some(
-                rgb.chunks_exact(3)
-                    .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2])
-                    .collect::<Vec<f32>>(),
-            )
+            // PIL's "L" conversion after the resize, as diffusers' mask processor does.
+            Some(sd_wgpu::imageio::luma_pil(&rgb))
         }
         _ => None,
     };

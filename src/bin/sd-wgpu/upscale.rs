@@ -15,7 +15,8 @@ pub struct UpscaleArgs {
     /// An upscaler model folder (stable-diffusion-x4-upscaler's diffusers layout).
     #[arg(long)]
     model: PathBuf,
-    /// The low-res image (cropped to a multiple of 4 px when it is not one).
+    /// The low-res image (resized down to a multiple of 4 px with bicubic, as diffusers does,
+    /// when it is not one).
     #[arg(long)]
     image: PathBuf,
     #[arg(long)]
@@ -80,7 +81,8 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
     }
     let f = pipe.vae_scale_factor();
     let (w, h, rgb) = sd_wgpu::imageio::read_image_rgb(&a.image)?;
-    let (rgb, w, h, msg) = sd_wgpu::imageio::crop_to_multiple(&rgb, w, h, f);
+    let (rgb, w, h, msg) =
+        sd_wgpu::imageio::resize_to_multiple(&rgb, w, h, f, sd_wgpu::resample::Filter::Bicubic);
     if let Some(m) = msg {
         eprintln!("note: {m}");
     }
