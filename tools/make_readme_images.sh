@@ -51,4 +51,13 @@ T=assets/fashion-taesd
 gen --prompt "a red sneaker" --seed 1 --taesd $T --out $O/taesd.png
 gen --prompt "a blue bag" --seed 7 --taesd $T --decoder vae --preview-every 10 --preview-decoder taesd \
     --preview $O/taesd-preview.png --out $O/taesd-preview-final.png
+# The 4× upscaler trained for the built-in model (tools/train_fashion_upscaler.py): the
+# text-to-image sneaker and the preview example's bag box-reduced to 8×8, then upscaled to 32×32.
+U=assets/fashion-upscaler
+python3 tools/box_downscale.py $O/txt2img.png $O/upscale-sneaker-8px.png 4
+"$G" upscale --overwrite --model $U --image $O/upscale-sneaker-8px.png --prompt "a red sneaker" \
+    --steps 20 --guidance 4 --seed 1 --out $O/upscale-sneaker.png
+python3 tools/box_downscale.py $O/preview-final.png $O/upscale-bag-8px.png 4
+"$G" upscale --overwrite --model $U --image $O/upscale-bag-8px.png --prompt "a blue bag" \
+    --steps 20 --guidance 4 --seed 1 --out $O/upscale-bag.png
 ls -la $O

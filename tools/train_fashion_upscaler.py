@@ -13,7 +13,8 @@ the time for classifier-free guidance. CPU only, seeded.
 
 Writes assets/fashion-upscaler/ (unet and vae f16, schedulers, model_index.json; text_encoder/
 linked) and prints, on held-out garments, the PSNR of diffusers' upscale (20 DDIM steps,
-guidance 4, noise level 20) and of a bicubic upsample against the 32×32 originals.
+guidance 4, noise level 20) and of a bicubic upsample against the 32×32 originals; writes
+tests/fixtures/fashion/upscaler-golden.safetensors (`--golden-only` re-makes just that).
 """
 import argparse
 import math
@@ -27,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline,
                        UNet2DConditionModel)
+from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -35,6 +37,7 @@ from train_fashion_model import CLASSES, CNAMES, allowed_colours, caption, load,
 
 BASE = Path("assets/fashion-model")
 OUT = Path("assets/fashion-upscaler")
+GOLDEN = Path("tests/fixtures/fashion/upscaler-golden.safetensors")
 MAX_NOISE_LEVEL = 350
 UPSCALER_SCALE = 0.08333
 
@@ -134,10 +137,34 @@ def evaluate(pipe, xt, yt, n=64):
           f"bicubic {psnr(cubic, truth):.2f} dB, nearest {psnr(F.interpolate((lo + 1) / 2, scale_factor=4), truth):.2f} dB")
 
 
+def golden(pipe, xt, yt):
+    """The engine's check on this trained model (kernels-tests/upscale.rs): a held-out red
+    sneaker (8-bit), its 8×8 box reduction, and diffusers' upscale of it."""
+    k = CLASSES.index("sneaker")
+    i = int((yt == k).nonzero()[0])
+    hr = ((tint(xt[i:i + 1], torch.tensor([CNAMES.index("red")])) + 1) / 2 * 255).round()  # [1, 3, 32, 32]
+    lo = (F.avg_pool2d(hr, 4) * 16 + 8).div(16).floor()  # Pillow's reduce(4): rounded block means
+    low = lo[0].permute(1, 2, 0) / 255
+    with torch.no_grad():
+        img = pipe("a red sneaker", image=low.permute(2, 0, 1)[None], num_inference_steps=20, guidance_scale=4.0,
+                   noise_level=20, generator=torch.Generator().manual_seed(1), output_type="np").images
+    save_file({"original": (hr[0].permute(1, 2, 0) / 255).contiguous(), "low": low.contiguous(),
+               "image": torch.from_numpy(img).contiguous()}, GOLDEN)
+    print("wrote", GOLDEN)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--golden-only", action="store_true", help="only re-make the engine's golden run")
     a = ap.parse_args()
+    xt, yt = load("t10k")
+    if a.golden_only:
+        pipe = StableDiffusionUpscalePipeline.from_pretrained(OUT, tokenizer=clip_tokenizer(),
+                                                              torch_dtype=torch.float32)
+        pipe.set_progress_bar_config(disable=True)
+        golden(pipe, xt, yt)
+        return
     torch.manual_seed(0)
     torch.set_num_threads(2)
     gen = torch.Generator().manual_seed(0)
@@ -149,7 +176,6 @@ def main():
                                 down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
                                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"))
     x, y = load("train")
-    xt, yt = load("t10k")
     train(unet, vae, te, x, y, gen, a.steps)
     unet.eval()
     sched, low = schedulers()
@@ -165,6 +191,7 @@ def main():
     pipe.set_progress_bar_config(disable=True)
     evaluate(pipe, xt, yt)
     print("wrote", OUT)
+    golden(pipe, xt, yt)
 
 
 if __name__ == "__main__":
