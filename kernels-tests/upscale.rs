@@ -86,7 +86,8 @@ fn upscaler_matches_diffusers() {
 /// `sd-wgpu upscale`: seed 42 gives diffusers' image (through 8-bit PNG); `--init-latents`
 /// and `--noise` (the low-res image's noise) with another seed give diffusers' run with those
 /// latents and seed 42, whose first draw that noise is; an input of no multiple of 4 px is
-/// resized as diffusers resizes it; a non-upscaler model is refused.
+/// resized as diffusers resizes it; `--batch-size 2` gives diffusers' two images; a
+/// non-upscaler model is refused.
 #[test]
 fn upscale_cli_matches_diffusers() {
     let dir = std::env::temp_dir().join(format!("sd-wgpu-upscale-cli-{}", std::process::id()));
@@ -162,6 +163,21 @@ fn upscale_cli_matches_diffusers() {
         &want.read_f32("upscale", &[1, 48, 80, 3]).unwrap(),
     );
     assert!(p >= 40.0, "upscale of a resized input: {p} dB");
+    // --batch-size 2: diffusers' num_images_per_prompt=2 (the image's noise drawn once, then
+    // both latents), written as e-000.png and e-001.png.
+    let r = cli(
+        &dir.join("e.png"),
+        "upscaler-tiny",
+        &["--seed", "42", "--batch-size", "2"],
+    );
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(!dir.join("e.png").exists());
+    let want = Weights::open_file(&fixtures().join("upscale-batch-golden.safetensors")).unwrap();
+    let want = want.read_f32("image", &[2, 48, 80, 3]).unwrap();
+    for (k, w) in want.chunks(48 * 80 * 3).enumerate() {
+        let p = psnr(&png(&dir.join(format!("e-{k:03}.png"))), w);
+        assert!(p >= 40.0, "batch image {k}: {p} dB");
+    }
     let r = cli(&dir.join("c.png"), "sd1-tiny", &[]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(

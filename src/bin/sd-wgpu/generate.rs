@@ -242,13 +242,26 @@ enum VaeEncodeArg {
 }
 
 /// `out` for image `k` of `total`: `out` itself for a single image, else `stem-000.ext`.
-fn numbered(path: &Path, k: usize, total: usize) -> PathBuf {
+pub(super) fn numbered(path: &Path, k: usize, total: usize) -> PathBuf {
     if total == 1 {
         return path.to_path_buf();
     }
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("image");
     let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("png");
     path.with_file_name(format!("{stem}-{k:03}.{ext}"))
+}
+
+/// The sampling progress bar (its length follows the steps the pipeline reports).
+pub(super) fn step_bar(steps: usize, msg: String) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(msg);
+    bar
 }
 
 /// One run's outputs, created (as temporary files beside their targets) before the run.
@@ -595,18 +608,14 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             seed: a.seed + run as u64,
             ..req.clone()
         };
-        let bar = indicatif::ProgressBar::new(a.steps as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        let bar = step_bar(
+            a.steps,
+            if runs > 1 {
+                format!("run {}/{}", run + 1, runs)
+            } else {
+                "sampling".to_string()
+            },
         );
-        bar.set_message(if runs > 1 {
-            format!("run {}/{}", run + 1, runs)
-        } else {
-            "sampling".to_string()
-        });
         let mut preview_err = None;
         let mut on_step = |p: sd_wgpu::pipeline::Progress| {
             bar.set_length(p.steps as u64);

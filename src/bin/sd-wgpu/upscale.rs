@@ -1,6 +1,7 @@
 //! `sd-wgpu upscale`: the 4× upscaler (diffusers' `StableDiffusionUpscalePipeline`).
 
 use super::DTypeArg;
+use super::generate::{numbered, step_bar};
 use anyhow::{Context, Result, bail};
 use sd_wgpu::files;
 use sd_wgpu::gpu::Gpu;
@@ -33,13 +34,17 @@ pub struct UpscaleArgs {
     guidance: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Images of the one input in one U-Net call (diffusers' `num_images_per_prompt`),
+    /// written as OUT-000.png, OUT-001.png, … when more than one.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    batch_size: u64,
     /// A sampler name as `generate` takes them (default: the model's scheduler).
     #[arg(long)]
     sampler: Option<String>,
     /// The low-res image's noise, f32 .npy [1, 3, h, w] (diffusers' first draw).
     #[arg(long)]
     noise: Option<PathBuf>,
-    /// The initial latents, f32 .npy [1, 4, h, w] (diffusers' `latents=`).
+    /// The initial latents, f32 .npy [batch, 4, h, w] (diffusers' `latents=`).
     #[arg(long)]
     init_latents: Option<PathBuf>,
     /// The VAE in tiles: on (`--vae-tiling` alone), off, or auto (tiled when needed to fit).
@@ -54,7 +59,11 @@ pub struct UpscaleArgs {
 }
 
 pub fn upscale(a: &UpscaleArgs) -> Result<()> {
-    files::check_output_path(&a.out, a.overwrite)?;
+    let n = a.batch_size as usize;
+    let outs: Vec<PathBuf> = (0..n).map(|k| numbered(&a.out, k, n)).collect();
+    for o in &outs {
+        files::check_output_path(o, a.overwrite)?;
+    }
     let format = ImageFormat::from_path(&a.out)?;
     let gpu = Gpu::new()?;
     let dtype = match a.dtype {
@@ -103,7 +112,8 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
         width: w * f,
         height: h * f,
         seed: a.seed,
-        init_latents: npy(&a.init_latents, [1, 4, h, w])?,
+        batch_size: n,
+        init_latents: npy(&a.init_latents, [n, 4, h, w])?,
         vae_tiling: match a.vae_tiling {
             super::generate::VaeTilingArg::Auto => VaeTiling::Auto,
             super::generate::VaeTilingArg::On => VaeTiling::On,
@@ -116,7 +126,13 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
         }),
         ..Request::default()
     };
-    let out = pipe.generate(&gpu, &req, &mut |_| true)?;
+    let bar = step_bar(a.steps, "upscaling".to_string());
+    let out = pipe.generate(&gpu, &req, &mut |p| {
+        bar.set_length(p.steps as u64);
+        bar.set_position(p.step as u64);
+        true
+    })?;
+    bar.finish_and_clear();
     if let Some(px) = out.vae_tiled_automatically {
         eprintln!(
             "note: the exact VAE pass would not fit the memory budget; it ran in {px} px tiles"
@@ -126,19 +142,29 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
         "{}\nSteps: {}, Seed: {}, Noise level: {}, CFG scale: {}, Size: {}x{}",
         a.prompt, a.steps, a.seed, a.noise_level, a.guidance, out.width, out.height
     );
-    let bytes = sd_wgpu::imageio::encode_image(
-        format,
-        &out.image,
-        out.width,
-        out.height,
-        &[("parameters", &text)],
-    )?;
-    files::write_atomic(&a.out, &bytes, a.overwrite)?;
-    eprintln!(
-        "wrote {} ({}x{} from {w}x{h})",
-        a.out.display(),
-        out.width,
-        out.height
-    );
+    // Every image encoded before any is written: an encoding error leaves no file behind.
+    let per_image = out.width * out.height * 3;
+    let encoded = out
+        .image
+        .chunks(per_image)
+        .map(|img| {
+            sd_wgpu::imageio::encode_image(
+                format,
+                img,
+                out.width,
+                out.height,
+                &[("parameters", &text)],
+            )
+        })
+        .collect::<sd_wgpu::Result<Vec<_>>>()?;
+    for (path, bytes) in outs.iter().zip(&encoded) {
+        files::write_atomic(path, bytes, a.overwrite)?;
+        eprintln!(
+            "wrote {} ({}x{} from {w}x{h})",
+            path.display(),
+            out.width,
+            out.height
+        );
+    }
     Ok(())
 }
