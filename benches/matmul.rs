@@ -4,7 +4,7 @@
 mod common;
 use common::{Work, bench, tensor};
 use criterion::{Criterion, criterion_group, criterion_main};
-use sd_wgpu::{DType, ops};
+use sd_wgpu::{DType, Tensor, ops};
 
 fn matmul(c: &mut Criterion) {
     // (id, batch·m, k, n, weight dtype, activation dtype)
@@ -30,6 +30,23 @@ fn matmul(c: &mut Criterion) {
         let flops = 2 * (m * k * n) as u64;
         bench(c, "matmul", id, Work::Flops(flops), |rec| {
             ops::matmul(rec, &a, &b, None).expect("matmul");
+        });
+    }
+    // CLIP's MLP product with its weight plain (rows 12 KB apart) and panel-packed (what
+    // linears load as on CPU devices; GPUs keep the plain layout).
+    let (m, k, n) = (154, 768, 3072);
+    let a = tensor(&[m, k], DType::F32, 1);
+    let plain = tensor(&[k, n], DType::F32, 2);
+    let flops = Work::Flops(2 * (m * k * n) as u64);
+    bench(c, "matmul", "clip fc1 154x768x3072", flops, |rec| {
+        ops::matmul(rec, &a, &plain, None).expect("matmul");
+    });
+    if common::gpu().gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup {
+        let values = plain.to_vec(common::gpu()).expect("read back");
+        let packed = Tensor::from_f32_panels(common::gpu(), &values, (k, n), DType::F32, "bench")
+            .expect("upload");
+        bench(c, "matmul", "clip fc1 154x768x3072 panels", flops, |rec| {
+            ops::matmul(rec, &a, &packed, None).expect("matmul");
         });
     }
     // The residual epilogue (a transformer's `x + to_out(attn)`), next to the plain case.

@@ -344,3 +344,116 @@ fn linear_layer_norm_matches_reference() {
         assert!(e.contains("norm3.weight"), "{e}");
     }
 }
+
+/// Panel-packed weights (`Tensor::from_f32_panels`, what CPU devices' linears load as): the
+/// plain product, bias, residual, a column window at a panel, GEGLU and LayerNorm inputs,
+/// f32 and f16, SD shapes (CLIP's 154×768·768×3072) and odd row counts — against the host.
+/// Other layouts' readers refuse them by name; so do windows inside a panel and the tiled
+/// GPU core.
+#[test]
+fn panel_packed_weights_match_reference() {
+    use sd_wgpu::gpu::GemmVariant;
+    let gpu = gemm_gpus()
+        .into_iter()
+        .find(|g| g.gemm_variant() == GemmVariant::Subgroup)
+        .expect("lavapipe runs the subgroup core");
+    for (m, k, n, dt) in [
+        (154, 768, 3072, DType::F32),
+        (37, 20, 96, DType::F16),
+        (5, 64, 32, DType::F32),
+        (130, 48, 64, DType::F16),
+    ] {
+        let mut rng = Rng::new((m * k + n) as u64);
+        let x = rng.normals(m * 2 * k, 1.0);
+        let mut w = rng.normals(k * n, 1.0 / (k as f32).sqrt());
+        let mut bias = rng.normals(n, 0.5);
+        let res = rng.normals(m * n, 1.0);
+        if dt == DType::F16 {
+            w = round_f16(&w);
+            bias = round_f16(&bias);
+        }
+        let xs = x[..m * k].to_vec();
+        let xt = upload_to(gpu, &xs, &[m, k], DType::F32, "x");
+        let wt = sd_wgpu::Tensor::from_f32_panels(gpu, &w, (k, n), dt, "w").unwrap();
+        assert!(wt.panels());
+        let bt = upload_to(gpu, &bias, &[n], dt, "bias");
+        let rt = upload_to(gpu, &res, &[m, n], DType::F32, "res");
+        let case = |what: &str| format!("panels {what} {m}x{k}·{k}x{n} {dt:?}");
+        // Plain, with bias, with bias and residual.
+        let mut rec = Recorder::new(gpu);
+        let y = ops::linear(&mut rec, &xt, &wt, Some(&bt)).unwrap();
+        let want = reference::matmul(&xs, &w, Some(&bias), 1, m, n, k, false);
+        check(&case("linear"), &run(rec, &y), &want, 1e-4, 1e-4);
+        let mut rec = Recorder::new(gpu);
+        let y = ops::linear_residual(&mut rec, &xt, &wt, Some(&bt), &rt).unwrap();
+        let want_r: Vec<f32> = want.iter().zip(&res).map(|(a, b)| a + b).collect();
+        check(&case("residual"), &run(rec, &y), &want_r, 1e-4, 1e-4);
+        // The second panel-aligned half of the columns.
+        if n >= 64 {
+            let cols = n / 2 / 32 * 32..n;
+            let mut rec = Recorder::new(gpu);
+            let y = ops::linear_columns(&mut rec, &xt, &wt, Some(&bt), cols.clone()).unwrap();
+            let wp: Vec<f32> = (0..k)
+                .flat_map(|r| w[r * n + cols.start..r * n + cols.end].to_vec())
+                .collect();
+            let want = reference::matmul(
+                &xs,
+                &wp,
+                Some(&bias[cols.clone()]),
+                1,
+                m,
+                cols.len(),
+                k,
+                false,
+            );
+            check(&case("columns"), &run(rec, &y), &want, 1e-4, 1e-4);
+            let mut rec = Recorder::new(gpu);
+            let e = ops::linear_columns(&mut rec, &xt, &wt, None, 4..n)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("panel-packed weight `w`"), "{e}");
+        }
+        // GEGLU input [m, 2k] and LayerNorm input.
+        let pt = upload_to(gpu, &x, &[m, 2 * k], DType::F32, "p");
+        let mut rec = Recorder::new(gpu);
+        let y = ops::linear_geglu(&mut rec, &pt, &wt, Some(&bt), None).unwrap();
+        let g: Vec<f32> = (0..m * k)
+            .map(|i| {
+                let (r, c) = (i / k, i % k);
+                x[r * 2 * k + c] * reference::gelu(x[r * 2 * k + k + c])
+            })
+            .collect();
+        let want = reference::matmul(&g, &w, Some(&bias), 1, m, n, k, false);
+        check(&case("geglu"), &run(rec, &y), &want, 1e-4, 1e-4);
+        let gamma = rng.normals(k, 1.0);
+        let beta = rng.normals(k, 0.5);
+        let (gt, bet) = (
+            upload_to(gpu, &gamma, &[k], DType::F32, "ln.weight"),
+            upload_to(gpu, &beta, &[k], DType::F32, "ln.bias"),
+        );
+        let mut rec = Recorder::new(gpu);
+        let y = ops::linear_layer_norm(&mut rec, &xt, (&gt, &bet, 1e-5), &wt, Some(&bt)).unwrap();
+        let normed = reference::layer_norm(&xs, k, &gamma, &beta, 1e-5);
+        let want = reference::matmul(&normed, &w, Some(&bias), 1, m, n, k, false);
+        check(&case("layer norm"), &run(rec, &y), &want, 1e-4, 1e-4);
+        // Any other reader refuses the packed bytes; reading back unpacks them.
+        if dt == DType::F32 {
+            let mut rec = Recorder::new(gpu);
+            let e = ops::unary(&mut rec, &wt, ops::Unary::Silu, 1.0, 0.0)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("panel-packed"), "{e}");
+        }
+        assert_eq!(wt.to_vec(gpu).unwrap(), w);
+    }
+    for g in gemm_gpus() {
+        if g.gemm_variant() != GemmVariant::Subgroup {
+            let x = upload_to(g, &[0.0; 64], &[2, 32], DType::F32, "x");
+            let w = sd_wgpu::Tensor::from_f32_panels(g, &[0.0; 32 * 32], (32, 32), DType::F32, "w")
+                .unwrap();
+            let mut rec = Recorder::new(g);
+            let e = ops::linear(&mut rec, &x, &w, None).unwrap_err().to_string();
+            assert!(e.contains("panel-packed weight `w`"), "{e}");
+        }
+    }
+}

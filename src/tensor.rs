@@ -34,7 +34,14 @@ pub struct Tensor {
     shape: Vec<usize>,
     dtype: DType,
     name: Arc<str>,
+    /// A weight `[K, N]` stored in panels of [`PANEL`] columns (each panel's K rows of
+    /// `PANEL` values contiguous, panel after panel): matmul's B on CPU devices, read by
+    /// matmul alone (see [`Tensor::panels`]).
+    panels: bool,
 }
+
+/// Columns per panel of a panel-packed weight (the subgroup GEMM core's tile width).
+pub const PANEL: usize = 32;
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -53,6 +60,7 @@ pub(crate) struct WeakTensor {
     shape: Vec<usize>,
     dtype: DType,
     name: Arc<str>,
+    panels: bool,
 }
 
 impl WeakTensor {
@@ -63,6 +71,7 @@ impl WeakTensor {
             shape: t.shape.clone(),
             dtype: t.dtype,
             name: t.name.clone(),
+            panels: t.panels,
         }
     }
 
@@ -73,6 +82,7 @@ impl WeakTensor {
             shape: self.shape.clone(),
             dtype: self.dtype,
             name: self.name.clone(),
+            panels: self.panels,
         })
     }
 }
@@ -99,6 +109,7 @@ impl Tensor {
             shape: shape.to_vec(),
             dtype,
             name: name.into(),
+            panels: false,
         }
     }
 
@@ -160,12 +171,16 @@ impl Tensor {
             byte_len(&self.shape, self.dtype),
             &self.name,
         )?;
-        Ok(match self.dtype {
+        let v: Vec<f32> = match self.dtype {
             DType::F32 => bytemuck::pod_collect_to_vec::<u8, f32>(&bytes[..n * 4]),
             DType::F16 => bytes[..n * 2]
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
+        };
+        Ok(match (self.panels, self.shape.as_slice()) {
+            (true, &[k, n]) => unpack_panels(&v, k, n),
+            _ => v,
         })
     }
 
@@ -194,6 +209,15 @@ impl Tensor {
     /// Same memory, new shape with the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
+        if self.panels && shape != self.shape.as_slice() {
+            return Err(Error::unsupported(
+                "reshape",
+                format!(
+                    "`{}` is a panel-packed weight, which only matmul reads",
+                    self.name
+                ),
+            ));
+        }
         if n != self.numel() {
             return Err(Error::shape(
                 "reshape",
@@ -208,6 +232,15 @@ impl Tensor {
 
     /// Elements `[start, start + len)` of dimension 0, as a view (no copy).
     pub fn narrow0(&self, start: usize, len: usize) -> Result<Self> {
+        if self.panels {
+            return Err(Error::unsupported(
+                "narrow0",
+                format!(
+                    "`{}` is a panel-packed weight, which only matmul reads",
+                    self.name
+                ),
+            ));
+        }
         let d0 = *self.shape.first().unwrap_or(&1);
         if self.shape.is_empty() || start + len > d0 {
             return Err(Error::shape(
@@ -240,10 +273,59 @@ impl Tensor {
         })
     }
 
+    /// Uploads a `[k, n]` matrix (row-major host data) as a panel-packed weight: `n` a
+    /// multiple of [`PANEL`]; the same bytes as the plain tensor, reordered.
+    pub fn from_f32_panels(
+        gpu: &Gpu,
+        data: &[f32],
+        (k, n): (usize, usize),
+        dtype: DType,
+        name: &str,
+    ) -> Result<Self> {
+        if n % PANEL != 0 || data.len() != k * n {
+            return Err(Error::shape(
+                "panels",
+                format!(
+                    "`{name}` [{k}, {n}] with {} values: N must be a multiple of {PANEL}",
+                    data.len()
+                ),
+            ));
+        }
+        let packed = pack_panels(data, k, n);
+        Ok(Self::from_f32(gpu, &packed, &[k, n], dtype, name)?.with_panels())
+    }
+
+    /// This tensor marked panel-packed (its bytes already are).
+    pub(crate) fn with_panels(mut self) -> Self {
+        self.panels = true;
+        self
+    }
+
+    /// Whether this is a panel-packed weight ([`Tensor::from_f32_panels`]): only matmul's B
+    /// reads it; other ops refuse it.
+    pub fn panels(&self) -> bool {
+        self.panels
+    }
+
     /// The binding window for a kernel: starts at the tensor's offset aligned down to the
     /// device's storage-offset alignment, covers the tensor, and must fit the device's
-    /// `max_storage_buffer_binding_size`.
+    /// `max_storage_buffer_binding_size`. A panel-packed weight is refused: only matmul reads
+    /// one ([`Tensor::bind_any`]).
     pub(crate) fn bind(&self, gpu: &Gpu, op: &'static str) -> Result<Bound> {
+        if self.panels {
+            return Err(Error::unsupported(
+                op,
+                format!(
+                    "`{}` is a panel-packed weight, which only matmul reads",
+                    self.name
+                ),
+            ));
+        }
+        self.bind_any(gpu, op)
+    }
+
+    /// [`Tensor::bind`] of any layout (matmul's B).
+    pub(crate) fn bind_any(&self, gpu: &Gpu, op: &'static str) -> Result<Bound> {
         let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment.max(4));
         let start = self.offset / align * align;
         let end = self.offset + byte_len(&self.shape, self.dtype);
@@ -267,6 +349,28 @@ impl Tensor {
             elem_offset: ((self.offset - start) / self.dtype.size()) as u32,
         })
     }
+}
+
+/// `[k, n]` row-major → panels of [`PANEL`] columns (`n` a multiple of it): element (r, c)
+/// goes to `(c / PANEL)·k·PANEL + r·PANEL + c % PANEL`.
+pub fn pack_panels<T: Copy>(data: &[T], k: usize, n: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(data.len());
+    for p in 0..n / PANEL {
+        for r in 0..k {
+            out.extend_from_slice(&data[r * n + p * PANEL..r * n + (p + 1) * PANEL]);
+        }
+    }
+    out
+}
+
+/// The inverse of [`pack_panels`].
+pub fn unpack_panels<T: Copy + Default>(data: &[T], k: usize, n: usize) -> Vec<T> {
+    let mut out = vec![T::default(); data.len()];
+    for (i, &v) in data.iter().enumerate() {
+        let (p, r, c) = (i / (k * PANEL), i / PANEL % k, i % PANEL);
+        out[r * n + p * PANEL + c] = v;
+    }
+    out
 }
 
 /// Bytes that `shape` of `dtype` occupies, rounded up to whole `u32` words.

@@ -5,7 +5,7 @@ use super::{act_defines, push, require_act, require_same_act, rows_per_binding, 
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::shaders::Define;
-use crate::tensor::{Bound, DType, Tensor};
+use crate::tensor::{Bound, DType, PANEL, Tensor};
 
 /// Mirrors `Params` in `shaders/matmul.wgsl`.
 #[repr(C)]
@@ -221,7 +221,13 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
             keys.push(key(g.clone(), AKind::Plain, act));
             keys.push(key(g.clone(), AKind::Geglu, act));
             if g.defines.contains(&Define::Flag("SUBGROUP_GEMM")) {
-                keys.push(key(g, AKind::LayerNorm, act));
+                keys.push(key(g.clone(), AKind::LayerNorm, act));
+                // Panel-packed weights (CPU devices' linears), every A input.
+                let mut p = g;
+                p.defines.push(Define::Flag("PANELS_B"));
+                for a in [AKind::Plain, AKind::Geglu, AKind::LayerNorm] {
+                    keys.push(key(p.clone(), a, act));
+                }
             }
         }
     }
@@ -608,8 +614,33 @@ fn record(
     let gpu = rec.gpu();
     let ab = a.bind(gpu, OP)?;
     let rb = res.unwrap_or(a).bind(gpu, OP)?;
-    let bb = b.bind(gpu, OP)?;
-    let biasb = bias.unwrap_or(b).bind(gpu, OP)?;
+    let bb = b.bind_any(gpu, OP)?;
+    let biasb = bias.unwrap_or(b).bind_any(gpu, OP)?;
+    // A panel-packed B (CPU devices' weights): the window starts at a panel, and b_ld is a
+    // panel's length (K rows of PANEL values).
+    let panels = b.panels();
+    if panels
+        && (gpu.gemm_variant() != GemmVariant::Subgroup
+            || bw.col0 % PANEL != 0
+            || batch != 1
+            || b.rank() != 2)
+    {
+        return Err(Error::unsupported(
+            OP,
+            format!(
+                "panel-packed weight `{}` {:?} (columns from {}, batch {batch}) on this device's GEMM core",
+                b.name(),
+                b.shape(),
+                bw.col0
+            ),
+        ));
+    }
+    let (b_off, b_ld) = if panels {
+        let rows = b.shape()[0];
+        (bw.col0 / PANEL * rows * PANEL, rows * PANEL)
+    } else {
+        (bw.col0, bw.ld)
+    };
     let cb = c.bind(gpu, OP)?;
     let col0 = u32_of(OP, "column", bw.col0)?;
     let geglu = bw.a.kind() == AKind::Geglu;
@@ -622,11 +653,14 @@ fn record(
         operands.extend([(g, DType::F32), (be, DType::F32)]);
     }
     let vec4 = bw.col0 % 4 == 0 && bw.ld % 4 == 0 && vec4_ok(k, n, &operands);
-    let g = gemm(
+    let mut g = gemm(
         gpu.gemm_variant(),
         b.dtype(),
         Loop::for_shape(vec4, m, n, batch),
     );
+    if panels {
+        g.defines.push(Define::Flag("PANELS_B"));
+    }
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
     let params = MatmulParams {
@@ -635,7 +669,7 @@ fn record(
         k: u32_of(OP, "k", k)?,
         batch: u32_of(OP, "batch", batch)?,
         a_off: ab.elem_offset,
-        b_off: bb.elem_offset + col0,
+        b_off: bb.elem_offset + u32_of(OP, "b offset", b_off)?,
         c_off: cb.elem_offset,
         bias_off: biasb.elem_offset + col0,
         a_bstride: u32_of(OP, "a batch stride", m * k)?,
@@ -647,7 +681,7 @@ fn record(
         tiles_m: tiles_m as u32,
         res_off: rb.elem_offset,
         has_res: res.is_some() as u32,
-        b_ld: u32_of(OP, "b row length", bw.ld)?,
+        b_ld: u32_of(OP, "b row length", b_ld)?,
         _pad: [0; 2],
         ln_g_off: lnb.as_ref().map_or(0, |l| l.0.elem_offset),
         ln_b_off: lnb.as_ref().map_or(0, |l| l.1.elem_offset),

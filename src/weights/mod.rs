@@ -205,6 +205,10 @@ pub enum Relayout {
     None,
     /// PyTorch `Linear.weight` `[out, in]` → `[in, out]` (matmul's B).
     Transpose,
+    /// [`Relayout::Transpose`], then packed in panels of [`crate::tensor::PANEL`] columns
+    /// (`out` a multiple of it): matmul's B on CPU devices, where each GEMM tile then streams
+    /// its columns from contiguous memory instead of one short piece per long row.
+    TransposePanels,
     /// PyTorch conv weight `[out, in, kh, kw]` → `[kh, kw, in, out]` (conv2d's layout).
     ConvToHwio,
 }

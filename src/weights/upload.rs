@@ -4,7 +4,7 @@
 use super::{Relayout, TensorRef, WeightDType, Weights, cache, check_shape, to_f32};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::{DType, PANEL, Tensor, pack_panels};
 use safetensors::Dtype;
 
 impl Weights {
@@ -22,13 +22,14 @@ impl Weights {
         if let Some(s) = &self.synthetic {
             // Made on the device (in a simulation, sized the same way: its fill's parameters
             // included); random values need no re-layout: only the shape changes.
-            return s.device_tensor(gpu, name, shape, &gpu_shape, s.dtype(policy));
+            let t = s.device_tensor(gpu, name, shape, &gpu_shape, s.dtype(policy))?;
+            return Ok(laid_out(t, relayout));
         }
         let t = self.tensor(name)?;
         check_shape(&t, shape)?;
         let dtype = gpu_dtype(policy, &[&t]);
         if gpu.is_simulating() {
-            return simulated(gpu, &gpu_shape, dtype, name);
+            return Ok(laid_out(simulated(gpu, &gpu_shape, dtype, name)?, relayout));
         }
         let key = self.cache_key(gpu, &[&t], relayout, dtype, shape, &[name]);
         if let Some(hit) = key.as_ref().and_then(cache::lookup) {
@@ -38,7 +39,10 @@ impl Weights {
         self.merge_lora(name, &mut values, shape)?;
         let (values, gpu_shape) = relaid(&t, values, shape, relayout)?;
         check_f16_range(&t, &values, dtype)?;
-        let tensor = Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)?;
+        let tensor = laid_out(
+            Tensor::from_f32(gpu, &values, &gpu_shape, dtype, name)?,
+            relayout,
+        );
         if let Some(k) = key {
             cache::insert(k, &tensor);
         }
@@ -61,7 +65,7 @@ impl Weights {
         label: &str,
     ) -> Result<Tensor> {
         let rows = match (relayout, shapes.first().map(Vec::as_slice)) {
-            (Relayout::Transpose, Some(&[_, i])) => Some(i),
+            (Relayout::Transpose | Relayout::TransposePanels, Some(&[_, i])) => Some(i),
             (Relayout::None, Some(&[_])) => None,
             _ => {
                 return Err(Error::unsupported(
@@ -85,8 +89,15 @@ impl Weights {
             Some(i) => (vec![total, i], vec![i, total]),
             None => (vec![total], vec![total]),
         };
+        if relayout == Relayout::TransposePanels && total % PANEL != 0 {
+            return Err(Error::unsupported(
+                "fused weight",
+                format!("{total} columns are not whole panels of {PANEL} ({label})"),
+            ));
+        }
         if let Some(s) = &self.synthetic {
-            return s.device_tensor(gpu, label, &torch_shape, &gpu_shape, s.dtype(policy));
+            let t = s.device_tensor(gpu, label, &torch_shape, &gpu_shape, s.dtype(policy))?;
+            return Ok(laid_out(t, relayout));
         }
         let parts = names
             .iter()
@@ -100,7 +111,10 @@ impl Weights {
         let refs: Vec<&TensorRef<'_>> = parts.iter().collect();
         let dtype = gpu_dtype(policy, &refs);
         if gpu.is_simulating() {
-            return simulated(gpu, &gpu_shape, dtype, label);
+            return Ok(laid_out(
+                simulated(gpu, &gpu_shape, dtype, label)?,
+                relayout,
+            ));
         }
         let key = self.cache_key(gpu, &refs, relayout, dtype, &torch_shape, names);
         if let Some(hit) = key.as_ref().and_then(cache::lookup) {
@@ -112,7 +126,11 @@ impl Weights {
         for ((t, shape), name) in parts.iter().zip(shapes).zip(names) {
             let mut values = to_f32(t)?;
             self.merge_lora(name, &mut values, shape)?;
-            let (values, _) = relaid(t, values, shape, relayout)?;
+            let part_relayout = match relayout {
+                Relayout::TransposePanels => Relayout::Transpose,
+                r => r,
+            };
+            let (values, _) = relaid(t, values, shape, part_relayout)?;
             check_f16_range(t, &values, dtype)?;
             let width = shape[0];
             for r in 0..rows {
@@ -121,7 +139,13 @@ impl Weights {
             }
             col += width;
         }
-        let tensor = Tensor::from_f32(gpu, &fused, &gpu_shape, dtype, label)?;
+        if relayout == Relayout::TransposePanels {
+            fused = pack_panels(&fused, rows, total);
+        }
+        let tensor = laid_out(
+            Tensor::from_f32(gpu, &fused, &gpu_shape, dtype, label)?,
+            relayout,
+        );
         if let Some(k) = key {
             cache::insert(k, &tensor);
         }
@@ -166,6 +190,15 @@ impl Weights {
 /// allocate, its data never read. The device's weight cache is neither asked nor told (a
 /// placeholder must not be found later; a network the estimate loads again is sized as a
 /// fresh copy even where its buffers are live, since releasing it would free them).
+/// The uploaded tensor marked panel-packed when `relayout` packed it.
+fn laid_out(t: Tensor, relayout: Relayout) -> Tensor {
+    if relayout == Relayout::TransposePanels {
+        t.with_panels()
+    } else {
+        t
+    }
+}
+
 fn simulated(gpu: &Gpu, gpu_shape: &[usize], dtype: DType, name: &str) -> Result<Tensor> {
     Tensor::empty(gpu, gpu_shape, dtype, name)
 }
@@ -174,7 +207,7 @@ fn simulated(gpu: &Gpu, gpu_shape: &[usize], dtype: DType, name: &str) -> Result
 /// [`relaid`] when the data is read).
 fn relaid_shape(relayout: Relayout, shape: &[usize]) -> Vec<usize> {
     match (relayout, shape) {
-        (Relayout::Transpose, &[o, i]) => vec![i, o],
+        (Relayout::Transpose | Relayout::TransposePanels, &[o, i]) => vec![i, o],
         (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
         _ => shape.to_vec(),
     }
@@ -200,6 +233,9 @@ fn relaid(
     Ok(match (relayout, shape) {
         (Relayout::None, _) => (values, shape.to_vec()),
         (Relayout::Transpose, &[o, i]) => (transpose(&values, o, i), vec![i, o]),
+        (Relayout::TransposePanels, &[o, i]) if o % PANEL == 0 => {
+            (pack_panels(&transpose(&values, o, i), i, o), vec![i, o])
+        }
         (Relayout::ConvToHwio, &[o, i, kh, kw]) => (
             crate::ops::conv2d::oihw_to_hwio(&values, o, i, kh, kw),
             vec![kh, kw, i, o],
