@@ -43,6 +43,8 @@ const CASES: &[Case] = &[
     Case { name: "vec4 3x3 12->20 5x7 +res f16", x: [2, 5, 7, 12], k: 3, cout: 20, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F16, up: 1 },
     Case { name: "vec4 3x3 s2 8->36 asym pad", x: [1, 9, 6, 8], k: 3, cout: 36, stride: 2, pad: [0, 1, 0, 1], bias: true, res: false, w: DType::F32, up: 1 },
     Case { name: "vec4 upsampled 3x4 8->12 +res", x: [2, 3, 4, 8], k: 3, cout: 12, stride: 1, pad: [1; 4], bias: false, res: true, w: DType::F32, up: 2 },
+    // A whole panel of output channels with the scalar loop (cin 3): CPU devices' packed weight.
+    Case { name: "scalar 3x3 3->32 5x6 +res", x: [1, 5, 6, 3], k: 3, cout: 32, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F32, up: 1 },
 ];
 
 #[test]
@@ -130,6 +132,36 @@ fn conv2d_matches_reference() {
                         2e-5 * (fan_in as f32).sqrt(),
                         rtol,
                     );
+                    // The same weight panel-packed, as CPU devices load convs of whole panels.
+                    if core == GemmVariant::Subgroup && c.cout % 32 == 0 {
+                        let shape = [c.k, c.k, cin, c.cout];
+                        let wp = sd_wgpu::Tensor::from_f32_panels(
+                            gpu,
+                            &wt,
+                            (c.k * c.k * cin, c.cout),
+                            c.w,
+                            "conv.weight",
+                        )
+                        .and_then(|t| t.reshape(&shape))
+                        .unwrap();
+                        let mut rec = Recorder::new(gpu);
+                        let out = ops::conv2d(
+                            &mut rec,
+                            &xt,
+                            &wp,
+                            c.bias.then_some(&bt),
+                            c.res.then_some(&rt),
+                            opts,
+                        )
+                        .unwrap();
+                        check(
+                            &format!("conv2d panels {act:?} {} seed {seed}", c.name),
+                            &run(rec, &out),
+                            &want,
+                            2e-5 * (fan_in as f32).sqrt(),
+                            rtol,
+                        );
+                    }
                     if c.res {
                         continue;
                     }

@@ -143,7 +143,14 @@ fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
 #endif
     return select(vec4<f32>(0.0), v, blk.inside);
 }
+#if PANELS_B
+// A panel-packed weight (the host's Tensor::panels): panel n / 32 holds K rows of 32 values.
+fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
+    return w4_at(p.w_off + (n >> 5u) * (p.k * 32u) + k * 32u + (n & 31u));
+}
+#else
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
+#endif
 // Channels n .. n + 3 of output pixel m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
     var o = v;
@@ -172,7 +179,12 @@ fn load_a(r: ARow, k: u32) -> f32 {
 }
 
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
+#if PANELS_B
+    let nc = min(n, p.cout - 1u);
+    let v = w_at(p.w_off + (nc >> 5u) * (p.k * 32u) + min(k, p.k - 1u) * 32u + (nc & 31u));
+#else
     let v = w_at(p.w_off + min(k, p.k - 1u) * p.cout + min(n, p.cout - 1u));
+#endif
     return select(0.0, v, k < p.k && n < p.cout);
 }
 

@@ -34,9 +34,10 @@ pub struct Tensor {
     shape: Vec<usize>,
     dtype: DType,
     name: Arc<str>,
-    /// A weight `[K, N]` stored in panels of [`PANEL`] columns (each panel's K rows of
-    /// `PANEL` values contiguous, panel after panel): matmul's B on CPU devices, read by
-    /// matmul alone (see [`Tensor::panels`]).
+    /// A weight `[.., N]` (K = the product of the other dims) stored in panels of [`PANEL`]
+    /// columns (each panel's K rows of `PANEL` values contiguous, panel after panel):
+    /// matmul's B and conv2d's weight on CPU devices, read by those alone (see
+    /// [`Tensor::panels`]).
     panels: bool,
 }
 
@@ -178,8 +179,8 @@ impl Tensor {
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
         };
-        Ok(match (self.panels, self.shape.as_slice()) {
-            (true, &[k, n]) => unpack_panels(&v, k, n),
+        Ok(match (self.panels, self.shape.last()) {
+            (true, Some(&n)) => unpack_panels(&v, n_rows(self.numel(), n), n),
             _ => v,
         })
     }
@@ -209,7 +210,9 @@ impl Tensor {
     /// Same memory, new shape with the same element count.
     pub fn reshape(&self, shape: &[usize]) -> Result<Self> {
         let n: usize = shape.iter().product();
-        if self.panels && shape != self.shape.as_slice() {
+        // A panel-packed weight's layout depends only on its last dim (N) and the rest (K):
+        // it may change shape while keeping N (a 1×1 conv's [1, 1, cin, cout] as [cin, cout]).
+        if self.panels && shape.last() != self.shape.last() {
             return Err(Error::unsupported(
                 "reshape",
                 format!(
@@ -361,6 +364,11 @@ pub fn pack_panels<T: Copy>(data: &[T], k: usize, n: usize) -> Vec<T> {
         }
     }
     out
+}
+
+/// K of a `[.., N]` weight of `numel` values.
+fn n_rows(numel: usize, n: usize) -> usize {
+    numel.checked_div(n).unwrap_or(0)
 }
 
 /// The inverse of [`pack_panels`].

@@ -24,12 +24,15 @@ impl Conv2d {
         k: usize,
         opts: Conv2dOptions,
     ) -> Result<Self> {
-        let weight = vb.upload(
-            "weight",
-            &[cout, cin, k, k],
-            Relayout::ConvToHwio,
-            vb.dtype(),
-        )?;
+        // Panel-packed on CPU devices, as linear weights are (see `models::weight_layout`).
+        let layout = if vb.gpu().gemm_variant() == crate::gpu::GemmVariant::Subgroup
+            && cout % crate::tensor::PANEL == 0
+        {
+            Relayout::ConvToHwioPanels
+        } else {
+            Relayout::ConvToHwio
+        };
+        let weight = vb.upload("weight", &[cout, cin, k, k], layout, vb.dtype())?;
         let bias = vb.upload("bias", &[cout], Relayout::None, super::dtype_of(&weight))?;
         Ok(Self { weight, bias, opts })
     }

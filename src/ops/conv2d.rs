@@ -6,7 +6,8 @@ use super::{
     act_defines, fits_binding, push, require_act, require_same_act, rows_per_binding, u32_of,
 };
 use crate::error::{Error, Result};
-use crate::gpu::{Access, KernelKey, Recorder};
+use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
+use crate::shaders::Define;
 use crate::tensor::{DType, Tensor};
 
 /// Mirrors `Params` in `shaders/conv2d.wgsl`.
@@ -131,6 +132,11 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                 ];
                 if tiled {
                     k.push(key(g.clone(), false, act, true));
+                } else {
+                    // Panel-packed weights (CPU devices' convs), plain and 2× upsampling.
+                    let mut p = g.clone();
+                    p.defines.push(crate::shaders::Define::Flag("PANELS_B"));
+                    k.extend([key(p.clone(), false, act, false), key(p, true, act, false)]);
                 }
                 k
             })
@@ -451,8 +457,19 @@ fn record(
         weight.shape()[3],
     ];
     let xb = x.bind(gpu, OP)?;
-    let wb = weight.bind(gpu, OP)?;
-    let bb = bias.unwrap_or(weight).bind(gpu, OP)?;
+    let wb = weight.bind_any(gpu, OP)?;
+    let bb = bias.unwrap_or(weight).bind_any(gpu, OP)?;
+    let panels = weight.panels();
+    if panels && gpu.gemm_variant() != GemmVariant::Subgroup {
+        return Err(Error::unsupported(
+            OP,
+            format!(
+                "panel-packed weight `{}` {:?} on this device's GEMM core",
+                weight.name(),
+                weight.shape()
+            ),
+        ));
+    }
     let rb = residual.unwrap_or(x).bind(gpu, OP)?;
     let ob = out.bind(gpu, OP)?;
     let gnb = gn.map(|(t, _)| t.bind(gpu, OP)).transpose()?;
@@ -468,11 +485,14 @@ fn record(
         operands.push((g, DType::F32));
     }
     let vec4 = vec4_ok(cin, cout, &operands);
-    let g = gemm(
+    let mut g = gemm(
         gpu.gemm_variant(),
         weight.dtype(),
         Loop::for_shape(vec4, m, cout, 1),
     );
+    if panels {
+        g.defines.push(Define::Flag("PANELS_B"));
+    }
     let (tiles_n, tiles_m) = (cout.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let params = Conv2dParams {
         n: n as u32,

@@ -636,7 +636,7 @@ fn record(
         ));
     }
     let (b_off, b_ld) = if panels {
-        let rows = b.shape()[0];
+        let rows = k;
         (bw.col0 / PANEL * rows * PANEL, rows * PANEL)
     } else {
         (bw.col0, bw.ld)

@@ -211,6 +211,9 @@ pub enum Relayout {
     TransposePanels,
     /// PyTorch conv weight `[out, in, kh, kw]` → `[kh, kw, in, out]` (conv2d's layout).
     ConvToHwio,
+    /// [`Relayout::ConvToHwio`], then packed in panels as [`Relayout::TransposePanels`] (K =
+    /// kh·kw·in rows, `out` a multiple of [`crate::tensor::PANEL`]): CPU devices' convs.
+    ConvToHwioPanels,
 }
 
 /// Which dtype weights get on the GPU.

@@ -192,7 +192,10 @@ impl Weights {
 /// fresh copy even where its buffers are live, since releasing it would free them).
 /// The uploaded tensor marked panel-packed when `relayout` packed it.
 fn laid_out(t: Tensor, relayout: Relayout) -> Tensor {
-    if relayout == Relayout::TransposePanels {
+    if matches!(
+        relayout,
+        Relayout::TransposePanels | Relayout::ConvToHwioPanels
+    ) {
         t.with_panels()
     } else {
         t
@@ -208,7 +211,7 @@ fn simulated(gpu: &Gpu, gpu_shape: &[usize], dtype: DType, name: &str) -> Result
 fn relaid_shape(relayout: Relayout, shape: &[usize]) -> Vec<usize> {
     match (relayout, shape) {
         (Relayout::Transpose | Relayout::TransposePanels, &[o, i]) => vec![i, o],
-        (Relayout::ConvToHwio, &[o, i, kh, kw]) => vec![kh, kw, i, o],
+        (Relayout::ConvToHwio | Relayout::ConvToHwioPanels, &[o, i, kh, kw]) => vec![kh, kw, i, o],
         _ => shape.to_vec(),
     }
 }
@@ -236,6 +239,14 @@ fn relaid(
         (Relayout::TransposePanels, &[o, i]) if o % PANEL == 0 => {
             (pack_panels(&transpose(&values, o, i), i, o), vec![i, o])
         }
+        (Relayout::ConvToHwioPanels, &[o, i, kh, kw]) if o % PANEL == 0 => (
+            pack_panels(
+                &crate::ops::conv2d::oihw_to_hwio(&values, o, i, kh, kw),
+                kh * kw * i,
+                o,
+            ),
+            vec![kh, kw, i, o],
+        ),
         (Relayout::ConvToHwio, &[o, i, kh, kw]) => (
             crate::ops::conv2d::oihw_to_hwio(&values, o, i, kh, kw),
             vec![kh, kw, i, o],
