@@ -213,13 +213,7 @@ impl Tensor {
         // A panel-packed weight's layout depends only on its last dim (N) and the rest (K):
         // it may change shape while keeping N (a 1×1 conv's [1, 1, cin, cout] as [cin, cout]).
         if self.panels && shape.last() != self.shape.last() {
-            return Err(Error::unsupported(
-                "reshape",
-                format!(
-                    "`{}` is a panel-packed weight, which only matmul reads",
-                    self.name
-                ),
-            ));
+            return Err(self.packed_err("reshape"));
         }
         if n != self.numel() {
             return Err(Error::shape(
@@ -236,13 +230,7 @@ impl Tensor {
     /// Elements `[start, start + len)` of dimension 0, as a view (no copy).
     pub fn narrow0(&self, start: usize, len: usize) -> Result<Self> {
         if self.panels {
-            return Err(Error::unsupported(
-                "narrow0",
-                format!(
-                    "`{}` is a panel-packed weight, which only matmul reads",
-                    self.name
-                ),
-            ));
+            return Err(self.packed_err("narrow0"));
         }
         let d0 = *self.shape.first().unwrap_or(&1);
         if self.shape.is_empty() || start + len > d0 {
@@ -305,29 +293,34 @@ impl Tensor {
     }
 
     /// Whether this is a panel-packed weight ([`Tensor::from_f32_panels`]): only matmul's B
-    /// reads it; other ops refuse it.
+    /// and conv2d's weight read it; other ops refuse it.
     pub fn panels(&self) -> bool {
         self.panels
     }
 
     /// The binding window for a kernel: starts at the tensor's offset aligned down to the
     /// device's storage-offset alignment, covers the tensor, and must fit the device's
-    /// `max_storage_buffer_binding_size`. A panel-packed weight is refused: only matmul reads
-    /// one ([`Tensor::bind_any`]).
+    /// `max_storage_buffer_binding_size`. A panel-packed weight is refused: only matmul and
+    /// conv2d read one ([`Tensor::bind_any`]).
     pub(crate) fn bind(&self, gpu: &Gpu, op: &'static str) -> Result<Bound> {
         if self.panels {
-            return Err(Error::unsupported(
-                op,
-                format!(
-                    "`{}` is a panel-packed weight, which only matmul reads",
-                    self.name
-                ),
-            ));
+            return Err(self.packed_err(op));
         }
         self.bind_any(gpu, op)
     }
 
-    /// [`Tensor::bind`] of any layout (matmul's B).
+    /// The error of an op that cannot read a panel-packed weight.
+    fn packed_err(&self, op: &'static str) -> Error {
+        Error::unsupported(
+            op,
+            format!(
+                "`{}` is a panel-packed weight, which only matmul and conv2d read",
+                self.name
+            ),
+        )
+    }
+
+    /// [`Tensor::bind`] of any layout (matmul's B, conv2d's weight).
     pub(crate) fn bind_any(&self, gpu: &Gpu, op: &'static str) -> Result<Bound> {
         let align = u64::from(gpu.limits().min_storage_buffer_offset_alignment.max(4));
         let start = self.offset / align * align;

@@ -24,10 +24,7 @@ impl Conv2d {
         k: usize,
         opts: Conv2dOptions,
     ) -> Result<Self> {
-        // Panel-packed on CPU devices, as linear weights are (see `models::weight_layout`).
-        let layout = if vb.gpu().gemm_variant() == crate::gpu::GemmVariant::Subgroup
-            && cout % crate::tensor::PANEL == 0
-        {
+        let layout = if super::packs_panels(vb, cout) {
             Relayout::ConvToHwioPanels
         } else {
             Relayout::ConvToHwio

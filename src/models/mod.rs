@@ -21,14 +21,17 @@ use crate::tensor::Tensor;
 use crate::weights::{Relayout, WeightDType};
 pub use loader::Loader;
 
-/// How a linear weight of `out_f` output columns (per fused part) is laid out: packed in
-/// panels on devices running the subgroup GEMM core (CPU devices; measured on lavapipe, a
-/// `[154×768]·[768×3072]` product whose weight rows are 12 KB apart ran 1.5× faster from
-/// contiguous panels), transposed to `[in, out]` elsewhere.
+/// Whether a weight of `out` output columns (per fused part) loads panel-packed: on devices
+/// running the subgroup GEMM core (CPU devices; measured on lavapipe, a `[154×768]·[768×3072]`
+/// product whose weight rows are 12 KB apart ran 1.6–2.3× faster from contiguous panels),
+/// when `out` is whole panels. Linears and convs alike.
+pub(crate) fn packs_panels(vb: &Loader<'_>, out: usize) -> bool {
+    vb.gpu().gemm_variant() == crate::gpu::GemmVariant::Subgroup && out % crate::tensor::PANEL == 0
+}
+
+/// A linear weight's layout: `[in, out]`, panel-packed where [`packs_panels`].
 fn weight_layout(vb: &Loader<'_>, out_f: usize) -> Relayout {
-    if vb.gpu().gemm_variant() == crate::gpu::GemmVariant::Subgroup
-        && out_f % crate::tensor::PANEL == 0
-    {
+    if packs_panels(vb, out_f) {
         Relayout::TransposePanels
     } else {
         Relayout::Transpose

@@ -122,9 +122,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         .into_iter()
         .flat_map(|g| {
             // The fused group norm runs on the GPU core only (see `conv2d_group_norm`).
-            let tiled = !g
-                .defines
-                .contains(&crate::shaders::Define::Flag("SUBGROUP_GEMM"));
+            let tiled = !g.defines.contains(&Define::Flag("SUBGROUP_GEMM"));
             [DType::F32, DType::F16].into_iter().flat_map(move |act| {
                 let mut k = vec![
                     key(g.clone(), false, act, false),
@@ -135,7 +133,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                 } else {
                     // Panel-packed weights (CPU devices' convs), plain and 2× upsampling.
                     let mut p = g.clone();
-                    p.defines.push(crate::shaders::Define::Flag("PANELS_B"));
+                    p.defines.push(Define::Flag("PANELS_B"));
                     k.extend([key(p.clone(), false, act, false), key(p, true, act, false)]);
                 }
                 k

@@ -636,8 +636,7 @@ fn record(
         ));
     }
     let (b_off, b_ld) = if panels {
-        let rows = k;
-        (bw.col0 / PANEL * rows * PANEL, rows * PANEL)
+        (bw.col0 / PANEL * k * PANEL, k * PANEL)
     } else {
         (bw.col0, bw.ld)
     };
