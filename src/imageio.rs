@@ -338,11 +338,7 @@ pub fn resize_to_multiple(
     if nw == 0 || nh == 0 {
         return (Vec::new(), nw, nh, Some(msg));
     }
-    let bytes: Vec<u8> = rgb
-        .iter()
-        .map(|&v| (v.clamp(0.0, 1.0) * 255.0).round() as u8)
-        .collect();
-    let out = crate::resample::resize_u8(&bytes, (w, h), 3, (nw, nh), filter);
+    let out = crate::resample::resize_u8(&to_bytes(rgb), (w, h), 3, (nw, nh), filter);
     (
         out.iter().map(|&b| f32::from(b) / 255.0).collect(),
         nw,
@@ -354,11 +350,11 @@ pub fn resize_to_multiple(
 /// Pillow's RGB → "L" conversion (ITU-R 601-2 luma in 16-bit fixed point, rounded) of 8-bit
 /// values, as diffusers' mask processor converts a mask: `[h, w, 3]` → `[h, w]` in [0, 1].
 pub fn luma_pil(rgb: &[f32]) -> Vec<f32> {
-    let b = |v: f32| u32::from((v.clamp(0.0, 1.0) * 255.0).round() as u8);
-    rgb.chunks_exact(3)
+    to_bytes(rgb)
+        .chunks_exact(3)
         .map(|p| {
-            let l = (b(p[0]) * 19595 + b(p[1]) * 38470 + b(p[2]) * 7471 + 0x8000) >> 16;
-            l as f32 / 255.0
+            let [r, g, b] = [p[0], p[1], p[2]].map(u32::from);
+            ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as f32 / 255.0
         })
         .collect()
 }

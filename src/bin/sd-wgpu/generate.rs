@@ -9,7 +9,6 @@ use sd_wgpu::infotext::Infotext;
 use sd_wgpu::pipeline::{InitImage, LoadOptions, LongPrompt, Pipeline, Request};
 use sd_wgpu::resample::Filter;
 use sd_wgpu::schedulers::{Prediction, SamplerKind, Spacing};
-use sd_wgpu::weights::WeightDType;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -217,6 +216,17 @@ pub(crate) enum VaeTilingArg {
     Off,
 }
 
+impl VaeTilingArg {
+    pub(crate) fn policy(self) -> sd_wgpu::pipeline::VaeTiling {
+        use sd_wgpu::pipeline::VaeTiling;
+        match self {
+            VaeTilingArg::Auto => VaeTiling::Auto,
+            VaeTilingArg::On => VaeTiling::On,
+            VaeTilingArg::Off => VaeTiling::Off,
+        }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum DecoderArg {
     Vae,
@@ -363,11 +373,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             source: "--memory-budget".into(),
         }));
     }
-    let dtype = match a.dtype {
-        None => WeightDType::Auto,
-        Some(DTypeArg::F16) => WeightDType::F16,
-        Some(DTypeArg::F32) => WeightDType::F32,
-    };
+    let dtype = super::weight_dtype(a.dtype);
     // "LMS Karras"-style names carry a σ schedule; --schedule, when given, decides it.
     let (sampler, named_schedule) = match a.sampler.as_deref() {
         Some(n) => {
@@ -528,11 +534,7 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
             (Some(DecoderArg::Vae), _) | (None, false) => sd_wgpu::pipeline::Decoder::Vae,
             (Some(DecoderArg::Taesd), _) | (None, true) => sd_wgpu::pipeline::Decoder::Tiny,
         },
-        vae_tiling: match a.vae_tiling {
-            VaeTilingArg::Auto => sd_wgpu::pipeline::VaeTiling::Auto,
-            VaeTilingArg::On => sd_wgpu::pipeline::VaeTiling::On,
-            VaeTilingArg::Off => sd_wgpu::pipeline::VaeTiling::Off,
-        },
+        vae_tiling: a.vae_tiling.policy(),
         vae_tile_size: a.vae_tile_size,
         preview_decoder: match a.preview_decoder {
             PreviewDecoderArg::Latent => sd_wgpu::pipeline::PreviewDecoder::Latent,

@@ -26,6 +26,16 @@ enum DTypeArg {
     F32,
 }
 
+/// The weight dtype policy of a `--dtype` flag (absent: the files' own).
+fn weight_dtype(d: Option<DTypeArg>) -> sd_wgpu::weights::WeightDType {
+    use sd_wgpu::weights::WeightDType;
+    match d {
+        None => WeightDType::Auto,
+        Some(DTypeArg::F16) => WeightDType::F16,
+        Some(DTypeArg::F32) => WeightDType::F32,
+    }
+}
+
 /// Which networks stay on the device (`sd_wgpu::pipeline::Offload`).
 #[derive(Clone, Copy, Default, ValueEnum)]
 enum OffloadArg {

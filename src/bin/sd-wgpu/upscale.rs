@@ -6,9 +6,8 @@ use anyhow::{Context, Result, bail};
 use sd_wgpu::files;
 use sd_wgpu::gpu::Gpu;
 use sd_wgpu::imageio::ImageFormat;
-use sd_wgpu::pipeline::{Pipeline, Request, Upscale, VaeTiling};
+use sd_wgpu::pipeline::{Pipeline, Request, Upscale};
 use sd_wgpu::schedulers::SamplerKind;
-use sd_wgpu::weights::WeightDType;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -66,24 +65,15 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
     }
     let format = ImageFormat::from_path(&a.out)?;
     let gpu = Gpu::new()?;
-    let dtype = match a.dtype {
-        None => WeightDType::Auto,
-        Some(DTypeArg::F16) => WeightDType::F16,
-        Some(DTypeArg::F32) => WeightDType::F32,
-    };
-    let pipe = Pipeline::load(&gpu, &a.model, dtype)
+    let pipe = Pipeline::load(&gpu, &a.model, super::weight_dtype(a.dtype))
         .with_context(|| format!("loading {}", a.model.display()))?;
-    if pipe.upscaler.is_none() {
+    let Some(up) = &pipe.upscaler else {
         bail!(
             "{} is not an upscaler model (no low_res_scheduler/)",
             a.model.display()
         );
-    }
-    if let Some(s) = pipe
-        .upscaler
-        .as_ref()
-        .and_then(|u| u.vae_scaling_factor_in_config)
-    {
+    };
+    if let Some(s) = up.vae_scaling_factor_in_config {
         eprintln!(
             "note: the VAE's scaling_factor {s} is replaced by the upscaler's 0.08333 (as diffusers does)"
         );
@@ -114,11 +104,7 @@ pub fn upscale(a: &UpscaleArgs) -> Result<()> {
         seed: a.seed,
         batch_size: n,
         init_latents: npy(&a.init_latents, [n, 4, h, w])?,
-        vae_tiling: match a.vae_tiling {
-            super::generate::VaeTilingArg::Auto => VaeTiling::Auto,
-            super::generate::VaeTilingArg::On => VaeTiling::On,
-            super::generate::VaeTilingArg::Off => VaeTiling::Off,
-        },
+        vae_tiling: a.vae_tiling.policy(),
         upscale: Some(Upscale {
             rgb,
             noise_level: a.noise_level,
