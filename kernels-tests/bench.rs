@@ -6,7 +6,7 @@ use sd_wgpu::bench::{BenchArch, BenchOptions};
 use sd_wgpu::models::unet::UNetConfig;
 
 /// The JSON fields `--json` promises.
-const FIELDS: [&str; 16] = [
+const FIELDS: [&str; 17] = [
     "adapter",
     "arch",
     "width",
@@ -15,6 +15,7 @@ const FIELDS: [&str; 16] = [
     "steps",
     "dtype",
     "text_encoder_s",
+    "context_projection_s",
     "denoise_s",
     "vae_decode_s",
     "s_per_step",
@@ -53,6 +54,7 @@ fn bench_cli_reports_the_built_in_model() {
     assert_eq!(v["steps"].as_u64(), Some(3));
     for k in [
         "text_encoder_s",
+        "context_projection_s",
         "denoise_s",
         "vae_decode_s",
         "s_per_step",

@@ -197,6 +197,9 @@ pub struct BenchReport {
     /// The one-step cold run: shader compilation, pipelines, first allocations.
     pub cold_s: f64,
     pub text_encoder_s: f64,
+    /// The U-Net's cross-attention keys and values of the prompt, once per request
+    /// ([`crate::pipeline::Timings::context_projection`]; inside every step in diffusers).
+    pub context_projection_s: f64,
     pub denoise_s: f64,
     pub vae_decode_s: f64,
     /// With [`BenchOptions::taesd`]: the same latents decoded by the tiny autoencoder (a
@@ -365,6 +368,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<BenchReport> {
         load_s,
         cold_s,
         text_encoder_s: t.text_encoding.as_secs_f64(),
+        context_projection_s: t.context_projection.as_secs_f64(),
         denoise_s: t.sampling.as_secs_f64(),
         vae_decode_s: t.decoding.as_secs_f64(),
         taesd_decode_s,
@@ -403,6 +407,7 @@ impl BenchReport {
             "load_s": self.load_s,
             "cold_s": self.cold_s,
             "text_encoder_s": self.text_encoder_s,
+            "context_projection_s": self.context_projection_s,
             "denoise_s": self.denoise_s,
             "vae_decode_s": self.vae_decode_s,
             "taesd_decode_s": self.taesd_decode_s,
@@ -447,6 +452,13 @@ impl BenchReport {
             ("load weights", format!("{:.2} s", self.load_s)),
             ("cold run (1 step)", format!("{:.2} s", self.cold_s)),
             ("text encoder", format!("{:.3} s", self.text_encoder_s)),
+            (
+                "context K/V",
+                format!(
+                    "{:.3} s (the U-Net's cross-attention keys and values, once per request)",
+                    self.context_projection_s
+                ),
+            ),
             (
                 "denoise",
                 format!(

@@ -247,6 +247,9 @@ impl Pipeline {
             None => None,
         };
         rec.submit()?;
+        // The stage's time is its GPU work's (one wait per request, so that the context
+        // projection below is timed on its own).
+        gpu.wait()?;
         drop(te);
         if offload {
             self.release_text_encoders(gpu);
@@ -268,6 +271,7 @@ impl Pipeline {
         // request, not every step.
         let mut loading = std::time::Duration::ZERO;
         let clock = std::time::Instant::now();
+        gpu.set_profile_stage("context projection");
         let unet = self.unet.get_timed(gpu, offload, &mut loading)?;
         let time_ids = match &pooled {
             Some(_) => Some(self.time_ids(gpu, req, n, guided)?),
@@ -288,7 +292,7 @@ impl Pipeline {
         let unet_ctx = unet.project_context_with(&mut rec, &context, added)?;
         rec.submit()?;
         guard.finish(gpu)?;
-        timings.text_encoding += clock.elapsed().saturating_sub(loading);
+        timings.context_projection = clock.elapsed().saturating_sub(loading);
         timings.loading += loading;
 
         let clock = std::time::Instant::now();

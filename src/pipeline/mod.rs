@@ -351,7 +351,12 @@ pub struct Output {
 /// Wall time of each phase, GPU work included.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Timings {
+    /// The text encoder(s): the prompt to the U-Net's context (and SDXL's pooled embedding).
     pub text_encoding: std::time::Duration,
+    /// The U-Net's prompt-only work, once per request: every cross-attention's keys and
+    /// values of the context (and SDXL's added conditions). diffusers computes these inside
+    /// every U-Net call, so they are part of its step time and of none of its text encoding.
+    pub context_projection: std::time::Duration,
     pub sampling: std::time::Duration,
     pub decoding: std::time::Duration,
     /// Host time the sampling steps spent encoding their work (selecting the table row,

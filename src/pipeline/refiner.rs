@@ -57,6 +57,7 @@ impl Pipeline {
         out.steps_run += a.steps_run;
         let (t, u) = (&mut out.timings, a.timings);
         t.text_encoding += u.text_encoding;
+        t.context_projection += u.context_projection;
         t.sampling += u.sampling;
         t.decoding += u.decoding;
         t.loading += u.loading;

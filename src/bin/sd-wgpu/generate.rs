@@ -724,8 +724,9 @@ pub fn generate(a: &GenerateArgs) -> Result<()> {
         }
         let t = out.timings;
         eprintln!(
-            "text encoding {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",
+            "text encoding {:.2} s, context K/V {:.2} s, sampling {:.2} s ({:.3} s/step), decoding {:.2} s; peak GPU memory {:.1} MiB",
             t.text_encoding.as_secs_f64(),
+            t.context_projection.as_secs_f64(),
             t.sampling.as_secs_f64(),
             t.sampling.as_secs_f64() / out.steps_run.max(1) as f64,
             t.decoding.as_secs_f64(),
