@@ -98,7 +98,11 @@ fn bench_cli_reports_the_built_in_model() {
         .iter()
         .map(|s| s["stage"].as_str().unwrap())
         .collect();
-    assert_eq!(stages, ["text encoder", "step 1", "VAE decode"], "{p}");
+    assert_eq!(
+        stages,
+        ["text encoder", "context projection", "step 1", "VAE decode"],
+        "{p}"
+    );
     let step = p["step_gpu_s"].as_f64().unwrap();
     let families = p["families"].as_array().unwrap();
     let sum: f64 = families.iter().map(|f| f["gpu_s"].as_f64().unwrap()).sum();

@@ -336,3 +336,129 @@ fn conv2d_of_a_group_norm_matches_reference() {
         }
     }
 }
+
+/// Winograd F(2×2, 3×3) (CPU devices' 3×3 stride-1 convs, `ops::winograd`) against the
+/// reference and against the direct implicit-GEMM conv it replaces (`Gpu::set_winograd`),
+/// on SD shapes and odd ones: partial 2×2 tiles in both directions, a 2× upsampled input,
+/// per-pixel and per-image residuals, f16 and panel-packed weights, transformed filters in
+/// panels (cout a multiple of 32) and not, and, on a device with a 256 KiB binding limit,
+/// a conv done in several chunks of tiles.
+#[test]
+fn winograd_conv_matches_reference_and_the_direct_conv() {
+    use sd_wgpu::{Gpu, GpuOptions};
+    // (name, [n, h, w, cin], cout, padding, upsample, residual: 0 none / 1 pixel / 2 image,
+    // weight dtype, panel-packed weight, small bindings)
+    #[rustfmt::skip]
+    let cases = [
+        ("sd resnet 3x3 320->320 32x32 b2", [2, 32, 32, 320], 320, [1; 4], 1, 0, DType::F32, true, false),
+        ("vae upsampler 3x3 512 8x8 -> 16x16 f16", [1, 8, 8, 512], 512, [1; 4], 2, 0, DType::F16, true, false),
+        ("sd resnet conv2 + temb 3x3 64->64 16x16 b2", [2, 16, 16, 64], 64, [1; 4], 1, 2, DType::F32, false, false),
+        ("odd 7x5 12->20 + res f16", [3, 7, 5, 12], 20, [1; 4], 1, 1, DType::F16, false, false),
+        ("odd upsampled 3x5 8->36 + res", [2, 3, 5, 8], 36, [1; 4], 2, 1, DType::F32, false, false),
+        ("no padding 9x6 4->8", [1, 9, 6, 4], 8, [0; 4], 1, 0, DType::F32, false, false),
+        ("asym padding 6x7 8->4", [1, 6, 7, 8], 4, [0, 2, 1, 0], 1, 1, DType::F32, false, false),
+        ("chunked 40x40 16->32", [1, 40, 40, 16], 32, [1; 4], 1, 1, DType::F32, true, true),
+    ];
+    let normal = Gpu::with_options(&GpuOptions {
+        gemm: Some(GemmVariant::Subgroup),
+        ..Default::default()
+    })
+    .expect("a CPU device with the subgroup GEMM core (lavapipe)");
+    let small = Gpu::with_options(&GpuOptions {
+        gemm: Some(GemmVariant::Subgroup),
+        max_storage_binding: Some(256 << 10),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(normal.winograd(), "Winograd is the CPU devices' default");
+    for (ci, (name, xs, cout, pad, up, res_kind, wdt, packed, tiny)) in
+        cases.into_iter().enumerate()
+    {
+        let gpu = if tiny { &small } else { &normal };
+        let mut rng = Rng::new(7000 + ci as u64);
+        let [n, h, w, cin] = xs;
+        let x = rng.normals(n * h * w * cin, 1.0);
+        let fan_in = 9 * cin;
+        let w_oihw = rng.normals(cout * fan_in, 1.0 / (fan_in as f32).sqrt());
+        let mut wt = oihw_to_hwio(&w_oihw, cout, cin, 3, 3);
+        let mut bias = rng.normals(cout, 0.5);
+        if wdt == DType::F16 {
+            wt = round_f16(&wt);
+            bias = round_f16(&bias);
+        }
+        let (xr, rs) = if up == 2 {
+            (
+                reference::upsample_nearest2x(&x, xs),
+                [n, 2 * h, 2 * w, cin],
+            )
+        } else {
+            (x.clone(), xs)
+        };
+        let [pt, pb, pl, pr] = pad;
+        let (ho, wo) = (rs[1] + pt + pb - 2, rs[2] + pl + pr - 2);
+        let res = match res_kind {
+            1 => rng.normals(n * ho * wo * cout, 1.0),
+            2 => rng.normals(n * cout, 1.0),
+            _ => vec![],
+        };
+        let res_shape: Vec<usize> = if res_kind == 2 {
+            vec![n, cout]
+        } else {
+            vec![n, ho, wo, cout]
+        };
+        let xt = upload_to(gpu, &x, &xs, DType::F32, "x");
+        let wtt = if packed {
+            sd_wgpu::Tensor::from_f32_panels(gpu, &wt, (9 * cin, cout), wdt, "conv.weight")
+                .and_then(|t| t.reshape(&[3, 3, cin, cout]))
+                .unwrap()
+        } else {
+            upload_to(gpu, &wt, &[3, 3, cin, cout], wdt, "conv.weight")
+        };
+        let bt = upload_to(gpu, &bias, &[cout], wdt, "conv.bias");
+        let rt = (res_kind > 0).then(|| upload_to(gpu, &res, &res_shape, DType::F32, "residual"));
+        let opts = Conv2dOptions {
+            stride: 1,
+            padding: pad,
+            upsample: up,
+        };
+        let (mut want, shape) = reference::conv2d(
+            &xr,
+            rs,
+            &wt,
+            [3, 3, cout],
+            Some(&bias),
+            (res_kind == 1).then_some(&res[..]),
+            1,
+            pad,
+        );
+        if res_kind == 2 {
+            let per_img = ho * wo * cout;
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += res[(i / per_img) * cout + i % cout];
+            }
+        }
+        let mut outs = Vec::new();
+        for on in [true, false] {
+            gpu.set_winograd(on);
+            let mut rec = Recorder::new(gpu);
+            let out = ops::conv2d(&mut rec, &xt, &wtt, Some(&bt), rt.as_ref(), opts).unwrap();
+            assert_eq!(out.shape(), shape, "{name}");
+            let got = run(rec, &out);
+            let path = if on { "Winograd" } else { "direct" };
+            check(
+                &format!("conv2d {path} {name}"),
+                &got,
+                &want,
+                2e-5 * (fan_in as f32).sqrt(),
+                1e-4,
+            );
+            outs.push(got);
+        }
+        gpu.set_winograd(true);
+        // A different algorithm rounds differently: equal outputs would mean one path ran twice.
+        assert_ne!(
+            outs[0], outs[1],
+            "{name}: Winograd and the direct conv gave identical bits"
+        );
+    }
+}

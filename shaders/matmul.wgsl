@@ -152,8 +152,8 @@ fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a4_at((r.base + i) >> 2u); }
 fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
 #if PANELS_B
     // Panel-packed B (the host's Tensor::panels): panel n / 32 is b_ld elements long, its K
-    // rows of 32 values one after another.
-    return w4_at(p.b_off + (n >> 5u) * p.b_ld + k * 32u + (n & 31u));
+    // rows of 32 values one after another; a batched B is such matrices b_bstride apart.
+    return w4_at(p.b_off + b * p.b_bstride + (n >> 5u) * p.b_ld + k * 32u + (n & 31u));
 #else
     return w4_at(p.b_off + b * p.b_bstride + k * p.b_ld + n);
 #endif
@@ -185,7 +185,7 @@ fn load_a(r: ARow, k: u32) -> f32 {
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
 #if PANELS_B
     let nc = min(n, p.n - 1u);
-    let v = w_at(p.b_off + (nc >> 5u) * p.b_ld + min(k, p.k - 1u) * 32u + (nc & 31u));
+    let v = w_at(p.b_off + b * p.b_bstride + (nc >> 5u) * p.b_ld + min(k, p.k - 1u) * 32u + (nc & 31u));
 #else
     let v = w_at(p.b_off + b * p.b_bstride + min(k, p.k - 1u) * p.b_ld + min(n, p.n - 1u));
 #endif

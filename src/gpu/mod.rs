@@ -75,6 +75,9 @@ thread_local! {
 /// Environment variable: `tiled` or `subgroup` forces the GEMM core (see [`GemmVariant`]).
 pub const ENV_GEMM: &str = "SD_WGPU_GEMM";
 
+/// Environment variable: `0` turns Winograd convolutions off (see [`Gpu::winograd`]).
+pub const ENV_WINOGRAD: &str = "SD_WGPU_WINOGRAD";
+
 /// `SD_WGPU_F16_ACTIVATIONS`: `1` on, `0` off, unset or empty the adapter's default.
 fn env_f16_activations() -> Result<Option<bool>> {
     match std::env::var(ENV_F16_ACTIVATIONS).as_deref() {
@@ -145,6 +148,9 @@ pub struct Gpu {
     gemm: GemmVariant,
     /// f16 activations for models with f16 weights ([`Gpu::activation_dtype`]).
     f16_act: bool,
+    /// 3×3 stride-1 convs by Winograd F(2×2, 3×3) on the subgroup GEMM core
+    /// ([`Gpu::winograd`]).
+    winograd: std::sync::atomic::AtomicBool,
     budget: std::sync::Mutex<Option<MemoryBudget>>,
     /// Per-dispatch timing while profiling ([`Gpu::set_profiling`]).
     profiler: std::sync::Mutex<Option<profile::Profiler>>,
@@ -334,6 +340,9 @@ impl Gpu {
             loop_limit,
             gemm,
             f16_act,
+            winograd: std::sync::atomic::AtomicBool::new(
+                std::env::var(ENV_WINOGRAD).map_or(true, |v| v != "0"),
+            ),
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
             uid: {
@@ -401,6 +410,21 @@ impl Gpu {
         self.f16_act = on;
         Ok(())
     }
+    /// Whether 3×3 stride-1 convs run as Winograd F(2×2, 3×3) (`ops::conv2d`; 2.25× fewer
+    /// multiplies, f32 transforms): on CPU devices (the subgroup GEMM core) with f32
+    /// activations unless `SD_WGPU_WINOGRAD=0`; GPUs always run the direct implicit GEMM.
+    pub fn winograd(&self) -> bool {
+        self.gemm == GemmVariant::Subgroup
+            && self.winograd.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns Winograd convolutions on or off for what is recorded from now on (tests and A/B
+    /// measurements; a recorded step plan keeps what it was recorded with).
+    pub fn set_winograd(&self, on: bool) {
+        self.winograd
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub fn has_timestamps(&self) -> bool {
         self.features.contains(wgpu::Features::TIMESTAMP_QUERY)
     }

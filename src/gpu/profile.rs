@@ -14,8 +14,8 @@ pub struct ProfileEntry {
     pub stage: String,
     /// The kernel's label (shader, entry point, variant).
     pub kernel: String,
-    /// The op family: conv2d, matmul, attention, group-norm, layer-norm, elementwise, sampler
-    /// or guard.
+    /// The op family: conv2d, winograd (its transforms), matmul, attention, group-norm,
+    /// layer-norm, elementwise, sampler or guard.
     pub family: &'static str,
     pub workgroups: [u32; 3],
     pub seconds: f64,
@@ -41,6 +41,8 @@ impl ProfileEntry {
 pub fn family(shader: &str) -> &'static str {
     match shader {
         "conv2d.wgsl" => "conv2d",
+        // Winograd convs' transforms (their 16 products are matmul dispatches).
+        "winograd.wgsl" => "winograd",
         s if s.starts_with("gemm") || s == "matmul.wgsl" => "matmul",
         s if s.starts_with("attention") => "attention",
         s if s.starts_with("group_norm") => "group-norm",

@@ -132,6 +132,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         }
     }
     v.extend(super::movement::kernel_keys([GPU_FLAT, CPU_FLAT]));
+    v.extend(super::winograd::kernel_keys([GPU_FLAT, CPU_FLAT]));
     v
 }
 

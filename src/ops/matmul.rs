@@ -618,12 +618,14 @@ fn record(
     let biasb = bias.unwrap_or(b).bind_any(gpu, OP)?;
     // A panel-packed B (CPU devices' weights): the window starts at a panel, and b_ld is a
     // panel's length (K rows of PANEL values).
+    // A batched one (`[batch, k, n]`, Winograd's transformed filters) is `batch` packed
+    // matrices one after another, read whole.
     let panels = b.panels();
+    let batched_ok = b.rank() == 3 && b_bstride == k * n && bw.col0 == 0 && bw.ld == n;
     if panels
         && (gpu.gemm_variant() != GemmVariant::Subgroup
             || bw.col0 % PANEL != 0
-            || batch != 1
-            || b.rank() != 2)
+            || (batch != 1 || b.rank() != 2) && !batched_ok)
     {
         return Err(Error::unsupported(
             OP,

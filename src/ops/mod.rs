@@ -14,6 +14,7 @@ pub mod norm;
 pub mod random;
 pub mod sampler;
 pub mod step_table;
+mod winograd;
 
 pub use attention::{AttentionOptions, attention, attention_qkv};
 pub use conv2d::{Conv2dOptions, InputNorm, conv2d, conv2d_group_norm};

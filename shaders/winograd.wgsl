@@ -1,0 +1,265 @@
+// Winograd F(2×2, 3×3) convolution for CPU devices (ops::winograd; Lavin & Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016): a 3×3, stride-1 conv computed per
+// 2×2 output tile as
+//
+//   Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ) ] A
+//
+// with d the tile's 4×4 input patch and g the 3×3 filter, so that the 36 multiplies of a tile
+// and channel pair become 16, done as 16 matrix products V_e · U_e (e = 0..15) by the GEMM
+// core:
+//   WINO_W   (weight transform) U[e, ci, co] = (G g Gᵀ)_e of w[:, :, ci, co]
+//   WINO_IN  (input transform)  V[e, t, ci]  = (Bᵀ d B)_e of tile t's patch of channel ci
+//   (matmul)                    M[e, t, co]  = Σ_ci V[e, t, ci] · U[e, ci, co]
+//   WINO_OUT (output transform) out[tile t's 2×2 pixels, co] = Aᵀ M[:, t, co] A + bias + res
+// with
+//   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
+//   Aᵀ = [1 1 1 0; 0 1 −1 −1].
+// Every element of x, U, V, M is f32 (the transforms add and subtract, and halve, in f32).
+// Each thread handles one tile (or one input channel for WINO_W) and four channels (vec4):
+// cin and cout are multiples of 4 (checked by the host). Tiles t0 .. t0 + t_len − 1 of the
+// n · tiles_h · tiles_w tiles are this dispatch's (the host chunks large convs); V and M hold
+// those tiles only, [16, t_len, c]. x and out: [n, h, w, c] channels-last activations
+// (common.wgsl's act); with UP2 x is read as if nearest-upsampled 2× (h, w are the
+// upsampled sizes). Zero padding: pad_t rows above and pad_l columns left of the input; the
+// patch of tile (ty, tx) starts at input row 2·ty − pad_t, column 2·tx − pad_l.
+// Threads and items as in elementwise.wgsl (WG · PER consecutive items per workgroup).
+
+#include "common.wgsl"
+
+override WG: u32 = 256u;
+override PER: u32 = 1u;
+
+struct Params {
+    n: u32, h: u32, w: u32, cin: u32,
+    ho: u32, wo: u32, cout: u32, tiles_w: u32,
+    tiles_h: u32, t0: u32, t_len: u32, total: u32,
+    pad_t: u32, pad_l: u32, x_off: u32, w_off: u32,
+    bias_off: u32, res_off: u32, out_off: u32, has_bias: u32,
+    has_res: u32, panels: u32, u_panels: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+#if UP2
+const UP: u32 = 1u;
+#else
+const UP: u32 = 0u;
+#endif
+
+// Item i of this dispatch's linear range: its first thread's index and the stride.
+fn item(wid: vec3<u32>, nwg: vec3<u32>, li: u32, j: u32) -> u32 {
+    return linear_workgroup(wid, nwg) * WG * PER + li + j * WG;
+}
+
+#if WINO_IN
+@group(0) @binding(1) var<storage, read> x: array<act4>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+
+// Channels c0 .. c0 + 3 of input pixel (y, x) of image img, zero outside the image.
+fn pixel(img: u32, y: i32, xx: i32, c0: u32) -> vec4<f32> {
+    let inside = y >= 0 && xx >= 0 && y < i32(p.h) && xx < i32(p.w);
+    let yc = u32(clamp(y, 0, i32(p.h) - 1)) >> UP;
+    let xc = u32(clamp(xx, 0, i32(p.w) - 1)) >> UP;
+    let i = p.x_off + ((img * (p.h >> UP) + yc) * (p.w >> UP) + xc) * p.cin + c0;
+    return select(vec4<f32>(0.0), vec4<f32>(x[i >> 2u]), inside);
+}
+
+// Row r of the patch times B (the column transform): [d0 − d2, d1 + d2, d2 − d1, d1 − d3].
+struct Row4 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+
+fn patch_row(img: u32, y: i32, x0: i32, c0: u32) -> Row4 {
+    let d0 = pixel(img, y, x0, c0);
+    let d1 = pixel(img, y, x0 + 1, c0);
+    let d2 = pixel(img, y, x0 + 2, c0);
+    let d3 = pixel(img, y, x0 + 3, c0);
+    return Row4(d0 - d2, d1 + d2, d2 - d1, d1 - d3);
+}
+
+fn store_v(e: u32, t: u32, c0: u32, val: vec4<f32>) {
+    v[((e * p.t_len + t) * p.cin + c0) >> 2u] = val;
+}
+
+fn store_v_row(e0: u32, t: u32, c0: u32, r: Row4) {
+    store_v(e0, t, c0, r.a);
+    store_v(e0 + 1u, t, c0, r.b);
+    store_v(e0 + 2u, t, c0, r.c);
+    store_v(e0 + 3u, t, c0, r.d);
+}
+
+fn sub4(a: Row4, b: Row4) -> Row4 { return Row4(a.a - b.a, a.b - b.b, a.c - b.c, a.d - b.d); }
+fn add4(a: Row4, b: Row4) -> Row4 { return Row4(a.a + b.a, a.b + b.b, a.c + b.c, a.d + b.d); }
+
+@compute @workgroup_size(WG)
+fn input_transform(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let groups = p.cin >> 2u;
+    for (var j = 0u; j < PER; j++) {
+        let i = item(wid, nwg, li, j);
+        if (i < p.total) {
+            let c0 = (i % groups) * 4u;
+            let t = i / groups;
+            let tile = p.t0 + t;
+            let per_img = p.tiles_h * p.tiles_w;
+            let img = tile / per_img;
+            let r = tile % per_img;
+            let y0 = i32((r / p.tiles_w) * 2u) - i32(p.pad_t);
+            let x0 = i32((r % p.tiles_w) * 2u) - i32(p.pad_l);
+            let d0 = patch_row(img, y0, x0, c0);
+            let d1 = patch_row(img, y0 + 1, x0, c0);
+            let d2 = patch_row(img, y0 + 2, x0, c0);
+            let d3 = patch_row(img, y0 + 3, x0, c0);
+            // Bᵀ over the rows.
+            store_v_row(0u, t, c0, sub4(d0, d2));
+            store_v_row(4u, t, c0, add4(d1, d2));
+            store_v_row(8u, t, c0, sub4(d2, d1));
+            store_v_row(12u, t, c0, sub4(d1, d3));
+        }
+    }
+}
+#endif
+
+#if WINO_W
+#if W_F16
+@group(0) @binding(1) var<storage, read> wt: array<vec2<u32>>;
+fn w4_at(i: u32) -> vec4<f32> {
+    let u = wt[i >> 2u];
+    return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
+}
+#else
+@group(0) @binding(1) var<storage, read> wt: array<vec4<f32>>;
+fn w4_at(i: u32) -> vec4<f32> { return wt[i >> 2u]; }
+#endif
+@group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
+
+// Filter tap (ky, kx) of input channel ci, output channels co0 .. co0 + 3: the weight is
+// [3, 3, cin, cout] (K = 9·cin rows of cout), plain or panel-packed (Tensor::panels: panel
+// co / 32 holds the K rows of its 32 columns).
+fn tap(ky: u32, kx: u32, ci: u32, co0: u32) -> vec4<f32> {
+    let k = (ky * 3u + kx) * p.cin + ci;
+    if (p.panels != 0u) {
+        return w4_at(p.w_off + (co0 >> 5u) * (9u * p.cin * 32u) + k * 32u + (co0 & 31u));
+    }
+    return w4_at(p.w_off + k * p.cout + co0);
+}
+
+struct Row3 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32> }
+
+// U[e, ci, co0 .. co0 + 3]: plain [16, cin, cout], or with u_panels each U_e panel-packed
+// (the GEMM core's fast layout for B: panel co / 32 holds the cin rows of its 32 columns).
+fn store_u(e: u32, ci: u32, co0: u32, val: vec4<f32>) {
+    var i = (e * p.cin + ci) * p.cout + co0;
+    if (p.u_panels != 0u) {
+        i = e * p.cin * p.cout + (co0 >> 5u) * (p.cin * 32u) + ci * 32u + (co0 & 31u);
+    }
+    u[i >> 2u] = val;
+}
+
+// Gᵀ over one row's three taps: U[e0 .. e0 + 3] = [a, ½(a + b + c), ½(a − b + c), c].
+fn store_u_row(e0: u32, ci: u32, co0: u32, r: Row3) {
+    store_u(e0, ci, co0, r.a);
+    store_u(e0 + 1u, ci, co0, 0.5 * (r.a + r.b + r.c));
+    store_u(e0 + 2u, ci, co0, 0.5 * (r.a - r.b + r.c));
+    store_u(e0 + 3u, ci, co0, r.c);
+}
+
+@compute @workgroup_size(WG)
+fn weight_transform(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let groups = p.cout >> 2u;
+    for (var j = 0u; j < PER; j++) {
+        let i = item(wid, nwg, li, j);
+        if (i < p.total) {
+            let co0 = (i % groups) * 4u;
+            let ci = i / groups;
+            let g0 = Row3(tap(0u, 0u, ci, co0), tap(0u, 1u, ci, co0), tap(0u, 2u, ci, co0));
+            let g1 = Row3(tap(1u, 0u, ci, co0), tap(1u, 1u, ci, co0), tap(1u, 2u, ci, co0));
+            let g2 = Row3(tap(2u, 0u, ci, co0), tap(2u, 1u, ci, co0), tap(2u, 2u, ci, co0));
+            // G over the filter's rows, then Gᵀ over each resulting row's three columns.
+            let h1 = Row3(0.5 * (g0.a + g1.a + g2.a), 0.5 * (g0.b + g1.b + g2.b), 0.5 * (g0.c + g1.c + g2.c));
+            let h2 = Row3(0.5 * (g0.a - g1.a + g2.a), 0.5 * (g0.b - g1.b + g2.b), 0.5 * (g0.c - g1.c + g2.c));
+            store_u_row(0u, ci, co0, g0);
+            store_u_row(4u, ci, co0, h1);
+            store_u_row(8u, ci, co0, h2);
+            store_u_row(12u, ci, co0, g2);
+        }
+    }
+}
+#endif
+
+#if WINO_OUT
+@group(0) @binding(1) var<storage, read> mm: array<vec4<f32>>;
+#if W_F16
+@group(0) @binding(2) var<storage, read> bias: array<u32>;
+fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
+#else
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+fn bias_at(i: u32) -> f32 { return bias[i]; }
+#endif
+@group(0) @binding(3) var<storage, read> res: array<act4>;
+@group(0) @binding(4) var<storage, read_write> out: array<act4>;
+
+fn m_at(e: u32, t: u32, co0: u32) -> vec4<f32> {
+    return mm[((e * p.t_len + t) * p.cout + co0) >> 2u];
+}
+
+// Aᵀ over one row of M's 4×4: [m0 + m1 + m2, m1 − m2 − m3].
+fn row_a(e0: u32, t: u32, co0: u32) -> array<vec4<f32>, 2> {
+    let m0 = m_at(e0, t, co0);
+    let m1 = m_at(e0 + 1u, t, co0);
+    let m2 = m_at(e0 + 2u, t, co0);
+    let m3 = m_at(e0 + 3u, t, co0);
+    return array<vec4<f32>, 2>(m0 + m1 + m2, m1 - m2 - m3);
+}
+
+fn store_px(img: u32, oy: u32, ox: u32, co0: u32, y: vec4<f32>, add: vec4<f32>) {
+    if (oy < p.ho && ox < p.wo) {
+        let i = ((img * p.ho + oy) * p.wo + ox) * p.cout + co0;
+        var o = y + add;
+        if (p.has_res == 1u) { o += vec4<f32>(res[(p.res_off + i) >> 2u]); }
+        if (p.has_res == 2u) { o += vec4<f32>(res[(p.res_off + img * p.cout + co0) >> 2u]); }
+        out[(p.out_off + i) >> 2u] = act4(o);
+    }
+}
+
+@compute @workgroup_size(WG)
+fn output_transform(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let groups = p.cout >> 2u;
+    for (var j = 0u; j < PER; j++) {
+        let i = item(wid, nwg, li, j);
+        if (i < p.total) {
+            let co0 = (i % groups) * 4u;
+            let t = i / groups;
+            let tile = p.t0 + t;
+            let per_img = p.tiles_h * p.tiles_w;
+            let img = tile / per_img;
+            let r = tile % per_img;
+            let oy = (r / p.tiles_w) * 2u;
+            let ox = (r % p.tiles_w) * 2u;
+            // Rows of t = M A (per row of M), then Aᵀ over them.
+            let r0 = row_a(0u, t, co0);
+            let r1 = row_a(4u, t, co0);
+            let r2 = row_a(8u, t, co0);
+            let r3 = row_a(12u, t, co0);
+            var add = vec4<f32>(0.0);
+            if (p.has_bias != 0u) {
+                let b = p.bias_off + co0;
+                add = vec4<f32>(bias_at(b), bias_at(b + 1u), bias_at(b + 2u), bias_at(b + 3u));
+            }
+            store_px(img, oy, ox, co0, r0[0] + r1[0] + r2[0], add);
+            store_px(img, oy, ox + 1u, co0, r0[1] + r1[1] + r2[1], add);
+            store_px(img, oy + 1u, ox, co0, r1[0] - r2[0] - r3[0], add);
+            store_px(img, oy + 1u, ox + 1u, co0, r1[1] - r2[1] - r3[1], add);
+        }
+    }
+}
+#endif

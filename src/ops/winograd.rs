@@ -1,0 +1,296 @@
+//! Winograd F(2×2, 3×3) for the 3×3, stride-1 convolutions on CPU devices
+//! (`shaders/winograd.wgsl`): the filter and each 2×2 output tile's 4×4 input patch are
+//! transformed so that a tile's 36 multiplies per channel pair become 16, done as 16 batched
+//! products by the GEMM core ([`super::matmul`]), then transformed back with the bias and
+//! residual added. On lavapipe the GEMM core's throughput is what every conv costs, so
+//! fewer multiplies are less time (see the README's "Winograd convolutions on CPU devices").
+//! GPUs keep the direct implicit GEMM (its fused group norm, no transformed temporaries).
+
+use super::conv2d::Conv2dOptions;
+use super::elementwise::{FlatLayout, flat_grid};
+use super::matmul::vec4_ok;
+use super::{fits_binding, push, rows_per_binding, u32_of};
+use crate::error::Result;
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::shaders::Define;
+use crate::tensor::{DType, PANEL, Tensor};
+
+/// Mirrors `Params` in `shaders/winograd.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct WinogradParams {
+    n: u32,
+    h: u32,
+    w: u32,
+    cin: u32,
+    ho: u32,
+    wo: u32,
+    cout: u32,
+    tiles_w: u32,
+    tiles_h: u32,
+    t0: u32,
+    t_len: u32,
+    total: u32,
+    pad_t: u32,
+    pad_l: u32,
+    x_off: u32,
+    w_off: u32,
+    bias_off: u32,
+    res_off: u32,
+    out_off: u32,
+    has_bias: u32,
+    has_res: u32,
+    panels: u32,
+    u_panels: u32,
+    _pad: u32,
+}
+
+/// Largest transformed input plus product (`V` and `M`, f32) one chunk of tiles may hold; a
+/// conv with more tiles runs in chunks, so the temporaries stay bounded at any image size.
+const CHUNK_BYTES: u64 = 64 << 20;
+
+/// Which of the three kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    Weight,
+    Input,
+    Output,
+}
+
+fn key(stage: Stage, layout: FlatLayout, w: DType, up2: bool) -> KernelKey {
+    let mut defines = Vec::new();
+    if w == DType::F16 {
+        defines.push(Define::Flag("W_F16"));
+    }
+    if up2 {
+        defines.push(Define::Flag("UP2"));
+    }
+    let (entry, flag, bindings) = match stage {
+        Stage::Weight => (
+            "weight_transform",
+            "WINO_W",
+            vec![Access::Read, Access::ReadWrite],
+        ),
+        Stage::Input => (
+            "input_transform",
+            "WINO_IN",
+            vec![Access::Read, Access::ReadWrite],
+        ),
+        Stage::Output => (
+            "output_transform",
+            "WINO_OUT",
+            vec![Access::Read, Access::Read, Access::Read, Access::ReadWrite],
+        ),
+    };
+    defines.push(Define::Flag(flag));
+    KernelKey {
+        shader: "winograd.wgsl",
+        entry,
+        defines,
+        overrides: layout.overrides(),
+        bindings,
+        params_size: std::mem::size_of::<WinogradParams>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys(layouts: [FlatLayout; 2]) -> Vec<KernelKey> {
+    let mut v = Vec::new();
+    for layout in layouts {
+        for w in [DType::F32, DType::F16] {
+            v.push(key(Stage::Weight, layout, w, false));
+            v.push(key(Stage::Output, layout, w, false));
+        }
+        for up2 in [false, true] {
+            v.push(key(Stage::Input, layout, DType::F32, up2));
+        }
+    }
+    v
+}
+
+/// Whether [`conv3x3`] takes this conv: a CPU device (the subgroup GEMM core), 3×3 at stride
+/// 1, f32 activations, channel counts and operand offsets that allow vec4 access, and input
+/// and output that fit one binding each (larger images go through the direct conv's bands).
+pub(crate) fn takes(
+    rec: &Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    residual: Option<&Tensor>,
+    out: &Tensor,
+    opts: Conv2dOptions,
+) -> Result<bool> {
+    let gpu = rec.gpu();
+    let s = weight.shape();
+    if !gpu.winograd()
+        || s[0] != 3
+        || s[1] != 3
+        || opts.stride != 1
+        || x.dtype() != DType::F32
+        || opts.padding.iter().any(|&p| p > 2)
+        || !fits_binding(rec, crate::tensor::byte_len(x.shape(), x.dtype()))
+        || !fits_binding(rec, crate::tensor::byte_len(out.shape(), out.dtype()))
+    {
+        return Ok(false);
+    }
+    let (cin, cout) = (s[2], s[3]);
+    let op = "conv2d (Winograd)";
+    let mut operands = vec![
+        (x.bind(gpu, op)?, x.dtype()),
+        (weight.bind_any(gpu, op)?, weight.dtype()),
+        (out.bind(gpu, op)?, out.dtype()),
+    ];
+    if let Some(r) = residual {
+        operands.push((r.bind(gpu, op)?, r.dtype()));
+    }
+    let refs: Vec<_> = operands.iter().map(|(b, d)| (b, *d)).collect();
+    Ok(vec4_ok(cin, cout, &refs) && fits_binding(rec, 64 * (cin * cout) as u64))
+}
+
+/// The conv of [`super::conv2d`] by Winograd F(2×2, 3×3) into `out` `[n, ho, wo, cout]`
+/// (the caller checked [`takes`]). `x`: `[n, h, w, cin]` f32 (read 2× upsampled when
+/// `opts.upsample` is 2); `weight`: `[3, 3, cin, cout]` (plain or panel-packed), f32 or f16;
+/// `bias`: `[cout]` of its dtype; `residual`: as the output, or `[n, cout]` per image.
+pub(crate) fn conv3x3(
+    rec: &mut Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: Option<&Tensor>,
+    out: &Tensor,
+    opts: Conv2dOptions,
+) -> Result<()> {
+    const OP: &str = "conv2d (Winograd)";
+    let [n, ph, pw, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    let (h, w) = (ph * opts.upsample, pw * opts.upsample);
+    let [ho, wo, cout] = [out.shape()[1], out.shape()[2], out.shape()[3]];
+    let (tiles_h, tiles_w) = (ho.div_ceil(2), wo.div_ceil(2));
+    let tiles = n * tiles_h * tiles_w;
+    let up2 = opts.upsample == 2;
+    let wdt = weight.dtype();
+    let base = WinogradParams {
+        n: n as u32,
+        h: u32_of(OP, "h", h)?,
+        w: u32_of(OP, "w", w)?,
+        cin: cin as u32,
+        ho: ho as u32,
+        wo: wo as u32,
+        cout: cout as u32,
+        tiles_w: tiles_w as u32,
+        tiles_h: tiles_h as u32,
+        pad_t: opts.padding[0] as u32,
+        pad_l: opts.padding[2] as u32,
+        ..Default::default()
+    };
+
+    // U = G g Gᵀ for every (cin, cout) pair: [16, cin, cout] f32, each U_e panel-packed when
+    // cout is whole panels (the GEMM core reads wide B rows much faster so).
+    let u_panels = cout % PANEL == 0;
+    let mut u = Tensor::empty_in(rec, &[16, cin, cout], DType::F32, "winograd.u")?;
+    {
+        let gpu = rec.gpu();
+        let wb = weight.bind_any(gpu, OP)?;
+        let ub = u.bind(gpu, OP)?;
+        let total = cin * cout / 4;
+        let (grid, layout) = flat_grid(rec, OP, total)?;
+        let params = WinogradParams {
+            total: u32_of(OP, "cin·cout/4", total)?,
+            w_off: wb.elem_offset,
+            panels: weight.panels() as u32,
+            u_panels: u_panels as u32,
+            ..base
+        };
+        push(
+            rec,
+            key(Stage::Weight, layout, wdt, false),
+            &params,
+            vec![wb.range, ub.range],
+            grid,
+        )?;
+        rec.set_last_cost(crate::gpu::Cost {
+            flop: 0.0,
+            bytes: (wdt.size() * 9 + 4 * 16) as f64 * (cin * cout) as f64,
+            shape: format!("[3x3x{cin}x{cout}] -> [16x{cin}x{cout}]"),
+        });
+    }
+    if u_panels {
+        u = u.with_panels();
+    }
+
+    // Chunks of tiles whose V [16, t, cin] and M [16, t, cout] fit CHUNK_BYTES.
+    let per_tile = 64 * (cin + cout) as u64;
+    let chunk = ((CHUNK_BYTES / per_tile) as usize)
+        .min(rows_per_binding(rec, 64 * cin.max(cout) as u64))
+        .clamp(1, tiles);
+    let mut t0 = 0;
+    while t0 < tiles {
+        let t_len = chunk.min(tiles - t0);
+        let chunk_params = WinogradParams {
+            t0: t0 as u32,
+            t_len: t_len as u32,
+            ..base
+        };
+        let v = Tensor::empty_in(rec, &[16, t_len, cin], DType::F32, "winograd.v")?;
+        {
+            let gpu = rec.gpu();
+            let xb = x.bind(gpu, OP)?;
+            let vb = v.bind(gpu, OP)?;
+            let total = t_len * cin / 4;
+            let (grid, layout) = flat_grid(rec, OP, total)?;
+            let params = WinogradParams {
+                total: u32_of(OP, "tiles·cin/4", total)?,
+                x_off: xb.elem_offset,
+                ..chunk_params
+            };
+            push(
+                rec,
+                key(Stage::Input, layout, DType::F32, up2),
+                &params,
+                vec![xb.range, vb.range],
+                grid,
+            )?;
+            rec.set_last_cost(crate::gpu::Cost {
+                flop: 0.0,
+                bytes: 4.0 * (16 * t_len * cin) as f64 * 2.0,
+                shape: format!("{n}x{h}x{w}x{cin} -> [16x{t_len}x{cin}]"),
+            });
+        }
+        // M_e = V_e · U_e, e = 0..15.
+        let m = super::matmul(rec, &v, &u, None)?;
+        drop(v);
+        {
+            let gpu = rec.gpu();
+            let mb = m.bind(gpu, OP)?;
+            let bb = bias.unwrap_or(weight).bind_any(gpu, OP)?;
+            let rb = residual.unwrap_or(x).bind(gpu, OP)?;
+            let ob = out.bind(gpu, OP)?;
+            let total = t_len * cout / 4;
+            let (grid, layout) = flat_grid(rec, OP, total)?;
+            let params = WinogradParams {
+                total: u32_of(OP, "tiles·cout/4", total)?,
+                bias_off: bb.elem_offset,
+                res_off: rb.elem_offset,
+                out_off: ob.elem_offset,
+                has_bias: bias.is_some() as u32,
+                has_res: match residual {
+                    None => 0,
+                    Some(r) if r.rank() == 2 => 2,
+                    Some(_) => 1,
+                },
+                ..chunk_params
+            };
+            push(
+                rec,
+                key(Stage::Output, layout, wdt, false),
+                &params,
+                vec![mb.range, bb.range, rb.range, ob.range],
+                grid,
+            )?;
+            rec.set_last_cost(crate::gpu::Cost {
+                flop: 0.0,
+                bytes: 4.0 * (16 * t_len * cout) as f64 + 4.0 * (4 * t_len * cout) as f64,
+                shape: format!("[16x{t_len}x{cout}] -> {n}x{ho}x{wo}x{cout}"),
+            });
+        }
+        t0 += t_len;
+    }
+    Ok(())
+}
