@@ -49,6 +49,10 @@ struct WinogradParams {
 /// conv with more tiles runs in chunks, so the temporaries stay bounded at any image size.
 const CHUNK_BYTES: u64 = 64 << 20;
 
+/// Fewest 2×2 output tiles worth transforming the filter for (its cost grows with cin·cout,
+/// the multiplies saved with tiles·cin·cout).
+const MIN_TILES: usize = 64;
+
 /// Which of the three kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Stage {
@@ -132,6 +136,10 @@ pub(crate) fn takes(
         return Ok(false);
     }
     let (cin, cout) = (s[2], s[3]);
+    let [n, ho, wo] = [out.shape()[0], out.shape()[1], out.shape()[2]];
+    if n * ho.div_ceil(2) * wo.div_ceil(2) < MIN_TILES {
+        return Ok(false);
+    }
     let op = "conv2d (Winograd)";
     let mut operands = vec![
         (x.bind(gpu, op)?, x.dtype()),
