@@ -46,9 +46,20 @@ const UP: u32 = 1u;
 const UP: u32 = 0u;
 #endif
 
-// Item i of this dispatch's linear range: its first thread's index and the stride.
+// Item j of this thread (of PER) in the dispatch's linear range.
 fn item(wid: vec3<u32>, nwg: vec3<u32>, li: u32, j: u32) -> u32 {
     return linear_workgroup(wid, nwg) * WG * PER + li + j * WG;
+}
+
+// Item i of a tile kernel: (this chunk's tile t, channel c0 of four, image, the tile's top
+// output row, its left output column); `c` channels per tile.
+fn tile_item(i: u32, c: u32) -> array<u32, 5> {
+    let groups = c >> 2u;
+    let t = i / groups;
+    let tile = p.t0 + t;
+    let per_img = p.tiles_h * p.tiles_w;
+    let r = tile % per_img;
+    return array<u32, 5>(t, (i % groups) * 4u, tile / per_img, (r / p.tiles_w) * 2u, (r % p.tiles_w) * 2u);
 }
 
 #if WINO_IN
@@ -95,18 +106,15 @@ fn input_transform(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let groups = p.cin >> 2u;
     for (var j = 0u; j < PER; j++) {
         let i = item(wid, nwg, li, j);
         if (i < p.total) {
-            let c0 = (i % groups) * 4u;
-            let t = i / groups;
-            let tile = p.t0 + t;
-            let per_img = p.tiles_h * p.tiles_w;
-            let img = tile / per_img;
-            let r = tile % per_img;
-            let y0 = i32((r / p.tiles_w) * 2u) - i32(p.pad_t);
-            let x0 = i32((r % p.tiles_w) * 2u) - i32(p.pad_l);
+            let ti = tile_item(i, p.cin);
+            let t = ti[0];
+            let c0 = ti[1];
+            let img = ti[2];
+            let y0 = i32(ti[3]) - i32(p.pad_t);
+            let x0 = i32(ti[4]) - i32(p.pad_l);
             let d0 = patch_row(img, y0, x0, c0);
             let d1 = patch_row(img, y0 + 1, x0, c0);
             let d2 = patch_row(img, y0 + 2, x0, c0);
@@ -233,18 +241,15 @@ fn output_transform(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let groups = p.cout >> 2u;
     for (var j = 0u; j < PER; j++) {
         let i = item(wid, nwg, li, j);
         if (i < p.total) {
-            let co0 = (i % groups) * 4u;
-            let t = i / groups;
-            let tile = p.t0 + t;
-            let per_img = p.tiles_h * p.tiles_w;
-            let img = tile / per_img;
-            let r = tile % per_img;
-            let oy = (r / p.tiles_w) * 2u;
-            let ox = (r % p.tiles_w) * 2u;
+            let ti = tile_item(i, p.cout);
+            let t = ti[0];
+            let co0 = ti[1];
+            let img = ti[2];
+            let oy = ti[3];
+            let ox = ti[4];
             // Rows of t = M A (per row of M), then Aᵀ over them.
             let r0 = row_a(0u, t, co0);
             let r1 = row_a(4u, t, co0);

@@ -142,6 +142,16 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         .collect()
 }
 
+/// The kernels' `has_res`: 0 none, 1 a residual laid out as the output, 2 one `[cout]` row
+/// per image added to its every pixel (a resnet's time-embedding projection).
+pub(crate) fn residual_mode(residual: Option<&Tensor>) -> u32 {
+    match residual {
+        None => 0,
+        Some(r) if r.rank() == 2 => 2,
+        Some(_) => 1,
+    }
+}
+
 /// PyTorch's conv weight `[cout, cin, kh, kw]` → the kernel's `[kh, kw, cin, cout]`.
 pub fn oihw_to_hwio(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Vec<f32> {
     let mut out = vec![0.0; w.len()];
@@ -522,12 +532,7 @@ fn record(
         res_off: rb.elem_offset,
         out_off: ob.elem_offset,
         has_bias: bias.is_some() as u32,
-        // 1: residual as the output; 2: one [cout] row per image, added to its every pixel.
-        has_res: match residual {
-            None => 0,
-            Some(r) if r.rank() == 2 => 2,
-            Some(_) => 1,
-        },
+        has_res: residual_mode(residual),
         tiles_n: tiles_n as u32,
         tiles_m: tiles_m as u32,
         gn_off: gnb.as_ref().map_or(0, |g| g.elem_offset),

@@ -6,7 +6,7 @@
 //! fewer multiplies are less time (see the README's "Winograd convolutions on CPU devices").
 //! GPUs keep the direct implicit GEMM (its fused group norm, no transformed temporaries).
 
-use super::conv2d::Conv2dOptions;
+use super::conv2d::{Conv2dOptions, residual_mode};
 use super::elementwise::{FlatLayout, flat_grid};
 use super::matmul::vec4_ok;
 use super::{fits_binding, push, rows_per_binding, u32_of};
@@ -52,6 +52,37 @@ const CHUNK_BYTES: u64 = 64 << 20;
 /// Fewest 2×2 output tiles worth transforming the filter for (its cost grows with cin·cout,
 /// the multiplies saved with tiles·cin·cout).
 const MIN_TILES: usize = 64;
+
+/// What a transform dispatch moves, for the profile.
+struct Traffic {
+    bytes: f64,
+    shape: String,
+}
+
+/// One transform kernel (`stage`, the weight dtype, 2× upsampled input) over `items` items
+/// (a tile or filter row, four channels each).
+fn dispatch(
+    rec: &mut Recorder<'_>,
+    (stage, w, up2): (Stage, DType, bool),
+    items: usize,
+    params: WinogradParams,
+    bindings: Vec<crate::gpu::BufferRange>,
+    cost: Traffic,
+) -> Result<()> {
+    const OP: &str = "conv2d (Winograd)";
+    let (grid, layout) = flat_grid(rec, OP, items)?;
+    let params = WinogradParams {
+        total: u32_of(OP, "items", items)?,
+        ..params
+    };
+    push(rec, key(stage, layout, w, up2), &params, bindings, grid)?;
+    rec.set_last_cost(crate::gpu::Cost {
+        flop: 0.0,
+        bytes: cost.bytes,
+        shape: cost.shape,
+    });
+    Ok(())
+}
 
 /// Which of the three kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,36 +223,28 @@ pub(crate) fn conv3x3(
     // U = G g Gᵀ for every (cin, cout) pair: [16, cin, cout] f32, each U_e panel-packed when
     // cout is whole panels (the GEMM core reads wide B rows much faster so).
     let u_panels = cout % PANEL == 0;
-    let mut u = Tensor::empty_in(rec, &[16, cin, cout], DType::F32, "winograd.u")?;
-    {
-        let gpu = rec.gpu();
-        let wb = weight.bind_any(gpu, OP)?;
-        let ub = u.bind(gpu, OP)?;
-        let total = cin * cout / 4;
-        let (grid, layout) = flat_grid(rec, OP, total)?;
-        let params = WinogradParams {
-            total: u32_of(OP, "cin·cout/4", total)?,
-            w_off: wb.elem_offset,
-            panels: weight.panels() as u32,
-            u_panels: u_panels as u32,
-            ..base
-        };
-        push(
-            rec,
-            key(Stage::Weight, layout, wdt, false),
-            &params,
-            vec![wb.range, ub.range],
-            grid,
-        )?;
-        rec.set_last_cost(crate::gpu::Cost {
-            flop: 0.0,
-            bytes: (wdt.size() * 9 + 4 * 16) as f64 * (cin * cout) as f64,
-            shape: format!("[3x3x{cin}x{cout}] -> [16x{cin}x{cout}]"),
-        });
-    }
-    if u_panels {
-        u = u.with_panels();
-    }
+    let u = Tensor::empty_in(rec, &[16, cin, cout], DType::F32, "winograd.u")?;
+    let (wb, ub) = (weight.bind_any(rec.gpu(), OP)?, u.bind(rec.gpu(), OP)?);
+    let params = WinogradParams {
+        w_off: wb.elem_offset,
+        panels: weight.panels() as u32,
+        u_panels: u_panels as u32,
+        ..base
+    };
+    let cost = Traffic {
+        bytes: (wdt.size() * 9 + 4 * 16) as f64 * (cin * cout) as f64,
+        shape: format!("[3x3x{cin}x{cout}] -> [16x{cin}x{cout}]"),
+    };
+    let stage = (Stage::Weight, wdt, false);
+    dispatch(
+        rec,
+        stage,
+        cin * cout / 4,
+        params,
+        vec![wb.range, ub.range],
+        cost,
+    )?;
+    let u = if u_panels { u.with_panels() } else { u };
 
     // Chunks of tiles whose V [16, t, cin] and M [16, t, cout] fit CHUNK_BYTES.
     let per_tile = 64 * (cin + cout) as u64;
@@ -237,67 +260,53 @@ pub(crate) fn conv3x3(
             ..base
         };
         let v = Tensor::empty_in(rec, &[16, t_len, cin], DType::F32, "winograd.v")?;
-        {
-            let gpu = rec.gpu();
-            let xb = x.bind(gpu, OP)?;
-            let vb = v.bind(gpu, OP)?;
-            let total = t_len * cin / 4;
-            let (grid, layout) = flat_grid(rec, OP, total)?;
-            let params = WinogradParams {
-                total: u32_of(OP, "tiles·cin/4", total)?,
-                x_off: xb.elem_offset,
-                ..chunk_params
-            };
-            push(
-                rec,
-                key(Stage::Input, layout, DType::F32, up2),
-                &params,
-                vec![xb.range, vb.range],
-                grid,
-            )?;
-            rec.set_last_cost(crate::gpu::Cost {
-                flop: 0.0,
-                bytes: 4.0 * (16 * t_len * cin) as f64 * 2.0,
-                shape: format!("{n}x{h}x{w}x{cin} -> [16x{t_len}x{cin}]"),
-            });
-        }
+        let (xb, vb) = (x.bind(rec.gpu(), OP)?, v.bind(rec.gpu(), OP)?);
+        let params = WinogradParams {
+            x_off: xb.elem_offset,
+            ..chunk_params
+        };
+        let cost = Traffic {
+            bytes: 4.0 * (16 * t_len * cin) as f64 * 2.0,
+            shape: format!("{n}x{h}x{w}x{cin} -> [16x{t_len}x{cin}]"),
+        };
+        let stage = (Stage::Input, DType::F32, up2);
+        dispatch(
+            rec,
+            stage,
+            t_len * cin / 4,
+            params,
+            vec![xb.range, vb.range],
+            cost,
+        )?;
         // M_e = V_e · U_e, e = 0..15.
         let m = super::matmul(rec, &v, &u, None)?;
         drop(v);
-        {
-            let gpu = rec.gpu();
-            let mb = m.bind(gpu, OP)?;
-            let bb = bias.unwrap_or(weight).bind_any(gpu, OP)?;
-            let rb = residual.unwrap_or(x).bind(gpu, OP)?;
-            let ob = out.bind(gpu, OP)?;
-            let total = t_len * cout / 4;
-            let (grid, layout) = flat_grid(rec, OP, total)?;
-            let params = WinogradParams {
-                total: u32_of(OP, "tiles·cout/4", total)?,
-                bias_off: bb.elem_offset,
-                res_off: rb.elem_offset,
-                out_off: ob.elem_offset,
-                has_bias: bias.is_some() as u32,
-                has_res: match residual {
-                    None => 0,
-                    Some(r) if r.rank() == 2 => 2,
-                    Some(_) => 1,
-                },
-                ..chunk_params
-            };
-            push(
-                rec,
-                key(Stage::Output, layout, wdt, false),
-                &params,
-                vec![mb.range, bb.range, rb.range, ob.range],
-                grid,
-            )?;
-            rec.set_last_cost(crate::gpu::Cost {
-                flop: 0.0,
-                bytes: 4.0 * (16 * t_len * cout) as f64 + 4.0 * (4 * t_len * cout) as f64,
-                shape: format!("[16x{t_len}x{cout}] -> {n}x{ho}x{wo}x{cout}"),
-            });
-        }
+        let gpu = rec.gpu();
+        let mb = m.bind(gpu, OP)?;
+        let bb = bias.unwrap_or(weight).bind_any(gpu, OP)?;
+        let rb = residual.unwrap_or(x).bind(gpu, OP)?;
+        let ob = out.bind(gpu, OP)?;
+        let params = WinogradParams {
+            bias_off: bb.elem_offset,
+            res_off: rb.elem_offset,
+            out_off: ob.elem_offset,
+            has_bias: bias.is_some() as u32,
+            has_res: residual_mode(residual),
+            ..chunk_params
+        };
+        let cost = Traffic {
+            bytes: 4.0 * (20 * t_len * cout) as f64,
+            shape: format!("[16x{t_len}x{cout}] -> {n}x{ho}x{wo}x{cout}"),
+        };
+        let bindings = vec![mb.range, bb.range, rb.range, ob.range];
+        dispatch(
+            rec,
+            (Stage::Output, wdt, false),
+            t_len * cout / 4,
+            params,
+            bindings,
+            cost,
+        )?;
         t0 += t_len;
     }
     Ok(())
