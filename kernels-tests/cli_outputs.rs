@@ -177,3 +177,44 @@ fn cli_outputs_are_atomic_and_checked_first() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// On/off switches from the environment: `sd-wgpu info` reports them, and a value other than
+/// `1` or `0` is an error naming the variable, never treated as unset.
+#[test]
+fn environment_switches_are_reported_and_checked() {
+    let info = |var: &str, val: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sd-wgpu"))
+            .arg("info")
+            .env(var, val)
+            .output()
+            .unwrap()
+    };
+    for var in ["SD_WGPU_WINOGRAD", "SD_WGPU_F16_ACTIVATIONS"] {
+        let r = info(var, "maybe");
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            !r.status.success() && err.contains(var) && err.contains("1 or 0"),
+            "{err}"
+        );
+    }
+    let line = |r: &std::process::Output| {
+        String::from_utf8_lossy(&r.stdout)
+            .lines()
+            .find(|l| l.contains("Winograd"))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let off = info("SD_WGPU_WINOGRAD", "0");
+    assert!(
+        off.status.success() && line(&off).contains(" off "),
+        "{}",
+        line(&off)
+    );
+    // lavapipe (CI's adapter) takes the subgroup GEMM core, where Winograd is the default.
+    let on = info("SD_WGPU_WINOGRAD", "");
+    assert!(
+        on.status.success() && line(&on).contains(" on "),
+        "{}",
+        line(&on)
+    );
+}

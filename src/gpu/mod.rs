@@ -75,18 +75,19 @@ thread_local! {
 /// Environment variable: `tiled` or `subgroup` forces the GEMM core (see [`GemmVariant`]).
 pub const ENV_GEMM: &str = "SD_WGPU_GEMM";
 
-/// Environment variable: `0` turns Winograd convolutions off (see [`Gpu::winograd`]).
+/// Environment variable: `0` turns Winograd convolutions off, `1` on (see [`Gpu::winograd`]).
 pub const ENV_WINOGRAD: &str = "SD_WGPU_WINOGRAD";
 
-/// `SD_WGPU_F16_ACTIVATIONS`: `1` on, `0` off, unset or empty the adapter's default.
-fn env_f16_activations() -> Result<Option<bool>> {
-    match std::env::var(ENV_F16_ACTIVATIONS).as_deref() {
+/// An on/off switch from the environment (`SD_WGPU_F16_ACTIVATIONS`, `SD_WGPU_WINOGRAD`):
+/// `1` on, `0` off, unset or empty the default; anything else is an error.
+fn env_switch(name: &str) -> Result<Option<bool>> {
+    match std::env::var(name).as_deref() {
         Err(_) | Ok("") => Ok(None),
         Ok("1") => Ok(Some(true)),
         Ok("0") => Ok(Some(false)),
         Ok(other) => Err(Error::unsupported(
             "gpu",
-            format!("{ENV_F16_ACTIVATIONS}={other:?} must be 1 or 0"),
+            format!("{name}={other:?} must be 1 or 0"),
         )),
     }
 }
@@ -289,8 +290,11 @@ impl Gpu {
                 ));
             }
         };
-        if let Some(on) = opts.f16_activations.or(env_f16_activations()?) {
+        if let Some(on) = opts.f16_activations.or(env_switch(ENV_F16_ACTIVATIONS)?) {
             gpu.set_f16_activations(on)?;
+        }
+        if let Some(on) = env_switch(ENV_WINOGRAD)? {
+            gpu.set_winograd(on);
         }
         if let Some(g) = opts.gemm.or(forced) {
             if g == GemmVariant::Subgroup {
@@ -340,9 +344,7 @@ impl Gpu {
             loop_limit,
             gemm,
             f16_act,
-            winograd: std::sync::atomic::AtomicBool::new(
-                std::env::var(ENV_WINOGRAD).map_or(true, |v| v != "0"),
-            ),
+            winograd: std::sync::atomic::AtomicBool::new(true),
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
             uid: {
@@ -410,9 +412,10 @@ impl Gpu {
         self.f16_act = on;
         Ok(())
     }
-    /// Whether 3×3 stride-1 convs run as Winograd F(2×2, 3×3) (`ops::conv2d`; 2.25× fewer
-    /// multiplies, f32 transforms): on CPU devices (the subgroup GEMM core) with f32
-    /// activations unless `SD_WGPU_WINOGRAD=0`; GPUs always run the direct implicit GEMM.
+    /// Whether 3×3 stride-1 convs may run as Winograd F(2×2, 3×3) (`ops::conv2d`, for convs
+    /// with f32 activations and enough tiles; 2.25× fewer multiplies, f32 transforms): on
+    /// CPU devices (the subgroup GEMM core) unless `SD_WGPU_WINOGRAD=0`; GPUs always run the
+    /// direct implicit GEMM.
     pub fn winograd(&self) -> bool {
         self.gemm == GemmVariant::Subgroup
             && self.winograd.load(std::sync::atomic::Ordering::Relaxed)

@@ -230,6 +230,11 @@ fn info(all: bool) -> Result<()> {
         },
         gpu::ENV_F16_ACTIVATIONS
     );
+    println!(
+        "  Winograd 3x3 convs                    {} ({} = 1 / 0 to override; CPU devices only)",
+        if gpu.winograd() { "on" } else { "off" },
+        gpu::ENV_WINOGRAD
+    );
     if all {
         for a in gpu::list_adapters(None) {
             println!();
