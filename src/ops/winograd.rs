@@ -45,6 +45,9 @@ struct WinogradParams {
     _pad: u32,
 }
 
+/// The op its errors name.
+const OP: &str = "conv2d (Winograd)";
+
 /// Largest transformed input plus product (`V` and `M`, f32) one chunk of tiles may hold; a
 /// conv with more tiles runs in chunks, so the temporaries stay bounded at any image size.
 const CHUNK_BYTES: u64 = 64 << 20;
@@ -69,7 +72,6 @@ fn dispatch(
     bindings: Vec<crate::gpu::BufferRange>,
     cost: Traffic,
 ) -> Result<()> {
-    const OP: &str = "conv2d (Winograd)";
     let (grid, layout) = flat_grid(rec, OP, items)?;
     let params = WinogradParams {
         total: u32_of(OP, "items", items)?,
@@ -142,9 +144,11 @@ pub(crate) fn kernel_keys(layouts: [FlatLayout; 2]) -> Vec<KernelKey> {
     v
 }
 
-/// Whether [`conv3x3`] takes this conv: a CPU device (the subgroup GEMM core), 3×3 at stride
-/// 1, f32 activations, channel counts and operand offsets that allow vec4 access, and input
-/// and output that fit one binding each (larger images go through the direct conv's bands).
+/// Whether [`conv3x3`] takes this conv: Winograd on for the device ([`crate::Gpu::winograd`]:
+/// CPU devices), 3×3 at stride 1, f32 activations, at least [`MIN_TILES`] output tiles,
+/// channel counts and operand offsets that allow vec4 access, input and output that fit one
+/// binding each (larger images go through the direct conv's bands), and a transformed
+/// filter that fits one binding.
 pub(crate) fn takes(
     rec: &Recorder<'_>,
     x: &Tensor,
@@ -171,14 +175,13 @@ pub(crate) fn takes(
     if n * ho.div_ceil(2) * wo.div_ceil(2) < MIN_TILES {
         return Ok(false);
     }
-    let op = "conv2d (Winograd)";
     let mut operands = vec![
-        (x.bind(gpu, op)?, x.dtype()),
-        (weight.bind_any(gpu, op)?, weight.dtype()),
-        (out.bind(gpu, op)?, out.dtype()),
+        (x.bind(gpu, OP)?, x.dtype()),
+        (weight.bind_any(gpu, OP)?, weight.dtype()),
+        (out.bind(gpu, OP)?, out.dtype()),
     ];
     if let Some(r) = residual {
-        operands.push((r.bind(gpu, op)?, r.dtype()));
+        operands.push((r.bind(gpu, OP)?, r.dtype()));
     }
     let refs: Vec<_> = operands.iter().map(|(b, d)| (b, *d)).collect();
     Ok(vec4_ok(cin, cout, &refs) && fits_binding(rec, 64 * (cin * cout) as u64))
@@ -197,7 +200,6 @@ pub(crate) fn conv3x3(
     out: &Tensor,
     opts: Conv2dOptions,
 ) -> Result<()> {
-    const OP: &str = "conv2d (Winograd)";
     let [n, ph, pw, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
     let (h, w) = (ph * opts.upsample, pw * opts.upsample);
     let [ho, wo, cout] = [out.shape()[1], out.shape()[2], out.shape()[3]];
