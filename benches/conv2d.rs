@@ -36,6 +36,16 @@ fn conv2d(c: &mut Criterion) {
             DType::F32,
             1,
         ),
+        // The VAE decoder's conv_out to RGB (CPU devices: the narrow kernel).
+        (
+            "vae conv_out 3x3 128->3 128x128 b2",
+            [2, 128, 128, 128],
+            3,
+            3,
+            1,
+            DType::F32,
+            1,
+        ),
         (
             "sd 3x3 s2 320 64x64 b2",
             [2, 64, 64, 320],

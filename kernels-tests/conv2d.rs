@@ -45,7 +45,20 @@ const CASES: &[Case] = &[
     Case { name: "vec4 upsampled 3x4 8->12 +res", x: [2, 3, 4, 8], k: 3, cout: 12, stride: 1, pad: [1; 4], bias: false, res: true, w: DType::F32, up: 2 },
     // A whole panel of output channels with the scalar loop (cin 3): CPU devices' packed weight.
     Case { name: "scalar 3x3 3->32 5x6 +res", x: [1, 5, 6, 3], k: 3, cout: 32, stride: 1, pad: [1; 4], bias: true, res: true, w: DType::F32, up: 1 },
+    // At most 4 output channels (CPU devices' narrow kernel where cin is a multiple of 8): the
+    // VAE decoder's conv_out to RGB, the U-Net's conv_out, and odd ones (a partial last
+    // workgroup, 1 and 2 channels, stride 2, 1x1, upsampled, residuals).
+    Case { name: "vae conv_out 3x3 128->3 32x32 b2", x: [2, 32, 32, 128], k: 3, cout: 3, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F32, up: 1 },
+    Case { name: "sd conv_out 3x3 320->4 16x16 b2 f16", x: [2, 16, 16, 320], k: 3, cout: 4, stride: 1, pad: [1; 4], bias: true, res: false, w: DType::F16, up: 1 },
+    Case { name: "narrow 3x3 s2 16->1 asym pad +res", x: [3, 7, 9, 16], k: 3, cout: 1, stride: 2, pad: [0, 1, 0, 1], bias: true, res: true, w: DType::F32, up: 1 },
+    Case { name: "narrow upsampled 3x3 8->2 +res f16", x: [2, 5, 3, 8], k: 3, cout: 2, stride: 1, pad: [1; 4], bias: false, res: true, w: DType::F16, up: 2 },
+    Case { name: "narrow 1x1 24->3 5x7", x: [1, 5, 7, 24], k: 1, cout: 3, stride: 1, pad: [0; 4], bias: true, res: false, w: DType::F32, up: 1 },
 ];
+
+/// Whether the CPU devices' narrow kernel computes this case (conv2d.rs: `narrow`).
+fn narrow_case(core: GemmVariant, c: &Case) -> bool {
+    core == GemmVariant::Subgroup && c.cout <= 4 && c.x[3] % 8 == 0
+}
 
 #[test]
 fn conv2d_matches_reference() {
@@ -112,6 +125,16 @@ fn conv2d_matches_reference() {
                         opts,
                     )
                     .unwrap();
+                    let narrow = rec
+                        .dispatches()
+                        .iter()
+                        .any(|d| d.kernel.key.label().contains("NARROW"));
+                    assert_eq!(
+                        narrow,
+                        narrow_case(core, c),
+                        "{core:?} {}: narrow kernel",
+                        c.name
+                    );
                     let got = run(rec, &out);
                     let (want, shape) = reference::conv2d(
                         &xr,
@@ -357,7 +380,7 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
         ("odd 7x5 12->20 + res f16", [6, 7, 5, 12], 20, [1; 4], 1, 1, DType::F16, false, false),
         ("odd upsampled 3x5 8->36 + res", [5, 3, 5, 8], 36, [1; 4], 2, 1, DType::F32, false, false),
         ("no padding 9x6 4->8", [8, 9, 6, 4], 8, [0; 4], 1, 0, DType::F32, false, false),
-        ("asym padding 6x7 8->4", [8, 6, 7, 8], 4, [0, 2, 1, 0], 1, 1, DType::F32, false, false),
+        ("asym padding 6x7 8->8", [8, 6, 7, 8], 8, [0, 2, 1, 0], 1, 1, DType::F32, false, false),
         ("chunked 40x40 16->32", [1, 40, 40, 16], 32, [1; 4], 1, 1, DType::F32, true, true),
     ];
     let normal = Gpu::with_options(&GpuOptions {

@@ -18,7 +18,8 @@
 // (y, x) reads stored pixel (y >> 1, x >> 1)), diffusers' Upsample2D without its big tensor.
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where cin, cout and the offsets allow (define
 // VEC4), else gemm_tile.wgsl; gemm_subgroup.wgsl on CPU devices (define SUBGROUP_GEMM, with
-// VEC4 on the same condition). Dispatch: tiles_n · tiles_m workgroups.
+// VEC4 on the same condition). Dispatch: tiles_n · tiles_m workgroups. Define NARROW (CPU
+// devices, at most 4 output channels): conv2d_narrow.wgsl instead of a GEMM core.
 
 #include "common.wgsl"
 
@@ -33,7 +34,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-#if VEC4
+#if X4
 @group(0) @binding(1) var<storage, read> x: array<act4>;
 #else
 @group(0) @binding(1) var<storage, read> x: array<act>;
@@ -120,8 +121,9 @@ fn a_row(b: u32, m: u32) -> ARow {
     );
 }
 
-#if VEC4
-// The vectorised loops (gemm_tile_vec4.wgsl, gemm_subgroup.wgsl with VEC4): one K block per
+#if X4
+// The vectorised loops (gemm_tile_vec4.wgsl, gemm_subgroup.wgsl with VEC4, and the narrow
+// kernel; the host defines X4 with either): one K block per
 // kernel tap, cin long (cin, cout and the offsets are multiples of 4, checked by the host).
 // The tap's input pixel and its zero-padding test are computed once per block.
 struct ABlock { pix: u32, inside: bool, img: u32 }
@@ -143,22 +145,6 @@ fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
 #endif
     return select(vec4<f32>(0.0), v, blk.inside);
 }
-#if PANELS_B
-// A panel-packed weight (the host's Tensor::panels): panel n / 32 holds K rows of 32 values.
-fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
-    return w4_at(p.w_off + (n >> 5u) * (p.k * 32u) + k * 32u + (n & 31u));
-}
-#else
-fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
-#endif
-// Channels n .. n + 3 of output pixel m (bias already added).
-fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
-    var o = v;
-    let i = m * p.cout + n;
-    if (p.has_res == 1u) { o += vec4<f32>(res[(p.res_off + i) >> 2u]); }
-    if (p.has_res == 2u) { o += vec4<f32>(res[(p.res_off + (m / (p.ho * p.wo)) * p.cout + n) >> 2u]); }
-    out[(p.out_off + i) >> 2u] = act4(o);
-}
 #else
 // Loads are branch-free: the address is clamped into the image and the value selected
 // (zero padding, k past K), which keeps SIMD (CPU) implementations vectorised.
@@ -177,7 +163,26 @@ fn load_a(r: ARow, k: u32) -> f32 {
 #endif
     return select(0.0, v, r.valid && k < p.k && inside);
 }
+#endif
 
+#if VEC4
+#if PANELS_B
+// A panel-packed weight (the host's Tensor::panels): panel n / 32 holds K rows of 32 values.
+fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
+    return w4_at(p.w_off + (n >> 5u) * (p.k * 32u) + k * 32u + (n & 31u));
+}
+#else
+fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> { return w4_at(p.w_off + k * p.cout + n); }
+#endif
+// Channels n .. n + 3 of output pixel m (bias already added).
+fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
+    var o = v;
+    let i = m * p.cout + n;
+    if (p.has_res == 1u) { o += vec4<f32>(res[(p.res_off + i) >> 2u]); }
+    if (p.has_res == 2u) { o += vec4<f32>(res[(p.res_off + (m / (p.ho * p.wo)) * p.cout + n) >> 2u]); }
+    out[(p.out_off + i) >> 2u] = act4(o);
+}
+#else
 fn load_b(b: u32, k: u32, n: u32) -> f32 {
 #if PANELS_B
     let nc = min(n, p.cout - 1u);
@@ -199,6 +204,9 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
 #endif
 
 
+#if NARROW
+#include "conv2d_narrow.wgsl"
+#else
 #if SUBGROUP_GEMM
 #include "gemm_subgroup.wgsl"
 #else
@@ -206,5 +214,6 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
 #include "gemm_tile_vec4.wgsl"
 #else
 #include "gemm_tile.wgsl"
+#endif
 #endif
 #endif

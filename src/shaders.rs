@@ -27,6 +27,10 @@ pub const SOURCES: &[(&str, &str)] = &[
     ),
     ("matmul.wgsl", include_str!("../shaders/matmul.wgsl")),
     ("conv2d.wgsl", include_str!("../shaders/conv2d.wgsl")),
+    (
+        "conv2d_narrow.wgsl",
+        include_str!("../shaders/conv2d_narrow.wgsl"),
+    ),
     ("winograd.wgsl", include_str!("../shaders/winograd.wgsl")),
     ("reduce.wgsl", include_str!("../shaders/reduce.wgsl")),
     (

@@ -92,6 +92,10 @@ impl Conv2dOptions {
 /// binding).
 fn key(g: Gemm, up2: bool, act: DType, gn: bool) -> KernelKey {
     let mut defines = g.defines;
+    // x is read as vec4 by the vectorised loops and the narrow kernel.
+    if defines.contains(&Define::Flag("VEC4")) || defines.contains(&Define::Flag("NARROW")) {
+        defines.push(Define::Flag("X4"));
+    }
     defines.extend(act_defines(act));
     if up2 {
         defines.push(crate::shaders::Define::Flag("UP2"));
@@ -117,7 +121,38 @@ fn key(g: Gemm, up2: bool, act: DType, gn: bool) -> KernelKey {
     }
 }
 
+/// The narrow kernel (`shaders/conv2d_narrow.wgsl`) in place of a GEMM core: CPU devices
+/// (subgroups of 8), at most [`NARROW_MAX_COUT`] output channels, whole blocks of 8 input
+/// channels, a plain (not panel-packed) weight.
+fn narrow(gpu: &crate::Gpu, cin: usize, cout: usize, weight: &Tensor) -> bool {
+    gpu.gemm_variant() == GemmVariant::Subgroup
+        && cout <= NARROW_MAX_COUT
+        && cin % 8 == 0
+        && !weight.panels()
+}
+
+/// The widest conv the narrow kernel computes (one vec4 of output channels per pixel).
+const NARROW_MAX_COUT: usize = 4;
+
+fn narrow_kernel(w: DType) -> Gemm {
+    let mut defines = vec![Define::Flag("NARROW")];
+    if w == DType::F16 {
+        defines.push(Define::Flag("W_F16"));
+    }
+    Gemm {
+        tile_m: 32,
+        tile_n: NARROW_MAX_COUT,
+        defines,
+        overrides: vec![],
+    }
+}
+
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    let narrow = [DType::F32, DType::F16].into_iter().flat_map(|w| {
+        [DType::F32, DType::F16]
+            .into_iter()
+            .flat_map(move |act| [false, true].map(|up2| key(narrow_kernel(w), up2, act, false)))
+    });
     gemm_variants()
         .into_iter()
         .flat_map(|g| {
@@ -139,6 +174,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                 k
             })
         })
+        .chain(narrow)
         .collect()
 }
 
@@ -307,8 +343,12 @@ fn conv2d_with(
         return conv2d_with(rec, &h, None, weight, bias, residual, opts);
     }
     let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
-    // CPU devices: 3×3 stride-1 convs by Winograd F(2×2, 3×3) (2.25× fewer multiplies).
-    if fused.is_none() && super::winograd::takes(rec, x, weight, residual, &out, opts)? {
+    // CPU devices: 3×3 stride-1 convs by Winograd F(2×2, 3×3) (2.25× fewer multiplies), but
+    // not those the narrow kernel takes (Winograd's products would be 4 columns wide too).
+    if fused.is_none()
+        && !narrow(rec.gpu(), cin, cout, weight)
+        && super::winograd::takes(rec, x, weight, residual, &out, opts)?
+    {
         super::winograd::conv3x3(rec, x, weight, bias, residual, &out, opts)?;
         return Ok(out);
     }
@@ -498,11 +538,19 @@ fn record(
         operands.push((g, DType::F32));
     }
     let vec4 = vec4_ok(cin, cout, &operands);
-    let mut g = gemm(
-        gpu.gemm_variant(),
-        weight.dtype(),
-        Loop::for_shape(vec4, m, cout, 1),
-    );
+    // The narrow kernel reads only x as vec4 (cout may be 1..4).
+    let narrow = gn.is_none()
+        && narrow(gpu, cin, cout, weight)
+        && vec4_ok(cin, NARROW_MAX_COUT, &operands[..1]);
+    let mut g = if narrow {
+        narrow_kernel(weight.dtype())
+    } else {
+        gemm(
+            gpu.gemm_variant(),
+            weight.dtype(),
+            Loop::for_shape(vec4, m, cout, 1),
+        )
+    };
     if panels {
         g.defines.push(Define::Flag("PANELS_B"));
     }
