@@ -371,17 +371,23 @@ fn conv2d_of_a_group_norm_matches_reference() {
 fn winograd_conv_matches_reference_and_the_direct_conv() {
     use sd_wgpu::{Gpu, GpuOptions};
     // (name, [n, h, w, cin], cout, padding, upsample, residual: 0 none / 1 pixel / 2 image,
-    // weight dtype, panel-packed weight, small bindings)
+    // weight dtype, panel-packed weight, small bindings, F(4×4) tiles: at least 64 4×4 tiles,
+    // else F(2×2))
     #[rustfmt::skip]
     let cases = [
-        ("sd resnet 3x3 320->320 32x32 b2", [2, 32, 32, 320], 320, [1; 4], 1, 0, DType::F32, true, false),
-        ("vae upsampler 3x3 512 8x8 -> 16x16 f16", [1, 8, 8, 512], 512, [1; 4], 2, 0, DType::F16, true, false),
-        ("sd resnet conv2 + temb 3x3 64->64 16x16 b2", [2, 16, 16, 64], 64, [1; 4], 1, 2, DType::F32, false, false),
-        ("odd 7x5 12->20 + res f16", [6, 7, 5, 12], 20, [1; 4], 1, 1, DType::F16, false, false),
-        ("odd upsampled 3x5 8->36 + res", [5, 3, 5, 8], 36, [1; 4], 2, 1, DType::F32, false, false),
-        ("no padding 9x6 4->8", [8, 9, 6, 4], 8, [0; 4], 1, 0, DType::F32, false, false),
-        ("asym padding 6x7 8->8", [8, 6, 7, 8], 8, [0, 2, 1, 0], 1, 1, DType::F32, false, false),
-        ("chunked 40x40 16->32", [1, 40, 40, 16], 32, [1; 4], 1, 1, DType::F32, true, true),
+        ("sd resnet 3x3 320->320 32x32 b2", [2, 32, 32, 320], 320, [1; 4], 1, 0, DType::F32, true, false, true),
+        ("vae upsampler 3x3 512 8x8 -> 16x16 f16", [1, 8, 8, 512], 512, [1; 4], 2, 0, DType::F16, true, false, false),
+        ("sd resnet conv2 + temb 3x3 64->64 16x16 b2", [2, 16, 16, 64], 64, [1; 4], 1, 2, DType::F32, false, false, false),
+        ("odd 7x5 12->20 + res f16", [6, 7, 5, 12], 20, [1; 4], 1, 1, DType::F16, false, false, false),
+        ("odd upsampled 3x5 8->36 + res", [5, 3, 5, 8], 36, [1; 4], 2, 1, DType::F32, false, false, false),
+        ("no padding 9x6 4->8", [8, 9, 6, 4], 8, [0; 4], 1, 0, DType::F32, false, false, false),
+        ("asym padding 6x7 8->8", [8, 6, 7, 8], 8, [0, 2, 1, 0], 1, 1, DType::F32, false, false, false),
+        ("chunked 40x40 16->32", [1, 40, 40, 16], 32, [1; 4], 1, 1, DType::F32, true, true, true),
+        // F(4×4): partial edge tiles (18 = 4·4 + 2 rows, 21 = 5·4 + 1 columns), asymmetric
+        // padding, a 2× upsampled input, a per-image residual, f16 weights.
+        ("F4 odd 18x21 8->12 asym pad + res f16", [3, 18, 21, 8], 12, [0, 2, 1, 0], 1, 1, DType::F16, false, false, true),
+        ("F4 upsampled 14x10 8->16 + res", [2, 14, 10, 8], 16, [1; 4], 2, 1, DType::F32, false, false, true),
+        ("F4 + temb 16x16 16->32 b4", [4, 16, 16, 16], 32, [1; 4], 1, 2, DType::F32, true, false, true),
     ];
     let normal = Gpu::with_options(&GpuOptions {
         gemm: Some(GemmVariant::Subgroup),
@@ -395,7 +401,7 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
     })
     .unwrap();
     assert!(normal.winograd(), "Winograd is the CPU devices' default");
-    for (ci, (name, xs, cout, pad, up, res_kind, wdt, packed, tiny)) in
+    for (ci, (name, xs, cout, pad, up, res_kind, wdt, packed, tiny, f4)) in
         cases.into_iter().enumerate()
     {
         let gpu = if tiny { &small } else { &normal };
@@ -467,6 +473,20 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
             let mut rec = Recorder::new(gpu);
             let out = ops::conv2d(&mut rec, &xt, &wtt, Some(&bt), rt.as_ref(), opts).unwrap();
             assert_eq!(out.shape(), shape, "{name}");
+            let labels: Vec<String> = rec
+                .dispatches()
+                .iter()
+                .map(|d| d.kernel.key.label())
+                .collect();
+            let wino = labels.iter().any(|l| l.contains("WINO_IN"));
+            let tile4 = labels
+                .iter()
+                .any(|l| l.contains("WINO_IN") && l.contains("F4"));
+            assert_eq!(
+                (wino, tile4),
+                (on, on && f4),
+                "{name}: Winograd {on}, F(4x4) {f4}"
+            );
             let got = run(rec, &out);
             let path = if on { "Winograd" } else { "direct" };
             check(

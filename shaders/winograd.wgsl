@@ -23,6 +23,15 @@
 // upsampled sizes). Zero padding: pad_t rows above and pad_l columns left of the input; the
 // patch of tile (ty, tx) starts at input row 2·ty − pad_t, column 2·tx − pad_l.
 // Threads and items as in elementwise.wgsl (WG · PER consecutive items per workgroup).
+//
+// Define F4 for F(4×4, 3×3) instead: 4×4 output tiles from 6×6 patches, 36 products per tile
+// and channel pair where the direct conv does 144 (F(2×2) does 64 per 4×4 outputs), with
+//   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0;
+//         0 4 0 −5 0 1],
+//   G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1⁄24 1⁄12 ⅙; 1⁄24 −1⁄12 ⅙; 0 0 1],
+//   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1]
+// (Lavin & Gray's F(4×4, 3×3)); element e of a tile's 6×6 is row·6 + column, V, M are
+// [36, t_len, c] and U [36, cin, cout]. The patch of tile (ty, tx) starts at 4·ty − pad_t.
 
 #include "common.wgsl"
 
@@ -46,6 +55,15 @@ const UP: u32 = 1u;
 const UP: u32 = 0u;
 #endif
 
+#if F4
+const TILE: u32 = 4u;
+#else
+const TILE: u32 = 2u;
+#endif
+
+// Six values of one row or column of a 6×6 (F4).
+struct Six { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32> }
+
 // Item j of this thread (of PER) in the dispatch's linear range.
 fn item(wid: vec3<u32>, nwg: vec3<u32>, li: u32, j: u32) -> u32 {
     return linear_workgroup(wid, nwg) * WG * PER + li + j * WG;
@@ -59,7 +77,7 @@ fn tile_item(i: u32, c: u32) -> array<u32, 5> {
     let tile = p.t0 + t;
     let per_img = p.tiles_h * p.tiles_w;
     let r = tile % per_img;
-    return array<u32, 5>(t, (i % groups) * 4u, tile / per_img, (r / p.tiles_w) * 2u, (r % p.tiles_w) * 2u);
+    return array<u32, 5>(t, (i % groups) * 4u, tile / per_img, (r / p.tiles_w) * TILE, (r % p.tiles_w) * TILE);
 }
 
 #if WINO_IN
@@ -100,6 +118,69 @@ fn store_v_row(e0: u32, t: u32, c0: u32, r: Row4) {
 fn sub4(a: Row4, b: Row4) -> Row4 { return Row4(a.a - b.a, a.b - b.b, a.c - b.c, a.d - b.d); }
 fn add4(a: Row4, b: Row4) -> Row4 { return Row4(a.a + b.a, a.b + b.b, a.c + b.c, a.d + b.d); }
 
+#if F4
+// Bᵀ applied to six values.
+fn bt6(d0: vec4<f32>, d1: vec4<f32>, d2: vec4<f32>, d3: vec4<f32>, d4: vec4<f32>, d5: vec4<f32>) -> Six {
+    return Six(
+        4.0 * d0 - 5.0 * d2 + d4,
+        d3 + d4 - 4.0 * (d1 + d2),
+        4.0 * (d1 - d2) - d3 + d4,
+        2.0 * (d3 - d1) - d2 + d4,
+        2.0 * (d1 - d3) - d2 + d4,
+        4.0 * d1 - 5.0 * d3 + d5,
+    );
+}
+
+// Row y of the patch times B: bt6 of its six pixels.
+fn patch_row6(img: u32, y: i32, x0: i32, c0: u32) -> Six {
+    return bt6(
+        pixel(img, y, x0, c0), pixel(img, y, x0 + 1, c0), pixel(img, y, x0 + 2, c0),
+        pixel(img, y, x0 + 3, c0), pixel(img, y, x0 + 4, c0), pixel(img, y, x0 + 5, c0),
+    );
+}
+
+// Column j of Bᵀ d B: element i·6 + j.
+fn store_v_col(j: u32, t: u32, c0: u32, s: Six) {
+    store_v(j, t, c0, s.a);
+    store_v(6u + j, t, c0, s.b);
+    store_v(12u + j, t, c0, s.c);
+    store_v(18u + j, t, c0, s.d);
+    store_v(24u + j, t, c0, s.e);
+    store_v(30u + j, t, c0, s.f);
+}
+
+@compute @workgroup_size(WG)
+fn input_transform(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    for (var j = 0u; j < PER; j++) {
+        let i = item(wid, nwg, li, j);
+        if (i < p.total) {
+            let ti = tile_item(i, p.cin);
+            let t = ti[0];
+            let c0 = ti[1];
+            let img = ti[2];
+            let y0 = i32(ti[3]) - i32(p.pad_t);
+            let x0 = i32(ti[4]) - i32(p.pad_l);
+            let r0 = patch_row6(img, y0, x0, c0);
+            let r1 = patch_row6(img, y0 + 1, x0, c0);
+            let r2 = patch_row6(img, y0 + 2, x0, c0);
+            let r3 = patch_row6(img, y0 + 3, x0, c0);
+            let r4 = patch_row6(img, y0 + 4, x0, c0);
+            let r5 = patch_row6(img, y0 + 5, x0, c0);
+            // Bᵀ over the rows, column by column.
+            store_v_col(0u, t, c0, bt6(r0.a, r1.a, r2.a, r3.a, r4.a, r5.a));
+            store_v_col(1u, t, c0, bt6(r0.b, r1.b, r2.b, r3.b, r4.b, r5.b));
+            store_v_col(2u, t, c0, bt6(r0.c, r1.c, r2.c, r3.c, r4.c, r5.c));
+            store_v_col(3u, t, c0, bt6(r0.d, r1.d, r2.d, r3.d, r4.d, r5.d));
+            store_v_col(4u, t, c0, bt6(r0.e, r1.e, r2.e, r3.e, r4.e, r5.e));
+            store_v_col(5u, t, c0, bt6(r0.f, r1.f, r2.f, r3.f, r4.f, r5.f));
+        }
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn input_transform(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -127,6 +208,7 @@ fn input_transform(
         }
     }
 }
+#endif
 #endif
 
 #if WINO_W
@@ -173,6 +255,50 @@ fn store_u_row(e0: u32, ci: u32, co0: u32, r: Row3) {
     store_u(e0 + 3u, ci, co0, r.c);
 }
 
+#if F4
+// G applied to three values: [a/4, −(a + b + c)/6, −(a − b + c)/6, a/24 + b/12 + c/6,
+// a/24 − b/12 + c/6, c].
+fn g6(a: vec4<f32>, b: vec4<f32>, c: vec4<f32>) -> Six {
+    let q = a / 24.0 + c / 6.0;
+    return Six(a / 4.0, -(a + b + c) / 6.0, -(a - b + c) / 6.0, q + b / 12.0, q - b / 12.0, c);
+}
+
+// Column j of G g Gᵀ: element i·6 + j.
+fn store_u_col(j: u32, ci: u32, co0: u32, s: Six) {
+    store_u(j, ci, co0, s.a);
+    store_u(6u + j, ci, co0, s.b);
+    store_u(12u + j, ci, co0, s.c);
+    store_u(18u + j, ci, co0, s.d);
+    store_u(24u + j, ci, co0, s.e);
+    store_u(30u + j, ci, co0, s.f);
+}
+
+@compute @workgroup_size(WG)
+fn weight_transform(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let groups = p.cout >> 2u;
+    for (var j = 0u; j < PER; j++) {
+        let i = item(wid, nwg, li, j);
+        if (i < p.total) {
+            let co0 = (i % groups) * 4u;
+            let ci = i / groups;
+            // Each filter row times Gᵀ, then G over the rows, column by column.
+            let h0 = g6(tap(0u, 0u, ci, co0), tap(0u, 1u, ci, co0), tap(0u, 2u, ci, co0));
+            let h1 = g6(tap(1u, 0u, ci, co0), tap(1u, 1u, ci, co0), tap(1u, 2u, ci, co0));
+            let h2 = g6(tap(2u, 0u, ci, co0), tap(2u, 1u, ci, co0), tap(2u, 2u, ci, co0));
+            store_u_col(0u, ci, co0, g6(h0.a, h1.a, h2.a));
+            store_u_col(1u, ci, co0, g6(h0.b, h1.b, h2.b));
+            store_u_col(2u, ci, co0, g6(h0.c, h1.c, h2.c));
+            store_u_col(3u, ci, co0, g6(h0.d, h1.d, h2.d));
+            store_u_col(4u, ci, co0, g6(h0.e, h1.e, h2.e));
+            store_u_col(5u, ci, co0, g6(h0.f, h1.f, h2.f));
+        }
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn weight_transform(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -198,6 +324,7 @@ fn weight_transform(
         }
     }
 }
+#endif
 #endif
 
 #if WINO_OUT
@@ -235,6 +362,68 @@ fn store_px(img: u32, oy: u32, ox: u32, co0: u32, y: vec4<f32>, add: vec4<f32>) 
     }
 }
 
+#if F4
+// Aᵀ applied to six values: [m0 + m1 + m2 + m3 + m4, m1 − m2 + 2(m3 − m4),
+// m1 + m2 + 4(m3 + m4), m1 − m2 + 8(m3 − m4) + m5].
+struct Four { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+fn at4(m0: vec4<f32>, m1: vec4<f32>, m2: vec4<f32>, m3: vec4<f32>, m4: vec4<f32>, m5: vec4<f32>) -> Four {
+    let s = m1 + m2;
+    let d = m1 - m2;
+    let s2 = m3 + m4;
+    let d2 = m3 - m4;
+    return Four(m0 + s + s2, d + 2.0 * d2, s + 4.0 * s2, d + 8.0 * d2 + m5);
+}
+
+// Row k of M (elements 6k .. 6k + 5) times A.
+fn row_a6(e0: u32, t: u32, co0: u32) -> Four {
+    return at4(
+        m_at(e0, t, co0), m_at(e0 + 1u, t, co0), m_at(e0 + 2u, t, co0),
+        m_at(e0 + 3u, t, co0), m_at(e0 + 4u, t, co0), m_at(e0 + 5u, t, co0),
+    );
+}
+
+// Output column ox of the tile: Aᵀ over the six rows' values, pixels oy .. oy + 3.
+fn store_col(img: u32, oy: u32, ox: u32, co0: u32, y: Four, add: vec4<f32>) {
+    store_px(img, oy, ox, co0, y.a, add);
+    store_px(img, oy + 1u, ox, co0, y.b, add);
+    store_px(img, oy + 2u, ox, co0, y.c, add);
+    store_px(img, oy + 3u, ox, co0, y.d, add);
+}
+
+@compute @workgroup_size(WG)
+fn output_transform(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    for (var j = 0u; j < PER; j++) {
+        let i = item(wid, nwg, li, j);
+        if (i < p.total) {
+            let ti = tile_item(i, p.cout);
+            let t = ti[0];
+            let co0 = ti[1];
+            let img = ti[2];
+            let oy = ti[3];
+            let ox = ti[4];
+            let r0 = row_a6(0u, t, co0);
+            let r1 = row_a6(6u, t, co0);
+            let r2 = row_a6(12u, t, co0);
+            let r3 = row_a6(18u, t, co0);
+            let r4 = row_a6(24u, t, co0);
+            let r5 = row_a6(30u, t, co0);
+            var add = vec4<f32>(0.0);
+            if (p.has_bias != 0u) {
+                let b = p.bias_off + co0;
+                add = vec4<f32>(bias_at(b), bias_at(b + 1u), bias_at(b + 2u), bias_at(b + 3u));
+            }
+            store_col(img, oy, ox, co0, at4(r0.a, r1.a, r2.a, r3.a, r4.a, r5.a), add);
+            store_col(img, oy, ox + 1u, co0, at4(r0.b, r1.b, r2.b, r3.b, r4.b, r5.b), add);
+            store_col(img, oy, ox + 2u, co0, at4(r0.c, r1.c, r2.c, r3.c, r4.c, r5.c), add);
+            store_col(img, oy, ox + 3u, co0, at4(r0.d, r1.d, r2.d, r3.d, r4.d, r5.d), add);
+        }
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn output_transform(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -267,4 +456,5 @@ fn output_transform(
         }
     }
 }
+#endif
 #endif

@@ -1,8 +1,9 @@
-//! Winograd F(2×2, 3×3) for the 3×3, stride-1 convolutions on CPU devices
-//! (`shaders/winograd.wgsl`): the filter and each 2×2 output tile's 4×4 input patch are
-//! transformed so that a tile's 36 multiplies per channel pair become 16, done as 16 batched
-//! products by the GEMM core ([`super::matmul`]), then transformed back with the bias and
-//! residual added. On lavapipe the GEMM core's throughput is what every conv costs, so
+//! Winograd F(4×4, 3×3) and F(2×2, 3×3) for the 3×3, stride-1 convolutions on CPU devices
+//! (`shaders/winograd.wgsl`): the filter and each 4×4 (2×2) output tile's 6×6 (4×4) input
+//! patch are transformed so that a tile's 144 (36) multiplies per channel pair become 36
+//! (16), done as 36 (16) batched products by the GEMM core ([`super::matmul`]), then
+//! transformed back with the bias and residual added. F(4×4) where the image has enough
+//! tiles ([`MIN_TILES`]) and its transformed filter fits a binding, else F(2×2). On lavapipe the GEMM core's throughput is what every conv costs, so
 //! fewer multiplies are less time (see the README's "Winograd convolutions on CPU devices").
 //! GPUs keep the direct implicit GEMM (its fused group norm, no transformed temporaries).
 
@@ -52,7 +53,7 @@ const OP: &str = "conv2d (Winograd)";
 /// conv with more tiles runs in chunks, so the temporaries stay bounded at any image size.
 const CHUNK_BYTES: u64 = 64 << 20;
 
-/// Fewest 2×2 output tiles worth transforming the filter for (its cost grows with cin·cout,
+/// Fewest output tiles worth transforming the filter for (its cost grows with cin·cout,
 /// the multiplies saved with tiles·cin·cout).
 const MIN_TILES: usize = 64;
 
@@ -66,7 +67,7 @@ struct Traffic {
 /// (a tile or filter row, four channels each).
 fn dispatch(
     rec: &mut Recorder<'_>,
-    (stage, w, up2): (Stage, DType, bool),
+    (stage, w, up2, tile): (Stage, DType, bool, Tile),
     items: usize,
     params: WinogradParams,
     bindings: Vec<crate::gpu::BufferRange>,
@@ -77,7 +78,13 @@ fn dispatch(
         total: u32_of(OP, "items", items)?,
         ..params
     };
-    push(rec, key(stage, layout, w, up2), &params, bindings, grid)?;
+    push(
+        rec,
+        key(stage, layout, w, up2, tile),
+        &params,
+        bindings,
+        grid,
+    )?;
     rec.set_last_cost(crate::gpu::Cost {
         flop: 0.0,
         bytes: cost.bytes,
@@ -94,8 +101,11 @@ enum Stage {
     Output,
 }
 
-fn key(stage: Stage, layout: FlatLayout, w: DType, up2: bool) -> KernelKey {
+fn key(stage: Stage, layout: FlatLayout, w: DType, up2: bool, tile: Tile) -> KernelKey {
     let mut defines = Vec::new();
+    if tile == Tile::F4 {
+        defines.push(Define::Flag("F4"));
+    }
     if w == DType::F16 {
         defines.push(Define::Flag("W_F16"));
     }
@@ -133,15 +143,56 @@ fn key(stage: Stage, layout: FlatLayout, w: DType, up2: bool) -> KernelKey {
 pub(crate) fn kernel_keys(layouts: [FlatLayout; 2]) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for layout in layouts {
-        for w in [DType::F32, DType::F16] {
-            v.push(key(Stage::Weight, layout, w, false));
-            v.push(key(Stage::Output, layout, w, false));
-        }
-        for up2 in [false, true] {
-            v.push(key(Stage::Input, layout, DType::F32, up2));
+        for tile in [Tile::F2, Tile::F4] {
+            for w in [DType::F32, DType::F16] {
+                v.push(key(Stage::Weight, layout, w, false, tile));
+                v.push(key(Stage::Output, layout, w, false, tile));
+            }
+            for up2 in [false, true] {
+                v.push(key(Stage::Input, layout, DType::F32, up2, tile));
+            }
         }
     }
     v
+}
+
+/// The output tile: F(2×2, 3×3) or F(4×4, 3×3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tile {
+    F2,
+    F4,
+}
+
+impl Tile {
+    /// Output pixels per tile side.
+    fn side(self) -> usize {
+        match self {
+            Tile::F2 => 2,
+            Tile::F4 => 4,
+        }
+    }
+
+    /// Elements of a transformed tile (and products per tile and channel pair).
+    fn elems(self) -> usize {
+        (self.side() + 2).pow(2)
+    }
+}
+
+/// F(4×4, 3×3) where it has [`MIN_TILES`] tiles and its transformed filter fits one
+/// binding (36 products per 16 outputs against F(2×2)'s 64), else F(2×2, 3×3) on the same
+/// conditions, else none (the direct conv).
+fn tile_for(
+    rec: &Recorder<'_>,
+    n: usize,
+    [ho, wo]: [usize; 2],
+    cin: usize,
+    cout: usize,
+) -> Option<Tile> {
+    [Tile::F4, Tile::F2].into_iter().find(|t| {
+        let s = t.side();
+        n * ho.div_ceil(s) * wo.div_ceil(s) >= MIN_TILES
+            && fits_binding(rec, 4 * (t.elems() * cin * cout) as u64)
+    })
 }
 
 /// Whether [`conv3x3`] takes this conv: Winograd on for the device ([`crate::Gpu::winograd`]:
@@ -172,7 +223,7 @@ pub(crate) fn takes(
     }
     let (cin, cout) = (s[2], s[3]);
     let [n, ho, wo] = [out.shape()[0], out.shape()[1], out.shape()[2]];
-    if n * ho.div_ceil(2) * wo.div_ceil(2) < MIN_TILES {
+    if tile_for(rec, n, [ho, wo], cin, cout).is_none() {
         return Ok(false);
     }
     let mut operands = vec![
@@ -184,10 +235,10 @@ pub(crate) fn takes(
         operands.push((r.bind(gpu, OP)?, r.dtype()));
     }
     let refs: Vec<_> = operands.iter().map(|(b, d)| (b, *d)).collect();
-    Ok(vec4_ok(cin, cout, &refs) && fits_binding(rec, 64 * (cin * cout) as u64))
+    Ok(vec4_ok(cin, cout, &refs))
 }
 
-/// The conv of [`super::conv2d`] by Winograd F(2×2, 3×3) into `out` `[n, ho, wo, cout]`
+/// The conv of [`super::conv2d`] by Winograd (F(4×4, 3×3) or F(2×2, 3×3)) into `out` `[n, ho, wo, cout]`
 /// (the caller checked [`takes`]). `x`: `[n, h, w, cin]` f32 (read 2× upsampled when
 /// `opts.upsample` is 2); `weight`: `[3, 3, cin, cout]` (plain or panel-packed), f32 or f16;
 /// `bias`: `[cout]` of its dtype; `residual`: as the output, or `[n, cout]` per image.
@@ -203,7 +254,11 @@ pub(crate) fn conv3x3(
     let [n, ph, pw, cin] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
     let (h, w) = (ph * opts.upsample, pw * opts.upsample);
     let [ho, wo, cout] = [out.shape()[1], out.shape()[2], out.shape()[3]];
-    let (tiles_h, tiles_w) = (ho.div_ceil(2), wo.div_ceil(2));
+    let tile = tile_for(rec, n, [ho, wo], cin, cout).ok_or_else(|| {
+        crate::error::Error::unsupported(OP, format!("{n}x{ho}x{wo} outputs: too few tiles"))
+    })?;
+    let (side, e) = (tile.side(), tile.elems());
+    let (tiles_h, tiles_w) = (ho.div_ceil(side), wo.div_ceil(side));
     let tiles = n * tiles_h * tiles_w;
     let up2 = opts.upsample == 2;
     let wdt = weight.dtype();
@@ -222,10 +277,10 @@ pub(crate) fn conv3x3(
         ..Default::default()
     };
 
-    // U = G g Gᵀ for every (cin, cout) pair: [16, cin, cout] f32, each U_e panel-packed when
+    // U = G g Gᵀ for every (cin, cout) pair: [e, cin, cout] f32, each U_e panel-packed when
     // cout is whole panels (the GEMM core reads wide B rows much faster so).
     let u_panels = cout % PANEL == 0;
-    let u = Tensor::empty_in(rec, &[16, cin, cout], DType::F32, "winograd.u")?;
+    let u = Tensor::empty_in(rec, &[e, cin, cout], DType::F32, "winograd.u")?;
     let (wb, ub) = (weight.bind_any(rec.gpu(), OP)?, u.bind(rec.gpu(), OP)?);
     let params = WinogradParams {
         w_off: wb.elem_offset,
@@ -234,10 +289,10 @@ pub(crate) fn conv3x3(
         ..base
     };
     let cost = Traffic {
-        bytes: (wdt.size() * 9 + 4 * 16) as f64 * (cin * cout) as f64,
-        shape: format!("[3x3x{cin}x{cout}] -> [16x{cin}x{cout}]"),
+        bytes: (wdt.size() * 9 + 4 * e as u64) as f64 * (cin * cout) as f64,
+        shape: format!("[3x3x{cin}x{cout}] -> [{e}x{cin}x{cout}]"),
     };
-    let stage = (Stage::Weight, wdt, false);
+    let stage = (Stage::Weight, wdt, false, tile);
     dispatch(
         rec,
         stage,
@@ -248,10 +303,10 @@ pub(crate) fn conv3x3(
     )?;
     let u = if u_panels { u.with_panels() } else { u };
 
-    // Chunks of tiles whose V [16, t, cin] and M [16, t, cout] fit CHUNK_BYTES.
-    let per_tile = 64 * (cin + cout) as u64;
+    // Chunks of tiles whose V [e, t, cin] and M [e, t, cout] fit CHUNK_BYTES.
+    let per_tile = 4 * (e * (cin + cout)) as u64;
     let chunk = ((CHUNK_BYTES / per_tile) as usize)
-        .min(rows_per_binding(rec, 64 * cin.max(cout) as u64))
+        .min(rows_per_binding(rec, 4 * (e * cin.max(cout)) as u64))
         .clamp(1, tiles);
     let mut t0 = 0;
     while t0 < tiles {
@@ -261,17 +316,17 @@ pub(crate) fn conv3x3(
             t_len: t_len as u32,
             ..base
         };
-        let v = Tensor::empty_in(rec, &[16, t_len, cin], DType::F32, "winograd.v")?;
+        let v = Tensor::empty_in(rec, &[e, t_len, cin], DType::F32, "winograd.v")?;
         let (xb, vb) = (x.bind(rec.gpu(), OP)?, v.bind(rec.gpu(), OP)?);
         let params = WinogradParams {
             x_off: xb.elem_offset,
             ..chunk_params
         };
         let cost = Traffic {
-            bytes: 4.0 * (16 * t_len * cin) as f64 * 2.0,
-            shape: format!("{n}x{h}x{w}x{cin} -> [16x{t_len}x{cin}]"),
+            bytes: 4.0 * (e * t_len * cin) as f64 * 2.0,
+            shape: format!("{n}x{h}x{w}x{cin} -> [{e}x{t_len}x{cin}]"),
         };
-        let stage = (Stage::Input, DType::F32, up2);
+        let stage = (Stage::Input, DType::F32, up2, tile);
         dispatch(
             rec,
             stage,
@@ -280,7 +335,7 @@ pub(crate) fn conv3x3(
             vec![xb.range, vb.range],
             cost,
         )?;
-        // M_e = V_e · U_e, e = 0..15.
+        // M_e = V_e · U_e for every element e of a transformed tile.
         let m = super::matmul(rec, &v, &u, None)?;
         drop(v);
         let gpu = rec.gpu();
@@ -297,13 +352,13 @@ pub(crate) fn conv3x3(
             ..chunk_params
         };
         let cost = Traffic {
-            bytes: 4.0 * (20 * t_len * cout) as f64,
-            shape: format!("[16x{t_len}x{cout}] -> {n}x{ho}x{wo}x{cout}"),
+            bytes: 4.0 * ((e + side * side) * t_len * cout) as f64,
+            shape: format!("[{e}x{t_len}x{cout}] -> {n}x{ho}x{wo}x{cout}"),
         };
         let bindings = vec![mb.range, bb.range, rb.range, ob.range];
         dispatch(
             rec,
-            (Stage::Output, wdt, false),
+            (Stage::Output, wdt, false, tile),
             t_len * cout / 4,
             params,
             bindings,
