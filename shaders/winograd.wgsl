@@ -61,6 +61,9 @@ const TILE: u32 = 4u;
 const TILE: u32 = 2u;
 #endif
 
+// Four values of one row or column of a 4×4 (F2's patches, F4's outputs).
+struct Row4 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+
 // Six values of one row or column of a 6×6 (F4).
 struct Six { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32>, e: vec4<f32>, f: vec4<f32> }
 
@@ -94,8 +97,6 @@ fn pixel(img: u32, y: i32, xx: i32, c0: u32) -> vec4<f32> {
 }
 
 // Row r of the patch times B (the column transform): [d0 − d2, d1 + d2, d2 − d1, d1 − d3].
-struct Row4 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
-
 fn patch_row(img: u32, y: i32, x0: i32, c0: u32) -> Row4 {
     let d0 = pixel(img, y, x0, c0);
     let d1 = pixel(img, y, x0 + 1, c0);
@@ -149,38 +150,36 @@ fn store_v_col(j: u32, t: u32, c0: u32, s: Six) {
     store_v(30u + j, t, c0, s.f);
 }
 
-@compute @workgroup_size(WG)
-fn input_transform(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    for (var j = 0u; j < PER; j++) {
-        let i = item(wid, nwg, li, j);
-        if (i < p.total) {
-            let ti = tile_item(i, p.cin);
-            let t = ti[0];
-            let c0 = ti[1];
-            let img = ti[2];
-            let y0 = i32(ti[3]) - i32(p.pad_t);
-            let x0 = i32(ti[4]) - i32(p.pad_l);
-            let r0 = patch_row6(img, y0, x0, c0);
-            let r1 = patch_row6(img, y0 + 1, x0, c0);
-            let r2 = patch_row6(img, y0 + 2, x0, c0);
-            let r3 = patch_row6(img, y0 + 3, x0, c0);
-            let r4 = patch_row6(img, y0 + 4, x0, c0);
-            let r5 = patch_row6(img, y0 + 5, x0, c0);
-            // Bᵀ over the rows, column by column.
-            store_v_col(0u, t, c0, bt6(r0.a, r1.a, r2.a, r3.a, r4.a, r5.a));
-            store_v_col(1u, t, c0, bt6(r0.b, r1.b, r2.b, r3.b, r4.b, r5.b));
-            store_v_col(2u, t, c0, bt6(r0.c, r1.c, r2.c, r3.c, r4.c, r5.c));
-            store_v_col(3u, t, c0, bt6(r0.d, r1.d, r2.d, r3.d, r4.d, r5.d));
-            store_v_col(4u, t, c0, bt6(r0.e, r1.e, r2.e, r3.e, r4.e, r5.e));
-            store_v_col(5u, t, c0, bt6(r0.f, r1.f, r2.f, r3.f, r4.f, r5.f));
-        }
-    }
+// One tile's V, channels c0 .. c0 + 3: its patch starts at input row y0, column x0.
+fn input_tile(t: u32, c0: u32, img: u32, y0: i32, x0: i32) {
+    let r0 = patch_row6(img, y0, x0, c0);
+    let r1 = patch_row6(img, y0 + 1, x0, c0);
+    let r2 = patch_row6(img, y0 + 2, x0, c0);
+    let r3 = patch_row6(img, y0 + 3, x0, c0);
+    let r4 = patch_row6(img, y0 + 4, x0, c0);
+    let r5 = patch_row6(img, y0 + 5, x0, c0);
+    // Bᵀ over the rows, column by column.
+    store_v_col(0u, t, c0, bt6(r0.a, r1.a, r2.a, r3.a, r4.a, r5.a));
+    store_v_col(1u, t, c0, bt6(r0.b, r1.b, r2.b, r3.b, r4.b, r5.b));
+    store_v_col(2u, t, c0, bt6(r0.c, r1.c, r2.c, r3.c, r4.c, r5.c));
+    store_v_col(3u, t, c0, bt6(r0.d, r1.d, r2.d, r3.d, r4.d, r5.d));
+    store_v_col(4u, t, c0, bt6(r0.e, r1.e, r2.e, r3.e, r4.e, r5.e));
+    store_v_col(5u, t, c0, bt6(r0.f, r1.f, r2.f, r3.f, r4.f, r5.f));
 }
 #else
+fn input_tile(t: u32, c0: u32, img: u32, y0: i32, x0: i32) {
+    let d0 = patch_row(img, y0, x0, c0);
+    let d1 = patch_row(img, y0 + 1, x0, c0);
+    let d2 = patch_row(img, y0 + 2, x0, c0);
+    let d3 = patch_row(img, y0 + 3, x0, c0);
+    // Bᵀ over the rows.
+    store_v_row(0u, t, c0, sub4(d0, d2));
+    store_v_row(4u, t, c0, add4(d1, d2));
+    store_v_row(8u, t, c0, sub4(d2, d1));
+    store_v_row(12u, t, c0, sub4(d1, d3));
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn input_transform(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -191,24 +190,10 @@ fn input_transform(
         let i = item(wid, nwg, li, j);
         if (i < p.total) {
             let ti = tile_item(i, p.cin);
-            let t = ti[0];
-            let c0 = ti[1];
-            let img = ti[2];
-            let y0 = i32(ti[3]) - i32(p.pad_t);
-            let x0 = i32(ti[4]) - i32(p.pad_l);
-            let d0 = patch_row(img, y0, x0, c0);
-            let d1 = patch_row(img, y0 + 1, x0, c0);
-            let d2 = patch_row(img, y0 + 2, x0, c0);
-            let d3 = patch_row(img, y0 + 3, x0, c0);
-            // Bᵀ over the rows.
-            store_v_row(0u, t, c0, sub4(d0, d2));
-            store_v_row(4u, t, c0, add4(d1, d2));
-            store_v_row(8u, t, c0, sub4(d2, d1));
-            store_v_row(12u, t, c0, sub4(d1, d3));
+            input_tile(ti[0], ti[1], ti[2], i32(ti[3]) - i32(p.pad_t), i32(ti[4]) - i32(p.pad_l));
         }
     }
 }
-#endif
 #endif
 
 #if WINO_W
@@ -273,32 +258,33 @@ fn store_u_col(j: u32, ci: u32, co0: u32, s: Six) {
     store_u(30u + j, ci, co0, s.f);
 }
 
-@compute @workgroup_size(WG)
-fn weight_transform(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let groups = p.cout >> 2u;
-    for (var j = 0u; j < PER; j++) {
-        let i = item(wid, nwg, li, j);
-        if (i < p.total) {
-            let co0 = (i % groups) * 4u;
-            let ci = i / groups;
-            // Each filter row times Gᵀ, then G over the rows, column by column.
-            let h0 = g6(tap(0u, 0u, ci, co0), tap(0u, 1u, ci, co0), tap(0u, 2u, ci, co0));
-            let h1 = g6(tap(1u, 0u, ci, co0), tap(1u, 1u, ci, co0), tap(1u, 2u, ci, co0));
-            let h2 = g6(tap(2u, 0u, ci, co0), tap(2u, 1u, ci, co0), tap(2u, 2u, ci, co0));
-            store_u_col(0u, ci, co0, g6(h0.a, h1.a, h2.a));
-            store_u_col(1u, ci, co0, g6(h0.b, h1.b, h2.b));
-            store_u_col(2u, ci, co0, g6(h0.c, h1.c, h2.c));
-            store_u_col(3u, ci, co0, g6(h0.d, h1.d, h2.d));
-            store_u_col(4u, ci, co0, g6(h0.e, h1.e, h2.e));
-            store_u_col(5u, ci, co0, g6(h0.f, h1.f, h2.f));
-        }
-    }
+// U[:, ci, co0 .. co0 + 3]: each filter row times Gᵀ, then G over the rows, column by column.
+fn weight_item(ci: u32, co0: u32) {
+    let h0 = g6(tap(0u, 0u, ci, co0), tap(0u, 1u, ci, co0), tap(0u, 2u, ci, co0));
+    let h1 = g6(tap(1u, 0u, ci, co0), tap(1u, 1u, ci, co0), tap(1u, 2u, ci, co0));
+    let h2 = g6(tap(2u, 0u, ci, co0), tap(2u, 1u, ci, co0), tap(2u, 2u, ci, co0));
+    store_u_col(0u, ci, co0, g6(h0.a, h1.a, h2.a));
+    store_u_col(1u, ci, co0, g6(h0.b, h1.b, h2.b));
+    store_u_col(2u, ci, co0, g6(h0.c, h1.c, h2.c));
+    store_u_col(3u, ci, co0, g6(h0.d, h1.d, h2.d));
+    store_u_col(4u, ci, co0, g6(h0.e, h1.e, h2.e));
+    store_u_col(5u, ci, co0, g6(h0.f, h1.f, h2.f));
 }
 #else
+fn weight_item(ci: u32, co0: u32) {
+    let g0 = Row3(tap(0u, 0u, ci, co0), tap(0u, 1u, ci, co0), tap(0u, 2u, ci, co0));
+    let g1 = Row3(tap(1u, 0u, ci, co0), tap(1u, 1u, ci, co0), tap(1u, 2u, ci, co0));
+    let g2 = Row3(tap(2u, 0u, ci, co0), tap(2u, 1u, ci, co0), tap(2u, 2u, ci, co0));
+    // G over the filter's rows, then Gᵀ over each resulting row's three columns.
+    let h1 = Row3(0.5 * (g0.a + g1.a + g2.a), 0.5 * (g0.b + g1.b + g2.b), 0.5 * (g0.c + g1.c + g2.c));
+    let h2 = Row3(0.5 * (g0.a - g1.a + g2.a), 0.5 * (g0.b - g1.b + g2.b), 0.5 * (g0.c - g1.c + g2.c));
+    store_u_row(0u, ci, co0, g0);
+    store_u_row(4u, ci, co0, h1);
+    store_u_row(8u, ci, co0, h2);
+    store_u_row(12u, ci, co0, g2);
+}
+#endif
+
 @compute @workgroup_size(WG)
 fn weight_transform(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -309,22 +295,10 @@ fn weight_transform(
     for (var j = 0u; j < PER; j++) {
         let i = item(wid, nwg, li, j);
         if (i < p.total) {
-            let co0 = (i % groups) * 4u;
-            let ci = i / groups;
-            let g0 = Row3(tap(0u, 0u, ci, co0), tap(0u, 1u, ci, co0), tap(0u, 2u, ci, co0));
-            let g1 = Row3(tap(1u, 0u, ci, co0), tap(1u, 1u, ci, co0), tap(1u, 2u, ci, co0));
-            let g2 = Row3(tap(2u, 0u, ci, co0), tap(2u, 1u, ci, co0), tap(2u, 2u, ci, co0));
-            // G over the filter's rows, then Gᵀ over each resulting row's three columns.
-            let h1 = Row3(0.5 * (g0.a + g1.a + g2.a), 0.5 * (g0.b + g1.b + g2.b), 0.5 * (g0.c + g1.c + g2.c));
-            let h2 = Row3(0.5 * (g0.a - g1.a + g2.a), 0.5 * (g0.b - g1.b + g2.b), 0.5 * (g0.c - g1.c + g2.c));
-            store_u_row(0u, ci, co0, g0);
-            store_u_row(4u, ci, co0, h1);
-            store_u_row(8u, ci, co0, h2);
-            store_u_row(12u, ci, co0, g2);
+            weight_item(i / groups, (i % groups) * 4u);
         }
     }
 }
-#endif
 #endif
 
 #if WINO_OUT
@@ -365,17 +339,16 @@ fn store_px(img: u32, oy: u32, ox: u32, co0: u32, y: vec4<f32>, add: vec4<f32>) 
 #if F4
 // Aᵀ applied to six values: [m0 + m1 + m2 + m3 + m4, m1 − m2 + 2(m3 − m4),
 // m1 + m2 + 4(m3 + m4), m1 − m2 + 8(m3 − m4) + m5].
-struct Four { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
-fn at4(m0: vec4<f32>, m1: vec4<f32>, m2: vec4<f32>, m3: vec4<f32>, m4: vec4<f32>, m5: vec4<f32>) -> Four {
+fn at4(m0: vec4<f32>, m1: vec4<f32>, m2: vec4<f32>, m3: vec4<f32>, m4: vec4<f32>, m5: vec4<f32>) -> Row4 {
     let s = m1 + m2;
     let d = m1 - m2;
     let s2 = m3 + m4;
     let d2 = m3 - m4;
-    return Four(m0 + s + s2, d + 2.0 * d2, s + 4.0 * s2, d + 8.0 * d2 + m5);
+    return Row4(m0 + s + s2, d + 2.0 * d2, s + 4.0 * s2, d + 8.0 * d2 + m5);
 }
 
 // Row k of M (elements 6k .. 6k + 5) times A.
-fn row_a6(e0: u32, t: u32, co0: u32) -> Four {
+fn row_a6(e0: u32, t: u32, co0: u32) -> Row4 {
     return at4(
         m_at(e0, t, co0), m_at(e0 + 1u, t, co0), m_at(e0 + 2u, t, co0),
         m_at(e0 + 3u, t, co0), m_at(e0 + 4u, t, co0), m_at(e0 + 5u, t, co0),
@@ -383,12 +356,39 @@ fn row_a6(e0: u32, t: u32, co0: u32) -> Four {
 }
 
 // Output column ox of the tile: Aᵀ over the six rows' values, pixels oy .. oy + 3.
-fn store_col(img: u32, oy: u32, ox: u32, co0: u32, y: Four, add: vec4<f32>) {
+fn store_col(img: u32, oy: u32, ox: u32, co0: u32, y: Row4, add: vec4<f32>) {
     store_px(img, oy, ox, co0, y.a, add);
     store_px(img, oy + 1u, ox, co0, y.b, add);
     store_px(img, oy + 2u, ox, co0, y.c, add);
     store_px(img, oy + 3u, ox, co0, y.d, add);
 }
+
+// One tile's output pixels, channels co0 .. co0 + 3, from (oy, ox).
+fn output_tile(t: u32, co0: u32, img: u32, oy: u32, ox: u32, add: vec4<f32>) {
+    let r0 = row_a6(0u, t, co0);
+    let r1 = row_a6(6u, t, co0);
+    let r2 = row_a6(12u, t, co0);
+    let r3 = row_a6(18u, t, co0);
+    let r4 = row_a6(24u, t, co0);
+    let r5 = row_a6(30u, t, co0);
+    store_col(img, oy, ox, co0, at4(r0.a, r1.a, r2.a, r3.a, r4.a, r5.a), add);
+    store_col(img, oy, ox + 1u, co0, at4(r0.b, r1.b, r2.b, r3.b, r4.b, r5.b), add);
+    store_col(img, oy, ox + 2u, co0, at4(r0.c, r1.c, r2.c, r3.c, r4.c, r5.c), add);
+    store_col(img, oy, ox + 3u, co0, at4(r0.d, r1.d, r2.d, r3.d, r4.d, r5.d), add);
+}
+#else
+fn output_tile(t: u32, co0: u32, img: u32, oy: u32, ox: u32, add: vec4<f32>) {
+    // Rows of t = M A (per row of M), then Aᵀ over them.
+    let r0 = row_a(0u, t, co0);
+    let r1 = row_a(4u, t, co0);
+    let r2 = row_a(8u, t, co0);
+    let r3 = row_a(12u, t, co0);
+    store_px(img, oy, ox, co0, r0[0] + r1[0] + r2[0], add);
+    store_px(img, oy, ox + 1u, co0, r0[1] + r1[1] + r2[1], add);
+    store_px(img, oy + 1u, ox, co0, r1[0] - r2[0] - r3[0], add);
+    store_px(img, oy + 1u, ox + 1u, co0, r1[1] - r2[1] - r3[1], add);
+}
+#endif
 
 @compute @workgroup_size(WG)
 fn output_transform(
@@ -400,61 +400,14 @@ fn output_transform(
         let i = item(wid, nwg, li, j);
         if (i < p.total) {
             let ti = tile_item(i, p.cout);
-            let t = ti[0];
             let co0 = ti[1];
-            let img = ti[2];
-            let oy = ti[3];
-            let ox = ti[4];
-            let r0 = row_a6(0u, t, co0);
-            let r1 = row_a6(6u, t, co0);
-            let r2 = row_a6(12u, t, co0);
-            let r3 = row_a6(18u, t, co0);
-            let r4 = row_a6(24u, t, co0);
-            let r5 = row_a6(30u, t, co0);
             var add = vec4<f32>(0.0);
             if (p.has_bias != 0u) {
                 let b = p.bias_off + co0;
                 add = vec4<f32>(bias_at(b), bias_at(b + 1u), bias_at(b + 2u), bias_at(b + 3u));
             }
-            store_col(img, oy, ox, co0, at4(r0.a, r1.a, r2.a, r3.a, r4.a, r5.a), add);
-            store_col(img, oy, ox + 1u, co0, at4(r0.b, r1.b, r2.b, r3.b, r4.b, r5.b), add);
-            store_col(img, oy, ox + 2u, co0, at4(r0.c, r1.c, r2.c, r3.c, r4.c, r5.c), add);
-            store_col(img, oy, ox + 3u, co0, at4(r0.d, r1.d, r2.d, r3.d, r4.d, r5.d), add);
+            output_tile(ti[0], co0, ti[2], ti[3], ti[4], add);
         }
     }
 }
-#else
-@compute @workgroup_size(WG)
-fn output_transform(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    for (var j = 0u; j < PER; j++) {
-        let i = item(wid, nwg, li, j);
-        if (i < p.total) {
-            let ti = tile_item(i, p.cout);
-            let t = ti[0];
-            let co0 = ti[1];
-            let img = ti[2];
-            let oy = ti[3];
-            let ox = ti[4];
-            // Rows of t = M A (per row of M), then Aᵀ over them.
-            let r0 = row_a(0u, t, co0);
-            let r1 = row_a(4u, t, co0);
-            let r2 = row_a(8u, t, co0);
-            let r3 = row_a(12u, t, co0);
-            var add = vec4<f32>(0.0);
-            if (p.has_bias != 0u) {
-                let b = p.bias_off + co0;
-                add = vec4<f32>(bias_at(b), bias_at(b + 1u), bias_at(b + 2u), bias_at(b + 3u));
-            }
-            store_px(img, oy, ox, co0, r0[0] + r1[0] + r2[0], add);
-            store_px(img, oy, ox + 1u, co0, r0[1] + r1[1] + r2[1], add);
-            store_px(img, oy + 1u, ox, co0, r1[0] - r2[0] - r3[0], add);
-            store_px(img, oy + 1u, ox + 1u, co0, r1[1] - r2[1] - r3[1], add);
-        }
-    }
-}
-#endif
 #endif
