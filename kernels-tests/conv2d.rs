@@ -388,6 +388,9 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
         ("F4 odd 18x21 8->12 asym pad + res f16", [3, 18, 21, 8], 12, [0, 2, 1, 0], 1, 1, DType::F16, false, false, true),
         ("F4 upsampled 14x10 8->16 + res", [2, 14, 10, 8], 16, [1; 4], 2, 1, DType::F32, false, false, true),
         ("F4 + temb 16x16 16->32 b4", [4, 16, 16, 16], 32, [1; 4], 1, 2, DType::F32, true, false, true),
+        // A batch whose input and output exceed a 256 KiB binding, one image not: calls of 3
+        // images (F(4×4)) and 1 (36 4×4 tiles: F(2×2)), the residual split with them.
+        ("batch in groups 4x24x24 32->32 + res", [4, 24, 24, 32], 32, [1; 4], 1, 1, DType::F32, true, true, true),
     ];
     let normal = Gpu::with_options(&GpuOptions {
         gemm: Some(GemmVariant::Subgroup),

@@ -349,7 +349,16 @@ fn conv2d_with(
         && !narrow(rec.gpu(), cin, cout, weight)
         && super::winograd::takes(rec, x, weight, residual, &out, opts)?
     {
-        super::winograd::conv3x3(rec, x, weight, bias, residual, &out, opts)?;
+        // As many images per call as one binding holds (a batch of large images in groups).
+        let per_call = super::winograd::images_per_call(rec, x, &out).unwrap_or(1);
+        let mut i0 = 0;
+        while i0 < n {
+            let len = per_call.min(n - i0);
+            let res = residual.map(|r| r.narrow0(i0, len)).transpose()?;
+            let (xi, oi) = (x.narrow0(i0, len)?, out.narrow0(i0, len)?);
+            super::winograd::conv3x3(rec, &xi, weight, bias, res.as_ref(), &oi, opts)?;
+            i0 += len;
+        }
         return Ok(out);
     }
     let affine = fused

@@ -195,11 +195,21 @@ fn tile_for(
     })
 }
 
+/// How many images one [`conv3x3`] call may take so that its input and output each fit one
+/// storage binding (the caller splits the batch so); `None` when one image does not fit
+/// (those go through the direct conv's row bands).
+pub(crate) fn images_per_call(rec: &Recorder<'_>, x: &Tensor, out: &Tensor) -> Option<usize> {
+    let per_image = |t: &Tensor| crate::tensor::byte_len(&t.shape()[1..], t.dtype());
+    let bytes = per_image(x).max(per_image(out));
+    fits_binding(rec, bytes).then(|| rows_per_binding(rec, bytes).min(x.shape()[0]))
+}
+
 /// Whether [`conv3x3`] takes this conv: Winograd on for the device ([`crate::Gpu::winograd`]:
-/// CPU devices), 3×3 at stride 1, f32 activations, at least [`MIN_TILES`] output tiles,
-/// channel counts and operand offsets that allow vec4 access, input and output that fit one
-/// binding each (larger images go through the direct conv's bands), and a transformed
-/// filter that fits one binding.
+/// CPU devices), 3×3 at stride 1, f32 activations, at least [`MIN_TILES`] output tiles in
+/// every call of [`images_per_call`] images, channel counts and operand offsets that allow
+/// vec4 access, and an image whose input and output fit one binding each (larger images go
+/// through the direct conv's bands); F(4×4) or F(2×2) whose transformed filter fits one
+/// binding ([`tile_for`]).
 pub(crate) fn takes(
     rec: &Recorder<'_>,
     x: &Tensor,
@@ -216,23 +226,32 @@ pub(crate) fn takes(
         || opts.stride != 1
         || x.dtype() != DType::F32
         || opts.padding.iter().any(|&p| p > 2)
-        || !fits_binding(rec, crate::tensor::byte_len(x.shape(), x.dtype()))
-        || !fits_binding(rec, crate::tensor::byte_len(out.shape(), out.dtype()))
     {
         return Ok(false);
     }
     let (cin, cout) = (s[2], s[3]);
     let [n, ho, wo] = [out.shape()[0], out.shape()[1], out.shape()[2]];
-    if tile_for(rec, n, [ho, wo], cin, cout).is_none() {
+    // Every call of images_per_call images (the last one may have fewer) needs its tiles.
+    let Some(per_call) = images_per_call(rec, x, out) else {
+        return Ok(false);
+    };
+    let fewest = match n % per_call {
+        0 => per_call,
+        r => r,
+    };
+    if tile_for(rec, fewest, [ho, wo], cin, cout).is_none() {
         return Ok(false);
     }
+    // The first call's operands (every call's start a whole number of images later, each
+    // image a whole number of vec4s since cin and cout are checked multiples of 4).
+    let first = |t: &Tensor| t.narrow0(0, per_call.min(t.shape()[0]));
     let mut operands = vec![
-        (x.bind(gpu, OP)?, x.dtype()),
+        (first(x)?.bind(gpu, OP)?, x.dtype()),
         (weight.bind_any(gpu, OP)?, weight.dtype()),
-        (out.bind(gpu, OP)?, out.dtype()),
+        (first(out)?.bind(gpu, OP)?, out.dtype()),
     ];
     if let Some(r) = residual {
-        operands.push((r.bind(gpu, OP)?, r.dtype()));
+        operands.push((first(r)?.bind(gpu, OP)?, r.dtype()));
     }
     let refs: Vec<_> = operands.iter().map(|(b, d)| (b, *d)).collect();
     Ok(vec4_ok(cin, cout, &refs))
