@@ -343,8 +343,9 @@ fn conv2d_with(
         return conv2d_with(rec, &h, None, weight, bias, residual, opts);
     }
     let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
-    // CPU devices: 3×3 stride-1 convs by Winograd F(2×2, 3×3) (2.25× fewer multiplies), but
-    // not those the narrow kernel takes (Winograd's products would be 4 columns wide too).
+    // CPU devices: 3×3 stride-1 convs by Winograd F(4×4, 3×3) or F(2×2, 3×3) (4× or 2.25×
+    // fewer multiplies), but not those the narrow kernel takes (Winograd's products would be
+    // 4 columns wide too).
     if fused.is_none()
         && !narrow(rec.gpu(), cin, cout, weight)
         && super::winograd::takes(rec, x, weight, residual, &out, opts)?
