@@ -391,6 +391,9 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
         // A batch whose input and output exceed a 256 KiB binding, one image not: calls of 3
         // images (F(4×4)) and 1 (36 4×4 tiles: F(2×2)), the residual split with them.
         ("batch in groups 4x24x24 32->32 + res", [4, 24, 24, 32], 32, [1; 4], 1, 1, DType::F32, true, true, true),
+        // One image whose output exceeds a 256 KiB binding: row bands of 34 output rows (F(4×4))
+        // and 10 (F(2×2)), the second over a 2× upsampled input starting one row early.
+        ("row bands upsampled 22x20 16->48 + res", [1, 22, 20, 16], 48, [1; 4], 2, 1, DType::F32, false, true, true),
     ];
     let normal = Gpu::with_options(&GpuOptions {
         gemm: Some(GemmVariant::Subgroup),

@@ -346,10 +346,7 @@ fn conv2d_with(
     // CPU devices: 3×3 stride-1 convs by Winograd F(4×4, 3×3) or F(2×2, 3×3) (4× or 2.25×
     // fewer multiplies), but not those the narrow kernel takes (Winograd's products would be
     // 4 columns wide too).
-    if fused.is_none()
-        && !narrow(rec.gpu(), cin, cout, weight)
-        && super::winograd::takes(rec, x, weight, residual, &out, opts)?
-    {
+    if fused.is_none() && winograd_takes(rec, x, weight, residual, &out, opts)? {
         // As many images per call as one binding holds (a batch of large images in groups).
         let per_call = super::winograd::images_per_call(rec, x, &out).unwrap_or(1);
         let mut i0 = 0;
@@ -392,6 +389,21 @@ fn conv2d_with(
         i0 += len;
     }
     Ok(out)
+}
+
+/// Whether this conv (or band of one) runs as Winograd: CPU devices' 3×3 stride-1 convs
+/// ([`super::winograd::takes`]) other than those the narrow kernel takes.
+fn winograd_takes(
+    rec: &Recorder<'_>,
+    x: &Tensor,
+    weight: &Tensor,
+    residual: Option<&Tensor>,
+    out: &Tensor,
+    opts: Conv2dOptions,
+) -> Result<bool> {
+    let (cin, cout) = (weight.shape()[2], weight.shape()[3]);
+    Ok(!narrow(rec.gpu(), cin, cout, weight)
+        && super::winograd::takes(rec, x, weight, residual, out, opts)?)
 }
 
 /// Image `b` in bands of output rows, each binding only the input rows it reads (NHWC rows
@@ -479,17 +491,22 @@ fn record_bands(
         let mut o = opts;
         // Negative (wrapped) when a 2× upsampled band starts a row early; see `record`.
         o.padding[0] = (in0 as isize - first) as usize;
-        record(
-            rec,
-            &xb,
-            weight,
-            bias,
-            rb.as_ref(),
-            &ob_view,
-            o,
-            [ob, wo],
-            None,
-        )?;
+        // Each band is a conv of its own: Winograd where it takes it, else the direct conv.
+        if winograd_takes(rec, &xb, weight, rb.as_ref(), &ob_view, o)? {
+            super::winograd::conv3x3(rec, &xb, weight, bias, rb.as_ref(), &ob_view, o)?;
+        } else {
+            record(
+                rec,
+                &xb,
+                weight,
+                bias,
+                rb.as_ref(),
+                &ob_view,
+                o,
+                [ob, wo],
+                None,
+            )?;
+        }
         oy0 += ob;
     }
     Ok(())

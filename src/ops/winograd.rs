@@ -195,6 +195,12 @@ fn tile_for(
     })
 }
 
+/// A top padding of −1 (wrapped): a row band of a 2× upsampled input that starts one row
+/// above the first it needs (`conv2d::record_bands`); the shaders read `pad_t` as i32.
+fn first_band_row_early(p: usize) -> bool {
+    p as isize == -1
+}
+
 /// How many images one [`conv3x3`] call may take so that its input and output each fit one
 /// storage binding (the caller splits the batch so); `None` when one image does not fit
 /// (those go through the direct conv's row bands).
@@ -225,7 +231,7 @@ pub(crate) fn takes(
         || s[1] != 3
         || opts.stride != 1
         || x.dtype() != DType::F32
-        || opts.padding.iter().any(|&p| p > 2)
+        || opts.padding.iter().any(|&p| p > 2 && !first_band_row_early(p))
     {
         return Ok(false);
     }
@@ -291,6 +297,7 @@ pub(crate) fn conv3x3(
         cout: cout as u32,
         tiles_w: tiles_w as u32,
         tiles_h: tiles_h as u32,
+        // Two's complement of −1 for a band starting a row early (`first_band_row_early`).
         pad_t: opts.padding[0] as u32,
         pad_l: opts.padding[2] as u32,
         ..Default::default()
