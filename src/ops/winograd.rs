@@ -231,7 +231,8 @@ pub(crate) fn takes(
         || s[1] != 3
         || opts.stride != 1
         || x.dtype() != DType::F32
-        || opts.padding.iter().any(|&p| p > 2 && !first_band_row_early(p))
+        || opts.padding[1..].iter().any(|&p| p > 2)
+        || (opts.padding[0] > 2 && !first_band_row_early(opts.padding[0]))
     {
         return Ok(false);
     }
