@@ -124,7 +124,7 @@ fn key(g: Gemm, up2: bool, act: DType, gn: bool) -> KernelKey {
 /// The narrow kernel (`shaders/conv2d_narrow.wgsl`) in place of a GEMM core: CPU devices
 /// (subgroups of 8), at most [`NARROW_MAX_COUT`] output channels, whole blocks of 8 input
 /// channels, a plain (not panel-packed) weight.
-fn narrow(gpu: &crate::Gpu, cin: usize, cout: usize, weight: &Tensor) -> bool {
+pub(crate) fn narrow(gpu: &crate::Gpu, cin: usize, cout: usize, weight: &Tensor) -> bool {
     gpu.gemm_variant() == GemmVariant::Subgroup
         && cout <= NARROW_MAX_COUT
         && cin % 8 == 0
@@ -344,9 +344,8 @@ fn conv2d_with(
     }
     let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
     // CPU devices: 3×3 stride-1 convs by Winograd F(4×4, 3×3) or F(2×2, 3×3) (4× or 2.25×
-    // fewer multiplies), but not those the narrow kernel takes (Winograd's products would be
-    // 4 columns wide too).
-    if fused.is_none() && winograd_takes(rec, x, weight, residual, &out, opts)? {
+    // fewer multiplies).
+    if fused.is_none() && super::winograd::takes(rec, x, weight, residual, &out, opts)? {
         // As many images per call as one binding holds (a batch of large images in groups).
         let per_call = super::winograd::images_per_call(rec, x, &out).unwrap_or(1);
         let mut i0 = 0;
@@ -389,21 +388,6 @@ fn conv2d_with(
         i0 += len;
     }
     Ok(out)
-}
-
-/// Whether this conv (or band of one) runs as Winograd: CPU devices' 3×3 stride-1 convs
-/// ([`super::winograd::takes`]) other than those the narrow kernel takes.
-fn winograd_takes(
-    rec: &Recorder<'_>,
-    x: &Tensor,
-    weight: &Tensor,
-    residual: Option<&Tensor>,
-    out: &Tensor,
-    opts: Conv2dOptions,
-) -> Result<bool> {
-    let (cin, cout) = (weight.shape()[2], weight.shape()[3]);
-    Ok(!narrow(rec.gpu(), cin, cout, weight)
-        && super::winograd::takes(rec, x, weight, residual, out, opts)?)
 }
 
 /// Image `b` in bands of output rows, each binding only the input rows it reads (NHWC rows
@@ -492,7 +476,7 @@ fn record_bands(
         // Negative (wrapped) when a 2× upsampled band starts a row early; see `record`.
         o.padding[0] = (in0 as isize - first) as usize;
         // Each band is a conv of its own: Winograd where it takes it, else the direct conv.
-        if winograd_takes(rec, &xb, weight, rb.as_ref(), &ob_view, o)? {
+        if super::winograd::takes(rec, &xb, weight, rb.as_ref(), &ob_view, o)? {
             super::winograd::conv3x3(rec, &xb, weight, bias, rb.as_ref(), &ob_view, o)?;
         } else {
             record(

@@ -211,11 +211,11 @@ pub(crate) fn images_per_call(rec: &Recorder<'_>, x: &Tensor, out: &Tensor) -> O
 }
 
 /// Whether [`conv3x3`] takes this conv: Winograd on for the device ([`crate::Gpu::winograd`]:
-/// CPU devices), 3×3 at stride 1, f32 activations, at least [`MIN_TILES`] output tiles in
-/// every call of [`images_per_call`] images, channel counts and operand offsets that allow
-/// vec4 access, and an image whose input and output fit one binding each (larger images go
-/// through the direct conv's bands); F(4×4) or F(2×2) whose transformed filter fits one
-/// binding ([`tile_for`]).
+/// CPU devices), not a narrow conv (`conv2d::narrow`), 3×3 at stride 1, f32 activations, at
+/// least [`MIN_TILES`] output tiles in every call of [`images_per_call`] images, channel
+/// counts and operand offsets that allow vec4 access, and an image whose input and output fit
+/// one binding each (larger images go through the direct conv's bands, each band asked
+/// again); F(4×4) or F(2×2) whose transformed filter fits one binding ([`tile_for`]).
 pub(crate) fn takes(
     rec: &Recorder<'_>,
     x: &Tensor,
@@ -227,6 +227,8 @@ pub(crate) fn takes(
     let gpu = rec.gpu();
     let s = weight.shape();
     if !gpu.winograd()
+        // The narrow kernel's convs (Winograd's products would be 4 columns wide too).
+        || super::conv2d::narrow(gpu, s[2], s[3], weight)
         || s[0] != 3
         || s[1] != 3
         || opts.stride != 1
