@@ -412,10 +412,10 @@ impl Gpu {
         self.f16_act = on;
         Ok(())
     }
-    /// Whether 3×3 stride-1 convs may run as Winograd F(2×2, 3×3) (`ops::conv2d`, for convs
-    /// with f32 activations and enough tiles; 2.25× fewer multiplies, f32 transforms): on
-    /// CPU devices (the subgroup GEMM core) unless `SD_WGPU_WINOGRAD=0`; GPUs always run the
-    /// direct implicit GEMM.
+    /// Whether 3×3 stride-1 convs may run as Winograd F(4×4, 3×3) or F(2×2, 3×3)
+    /// (`ops::conv2d`, for convs with f32 activations and enough tiles; 4× or 2.25× fewer
+    /// multiplies, f32 transforms): on CPU devices (the subgroup GEMM core) unless
+    /// `SD_WGPU_WINOGRAD=0`; GPUs always run the direct implicit GEMM.
     pub fn winograd(&self) -> bool {
         self.gemm == GemmVariant::Subgroup
             && self.winograd.load(std::sync::atomic::Ordering::Relaxed)

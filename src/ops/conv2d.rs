@@ -344,20 +344,9 @@ fn conv2d_with(
     }
     let out = Tensor::empty_in(rec, &[n, ho, wo, cout], act, "conv2d.out")?;
     // CPU devices: 3×3 stride-1 convs by Winograd F(4×4, 3×3) or F(2×2, 3×3) (4× or 2.25×
-    // fewer multiplies).
-    if fused.is_none() && super::winograd::takes(rec, x, weight, residual, &out, opts)? {
-        // As many images per call as one binding holds (a batch of large images in groups).
-        let per_call = super::winograd::images_per_call(rec, x, &out).unwrap_or(1);
-        let mut i0 = 0;
-        while i0 < n {
-            let len = per_call.min(n - i0);
-            let res = residual.map(|r| r.narrow0(i0, len)).transpose()?;
-            let (xi, oi) = (x.narrow0(i0, len)?, out.narrow0(i0, len)?);
-            super::winograd::conv3x3(rec, &xi, weight, bias, res.as_ref(), &oi, opts)?;
-            i0 += len;
-        }
-        return Ok(out);
-    }
+    // fewer multiplies), one call per group of images below (`winograd::images_per_call`
+    // is the same grouping: as many images as one binding holds).
+    let winograd = fused.is_none() && super::winograd::takes(rec, x, weight, residual, &out, opts)?;
     let affine = fused
         .map(|nm| super::norm::group_norm_affine(rec, x, nm.groups, nm.gamma, nm.beta, nm.eps))
         .transpose()?;
@@ -372,19 +361,24 @@ fn conv2d_with(
     while i0 < n {
         let len = chunk.min(n - i0);
         let res = residual.map(|r| r.narrow0(i0, len)).transpose()?;
-        let gn = affine.as_ref().map(|a| a.narrow0(i0, len)).transpose()?;
-        let silu = fused.is_some_and(|nm| nm.silu);
-        record(
-            rec,
-            &x.narrow0(i0, len)?,
-            weight,
-            bias,
-            res.as_ref(),
-            &out.narrow0(i0, len)?,
-            opts,
-            [ho, wo],
-            gn.as_ref().map(|a| (a, silu)),
-        )?;
+        let (xi, oi) = (x.narrow0(i0, len)?, out.narrow0(i0, len)?);
+        if winograd {
+            super::winograd::conv3x3(rec, &xi, weight, bias, res.as_ref(), &oi, opts)?;
+        } else {
+            let gn = affine.as_ref().map(|a| a.narrow0(i0, len)).transpose()?;
+            let silu = fused.is_some_and(|nm| nm.silu);
+            record(
+                rec,
+                &xi,
+                weight,
+                bias,
+                res.as_ref(),
+                &oi,
+                opts,
+                [ho, wo],
+                gn.as_ref().map(|a| (a, silu)),
+            )?;
+        }
         i0 += len;
     }
     Ok(out)

@@ -3,8 +3,9 @@
 //! patch are transformed so that a tile's 144 (36) multiplies per channel pair become 36
 //! (16), done as 36 (16) batched products by the GEMM core ([`super::matmul`]), then
 //! transformed back with the bias and residual added. F(4×4) where the image has enough
-//! tiles ([`MIN_TILES`]) and its transformed filter fits a binding, else F(2×2). On lavapipe the GEMM core's throughput is what every conv costs, so
-//! fewer multiplies are less time (see the README's "Winograd convolutions on CPU devices").
+//! tiles ([`MIN_TILES`]) and its transformed filter fits a binding, else F(2×2). On lavapipe
+//! the GEMM core's throughput is what every conv costs, so fewer multiplies are less time
+//! (see the README's "Winograd convolutions on CPU devices").
 //! GPUs keep the direct implicit GEMM (its fused group norm, no transformed temporaries).
 
 use super::conv2d::{Conv2dOptions, residual_mode};
@@ -204,7 +205,7 @@ fn first_band_row_early(p: usize) -> bool {
 /// How many images one [`conv3x3`] call may take so that its input and output each fit one
 /// storage binding (the caller splits the batch so); `None` when one image does not fit
 /// (those go through the direct conv's row bands).
-pub(crate) fn images_per_call(rec: &Recorder<'_>, x: &Tensor, out: &Tensor) -> Option<usize> {
+fn images_per_call(rec: &Recorder<'_>, x: &Tensor, out: &Tensor) -> Option<usize> {
     let per_image = |t: &Tensor| crate::tensor::byte_len(&t.shape()[1..], t.dtype());
     let bytes = per_image(x).max(per_image(out));
     fits_binding(rec, bytes).then(|| rows_per_binding(rec, bytes).min(x.shape()[0]))
