@@ -40,6 +40,34 @@ pub fn gemm_gpus() -> Vec<&'static Gpu> {
     std::iter::once(main).chain(other.as_ref()).collect()
 }
 
+/// `gemm_gpus`, then, where the default device's subgroup core reads its vec4 operands as
+/// 64-bit words (`Gpu::load64`), one more subgroup-core device with those loads off: CI tests
+/// both loops of the core that llvmpipe runs.
+pub fn gemm_loop_gpus() -> Vec<&'static Gpu> {
+    static NO64: OnceLock<Option<Gpu>> = OnceLock::new();
+    let no64 = NO64.get_or_init(|| {
+        gpu().load64().then(|| {
+            let g = Gpu::new().expect("a second device on the test adapter");
+            g.set_load64(false);
+            g
+        })
+    });
+    gemm_gpus().into_iter().chain(no64.as_ref()).collect()
+}
+
+/// The GEMM core a device runs and whether it loads 64-bit words, for test messages.
+pub fn core_name(gpu: &Gpu) -> String {
+    let wide = if gpu.load64() { "+load64" } else { "" };
+    format!("{:?}{wide}", gpu.gemm_variant())
+}
+
+/// Whether a recording ran the 64-bit-load variant of a kernel.
+pub fn ran_load64(rec: &Recorder<'_>) -> bool {
+    rec.dispatches()
+        .iter()
+        .any(|d| d.kernel.key.label().contains("LOAD64"))
+}
+
 /// Seeded test data: the library's SplitMix64 / Box–Muller source.
 pub use sd_wgpu::rng::SplitMix64 as Rng;
 

@@ -64,8 +64,9 @@ fn narrow_case(core: GemmVariant, c: &Case) -> bool {
 fn conv2d_matches_reference() {
     // Activations (x, the residuals, the output) in f32, and in f16 (one seed, all but the
     // largest case): read into f32, one rounding when stored (~2^-11 relative error).
-    for gpu in gemm_gpus() {
+    for gpu in gemm_loop_gpus() {
         let core = gpu.gemm_variant();
+        let name = core_name(gpu);
         for (act, rtol) in [(DType::F32, 1e-4), (DType::F16, 1.5e-3)] {
             for (ci, c) in CASES.iter().enumerate() {
                 let size = c.x.iter().product::<usize>();
@@ -132,7 +133,14 @@ fn conv2d_matches_reference() {
                     assert_eq!(
                         narrow,
                         narrow_case(core, c),
-                        "{core:?} {}: narrow kernel",
+                        "{name} {}: narrow kernel",
+                        c.name
+                    );
+                    let vec4 = narrow || (c.x[3] % 4 == 0 && c.cout % 4 == 0);
+                    assert_eq!(
+                        ran_load64(&rec),
+                        gpu.load64() && vec4,
+                        "{name} {}: 64-bit loads",
                         c.name
                     );
                     let got = run(rec, &out);
@@ -149,7 +157,7 @@ fn conv2d_matches_reference() {
                     assert_eq!(out.shape(), shape, "{}", c.name);
                     assert_eq!(out.dtype(), act);
                     check(
-                        &format!("conv2d {core:?} {act:?} {} seed {seed}", c.name),
+                        &format!("conv2d {name} {act:?} {} seed {seed}", c.name),
                         &got,
                         &want,
                         2e-5 * (fan_in as f32).sqrt(),
@@ -178,7 +186,7 @@ fn conv2d_matches_reference() {
                         )
                         .unwrap();
                         check(
-                            &format!("conv2d panels {act:?} {} seed {seed}", c.name),
+                            &format!("conv2d panels {name} {act:?} {} seed {seed}", c.name),
                             &run(rec, &out),
                             &want,
                             2e-5 * (fan_in as f32).sqrt(),
@@ -205,7 +213,7 @@ fn conv2d_matches_reference() {
                         .collect();
                     check(
                         &format!(
-                            "conv2d + per-image residual {core:?} {act:?} {} seed {seed}",
+                            "conv2d + per-image residual {name} {act:?} {} seed {seed}",
                             c.name
                         ),
                         &got,

@@ -36,8 +36,8 @@ const CASES: &[Case] = &[
 fn matmul_and_its_residual_epilogue_match_reference() {
     // Activations (A, C, the residual) in f32, and in f16 (one seed): read into f32, one
     // rounding when stored, so f16 adds ~2^-11 relative error to the output.
-    for gpu in gemm_gpus() {
-        let core = gpu.gemm_variant();
+    for gpu in gemm_loop_gpus() {
+        let core = core_name(gpu);
         for (act, seeds, rtol) in [
             (DType::F32, &[1u64, 2][..], 1e-4),
             (DType::F16, &[1], 1.5e-3),
@@ -68,6 +68,12 @@ fn matmul_and_its_residual_epilogue_match_reference() {
                     let mut rec = Recorder::new(gpu);
                     let out = ops::matmul(&mut rec, &at, &bt, c.bias.then_some(&biast)).unwrap();
                     assert_eq!(out.shape(), [c.batch, c.m, c.n]);
+                    assert_eq!(
+                        ran_load64(&rec),
+                        gpu.load64() && c.k % 4 == 0 && c.n % 4 == 0,
+                        "{core} {}: 64-bit loads",
+                        c.name
+                    );
                     assert_eq!(out.dtype(), act);
                     let got = run(rec, &out);
                     let want = reference::matmul(
@@ -81,7 +87,7 @@ fn matmul_and_its_residual_epilogue_match_reference() {
                         c.b_batched,
                     );
                     check(
-                        &format!("matmul {core:?} {act:?} {} seed {seed}", c.name),
+                        &format!("matmul {core} {act:?} {} seed {seed}", c.name),
                         &got,
                         &want,
                         2e-5 * (c.k as f32).sqrt(),
@@ -103,7 +109,7 @@ fn matmul_and_its_residual_epilogue_match_reference() {
                     let got = run(rec, &out);
                     let want: Vec<f32> = want.iter().zip(&r).map(|(w, r)| w + r).collect();
                     check(
-                        &format!("matmul + residual {core:?} {act:?} {} seed {seed}", c.name),
+                        &format!("matmul + residual {core} {act:?} {} seed {seed}", c.name),
                         &got,
                         &want,
                         2e-5 * (c.k as f32).sqrt(),
@@ -155,8 +161,8 @@ fn linear_rejects_bad_shapes_with_named_tensors() {
 #[test]
 fn matmul_of_views_at_any_offset() {
     let (m, k, n) = (9, 12, 8);
-    for gpu in gemm_gpus() {
-        let core = gpu.gemm_variant();
+    for gpu in gemm_loop_gpus() {
+        let core = core_name(gpu);
         for off in [1usize, 3, 4] {
             let mut rng = Rng::new(off as u64);
             let a = rng.normals(off + m * k, 1.0);
@@ -170,7 +176,7 @@ fn matmul_of_views_at_any_offset() {
             let got = run(rec, &out);
             let want = reference::matmul(&a[off..], &b[off..], None, 1, m, n, k, false);
             check(
-                &format!("matmul {core:?} views at offset {off}"),
+                &format!("matmul {core} views at offset {off}"),
                 &got,
                 &want,
                 1e-5,
@@ -185,8 +191,8 @@ fn matmul_of_views_at_any_offset() {
 /// the scalar one — against the product with the window cut out on the host.
 #[test]
 fn linear_columns_of_a_fused_weight_match_reference() {
-    for gpu in gemm_gpus() {
-        let core = gpu.gemm_variant();
+    for gpu in gemm_loop_gpus() {
+        let core = core_name(gpu);
         for (m, k, c, dt) in [
             (2 * 64, 48, 48, DType::F16),
             (37, 20, 5, DType::F32),
@@ -215,7 +221,7 @@ fn linear_columns_of_a_fused_weight_match_reference() {
                 let want = reference::matmul(&x, &wp, Some(&b_r[cols.clone()]), 1, m, c, k, false);
                 check(
                     &format!(
-                        "linear_columns {core:?} {m}x{k} · [{k}x{}] cols {cols:?} {dt:?}",
+                        "linear_columns {core} {m}x{k} · [{k}x{}] cols {cols:?} {dt:?}",
                         3 * c
                     ),
                     &got,
@@ -238,8 +244,8 @@ fn linear_columns_of_a_fused_weight_match_reference() {
 /// against GEGLU then the product on the host.
 #[test]
 fn linear_geglu_matches_reference() {
-    for gpu in gemm_gpus() {
-        let core = gpu.gemm_variant();
+    for gpu in gemm_loop_gpus() {
+        let core = core_name(gpu);
         for (rows, f, out, dt) in [
             (2 * 256, 1280, 320, DType::F16),
             (2 * 64, 192, 48, DType::F32),
@@ -270,7 +276,7 @@ fn linear_geglu_matches_reference() {
                 .map(|(a, b)| a + b)
                 .collect();
             check(
-                &format!("linear_geglu {core:?} [{rows}x{}] -> {out} {dt:?}", 2 * f),
+                &format!("linear_geglu {core} [{rows}x{}] -> {out} {dt:?}", 2 * f),
                 &got,
                 &want,
                 1e-4,
@@ -292,8 +298,8 @@ fn linear_geglu_matches_reference() {
 /// statistics), elsewhere a norm pass then the product — against the host's norm then product.
 #[test]
 fn linear_layer_norm_matches_reference() {
-    for gpu in gemm_gpus() {
-        let core = gpu.gemm_variant();
+    for gpu in gemm_loop_gpus() {
+        let core = core_name(gpu);
         for (rows, c, out, dt, offset) in [
             (2 * 64, 48, 144, DType::F16, 0.0),
             (2 * 1024, 320, 960, DType::F32, 0.0),
@@ -327,7 +333,7 @@ fn linear_layer_norm_matches_reference() {
             let xn = reference::layer_norm(&x, c, &gamma, &beta, 1e-5);
             let want = reference::matmul(&xn, &w_r, Some(&b_r), 1, rows, out, c, false);
             check(
-                &format!("linear_layer_norm {core:?} [{rows}x{c}] -> {out} {dt:?} mean {offset}"),
+                &format!("linear_layer_norm {core} [{rows}x{c}] -> {out} {dt:?} mean {offset}"),
                 &got,
                 &want,
                 2e-4,
@@ -353,16 +359,20 @@ fn linear_layer_norm_matches_reference() {
 #[test]
 fn panel_packed_weights_match_reference() {
     use sd_wgpu::gpu::GemmVariant;
-    let gpu = gemm_gpus()
+    let subgroup: Vec<_> = gemm_loop_gpus()
         .into_iter()
-        .find(|g| g.gemm_variant() == GemmVariant::Subgroup)
-        .expect("lavapipe runs the subgroup core");
-    for (m, k, n, dt) in [
-        (154, 768, 3072, DType::F32),
-        (37, 20, 96, DType::F16),
-        (5, 64, 32, DType::F32),
-        (130, 48, 64, DType::F16),
-    ] {
+        .filter(|g| g.gemm_variant() == GemmVariant::Subgroup)
+        .collect();
+    assert!(!subgroup.is_empty(), "lavapipe runs the subgroup core");
+    for (gpu, (m, k, n, dt)) in subgroup.into_iter().flat_map(|g| {
+        [
+            (154, 768, 3072, DType::F32),
+            (37, 20, 96, DType::F16),
+            (5, 64, 32, DType::F32),
+            (130, 48, 64, DType::F16),
+        ]
+        .map(|c| (g, c))
+    }) {
         let mut rng = Rng::new((m * k + n) as u64);
         let x = rng.normals(m * 2 * k, 1.0);
         let mut w = rng.normals(k * n, 1.0 / (k as f32).sqrt());
@@ -378,7 +388,7 @@ fn panel_packed_weights_match_reference() {
         assert!(wt.panels());
         let bt = upload_to(gpu, &bias, &[n], dt, "bias");
         let rt = upload_to(gpu, &res, &[m, n], DType::F32, "res");
-        let case = |what: &str| format!("panels {what} {m}x{k}·{k}x{n} {dt:?}");
+        let case = |what: &str| format!("panels {} {what} {m}x{k}·{k}x{n} {dt:?}", core_name(gpu));
         // Plain, with bias, with bias and residual.
         let mut rec = Recorder::new(gpu);
         let y = ops::linear(&mut rec, &xt, &wt, Some(&bt)).unwrap();

@@ -77,3 +77,27 @@ alias act4 = vec4<f16>;
 alias act = f32;
 alias act4 = vec4<f32>;
 #endif
+
+#if LOAD64
+// 64-bit loads (define LOAD64; CPU devices with shader-int64, see ops::matmul::wide_loads):
+// llvmpipe loads a storage buffer lane by lane, one bounds compare and branch per
+// component, so a u64 component carrying two f32 or four f16 halves (f32) or quarters (f16)
+// the loads of a vec4 read. The bits are unpacked exactly: bitcast, or unpack2x16float
+// (the f16 → f32 conversion).
+fn lo32(v: u64) -> u32 { return u32(v & 0xFFFFFFFFlu); }
+fn hi32(v: u64) -> u32 { return u32(v >> 32u); }
+fn f32x4_bits(v: vec2<u64>) -> vec4<f32> {
+    return bitcast<vec4<f32>>(vec4<u32>(lo32(v.x), hi32(v.x), lo32(v.y), hi32(v.y)));
+}
+fn f16x4_bits(v: u64) -> vec4<f32> {
+    return vec4<f32>(unpack2x16float(lo32(v)), unpack2x16float(hi32(v)));
+}
+// Four activations (common's act4) as one or two 64-bit loads.
+#if ACT_F16
+alias act4_bits = u64;
+fn act4_of(v: u64) -> vec4<f32> { return f16x4_bits(v); }
+#else
+alias act4_bits = vec2<u64>;
+fn act4_of(v: vec2<u64>) -> vec4<f32> { return f32x4_bits(v); }
+#endif
+#endif

@@ -35,17 +35,28 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #if X4
+#if LOAD64
+@group(0) @binding(1) var<storage, read> x: array<act4_bits>;
+fn x4_at(i: u32) -> vec4<f32> { return act4_of(x[i]); }
+#else
 @group(0) @binding(1) var<storage, read> x: array<act4>;
+fn x4_at(i: u32) -> vec4<f32> { return vec4<f32>(x[i]); }
+#endif
 #else
 @group(0) @binding(1) var<storage, read> x: array<act>;
 #endif
 #if W_F16
 #if VEC4
+#if LOAD64
+@group(0) @binding(2) var<storage, read> wt: array<u64>;
+fn w4_at(i: u32) -> vec4<f32> { return f16x4_bits(wt[i >> 2u]); }
+#else
 @group(0) @binding(2) var<storage, read> wt: array<vec2<u32>>;
 fn w4_at(i: u32) -> vec4<f32> {
     let u = wt[i >> 2u];
     return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
 }
+#endif
 #else
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 fn w_at(i: u32) -> f32 { return unpack_half(wt[i >> 1u], i); }
@@ -54,8 +65,13 @@ fn w_at(i: u32) -> f32 { return unpack_half(wt[i >> 1u], i); }
 fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
 #else
 #if VEC4
+#if LOAD64
+@group(0) @binding(2) var<storage, read> wt: array<vec2<u64>>;
+fn w4_at(i: u32) -> vec4<f32> { return f32x4_bits(wt[i >> 2u]); }
+#else
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
 fn w4_at(i: u32) -> vec4<f32> { return wt[i >> 2u]; }
+#endif
 #else
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 fn w_at(i: u32) -> f32 { return wt[i]; }
@@ -139,7 +155,7 @@ fn a_block(r: ARow, tap: u32) -> ABlock {
     return ABlock(r.base + ((yc >> UP) * (p.w >> UP) + (xc >> UP)) * p.cin, inside, r.img);
 }
 fn load_a4(blk: ABlock, i: u32) -> vec4<f32> {
-    var v = vec4<f32>(x[(blk.pix + i) >> 2u]);
+    var v = x4_at((blk.pix + i) >> 2u);
 #if A_GN
     v = norm4(v, blk.img, i);
 #endif

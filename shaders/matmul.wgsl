@@ -33,19 +33,29 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 #if VEC4
+#if LOAD64
+@group(0) @binding(1) var<storage, read> a: array<act4_bits>;
+fn a4_at(i: u32) -> vec4<f32> { return act4_of(a[i]); }
+#else
 @group(0) @binding(1) var<storage, read> a: array<act4>;
 fn a4_at(i: u32) -> vec4<f32> { return vec4<f32>(a[i]); }
+#endif
 #else
 @group(0) @binding(1) var<storage, read> a: array<act>;
 fn a_at(i: u32) -> f32 { return f32(a[i]); }
 #endif
 #if W_F16
 #if VEC4
+#if LOAD64
+@group(0) @binding(2) var<storage, read> w: array<u64>;
+fn w4_at(i: u32) -> vec4<f32> { return f16x4_bits(w[i >> 2u]); }
+#else
 @group(0) @binding(2) var<storage, read> w: array<vec2<u32>>;
 fn w4_at(i: u32) -> vec4<f32> {
     let u = w[i >> 2u];
     return vec4<f32>(unpack2x16float(u.x), unpack2x16float(u.y));
 }
+#endif
 #else
 @group(0) @binding(2) var<storage, read> w: array<u32>;
 fn w_at(i: u32) -> f32 { return unpack_half(w[i >> 1u], i); }
@@ -54,8 +64,13 @@ fn w_at(i: u32) -> f32 { return unpack_half(w[i >> 1u], i); }
 fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
 #else
 #if VEC4
+#if LOAD64
+@group(0) @binding(2) var<storage, read> w: array<vec2<u64>>;
+fn w4_at(i: u32) -> vec4<f32> { return f32x4_bits(w[i >> 2u]); }
+#else
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 fn w4_at(i: u32) -> vec4<f32> { return w[i >> 2u]; }
+#endif
 #else
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 fn w_at(i: u32) -> f32 { return w[i]; }
@@ -72,8 +87,17 @@ fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
 #if A_LN
 #if VEC4
+#if LOAD64
+@group(0) @binding(6) var<storage, read> ln_g: array<vec2<u64>>;
+@group(0) @binding(7) var<storage, read> ln_b: array<vec2<u64>>;
+fn ln_g4(i: u32) -> vec4<f32> { return f32x4_bits(ln_g[i]); }
+fn ln_b4(i: u32) -> vec4<f32> { return f32x4_bits(ln_b[i]); }
+#else
 @group(0) @binding(6) var<storage, read> ln_g: array<vec4<f32>>;
 @group(0) @binding(7) var<storage, read> ln_b: array<vec4<f32>>;
+fn ln_g4(i: u32) -> vec4<f32> { return ln_g[i]; }
+fn ln_b4(i: u32) -> vec4<f32> { return ln_b[i]; }
+#endif
 #else
 @group(0) @binding(6) var<storage, read> ln_g: array<f32>;
 @group(0) @binding(7) var<storage, read> ln_b: array<f32>;
@@ -142,8 +166,8 @@ fn load_a4(r: ARow, i: u32) -> vec4<f32> {
 #if A_LN
 fn load_a4(r: ARow, i: u32) -> vec4<f32> {
     let x = a4_at((r.base + i) >> 2u);
-    let g = ln_g[(p.ln_g_off + i) >> 2u];
-    return (x - vec4<f32>(r.mean)) * r.inv * g + ln_b[(p.ln_b_off + i) >> 2u];
+    let g = ln_g4((p.ln_g_off + i) >> 2u);
+    return (x - vec4<f32>(r.mean)) * r.inv * g + ln_b4((p.ln_b_off + i) >> 2u);
 }
 #else
 fn load_a4(r: ARow, i: u32) -> vec4<f32> { return a4_at((r.base + i) >> 2u); }

@@ -78,6 +78,10 @@ pub const ENV_GEMM: &str = "SD_WGPU_GEMM";
 /// Environment variable: `0` turns Winograd convolutions off, `1` on (see [`Gpu::winograd`]).
 pub const ENV_WINOGRAD: &str = "SD_WGPU_WINOGRAD";
 
+/// Environment variable: `0` turns the subgroup GEMM core's 64-bit loads off, `1` on (see
+/// [`Gpu::load64`]).
+pub const ENV_LOAD64: &str = "SD_WGPU_LOAD64";
+
 /// An on/off switch from the environment (`SD_WGPU_F16_ACTIVATIONS`, `SD_WGPU_WINOGRAD`):
 /// `1` on, `0` off, unset or empty the default; anything else is an error.
 fn env_switch(name: &str) -> Result<Option<bool>> {
@@ -152,6 +156,8 @@ pub struct Gpu {
     /// 3×3 stride-1 convs by Winograd F(2×2, 3×3) on the subgroup GEMM core
     /// ([`Gpu::winograd`]).
     winograd: std::sync::atomic::AtomicBool,
+    /// 64-bit operand loads in the subgroup GEMM core ([`Gpu::load64`]).
+    load64: std::sync::atomic::AtomicBool,
     budget: std::sync::Mutex<Option<MemoryBudget>>,
     /// Per-dispatch timing while profiling ([`Gpu::set_profiling`]).
     profiler: std::sync::Mutex<Option<profile::Profiler>>,
@@ -171,6 +177,7 @@ pub struct AdapterSummary {
 fn wanted_features() -> wgpu::Features {
     wgpu::Features::SHADER_F16
         | wgpu::Features::SUBGROUP
+        | wgpu::Features::SHADER_INT64
         | wgpu::Features::TIMESTAMP_QUERY
         | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
 }
@@ -296,6 +303,9 @@ impl Gpu {
         if let Some(on) = env_switch(ENV_WINOGRAD)? {
             gpu.set_winograd(on);
         }
+        if let Some(on) = env_switch(ENV_LOAD64)? {
+            gpu.set_load64(on);
+        }
         if let Some(g) = opts.gemm.or(forced) {
             if g == GemmVariant::Subgroup {
                 let info = &gpu.info;
@@ -345,6 +355,7 @@ impl Gpu {
             gemm,
             f16_act,
             winograd: std::sync::atomic::AtomicBool::new(true),
+            load64: std::sync::atomic::AtomicBool::new(true),
             pool: pool::BufferPool::new(reuse),
             pipelines: pipeline::PipelineCache::default(),
             uid: {
@@ -426,6 +437,22 @@ impl Gpu {
     pub fn set_winograd(&self, on: bool) {
         self.winograd
             .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the subgroup GEMM core (matmul, conv2d and the Winograd products on CPU
+    /// devices) reads its vec4 operands as 64-bit words (define `LOAD64`): llvmpipe loads a
+    /// storage buffer lane by lane with a bounds test per component, and a `u64` carries two
+    /// f32 or four f16. Needs `shader-int64`; on unless `SD_WGPU_LOAD64=0`.
+    pub fn load64(&self) -> bool {
+        self.gemm == GemmVariant::Subgroup
+            && self.features.contains(wgpu::Features::SHADER_INT64)
+            && self.load64.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Turns [`Gpu::load64`] on or off for what is recorded from now on (tests and A/B
+    /// measurements).
+    pub fn set_load64(&self, on: bool) {
+        self.load64.store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn has_timestamps(&self) -> bool {

@@ -148,10 +148,17 @@ fn narrow_kernel(w: DType) -> Gemm {
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    let narrow = [DType::F32, DType::F16].into_iter().flat_map(|w| {
-        [DType::F32, DType::F16]
-            .into_iter()
-            .flat_map(move |act| [false, true].map(|up2| key(narrow_kernel(w), up2, act, false)))
+    // The narrow kernel and the subgroup core's vectorised loop, each also with 64-bit loads.
+    let wide = |mut g: Gemm| {
+        g.defines.push(Define::Flag("LOAD64"));
+        g
+    };
+    let narrow = [DType::F32, DType::F16].into_iter().flat_map(move |w| {
+        [DType::F32, DType::F16].into_iter().flat_map(move |act| {
+            [false, true].into_iter().flat_map(move |up2| {
+                [narrow_kernel(w), wide(narrow_kernel(w))].map(|g| key(g, up2, act, false))
+            })
+        })
     });
     gemm_variants()
         .into_iter()
@@ -169,7 +176,15 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                     // Panel-packed weights (CPU devices' convs), plain and 2× upsampling.
                     let mut p = g.clone();
                     p.defines.push(Define::Flag("PANELS_B"));
-                    k.extend([key(p.clone(), false, act, false), key(p, true, act, false)]);
+                    k.extend([
+                        key(p.clone(), false, act, false),
+                        key(p.clone(), true, act, false),
+                    ]);
+                    if g.defines.contains(&Define::Flag("VEC4")) {
+                        for w in [wide(g.clone()), wide(p)] {
+                            k.extend([key(w.clone(), false, act, false), key(w, true, act, false)]);
+                        }
+                    }
                 }
                 k
             })
@@ -559,6 +574,7 @@ fn record(
     if panels {
         g.defines.push(Define::Flag("PANELS_B"));
     }
+    super::matmul::load64(gpu, &mut g);
     let (tiles_n, tiles_m) = (cout.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let params = Conv2dParams {
         n: n as u32,

@@ -122,6 +122,17 @@ pub(crate) fn gemm(variant: GemmVariant, w: DType, lp: Loop) -> Gemm {
     }
 }
 
+/// The subgroup core's vectorised loop reads its operands as 64-bit words where the device
+/// allows ([`Gpu::load64`]).
+pub(crate) fn load64(gpu: &crate::Gpu, g: &mut Gemm) {
+    let vec4 = [Define::Flag("VEC4"), Define::Flag("NARROW")]
+        .iter()
+        .any(|d| g.defines.contains(d));
+    if vec4 && gpu.load64() {
+        g.defines.push(Define::Flag("LOAD64"));
+    }
+}
+
 /// Both cores, both weight dtypes, every loop (the subgroup core's vectorised loop has one
 /// tile size).
 pub(crate) fn gemm_variants() -> Vec<Gemm> {
@@ -223,10 +234,19 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
             if g.defines.contains(&Define::Flag("SUBGROUP_GEMM")) {
                 keys.push(key(g.clone(), AKind::LayerNorm, act));
                 // Panel-packed weights (CPU devices' linears), every A input.
-                let mut p = g;
+                let mut p = g.clone();
                 p.defines.push(Define::Flag("PANELS_B"));
                 for a in [AKind::Plain, AKind::Geglu, AKind::LayerNorm] {
                     keys.push(key(p.clone(), a, act));
+                }
+                // And each of those with 64-bit loads (the vectorised loop only).
+                if g.defines.contains(&Define::Flag("VEC4")) {
+                    for mut w in [g, p] {
+                        w.defines.push(Define::Flag("LOAD64"));
+                        for a in [AKind::Plain, AKind::Geglu, AKind::LayerNorm] {
+                            keys.push(key(w.clone(), a, act));
+                        }
+                    }
                 }
             }
         }
@@ -662,6 +682,7 @@ fn record(
     if panels {
         g.defines.push(Define::Flag("PANELS_B"));
     }
+    load64(gpu, &mut g);
     let tiles_n = n.div_ceil(g.tile_n);
     let tiles_m = m.div_ceil(g.tile_m);
     let params = MatmulParams {
