@@ -38,13 +38,14 @@ const CASES: &[Case] = &[
 
 #[test]
 fn attention_matches_reference() {
-    for gpu in gemm_gpus() {
+    for gpu in gemm_loop_gpus() {
         attention_matches_reference_on(gpu);
     }
 }
 
-/// On each device of `gemm_gpus`: CPU devices run the one-subgroup variant, the other
-/// device the workgroup-wide kernel that GPUs use.
+/// On each device of `gemm_loop_gpus`: CPU devices run the one-subgroup variant (reading q, k
+/// and v as 64-bit words where `Gpu::load64`, and not on the last device), the other device
+/// the workgroup-wide kernel that GPUs use.
 fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
     let mut failures = Vec::new();
     for (ci, c) in CASES.iter().enumerate() {
@@ -65,6 +66,13 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
         };
         let mut rec = Recorder::new(gpu);
         let out = ops::attention(&mut rec, &qt, &kt, &vt, opts).unwrap();
+        assert_eq!(
+            ran_load64(&rec),
+            gpu.load64() && c.d % 4 == 0,
+            "{} {}: 64-bit loads",
+            core_name(gpu),
+            c.name
+        );
         let got = run(rec, &out);
         // Long sequences: compare a spread of query rows (every 13th and the last), all heads.
         let rows: Vec<usize> = if c.n > 1024 {
@@ -92,7 +100,7 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             .map(|i| got[i])
             .collect();
         if let Err(e) = try_check(
-            &format!("attention {:?} {}", gpu.gemm_variant(), c.name),
+            &format!("attention {} {}", core_name(gpu), c.name),
             &got_rows,
             &want,
             1e-4,

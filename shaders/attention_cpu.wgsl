@@ -39,8 +39,8 @@ fn main(
     let qb0 = p.q_off + (b * p.n_q + qi0) * p.q_stride + h * DV;
     let qb1 = p.q_off + (b * p.n_q + qi1) * p.q_stride + h * DV;
     for (var c = 0u; c < DV; c++) {
-        qv0[c] = V(q[qb0 + c]) * p.scale;
-        qv1[c] = V(q[qb1 + c]) * p.scale;
+        qv0[c] = q_at(qb0 + c) * p.scale;
+        qv1[c] = q_at(qb1 + c) * p.scale;
         acc0[c] = V(0.0);
         acc1[c] = V(0.0);
     }
@@ -69,8 +69,8 @@ fn main(
     for (var j0 = p.kv_begin; j0 < kv_end; j0 += KEY_BLOCK) {
         let jl = min(j0 + lane, kv_end - 1u);
         for (var c = 0u; c < DV; c++) {
-            kr[c] = V(k[k_base + jl * p.k_stride + c]);
-            vr[c] = V(v[v_base + jl * p.v_stride + c]);
+            kr[c] = k_at(k_base + jl * p.k_stride + c);
+            vr[c] = v_at(v_base + jl * p.v_stride + c);
         }
         let jn = min(KEY_BLOCK, kv_end - j0);
         for (var jj = 0u; jj < jn; jj++) {

@@ -12,9 +12,22 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if LOAD64
+// q, k and v read as 64-bit words (the CPU kernel with vec4 storage; see common.wgsl).
+@group(0) @binding(1) var<storage, read> q: array<act4_bits>;
+@group(0) @binding(2) var<storage, read> k: array<act4_bits>;
+@group(0) @binding(3) var<storage, read> v: array<act4_bits>;
+fn q_at(i: u32) -> V { return act4_of(q[i]); }
+fn k_at(i: u32) -> V { return act4_of(k[i]); }
+fn v_at(i: u32) -> V { return act4_of(v[i]); }
+#else
 @group(0) @binding(1) var<storage, read> q: array<VS>;
 @group(0) @binding(2) var<storage, read> k: array<VS>;
 @group(0) @binding(3) var<storage, read> v: array<VS>;
+fn q_at(i: u32) -> V { return V(q[i]); }
+fn k_at(i: u32) -> V { return V(k[i]); }
+fn v_at(i: u32) -> V { return V(v[i]); }
+#endif
 @group(0) @binding(4) var<storage, read_write> o: array<VS>;
 @group(0) @binding(5) var<storage, read_write> state: array<V>;
 

@@ -149,7 +149,7 @@ fn tiled_key(d: usize, act: DType) -> KernelKey {
 
 /// The CPU-device kernel (`shaders/attention_cpu.wgsl`): one subgroup of 8 lanes, two
 /// queries per lane.
-fn cpu_key(d: usize, vec4: bool, act: DType) -> KernelKey {
+fn cpu_key(d: usize, vec4: bool, load64: bool, act: DType) -> KernelKey {
     let width = if vec4 { 4 } else { 1 };
     let mut defines = vec![
         Define::Const("D", d as u32),
@@ -157,6 +157,9 @@ fn cpu_key(d: usize, vec4: bool, act: DType) -> KernelKey {
     ];
     if vec4 {
         defines.push(Define::Flag("VEC4"));
+        if load64 {
+            defines.push(Define::Flag("LOAD64"));
+        }
     }
     defines.extend(act_defines(act));
     attention_kernel("attention_cpu.wgsl", defines, vec![])
@@ -198,8 +201,9 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         keys.extend(k);
         keys.extend([40, 64, 80, 160, 512, 8].map(|d| tiled_key(d, act)));
         for d in [40, 64, 80, 160, 512, 1, 7] {
-            keys.push(cpu_key(d, d % 4 == 0, act));
-            keys.push(cpu_key(d, false, act));
+            keys.push(cpu_key(d, d % 4 == 0, false, act));
+            keys.push(cpu_key(d, d % 4 == 0, true, act));
+            keys.push(cpu_key(d, false, false, act));
         }
     }
     keys
@@ -470,7 +474,7 @@ fn run(
         let kernel = if tiled {
             tiled_key(d, act)
         } else if subgroup {
-            cpu_key(d, vec4, act)
+            cpu_key(d, vec4, gpu.load64(), act)
         } else {
             key(d, smem, vec4, wg, act)
         };
