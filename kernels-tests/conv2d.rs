@@ -482,8 +482,11 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
             }
         }
         let mut outs = Vec::new();
-        for on in [true, false] {
+        // Winograd with and without 64-bit loads and stores (`Gpu::load64`: the same bits),
+        // then the direct conv.
+        for (on, wide) in [(true, true), (true, false), (false, true)] {
             gpu.set_winograd(on);
+            gpu.set_load64(wide);
             let mut rec = Recorder::new(gpu);
             let out = ops::conv2d(&mut rec, &xt, &wtt, Some(&bt), rt.as_ref(), opts).unwrap();
             assert_eq!(out.shape(), shape, "{name}");
@@ -501,8 +504,13 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
                 (on, on && f4),
                 "{name}: Winograd {on}, F(4x4) {f4}"
             );
+            assert_eq!(ran_load64(&rec), wide, "{name}: 64-bit loads");
             let got = run(rec, &out);
-            let path = if on { "Winograd" } else { "direct" };
+            let path = match (on, wide) {
+                (true, true) => "Winograd load64",
+                (true, false) => "Winograd",
+                _ => "direct",
+            };
             check(
                 &format!("conv2d {path} {name}"),
                 &got,
@@ -513,9 +521,14 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
             outs.push(got);
         }
         gpu.set_winograd(true);
+        gpu.set_load64(true);
+        assert_eq!(
+            outs[0], outs[1],
+            "{name}: 64-bit loads changed the Winograd conv's bits"
+        );
         // A different algorithm rounds differently: equal outputs would mean one path ran twice.
         assert_ne!(
-            outs[0], outs[1],
+            outs[0], outs[2],
             "{name}: Winograd and the direct conv gave identical bits"
         );
     }

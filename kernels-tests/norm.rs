@@ -3,13 +3,14 @@ use sd_wgpu::{DType, Recorder, ops, reference};
 
 #[test]
 fn group_norm_matches_reference() {
-    for gpu in gemm_gpus() {
+    for gpu in gemm_loop_gpus() {
         group_norm_matches_reference_on(gpu);
     }
 }
 
-/// On each device of `gemm_gpus`: CPU devices run the one-subgroup variant, the other
-/// device the workgroup-wide kernel that GPUs use.
+/// On each device of `gemm_loop_gpus`: CPU devices run the one-subgroup variant, the other
+/// device the workgroup-wide kernel that GPUs use; groups of a multiple of 4 channels are read
+/// four at a time (as 64-bit words where `Gpu::load64`).
 fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
     // (name, [n, hw, c], groups, silu, mean offset of the data)
     let cases: &[(&str, [usize; 3], usize, bool, f32)] = &[
@@ -28,6 +29,14 @@ fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
         ("vae 1x128x128x128 g32 silu", [1, 16384, 128], 32, true, 0.0),
         ("split edges 2x3001x12 g4 silu", [2, 3001, 12], 4, true, 0.3),
         ("large mean 1e3 split", [1, 8192, 64], 32, false, 1000.0),
+        (
+            "large mean 1e3 vec4 2x2048x256 g32",
+            [2, 2048, 256],
+            32,
+            false,
+            1000.0,
+        ),
+        ("vec4 odd pixels 3x37x24 g2 silu", [3, 37, 24], 2, true, 0.2),
         ("single pixel, 1 group", [2, 1, 7], 1, false, 0.0),
     ];
     for (ci, &(name, [n, hw, c], groups, silu, offset)) in cases.iter().enumerate() {
@@ -47,12 +56,29 @@ fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             );
             let mut rec = Recorder::new(gpu);
             let y = ops::group_norm(&mut rec, &xt, groups, &gt, &bt, 1e-5, silu).unwrap();
+            let labels: Vec<String> = rec
+                .dispatches()
+                .iter()
+                .map(|d| d.kernel.key.label())
+                .collect();
+            // The plain kernel (not the GPUs' splits) reads four channels at a time where the
+            // groups have a multiple of 4.
+            if labels.iter().all(|l| l.starts_with("group_norm:main")) {
+                let vec4 = (c / groups) % 4 == 0;
+                let wide = vec4 && gpu.load64();
+                assert_eq!(
+                    (labels.iter().any(|l| l.contains("VEC4")), ran_load64(&rec)),
+                    (vec4, wide),
+                    "{} {name}: vec4, 64-bit loads",
+                    core_name(gpu)
+                );
+            }
             let got = run(rec, &y);
             let want = reference::group_norm(&x, n, hw, c, groups, &gamma, &beta, 1e-5, silu);
             // |x - mean| reaches ~5σ; the large-mean case loses ~1e-4 of mean in f32 inputs.
             let atol = if offset > 100.0 { 2e-3 } else { 1e-4 };
             check(
-                &format!("group_norm {:?} {name} seed {seed}", gpu.gemm_variant()),
+                &format!("group_norm {} {name} seed {seed}", core_name(gpu)),
                 &got,
                 &want,
                 atol,

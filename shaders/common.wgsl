@@ -92,12 +92,24 @@ fn f32x4_bits(v: vec2<u64>) -> vec4<f32> {
 fn f16x4_bits(v: u64) -> vec4<f32> {
     return vec4<f32>(unpack2x16float(lo32(v)), unpack2x16float(hi32(v)));
 }
+// The bits of four f32 as two 64-bit words (a 64-bit store: two per-lane stores, not four).
+fn f32x4_words(v: vec4<f32>) -> vec2<u64> {
+    let u = bitcast<vec4<u32>>(v);
+    return vec2<u64>(u64(u.x) | (u64(u.y) << 32u), u64(u.z) | (u64(u.w) << 32u));
+}
 // Four activations (common's act4) as one or two 64-bit loads.
+// act4_words: four activations rounded as act4 rounds them, as the words to store.
 #if ACT_F16
 alias act4_bits = u64;
 fn act4_of(v: u64) -> vec4<f32> { return f16x4_bits(v); }
+fn act4_words(v: vec4<f32>) -> u64 {
+    // Rounded to f16 as act4 rounds; pack2x16float then packs exact values.
+    let h = vec4<f32>(vec4<f16>(v));
+    return u64(pack2x16float(h.xy)) | (u64(pack2x16float(h.zw)) << 32u);
+}
 #else
 alias act4_bits = vec2<u64>;
 fn act4_of(v: vec2<u64>) -> vec4<f32> { return f32x4_bits(v); }
+fn act4_words(v: vec4<f32>) -> vec2<u64> { return f32x4_words(v); }
 #endif
 #endif

@@ -20,13 +20,84 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+#if VEC4
+#if LOAD64
+@group(0) @binding(1) var<storage, read> x: array<act4_bits>;
+@group(0) @binding(4) var<storage, read_write> y: array<act4_bits>;
+fn x4_at(i: u32) -> vec4<f32> { return act4_of(x[i]); }
+fn y4_put(i: u32, v: vec4<f32>) { y[i] = act4_words(v); }
+#else
+@group(0) @binding(1) var<storage, read> x: array<act4>;
+@group(0) @binding(4) var<storage, read_write> y: array<act4>;
+fn x4_at(i: u32) -> vec4<f32> { return vec4<f32>(x[i]); }
+fn y4_put(i: u32, v: vec4<f32>) { y[i] = act4(v); }
+#endif
+@group(0) @binding(2) var<storage, read> gamma: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> beta: array<vec4<f32>>;
+#else
 @group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<act>;
+#endif
 
 #include "reduce.wgsl"
 
+#if VEC4
+// Define VEC4 where C / G, x_off and y_off are multiples of 4 (checked by the host): each
+// invocation reads four channels of one pixel at a time (with LOAD64 as 64-bit words:
+// common.wgsl), the same three passes in units of four channels.
+@compute @workgroup_size(WG)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let wg_index = linear_workgroup(wid, nwg);
+    if (wg_index >= p.n * p.groups) {
+        return;
+    }
+    let b = wg_index / p.groups;
+    let g = wg_index % p.groups;
+    let c4 = p.c >> 2u;
+    let cg4 = c4 / p.groups;
+    let count = p.hw * cg4;
+    let base = b * p.hw * c4 + g * cg4;
+    let xb = (p.x_off >> 2u) + base;
+    let e0 = divmod(li, cg4);
+    let step = divmod(WG, cg4);
+
+    var s = vec4<f32>(0.0);
+    var pc = e0;
+    for (var e = li; e < count; e += WG) {
+        s += x4_at(xb + pc.q * c4 + pc.r);
+        pc = divmod_step(pc, step, cg4);
+    }
+    let n = f32(count * 4u);
+    let mean = reduce_sum(li, s.x + s.y + s.z + s.w) / n;
+
+    var ss = vec4<f32>(0.0);
+    pc = e0;
+    for (var e = li; e < count; e += WG) {
+        let d = x4_at(xb + pc.q * c4 + pc.r) - vec4<f32>(mean);
+        ss += d * d;
+        pc = divmod_step(pc, step, cg4);
+    }
+    let inv = inverseSqrt(reduce_sum(li, ss.x + ss.y + ss.z + ss.w) / n + p.eps);
+
+    pc = e0;
+    for (var e = li; e < count; e += WG) {
+        let i = pc.q * c4 + pc.r;
+        let cc = g * cg4 + pc.r;
+        var v = (x4_at(xb + i) - vec4<f32>(mean)) * inv * gamma[cc] + beta[cc];
+        if (p.silu != 0u) {
+            v = vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w));
+        }
+        y4_put((p.y_off >> 2u) + base + i, v);
+        pc = divmod_step(pc, step, cg4);
+    }
+}
+#else
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -77,3 +148,4 @@ fn main(
         pc = divmod_step(pc, step, cg);
     }
 }
+#endif

@@ -15,6 +15,8 @@
 //   Bᵀ = [1 0 −1 0; 0 1 1 0; 0 −1 1 0; 0 1 0 −1], G = [1 0 0; ½ ½ ½; ½ −½ ½; 0 0 1],
 //   Aᵀ = [1 1 1 0; 0 1 −1 −1].
 // Every element of x, U, V, M is f32 (the transforms add and subtract, and halve, in f32).
+// Define LOAD64 (CPU devices, Gpu::load64) to read and write every vec4 as 64-bit words
+// (common.wgsl: two per-lane memory operations per vec4 instead of four).
 // Each thread handles one tile (or one input channel for WINO_W) and four channels (vec4):
 // cin and cout are multiples of 4 (checked by the host). Tiles t0 .. t0 + t_len − 1 of the
 // n · tiles_h · tiles_w tiles are this dispatch's (the host chunks large convs); V and M hold
@@ -84,8 +86,17 @@ fn tile_item(i: u32, c: u32) -> array<u32, 5> {
 }
 
 #if WINO_IN
+#if LOAD64
+@group(0) @binding(1) var<storage, read> x: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read_write> v: array<vec2<u64>>;
+fn x4_at(i: u32) -> vec4<f32> { return f32x4_bits(x[i]); }
+fn v_put(i: u32, val: vec4<f32>) { v[i] = f32x4_words(val); }
+#else
 @group(0) @binding(1) var<storage, read> x: array<act4>;
 @group(0) @binding(2) var<storage, read_write> v: array<vec4<f32>>;
+fn x4_at(i: u32) -> vec4<f32> { return vec4<f32>(x[i]); }
+fn v_put(i: u32, val: vec4<f32>) { v[i] = val; }
+#endif
 
 // Channels c0 .. c0 + 3 of input pixel (y, x) of image img, zero outside the image.
 fn pixel(img: u32, y: i32, xx: i32, c0: u32) -> vec4<f32> {
@@ -93,7 +104,7 @@ fn pixel(img: u32, y: i32, xx: i32, c0: u32) -> vec4<f32> {
     let yc = u32(clamp(y, 0, i32(p.h) - 1)) >> UP;
     let xc = u32(clamp(xx, 0, i32(p.w) - 1)) >> UP;
     let i = p.x_off + ((img * (p.h >> UP) + yc) * (p.w >> UP) + xc) * p.cin + c0;
-    return select(vec4<f32>(0.0), vec4<f32>(x[i >> 2u]), inside);
+    return select(vec4<f32>(0.0), x4_at(i >> 2u), inside);
 }
 
 // Row r of the patch times B (the column transform): [d0 − d2, d1 + d2, d2 − d1, d1 − d3].
@@ -106,7 +117,7 @@ fn patch_row(img: u32, y: i32, x0: i32, c0: u32) -> Row4 {
 }
 
 fn store_v(e: u32, t: u32, c0: u32, val: vec4<f32>) {
-    v[((e * p.t_len + t) * p.cin + c0) >> 2u] = val;
+    v_put(((e * p.t_len + t) * p.cin + c0) >> 2u, val);
 }
 
 fn store_v_row(e0: u32, t: u32, c0: u32, r: Row4) {
@@ -197,6 +208,17 @@ fn input_transform(
 #endif
 
 #if WINO_W
+#if LOAD64
+#if W_F16
+@group(0) @binding(1) var<storage, read> wt: array<u64>;
+fn w4_at(i: u32) -> vec4<f32> { return f16x4_bits(wt[i >> 2u]); }
+#else
+@group(0) @binding(1) var<storage, read> wt: array<vec2<u64>>;
+fn w4_at(i: u32) -> vec4<f32> { return f32x4_bits(wt[i >> 2u]); }
+#endif
+@group(0) @binding(2) var<storage, read_write> u: array<vec2<u64>>;
+fn u_put(i: u32, val: vec4<f32>) { u[i] = f32x4_words(val); }
+#else
 #if W_F16
 @group(0) @binding(1) var<storage, read> wt: array<vec2<u32>>;
 fn w4_at(i: u32) -> vec4<f32> {
@@ -208,6 +230,8 @@ fn w4_at(i: u32) -> vec4<f32> {
 fn w4_at(i: u32) -> vec4<f32> { return wt[i >> 2u]; }
 #endif
 @group(0) @binding(2) var<storage, read_write> u: array<vec4<f32>>;
+fn u_put(i: u32, val: vec4<f32>) { u[i] = val; }
+#endif
 
 // Filter tap (ky, kx) of input channel ci, output channels co0 .. co0 + 3: the weight is
 // [3, 3, cin, cout] (K = 9·cin rows of cout), plain or panel-packed (Tensor::panels: panel
@@ -229,7 +253,7 @@ fn store_u(e: u32, ci: u32, co0: u32, val: vec4<f32>) {
     if (p.u_panels != 0u) {
         i = e * p.cin * p.cout + (co0 >> 5u) * (p.cin * 32u) + ci * 32u + (co0 & 31u);
     }
-    u[i >> 2u] = val;
+    u_put(i >> 2u, val);
 }
 
 // Gᵀ over one row's three taps: U[e0 .. e0 + 3] = [a, ½(a + b + c), ½(a − b + c), c].
@@ -302,7 +326,21 @@ fn weight_transform(
 #endif
 
 #if WINO_OUT
+#if LOAD64
+@group(0) @binding(1) var<storage, read> mm: array<vec2<u64>>;
+@group(0) @binding(3) var<storage, read> res: array<vec2<u64>>;
+@group(0) @binding(4) var<storage, read_write> out: array<vec2<u64>>;
+fn mm_at(i: u32) -> vec4<f32> { return f32x4_bits(mm[i]); }
+fn res_at(i: u32) -> vec4<f32> { return f32x4_bits(res[i]); }
+fn out_put(i: u32, val: vec4<f32>) { out[i] = f32x4_words(val); }
+#else
 @group(0) @binding(1) var<storage, read> mm: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> res: array<act4>;
+@group(0) @binding(4) var<storage, read_write> out: array<act4>;
+fn mm_at(i: u32) -> vec4<f32> { return mm[i]; }
+fn res_at(i: u32) -> vec4<f32> { return vec4<f32>(res[i]); }
+fn out_put(i: u32, val: vec4<f32>) { out[i] = act4(val); }
+#endif
 #if W_F16
 @group(0) @binding(2) var<storage, read> bias: array<u32>;
 fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
@@ -310,11 +348,9 @@ fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 fn bias_at(i: u32) -> f32 { return bias[i]; }
 #endif
-@group(0) @binding(3) var<storage, read> res: array<act4>;
-@group(0) @binding(4) var<storage, read_write> out: array<act4>;
 
 fn m_at(e: u32, t: u32, co0: u32) -> vec4<f32> {
-    return mm[((e * p.t_len + t) * p.cout + co0) >> 2u];
+    return mm_at(((e * p.t_len + t) * p.cout + co0) >> 2u);
 }
 
 // Aᵀ over one row of M's 4×4: [m0 + m1 + m2, m1 − m2 − m3].
@@ -330,9 +366,9 @@ fn store_px(img: u32, oy: u32, ox: u32, co0: u32, y: vec4<f32>, add: vec4<f32>) 
     if (oy < p.ho && ox < p.wo) {
         let i = ((img * p.ho + oy) * p.wo + ox) * p.cout + co0;
         var o = y + add;
-        if (p.has_res == 1u) { o += vec4<f32>(res[(p.res_off + i) >> 2u]); }
-        if (p.has_res == 2u) { o += vec4<f32>(res[(p.res_off + img * p.cout + co0) >> 2u]); }
-        out[(p.out_off + i) >> 2u] = act4(o);
+        if (p.has_res == 1u) { o += res_at((p.res_off + i) >> 2u); }
+        if (p.has_res == 2u) { o += res_at((p.res_off + img * p.cout + co0) >> 2u); }
+        out_put((p.out_off + i) >> 2u, o);
     }
 }
 

@@ -101,7 +101,19 @@ fn norm_config(gpu: &crate::Gpu, count: usize, wg: u32) -> (u32, Vec<Define>) {
     }
 }
 
-fn group_norm_key((wg, mut defines): (u32, Vec<Define>), act: DType) -> KernelKey {
+/// `vec4`: the vectorised passes (define `VEC4`, with `LOAD64` where `load64`).
+fn group_norm_key(
+    (wg, mut defines): (u32, Vec<Define>),
+    act: DType,
+    vec4: bool,
+    load64: bool,
+) -> KernelKey {
+    if vec4 {
+        defines.push(Define::Flag("VEC4"));
+        if load64 {
+            defines.push(Define::Flag("LOAD64"));
+        }
+    }
     defines.extend(act_defines(act));
     KernelKey {
         shader: "group_norm.wgsl",
@@ -273,10 +285,14 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let sub = || (SUBGROUP_WG, vec![Define::Flag("SUBGROUP_REDUCE")]);
     let mut keys = Vec::new();
     for act in [DType::F32, DType::F16] {
+        for (vec4, load64) in [(false, false), (true, false), (true, true)] {
+            keys.extend([
+                group_norm_key((64, vec![]), act, vec4, load64),
+                group_norm_key((256, vec![]), act, vec4, load64),
+                group_norm_key(sub(), act, vec4, load64),
+            ]);
+        }
         keys.extend([
-            group_norm_key((64, vec![]), act),
-            group_norm_key((256, vec![]), act),
-            group_norm_key(sub(), act),
             layer_norm_key((32, vec![]), act),
             layer_norm_key(sub(), act),
         ]);
@@ -518,9 +534,13 @@ pub fn group_norm(
         let grid = gpu.grid(OP, (len * groups) as u64)?;
         let count = hw * (c / groups);
         let wg = if count >= GROUP_NORM_WIDE { 256 } else { 64 };
+        // Four channels at a time where the groups, offsets and γ, β allow.
+        let vec4 = (c / groups) % 4 == 0
+            && [xb.elem_offset, yb.elem_offset].iter().all(|o| o % 4 == 0)
+            && [gb.elem_offset, bb.elem_offset].iter().all(|&o| o == 0);
         push(
             rec,
-            group_norm_key(norm_config(gpu, count, wg), act),
+            group_norm_key(norm_config(gpu, count, wg), act, vec4, gpu.load64()),
             &params,
             vec![xb.range, gb.range, bb.range, yb.range],
             grid,

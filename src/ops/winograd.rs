@@ -81,7 +81,7 @@ fn dispatch(
     };
     push(
         rec,
-        key(stage, layout, w, up2, tile),
+        key(stage, layout, w, up2, tile, rec.gpu().load64()),
         &params,
         bindings,
         grid,
@@ -102,8 +102,18 @@ enum Stage {
     Output,
 }
 
-fn key(stage: Stage, layout: FlatLayout, w: DType, up2: bool, tile: Tile) -> KernelKey {
+fn key(
+    stage: Stage,
+    layout: FlatLayout,
+    w: DType,
+    up2: bool,
+    tile: Tile,
+    load64: bool,
+) -> KernelKey {
     let mut defines = Vec::new();
+    if load64 {
+        defines.push(Define::Flag("LOAD64"));
+    }
     if tile == Tile::F4 {
         defines.push(Define::Flag("F4"));
     }
@@ -145,12 +155,14 @@ pub(crate) fn kernel_keys(layouts: [FlatLayout; 2]) -> Vec<KernelKey> {
     let mut v = Vec::new();
     for layout in layouts {
         for tile in [Tile::F2, Tile::F4] {
-            for w in [DType::F32, DType::F16] {
-                v.push(key(Stage::Weight, layout, w, false, tile));
-                v.push(key(Stage::Output, layout, w, false, tile));
-            }
-            for up2 in [false, true] {
-                v.push(key(Stage::Input, layout, DType::F32, up2, tile));
+            for wide in [false, true] {
+                for w in [DType::F32, DType::F16] {
+                    v.push(key(Stage::Weight, layout, w, false, tile, wide));
+                    v.push(key(Stage::Output, layout, w, false, tile, wide));
+                }
+                for up2 in [false, true] {
+                    v.push(key(Stage::Input, layout, DType::F32, up2, tile, wide));
+                }
             }
         }
     }
