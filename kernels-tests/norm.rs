@@ -37,6 +37,29 @@ fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             1000.0,
         ),
         ("vec4 odd pixels 3x37x24 g2 silu", [3, 37, 24], 2, true, 0.2),
+        // CPU devices take whole 16-channel lines (four groups of 4 channels, two of 8) or
+        // 32 (a group of 32) per subgroup: odd pixel counts, a large mean.
+        (
+            "quads 4-channel groups odd pixels 2x37x32 g8",
+            [2, 37, 32],
+            8,
+            true,
+            0.1,
+        ),
+        (
+            "quads vae 1x64x512 g32 large mean",
+            [1, 64, 512],
+            32,
+            false,
+            1000.0,
+        ),
+        (
+            "quads 32-channel groups 3x9x64 g2 silu",
+            [3, 9, 64],
+            2,
+            true,
+            0.0,
+        ),
         ("single pixel, 1 group", [2, 1, 7], 1, false, 0.0),
     ];
     for (ci, &(name, [n, hw, c], groups, silu, offset)) in cases.iter().enumerate() {
@@ -64,12 +87,16 @@ fn group_norm_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             // The plain kernel (not the GPUs' splits) reads four channels at a time where the
             // groups have a multiple of 4.
             if labels.iter().all(|l| l.starts_with("group_norm:main")) {
-                let vec4 = (c / groups) % 4 == 0;
+                let cg = c / groups;
+                let vec4 = cg % 4 == 0;
                 let wide = vec4 && gpu.load64();
+                let quads = gpu.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup
+                    && matches!(cg, 4 | 8 | 16 | 32);
+                let has = |f: &str| labels.iter().any(|l| l.contains(f));
                 assert_eq!(
-                    (labels.iter().any(|l| l.contains("VEC4")), ran_load64(&rec)),
-                    (vec4, wide),
-                    "{} {name}: vec4, 64-bit loads",
+                    (has("VEC4"), ran_load64(&rec), has("QUADS")),
+                    (vec4, wide, quads),
+                    "{} {name}: vec4, 64-bit loads, quads",
                     core_name(gpu)
                 );
             }

@@ -43,6 +43,74 @@ fn y4_put(i: u32, v: vec4<f32>) { y[i] = act4(v); }
 
 #include "reduce.wgsl"
 
+#if QUADS
+// Define QUADS (with VEC4 and SUBGROUP_REDUCE: CPU devices) where C / G is 4, 8, 16 or 32
+// channels: one subgroup takes GB consecutive groups of an image (GB · C / G = W4 · 4 = 16
+// or 32 channels: a whole 64-byte line of f32 per pixel, not the 16 bytes of one narrow
+// group, so that the VAE's 128-channel norms read each line once per pass, not once per
+// group). Lane l always reads channel quad l % W4 of pixels l / W4, l / W4 + 8 / W4, …
+// (so its γ and β are loaded once), and the lanes of a group add up their partial sums by
+// shuffles. The host defines GB, QG = C / G / 4 and PSTEP = 8 / W4 (W4 = GB · QG is 4 or
+// 8 quads). Dispatch: n · G / GB workgroups.
+const W4: u32 = GB * QG;
+
+// The sum of v over the lanes of this lane's group: first the lanes of the same quad (lane
+// l and l ^ 4 when W4 is 4), then the group's quads (QG = 1, 2, 4 or 8, aligned).
+fn group_sum(v: f32) -> f32 {
+    var s = v;
+    if (W4 == 4u) { s += subgroupShuffleXor(s, 4u); }
+    if (QG > 1u) { s += subgroupShuffleXor(s, 1u); }
+    if (QG > 2u) { s += subgroupShuffleXor(s, 2u); }
+    if (QG > 4u) { s += subgroupShuffleXor(s, 4u); }
+    return s;
+}
+
+@compute @workgroup_size(8)
+fn main(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(subgroup_invocation_id) li: u32,
+) {
+    let wg_index = linear_workgroup(wid, nwg);
+    let blocks = p.groups / GB;
+    if (wg_index >= p.n * blocks) {
+        return;
+    }
+    let b = wg_index / blocks;
+    let blk = wg_index % blocks;
+    let c4 = p.c >> 2u;
+    let r = li % W4;
+    let q0 = li / W4;
+    let base = b * p.hw * c4 + blk * W4 + r;
+    let xb = (p.x_off >> 2u) + base;
+
+    var s = vec4<f32>(0.0);
+    for (var q = q0; q < p.hw; q += PSTEP) {
+        s += x4_at(xb + q * c4);
+    }
+    let n = f32(p.hw * QG * 4u);
+    let mean = group_sum(s.x + s.y + s.z + s.w) / n;
+
+    var ss = vec4<f32>(0.0);
+    for (var q = q0; q < p.hw; q += PSTEP) {
+        let d = x4_at(xb + q * c4) - vec4<f32>(mean);
+        ss += d * d;
+    }
+    let inv = inverseSqrt(group_sum(ss.x + ss.y + ss.z + ss.w) / n + p.eps);
+
+    let cc = blk * W4 + r;
+    let gm = gamma[cc];
+    let bt = beta[cc];
+    let yb = (p.y_off >> 2u) + base;
+    for (var q = q0; q < p.hw; q += PSTEP) {
+        var v = (x4_at(xb + q * c4) - vec4<f32>(mean)) * inv * gm + bt;
+        if (p.silu != 0u) {
+            v = vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w));
+        }
+        y4_put(yb + q * c4, v);
+    }
+}
+#else
 #if VEC4
 // Define VEC4 where C / G, x_off and y_off are multiples of 4 (checked by the host): each
 // invocation reads four channels of one pixel at a time (with LOAD64 as 64-bit words:
@@ -148,4 +216,5 @@ fn main(
         pc = divmod_step(pc, step, cg);
     }
 }
+#endif
 #endif

@@ -75,6 +75,44 @@ pub struct LayerNormParams {
 
 const NORM_BINDINGS: [Access; 4] = [Access::Read, Access::Read, Access::Read, Access::ReadWrite];
 
+/// The one-subgroup kernel that takes `gb` whole groups of `cg` channels of a pixel at once
+/// (define `QUADS`, see `shaders/group_norm.wgsl`): on the subgroup core's devices, where the
+/// vectorised kernel applies and a group is 4, 8, 16 or 32 channels; `None` elsewhere.
+fn quads_plan(
+    gpu: &crate::Gpu,
+    vec4: bool,
+    groups: usize,
+    (hw, cg): (usize, usize),
+) -> Option<usize> {
+    let gb = (16 / cg).max(1);
+    // Each lane's three passes take hw · (quads per pixel) / 8 iterations.
+    let iterations = 3 * (hw * gb * cg / 4).div_ceil(SUBGROUP_WG as usize);
+    let under_cap = gpu
+        .loop_iteration_limit()
+        .is_none_or(|lim| iterations < lim as usize / 2);
+    let ok = gpu.gemm_variant() == GemmVariant::Subgroup
+        && vec4
+        && under_cap
+        && matches!(cg, 4 | 8 | 16 | 32)
+        && groups % gb == 0;
+    ok.then_some(gb)
+}
+
+fn quads_key(gb: usize, cg: usize, act: DType, load64: bool) -> KernelKey {
+    let mut defines = vec![
+        Define::Flag("SUBGROUP_REDUCE"),
+        Define::Flag("VEC4"),
+        Define::Flag("QUADS"),
+        Define::Const("GB", gb as u32),
+        Define::Const("QG", (cg / 4) as u32),
+        Define::Const("PSTEP", (32 / (gb * cg)) as u32),
+    ];
+    if load64 {
+        defines.push(Define::Flag("LOAD64"));
+    }
+    norm_key(SUBGROUP_WG, defines, act)
+}
+
 /// Elements per (image, group) from which a group gets 256 threads rather than 64: small
 /// groups spend their time in the reduction's barriers (measured on lavapipe: the built-in
 /// model's group norms took 32 ms of a 120 ms step at 256 threads, 12.5 ms at 64).
@@ -114,6 +152,10 @@ fn group_norm_key(
             defines.push(Define::Flag("LOAD64"));
         }
     }
+    norm_key(wg, defines, act)
+}
+
+fn norm_key(wg: u32, mut defines: Vec<Define>, act: DType) -> KernelKey {
     defines.extend(act_defines(act));
     KernelKey {
         shader: "group_norm.wgsl",
@@ -285,6 +327,11 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     let sub = || (SUBGROUP_WG, vec![Define::Flag("SUBGROUP_REDUCE")]);
     let mut keys = Vec::new();
     for act in [DType::F32, DType::F16] {
+        for cg in [4, 8, 16, 32] {
+            for load64 in [false, true] {
+                keys.push(quads_key((16 / cg).max(1), cg, act, load64));
+            }
+        }
         for (vec4, load64) in [(false, false), (true, false), (true, true)] {
             keys.extend([
                 group_norm_key((64, vec![]), act, vec4, load64),
@@ -531,16 +578,24 @@ pub fn group_norm(
             i0 += len;
             continue;
         }
-        let grid = gpu.grid(OP, (len * groups) as u64)?;
-        let count = hw * (c / groups);
+        let cg = c / groups;
+        let count = hw * cg;
         let wg = if count >= GROUP_NORM_WIDE { 256 } else { 64 };
         // Four channels at a time where the groups, offsets and γ, β allow.
-        let vec4 = (c / groups) % 4 == 0
+        let vec4 = cg % 4 == 0
             && [xb.elem_offset, yb.elem_offset].iter().all(|o| o % 4 == 0)
             && [gb.elem_offset, bb.elem_offset].iter().all(|&o| o == 0);
+        let (key, workgroups) = match quads_plan(gpu, vec4, groups, (hw, cg)) {
+            Some(gbk) => (quads_key(gbk, cg, act, gpu.load64()), len * groups / gbk),
+            None => (
+                group_norm_key(norm_config(gpu, count, wg), act, vec4, gpu.load64()),
+                len * groups,
+            ),
+        };
+        let grid = gpu.grid(OP, workgroups as u64)?;
         push(
             rec,
-            group_norm_key(norm_config(gpu, count, wg), act, vec4, gpu.load64()),
+            key,
             &params,
             vec![xb.range, gb.range, bb.range, yb.range],
             grid,
