@@ -189,7 +189,11 @@ fn environment_switches_are_reported_and_checked() {
             .output()
             .unwrap()
     };
-    for var in ["SD_WGPU_WINOGRAD", "SD_WGPU_F16_ACTIVATIONS"] {
+    for var in [
+        "SD_WGPU_WINOGRAD",
+        "SD_WGPU_F16_ACTIVATIONS",
+        "SD_WGPU_LOAD64",
+    ] {
         let r = info(var, "maybe");
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(
@@ -197,24 +201,30 @@ fn environment_switches_are_reported_and_checked() {
             "{err}"
         );
     }
-    let line = |r: &std::process::Output| {
-        String::from_utf8_lossy(&r.stdout)
-            .lines()
-            .find(|l| l.contains("Winograd"))
-            .map(str::to_owned)
-            .unwrap_or_default()
-    };
-    let off = info("SD_WGPU_WINOGRAD", "0");
-    assert!(
-        off.status.success() && line(&off).contains(" off "),
-        "{}",
-        line(&off)
-    );
-    // lavapipe (CI's adapter) takes the subgroup GEMM core, where Winograd is the default.
-    let on = info("SD_WGPU_WINOGRAD", "");
-    assert!(
-        on.status.success() && line(&on).contains(" on "),
-        "{}",
-        line(&on)
-    );
+    // lavapipe (CI's adapter) takes the subgroup GEMM core, where Winograd and (with its
+    // shader-int64) the 64-bit loads are the default.
+    for (var, what) in [
+        ("SD_WGPU_WINOGRAD", "Winograd"),
+        ("SD_WGPU_LOAD64", "64-bit operand loads"),
+    ] {
+        let line = |r: &std::process::Output| {
+            String::from_utf8_lossy(&r.stdout)
+                .lines()
+                .find(|l| l.contains(what))
+                .map(str::to_owned)
+                .unwrap_or_default()
+        };
+        let off = info(var, "0");
+        assert!(
+            off.status.success() && line(&off).contains(" off "),
+            "{}",
+            line(&off)
+        );
+        let on = info(var, "");
+        assert!(
+            on.status.success() && line(&on).contains(" on "),
+            "{}",
+            line(&on)
+        );
+    }
 }

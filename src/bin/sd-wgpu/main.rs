@@ -235,6 +235,11 @@ fn info(all: bool) -> Result<()> {
         if gpu.winograd() { "on" } else { "off" },
         gpu::ENV_WINOGRAD
     );
+    println!(
+        "  64-bit operand loads                  {} ({} = 1 / 0 to override; CPU devices with shader-int64)",
+        if gpu.load64() { "on" } else { "off" },
+        gpu::ENV_LOAD64
+    );
     if all {
         for a in gpu::list_adapters(None) {
             println!();
