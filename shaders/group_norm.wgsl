@@ -111,61 +111,25 @@ fn main(
     }
 }
 #else
+// The generic kernel: one workgroup of WG threads per (b, g), in units of U — four channels
+// of one pixel with VEC4 (C / G, x_off and y_off multiples of 4, checked by the host; with
+// LOAD64 read as 64-bit words: common.wgsl), else one.
 #if VEC4
-// Define VEC4 where C / G, x_off and y_off are multiples of 4 (checked by the host): each
-// invocation reads four channels of one pixel at a time (with LOAD64 as 64-bit words:
-// common.wgsl), the same three passes in units of four channels.
-@compute @workgroup_size(WG)
-fn main(
-    @builtin(workgroup_id) wid: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let wg_index = linear_workgroup(wid, nwg);
-    if (wg_index >= p.n * p.groups) {
-        return;
-    }
-    let b = wg_index / p.groups;
-    let g = wg_index % p.groups;
-    let c4 = p.c >> 2u;
-    let cg4 = c4 / p.groups;
-    let count = p.hw * cg4;
-    let base = b * p.hw * c4 + g * cg4;
-    let xb = (p.x_off >> 2u) + base;
-    let e0 = divmod(li, cg4);
-    let step = divmod(WG, cg4);
-
-    var s = vec4<f32>(0.0);
-    var pc = e0;
-    for (var e = li; e < count; e += WG) {
-        s += x4_at(xb + pc.q * c4 + pc.r);
-        pc = divmod_step(pc, step, cg4);
-    }
-    let n = f32(count * 4u);
-    let mean = reduce_sum(li, s.x + s.y + s.z + s.w) / n;
-
-    var ss = vec4<f32>(0.0);
-    pc = e0;
-    for (var e = li; e < count; e += WG) {
-        let d = x4_at(xb + pc.q * c4 + pc.r) - vec4<f32>(mean);
-        ss += d * d;
-        pc = divmod_step(pc, step, cg4);
-    }
-    let inv = inverseSqrt(reduce_sum(li, ss.x + ss.y + ss.z + ss.w) / n + p.eps);
-
-    pc = e0;
-    for (var e = li; e < count; e += WG) {
-        let i = pc.q * c4 + pc.r;
-        let cc = g * cg4 + pc.r;
-        var v = (x4_at(xb + i) - vec4<f32>(mean)) * inv * gamma[cc] + beta[cc];
-        if (p.silu != 0u) {
-            v = vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w));
-        }
-        y4_put((p.y_off >> 2u) + base + i, v);
-        pc = divmod_step(pc, step, cg4);
-    }
-}
+alias U = vec4<f32>;
+const UW: u32 = 4u;
+fn usum(v: U) -> f32 { return v.x + v.y + v.z + v.w; }
+fn usilu(v: U) -> U { return vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w)); }
+fn x_at(i: u32) -> U { return x4_at(i); }
+fn y_put(i: u32, v: U) { y4_put(i, v); }
 #else
+alias U = f32;
+const UW: u32 = 1u;
+fn usum(v: U) -> f32 { return v; }
+fn usilu(v: U) -> U { return silu(v); }
+fn x_at(i: u32) -> U { return f32(x[i]); }
+fn y_put(i: u32, v: U) { y[i] = act(v); }
+#endif
+
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -178,43 +142,45 @@ fn main(
     }
     let b = wg_index / p.groups;
     let g = wg_index % p.groups;
-    let cg = p.c / p.groups;
+    let cu = p.c / UW;
+    let cg = cu / p.groups;
     let count = p.hw * cg;
-    let base = b * p.hw * p.c + g * cg;
+    let base = b * p.hw * cu + g * cg;
+    let xb = p.x_off / UW + base;
 
-    // Element e of the group is pixel e / cg, channel e % cg: stepped (common.wgsl's
-    // DivMod), not divided, per element.
+    // Unit e of the group is pixel e / cg, unit e % cg: stepped (common.wgsl's DivMod), not
+    // divided, per element.
     let e0 = divmod(li, cg);
     let step = divmod(WG, cg);
 
-    var s = 0.0;
+    var s = U(0.0);
     var pc = e0;
     for (var e = li; e < count; e += WG) {
-        s += f32(x[p.x_off + base + pc.q * p.c + pc.r]);
+        s += x_at(xb + pc.q * cu + pc.r);
         pc = divmod_step(pc, step, cg);
     }
-    let mean = reduce_sum(li, s) / f32(count);
+    let n = f32(count * UW);
+    let mean = reduce_sum(li, usum(s)) / n;
 
-    var ss = 0.0;
+    var ss = U(0.0);
     pc = e0;
     for (var e = li; e < count; e += WG) {
-        let d = f32(x[p.x_off + base + pc.q * p.c + pc.r]) - mean;
+        let d = x_at(xb + pc.q * cu + pc.r) - U(mean);
         ss += d * d;
         pc = divmod_step(pc, step, cg);
     }
-    let inv = inverseSqrt(reduce_sum(li, ss) / f32(count) + p.eps);
+    let inv = inverseSqrt(reduce_sum(li, usum(ss)) / n + p.eps);
 
     pc = e0;
     for (var e = li; e < count; e += WG) {
         let cc = g * cg + pc.r;
-        let i = base + pc.q * p.c + pc.r;
-        var v = (f32(x[p.x_off + i]) - mean) * inv * gamma[cc] + beta[cc];
+        let i = pc.q * cu + pc.r;
+        var v = (x_at(xb + i) - U(mean)) * inv * gamma[cc] + beta[cc];
         if (p.silu != 0u) {
-            v = silu(v);
+            v = usilu(v);
         }
-        y[p.y_off + i] = act(v);
+        y_put(p.y_off / UW + base + i, v);
         pc = divmod_step(pc, step, cg);
     }
 }
-#endif
 #endif
