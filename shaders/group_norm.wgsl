@@ -20,25 +20,38 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+// The kernels work in units of U: four channels of one pixel with VEC4 (C / G, x_off and
+// y_off multiples of 4, checked by the host; with LOAD64 read and written as 64-bit words:
+// common.wgsl), else one channel.
 #if VEC4
 #if LOAD64
 @group(0) @binding(1) var<storage, read> x: array<act4_bits>;
 @group(0) @binding(4) var<storage, read_write> y: array<act4_bits>;
-fn x4_at(i: u32) -> vec4<f32> { return act4_of(x[i]); }
-fn y4_put(i: u32, v: vec4<f32>) { y[i] = act4_words(v); }
+fn x_at(i: u32) -> vec4<f32> { return act4_of(x[i]); }
+fn y_put(i: u32, v: vec4<f32>) { y[i] = act4_words(v); }
 #else
 @group(0) @binding(1) var<storage, read> x: array<act4>;
 @group(0) @binding(4) var<storage, read_write> y: array<act4>;
-fn x4_at(i: u32) -> vec4<f32> { return vec4<f32>(x[i]); }
-fn y4_put(i: u32, v: vec4<f32>) { y[i] = act4(v); }
+fn x_at(i: u32) -> vec4<f32> { return vec4<f32>(x[i]); }
+fn y_put(i: u32, v: vec4<f32>) { y[i] = act4(v); }
 #endif
 @group(0) @binding(2) var<storage, read> gamma: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> beta: array<vec4<f32>>;
+alias U = vec4<f32>;
+const UW: u32 = 4u;
+fn usum(v: U) -> f32 { return v.x + v.y + v.z + v.w; }
+fn usilu(v: U) -> U { return vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w)); }
 #else
 @group(0) @binding(1) var<storage, read> x: array<act>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> y: array<act>;
+fn x_at(i: u32) -> f32 { return f32(x[i]); }
+fn y_put(i: u32, v: f32) { y[i] = act(v); }
+alias U = f32;
+const UW: u32 = 1u;
+fn usum(v: U) -> f32 { return v; }
+fn usilu(v: U) -> U { return silu(v); }
 #endif
 
 #include "reduce.wgsl"
@@ -86,50 +99,32 @@ fn main(
 
     var s = vec4<f32>(0.0);
     for (var q = q0; q < p.hw; q += PSTEP) {
-        s += x4_at(xb + q * c4);
+        s += x_at(xb + q * c4);
     }
     let n = f32(p.hw * QG * 4u);
-    let mean = group_sum(s.x + s.y + s.z + s.w) / n;
+    let mean = group_sum(usum(s)) / n;
 
     var ss = vec4<f32>(0.0);
     for (var q = q0; q < p.hw; q += PSTEP) {
-        let d = x4_at(xb + q * c4) - vec4<f32>(mean);
+        let d = x_at(xb + q * c4) - vec4<f32>(mean);
         ss += d * d;
     }
-    let inv = inverseSqrt(group_sum(ss.x + ss.y + ss.z + ss.w) / n + p.eps);
+    let inv = inverseSqrt(group_sum(usum(ss)) / n + p.eps);
 
     let cc = blk * W4 + r;
     let gm = gamma[cc];
     let bt = beta[cc];
     let yb = (p.y_off >> 2u) + base;
     for (var q = q0; q < p.hw; q += PSTEP) {
-        var v = (x4_at(xb + q * c4) - vec4<f32>(mean)) * inv * gm + bt;
+        var v = (x_at(xb + q * c4) - vec4<f32>(mean)) * inv * gm + bt;
         if (p.silu != 0u) {
-            v = vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w));
+            v = usilu(v);
         }
-        y4_put(yb + q * c4, v);
+        y_put(yb + q * c4, v);
     }
 }
 #else
-// The generic kernel: one workgroup of WG threads per (b, g), in units of U — four channels
-// of one pixel with VEC4 (C / G, x_off and y_off multiples of 4, checked by the host; with
-// LOAD64 read as 64-bit words: common.wgsl), else one.
-#if VEC4
-alias U = vec4<f32>;
-const UW: u32 = 4u;
-fn usum(v: U) -> f32 { return v.x + v.y + v.z + v.w; }
-fn usilu(v: U) -> U { return vec4<f32>(silu(v.x), silu(v.y), silu(v.z), silu(v.w)); }
-fn x_at(i: u32) -> U { return x4_at(i); }
-fn y_put(i: u32, v: U) { y4_put(i, v); }
-#else
-alias U = f32;
-const UW: u32 = 1u;
-fn usum(v: U) -> f32 { return v; }
-fn usilu(v: U) -> U { return silu(v); }
-fn x_at(i: u32) -> U { return f32(x[i]); }
-fn y_put(i: u32, v: U) { y[i] = act(v); }
-#endif
-
+// The generic kernel: one workgroup of WG threads per (b, g), in units of U.
 @compute @workgroup_size(WG)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,

@@ -78,12 +78,12 @@ pub const ENV_GEMM: &str = "SD_WGPU_GEMM";
 /// Environment variable: `0` turns Winograd convolutions off, `1` on (see [`Gpu::winograd`]).
 pub const ENV_WINOGRAD: &str = "SD_WGPU_WINOGRAD";
 
-/// Environment variable: `0` turns the subgroup GEMM core's 64-bit loads off, `1` on (see
+/// Environment variable: `0` turns the CPU devices' 64-bit operand loads off, `1` on (see
 /// [`Gpu::load64`]).
 pub const ENV_LOAD64: &str = "SD_WGPU_LOAD64";
 
-/// An on/off switch from the environment (`SD_WGPU_F16_ACTIVATIONS`, `SD_WGPU_WINOGRAD`):
-/// `1` on, `0` off, unset or empty the default; anything else is an error.
+/// An on/off switch from the environment (`SD_WGPU_F16_ACTIVATIONS`, `SD_WGPU_WINOGRAD`,
+/// `SD_WGPU_LOAD64`): `1` on, `0` off, unset or empty the default; anything else is an error.
 fn env_switch(name: &str) -> Result<Option<bool>> {
     match std::env::var(name).as_deref() {
         Err(_) | Ok("") => Ok(None),
@@ -156,7 +156,7 @@ pub struct Gpu {
     /// 3×3 stride-1 convs by Winograd F(2×2, 3×3) on the subgroup GEMM core
     /// ([`Gpu::winograd`]).
     winograd: std::sync::atomic::AtomicBool,
-    /// 64-bit operand loads in the subgroup GEMM core ([`Gpu::load64`]).
+    /// 64-bit operand loads in the CPU devices' kernels ([`Gpu::load64`]).
     load64: std::sync::atomic::AtomicBool,
     budget: std::sync::Mutex<Option<MemoryBudget>>,
     /// Per-dispatch timing while profiling ([`Gpu::set_profiling`]).
@@ -439,10 +439,12 @@ impl Gpu {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Whether the subgroup GEMM core (matmul, conv2d and the Winograd products on CPU
-    /// devices) reads its vec4 operands as 64-bit words (define `LOAD64`): llvmpipe loads a
-    /// storage buffer lane by lane with a bounds test per component, and a `u64` carries two
-    /// f32 or four f16. Needs `shader-int64`; on unless `SD_WGPU_LOAD64=0`.
+    /// Whether the kernels of the subgroup GEMM core's devices (the core itself for matmul,
+    /// conv2d and the Winograd products, the narrow conv, the CPU attention kernel, the
+    /// Winograd transforms and the vectorised group norm) read and write vec4 operands as
+    /// 64-bit words (define `LOAD64`): llvmpipe loads a storage buffer lane by lane with a
+    /// bounds test per component, and a `u64` carries two f32 or four f16. Needs
+    /// `shader-int64`; on unless `SD_WGPU_LOAD64=0`.
     pub fn load64(&self) -> bool {
         self.gemm == GemmVariant::Subgroup
             && self.features.contains(wgpu::Features::SHADER_INT64)

@@ -122,8 +122,8 @@ pub(crate) fn gemm(variant: GemmVariant, w: DType, lp: Loop) -> Gemm {
     }
 }
 
-/// The subgroup core's vectorised loop reads its operands as 64-bit words where the device
-/// allows ([`Gpu::load64`]).
+/// The subgroup core's vectorised loop (and the narrow conv) reads its operands as 64-bit
+/// words where the device allows ([`crate::Gpu::load64`]).
 pub(crate) fn load64(gpu: &crate::Gpu, g: &mut Gemm) {
     let vec4 = [Define::Flag("VEC4"), Define::Flag("NARROW")]
         .iter()
