@@ -372,53 +372,68 @@ fn conv2d_of_a_group_norm_matches_reference() {
 /// reference and against the direct implicit-GEMM conv it replaces (`Gpu::set_winograd`),
 /// on SD shapes and odd ones: partial 2×2 tiles in both directions, a 2× upsampled input,
 /// per-pixel and per-image residuals, f16 and panel-packed weights, transformed filters in
-/// panels (cout a multiple of 32) and not, and, on a device with a 256 KiB binding limit,
-/// a conv done in several chunks of tiles. (Batches give every case the 64 tiles below
-/// which the engine keeps the direct conv.)
+/// panels (cout a multiple of 32) and not, and, on devices with 256 KiB and 1 MiB binding
+/// limits, a conv done in several chunks of tiles and transformed filters made in parts.
+/// (Batches give every case the 64 tiles below which the engine keeps the direct conv.)
 #[test]
 fn winograd_conv_matches_reference_and_the_direct_conv() {
     use sd_wgpu::{Gpu, GpuOptions};
     // (name, [n, h, w, cin], cout, padding, upsample, residual: 0 none / 1 pixel / 2 image,
-    // weight dtype, panel-packed weight, small bindings, F(4×4) tiles: at least 64 4×4 tiles,
-    // else F(2×2))
+    // weight dtype, panel-packed weight, binding limit in KiB (0: the adapter's), F(4×4)
+    // tiles: at least 64 4×4 tiles, else F(2×2))
     #[rustfmt::skip]
     let cases = [
-        ("sd resnet 3x3 320->320 32x32 b2", [2, 32, 32, 320], 320, [1; 4], 1, 0, DType::F32, true, false, true),
-        ("vae upsampler 3x3 512 8x8 -> 16x16 f16", [1, 8, 8, 512], 512, [1; 4], 2, 0, DType::F16, true, false, false),
-        ("sd resnet conv2 + temb 3x3 64->64 16x16 b2", [2, 16, 16, 64], 64, [1; 4], 1, 2, DType::F32, false, false, false),
-        ("odd 7x5 12->20 + res f16", [6, 7, 5, 12], 20, [1; 4], 1, 1, DType::F16, false, false, false),
-        ("odd upsampled 3x5 8->36 + res", [5, 3, 5, 8], 36, [1; 4], 2, 1, DType::F32, false, false, false),
-        ("no padding 9x6 4->8", [8, 9, 6, 4], 8, [0; 4], 1, 0, DType::F32, false, false, false),
-        ("asym padding 6x7 8->8", [8, 6, 7, 8], 8, [0, 2, 1, 0], 1, 1, DType::F32, false, false, false),
-        ("chunked 40x40 16->32", [1, 40, 40, 16], 32, [1; 4], 1, 1, DType::F32, true, true, true),
+        ("sd resnet 3x3 320->320 32x32 b2", [2, 32, 32, 320], 320, [1; 4], 1, 0, DType::F32, true, 0, true),
+        ("vae upsampler 3x3 512 8x8 -> 16x16 f16", [1, 8, 8, 512], 512, [1; 4], 2, 0, DType::F16, true, 0, false),
+        ("sd resnet conv2 + temb 3x3 64->64 16x16 b2", [2, 16, 16, 64], 64, [1; 4], 1, 2, DType::F32, false, 0, false),
+        ("odd 7x5 12->20 + res f16", [6, 7, 5, 12], 20, [1; 4], 1, 1, DType::F16, false, 0, false),
+        ("odd upsampled 3x5 8->36 + res", [5, 3, 5, 8], 36, [1; 4], 2, 1, DType::F32, false, 0, false),
+        ("no padding 9x6 4->8", [8, 9, 6, 4], 8, [0; 4], 1, 0, DType::F32, false, 0, false),
+        ("asym padding 6x7 8->8", [8, 6, 7, 8], 8, [0, 2, 1, 0], 1, 1, DType::F32, false, 0, false),
+        ("chunked 40x40 16->32", [1, 40, 40, 16], 32, [1; 4], 1, 1, DType::F32, true, 256, true),
         // F(4×4): partial edge tiles (18 = 4·4 + 2 rows, 21 = 5·4 + 1 columns), asymmetric
         // padding, a 2× upsampled input, a per-image residual, f16 weights.
-        ("F4 odd 18x21 8->12 asym pad + res f16", [3, 18, 21, 8], 12, [0, 2, 1, 0], 1, 1, DType::F16, false, false, true),
-        ("F4 upsampled 14x10 8->16 + res", [2, 14, 10, 8], 16, [1; 4], 2, 1, DType::F32, false, false, true),
-        ("F4 + temb 16x16 16->32 b4", [4, 16, 16, 16], 32, [1; 4], 1, 2, DType::F32, true, false, true),
+        ("F4 odd 18x21 8->12 asym pad + res f16", [3, 18, 21, 8], 12, [0, 2, 1, 0], 1, 1, DType::F16, false, 0, true),
+        ("F4 upsampled 14x10 8->16 + res", [2, 14, 10, 8], 16, [1; 4], 2, 1, DType::F32, false, 0, true),
+        ("F4 + temb 16x16 16->32 b4", [4, 16, 16, 16], 32, [1; 4], 1, 2, DType::F32, true, 0, true),
         // A batch whose input and output exceed a 256 KiB binding, one image not: calls of 3
         // images (F(4×4)) and 1 (36 4×4 tiles: F(2×2)), the residual split with them.
-        ("batch in groups 4x24x24 32->32 + res", [4, 24, 24, 32], 32, [1; 4], 1, 1, DType::F32, true, true, true),
+        ("batch in groups 4x24x24 32->32 + res", [4, 24, 24, 32], 32, [1; 4], 1, 1, DType::F32, true, 256, true),
         // One image whose output exceeds a 256 KiB binding: row bands of 34 output rows (F(4×4))
         // and 10 (F(2×2)), the second over a 2× upsampled input starting one row early.
-        ("row bands upsampled 22x20 16->48 + res", [1, 22, 20, 16], 48, [1; 4], 2, 1, DType::F32, false, true, true),
+        ("row bands upsampled 22x20 16->48 + res", [1, 22, 20, 16], 48, [1; 4], 2, 1, DType::F32, false, 256, true),
+        // Transformed filters larger than a 256 KiB binding, made and multiplied in parts of
+        // their elements (two each), over more than one chunk of tiles: F(2×2) (16 × 64 × 64
+        // floats; SD's 8×8 latents at 1920 and 2560 input channels) and F(4×4) (36 × 48 × 48).
+        ("U in parts F2 8x8 64->64 b4 + res", [4, 8, 8, 64], 64, [1; 4], 1, 1, DType::F32, true, 256, false),
+        ("U in parts F4 32x32 48->48 f16", [1, 32, 32, 48], 48, [1; 4], 1, 0, DType::F16, false, 256, true),
+        // One chunk of tiles with a filter in two parts (each made right before its product).
+        ("U in parts one chunk F2 8x8 128->128 b4", [4, 8, 8, 128], 128, [1; 4], 1, 0, DType::F32, true, 1024, false),
     ];
     let normal = Gpu::with_options(&GpuOptions {
         gemm: Some(GemmVariant::Subgroup),
         ..Default::default()
     })
     .expect("a CPU device with the subgroup GEMM core (lavapipe)");
-    let small = Gpu::with_options(&GpuOptions {
-        gemm: Some(GemmVariant::Subgroup),
-        max_storage_binding: Some(256 << 10),
-        ..Default::default()
-    })
-    .unwrap();
+    let limited = |kib: u64| {
+        Gpu::with_options(&GpuOptions {
+            gemm: Some(GemmVariant::Subgroup),
+            max_storage_binding: Some(kib << 10),
+            ..Default::default()
+        })
+        .unwrap()
+    };
+    let (small, mid) = (limited(256), limited(1024));
     assert!(normal.winograd(), "Winograd is the CPU devices' default");
-    for (ci, (name, xs, cout, pad, up, res_kind, wdt, packed, tiny, f4)) in
+    for (ci, (name, xs, cout, pad, up, res_kind, wdt, packed, kib, f4)) in
         cases.into_iter().enumerate()
     {
-        let gpu = if tiny { &small } else { &normal };
+        let gpu = match kib {
+            0 => &normal,
+            256 => &small,
+            1024 => &mid,
+            _ => unreachable!("{name}: no device with a {kib} KiB binding limit"),
+        };
         let mut rng = Rng::new(7000 + ci as u64);
         let [n, h, w, cin] = xs;
         let x = rng.normals(n * h * w * cin, 1.0);
@@ -505,6 +520,16 @@ fn winograd_conv_matches_reference_and_the_direct_conv() {
                 "{name}: Winograd {on}, F(4x4) {f4}"
             );
             assert_eq!(ran_load64(&rec), wide, "{name}: 64-bit loads");
+            if on && name.starts_with("U in parts") {
+                let count = |flag: &str| labels.iter().filter(|l| l.contains(flag)).count();
+                assert_eq!(
+                    count("WINO_W"),
+                    2,
+                    "{name}: transformed filter in two parts"
+                );
+                let one_chunk = name.contains("one chunk");
+                assert_eq!(count("WINO_IN") == 1, one_chunk, "{name}: chunks of tiles");
+            }
             let got = run(rec, &out);
             let path = match (on, wide) {
                 (true, true) => "Winograd load64",

@@ -8,6 +8,7 @@
 // and channel pair become 16, done as 16 matrix products V_e · U_e (e = 0..15) by the GEMM
 // core:
 //   WINO_W   (weight transform) U[e, ci, co] = (G g Gᵀ)_e of w[:, :, ci, co]
+//            (for e in e0 .. e0 + e_len: a U larger than one binding is made in parts)
 //   WINO_IN  (input transform)  V[e, t, ci]  = (Bᵀ d B)_e of tile t's patch of channel ci
 //   (matmul)                    M[e, t, co]  = Σ_ci V[e, t, ci] · U[e, ci, co]
 //   WINO_OUT (output transform) out[tile t's 2×2 pixels, co] = Aᵀ M[:, t, co] A + bias + res
@@ -46,7 +47,8 @@ struct Params {
     tiles_h: u32, t0: u32, t_len: u32, total: u32,
     pad_t: u32, pad_l: u32, x_off: u32, w_off: u32,
     bias_off: u32, res_off: u32, out_off: u32, has_bias: u32,
-    has_res: u32, panels: u32, u_panels: u32, _pad1: u32,
+    has_res: u32, panels: u32, u_panels: u32, e0: u32,
+    e_len: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -246,12 +248,18 @@ fn tap(ky: u32, kx: u32, ci: u32, co0: u32) -> vec4<f32> {
 
 struct Row3 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32> }
 
-// U[e, ci, co0 .. co0 + 3]: plain [16, cin, cout], or with u_panels each U_e panel-packed
-// (the GEMM core's fast layout for B: panel co / 32 holds the cin rows of its 32 columns).
+// U[e, ci, co0 .. co0 + 3] for the elements e0 .. e0 + e_len − 1 this dispatch writes (a
+// part of U small enough for one binding; others are skipped): plain [e_len, cin, cout], or
+// with u_panels each U_e panel-packed (the GEMM core's fast layout for B: panel co / 32
+// holds the cin rows of its 32 columns).
 fn store_u(e: u32, ci: u32, co0: u32, val: vec4<f32>) {
-    var i = (e * p.cin + ci) * p.cout + co0;
+    if (e < p.e0 || e >= p.e0 + p.e_len) {
+        return;
+    }
+    let el = e - p.e0;
+    var i = (el * p.cin + ci) * p.cout + co0;
     if (p.u_panels != 0u) {
-        i = e * p.cin * p.cout + (co0 >> 5u) * (p.cin * 32u) + ci * 32u + (co0 & 31u);
+        i = el * p.cin * p.cout + (co0 >> 5u) * (p.cin * 32u) + ci * 32u + (co0 & 31u);
     }
     u_put(i >> 2u, val);
 }

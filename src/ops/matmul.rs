@@ -428,6 +428,41 @@ pub fn matmul(
     matmul_with(rec, a, b, opts)
 }
 
+/// `a · b` written into `out`, for a batched `b`: `a` `[batch, m, k]` (f32 activations),
+/// `b` `[batch, k, n]` (plain or panel-packed, f32 or f16), `out` `[batch, m, n]` of `a`'s
+/// dtype — a view of a larger tensor allowed (Winograd's products in parts of its
+/// transformed filter, `ops::winograd`).
+pub(crate) fn batched_matmul_into(
+    rec: &mut Recorder<'_>,
+    a: &Tensor,
+    b: &Tensor,
+    out: &Tensor,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    require_act(rec, OP, "a", a)?;
+    require_same_act(OP, "out", out, a.dtype())?;
+    let (sa, sb, so) = (a.shape(), b.shape(), out.shape());
+    if sa.len() != 3 || sb.len() != 3 || so != [sa[0], sa[1], sb[2]] || sb[..2] != [sa[0], sa[2]] {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "`{}` {sa:?} · `{}` {sb:?} into `{}` {so:?}: need [b, m, k] · [b, k, n] into [b, m, n]",
+                a.name(),
+                b.name(),
+                out.name()
+            ),
+        ));
+    }
+    let (batch, m, k, n) = (sa[0], sa[1], sa[2], sb[2]);
+    let bw = BWindow {
+        b,
+        col0: 0,
+        ld: n,
+        a: AInput::Plain,
+    };
+    record(rec, a, &bw, None, None, out, m, n, k, batch, k * n)
+}
+
 /// What a product adds to `A · B`.
 #[derive(Clone, Default)]
 struct Product<'a> {

@@ -44,7 +44,9 @@ struct WinogradParams {
     has_res: u32,
     panels: u32,
     u_panels: u32,
-    _pad: u32,
+    e0: u32,
+    e_len: u32,
+    _pad: [u32; 3],
 }
 
 /// The op its errors name.
@@ -191,9 +193,11 @@ impl Tile {
     }
 }
 
-/// F(4×4, 3×3) where it has [`MIN_TILES`] tiles and its transformed filter fits one
-/// binding (36 products per 16 outputs against F(2×2)'s 64), else F(2×2, 3×3) on the same
-/// conditions, else none (the direct conv).
+/// F(4×4, 3×3) where it has [`MIN_TILES`] tiles (36 products per 16 outputs against
+/// F(2×2)'s 64), else F(2×2, 3×3) on the same condition, else none (the direct conv); and
+/// either only where one element's transformed filter `[cin, cout]` fits a binding (a
+/// transformed filter larger than one binding is made and multiplied in parts,
+/// [`u_parts`]).
 fn tile_for(
     rec: &Recorder<'_>,
     n: usize,
@@ -201,11 +205,26 @@ fn tile_for(
     cin: usize,
     cout: usize,
 ) -> Option<Tile> {
+    if !fits_binding(rec, 4 * (cin * cout) as u64) {
+        return None;
+    }
     [Tile::F4, Tile::F2].into_iter().find(|t| {
         let s = t.side();
         n * ho.div_ceil(s) * wo.div_ceil(s) >= MIN_TILES
-            && fits_binding(rec, 4 * (t.elems() * cin * cout) as u64)
     })
+}
+
+/// The transformed filter's elements in parts that each fit one storage binding, as even as
+/// the count allows: `(e0, len)` per part. One part where the whole `[e, cin, cout]` fits
+/// (F(4×4) at SD's 1280 and 2560 input channels does not: 236–472 MB against lavapipe's
+/// 128 MiB).
+fn u_parts(rec: &Recorder<'_>, e: usize, cin: usize, cout: usize) -> Vec<(usize, usize)> {
+    let per_part = rows_per_binding(rec, 4 * (cin * cout) as u64).min(e);
+    let parts = e.div_ceil(per_part);
+    let len = e.div_ceil(parts);
+    (0..parts)
+        .map(|i| (i * len, len.min(e - i * len)))
+        .collect()
 }
 
 /// A top padding of −1 (wrapped): a row band of a 2× upsampled input that starts one row
@@ -279,6 +298,47 @@ pub(crate) fn takes(
     Ok(vec4_ok(cin, cout, &refs))
 }
 
+/// Elements `e0 .. e0 + e_len` of the transformed filter `U = G g Gᵀ` of `weight`
+/// (`[3, 3, cin, cout]`, plain or panel-packed, f32 or f16): `[e_len, cin, cout]` f32, each
+/// `U_e` panel-packed when cout is whole panels (the GEMM core reads wide B rows much faster
+/// so). `base`: the conv's parameters.
+fn transformed_filter(
+    rec: &mut Recorder<'_>,
+    weight: &Tensor,
+    base: WinogradParams,
+    tile: Tile,
+    e0: usize,
+    e_len: usize,
+) -> Result<Tensor> {
+    let (cin, cout) = (base.cin as usize, base.cout as usize);
+    let wdt = weight.dtype();
+    let u_panels = cout % PANEL == 0;
+    let u = Tensor::empty_in(rec, &[e_len, cin, cout], DType::F32, "winograd.u")?;
+    let (wb, ub) = (weight.bind_any(rec.gpu(), OP)?, u.bind(rec.gpu(), OP)?);
+    let params = WinogradParams {
+        w_off: wb.elem_offset,
+        panels: weight.panels() as u32,
+        u_panels: u_panels as u32,
+        e0: e0 as u32,
+        e_len: e_len as u32,
+        ..base
+    };
+    let cost = Traffic {
+        bytes: (wdt.size() * 9 + 4 * e_len as u64) as f64 * (cin * cout) as f64,
+        shape: format!("[3x3x{cin}x{cout}] -> [{e0}..{}x{cin}x{cout}]", e0 + e_len),
+    };
+    let stage = (Stage::Weight, wdt, false, tile);
+    dispatch(
+        rec,
+        stage,
+        cin * cout / 4,
+        params,
+        vec![wb.range, ub.range],
+        cost,
+    )?;
+    Ok(if u_panels { u.with_panels() } else { u })
+}
+
 /// The conv of [`super::conv2d`] by Winograd (F(4×4, 3×3) or F(2×2, 3×3)) into `out` `[n, ho, wo, cout]`
 /// (the caller checked [`takes`]). `x`: `[n, h, w, cin]` f32 (read 2× upsampled when
 /// `opts.upsample` is 2); `weight`: `[3, 3, cin, cout]` (plain or panel-packed), f32 or f16;
@@ -319,37 +379,29 @@ pub(crate) fn conv3x3(
         ..Default::default()
     };
 
-    // U = G g Gᵀ for every (cin, cout) pair: [e, cin, cout] f32, each U_e panel-packed when
-    // cout is whole panels (the GEMM core reads wide B rows much faster so).
-    let u_panels = cout % PANEL == 0;
-    let u = Tensor::empty_in(rec, &[e, cin, cout], DType::F32, "winograd.u")?;
-    let (wb, ub) = (weight.bind_any(rec.gpu(), OP)?, u.bind(rec.gpu(), OP)?);
-    let params = WinogradParams {
-        w_off: wb.elem_offset,
-        panels: weight.panels() as u32,
-        u_panels: u_panels as u32,
-        ..base
-    };
-    let cost = Traffic {
-        bytes: (wdt.size() * 9 + 4 * e as u64) as f64 * (cin * cout) as f64,
-        shape: format!("[3x3x{cin}x{cout}] -> [{e}x{cin}x{cout}]"),
-    };
-    let stage = (Stage::Weight, wdt, false, tile);
-    dispatch(
-        rec,
-        stage,
-        cin * cout / 4,
-        params,
-        vec![wb.range, ub.range],
-        cost,
-    )?;
-    let u = if u_panels { u.with_panels() } else { u };
-
     // Chunks of tiles whose V [e, t, cin] and M [e, t, cout] fit CHUNK_BYTES.
     let per_tile = 4 * (e * (cin + cout)) as u64;
     let chunk = ((CHUNK_BYTES / per_tile) as usize)
         .min(rows_per_binding(rec, 4 * (e * cin.max(cout)) as u64))
         .clamp(1, tiles);
+    // U = G g Gᵀ for every (cin, cout) pair, [e, cin, cout] f32, in parts that fit a binding
+    // each. With one chunk of tiles each part is made right before its product and released
+    // after it (one part's memory at a time); with several chunks every part is made once,
+    // up front, and kept for all of them.
+    let parts = u_parts(rec, e, cin, cout);
+    let u_part = |rec: &mut Recorder<'_>, e0: usize, e_len: usize| {
+        transformed_filter(rec, weight, base, tile, e0, e_len)
+    };
+    let kept = if chunk < tiles {
+        let mut v = Vec::new();
+        for &(e0, e_len) in &parts {
+            v.push(u_part(rec, e0, e_len)?);
+        }
+        v
+    } else {
+        Vec::new()
+    };
+
     let mut t0 = 0;
     while t0 < tiles {
         let t_len = chunk.min(tiles - t0);
@@ -377,8 +429,16 @@ pub(crate) fn conv3x3(
             vec![xb.range, vb.range],
             cost,
         )?;
-        // M_e = V_e · U_e for every element e of a transformed tile.
-        let m = super::matmul(rec, &v, &u, None)?;
+        // M_e = V_e · U_e for every element e of a transformed tile, part by part of U.
+        let m = Tensor::empty_in(rec, &[e, t_len, cout], DType::F32, "winograd.m")?;
+        for (i, &(e0, len)) in parts.iter().enumerate() {
+            let u = match kept.get(i) {
+                Some(u) => u.clone(),
+                None => u_part(rec, e0, len)?,
+            };
+            let (vp, mp) = (v.narrow0(e0, len)?, m.narrow0(e0, len)?);
+            super::matmul::batched_matmul_into(rec, &vp, &u, &mp)?;
+        }
         drop(v);
         let gpu = rec.gpu();
         let mb = m.bind(gpu, OP)?;
