@@ -43,7 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "conv 3x3 320 32x32 b2    {g:6.2} GFLOP/s ({:.0}% of matmul)",
         100.0 * g / peak
     );
-    for (nq, d, heads) in [(1024, 40, 8), (1024, 80, 8), (1024, 64, 5)] {
+    for (nq, d, heads) in [
+        (1024, 40, 8),
+        (1024, 80, 8),
+        (1024, 64, 5),
+        (256, 160, 8),
+        (1024, 512, 1),
+    ] {
         let q = t(&[1, nq, heads * d], DType::F32)?;
         let opts = AttentionOptions {
             heads,

@@ -34,6 +34,11 @@ const CASES: &[Case] = &[
     // dim (8), several query tiles under a causal mask.
     Case { name: "tile edges 70x45 3x8 b2", b: 2, n: 70, m: 45, heads: 3, d: 8, causal: false },
     Case { name: "causal 150 2x24", b: 1, n: 150, m: 150, heads: 2, d: 24, causal: true },
+    // CPU devices' wide-head kernel (head dims 128 and up, lanes splitting the head dim):
+    // SD's 8×8-latent cross-attention, partial 4-query tiles, a causal mask.
+    Case { name: "sd cross 8x160 64x77 b2", b: 2, n: 64, m: 77, heads: 8, d: 160, causal: false },
+    Case { name: "wide odd 37x29 2x128", b: 1, n: 37, m: 29, heads: 2, d: 128, causal: false },
+    Case { name: "wide causal 19 3x160 b2", b: 2, n: 19, m: 19, heads: 3, d: 160, causal: true },
 ];
 
 #[test]
@@ -70,6 +75,18 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             ran_load64(&rec),
             gpu.load64() && c.d % 4 == 0,
             "{} {}: 64-bit loads",
+            core_name(gpu),
+            c.name
+        );
+        let wide = rec
+            .dispatches()
+            .iter()
+            .any(|d| d.kernel.key.label().contains("attention_cpu_wide"));
+        let cpu = gpu.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
+        assert_eq!(
+            wide,
+            cpu && c.d % 32 == 0 && c.d >= 128,
+            "{} {}: wide-head kernel",
             core_name(gpu),
             c.name
         );
@@ -207,6 +224,8 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
         (5, 1000, 1, 8, false),
         (150, 150, 2, 24, true), // query tiles whose causal keys end before later chunks
         (30, 200, 3, 7, false),  // scalar (non-vec4) storage
+        (21, 300, 1, 160, false), // CPU devices' wide-head kernel
+        (50, 50, 2, 128, true),
     ] {
         let c = heads * d;
         let mut rng = Rng::new(m as u64);

@@ -213,11 +213,13 @@ fn norms_on_f16_activations_match_reference() {
 fn attention_on_f16_activations_matches_reference() {
     for gpu in gemm_gpus() {
         let core = gpu.gemm_variant();
-        // SD self-attention at 32×32 (8 × 40), CLIP's causal 12 × 64, an odd head dim.
+        // SD self-attention at 32×32 (8 × 40), CLIP's causal 12 × 64, an odd head dim, SD's
+        // 8×8-latent cross-attention (8 × 160: CPU devices' wide-head kernel).
         for (name, b, n, m, heads, d, causal) in [
             ("sd self 1024 8x40", 1, 1024, 1024, 8, 40, false),
             ("clip causal 77 12x64 b2", 2, 77, 77, 12, 64, true),
             ("odd 67x13 3x7", 2, 67, 13, 3, 7, false),
+            ("wide 64x77 8x160 b2", 2, 64, 77, 8, 160, false),
         ] {
             let c = heads * d;
             let q = normals16(20, b * n * c, 1.0);

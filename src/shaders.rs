@@ -59,6 +59,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../shaders/attention_cpu.wgsl"),
     ),
     (
+        "attention_cpu_wide.wgsl",
+        include_str!("../shaders/attention_cpu_wide.wgsl"),
+    ),
+    (
         "attention_chunks.wgsl",
         include_str!("../shaders/attention_chunks.wgsl"),
     ),

@@ -168,6 +168,42 @@ fn cpu_key(d: usize, vec4: bool, load64: bool, act: DType) -> KernelKey {
 /// Queries per workgroup of the CPU-device kernel.
 const CPU_QPW: usize = 16;
 
+/// Whether CPU devices run this head dim with the wide-head kernel
+/// (`shaders/attention_cpu_wide.wgsl`: lanes split the head dim): vec4 operands, 8 lanes ×
+/// whole vec4s, and at least 128 floats (below, `attention_cpu.wgsl`'s rows still fit the
+/// loops the compiler unrolls).
+fn cpu_wide_ok(d: usize, vec4: bool) -> bool {
+    vec4 && d % 32 == 0 && (128..=MAX_HEAD_DIM).contains(&d)
+}
+
+/// The CPU-device wide-head kernel for head dim `d` (see [`cpu_wide_ok`]).
+fn cpu_wide_key(d: usize, load64: bool, act: DType) -> KernelKey {
+    let mut defines = vec![
+        Define::Const("D", d as u32),
+        Define::Const("DV", (d / 4) as u32),
+        Define::Flag("VEC4"),
+    ];
+    if load64 {
+        defines.push(Define::Flag("LOAD64"));
+    }
+    defines.extend(act_defines(act));
+    attention_kernel("attention_cpu_wide.wgsl", defines, vec![])
+}
+
+/// Queries per workgroup of the wide-head CPU kernel.
+const CPU_WIDE_QPW: usize = 4;
+
+/// Keys one dispatch of the wide-head CPU kernel may take so that no invocation runs more
+/// than `limit` loop iterations, for `dv` head-dim vec4s (dj = dv / 8 per lane): per key
+/// 1 + dj (loads) + 4 · 2 · dj (each query's dot and accumulate), plus 4 · 2 · dj around
+/// the loop (each query's start and end).
+fn wide_keys_per_dispatch(limit: Option<u32>, dv: usize) -> Option<usize> {
+    let limit = limit? as usize * 9 / 10;
+    let dj = dv / 8;
+    let per_key = 1 + dj + CPU_WIDE_QPW * 2 * dj;
+    Some((limit.saturating_sub(CPU_WIDE_QPW * 2 * dj) / per_key).max(1))
+}
+
 /// Loop iterations one invocation of the GPU kernel runs per block of 32 keys for `dv`
 /// head-dim vec4s (an upper bound: the score chunks 1 + 2·(1 + 4) per two vec4s, the row
 /// maxima, the rescale, then per V chunk its loads and VK keys of NO·(1 + 4) each).
@@ -204,6 +240,10 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
             keys.push(cpu_key(d, d % 4 == 0, false, act));
             keys.push(cpu_key(d, d % 4 == 0, true, act));
             keys.push(cpu_key(d, false, false, act));
+        }
+        for d in [128, 160, 512] {
+            keys.push(cpu_wide_key(d, false, act));
+            keys.push(cpu_wide_key(d, true, act));
         }
     }
     keys
@@ -393,8 +433,11 @@ fn run(
     let subgroup = gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup;
     // GPUs: the tiled kernel where it applies; CPU devices: one subgroup per workgroup.
     let tiled = !subgroup && tiled_ok(d, vec4);
+    let wide = subgroup && cpu_wide_ok(d, vec4);
     let wg = if subgroup { SUBGROUP_WG } else { wg_for(n_q) };
-    let chunk = if tiled {
+    let chunk = if wide {
+        wide_keys_per_dispatch(gpu.loop_iteration_limit(), dv)
+    } else if tiled {
         gpu.loop_iteration_limit().map(|limit| {
             let budget = (limit as usize * 9 / 10).saturating_sub(8 * dv);
             let blocks = budget / tiled_iterations_per_block(dv);
@@ -432,6 +475,8 @@ fn run(
     }
     let tiles_q = n_q.div_ceil(if tiled {
         TILED_BQ
+    } else if wide {
+        CPU_WIDE_QPW
     } else if subgroup {
         CPU_QPW
     } else {
@@ -473,6 +518,8 @@ fn run(
         ];
         let kernel = if tiled {
             tiled_key(d, act)
+        } else if wide {
+            cpu_wide_key(d, gpu.load64(), act)
         } else if subgroup {
             cpu_key(d, vec4, gpu.load64(), act)
         } else {
