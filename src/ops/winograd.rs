@@ -194,10 +194,9 @@ impl Tile {
 }
 
 /// F(4×4, 3×3) where it has [`MIN_TILES`] tiles (36 products per 16 outputs against
-/// F(2×2)'s 64), else F(2×2, 3×3) on the same condition, else none (the direct conv); and
-/// either only where one element's transformed filter `[cin, cout]` fits a binding (a
-/// transformed filter larger than one binding is made and multiplied in parts,
-/// [`u_parts`]).
+/// F(2×2)'s 64), else F(2×2, 3×3) on the same condition, else none (the direct conv) — and
+/// none where one element's transformed filter `[cin, cout]` exceeds a binding (a larger
+/// transformed filter is made and multiplied in parts, [`u_parts`]).
 fn tile_for(
     rec: &Recorder<'_>,
     n: usize,
@@ -389,15 +388,14 @@ pub(crate) fn conv3x3(
     // after it (one part's memory at a time); with several chunks every part is made once,
     // up front, and kept for all of them.
     let parts = u_parts(rec, e, cin, cout);
-    let u_part = |rec: &mut Recorder<'_>, e0: usize, e_len: usize| {
+    let u_part = |rec: &mut Recorder<'_>, (e0, e_len): (usize, usize)| {
         transformed_filter(rec, weight, base, tile, e0, e_len)
     };
     let kept = if chunk < tiles {
-        let mut v = Vec::new();
-        for &(e0, e_len) in &parts {
-            v.push(u_part(rec, e0, e_len)?);
-        }
-        v
+        parts
+            .iter()
+            .map(|&p| u_part(rec, p))
+            .collect::<Result<Vec<_>>>()?
     } else {
         Vec::new()
     };
@@ -434,7 +432,7 @@ pub(crate) fn conv3x3(
         for (i, &(e0, len)) in parts.iter().enumerate() {
             let u = match kept.get(i) {
                 Some(u) => u.clone(),
-                None => u_part(rec, e0, len)?,
+                None => u_part(rec, (e0, len))?,
             };
             let (vp, mp) = (v.narrow0(e0, len)?, m.narrow0(e0, len)?);
             super::matmul::batched_matmul_into(rec, &vp, &u, &mp)?;
