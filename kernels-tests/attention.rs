@@ -90,6 +90,19 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             core_name(gpu),
             c.name
         );
+        // Four queries per lane on CPU devices at head dims up to 48 with more than 16
+        // queries (ops::attention's cpu_quad), two otherwise.
+        let quad = rec
+            .dispatches()
+            .iter()
+            .any(|d| d.kernel.key.label().contains("QUAD"));
+        assert_eq!(
+            quad,
+            cpu && c.d % 4 == 0 && c.d <= 48 && c.n > 16,
+            "{} {}: four queries per lane",
+            core_name(gpu),
+            c.name
+        );
         let got = run(rec, &out);
         // Long sequences: compare a spread of query rows (every 13th and the last), all heads.
         let rows: Vec<usize> = if c.n > 1024 {
@@ -253,6 +266,16 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
             rec.len() > 1,
             "expected several key chunks, got {} dispatch",
             rec.len()
+        );
+        let quad = rec
+            .dispatches()
+            .iter()
+            .all(|k| k.kernel.key.label().contains("QUAD"));
+        let cpu = g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
+        assert_eq!(
+            quad,
+            cpu && d % 4 == 0 && d <= 48 && n > 16,
+            "n={n} d={d}: QUAD"
         );
         rec.submit().unwrap();
         let want = reference::attention(

@@ -1,18 +1,34 @@
 // Attention for CPU devices (subgroup size 8, checked by the host): the operation, operands
 // and key chunks of attention.wgsl (read its header). One subgroup per workgroup, no
 // workgroup memory and no barriers (on llvmpipe a barrier switches every subgroup of the
-// workgroup out and back in). Each lane owns two queries of a 16-query tile, i and i + 8,
-// with q and the accumulator of both in registers; lane l loads key j0 + l of a block of 8
-// and its value, which reach every lane by subgroupShuffle — each shuffled key and value
-// serving two queries (measured on Mesa 25 lavapipe: 1.2–1.8× the one-query-per-lane
-// kernel) — and the online softmax advances one key at a time. Dispatch: ⌈n_q / 16⌉ · heads
-// · batch workgroups.
+// workgroup out and back in). Each lane owns QPL queries of an 8·QPL-query tile, i, i + 8,
+// …, with q and the accumulator of each in registers (named arrays: an array of them,
+// passed by pointer, made naga's SPIR-V backend panic); lane l loads key j0 + l of a block
+// of 8 and its value, which reach every lane by subgroupShuffle — each shuffled key and
+// value serving QPL queries (measured on Mesa 25 lavapipe: two queries 1.2–1.8× one, four
+// 1.2–1.35× two at head dims up to 48, far slower above, see ops::attention::cpu_quad) —
+// and the online softmax advances one key at a time, the QPL queries' running max and sum
+// side by side in one vector. QPL is 2, or 4 with QUAD. Dispatch: ⌈n_q / (8·QPL)⌉ · heads ·
+// batch workgroups.
 
 #include "common.wgsl"
 #include "attention_chunks.wgsl"
 
 const KEY_BLOCK: u32 = 8u;
-const QPW: u32 = 16u;
+#if QUAD
+const QPL: u32 = 4u;   // queries per lane, the statistics of query s in component s
+alias SV = vec4<f32>;
+alias UV = vec4<u32>;
+alias BV = vec4<bool>;
+const Q_STEP = UV(0u, 8u, 16u, 24u);
+#else
+const QPL: u32 = 2u;
+alias SV = vec2<f32>;
+alias UV = vec2<u32>;
+alias BV = vec2<bool>;
+const Q_STEP = UV(0u, 8u);
+#endif
+const QPW: u32 = 8u * QPL;
 
 @compute @workgroup_size(8)
 fn main(
@@ -27,36 +43,49 @@ fn main(
     let tq = t.x;
     let h = t.y;
     let b = t.z;
+    // This lane's queries i0 + 8·s (s < QPL); the statistics of query s in component s.
     let i0 = tq * QPW + lane;
-    let i1 = i0 + 8u;
-    let qi0 = min(i0, p.n_q - 1u);
-    let qi1 = min(i1, p.n_q - 1u);
+    let ii = UV(i0) + Q_STEP;
+    let qi = min(ii, UV(p.n_q - 1u));
+    let sbv = ((b * p.n_q + qi) * p.heads + h) * STATE_LEN;
 
     var qv0: array<V, DV>;
     var qv1: array<V, DV>;
     var acc0: array<V, DV>;
     var acc1: array<V, DV>;
-    let qb0 = p.q_off + (b * p.n_q + qi0) * p.q_stride + h * DV;
-    let qb1 = p.q_off + (b * p.n_q + qi1) * p.q_stride + h * DV;
+#if QUAD
+    var qv2: array<V, DV>;
+    var qv3: array<V, DV>;
+    var acc2: array<V, DV>;
+    var acc3: array<V, DV>;
+#endif
+    let qb = p.q_off + ((b * p.n_q + qi) * p.q_stride + h * DV);
     for (var c = 0u; c < DV; c++) {
-        qv0[c] = q_at(qb0 + c) * p.scale;
-        qv1[c] = q_at(qb1 + c) * p.scale;
+        qv0[c] = q_at(qb.x + c) * p.scale;
+        qv1[c] = q_at(qb.y + c) * p.scale;
         acc0[c] = V(0.0);
         acc1[c] = V(0.0);
+#if QUAD
+        qv2[c] = q_at(qb.z + c) * p.scale;
+        qv3[c] = q_at(qb.w + c) * p.scale;
+        acc2[c] = V(0.0);
+        acc3[c] = V(0.0);
+#endif
     }
-    var m0 = -3.0e38;
-    var l0 = 0.0;
-    var m1 = -3.0e38;
-    var l1 = 0.0;
-    let sb0 = ((b * p.n_q + qi0) * p.heads + h) * STATE_LEN;
-    let sb1 = ((b * p.n_q + qi1) * p.heads + h) * STATE_LEN;
+    var m = SV(-3.0e38);
+    var l = SV(0.0);
     if (p.first == 0u) {
-        let r0 = resume(sb0, &acc0);
-        let r1 = resume(sb1, &acc1);
-        m0 = r0.x;
-        l0 = r0.y;
-        m1 = r1.x;
-        l1 = r1.y;
+        let r0 = resume(sbv.x, &acc0);
+        let r1 = resume(sbv.y, &acc1);
+#if QUAD
+        let r2 = resume(sbv.z, &acc2);
+        let r3 = resume(sbv.w, &acc3);
+        m = SV(r0.x, r1.x, r2.x, r3.x);
+        l = SV(r0.y, r1.y, r2.y, r3.y);
+#else
+        m = SV(r0.x, r1.x);
+        l = SV(r0.y, r1.y);
+#endif
     }
     var kv_end = p.kv_end;
     if (p.causal != 0u) {
@@ -74,33 +103,38 @@ fn main(
         }
         let jn = min(KEY_BLOCK, kv_end - j0);
         for (var jj = 0u; jj < jn; jj++) {
-            var sc0 = 0.0;
-            var sc1 = 0.0;
+            var sc = SV(0.0);
             for (var c = 0u; c < DV; c++) {
                 let kk = subgroupShuffle(kr[c], jj);
-                sc0 += vdot(qv0[c], kk);
-                sc1 += vdot(qv1[c], kk);
+                sc.x += vdot(qv0[c], kk);
+                sc.y += vdot(qv1[c], kk);
+#if QUAD
+                sc.z += vdot(qv2[c], kk);
+                sc.w += vdot(qv3[c], kk);
+#endif
             }
-            let causal = p.causal != 0u;
-            let mask0 = causal && j0 + jj > qi0;
-            let mask1 = causal && j0 + jj > qi1;
-            let mn0 = select(max(m0, sc0), m0, mask0);
-            let mn1 = select(max(m1, sc1), m1, mask1);
-            let c0 = exp(m0 - mn0);
-            let c1 = exp(m1 - mn1);
-            let p0 = select(exp(sc0 - mn0), 0.0, mask0);
-            let p1 = select(exp(sc1 - mn1), 0.0, mask1);
-            l0 = l0 * c0 + p0;
-            l1 = l1 * c1 + p1;
+            // Online softmax, the QPL queries' statistics side by side.
+            let mask = BV(p.causal != 0u) & (UV(j0 + jj) > qi);
+            let mn = select(max(m, sc), m, mask);
+            let cf = exp(m - mn);
+            let pr = select(exp(sc - mn), SV(0.0), mask);
+            l = l * cf + pr;
             for (var c = 0u; c < DV; c++) {
                 let vv = subgroupShuffle(vr[c], jj);
-                acc0[c] = fma(V(p0), vv, acc0[c] * c0);
-                acc1[c] = fma(V(p1), vv, acc1[c] * c1);
+                acc0[c] = fma(V(pr.x), vv, acc0[c] * cf.x);
+                acc1[c] = fma(V(pr.y), vv, acc1[c] * cf.y);
+#if QUAD
+                acc2[c] = fma(V(pr.z), vv, acc2[c] * cf.z);
+                acc3[c] = fma(V(pr.w), vv, acc3[c] * cf.w);
+#endif
             }
-            m0 = mn0;
-            m1 = mn1;
+            m = mn;
         }
     }
-    finish(i0 < p.n_q, i0, b, h, sb0, acc0, m0, l0);
-    finish(i1 < p.n_q, i1, b, h, sb1, acc1, m1, l1);
+    finish(ii.x < p.n_q, ii.x, b, h, sbv.x, acc0, m.x, l.x);
+    finish(ii.y < p.n_q, ii.y, b, h, sbv.y, acc1, m.y, l.y);
+#if QUAD
+    finish(ii.z < p.n_q, ii.z, b, h, sbv.z, acc2, m.z, l.z);
+    finish(ii.w < p.n_q, ii.w, b, h, sbv.w, acc3, m.w, l.w);
+#endif
 }

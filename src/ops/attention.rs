@@ -148,13 +148,16 @@ fn tiled_key(d: usize, act: DType) -> KernelKey {
 }
 
 /// The CPU-device kernel (`shaders/attention_cpu.wgsl`): one subgroup of 8 lanes, two
-/// queries per lane.
-fn cpu_key(d: usize, vec4: bool, load64: bool, act: DType) -> KernelKey {
+/// queries per lane, four with `quad` (see [`cpu_quad`]).
+fn cpu_key(d: usize, vec4: bool, load64: bool, quad: bool, act: DType) -> KernelKey {
     let width = if vec4 { 4 } else { 1 };
     let mut defines = vec![
         Define::Const("D", d as u32),
         Define::Const("DV", (d / width) as u32),
     ];
+    if quad {
+        defines.push(Define::Flag("QUAD"));
+    }
     if vec4 {
         defines.push(Define::Flag("VEC4"));
         if load64 {
@@ -165,7 +168,17 @@ fn cpu_key(d: usize, vec4: bool, load64: bool, act: DType) -> KernelKey {
     attention_kernel("attention_cpu.wgsl", defines, vec![])
 }
 
-/// Queries per workgroup of the CPU-device kernel.
+/// Whether the CPU-device kernel gives each lane four queries (`QUAD`, 32-query tiles)
+/// rather than two: vec4 rows of at most 12 vec4s (head dims up to 48, SD 1.x's 40) and more
+/// than one 16-query tile. Each shuffled key and value then serves four queries; measured on
+/// Mesa 25 lavapipe (`attention` in `cargo bench`): 1.2–1.35× at d 8–48, but 3–4× slower
+/// from 14 vec4s (d 56, 64, 80), where the four rows no longer fit what llvmpipe keeps
+/// unrolled.
+fn cpu_quad(dv: usize, vec4: bool, n_q: usize) -> bool {
+    vec4 && dv <= 12 && n_q > CPU_QPW
+}
+
+/// Queries per workgroup of the CPU-device kernel (two per lane; four with `QUAD`).
 const CPU_QPW: usize = 16;
 
 /// Whether CPU devices run this head dim with the wide-head kernel
@@ -237,9 +250,13 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         keys.extend(k);
         keys.extend([40, 64, 80, 160, 512, 8].map(|d| tiled_key(d, act)));
         for d in [40, 64, 80, 160, 512, 1, 7] {
-            keys.push(cpu_key(d, d % 4 == 0, false, act));
-            keys.push(cpu_key(d, d % 4 == 0, true, act));
-            keys.push(cpu_key(d, false, false, act));
+            keys.push(cpu_key(d, d % 4 == 0, false, false, act));
+            keys.push(cpu_key(d, d % 4 == 0, true, false, act));
+            keys.push(cpu_key(d, false, false, false, act));
+            if cpu_quad(d / 4, d % 4 == 0, 2 * CPU_QPW) {
+                keys.push(cpu_key(d, true, false, true, act));
+                keys.push(cpu_key(d, true, true, true, act));
+            }
         }
         for d in [128, 160, 512] {
             keys.push(cpu_wide_key(d, false, act));
@@ -254,7 +271,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 /// 1 + ⌈bkv·dv/WG⌉ (loads) + 2·bkv·(dv + 1) (scores, weighted sum) + dv (rescale)
 /// iterations, plus 4·dv around the loop. `None`: all keys.
 /// The CPU-device kernel runs 1 + dv (loads) + 8·(1 + 2·dv) iterations per block of 8
-/// keys (two queries per iteration).
+/// keys (two or four queries per iteration).
 fn keys_per_dispatch(limit: Option<u32>, dv: usize, bkv: usize, wg: u32) -> Option<usize> {
     let limit = limit? as usize * 9 / 10;
     let (per_block, bkv) = if wg == SUBGROUP_WG {
@@ -435,6 +452,7 @@ fn run(
     let tiled = !subgroup && tiled_ok(d, vec4);
     let wide = subgroup && cpu_wide_ok(d, vec4);
     let wg = if subgroup { SUBGROUP_WG } else { wg_for(n_q) };
+    let quad = subgroup && !wide && cpu_quad(dv, vec4, n_q);
     let chunk = if wide {
         wide_keys_per_dispatch(gpu.loop_iteration_limit(), dv)
     } else if tiled {
@@ -478,7 +496,7 @@ fn run(
     } else if wide {
         CPU_WIDE_QPW
     } else if subgroup {
-        CPU_QPW
+        if quad { 2 * CPU_QPW } else { CPU_QPW }
     } else {
         wg as usize
     });
@@ -521,7 +539,7 @@ fn run(
         } else if wide {
             cpu_wide_key(d, gpu.load64(), act)
         } else if subgroup {
-            cpu_key(d, vec4, gpu.load64(), act)
+            cpu_key(d, vec4, gpu.load64(), quad, act)
         } else {
             key(d, smem, vec4, wg, act)
         };
