@@ -78,15 +78,27 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             core_name(gpu),
             c.name
         );
-        let wide = rec
-            .dispatches()
-            .iter()
-            .any(|d| d.kernel.key.label().contains("attention_cpu_wide"));
+        let ran = |name: &str| {
+            rec.dispatches()
+                .iter()
+                .any(|d| d.kernel.key.label().contains(name))
+        };
         let cpu = gpu.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
+        // CPU devices at head dims of 128 and up: two GEMMs per query chunk
+        // (ops::attention_gemm) without a causal mask, the wide-head flash kernel with one.
+        let wide_head = cpu && c.d % 4 == 0 && c.d >= 128;
         assert_eq!(
-            wide,
-            cpu && c.d % 32 == 0 && c.d >= 128,
-            "{} {}: wide-head kernel",
+            (
+                ran("attention_cpu_wide"),
+                ran("attention_gemm"),
+                ran("matmul")
+            ),
+            (
+                wide_head && c.causal,
+                wide_head && !c.causal,
+                wide_head && !c.causal
+            ),
+            "{} {}: wide-head kernel, GEMM path",
             core_name(gpu),
             c.name
         );
@@ -295,6 +307,84 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
                 g.gemm_variant()
             ),
             &out.to_vec(g).unwrap(),
+            &want,
+            1e-4,
+            1e-4,
+        );
+    }
+}
+
+/// CPU devices' wide-head attention as GEMMs (ops::attention_gemm) over several query
+/// chunks, on a device whose 1 MiB storage bindings cap a chunk's scores at 1 MiB: two
+/// images of 600 queries × 1000 keys (256 queries a chunk: three per image), keys padded
+/// to a multiple of 4 under a partial row tile, and heads read from a fused q|k|v row.
+#[test]
+fn attention_gemm_chunks_match_reference() {
+    let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+        max_storage_binding: Some(1 << 20),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let cpu = g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
+    for (b, n, m, heads, d, fused, softmaxes) in [
+        (2, 600, 1000, 1, 128, false, 6),
+        (1, 37, 5, 2, 160, false, 1),
+        (1, 150, 150, 2, 128, true, 1),
+    ] {
+        let c = heads * d;
+        let mut rng = Rng::new((n + m) as u64);
+        let (q, k, v) = (
+            rng.normals(b * n * c, 1.0),
+            rng.normals(b * m * c, 1.0),
+            rng.normals(b * m * c, 1.0),
+        );
+        let up = |x: &[f32], s: &[usize]| {
+            sd_wgpu::Tensor::from_f32(&g, x, s, DType::F32, "qkv").unwrap()
+        };
+        let opts = AttentionOptions {
+            heads,
+            causal: false,
+            scale: Some(0.07),
+        };
+        let mut rec = Recorder::new(&g);
+        let out = if fused {
+            let rows: Vec<f32> = (0..b * n)
+                .flat_map(|r| {
+                    [&q, &k, &v]
+                        .into_iter()
+                        .flat_map(move |x| x[r * c..(r + 1) * c].to_vec())
+                })
+                .collect();
+            attention_qkv(&mut rec, &up(&rows, &[b, n, 3 * c]), opts).unwrap()
+        } else {
+            ops::attention(
+                &mut rec,
+                &up(&q, &[b, n, c]),
+                &up(&k, &[b, m, c]),
+                &up(&v, &[b, m, c]),
+                opts,
+            )
+            .unwrap()
+        };
+        let labels: Vec<String> = rec
+            .dispatches()
+            .iter()
+            .map(|d| d.kernel.key.label())
+            .collect();
+        let count = |s: &str| labels.iter().filter(|l| l.as_str() == s).count();
+        assert_eq!(
+            (
+                count("attention_gemm:main PACK"),
+                count("attention_gemm:main")
+            ),
+            if cpu { (1, softmaxes) } else { (0, 0) },
+            "n={n} m={m} d={d}: packs and query chunks in {labels:?}"
+        );
+        rec.submit().unwrap();
+        let want = reference::attention(&q, &k, &v, [b, n, m], heads, d, false, 0.07, None);
+        check(
+            &format!("attention GEMMs b={b} n={n} m={m} {heads}x{d} fused={fused}"),
+            &out.to_vec(&g).unwrap(),
             &want,
             1e-4,
             1e-4,

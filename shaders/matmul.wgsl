@@ -14,6 +14,7 @@
 // a_row computes the row's mean and 1/sqrt(var + eps) (two passes over K, f32), and
 // A(m, k) = (P[m, k] − mean) · inv · ln_g[k] + ln_b[k] (torch.nn.LayerNorm, biased variance),
 // so the normalised activation is never stored.
+// C's rows are c_ld elements apart (N, or wider: a column window of a larger tensor).
 // R (has_res): a residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where K, N and the offsets allow (define VEC4),
@@ -27,7 +28,7 @@ struct Params {
     a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
     a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
     tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
-    b_ld: u32, a_ld: u32, _pad1: u32, _pad2: u32,
+    b_ld: u32, a_ld: u32, c_ld: u32, _pad2: u32,
     ln_g_off: u32, ln_b_off: u32, ln_eps: f32, _pad3: u32,
 }
 
@@ -184,7 +185,7 @@ fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
 }
 // Columns n .. n + 3 of row m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
-    let i = b * p.c_bstride + m * p.n + n;
+    let i = b * p.c_bstride + m * p.c_ld + n;
     var out = v;
     if (p.has_res != 0u) { out += vec4<f32>(res[(p.res_off + i) >> 2u]); }
     c[(p.c_off + i) >> 2u] = act4(out);
@@ -219,7 +220,7 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var out = v;
     if (p.has_bias != 0u) { out += bias_at(p.bias_off + n); }
-    let i = b * p.c_bstride + m * p.n + n;
+    let i = b * p.c_bstride + m * p.c_ld + n;
     if (p.has_res != 0u) { out += f32(res[p.res_off + i]); }
     c[p.c_off + i] = act(out);
 }

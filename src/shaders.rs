@@ -63,6 +63,10 @@ pub const SOURCES: &[(&str, &str)] = &[
         include_str!("../shaders/attention_cpu_wide.wgsl"),
     ),
     (
+        "attention_gemm.wgsl",
+        include_str!("../shaders/attention_gemm.wgsl"),
+    ),
+    (
         "attention_chunks.wgsl",
         include_str!("../shaders/attention_chunks.wgsl"),
     ),

@@ -449,6 +449,26 @@ fn run(
     let smem = (gpu.limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
     let subgroup = gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup;
     // GPUs: the tiled kernel where it applies; CPU devices: one subgroup per workgroup.
+    let scale = opts.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    if subgroup
+        && super::attention_gemm::applies(
+            d,
+            n_kv,
+            act,
+            vec4,
+            opts.causal,
+            gpu.loop_iteration_limit(),
+        )
+    {
+        use super::attention_gemm::{Heads, attention_gemm};
+        let (qh, kh, vh) = (
+            Heads { t: q.t, col: q.col },
+            Heads { t: k.t, col: k.col },
+            Heads { t: v.t, col: v.col },
+        );
+        attention_gemm(rec, &qh, &kh, &vh, &out, heads, scale)?;
+        return Ok(out);
+    }
     let tiled = !subgroup && tiled_ok(d, vec4);
     let wide = subgroup && cpu_wide_ok(d, vec4);
     let wg = if subgroup { SUBGROUP_WG } else { wg_for(n_q) };
@@ -515,7 +535,7 @@ fn run(
         o_stride: c as u32 / width,
         tiles_q: tiles_q as u32,
         causal: opts.causal as u32,
-        scale: opts.scale.unwrap_or(1.0 / (d as f32).sqrt()),
+        scale,
         ..Default::default()
     };
     let grid = gpu.grid(OP, (tiles_q * heads * b) as u64)?;

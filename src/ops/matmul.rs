@@ -31,7 +31,10 @@ pub struct MatmulParams {
     pub b_ld: u32,
     /// Elements between rows of A (K, or 2K for a GEGLU input).
     pub a_ld: u32,
-    pub _pad: [u32; 2],
+    /// Elements between rows of C and of the residual (N, or wider for a product written
+    /// into a column window of a larger tensor: attention's heads, `ops::attention_gemm`).
+    pub c_ld: u32,
+    pub _pad: u32,
     /// LayerNorm of A (define `A_LN`): where its weight and bias start, and its eps.
     pub ln_g_off: u32,
     pub ln_b_off: u32,
@@ -428,6 +431,118 @@ pub fn matmul(
     matmul_with(rec, a, b, opts)
 }
 
+/// One operand of [`strided_product`]: a tensor, where its first matrix starts in it
+/// (elements), the elements between its rows and between consecutive matrices.
+pub(crate) struct Strided<'a> {
+    pub t: &'a Tensor,
+    pub off: usize,
+    pub ld: usize,
+    pub bstride: usize,
+}
+
+impl Strided<'_> {
+    /// Whether `batch` matrices of `rows × cols` lie inside the tensor.
+    fn fits(&self, batch: usize, rows: usize, cols: usize) -> bool {
+        let last = self.off + (batch - 1) * self.bstride + (rows - 1) * self.ld + cols;
+        (rows == 1 || cols <= self.ld) && last <= self.t.numel()
+    }
+}
+
+/// `C[i] = A[i] · B[i]` for `batch` matrices read and written through offsets and strides
+/// (attention's per-head products on CPU devices, `ops::attention_gemm`): A `m × k` of the
+/// activation dtype, B `k × n` f32 (plain layout), C `m × n` of A's dtype; no bias. The
+/// vectorised loop where K, N, every offset and stride are multiples of 4.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn strided_product(
+    rec: &mut Recorder<'_>,
+    a: &Strided<'_>,
+    b: &Strided<'_>,
+    c: &Strided<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    let act = require_act(rec, OP, "a", a.t)?;
+    require_same_act(OP, "c", c.t, act)?;
+    if b.t.dtype() != DType::F32 {
+        return Err(Error::DType {
+            op: OP,
+            tensor: "b",
+            got: b.t.dtype(),
+            expected: "f32",
+        });
+    }
+    for (x, rows, cols) in [(a, m, k), (b, k, n), (c, m, n)] {
+        if m * n * k * batch == 0 || !x.fits(batch, rows, cols) {
+            return Err(Error::shape(
+                OP,
+                format!(
+                    "{batch} matrices of {rows}x{cols} from element {} (rows {} apart, matrices {}) overrun `{}` {:?}",
+                    x.off,
+                    x.ld,
+                    x.bstride,
+                    x.t.name(),
+                    x.t.shape()
+                ),
+            ));
+        }
+    }
+    let gpu = rec.gpu();
+    let (ab, bb, cb) = (a.t.bind(gpu, OP)?, b.t.bind(gpu, OP)?, c.t.bind(gpu, OP)?);
+    let strides_ok = [a, b, c]
+        .iter()
+        .all(|x| (x.off | x.ld | x.bstride) % 4 == 0);
+    let vec4 = strides_ok && vec4_ok(k, n, &[(&ab, act), (&bb, DType::F32), (&cb, act)]);
+    let mut g = gemm(
+        gpu.gemm_variant(),
+        DType::F32,
+        Loop::for_shape(vec4, m, n, batch),
+    );
+    load64(gpu, &mut g);
+    let (tiles_n, tiles_m) = (n.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
+    let u = |what, x: usize| u32_of(OP, what, x);
+    let params = MatmulParams {
+        m: u("m", m)?,
+        n: u("n", n)?,
+        k: u("k", k)?,
+        batch: u("batch", batch)?,
+        a_off: ab.elem_offset + u("a offset", a.off)?,
+        b_off: bb.elem_offset + u("b offset", b.off)?,
+        c_off: cb.elem_offset + u("c offset", c.off)?,
+        bias_off: 0,
+        a_bstride: u("a batch stride", a.bstride)?,
+        b_bstride: u("b batch stride", b.bstride)?,
+        c_bstride: u("c batch stride", c.bstride)?,
+        has_bias: 0,
+        tiles_n: tiles_n as u32,
+        tiles_m: tiles_m as u32,
+        res_off: 0,
+        has_res: 0,
+        b_ld: u("b row length", b.ld)?,
+        a_ld: u("a row length", a.ld)?,
+        c_ld: u("c row length", c.ld)?,
+        ..Default::default()
+    };
+    let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
+    let bindings = vec![
+        ab.range.clone(),
+        bb.range.clone(),
+        bb.range,
+        cb.range,
+        ab.range,
+    ];
+    push(rec, key(g, AKind::Plain, act), &params, bindings, groups)?;
+    let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
+    rec.set_last_cost(crate::gpu::Cost {
+        flop: 2.0 * bt * m * n * k,
+        bytes: bt * (act.size() as f64 * (m * k + m * n) + 4.0 * k * n),
+        shape: format!("{batch}x[{m}x{k}]·[{k}x{n}]"),
+    });
+    Ok(())
+}
+
 /// `a · b` written into `out`, for a batched `b`: `a` `[batch, m, k]` (f32 activations),
 /// `b` `[batch, k, n]` (plain or panel-packed, f32 or f16), `out` `[batch, m, n]` of `a`'s
 /// dtype — a view of a larger tensor allowed (Winograd's products in parts of its
@@ -739,7 +854,8 @@ fn record(
         res_off: rb.elem_offset,
         has_res: res.is_some() as u32,
         b_ld: u32_of(OP, "b row length", b_ld)?,
-        _pad: [0; 2],
+        c_ld: u32_of(OP, "n", n)?,
+        _pad: 0,
         ln_g_off: lnb.as_ref().map_or(0, |l| l.0.elem_offset),
         ln_b_off: lnb.as_ref().map_or(0, |l| l.1.elem_offset),
         ln_eps: lnb.as_ref().map_or(0.0, |l| l.2),

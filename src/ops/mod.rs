@@ -5,6 +5,7 @@
 //! WGSL `Params` field by field, and a plain-loop CPU reference in [`crate::reference`].
 
 pub mod attention;
+mod attention_gemm;
 pub mod conv2d;
 pub mod elementwise;
 pub mod finite;
@@ -42,6 +43,7 @@ pub fn all_kernel_keys() -> Vec<KernelKey> {
     v.extend(conv2d::kernel_keys());
     v.extend(norm::kernel_keys());
     v.extend(attention::kernel_keys());
+    v.extend(attention_gemm::kernel_keys());
     v.extend(elementwise::kernel_keys());
     v.extend(finite::kernel_keys());
     v.extend(sampler::kernel_keys());

@@ -1,0 +1,260 @@
+//! Attention on CPU devices at wide heads (head dims of 128 and up: SD's 160 at its smallest
+//! latents, the VAE's single 512-wide head) as two GEMMs per chunk of queries, through the
+//! matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs K and V and takes the
+//! softmax):
+//!
+//! ```text
+//! Kᵀ, V   packed per (image, head), keys zero-padded to a multiple of 4 (f32)
+//! for each image, for each chunk of qc queries:
+//!     S = Q·Kᵀ                  [heads, qc, nkp]   (matmul, heads as its batch)
+//!     P = softmax(scale · S)    in place, over the n_kv real keys (f32, as torch.softmax)
+//!     O = P·V                   written into the output's head columns (matmul)
+//! ```
+//!
+//! On llvmpipe a storage load whose address differs between lanes runs lane by lane, so a
+//! kernel's speed is set by how many FLOPs each loaded value serves. The flash kernels keep
+//! every key and value for a handful of queries (`attention_cpu_wide.wgsl`: four), the GEMM
+//! core for 16 rows × 32 columns: measured on Mesa 25 lavapipe (`cargo bench --bench
+//! attention`), the VAE's 1024-token 512-wide attention went from 4.9 to the matmul rows'
+//! speed (see the README). The scores of one chunk are `heads · qc · nkp` floats, held under
+//! [`S_BUDGET`] (never N×M: 8 MiB whatever the image size), the packed K and V `2·b·n_kv·c`.
+//! Only f32 activations without a causal mask take this path (the flash kernels keep f16
+//! activations, CLIP's causal mask and devices whose loop cap a long key loop would pass).
+
+use super::matmul::{Strided, strided_product};
+use super::{push, u32_of};
+use crate::error::Result;
+use crate::gpu::{Access, KernelKey, Recorder};
+use crate::shaders::Define;
+use crate::tensor::{DType, Tensor};
+
+/// Mirrors `Params` in `shaders/attention_gemm.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    heads: u32,
+    n_kv: u32,
+    nkp: u32,
+    d: u32,
+    k_off: u32,
+    v_off: u32,
+    k_stride: u32,
+    v_stride: u32,
+    qc: u32,
+    rows: u32,
+    scale: f32,
+}
+
+/// Bytes of one query chunk's scores.
+pub(crate) const S_BUDGET: usize = 8 << 20;
+
+/// Invocations per workgroup of the packing kernel.
+const PACK_WG: usize = 64;
+
+/// The packing kernel (`PACK`) or the softmax.
+fn kernel(pack: bool) -> KernelKey {
+    let (defines, bindings) = if pack {
+        (
+            vec![Define::Flag("PACK")],
+            vec![
+                Access::Read,
+                Access::Read,
+                Access::ReadWrite,
+                Access::ReadWrite,
+            ],
+        )
+    } else {
+        (vec![], vec![Access::ReadWrite])
+    };
+    KernelKey {
+        shader: "attention_gemm.wgsl",
+        entry: "main",
+        defines,
+        overrides: vec![],
+        bindings,
+        params_size: std::mem::size_of::<Params>() as u64,
+    }
+}
+
+pub(crate) fn kernel_keys() -> Vec<KernelKey> {
+    vec![kernel(true), kernel(false)]
+}
+
+/// Whether a CPU device (subgroup GEMM core) runs this attention as GEMMs: f32 activations,
+/// vec4 operands, head dims of 128 and up, no causal mask, and a key loop (the P·V product's
+/// K of `nkp`, ~1.25 iterations per key) inside the device's loop cap.
+pub(crate) fn applies(
+    d: usize,
+    n_kv: usize,
+    act: DType,
+    vec4: bool,
+    causal: bool,
+    loop_limit: Option<u32>,
+) -> bool {
+    let nkp = n_kv.next_multiple_of(4);
+    act == DType::F32
+        && vec4
+        && !causal
+        && d >= 128
+        && loop_limit.is_none_or(|l| 2 * nkp < l as usize)
+}
+
+/// Queries per chunk: as many as keep the chunk's scores within [`S_BUDGET`] and one storage
+/// binding, a multiple of the GEMM core's 16-row tile (at least one tile).
+fn chunk_queries(n_q: usize, heads: usize, nkp: usize, max_binding: u64) -> usize {
+    let bytes = (S_BUDGET as u64).min(max_binding) as usize;
+    let per_query = heads * nkp * 4;
+    let qc = (bytes / per_query / 16 * 16).max(16);
+    qc.min(n_q.next_multiple_of(16))
+}
+
+/// One operand of the attention: the tensor `[b, seq, row]` and where its heads start in a
+/// row (elements).
+pub(crate) struct Heads<'a> {
+    pub t: &'a Tensor,
+    pub col: usize,
+}
+
+impl Heads<'_> {
+    fn row(&self) -> usize {
+        self.t.shape()[2]
+    }
+}
+
+/// Writes attention over `heads` heads of `d` into `out` (`[b, n_q, heads·d]`, f32); the
+/// caller has validated the shapes and that [`applies`] holds.
+pub(crate) fn attention_gemm(
+    rec: &mut Recorder<'_>,
+    q: &Heads<'_>,
+    k: &Heads<'_>,
+    v: &Heads<'_>,
+    out: &Tensor,
+    heads: usize,
+    scale: f32,
+) -> Result<()> {
+    const OP: &str = "attention";
+    let (b, n_q) = (q.t.shape()[0], q.t.shape()[1]);
+    let n_kv = k.t.shape()[1];
+    let c = out.shape()[2];
+    let d = c / heads;
+    let nkp = n_kv.next_multiple_of(4);
+    let gpu = rec.gpu();
+    // Kᵀ and V per (image, head), zero-padded keys.
+    let kt = Tensor::empty_in(rec, &[b * heads, d, nkp], DType::F32, "attention.kt")?;
+    let vp = Tensor::empty_in(rec, &[b * heads, nkp, d], DType::F32, "attention.vp")?;
+    let (kb, vb) = (k.t.bind(gpu, OP)?, v.t.bind(gpu, OP)?);
+    let (ktb, vpb) = (kt.bind(gpu, OP)?, vp.bind(gpu, OP)?);
+    let u = |what, x: usize| u32_of(OP, what, x);
+    let base = Params {
+        batch: u("batch", b)?,
+        heads: u("heads", heads)?,
+        n_kv: u("keys", n_kv)?,
+        nkp: u("padded keys", nkp)?,
+        d: u("head dim", d)?,
+        scale,
+        ..Default::default()
+    };
+    let pack = Params {
+        k_off: kb.elem_offset + u("column offset", k.col)?,
+        v_off: vb.elem_offset + u("column offset", v.col)?,
+        k_stride: u("row length", k.row())?,
+        v_stride: u("row length", v.row())?,
+        ..base
+    };
+    let total = b * heads * nkp * d;
+    u("packed elements", total)?;
+    let grid = gpu.grid(OP, total.div_ceil(PACK_WG) as u64)?;
+    push(
+        rec,
+        kernel(true),
+        &pack,
+        vec![kb.range, vb.range, ktb.range, vpb.range],
+        grid,
+    )?;
+    rec.set_last_cost(crate::gpu::Cost {
+        flop: 0.0,
+        bytes: 16.0 * total as f64,
+        shape: format!("pack {b}x{heads} heads, {n_kv} keys, d {d}"),
+    });
+
+    let max_binding = gpu.limits().max_storage_buffer_binding_size;
+    let qc = chunk_queries(n_q, heads, nkp, max_binding);
+    let s = Tensor::empty_in(rec, &[heads, qc, nkp], DType::F32, "attention.scores")?;
+    for bi in 0..b {
+        for q0 in (0..n_q).step_by(qc) {
+            let rows = qc.min(n_q - q0);
+            // S[h] = Q[bi, q0.., h] · Kᵀ[bi, h]: [rows, d] · [d, nkp].
+            strided_product(
+                rec,
+                &Strided {
+                    t: q.t,
+                    off: (bi * n_q + q0) * q.row() + q.col,
+                    ld: q.row(),
+                    bstride: d,
+                },
+                &Strided {
+                    t: &kt,
+                    off: bi * heads * d * nkp,
+                    ld: nkp,
+                    bstride: d * nkp,
+                },
+                &Strided {
+                    t: &s,
+                    off: 0,
+                    ld: nkp,
+                    bstride: qc * nkp,
+                },
+                rows,
+                nkp,
+                d,
+                heads,
+            )?;
+            let sb = s.bind(gpu, OP)?;
+            let params = Params {
+                qc: u("chunk", qc)?,
+                rows: u("rows", rows)?,
+                ..base
+            };
+            push(
+                rec,
+                kernel(false),
+                &params,
+                vec![sb.range],
+                gpu.grid(OP, (heads * qc) as u64)?,
+            )?;
+            rec.set_last_cost(crate::gpu::Cost {
+                flop: 0.0,
+                bytes: 16.0 * (heads * rows * nkp) as f64,
+                shape: format!("softmax {heads}x[{rows}x{n_kv}]"),
+            });
+            // O[bi, q0.., h] = P[h] · V[bi, h]: [rows, nkp] · [nkp, d], into the head's columns.
+            strided_product(
+                rec,
+                &Strided {
+                    t: &s,
+                    off: 0,
+                    ld: nkp,
+                    bstride: qc * nkp,
+                },
+                &Strided {
+                    t: &vp,
+                    off: bi * heads * nkp * d,
+                    ld: d,
+                    bstride: nkp * d,
+                },
+                &Strided {
+                    t: out,
+                    off: (bi * n_q + q0) * c,
+                    ld: c,
+                    bstride: d,
+                },
+                rows,
+                d,
+                nkp,
+                heads,
+            )?;
+        }
+    }
+    Ok(())
+}
