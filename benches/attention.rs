@@ -14,6 +14,7 @@ fn attention(c: &mut Criterion) {
         ("sd self 1024x1024 8x80 b2", 2, 1024, 1024, 8, 80),
         ("clip causal 77 12x64 b2", 2, 77, 77, 12, 64),
         ("sd cross 64x77 8x160 b2", 2, 64, 77, 8, 160),
+        ("sd cross 256x77 8x160 b2", 2, 256, 77, 8, 160),
         ("vae mid 1024x1024 1x512", 1, 1024, 1024, 1, 512),
     ];
     for (id, b, n, m, heads, d) in cases {

@@ -453,6 +453,7 @@ fn run(
     if subgroup
         && super::attention_gemm::applies(
             d,
+            n_q,
             n_kv,
             act,
             vec4,

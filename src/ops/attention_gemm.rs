@@ -82,10 +82,12 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 }
 
 /// Whether a CPU device (subgroup GEMM core) runs this attention as GEMMs: f32 activations,
-/// vec4 operands, head dims of 128 and up, no causal mask, and a key loop (the P·V product's
-/// K of `nkp`, ~1.25 iterations per key) inside the device's loop cap.
+/// vec4 operands, head dims of 128 and up, at least [`MIN_QUERIES`] queries, no causal mask,
+/// and a key loop (the P·V product's K of `nkp`, ~1.25 iterations per key) inside the
+/// device's loop cap.
 pub(crate) fn applies(
     d: usize,
+    n_q: usize,
     n_kv: usize,
     act: DType,
     vec4: bool,
@@ -97,8 +99,17 @@ pub(crate) fn applies(
         && vec4
         && !causal
         && d >= 128
+        && n_q >= MIN_QUERIES
         && loop_limit.is_none_or(|l| 2 * nkp < l as usize)
 }
+
+/// Fewest queries for which the GEMMs (3 dispatches per image and chunk, plus the packing)
+/// beat the one-dispatch wide-head flash kernel: measured on Mesa 25 lavapipe
+/// (`ops::attention` timed alone, alternating), 2 × 8 heads × 160 with 77 keys: 64 queries
+/// 5.9–6.6 against 6.2–7.1 GFLOP/s, 128: 6.6–7.9 against 6.1–6.9, 256: 8.4–8.6 against
+/// 6.1–6.9; 1 × 512: 64 queries 3.0–5.1 against 2.6–3.4, 128: 8.1–8.2 against 5.4–7.1,
+/// 1024: 14.8–15.0 against 5.3–5.4.
+pub(crate) const MIN_QUERIES: usize = 128;
 
 /// Queries per chunk: as many as keep the chunk's scores within [`S_BUDGET`] and one storage
 /// binding, a multiple of the GEMM core's 16-row tile (at least one tile).
