@@ -448,8 +448,8 @@ fn run(
     let dv = d / width as usize;
     let smem = (gpu.limits().max_compute_workgroup_storage_size as usize).min(SMEM_BUDGET * 2);
     let subgroup = gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup;
-    // GPUs: the tiled kernel where it applies; CPU devices: one subgroup per workgroup.
     let scale = opts.scale.unwrap_or(1.0 / (d as f32).sqrt());
+    // CPU devices: wide heads as GEMMs where they apply (ops::attention_gemm).
     if subgroup
         && super::attention_gemm::applies(
             d,
@@ -470,6 +470,7 @@ fn run(
         attention_gemm(rec, &qh, &kh, &vh, &out, heads, scale)?;
         return Ok(out);
     }
+    // GPUs: the tiled kernel where it applies; CPU devices: one subgroup per workgroup.
     let tiled = !subgroup && tiled_ok(d, vec4);
     let wide = subgroup && cpu_wide_ok(d, vec4);
     let wg = if subgroup { SUBGROUP_WG } else { wg_for(n_q) };

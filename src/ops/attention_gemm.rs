@@ -173,6 +173,7 @@ pub(crate) fn attention_gemm(
         v_stride: u("row length", v.row())?,
         ..base
     };
+    // The packing kernel indexes the packed elements with one u32.
     let total = b * heads * nkp * d;
     u("packed elements", total)?;
     let grid = gpu.grid(OP, total.div_ceil(PACK_WG) as u64)?;
@@ -192,6 +193,7 @@ pub(crate) fn attention_gemm(
     let max_binding = gpu.limits().max_storage_buffer_binding_size;
     let qc = chunk_queries(n_q, heads, nkp, max_binding);
     let s = Tensor::empty_in(rec, &[heads, qc, nkp], DType::F32, "attention.scores")?;
+    let sb = s.bind(gpu, OP)?;
     for bi in 0..b {
         for q0 in (0..n_q).step_by(qc) {
             let rows = qc.min(n_q - q0);
@@ -221,7 +223,6 @@ pub(crate) fn attention_gemm(
                 d,
                 heads,
             )?;
-            let sb = s.bind(gpu, OP)?;
             let params = Params {
                 qc: u("chunk", qc)?,
                 rows: u("rows", rows)?,
@@ -231,7 +232,7 @@ pub(crate) fn attention_gemm(
                 rec,
                 kernel(false),
                 &params,
-                vec![sb.range],
+                vec![sb.range.clone()],
                 gpu.grid(OP, (heads * qc) as u64)?,
             )?;
             rec.set_last_cost(crate::gpu::Cost {

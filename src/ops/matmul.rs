@@ -474,8 +474,14 @@ pub(crate) fn strided_product(
             expected: "f32",
         });
     }
+    if m * n * k * batch == 0 {
+        return Err(Error::shape(
+            OP,
+            format!("empty product: {batch} × [{m}x{k}]·[{k}x{n}]"),
+        ));
+    }
     for (x, rows, cols) in [(a, m, k), (b, k, n), (c, m, n)] {
-        if m * n * k * batch == 0 || !x.fits(batch, rows, cols) {
+        if !x.fits(batch, rows, cols) {
             return Err(Error::shape(
                 OP,
                 format!(
