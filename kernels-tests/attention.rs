@@ -391,3 +391,67 @@ fn attention_gemm_chunks_match_reference() {
         );
     }
 }
+
+/// Where the packed Kᵀ (keys padded to a multiple of 4) would not fit one storage binding
+/// although K does, CPU devices keep the wide-head flash kernel instead of the GEMMs.
+#[test]
+fn attention_gemm_falls_back_when_packed_k_outgrows_a_binding() {
+    let (n, m, d) = (128, 131, 128);
+    let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
+        max_storage_binding: Some((m * d * 4) as u64),
+        ..Default::default()
+    })
+    .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
+    let mut rng = Rng::new(131);
+    let (q, k, v) = (
+        rng.normals(n * d, 1.0),
+        rng.normals(m * d, 1.0),
+        rng.normals(m * d, 1.0),
+    );
+    let up =
+        |x: &[f32], s: &[usize]| sd_wgpu::Tensor::from_f32(&g, x, s, DType::F32, "qkv").unwrap();
+    let opts = AttentionOptions {
+        heads: 1,
+        causal: false,
+        scale: None,
+    };
+    let mut rec = Recorder::new(&g);
+    let out = ops::attention(
+        &mut rec,
+        &up(&q, &[1, n, d]),
+        &up(&k, &[1, m, d]),
+        &up(&v, &[1, m, d]),
+        opts,
+    )
+    .unwrap();
+    let labels: Vec<String> = rec
+        .dispatches()
+        .iter()
+        .map(|d| d.kernel.key.label())
+        .collect();
+    let cpu = g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
+    assert!(
+        labels.iter().all(|l| !l.starts_with("attention_gemm"))
+            && labels.iter().any(|l| l.starts_with("attention_cpu_wide")) == cpu,
+        "{labels:?}"
+    );
+    rec.submit().unwrap();
+    let want = reference::attention(
+        &q,
+        &k,
+        &v,
+        [1, n, m],
+        1,
+        d,
+        false,
+        1.0 / (d as f32).sqrt(),
+        None,
+    );
+    check(
+        "attention 1x128, 131 keys, packed K over the binding",
+        &out.to_vec(&g).unwrap(),
+        &want,
+        1e-4,
+        1e-4,
+    );
+}

@@ -450,17 +450,7 @@ fn run(
     let subgroup = gpu.gemm_variant() == crate::gpu::GemmVariant::Subgroup;
     let scale = opts.scale.unwrap_or(1.0 / (d as f32).sqrt());
     // CPU devices: wide heads as GEMMs where they apply (ops::attention_gemm).
-    if subgroup
-        && super::attention_gemm::applies(
-            d,
-            n_q,
-            n_kv,
-            act,
-            vec4,
-            opts.causal,
-            gpu.loop_iteration_limit(),
-        )
-    {
+    if subgroup && super::attention_gemm::applies(gpu, b, c, d, n_q, n_kv, act, vec4, opts.causal) {
         use super::attention_gemm::{Heads, attention_gemm};
         let (qh, kh, vh) = (
             Heads { t: q.t, col: q.col },

@@ -81,26 +81,34 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     vec![kernel(true), kernel(false)]
 }
 
-/// Whether a CPU device (subgroup GEMM core) runs this attention as GEMMs: f32 activations,
-/// vec4 operands, head dims of 128 and up, at least [`MIN_QUERIES`] queries, no causal mask,
-/// and a key loop (the P·V product's K of `nkp`, ~1.25 iterations per key) inside the
-/// device's loop cap.
+/// Whether a CPU device (subgroup GEMM core) runs this attention (`b` images, `c` channels
+/// of heads `d` wide) as GEMMs: f32 activations, vec4 operands, head dims of 128 and up, at
+/// least [`MIN_QUERIES`] queries, no causal mask, packed K and V that each fit one storage
+/// binding, and a key loop (the P·V product's K of `nkp`, ~1.25 iterations per key) inside
+/// the device's loop cap.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn applies(
+    gpu: &crate::Gpu,
+    b: usize,
+    c: usize,
     d: usize,
     n_q: usize,
     n_kv: usize,
     act: DType,
     vec4: bool,
     causal: bool,
-    loop_limit: Option<u32>,
 ) -> bool {
     let nkp = n_kv.next_multiple_of(4);
+    let packed = (b * c * nkp * 4) as u64;
     act == DType::F32
         && vec4
         && !causal
         && d >= 128
         && n_q >= MIN_QUERIES
-        && loop_limit.is_none_or(|l| 2 * nkp < l as usize)
+        && packed <= gpu.limits().max_storage_buffer_binding_size
+        && gpu
+            .loop_iteration_limit()
+            .is_none_or(|l| 2 * nkp < l as usize)
 }
 
 /// Fewest queries for which the GEMMs (3 dispatches per image and chunk, plus the packing)
