@@ -5,7 +5,7 @@
 // with zeros to nkp (a multiple of 4, so that the products take the vectorised loop):
 //   kt[bh, c, j] = K[b, j, h·d + c]   (Kᵀ, [b·heads, d, nkp]: B of S = Q·Kᵀ)
 //   vp[bh, j, c] = V[b, j, h·d + c]   ([b·heads, nkp, d]: B of O = P·V)
-// one element of each per invocation. Dispatch: ⌈b·heads·nkp·d / 64⌉ workgroups.
+// four head-dim elements of each per invocation. Dispatch: ⌈b·heads·nkp·d / 256⌉ workgroups.
 //
 // else (softmax): one row of a query chunk's scores S ([heads, qc, nkp], the first `rows`
 // of each head's qc rows in use) replaced in place by softmax(scale · s) over its first
@@ -25,10 +25,10 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 #if PACK
-@group(0) @binding(1) var<storage, read> k: array<f32>;
-@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> kt: array<f32>;
-@group(0) @binding(4) var<storage, read_write> vp: array<f32>;
+@group(0) @binding(4) var<storage, read_write> vp: array<vec4<f32>>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -36,25 +36,31 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    // idx = (bh · nkp + j) · d + c: vp's element.
+    // Four head-dim elements per invocation (d, the offsets and strides are multiples of
+    // 4, checked by the host): idx = (bh · nkp + j) · d/4 + c/4, vp's vec4.
+    let dv = p.d / 4u;
     let idx = linear_workgroup(wid, nwg) * 64u + li;
-    if (idx >= p.batch * p.heads * p.nkp * p.d) {
+    if (idx >= p.batch * p.heads * p.nkp * dv) {
         return;
     }
-    let c = idx % p.d;
-    let r = idx / p.d;
+    let c = 4u * (idx % dv);
+    let r = idx / dv;
     let j = r % p.nkp;
     let bh = r / p.nkp;
     let h = bh % p.heads;
     let b = bh / p.heads;
-    var kx = 0.0;
-    var vx = 0.0;
+    var kx = vec4<f32>(0.0);
+    var vx = vec4<f32>(0.0);
     if (j < p.n_kv) {
-        kx = k[p.k_off + (b * p.n_kv + j) * p.k_stride + h * p.d + c];
-        vx = v[p.v_off + (b * p.n_kv + j) * p.v_stride + h * p.d + c];
+        kx = k[(p.k_off + (b * p.n_kv + j) * p.k_stride + h * p.d + c) / 4u];
+        vx = v[(p.v_off + (b * p.n_kv + j) * p.v_stride + h * p.d + c) / 4u];
     }
     vp[idx] = vx;
-    kt[(bh * p.d + c) * p.nkp + j] = kx;
+    let t = (bh * p.d + c) * p.nkp + j;
+    kt[t] = kx.x;
+    kt[t + p.nkp] = kx.y;
+    kt[t + 2u * p.nkp] = kx.z;
+    kt[t + 3u * p.nkp] = kx.w;
 }
 #else
 @group(0) @binding(1) var<storage, read_write> s: array<vec4<f32>>;

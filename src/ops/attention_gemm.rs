@@ -181,10 +181,10 @@ pub(crate) fn attention_gemm(
         v_stride: u("row length", v.row())?,
         ..base
     };
-    // The packing kernel indexes the packed elements with one u32.
+    // The packing kernel indexes the packed elements with one u32, four per invocation.
     let total = b * heads * nkp * d;
     u("packed elements", total)?;
-    let grid = gpu.grid(OP, total.div_ceil(PACK_WG) as u64)?;
+    let grid = gpu.grid(OP, (total / 4).div_ceil(PACK_WG) as u64)?;
     push(
         rec,
         kernel(true),
