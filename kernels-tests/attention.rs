@@ -80,11 +80,8 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             core_name(gpu),
             c.name
         );
-        let ran = |name: &str| {
-            rec.dispatches()
-                .iter()
-                .any(|d| d.kernel.key.label().contains(name))
-        };
+        let ran_labels = labels(&rec);
+        let ran = |name: &str| ran_labels.iter().any(|l| l.contains(name));
         let cpu = gpu.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
         // CPU devices at head dims of 128 and up: two GEMMs per query chunk
         // (ops::attention_gemm) from 128 queries without a causal mask, else the wide-head
@@ -104,12 +101,8 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
         );
         // Four queries per lane on CPU devices at head dims up to 48 with more than 16
         // queries (ops::attention's cpu_quad), two otherwise.
-        let quad = rec
-            .dispatches()
-            .iter()
-            .any(|d| d.kernel.key.label().contains("QUAD"));
         assert_eq!(
-            quad,
+            ran("QUAD"),
             cpu && c.d % 4 == 0 && c.d <= 48 && c.n > 16,
             "{} {}: four queries per lane",
             core_name(gpu),
@@ -279,10 +272,7 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
             "expected several key chunks, got {} dispatch",
             rec.len()
         );
-        let quad = rec
-            .dispatches()
-            .iter()
-            .all(|k| k.kernel.key.label().contains("QUAD"));
+        let quad = labels(&rec).iter().all(|l| l.contains("QUAD"));
         let cpu = g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
         assert_eq!(
             quad,
@@ -366,11 +356,7 @@ fn attention_gemm_chunks_match_reference() {
             )
             .unwrap()
         };
-        let labels: Vec<String> = rec
-            .dispatches()
-            .iter()
-            .map(|d| d.kernel.key.label())
-            .collect();
+        let labels = labels(&rec);
         let count = |s: &str| labels.iter().filter(|l| l.as_str() == s).count();
         assert_eq!(
             (
@@ -424,11 +410,7 @@ fn attention_gemm_falls_back_when_packed_k_outgrows_a_binding() {
         opts,
     )
     .unwrap();
-    let labels: Vec<String> = rec
-        .dispatches()
-        .iter()
-        .map(|d| d.kernel.key.label())
-        .collect();
+    let labels = labels(&rec);
     let cpu = g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
     assert!(
         labels.iter().all(|l| !l.starts_with("attention_gemm"))

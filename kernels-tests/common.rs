@@ -61,11 +61,17 @@ pub fn core_name(gpu: &Gpu) -> String {
     format!("{:?}{wide}", gpu.gemm_variant())
 }
 
-/// Whether a recording ran the 64-bit-load variant of a kernel.
-pub fn ran_load64(rec: &Recorder<'_>) -> bool {
+/// The kernel label of every dispatch of a recording, in order.
+pub fn labels(rec: &Recorder<'_>) -> Vec<String> {
     rec.dispatches()
         .iter()
-        .any(|d| d.kernel.key.label().contains("LOAD64"))
+        .map(|d| d.kernel.key.label())
+        .collect()
+}
+
+/// Whether a recording ran the 64-bit-load variant of a kernel.
+pub fn ran_load64(rec: &Recorder<'_>) -> bool {
+    labels(rec).iter().any(|l| l.contains("LOAD64"))
 }
 
 /// Seeded test data: the library's SplitMix64 / Box–Muller source.
