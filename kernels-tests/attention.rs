@@ -36,10 +36,11 @@ const CASES: &[Case] = &[
     // dim (8), several query tiles under a causal mask.
     Case { name: "tile edges 70x45 3x8 b2", b: 2, n: 70, m: 45, heads: 3, d: 8, causal: false },
     Case { name: "causal 150 2x24", b: 1, n: 150, m: 150, heads: 2, d: 24, causal: true },
-    // CPU devices' wide-head kernel (head dims 128 and up, lanes splitting the head dim):
-    // SD's 8×8-latent cross-attention, partial 4-query tiles, a causal mask.
+    // CPU devices at head dims of 128 and up: SD's 8×8-latent cross-attention (GEMMs), the
+    // wide-head kernel (lanes splitting the head dim) under 32 queries with partial 4-query
+    // tiles, and with a causal mask.
     Case { name: "sd cross 8x160 64x77 b2", b: 2, n: 64, m: 77, heads: 8, d: 160, causal: false },
-    Case { name: "wide odd 37x29 2x128", b: 1, n: 37, m: 29, heads: 2, d: 128, causal: false },
+    Case { name: "wide odd 29x37 2x128", b: 1, n: 29, m: 37, heads: 2, d: 128, causal: false },
     Case { name: "wide causal 19 3x160 b2", b: 2, n: 19, m: 19, heads: 3, d: 160, causal: true },
 ];
 
@@ -84,10 +85,10 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
         let ran = |name: &str| ran_labels.iter().any(|l| l.contains(name));
         let cpu = gpu.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
         // CPU devices at head dims of 128 and up: two GEMMs per query chunk
-        // (ops::attention_gemm) from 128 queries without a causal mask, else the wide-head
-        // flash kernel.
+        // (ops::attention_gemm) from 32 queries (its MIN_QUERIES) without a causal mask,
+        // else the wide-head flash kernel.
         let wide_head = cpu && c.d % 4 == 0 && c.d >= 128;
-        let gemms = wide_head && !c.causal && c.n >= 128;
+        let gemms = wide_head && !c.causal && c.n >= 32;
         assert_eq!(
             (
                 ran("attention_cpu_wide"),
@@ -307,7 +308,9 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
 /// CPU devices' wide-head attention as GEMMs (ops::attention_gemm) over several query
 /// chunks, on a device whose 1 MiB storage bindings cap a chunk's scores at 1 MiB: two
 /// images of 600 queries × 1000 keys (256 queries a chunk: three per image), keys padded
-/// to a multiple of 4 under a partial row tile (133 queries), and heads read from a fused q|k|v row.
+/// to a multiple of 4 under a partial row tile (133 queries; 7 keys: an odd last pair in the
+/// packing), and heads read from a fused q|k|v row. Each case runs with the packing's 64-bit
+/// components and without (devices without shader-int64).
 #[test]
 fn attention_gemm_chunks_match_reference() {
     let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
@@ -316,11 +319,16 @@ fn attention_gemm_chunks_match_reference() {
     })
     .unwrap_or_else(|e| panic!("GPU tests need a wgpu adapter: {e}"));
     let cpu = g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
-    for (b, n, m, heads, d, fused, softmaxes) in [
+    for case in [
         (2, 600, 1000, 1, 128, false, 6),
-        (1, 133, 5, 2, 160, false, 1),
+        (1, 133, 7, 2, 160, false, 1),
         (1, 150, 150, 2, 128, true, 1),
-    ] {
+    ]
+    .into_iter()
+    .flat_map(|case| [(case, true), (case, false)])
+    {
+        let ((b, n, m, heads, d, fused, softmaxes), load64) = case;
+        g.set_load64(load64);
         let c = heads * d;
         let mut rng = Rng::new((n + m) as u64);
         let (q, k, v) = (
@@ -358,18 +366,20 @@ fn attention_gemm_chunks_match_reference() {
         };
         let labels = labels(&rec);
         let count = |s: &str| labels.iter().filter(|l| l.as_str() == s).count();
+        let pack = if load64 && g.load64() {
+            "attention_gemm:main PACK LOAD64"
+        } else {
+            "attention_gemm:main PACK"
+        };
         assert_eq!(
-            (
-                count("attention_gemm:main PACK"),
-                count("attention_gemm:main")
-            ),
+            (count(pack), count("attention_gemm:main")),
             if cpu { (1, softmaxes) } else { (0, 0) },
             "n={n} m={m} d={d}: packs and query chunks in {labels:?}"
         );
         rec.submit().unwrap();
         let want = reference::attention(&q, &k, &v, [b, n, m], heads, d, false, 0.07, None);
         check(
-            &format!("attention GEMMs b={b} n={n} m={m} {heads}x{d} fused={fused}"),
+            &format!("attention GEMMs b={b} n={n} m={m} {heads}x{d} fused={fused} load64={load64}"),
             &out.to_vec(&g).unwrap(),
             &want,
             1e-4,

@@ -5,12 +5,14 @@
 // with zeros to nkp (a multiple of 4, so that the products take the vectorised loop):
 //   kt[bh, c, j] = K[b, j, h·d + c]   (Kᵀ, [b·heads, d, nkp]: B of S = Q·Kᵀ)
 //   vp[bh, j, c] = V[b, j, h·d + c]   ([b·heads, nkp, d]: B of O = P·V)
-// four head-dim elements of each per invocation. Dispatch: ⌈b·heads·nkp·d / 256⌉ workgroups.
+// one workgroup of 8 lanes per pair of packed key rows. Dispatch: b·heads·nkp/2
+// workgroups.
 //
 // else (softmax): one row of a query chunk's scores S ([heads, qc, nkp], the first `rows`
 // of each head's qc rows in use) replaced in place by softmax(scale · s) over its first
-// n_kv columns (f32: the row max, then the exps and their sum, then the division, as
-// torch.softmax), the padded columns by 0. One subgroup of 8 lanes per row (the host
+// n_kv columns (f32, as torch.softmax: exp(x − max) / sum; the max and the sum in one
+// online pass, the probabilities in a second: two loads and one store per score), the
+// padded columns by 0. One subgroup of 8 lanes per row (the host
 // checks the device's subgroup size is 8), lane l taking the vec4s l, l + 8, …
 // Dispatch: heads · qc workgroups.
 
@@ -25,42 +27,87 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 #if PACK
+#if LOAD64
+// 64-bit components (define LOAD64, see common.wgsl): llvmpipe moves storage data lane by
+// lane, one component at a time, so a u64 carrying two f32 halves the work.
+@group(0) @binding(1) var<storage, read> k: array<vec2<u64>>;
+@group(0) @binding(2) var<storage, read> v: array<vec2<u64>>;
+@group(0) @binding(3) var<storage, read_write> kt: array<u64>;
+@group(0) @binding(4) var<storage, read_write> vp: array<vec2<u64>>;
+fn k4(i: u32) -> vec4<f32> { return f32x4_bits(k[i]); }
+fn v4(i: u32) -> vec4<f32> { return f32x4_bits(v[i]); }
+fn store_vp(i: u32, x: vec4<f32>) { vp[i] = f32x4_words(x); }
+// Kᵀ elements t and t + 1 (t even).
+fn store_kt2(t: u32, a: f32, b: f32) {
+    kt[t / 2u] = u64(bitcast<u32>(a)) | (u64(bitcast<u32>(b)) << 32u);
+}
+#else
 @group(0) @binding(1) var<storage, read> k: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> v: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> kt: array<f32>;
+@group(0) @binding(3) var<storage, read_write> kt: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> vp: array<vec4<f32>>;
+fn k4(i: u32) -> vec4<f32> { return k[i]; }
+fn v4(i: u32) -> vec4<f32> { return v[i]; }
+fn store_vp(i: u32, x: vec4<f32>) { vp[i] = x; }
+fn store_kt2(t: u32, a: f32, b: f32) { kt[t / 2u] = vec2<f32>(a, b); }
+#endif
 
-@compute @workgroup_size(64)
+// Four elements of K or V at vec4 index i, or zeros for a padded key.
+fn k_or_0(valid: bool, i: u32) -> vec4<f32> {
+    var x = vec4<f32>(0.0);
+    if (valid) {
+        x = k4(i);
+    }
+    return x;
+}
+fn v_or_0(valid: bool, i: u32) -> vec4<f32> {
+    var x = vec4<f32>(0.0);
+    if (valid) {
+        x = v4(i);
+    }
+    return x;
+}
+
+@compute @workgroup_size(8)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
+    @builtin(local_invocation_index) lane: u32,
 ) {
-    // Four head-dim elements per invocation (d, the offsets and strides are multiples of
-    // 4, checked by the host): idx = (bh · nkp + j) · d/4 + c/4, vp's vec4.
-    let dv = p.d / 4u;
-    let idx = linear_workgroup(wid, nwg) * 64u + li;
-    if (idx >= p.batch * p.heads * p.nkp * dv) {
+    // One workgroup per pair of packed key rows j, j + 1 (j even; nkp is a multiple of 4) of
+    // one (image, head) bh: its indices are the same for every lane (llvmpipe divides per
+    // lane otherwise, one scalar divide each). The 8 lanes take four head-dim elements each,
+    // 32 apart (d, the offsets and strides are multiples of 4, checked by the host); the pair
+    // makes Kᵀ's stores two keys wide.
+    let pair = linear_workgroup(wid, nwg);
+    let half = p.nkp / 2u;
+    if (pair >= p.batch * p.heads * half) {
         return;
     }
-    let c = 4u * (idx % dv);
-    let r = idx / dv;
-    let j = r % p.nkp;
-    let bh = r / p.nkp;
+    let j = 2u * (pair % half);
+    let bh = pair / half;
     let h = bh % p.heads;
     let b = bh / p.heads;
-    var kx = vec4<f32>(0.0);
-    var vx = vec4<f32>(0.0);
-    if (j < p.n_kv) {
-        kx = k[(p.k_off + (b * p.n_kv + j) * p.k_stride + h * p.d + c) / 4u];
-        vx = v[(p.v_off + (b * p.n_kv + j) * p.v_stride + h * p.d + c) / 4u];
+    let v0 = j < p.n_kv;
+    let v1 = j + 1u < p.n_kv;
+    let key0 = b * p.n_kv + min(j, p.n_kv - 1u);
+    let key1 = b * p.n_kv + min(j + 1u, p.n_kv - 1u);
+    let k0 = p.k_off + key0 * p.k_stride + h * p.d;
+    let k1 = p.k_off + key1 * p.k_stride + h * p.d;
+    let w0 = p.v_off + key0 * p.v_stride + h * p.d;
+    let w1 = p.v_off + key1 * p.v_stride + h * p.d;
+    let row = bh * p.nkp + j;
+    for (var c = 4u * lane; c < p.d; c += 32u) {
+        store_vp((row * p.d + c) / 4u, v_or_0(v0, (w0 + c) / 4u));
+        store_vp(((row + 1u) * p.d + c) / 4u, v_or_0(v1, (w1 + c) / 4u));
+        let a = k_or_0(v0, (k0 + c) / 4u);
+        let n = k_or_0(v1, (k1 + c) / 4u);
+        let t = (bh * p.d + c) * p.nkp + j;
+        store_kt2(t, a.x, n.x);
+        store_kt2(t + p.nkp, a.y, n.y);
+        store_kt2(t + 2u * p.nkp, a.z, n.z);
+        store_kt2(t + 3u * p.nkp, a.w, n.w);
     }
-    vp[idx] = vx;
-    let t = (bh * p.d + c) * p.nkp + j;
-    kt[t] = kx.x;
-    kt[t + p.nkp] = kx.y;
-    kt[t + 2u * p.nkp] = kx.z;
-    kt[t + 3u * p.nkp] = kx.w;
 }
 #else
 @group(0) @binding(1) var<storage, read_write> s: array<vec4<f32>>;
@@ -75,29 +122,33 @@ fn scores(base: u32, i: u32, fill: f32) -> vec4<f32> {
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(local_invocation_index) lane: u32,
 ) {
-    let r = linear_workgroup(wid, nwg);
+    // One row per lane, 8 rows per workgroup: a workgroup per row cost more to start than
+    // a short row's work on llvmpipe.
+    let r = linear_workgroup(wid, nwg) * 8u + lane;
     if (r >= p.heads * p.qc || r % p.qc >= p.rows) {
         return;
     }
     let nv = p.nkp / 4u;
     let base = r * nv;
+    // Pass 1: the running max and sum of exps per component (online: the sum is rescaled
+    // when the max grows), padded columns contributing nothing.
     var mx = vec4<f32>(-3.0e38);
-    for (var i = lane; i < nv; i += 8u) {
-        mx = max(mx, scores(base, i, -3.0e38));
-    }
-    let m = subgroupMax(max(max(mx.x, mx.y), max(mx.z, mx.w)));
     var sum = vec4<f32>(0.0);
-    for (var i = lane; i < nv; i += 8u) {
-        // exp(-inf-like) of a padded column is 0.
-        let e = exp(scores(base, i, -3.0e38) - vec4<f32>(m));
-        s[base + i] = e;
-        sum += e;
+    for (var i = 0u; i < nv; i++) {
+        let x = scores(base, i, -3.0e38);
+        let m = max(mx, x);
+        let col = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
+        let e = select(vec4<f32>(0.0), exp(x - m), col < vec4<u32>(p.n_kv));
+        sum = sum * exp(mx - m) + e;
+        mx = m;
     }
-    let inv = 1.0 / subgroupAdd(sum.x + sum.y + sum.z + sum.w);
-    for (var i = lane; i < nv; i += 8u) {
-        s[base + i] = s[base + i] * inv;
+    let m = max(max(mx.x, mx.y), max(mx.z, mx.w));
+    let inv = 1.0 / dot(sum, exp(mx - vec4<f32>(m)));
+    // Pass 2: the probabilities (exp of a padded column's fill is 0).
+    for (var i = 0u; i < nv; i++) {
+        s[base + i] = exp(scores(base, i, -3.0e38) - vec4<f32>(m)) * inv;
     }
 }
 #endif

@@ -49,14 +49,15 @@ struct Params {
 /// Bytes of one query chunk's scores.
 pub(crate) const S_BUDGET: usize = 8 << 20;
 
-/// Invocations per workgroup of the packing kernel.
-const PACK_WG: usize = 64;
-
-/// The packing kernel (`PACK`) or the softmax.
-fn kernel(pack: bool) -> KernelKey {
+/// The packing kernel (`PACK`, with 64-bit components where `load64`) or the softmax.
+fn kernel(pack: bool, load64: bool) -> KernelKey {
     let (defines, bindings) = if pack {
+        let mut defines = vec![Define::Flag("PACK")];
+        if load64 {
+            defines.push(Define::Flag("LOAD64"));
+        }
         (
-            vec![Define::Flag("PACK")],
+            defines,
             vec![
                 Access::Read,
                 Access::Read,
@@ -78,7 +79,11 @@ fn kernel(pack: bool) -> KernelKey {
 }
 
 pub(crate) fn kernel_keys() -> Vec<KernelKey> {
-    vec![kernel(true), kernel(false)]
+    vec![
+        kernel(true, false),
+        kernel(true, true),
+        kernel(false, false),
+    ]
 }
 
 /// Whether a CPU device (subgroup GEMM core) runs this attention (`b` images, `c` channels
@@ -113,11 +118,11 @@ pub(crate) fn applies(
 
 /// Fewest queries for which the GEMMs (3 dispatches per image and chunk, plus the packing)
 /// beat the one-dispatch wide-head flash kernel: measured on Mesa 25 lavapipe
-/// (`ops::attention` timed alone, alternating), 2 × 8 heads × 160 with 77 keys: 64 queries
-/// 5.9–6.6 against 6.2–7.1 GFLOP/s, 128: 6.6–7.9 against 6.1–6.9, 256: 8.4–8.6 against
-/// 6.1–6.9; 1 × 512: 64 queries 3.0–5.1 against 2.6–3.4, 128: 8.1–8.2 against 5.4–7.1,
-/// 1024: 14.8–15.0 against 5.3–5.4.
-pub(crate) const MIN_QUERIES: usize = 128;
+/// (`ops::attention` timed alone, the two paths alternating in one process, four times
+/// each), 2 images × 8 heads × 160 with 77 keys: 16 queries 2.1–2.6 ms against 1.7–2.0,
+/// 32: 3.2–3.3 against 3.4–3.9, 64: 5.3–5.8 against 4.4–6.9 (three of four); 1 × 512 at
+/// 64 queries and keys 0.8 against 1.7 ms, at 16 0.17–0.20 against 0.16.
+pub(crate) const MIN_QUERIES: usize = 32;
 
 /// Queries per chunk: as many as keep the chunk's scores within [`S_BUDGET`] and one storage
 /// binding, a multiple of the GEMM core's 16-row tile (at least one tile).
@@ -181,13 +186,13 @@ pub(crate) fn attention_gemm(
         v_stride: u("row length", v.row())?,
         ..base
     };
-    // The packing kernel indexes the packed elements with one u32, four per invocation.
+    // The packing kernel indexes the packed elements with one u32, a workgroup per key row.
     let total = b * heads * nkp * d;
     u("packed elements", total)?;
-    let grid = gpu.grid(OP, (total / 4).div_ceil(PACK_WG) as u64)?;
+    let grid = gpu.grid(OP, (b * heads * nkp / 2) as u64)?;
     push(
         rec,
-        kernel(true),
+        kernel(true, gpu.load64()),
         &pack,
         vec![kb.range, vb.range, ktb.range, vpb.range],
         grid,
@@ -238,10 +243,10 @@ pub(crate) fn attention_gemm(
             };
             push(
                 rec,
-                kernel(false),
+                kernel(false, false),
                 &params,
                 vec![sb.range.clone()],
-                gpu.grid(OP, (heads * qc) as u64)?,
+                gpu.grid(OP, (heads * qc).div_ceil(8) as u64)?,
             )?;
             rec.set_last_cost(crate::gpu::Cost {
                 flop: 0.0,
