@@ -8,13 +8,11 @@
 // one workgroup of 8 lanes per pair of packed key rows. Dispatch: b·heads·nkp/2
 // workgroups.
 //
-// else (softmax): one row of a query chunk's scores S ([heads, qc, nkp], the first `rows`
+// else (softmax): each row of a query chunk's scores S ([heads, qc, nkp], the first `rows`
 // of each head's qc rows in use) replaced in place by softmax(scale · s) over its first
 // n_kv columns (f32, as torch.softmax: exp(x − max) / sum; the max and the sum in one
 // online pass, the probabilities in a second: two loads and one store per score), the
-// padded columns by 0. One subgroup of 8 lanes per row (the host
-// checks the device's subgroup size is 8), lane l taking the vec4s l, l + 8, …
-// Dispatch: heads · qc workgroups.
+// padded columns by 0. One row per lane. Dispatch: ⌈heads · qc / 8⌉ workgroups.
 
 #include "common.wgsl"
 
