@@ -309,8 +309,10 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
 /// chunks, on a device whose 1 MiB storage bindings cap a chunk's scores at 1 MiB: two
 /// images of 600 queries × 1000 keys (256 queries a chunk: three per image), keys padded
 /// to a multiple of 4 under a partial row tile (133 queries; 7 keys: an odd last pair in the
-/// packing), and heads read from a fused q|k|v row. Each case runs with the packing's 64-bit
-/// components and without (devices without shader-int64).
+/// packing), heads read from a fused q|k|v row, and images sharing a product (three images
+/// whose scores fit two per binding: a group of two and a group of one; four small images in
+/// one). Each case runs with the packing's 64-bit components and without (devices without
+/// shader-int64).
 #[test]
 fn attention_gemm_chunks_match_reference() {
     let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
@@ -323,6 +325,8 @@ fn attention_gemm_chunks_match_reference() {
         (2, 600, 1000, 1, 128, false, 6),
         (1, 133, 7, 2, 160, false, 1),
         (1, 150, 150, 2, 128, true, 1),
+        (3, 200, 300, 2, 128, false, 2),
+        (4, 40, 40, 2, 160, true, 1),
     ]
     .into_iter()
     .flat_map(|case| [(case, true), (case, false)])

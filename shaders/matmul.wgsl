@@ -15,6 +15,9 @@
 // A(m, k) = (P[m, k] − mean) · inv · ln_g[k] + ln_b[k] (torch.nn.LayerNorm, biased variance),
 // so the normalised activation is never stored.
 // C's rows are c_ld elements apart (N, or wider: a column window of a larger tensor).
+// Batches of two levels: matrix b of A and of C starts at (b / b_inner)·ostride +
+// (b % b_inner)·bstride (attention's images × heads, ops::attention_gemm; b_inner = batch
+// for a plain batch); B's matrices are b_bstride apart.
 // R (has_res): a residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where K, N and the offsets allow (define VEC4),
@@ -28,8 +31,9 @@ struct Params {
     a_off: u32, b_off: u32, c_off: u32, bias_off: u32,
     a_bstride: u32, b_bstride: u32, c_bstride: u32, has_bias: u32,
     tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
-    b_ld: u32, a_ld: u32, c_ld: u32, _pad2: u32,
-    ln_g_off: u32, ln_b_off: u32, ln_eps: f32, _pad3: u32,
+    b_ld: u32, a_ld: u32, c_ld: u32, b_inner: u32,
+    ln_g_off: u32, ln_b_off: u32, ln_eps: f32, a_ostride: u32,
+    c_ostride: u32, _pad4: u32, _pad5: u32, _pad6: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -141,8 +145,17 @@ fn row_stats(base: u32) -> vec2<f32> {
 }
 #endif
 
+// Where matrix b of A or C starts: the two-level batch (b is the same for a workgroup; a
+// plain batch skips the division).
+fn batch_off(b: u32, stride: u32, ostride: u32) -> u32 {
+    if (p.b_inner >= p.batch) {
+        return b * stride;
+    }
+    return (b / p.b_inner) * ostride + (b % p.b_inner) * stride;
+}
+
 fn a_row(b: u32, m: u32) -> ARow {
-    let base = p.a_off + b * p.a_bstride + min(m, p.m - 1u) * p.a_ld;
+    let base = p.a_off + batch_off(b, p.a_bstride, p.a_ostride) + min(m, p.m - 1u) * p.a_ld;
 #if A_LN
     let st = row_stats(base);
     return ARow(base, m < p.m, st.x, st.y);
@@ -185,7 +198,7 @@ fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
 }
 // Columns n .. n + 3 of row m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
-    let i = b * p.c_bstride + m * p.c_ld + n;
+    let i = batch_off(b, p.c_bstride, p.c_ostride) + m * p.c_ld + n;
     var out = v;
     if (p.has_res != 0u) { out += vec4<f32>(res[(p.res_off + i) >> 2u]); }
     c[(p.c_off + i) >> 2u] = act4(out);
@@ -220,7 +233,7 @@ fn load_b(b: u32, k: u32, n: u32) -> f32 {
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     var out = v;
     if (p.has_bias != 0u) { out += bias_at(p.bias_off + n); }
-    let i = b * p.c_bstride + m * p.c_ld + n;
+    let i = batch_off(b, p.c_bstride, p.c_ostride) + m * p.c_ld + n;
     if (p.has_res != 0u) { out += f32(res[p.res_off + i]); }
     c[p.c_off + i] = act(out);
 }

@@ -1,12 +1,12 @@
 //! Attention on CPU devices at wide heads (head dims of 128 and up: SD's 160 at its smallest
-//! latents, the VAE's single 512-wide head) as two GEMMs per chunk of queries, through the
-//! matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs K and V and takes the
-//! softmax):
+//! latents, the VAE's single 512-wide head) as two GEMMs per group of images or chunk of
+//! queries, through the matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs K
+//! and V and takes the softmax):
 //!
 //! ```text
 //! Kᵀ, V   packed per (image, head), keys zero-padded to a multiple of 4 (f32)
-//! for each image, for each chunk of qc queries:
-//!     S = Q·Kᵀ                  [heads, qc, nkp]   (matmul, heads as its batch)
+//! for each group of g images (all their queries), or each image's chunks of qc queries:
+//!     S = Q·Kᵀ                  [g·heads, qc, nkp]  (matmul, images × heads as its batch)
 //!     P = softmax(scale · S)    in place, over the n_kv real keys (f32, as torch.softmax)
 //!     O = P·V                   written into the output's head columns (matmul)
 //! ```
@@ -16,8 +16,9 @@
 //! every key and value for a handful of queries (`attention_cpu_wide.wgsl`: four), the GEMM
 //! core for 16 rows × 32 columns: measured on Mesa 25 lavapipe (`cargo bench --bench
 //! attention`), the VAE's 1024-token 512-wide attention went from 4.9 to the matmul rows'
-//! speed (see the README). The scores of one chunk are `heads · qc · nkp` floats, held under
-//! [`S_BUDGET`] (never N×M: 8 MiB whatever the image size), the packed K and V `2·b·n_kv·c`.
+//! speed (see the README). The scores of one product are `g · heads · qc · nkp` floats, held
+//! under [`S_BUDGET`] (never N×M: 8 MiB whatever the image size), the packed K and V
+//! `2·b·n_kv·c`.
 //! Only f32 activations without a causal mask take this path (the flash kernels keep f16
 //! activations, CLIP's causal mask and devices whose loop cap a long key loop would pass).
 
@@ -46,7 +47,7 @@ struct Params {
     scale: f32,
 }
 
-/// Bytes of one query chunk's scores.
+/// Bytes of one product's scores (a group of images, or a chunk of one image's queries).
 pub(crate) const S_BUDGET: usize = 8 << 20;
 
 /// The packing kernel (`PACK`, with 64-bit components where `load64`) or the softmax.
@@ -116,21 +117,41 @@ pub(crate) fn applies(
             .is_none_or(|l| 2 * nkp < l as usize)
 }
 
-/// Fewest queries for which the GEMMs (3 dispatches per image and chunk, plus the packing)
+/// Fewest queries for which the GEMMs (3 dispatches per group of images or query chunk,
+/// plus the packing)
 /// beat the one-dispatch wide-head flash kernel: measured on Mesa 25 lavapipe
 /// (`ops::attention` timed alone, the two paths alternating in one process, four times
-/// each), 2 images × 8 heads × 160 with 77 keys: 16 queries 2.1–2.6 ms against 1.7–2.0,
+/// each, one image per product then), 2 images × 8 heads × 160 with 77 keys: 16 queries 2.1–2.6 ms against 1.7–2.0,
 /// 32: 3.2–3.3 against 3.4–3.9, 64: 5.3–5.8 against 4.4–6.9 (three of four); 1 × 512 at
 /// 64 queries and keys 0.8 against 1.7 ms, at 16 0.17–0.20 against 0.16.
 pub(crate) const MIN_QUERIES: usize = 32;
 
-/// Queries per chunk: as many as keep the chunk's scores within [`S_BUDGET`] and one storage
-/// binding, a multiple of the GEMM core's 16-row tile (at least one tile).
-fn chunk_queries(n_q: usize, heads: usize, nkp: usize, max_binding: u64) -> usize {
+/// How the scores are materialised: `images` images per product (all their queries) when
+/// one image's scores fit, else one image in chunks of `queries` queries.
+#[derive(Debug, PartialEq)]
+struct Plan {
+    images: usize,
+    queries: usize,
+}
+
+/// As many images, or queries of one image, per product as keep the scores within
+/// [`S_BUDGET`] and one storage binding; a query chunk is a multiple of the GEMM core's
+/// 16-row tile (at least one tile).
+fn plan(b: usize, n_q: usize, heads: usize, nkp: usize, max_binding: u64) -> Plan {
     let bytes = (S_BUDGET as u64).min(max_binding) as usize;
     let per_query = heads * nkp * 4;
+    let per_image = per_query * n_q;
+    if per_image <= bytes {
+        return Plan {
+            images: (bytes / per_image).min(b),
+            queries: n_q,
+        };
+    }
     let qc = (bytes / per_query / 16 * 16).max(16);
-    qc.min(n_q.next_multiple_of(16))
+    Plan {
+        images: 1,
+        queries: qc.min(n_q.next_multiple_of(16)),
+    }
 }
 
 /// One operand of the attention: the tensor `[b, seq, row]` and where its heads start in a
@@ -204,13 +225,15 @@ pub(crate) fn attention_gemm(
     });
 
     let max_binding = gpu.limits().max_storage_buffer_binding_size;
-    let qc = chunk_queries(n_q, heads, nkp, max_binding);
-    let s = Tensor::empty_in(rec, &[heads, qc, nkp], DType::F32, "attention.scores")?;
+    let plan = plan(b, n_q, heads, nkp, max_binding);
+    let (g, qc) = (plan.images, plan.queries);
+    let s = Tensor::empty_in(rec, &[g * heads, qc, nkp], DType::F32, "attention.scores")?;
     let sb = s.bind(gpu, OP)?;
-    for bi in 0..b {
+    for bi in (0..b).step_by(g) {
+        let gi = g.min(b - bi);
         for q0 in (0..n_q).step_by(qc) {
             let rows = qc.min(n_q - q0);
-            // S[h] = Q[bi, q0.., h] · Kᵀ[bi, h]: [rows, d] · [d, nkp].
+            // S[i, h] = Q[bi + i, q0.., h] · Kᵀ[bi + i, h]: gi × heads products [rows, d] · [d, nkp].
             strided_product(
                 rec,
                 &Strided {
@@ -218,25 +241,30 @@ pub(crate) fn attention_gemm(
                     off: (bi * n_q + q0) * q.row() + q.col,
                     ld: q.row(),
                     bstride: d,
+                    ostride: n_q * q.row(),
                 },
                 &Strided {
                     t: &kt,
                     off: bi * heads * d * nkp,
                     ld: nkp,
                     bstride: d * nkp,
+                    ostride: heads * d * nkp,
                 },
                 &Strided {
                     t: &s,
                     off: 0,
                     ld: nkp,
                     bstride: qc * nkp,
+                    ostride: heads * qc * nkp,
                 },
                 rows,
                 nkp,
                 d,
+                gi * heads,
                 heads,
             )?;
             let params = Params {
+                heads: u("heads", gi * heads)?,
                 qc: u("chunk", qc)?,
                 rows: u("rows", rows)?,
                 ..base
@@ -246,14 +274,15 @@ pub(crate) fn attention_gemm(
                 kernel(false, false),
                 &params,
                 vec![sb.range.clone()],
-                gpu.grid(OP, (heads * qc).div_ceil(8) as u64)?,
+                gpu.grid(OP, (gi * heads * qc).div_ceil(8) as u64)?,
             )?;
             rec.set_last_cost(crate::gpu::Cost {
                 flop: 0.0,
-                bytes: 16.0 * (heads * rows * nkp) as f64,
-                shape: format!("softmax {heads}x[{rows}x{n_kv}]"),
+                bytes: 12.0 * (gi * heads * rows * nkp) as f64,
+                shape: format!("softmax {}x[{rows}x{n_kv}]", gi * heads),
             });
-            // O[bi, q0.., h] = P[h] · V[bi, h]: [rows, nkp] · [nkp, d], into the head's columns.
+            // O[bi + i, q0.., h] = P[i, h] · V[bi + i, h]: [rows, nkp] · [nkp, d], into the
+            // head's columns.
             strided_product(
                 rec,
                 &Strided {
@@ -261,25 +290,85 @@ pub(crate) fn attention_gemm(
                     off: 0,
                     ld: nkp,
                     bstride: qc * nkp,
+                    ostride: heads * qc * nkp,
                 },
                 &Strided {
                     t: &vp,
                     off: bi * heads * nkp * d,
                     ld: d,
                     bstride: nkp * d,
+                    ostride: heads * nkp * d,
                 },
                 &Strided {
                     t: out,
                     off: (bi * n_q + q0) * c,
                     ld: c,
                     bstride: d,
+                    ostride: n_q * c,
                 },
                 rows,
                 d,
                 nkp,
+                gi * heads,
                 heads,
             )?;
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_groups_images_whose_scores_fit_else_chunks_queries() {
+        let big = 128 << 20;
+        // SD's 8×8 and 16×16 latents, batch 2 with guidance: both images in one product.
+        assert_eq!(
+            plan(4, 64, 8, 80, big),
+            Plan {
+                images: 4,
+                queries: 64
+            }
+        );
+        assert_eq!(
+            plan(2, 256, 8, 80, big),
+            Plan {
+                images: 2,
+                queries: 256
+            }
+        );
+        // 480 KB per image under a 1 MiB binding: two images per product.
+        assert_eq!(
+            plan(3, 200, 2, 300, 1 << 20),
+            Plan {
+                images: 2,
+                queries: 200
+            }
+        );
+        // The VAE's 64² latents (4096 tokens, 64 MiB of scores): 512-query chunks.
+        assert_eq!(
+            plan(1, 4096, 1, 4096, big),
+            Plan {
+                images: 1,
+                queries: 512
+            }
+        );
+        // A chunk is at least one 16-row tile, and no longer than the queries rounded up.
+        assert_eq!(
+            plan(1, 40, 1, 1 << 20, big),
+            Plan {
+                images: 1,
+                queries: 16
+            }
+        );
+        assert_eq!(
+            plan(1, 600, 1, 1000, 1 << 20),
+            Plan {
+                images: 1,
+                queries: 256
+            }
+        );
+    }
 }

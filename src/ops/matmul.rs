@@ -34,12 +34,18 @@ pub struct MatmulParams {
     /// Elements between rows of C and of the residual (N, or wider for a product written
     /// into a column window of a larger tensor: attention's heads, `ops::attention_gemm`).
     pub c_ld: u32,
-    pub _pad: u32,
+    /// Matrices per outer batch step (at least 1): matrix `i` of A and of C starts at
+    /// `(i / b_inner)·ostride + (i % b_inner)·bstride` (attention's images × heads); `batch`
+    /// for a plain batch.
+    pub b_inner: u32,
     /// LayerNorm of A (define `A_LN`): where its weight and bias start, and its eps.
     pub ln_g_off: u32,
     pub ln_b_off: u32,
     pub ln_eps: f32,
-    pub _pad1: u32,
+    /// Elements between the outer batch steps of A and of C (see `b_inner`).
+    pub a_ostride: u32,
+    pub c_ostride: u32,
+    pub _pad: [u32; 3],
 }
 
 /// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
@@ -432,26 +438,33 @@ pub fn matmul(
 }
 
 /// One operand of [`strided_product`]: a tensor, where its first matrix starts in it
-/// (elements), the elements between its rows and between consecutive matrices.
+/// (elements), the elements between its rows, between consecutive matrices of one outer
+/// step and between outer steps (the product's `inner` matrices per step).
 pub(crate) struct Strided<'a> {
     pub t: &'a Tensor,
     pub off: usize,
     pub ld: usize,
     pub bstride: usize,
+    pub ostride: usize,
 }
 
 impl Strided<'_> {
-    /// Whether `batch` matrices of `rows × cols` lie inside the tensor.
-    fn fits(&self, batch: usize, rows: usize, cols: usize) -> bool {
-        let last = self.off + (batch - 1) * self.bstride + (rows - 1) * self.ld + cols;
+    /// Whether `outer × inner` matrices of `rows × cols` lie inside the tensor.
+    fn fits(&self, outer: usize, inner: usize, rows: usize, cols: usize) -> bool {
+        let last = self.off
+            + (outer - 1) * self.ostride
+            + (inner - 1) * self.bstride
+            + (rows - 1) * self.ld
+            + cols;
         (rows == 1 || cols <= self.ld) && last <= self.t.numel()
     }
 }
 
-/// `C[i] = A[i] · B[i]` for `batch` matrices read and written through offsets and strides
-/// (attention's per-head products on CPU devices, `ops::attention_gemm`): A `m × k` of the
-/// activation dtype, B `k × n` f32 (plain layout), C `m × n` of A's dtype; no bias. The
-/// vectorised loop where K, N, every offset and stride are multiples of 4.
+/// `C[i] = A[i] · B[i]` for `batch` matrices read and written through offsets and strides,
+/// `inner` matrices per outer step (attention's per-head products on CPU devices, images ×
+/// heads, `ops::attention_gemm`): A `m × k` of the activation dtype, B `k × n` f32 (plain
+/// layout, one level: its `ostride` must be `inner · bstride`), C `m × n` of A's dtype; no
+/// bias. The vectorised loop where K, N, every offset and stride are multiples of 4.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn strided_product(
     rec: &mut Recorder<'_>,
@@ -462,6 +475,7 @@ pub(crate) fn strided_product(
     n: usize,
     k: usize,
     batch: usize,
+    inner: usize,
 ) -> Result<()> {
     const OP: &str = "matmul";
     let act = require_act(rec, OP, "a", a.t)?;
@@ -480,15 +494,26 @@ pub(crate) fn strided_product(
             format!("empty product: {batch} × [{m}x{k}]·[{k}x{n}]"),
         ));
     }
+    if inner == 0 || batch % inner != 0 || b.ostride != inner * b.bstride {
+        return Err(Error::shape(
+            OP,
+            format!(
+                "{batch} matrices in steps of {inner}, B's steps {} apart (matrices {})",
+                b.ostride, b.bstride
+            ),
+        ));
+    }
+    let outer = batch / inner;
     for (x, rows, cols) in [(a, m, k), (b, k, n), (c, m, n)] {
-        if !x.fits(batch, rows, cols) {
+        if !x.fits(outer, inner, rows, cols) {
             return Err(Error::shape(
                 OP,
                 format!(
-                    "{batch} matrices of {rows}x{cols} from element {} (rows {} apart, matrices {}) overrun `{}` {:?}",
+                    "{outer}x{inner} matrices of {rows}x{cols} from element {} (rows {} apart, matrices {}, steps {}) overrun `{}` {:?}",
                     x.off,
                     x.ld,
                     x.bstride,
+                    x.ostride,
                     x.t.name(),
                     x.t.shape()
                 ),
@@ -499,7 +524,7 @@ pub(crate) fn strided_product(
     let (ab, bb, cb) = (a.t.bind(gpu, OP)?, b.t.bind(gpu, OP)?, c.t.bind(gpu, OP)?);
     let strides_ok = [a, b, c]
         .iter()
-        .all(|x| (x.off | x.ld | x.bstride) % 4 == 0);
+        .all(|x| (x.off | x.ld | x.bstride | x.ostride) % 4 == 0);
     let vec4 = strides_ok && vec4_ok(k, n, &[(&ab, act), (&bb, DType::F32), (&cb, act)]);
     let mut g = gemm(
         gpu.gemm_variant(),
@@ -529,6 +554,9 @@ pub(crate) fn strided_product(
         b_ld: u("b row length", b.ld)?,
         a_ld: u("a row length", a.ld)?,
         c_ld: u("c row length", c.ld)?,
+        b_inner: u("inner batch", inner)?,
+        a_ostride: u("a outer stride", a.ostride)?,
+        c_ostride: u("c outer stride", c.ostride)?,
         ..Default::default()
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
@@ -861,11 +889,11 @@ fn record(
         has_res: res.is_some() as u32,
         b_ld: u32_of(OP, "b row length", b_ld)?,
         c_ld: u32_of(OP, "n", n)?,
-        _pad: 0,
+        b_inner: u32_of(OP, "batch", batch.max(1))?,
         ln_g_off: lnb.as_ref().map_or(0, |l| l.0.elem_offset),
         ln_b_off: lnb.as_ref().map_or(0, |l| l.1.elem_offset),
         ln_eps: lnb.as_ref().map_or(0.0, |l| l.2),
-        _pad1: 0,
+        ..Default::default()
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
     let mut bindings = vec![ab.range, bb.range, biasb.range, cb.range, rb.range];
