@@ -12,7 +12,8 @@
 // of each head's qc rows in use) replaced in place by softmax(scale · s) over its first
 // n_kv columns (f32, as torch.softmax: exp(x − max) / sum; the max and the sum in one
 // online pass, the probabilities in a second: two loads and one store per score), the
-// padded columns by 0. One row per lane. Dispatch: ⌈heads · qc / 8⌉ workgroups.
+// padded columns by 0. One row per lane; LOAD64 moves the scores as 64-bit words.
+// Dispatch: ⌈heads · qc / 8⌉ workgroups.
 
 #include "common.wgsl"
 
@@ -108,12 +109,20 @@ fn main(
     }
 }
 #else
+#if LOAD64
+@group(0) @binding(1) var<storage, read_write> s: array<vec2<u64>>;
+fn s4(i: u32) -> vec4<f32> { return f32x4_bits(s[i]); }
+fn store_s4(i: u32, x: vec4<f32>) { s[i] = f32x4_words(x); }
+#else
 @group(0) @binding(1) var<storage, read_write> s: array<vec4<f32>>;
+fn s4(i: u32) -> vec4<f32> { return s[i]; }
+fn store_s4(i: u32, x: vec4<f32>) { s[i] = x; }
+#endif
 
 // The scaled scores of vec4 i of a row, columns past n_kv at `fill`.
 fn scores(base: u32, i: u32, fill: f32) -> vec4<f32> {
     let col = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
-    return select(vec4<f32>(fill), s[base + i] * p.scale, col < vec4<u32>(p.n_kv));
+    return select(vec4<f32>(fill), s4(base + i) * p.scale, col < vec4<u32>(p.n_kv));
 }
 
 @compute @workgroup_size(8)
@@ -146,7 +155,7 @@ fn main(
     let inv = 1.0 / dot(sum, exp(mx - vec4<f32>(m)));
     // Pass 2: the probabilities (exp of a padded column's fill is 0).
     for (var i = 0u; i < nv; i++) {
-        s[base + i] = exp(scores(base, i, -3.0e38) - vec4<f32>(m)) * inv;
+        store_s4(base + i, exp(scores(base, i, -3.0e38) - vec4<f32>(m)) * inv);
     }
 }
 #endif

@@ -50,24 +50,25 @@ struct Params {
 /// Bytes of one product's scores (a group of images, or a chunk of one image's queries).
 pub(crate) const S_BUDGET: usize = 8 << 20;
 
-/// The packing kernel (`PACK`, with 64-bit components where `load64`) or the softmax.
+/// The packing kernel (`PACK`) or the softmax, with 64-bit components where `load64`.
 fn kernel(pack: bool, load64: bool) -> KernelKey {
-    let (defines, bindings) = if pack {
-        let mut defines = vec![Define::Flag("PACK")];
-        if load64 {
-            defines.push(Define::Flag("LOAD64"));
-        }
-        (
-            defines,
-            vec![
-                Access::Read,
-                Access::Read,
-                Access::ReadWrite,
-                Access::ReadWrite,
-            ],
-        )
+    let mut defines = if pack {
+        vec![Define::Flag("PACK")]
     } else {
-        (vec![], vec![Access::ReadWrite])
+        vec![]
+    };
+    if load64 {
+        defines.push(Define::Flag("LOAD64"));
+    }
+    let bindings = if pack {
+        vec![
+            Access::Read,
+            Access::Read,
+            Access::ReadWrite,
+            Access::ReadWrite,
+        ]
+    } else {
+        vec![Access::ReadWrite]
     };
     KernelKey {
         shader: "attention_gemm.wgsl",
@@ -271,7 +272,7 @@ pub(crate) fn attention_gemm(
             };
             push(
                 rec,
-                kernel(false, false),
+                kernel(false, gpu.load64()),
                 &params,
                 vec![sb.range.clone()],
                 gpu.grid(OP, (gi * heads * qc).div_ceil(8) as u64)?,
