@@ -2,7 +2,8 @@
 //! changing speed moves both (a development aid; `cargo bench` is the measurement of record).
 //! Each round times CLIP's panel-packed `fc1` product (154 × 768 × 3072, the best `cargo
 //! bench --bench matmul` row on lavapipe), then every attention shape given as
-//! `b,n,m,heads,d` on N(0, 1) data, and prints GFLOP/s and the ratio to that round's matmul.
+//! `b,n,m,heads,d` (`b,n,m,heads,d,c` for a causal mask) on N(0, 1) data, and prints
+//! GFLOP/s (4·b·heads·n·m·d, as `cargo bench`) and the ratio to that round's matmul.
 //! `cargo run --release --example attention_vs_matmul -- 2,64,77,8,160 1,1024,1024,1,512`
 use sd_wgpu::ops::{self, AttentionOptions};
 use sd_wgpu::{DType, Gpu, Recorder, Tensor};
@@ -23,10 +24,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cases = std::env::args()
         .skip(1)
         .map(|a| {
-            let v: Vec<usize> = a.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            let causal = a.ends_with(",c");
+            let v: Vec<usize> = a
+                .trim_end_matches(",c")
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()?;
             match v[..] {
-                [b, n, m, heads, d] => Ok((b, n, m, heads, d)),
-                _ => Err(format!("`{a}`: expected b,n,m,heads,d").into()),
+                [b, n, m, heads, d] => Ok((b, n, m, heads, d, causal)),
+                _ => Err(format!("`{a}`: expected b,n,m,heads,d or b,n,m,heads,d,c").into()),
             }
         })
         .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
@@ -43,7 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let w = Tensor::from_f32_panels(&gpu, &w, (k, n), DType::F32, "w")?;
     let qkv = cases
         .iter()
-        .map(|&(b, n, m, h, d)| {
+        .map(|&(b, n, m, h, d, _)| {
             Ok((
                 normal(&[b, n, h * d])?,
                 normal(&[b, m, h * d])?,
@@ -57,12 +63,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
         let peak = 2.0 * (m * k * n) as f64 / s / 1e9;
         let mut line = format!("round {round}: matmul {peak:.1} GFLOP/s");
-        for (&(b, n, m, heads, d), (q, k, v)) in cases.iter().zip(&qkv) {
+        for (&(b, n, m, heads, d, causal), (q, k, v)) in cases.iter().zip(&qkv) {
             let flop = 4.0 * (b * heads * n * m * d) as f64;
             let reps = (2e8 / flop).clamp(1.0, 50.0) as usize;
             let opts = AttentionOptions {
                 heads,
-                causal: false,
+                causal,
                 scale: None,
             };
             let s = time(&gpu, reps, &|r| {
