@@ -210,6 +210,14 @@ fn attention_rejects_bad_input() {
             .to_string()
             .contains("causal")
     );
+    // An empty batch (at a shape that CPU devices would run as GEMMs).
+    let none = upload(&[], &[0, 64, 256], DType::F32, "none");
+    assert!(
+        ops::attention(&mut rec, &none, &none, &none, o(2, false))
+            .unwrap_err()
+            .to_string()
+            .contains("0 images")
+    );
     let wide = upload(&vec![0.0; 1026], &[1, 1, 1026], DType::F32, "wide");
     assert!(
         ops::attention(&mut rec, &wide, &wide, &wide, o(1, false))

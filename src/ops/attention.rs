@@ -411,10 +411,10 @@ fn run(
     }
     let (b, n_q) = (q.t.shape()[0], q.t.shape()[1]);
     let n_kv = k.t.shape()[1];
-    if n_q == 0 || n_kv == 0 {
+    if b == 0 || n_q == 0 || n_kv == 0 {
         return Err(Error::shape(
             OP,
-            format!("empty sequence: {n_q} queries, {n_kv} keys"),
+            format!("empty input: {b} images, {n_q} queries, {n_kv} keys"),
         ));
     }
     if opts.causal && n_kv != n_q {

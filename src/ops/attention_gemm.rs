@@ -144,7 +144,7 @@ fn plan(b: usize, n_q: usize, heads: usize, nkp: usize, max_binding: u64) -> Pla
     let per_image = per_query * n_q;
     if per_image <= bytes {
         return Plan {
-            images: (bytes / per_image).min(b),
+            images: (bytes / per_image).clamp(1, b.max(1)),
             queries: n_q,
         };
     }
