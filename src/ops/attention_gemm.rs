@@ -85,6 +85,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         kernel(true, false),
         kernel(true, true),
         kernel(false, false),
+        kernel(false, true),
     ]
 }
 
