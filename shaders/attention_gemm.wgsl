@@ -51,22 +51,6 @@ fn store_vp(i: u32, x: vec4<f32>) { vp[i] = x; }
 fn store_kt2(t: u32, a: f32, b: f32) { kt[t / 2u] = vec2<f32>(a, b); }
 #endif
 
-// Four elements of K or V at vec4 index i, or zeros for a padded key.
-fn k_or_0(valid: bool, i: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    if (valid) {
-        x = k4(i);
-    }
-    return x;
-}
-fn v_or_0(valid: bool, i: u32) -> vec4<f32> {
-    var x = vec4<f32>(0.0);
-    if (valid) {
-        x = v4(i);
-    }
-    return x;
-}
-
 @compute @workgroup_size(8)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -77,7 +61,8 @@ fn main(
     // one (image, head) bh: its indices are the same for every lane (llvmpipe divides per
     // lane otherwise, one scalar divide each). The 8 lanes take four head-dim elements each,
     // 32 apart (d, the offsets and strides are multiples of 4, checked by the host); the pair
-    // makes Kᵀ's stores two keys wide.
+    // makes Kᵀ's stores two keys wide. A padded key loads the last real one (an address in
+    // bounds) and stores zeros.
     let pair = linear_workgroup(wid, nwg);
     let half = p.nkp / 2u;
     if (pair >= p.batch * p.heads * half) {
@@ -97,10 +82,10 @@ fn main(
     let w1 = p.v_off + key1 * p.v_stride + h * p.d;
     let row = bh * p.nkp + j;
     for (var c = 4u * lane; c < p.d; c += 32u) {
-        store_vp((row * p.d + c) / 4u, v_or_0(v0, (w0 + c) / 4u));
-        store_vp(((row + 1u) * p.d + c) / 4u, v_or_0(v1, (w1 + c) / 4u));
-        let a = k_or_0(v0, (k0 + c) / 4u);
-        let n = k_or_0(v1, (k1 + c) / 4u);
+        store_vp((row * p.d + c) / 4u, select(vec4<f32>(0.0), v4((w0 + c) / 4u), v0));
+        store_vp(((row + 1u) * p.d + c) / 4u, select(vec4<f32>(0.0), v4((w1 + c) / 4u), v1));
+        let a = select(vec4<f32>(0.0), k4((k0 + c) / 4u), v0);
+        let n = select(vec4<f32>(0.0), k4((k1 + c) / 4u), v1);
         let t = (bh * p.d + c) * p.nkp + j;
         store_kt2(t, a.x, n.x);
         store_kt2(t + p.nkp, a.y, n.y);

@@ -231,6 +231,14 @@ pub(crate) fn attention_gemm(
     let (g, qc) = (plan.images, plan.queries);
     let s = Tensor::empty_in(rec, &[g * heads, qc, nkp], DType::F32, "attention.scores")?;
     let sb = s.bind(gpu, OP)?;
+    // The scores as C of S = Q·Kᵀ and as A of O = P·V: [g·heads, qc, nkp].
+    let scores = Strided {
+        t: &s,
+        off: 0,
+        ld: nkp,
+        bstride: qc * nkp,
+        ostride: heads * qc * nkp,
+    };
     for bi in (0..b).step_by(g) {
         let gi = g.min(b - bi);
         for q0 in (0..n_q).step_by(qc) {
@@ -252,13 +260,7 @@ pub(crate) fn attention_gemm(
                     bstride: d * nkp,
                     ostride: heads * d * nkp,
                 },
-                &Strided {
-                    t: &s,
-                    off: 0,
-                    ld: nkp,
-                    bstride: qc * nkp,
-                    ostride: heads * qc * nkp,
-                },
+                &scores,
                 rows,
                 nkp,
                 d,
@@ -287,13 +289,7 @@ pub(crate) fn attention_gemm(
             // head's columns.
             strided_product(
                 rec,
-                &Strided {
-                    t: &s,
-                    off: 0,
-                    ld: nkp,
-                    bstride: qc * nkp,
-                    ostride: heads * qc * nkp,
-                },
+                &scores,
                 &Strided {
                     t: &vp,
                     off: bi * heads * nkp * d,
