@@ -120,12 +120,12 @@ pub(crate) fn applies(
 }
 
 /// Fewest queries for which the GEMMs (3 dispatches per group of images or query chunk,
-/// plus the packing)
-/// beat the one-dispatch wide-head flash kernel: measured on Mesa 25 lavapipe
-/// (`ops::attention` timed alone, the two paths alternating in one process, four times
-/// each, one image per product then), 2 images × 8 heads × 160 with 77 keys: 16 queries 2.1–2.6 ms against 1.7–2.0,
-/// 32: 3.2–3.3 against 3.4–3.9, 64: 5.3–5.8 against 4.4–6.9 (three of four); 1 × 512 at
-/// 64 queries and keys 0.8 against 1.7 ms, at 16 0.17–0.20 against 0.16.
+/// plus the packing) beat the one-dispatch wide-head flash kernel: measured on Mesa 25
+/// lavapipe (`ops::attention` timed alone, the two paths alternating in one process, four
+/// times each, one image per product then), 2 images × 8 heads × 160 with 77 keys: 16
+/// queries 2.1–2.6 ms against 1.7–2.0, 32: 3.2–3.3 against 3.4–3.9, 64: 5.3–5.8 against
+/// 4.4–6.9 (three of four); 1 × 512 at 64 queries and keys 0.8 against 1.7 ms, at 16
+/// 0.17–0.20 against 0.16.
 pub(crate) const MIN_QUERIES: usize = 32;
 
 /// How the scores are materialised: `images` images per product (all their queries) when
@@ -209,7 +209,7 @@ pub(crate) fn attention_gemm(
         v_stride: u("row length", v.row())?,
         ..base
     };
-    // The packing kernel indexes the packed elements with one u32, a workgroup per key row.
+    // The packing kernel indexes the packed elements with one u32, a workgroup per key pair.
     let total = b * heads * nkp * d;
     u("packed elements", total)?;
     let grid = gpu.grid(OP, (b * heads * nkp / 2) as u64)?;
