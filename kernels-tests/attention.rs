@@ -403,10 +403,10 @@ fn attention_gemm_chunks_match_reference() {
     }
 }
 
-/// Where the packed Kᵀ (keys padded to a multiple of 4) would not fit one storage binding
-/// although K does, CPU devices keep the wide-head flash kernel instead of the GEMMs.
+/// Where the packed V (keys padded to a multiple of 4) would not fit one storage binding
+/// although V does, CPU devices keep the wide-head flash kernel instead of the GEMMs.
 #[test]
-fn attention_gemm_falls_back_when_packed_k_outgrows_a_binding() {
+fn attention_gemm_falls_back_when_packed_v_outgrows_a_binding() {
     let (n, m, d) = (128, 131, 128);
     let g = sd_wgpu::Gpu::with_options(&sd_wgpu::GpuOptions {
         max_storage_binding: Some((m * d * 4) as u64),

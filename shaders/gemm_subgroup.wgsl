@@ -43,6 +43,34 @@ fn store_row(b: u32, m: u32, n0: u32, dims: vec4<u32>, v: vec4<f32>) {
 }
 #endif
 
+#if C_T
+// Column n of the tile as its 16 rows, four vec4 of a row of Cᵀ (define C_T).
+fn store_col(b: u32, n: u32, m0: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    if (n < gemm_dims().y) {
+        store_ct4(b, n, m0, v0);
+        store_ct4(b, n, m0 + 4u, v1);
+        store_ct4(b, n, m0 + 8u, v2);
+        store_ct4(b, n, m0 + 12u, v3);
+    }
+}
+
+// The tile transposed: this lane's columns n0 .. n0 + 3 are components x .. w of the 16
+// row accumulators (a register rename on SIMD-per-lane CPU compilers).
+fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {
+    store_col(b, n0, m0,
+        vec4<f32>(acc[0].x, acc[1].x, acc[2].x, acc[3].x), vec4<f32>(acc[4].x, acc[5].x, acc[6].x, acc[7].x),
+        vec4<f32>(acc[8].x, acc[9].x, acc[10].x, acc[11].x), vec4<f32>(acc[12].x, acc[13].x, acc[14].x, acc[15].x));
+    store_col(b, n0 + 1u, m0,
+        vec4<f32>(acc[0].y, acc[1].y, acc[2].y, acc[3].y), vec4<f32>(acc[4].y, acc[5].y, acc[6].y, acc[7].y),
+        vec4<f32>(acc[8].y, acc[9].y, acc[10].y, acc[11].y), vec4<f32>(acc[12].y, acc[13].y, acc[14].y, acc[15].y));
+    store_col(b, n0 + 2u, m0,
+        vec4<f32>(acc[0].z, acc[1].z, acc[2].z, acc[3].z), vec4<f32>(acc[4].z, acc[5].z, acc[6].z, acc[7].z),
+        vec4<f32>(acc[8].z, acc[9].z, acc[10].z, acc[11].z), vec4<f32>(acc[12].z, acc[13].z, acc[14].z, acc[15].z));
+    store_col(b, n0 + 3u, m0,
+        vec4<f32>(acc[0].w, acc[1].w, acc[2].w, acc[3].w), vec4<f32>(acc[4].w, acc[5].w, acc[6].w, acc[7].w),
+        vec4<f32>(acc[8].w, acc[9].w, acc[10].w, acc[11].w), vec4<f32>(acc[12].w, acc[13].w, acc[14].w, acc[15].w));
+}
+#else
 fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {
 #if VEC4
     // The bias of this lane's columns, loaded once for its 16 rows.
@@ -67,6 +95,7 @@ fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 1
     store_row(b, m0 + 14u, n0, dims, acc[14] + add);
     store_row(b, m0 + 15u, n0, dims, acc[15] + add);
 }
+#endif
 
 #if VEC4
 #include "gemm_bias.wgsl"
@@ -121,6 +150,27 @@ fn main(
     // the last valid ones and are not stored.
     let col = min(n0, dims.y - 4u);
     let len = kblock_len();
+#if B_T
+    // B transposed (B_T): this lane's four columns are four rows of Bᵀ (clamped into N),
+    // each read four k at a time (as A's rows) and transposed in registers: as many loads
+    // as four rows of B.
+    let t0 = bt_row(b, n0);
+    let t1 = bt_row(b, n0 + 1u);
+    let t2 = bt_row(b, n0 + 2u);
+    let t3 = bt_row(b, n0 + 3u);
+    for (var i = 0u; i < len; i += 4u) {
+        let a0 = load_a4(row0, i);
+        let a1 = load_a4(row1, i);
+        let b0 = load_bt4(t0, i);
+        let b1 = load_bt4(t1, i);
+        let b2 = load_bt4(t2, i);
+        let b3 = load_bt4(t3, i);
+        fma_step(&acc, a0.x, a1.x, vec4<f32>(b0.x, b1.x, b2.x, b3.x));
+        fma_step(&acc, a0.y, a1.y, vec4<f32>(b0.y, b1.y, b2.y, b3.y));
+        fma_step(&acc, a0.z, a1.z, vec4<f32>(b0.z, b1.z, b2.z, b3.z));
+        fma_step(&acc, a0.w, a1.w, vec4<f32>(b0.w, b1.w, b2.w, b3.w));
+    }
+#else
     for (var kb = 0u; kb < kblocks(); kb++) {
         let blk0 = a_block(row0, kb);
         let blk1 = a_block(row1, kb);
@@ -134,6 +184,7 @@ fn main(
             }
         }
     }
+#endif
 #else
     let last_n = dims.y - 1u;
     let c0 = min(n0, last_n);

@@ -18,6 +18,13 @@
 // Batches of two levels: matrix b of A and of C starts at (b / b_inner)·ostride +
 // (b % b_inner)·bstride (attention's images × heads, ops::attention_gemm; b_inner = batch
 // for a plain batch); B's matrices are b_bstride apart.
+// Defines B_T and C_T (subgroup core, VEC4; the host sets both: attention's scores as
+// Sᵀ = K·Qᵀ with K and Q read in place and S stored, ops::attention_gemm):
+// B_T: B given transposed, as the rows of Bᵀ ([N, K], b_ld apart): B(k, n) = Bᵀ[n, k],
+// matrix b starting at (b / b_inner)·b_ostride + (b % b_inner)·b_bstride; columns past N
+// load the last row (N need not be a multiple of 4).
+// C_T: C stored transposed, C(m, n) at Cᵀ[n, m] (rows c_ld apart, a multiple of 4 at least
+// M rounded up to 4), four m per store; elements past M keep their value.
 // R (has_res): a residual laid out as C, added in the epilogue (a transformer's
 // `x + to_out(attn)`, `x + ff(x)` without a separate add pass).
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where K, N and the offsets allow (define VEC4),
@@ -33,7 +40,7 @@ struct Params {
     tiles_n: u32, tiles_m: u32, res_off: u32, has_res: u32,
     b_ld: u32, a_ld: u32, c_ld: u32, b_inner: u32,
     ln_g_off: u32, ln_b_off: u32, ln_eps: f32, a_ostride: u32,
-    c_ostride: u32, _pad4: u32, _pad5: u32, _pad6: u32,
+    c_ostride: u32, b_ostride: u32, _pad5: u32, _pad6: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -196,6 +203,32 @@ fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
     return w4_at(p.b_off + b * p.b_bstride + k * p.b_ld + n);
 #endif
 }
+#if B_T
+// Where row n of Bᵀ (column n of B) of matrix b starts: once per lane and column, before
+// the K loop.
+fn bt_row(b: u32, n: u32) -> u32 {
+    let off = (b / p.b_inner) * p.b_ostride + (b % p.b_inner) * p.b_bstride;
+    return p.b_off + off + min(n, p.n - 1u) * p.b_ld;
+}
+// B(k .. k + 3, n) for the Bᵀ row starting at `row`.
+fn load_bt4(row: u32, k: u32) -> vec4<f32> { return w4_at(row + k); }
+#endif
+#if C_T
+// C(m .. m + 3, n) as four elements of row n of Cᵀ (no bias or residual), those at or past
+// M keeping their value (a read-modify-write at the tile's edge only).
+fn store_ct4(b: u32, n: u32, m: u32, v: vec4<f32>) {
+    if (m >= p.m) {
+        return;
+    }
+    let i = (p.c_off + batch_off(b, p.c_bstride, p.c_ostride) + n * p.c_ld + m) >> 2u;
+    var out = v;
+    if (m + 4u > p.m) {
+        let inside = vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.m);
+        out = select(vec4<f32>(c[i]), v, inside);
+    }
+    c[i] = act4(out);
+}
+#endif
 // Columns n .. n + 3 of row m (bias already added).
 fn store_c4(b: u32, m: u32, n: u32, v: vec4<f32>) {
     let i = batch_off(b, p.c_bstride, p.c_ostride) + m * p.c_ld + n;

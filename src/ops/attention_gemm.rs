@@ -1,12 +1,13 @@
 //! Attention on CPU devices at wide heads (head dims of 128 and up: SD's 160 at its smallest
 //! latents, the VAE's single 512-wide head) as two GEMMs per group of images or chunk of
-//! queries, through the matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs K
-//! and V and takes the softmax):
+//! queries, through the matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs V
+//! and takes the softmax):
 //!
 //! ```text
-//! Kᵀ, V   packed per (image, head), keys zero-padded to a multiple of 4 (f32)
+//! V       packed per (image, head), keys zero-padded to nkp, a multiple of 4 (f32)
 //! for each group of g images (all their queries), or each image's chunks of qc queries:
-//!     S = Q·Kᵀ                  [g·heads, qc, nkp]  (matmul, images × heads as its batch)
+//!     Sᵀ = K·Qᵀ                 stored as S [g·heads, qc, nkp] (matmul with K and Q read in
+//!                               place, images × heads as its batch)
 //!     P = softmax(scale · S)    in place, over the n_kv real keys (f32, as torch.softmax)
 //!     O = P·V                   written into the output's head columns (matmul)
 //! ```
@@ -16,13 +17,16 @@
 //! every key and value for a handful of queries (`attention_cpu_wide.wgsl`: four), the GEMM
 //! core for 16 rows × 32 columns: measured on Mesa 25 lavapipe (`cargo bench --bench
 //! attention`), the VAE's 1024-token 512-wide attention went from 4.9 to the matmul rows'
-//! speed (see the README). The scores of one product are `g · heads · qc · nkp` floats, held
-//! under [`S_BUDGET`] (never N×M: 8 MiB whatever the image size), the packed K and V
-//! `2·b·n_kv·c`.
+//! speed (see the README). The scores are computed transposed so that the keys are the
+//! product's rows: 77 keys fill five 16-row tiles (80), where as columns they took three
+//! 32-column tiles (96), and neither K nor Q is copied (the core reads Bᵀ's rows and writes
+//! Cᵀ, `ops::matmul::Layout`). The scores of one product are `g · heads · qc · nkp`
+//! floats, held under [`S_BUDGET`] (never N×M: 8 MiB whatever the image size), the packed V
+//! `b·nkp·c`.
 //! Only f32 activations without a causal mask take this path (the flash kernels keep f16
 //! activations, CLIP's causal mask and devices whose loop cap a long key loop would pass).
 
-use super::matmul::{Strided, strided_product};
+use super::matmul::{Layout, Strided, strided_product};
 use super::{push, u32_of};
 use crate::error::Result;
 use crate::gpu::{Access, KernelKey, Recorder};
@@ -38,13 +42,12 @@ struct Params {
     n_kv: u32,
     nkp: u32,
     d: u32,
-    k_off: u32,
     v_off: u32,
-    k_stride: u32,
     v_stride: u32,
     qc: u32,
     rows: u32,
     scale: f32,
+    _pad: [u32; 2],
 }
 
 /// Bytes of one product's scores (a group of images, or a chunk of one image's queries).
@@ -61,12 +64,7 @@ fn kernel(pack: bool, load64: bool) -> KernelKey {
         defines.push(Define::Flag("LOAD64"));
     }
     let bindings = if pack {
-        vec![
-            Access::Read,
-            Access::Read,
-            Access::ReadWrite,
-            Access::ReadWrite,
-        ]
+        vec![Access::Read, Access::ReadWrite]
     } else {
         vec![Access::ReadWrite]
     };
@@ -91,7 +89,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
 
 /// Whether a CPU device (subgroup GEMM core) runs this attention (`b` images, `c` channels
 /// of heads `d` wide) as GEMMs: f32 activations, vec4 operands, head dims of 128 and up, at
-/// least [`MIN_QUERIES`] queries, no causal mask, packed K and V that each fit one storage
+/// least [`MIN_QUERIES`] queries, no causal mask, a packed V that fits one storage
 /// binding, and a key loop (the P·V product's K of `nkp`, ~1.25 iterations per key) inside
 /// the device's loop cap.
 #[allow(clippy::too_many_arguments)]
@@ -187,11 +185,10 @@ pub(crate) fn attention_gemm(
     let d = c / heads;
     let nkp = n_kv.next_multiple_of(4);
     let gpu = rec.gpu();
-    // Kᵀ and V per (image, head), zero-padded keys.
-    let kt = Tensor::empty_in(rec, &[b * heads, d, nkp], DType::F32, "attention.kt")?;
+    // V per (image, head), zero-padded keys (K is read in place).
     let vp = Tensor::empty_in(rec, &[b * heads, nkp, d], DType::F32, "attention.vp")?;
-    let (kb, vb) = (k.t.bind(gpu, OP)?, v.t.bind(gpu, OP)?);
-    let (ktb, vpb) = (kt.bind(gpu, OP)?, vp.bind(gpu, OP)?);
+    let vb = v.t.bind(gpu, OP)?;
+    let vpb = vp.bind(gpu, OP)?;
     let u = |what, x: usize| u32_of(OP, what, x);
     let base = Params {
         batch: u("batch", b)?,
@@ -203,26 +200,24 @@ pub(crate) fn attention_gemm(
         ..Default::default()
     };
     let pack = Params {
-        k_off: kb.elem_offset + u("column offset", k.col)?,
         v_off: vb.elem_offset + u("column offset", v.col)?,
-        k_stride: u("row length", k.row())?,
         v_stride: u("row length", v.row())?,
         ..base
     };
-    // The packing kernel indexes the packed elements with one u32, a workgroup per key pair.
+    // The packing kernel indexes the packed elements with one u32, a workgroup per 4 keys.
     let total = b * heads * nkp * d;
     u("packed elements", total)?;
-    let grid = gpu.grid(OP, (b * heads * nkp / 2) as u64)?;
+    let grid = gpu.grid(OP, (b * heads * nkp / 4) as u64)?;
     push(
         rec,
         kernel(true, gpu.load64()),
         &pack,
-        vec![kb.range, vb.range, ktb.range, vpb.range],
+        vec![vb.range, vpb.range],
         grid,
     )?;
     rec.set_last_cost(crate::gpu::Cost {
         flop: 0.0,
-        bytes: 16.0 * total as f64,
+        bytes: 8.0 * total as f64,
         shape: format!("pack {b}x{heads} heads, {n_kv} keys, d {d}"),
     });
 
@@ -231,7 +226,7 @@ pub(crate) fn attention_gemm(
     let (g, qc) = (plan.images, plan.queries);
     let s = Tensor::empty_in(rec, &[g * heads, qc, nkp], DType::F32, "attention.scores")?;
     let sb = s.bind(gpu, OP)?;
-    // The scores as C of S = Q·Kᵀ and as A of O = P·V: [g·heads, qc, nkp].
+    // The scores as Cᵀ of Sᵀ = K·Qᵀ and as A of O = P·V: [g·heads, qc, nkp].
     let scores = Strided {
         t: &s,
         off: 0,
@@ -243,9 +238,17 @@ pub(crate) fn attention_gemm(
         let gi = g.min(b - bi);
         for q0 in (0..n_q).step_by(qc) {
             let rows = qc.min(n_q - q0);
-            // S[i, h] = Q[bi + i, q0.., h] · Kᵀ[bi + i, h]: gi × heads products [rows, d] · [d, nkp].
+            // S[i, h] = Q[bi + i, q0.., h] · Kᵀ[bi + i, h], computed as Sᵀ = K·Qᵀ with both
+            // read in place: gi × heads products [n_kv, d] · [d, rows] stored transposed.
             strided_product(
                 rec,
+                &Strided {
+                    t: k.t,
+                    off: bi * n_kv * k.row() + k.col,
+                    ld: k.row(),
+                    bstride: d,
+                    ostride: n_kv * k.row(),
+                },
                 &Strided {
                     t: q.t,
                     off: (bi * n_q + q0) * q.row() + q.col,
@@ -253,16 +256,10 @@ pub(crate) fn attention_gemm(
                     bstride: d,
                     ostride: n_q * q.row(),
                 },
-                &Strided {
-                    t: &kt,
-                    off: bi * heads * d * nkp,
-                    ld: nkp,
-                    bstride: d * nkp,
-                    ostride: heads * d * nkp,
-                },
                 &scores,
+                Layout::Transposed,
+                n_kv,
                 rows,
-                nkp,
                 d,
                 gi * heads,
                 heads,
@@ -304,6 +301,7 @@ pub(crate) fn attention_gemm(
                     bstride: d,
                     ostride: n_q * c,
                 },
+                Layout::Plain,
                 rows,
                 d,
                 nkp,

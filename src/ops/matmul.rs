@@ -45,7 +45,9 @@ pub struct MatmulParams {
     /// Elements between the outer batch steps of A and of C (see `b_inner`).
     pub a_ostride: u32,
     pub c_ostride: u32,
-    pub _pad: [u32; 3],
+    /// Elements between B's outer batch steps when it is given transposed (define `B_T`).
+    pub b_ostride: u32,
+    pub _pad: [u32; 2],
 }
 
 /// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
@@ -250,6 +252,16 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
                 }
                 // And each of those with 64-bit loads (the vectorised loop only).
                 if g.defines.contains(&Define::Flag("VEC4")) {
+                    // B and C transposed (attention's scores on CPU devices), with and
+                    // without 64-bit loads.
+                    for load64 in [false, true] {
+                        let mut t = g.clone();
+                        t.defines.extend([Define::Flag("B_T"), Define::Flag("C_T")]);
+                        if load64 {
+                            t.defines.push(Define::Flag("LOAD64"));
+                        }
+                        keys.push(key(t, AKind::Plain, act));
+                    }
                     for mut w in [g, p] {
                         w.defines.push(Define::Flag("LOAD64"));
                         for a in [AKind::Plain, AKind::Geglu, AKind::LayerNorm] {
@@ -460,17 +472,31 @@ impl Strided<'_> {
     }
 }
 
+/// How [`strided_product`]'s B and C are stored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Layout {
+    /// B `k × n` (rows `ld` apart, one batch level: its `ostride` must be `inner ·
+    /// bstride`), C `m × n`.
+    Plain,
+    /// Both transposed (subgroup core, vectorised loop; CPU devices' attention scores, Sᵀ =
+    /// K·Qᵀ stored as S, `ops::attention_gemm`): B as the rows of Bᵀ (`n × k`, two batch
+    /// levels like A and C), C written as Cᵀ (`n × m`; `ld` at least `m` rounded up to 4,
+    /// the elements past `m` left as they are). N need not be a multiple of 4.
+    Transposed,
+}
+
 /// `C[i] = A[i] · B[i]` for `batch` matrices read and written through offsets and strides,
 /// `inner` matrices per outer step (attention's per-head products on CPU devices, images ×
-/// heads, `ops::attention_gemm`): A `m × k` of the activation dtype, B `k × n` f32 (plain
-/// layout, one level: its `ostride` must be `inner · bstride`), C `m × n` of A's dtype; no
-/// bias. The vectorised loop where K, N, every offset and stride are multiples of 4.
+/// heads, `ops::attention_gemm`): A `m × k` of the activation dtype, B f32 and C of A's
+/// dtype laid out as `layout` says; no bias. The vectorised loop where K, N (for the plain
+/// layout), every offset and stride are multiples of 4.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn strided_product(
     rec: &mut Recorder<'_>,
     a: &Strided<'_>,
     b: &Strided<'_>,
     c: &Strided<'_>,
+    layout: Layout,
     m: usize,
     n: usize,
     k: usize,
@@ -494,7 +520,8 @@ pub(crate) fn strided_product(
             format!("empty product: {batch} × [{m}x{k}]·[{k}x{n}]"),
         ));
     }
-    if inner == 0 || batch % inner != 0 || b.ostride != inner * b.bstride {
+    let t = layout == Layout::Transposed;
+    if inner == 0 || batch % inner != 0 || (!t && b.ostride != inner * b.bstride) {
         return Err(Error::shape(
             OP,
             format!(
@@ -504,7 +531,12 @@ pub(crate) fn strided_product(
         ));
     }
     let outer = batch / inner;
-    for (x, rows, cols) in [(a, m, k), (b, k, n), (c, m, n)] {
+    let (b_rows, b_cols, c_rows, c_cols) = if t {
+        (n, k, n, m.next_multiple_of(4))
+    } else {
+        (k, n, m, n)
+    };
+    for (x, rows, cols) in [(a, m, k), (b, b_rows, b_cols), (c, c_rows, c_cols)] {
         if !x.fits(outer, inner, rows, cols) {
             return Err(Error::shape(
                 OP,
@@ -525,12 +557,26 @@ pub(crate) fn strided_product(
     let strides_ok = [a, b, c]
         .iter()
         .all(|x| (x.off | x.ld | x.bstride | x.ostride) % 4 == 0);
-    let vec4 = strides_ok && vec4_ok(k, n, &[(&ab, act), (&bb, DType::F32), (&cb, act)]);
+    // N is the vectorised loads' and stores' unit unless B is read and C written along K
+    // and M.
+    let n_unit = if t { 4 } else { n };
+    let vec4 = strides_ok && vec4_ok(k, n_unit, &[(&ab, act), (&bb, DType::F32), (&cb, act)]);
     let mut g = gemm(
         gpu.gemm_variant(),
         DType::F32,
         Loop::for_shape(vec4, m, n, batch),
     );
+    if t {
+        if !vec4 || gpu.gemm_variant() != GemmVariant::Subgroup {
+            return Err(Error::unsupported(
+                OP,
+                format!(
+                    "transposed operands need the subgroup core's vectorised loop ({batch}x[{m}x{k}]·[{k}x{n}])"
+                ),
+            ));
+        }
+        g.defines.extend([Define::Flag("B_T"), Define::Flag("C_T")]);
+    }
     load64(gpu, &mut g);
     let (tiles_n, tiles_m) = (n.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let u = |what, x: usize| u32_of(OP, what, x);
@@ -557,6 +603,7 @@ pub(crate) fn strided_product(
         b_inner: u("inner batch", inner)?,
         a_ostride: u("a outer stride", a.ostride)?,
         c_ostride: u("c outer stride", c.ostride)?,
+        b_ostride: u("b outer stride", b.ostride)?,
         ..Default::default()
     };
     let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
