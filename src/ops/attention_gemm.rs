@@ -123,7 +123,9 @@ pub(crate) fn applies(
 /// times each, one image per product then), 2 images × 8 heads × 160 with 77 keys: 16
 /// queries 2.1–2.6 ms against 1.7–2.0, 32: 3.2–3.3 against 3.4–3.9, 64: 5.3–5.8 against
 /// 4.4–6.9 (three of four); 1 × 512 at 64 queries and keys 0.8 against 1.7 ms, at 16
-/// 0.17–0.20 against 0.16.
+/// 0.17–0.20 against 0.16. With the scores as Sᵀ (12 rounds alternating, medians of the
+/// GEMMs' GFLOP/s over the flash kernel's): 32 queries × 77 keys 1.34×, 16 × 77 0.86×,
+/// 16 × 16 0.72×, 1 × 512 at 16 × 16 0.62×.
 pub(crate) const MIN_QUERIES: usize = 32;
 
 /// How the scores are materialised: `images` images per product (all their queries) when
