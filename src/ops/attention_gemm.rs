@@ -1,6 +1,6 @@
-//! Attention on CPU devices at wide heads (head dims of 128 and up: SD's 160 at its smallest
-//! latents, the VAE's single 512-wide head) as two GEMMs per group of images or chunk of
-//! queries, through the matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs V
+//! Attention on CPU devices at wide heads (80 and up: SD 1.5's 80 and 160, the VAE's single
+//! 512-wide head; 64 over 256 keys and more: SD 2.x's and SDXL's self-attention) as two GEMMs
+//! per group of images or chunk of queries, through the matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs V
 //! and takes the softmax):
 //!
 //! ```text
@@ -87,9 +87,21 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     ]
 }
 
+/// Whether heads `d` wide over `n_kv` keys are faster as GEMMs than in the flash kernels on
+/// CPU devices: from 80 wide, and 64-wide heads from 256 keys. Measured on Mesa 25
+/// lavapipe, the two paths alternating in one process (12 rounds, median ratio of the GEMMs'
+/// GFLOP/s to the flash kernel's, batch 2 unless said): 80 wide 1.16× (1024 × 1024 keys),
+/// 1.17× (256 × 256), 1.08× (256 × 77), 1.09× (1024 × 77); 64 wide 1.21× (4096², batch 1),
+/// 1.13× (1024², 10 heads), 1.02× (256², 20 heads), but 0.96× (4096 × 77) and 0.91× (64 ×
+/// 77); 40 wide 0.54× (4096²) and 0.59× (4096 × 77): a 40-wide P·V fills 64 columns of two
+/// 32-column tiles and its S product's K loop is 10 steps long.
+fn gemm_heads(d: usize, n_kv: usize) -> bool {
+    d >= 80 || (d >= 64 && n_kv >= 256)
+}
+
 /// Whether a CPU device (subgroup GEMM core) runs this attention (`b` images, `c` channels
-/// of heads `d` wide) as GEMMs: f32 activations, vec4 operands, head dims of 128 and up, at
-/// least [`MIN_QUERIES`] queries, no causal mask, a packed V that fits one storage
+/// of heads `d` wide) as GEMMs: f32 activations, vec4 operands, heads as [`gemm_heads`]
+/// says, at least [`MIN_QUERIES`] queries, no causal mask, a packed V that fits one storage
 /// binding, and a key loop (the P·V product's K of `nkp`, ~1.25 iterations per key) inside
 /// the device's loop cap.
 #[allow(clippy::too_many_arguments)]
@@ -109,7 +121,7 @@ pub(crate) fn applies(
     act == DType::F32
         && vec4
         && !causal
-        && d >= 128
+        && gemm_heads(d, n_kv)
         && n_q >= MIN_QUERIES
         && packed <= gpu.limits().max_storage_buffer_binding_size
         && gpu
