@@ -2,9 +2,9 @@
 //! times in one compute pass and timed on the GPU (timestamp queries where the device has
 //! them, else submit-to-completion wall time). Each bench also prints its throughput on one
 //! line and appends it to `target/bench-results.tsv` (the README's table is made from it),
-//! with the throughput of a reference matmul timed right after it ([`peak`]): a CPU
-//! device's speed drifts by 2–3× within minutes, so each row's "vs matmul peak" is taken
-//! against a peak measured in the same seconds.
+//! with a reference matmul's throughput timed in alternation with it ([`paired`]): a CPU
+//! device's speed drifts by 2–3× within minutes, so each row's "vs matmul peak" is the
+//! median of five row / reference pairs measured seconds apart.
 
 #![allow(dead_code)]
 
@@ -37,44 +37,55 @@ pub enum Work {
     Bytes(u64),
 }
 
-/// Best of three runs of `dispatches` (one submission each), in seconds.
-fn best_of_3(dispatches: &[Dispatch]) -> f64 {
-    (0..3)
-        .map(|_| {
-            let mut rec = Recorder::new(gpu());
-            rec.replay(dispatches);
-            rec.submit_timed().expect("timed submit")
-        })
-        .min()
-        .unwrap_or_default()
-        .as_secs_f64()
+/// Seconds of one run of `dispatches` (one submission).
+fn once(dispatches: &[Dispatch]) -> f64 {
+    let mut rec = Recorder::new(gpu());
+    rec.replay(dispatches);
+    rec.submit_timed().expect("timed submit").as_secs_f64()
 }
 
-/// The reference product's throughput now, GFLOP/s: `[1024×768]·[768×3072]` f32 (CLIP's
-/// `fc1` shape at 1024 rows), its weight laid out as linears load it on this device
-/// (panel-packed on CPU devices), the best-of-3 of a single run as for the rows.
-pub fn peak() -> f64 {
-    const M: usize = 1024;
-    const K: usize = 768;
-    const N: usize = 3072;
+/// FLOPs of the reference product.
+const PEAK_FLOP: f64 = 2.0 * (PEAK_M * PEAK_K * PEAK_N) as f64;
+const PEAK_M: usize = 1024;
+const PEAK_K: usize = 768;
+const PEAK_N: usize = 3072;
+
+/// The reference product, recorded once: `[1024×768]·[768×3072]` f32 (CLIP's `fc1` shape
+/// at 1024 rows), its weight laid out as linears load it on this device (panel-packed on
+/// CPU devices).
+fn peak_dispatches() -> &'static [Dispatch] {
     static PEAK: OnceLock<Vec<Dispatch>> = OnceLock::new();
-    let dispatches = PEAK.get_or_init(|| {
+    PEAK.get_or_init(|| {
         let g = gpu();
-        let a = tensor(&[M, K], DType::F32, 101);
-        let w = normals(K * N, 1.0, 102);
+        let a = tensor(&[PEAK_M, PEAK_K], DType::F32, 101);
+        let w = normals(PEAK_K * PEAK_N, 1.0, 102);
         let w = if g.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup {
-            Tensor::from_f32_panels(g, &w, (K, N), DType::F32, "peak")
+            Tensor::from_f32_panels(g, &w, (PEAK_K, PEAK_N), DType::F32, "peak")
         } else {
-            Tensor::from_f32(g, &w, &[K, N], DType::F32, "peak")
+            Tensor::from_f32(g, &w, &[PEAK_K, PEAK_N], DType::F32, "peak")
         }
         .expect("upload");
         let mut rec = Recorder::new(g);
         sd_wgpu::ops::matmul(&mut rec, &a, &w, None).expect("matmul");
         let d = rec.take();
-        best_of_3(&d); // compile, warm
+        once(&d); // compile, warm
         d
-    });
-    2.0 * (M * K * N) as f64 / best_of_3(dispatches) / 1e9
+    })
+}
+
+/// Single runs of a row alternating with the reference product, `PAIRS` of each: the
+/// row's best time, the reference's best GFLOP/s, and the median over the pairs of the
+/// row's speed over the reference's (a ratio that a drifting device moves little).
+const PAIRS: usize = 5;
+fn paired(dispatches: &[Dispatch]) -> (f64, f64, f64) {
+    let peak = peak_dispatches();
+    let pairs: Vec<(f64, f64)> = (0..PAIRS).map(|_| (once(dispatches), once(peak))).collect();
+    let best = pairs.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+    let best_peak = pairs.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    // Speed ratio row / reference = (1 / t_row) / (1 / t_peak), in FLOP terms by the caller.
+    let mut ratios: Vec<f64> = pairs.iter().map(|&(r, p)| p / r).collect();
+    ratios.sort_by(f64::total_cmp);
+    (best, PEAK_FLOP / best_peak / 1e9, ratios[PAIRS / 2])
 }
 
 /// Benchmarks the dispatches that `record` makes, as `group/id`.
@@ -109,17 +120,22 @@ pub fn bench(
     g.bench_function(id, |b| b.iter_custom(run));
     g.finish();
 
-    // Our own summary line: best of 3 single runs, then the reference matmul's.
-    let best = best_of_3(&dispatches);
-    let peak = peak();
+    // Our own summary line: the best of single runs alternating with the reference
+    // matmul's, and the median ratio of the pairs.
+    let (best, peak, time_ratio) = paired(&dispatches);
     let (value, unit) = match work {
         Work::Flops(f) => (f as f64 / best / 1e9, "GFLOP/s"),
         Work::Bytes(b) => (b as f64 / best / 1e9, "GB/s"),
     };
     let adapter = &gpu.adapter_info().name;
-    let rel = match work {
-        Work::Flops(_) => format!("{:.0} % of", 100.0 * value / peak),
-        Work::Bytes(_) => "next to".into(),
+    let pct = match work {
+        Work::Flops(f) => format!("{:.1}", 100.0 * time_ratio * f as f64 / PEAK_FLOP),
+        Work::Bytes(_) => String::new(),
+    };
+    let rel = if pct.is_empty() {
+        "next to".to_string()
+    } else {
+        format!("{pct} % of")
     };
     println!(
         "RESULT\t{group}/{id}\t{value:.2} {unit}\t{:.3} ms\t{rel} matmul {peak:.2} GFLOP/s\t{adapter}",
@@ -133,7 +149,7 @@ pub fn bench(
     {
         let _ = writeln!(
             f,
-            "{group}/{id}\t{value:.3}\t{unit}\t{:.4}\t{adapter}\t{peak:.3}",
+            "{group}/{id}\t{value:.3}\t{unit}\t{:.4}\t{adapter}\t{peak:.3}\t{pct}",
             best * 1e3
         );
     }
