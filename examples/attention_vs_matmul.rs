@@ -1,9 +1,11 @@
 //! Attention next to the matmul peak, interleaved in one process so that a CPU device's
 //! changing speed moves both (a development aid; `cargo bench` is the measurement of record).
-//! Each round times CLIP's panel-packed `fc1` product (154 × 768 × 3072, the best `cargo
-//! bench --bench matmul` row on lavapipe), then every attention shape given as
-//! `b,n,m,heads,d` (`b,n,m,heads,d,c` for a causal mask) on N(0, 1) data, and prints
-//! GFLOP/s (4·b·heads·n·m·d, as `cargo bench`) and the ratio to that round's matmul.
+//! Each round times the bench harness's reference product (`[1024×768]·[768×3072]` f32, its
+//! weight panel-packed as CPU devices' linears load it: `benches/common`), then every
+//! attention shape given as `b,n,m,heads,d` (`b,n,m,heads,d,c` for a causal mask) on N(0, 1)
+//! data, and prints GFLOP/s (4·b·heads·n·m·d, as `cargo bench`) and the ratio to that
+//! round's matmul. `--rows 154` times CLIP's own `fc1` (154 rows) instead, the reference of
+//! the README's earlier figures.
 //! `cargo run --release --example attention_vs_matmul -- 2,64,77,8,160 1,1024,1024,1,512`
 use sd_wgpu::ops::{self, AttentionOptions};
 use sd_wgpu::{DType, Gpu, Recorder, Tensor};
@@ -21,8 +23,17 @@ fn time(gpu: &Gpu, reps: usize, record: &dyn Fn(&mut Recorder<'_>)) -> Result<f6
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let cases = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut m = 1024;
+    if let Some(i) = args.iter().position(|a| a == "--rows") {
+        m = args
+            .get(i + 1)
+            .and_then(|r| r.parse().ok())
+            .ok_or("--rows needs a row count")?;
+        args.drain(i..i + 2);
+    }
+    let cases = args
+        .iter()
         .map(|a| {
             let causal = a.ends_with(",c");
             let v: Vec<usize> = a
@@ -43,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n: usize = s.iter().product();
         Tensor::from_f32(&gpu, &rng.normals(n, 1.0), s, DType::F32, "x")
     };
-    let (m, k, n) = (154, 768, 3072);
+    let (k, n) = (768, 3072);
     let a = normal(&[m, k])?;
     let w = normal(&[k, n])?.to_vec(&gpu)?;
     let w = Tensor::from_f32_panels(&gpu, &w, (k, n), DType::F32, "w")?;
