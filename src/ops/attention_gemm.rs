@@ -20,13 +20,13 @@
 //! speed (see the README). The scores are computed transposed so that the keys are the
 //! product's rows: 77 keys fill five 16-row tiles (80), where as columns they took three
 //! 32-column tiles (96), and neither K nor Q is copied (the core reads Bᵀ's rows and writes
-//! Cᵀ, `ops::matmul::Layout`). The scores of one product are `g · heads · qc · nkp`
+//! Cᵀ, `ops::strided_product::Layout`). The scores of one product are `g · heads · qc · nkp`
 //! floats, held under [`S_BUDGET`] (never N×M: 8 MiB whatever the image size), the packed V
 //! `b·nkp·c`.
 //! Only f32 activations without a causal mask take this path (the flash kernels keep f16
 //! activations, CLIP's causal mask and devices whose loop cap a long key loop would pass).
 
-use super::matmul::{Layout, Strided, strided_product};
+use super::strided_product::{Layout, Strided, strided_product};
 use super::{push, u32_of};
 use crate::error::Result;
 use crate::gpu::{Access, KernelKey, Recorder};

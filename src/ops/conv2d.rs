@@ -1,7 +1,7 @@
 //! conv2d as implicit GEMM (`shaders/conv2d.wgsl`): channels-last activations, weights laid
 //! out `[kh, kw, cin, cout]`, optional bias and fused residual add.
 
-use super::matmul::{Gemm, Loop, gemm, gemm_variants, vec4_ok};
+use super::gemm_core::{Gemm, Loop, gemm, gemm_variants, vec4_ok};
 use super::{
     act_defines, fits_binding, push, require_act, require_same_act, rows_per_binding, u32_of,
 };
@@ -574,7 +574,7 @@ fn record(
     if panels {
         g.defines.push(Define::Flag("PANELS_B"));
     }
-    super::matmul::load64(gpu, &mut g);
+    super::gemm_core::load64(gpu, &mut g);
     let (tiles_n, tiles_m) = (cout.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
     let params = Conv2dParams {
         n: n as u32,

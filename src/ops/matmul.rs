@@ -1,11 +1,12 @@
 //! matmul / linear (`shaders/matmul.wgsl`): `C = A · B + bias`, register-blocked tiles in
 //! workgroup memory, f32 activations, f32 or f16 weights.
 
+use super::gemm_core::{Gemm, Loop, gemm, gemm_variants, load64, vec4_ok};
 use super::{act_defines, push, require_act, require_same_act, rows_per_binding, u32_of};
 use crate::error::{Error, Result};
 use crate::gpu::{Access, GemmVariant, KernelKey, Recorder};
 use crate::shaders::Define;
-use crate::tensor::{Bound, DType, PANEL, Tensor};
+use crate::tensor::{DType, PANEL, Tensor};
 
 /// Mirrors `Params` in `shaders/matmul.wgsl`.
 #[repr(C)]
@@ -50,135 +51,9 @@ pub struct MatmulParams {
     pub _pad: [u32; 2],
 }
 
-/// Threads per side of the tiled core's workgroup; its output tile is `4·WG` square.
-pub const WG: u32 = 16;
-/// C tile of one subgroup-core workgroup (fixed in `shaders/gemm_subgroup.wgsl`).
-const SG_TILE_M: usize = 16;
-const SG_TILE_N: usize = 32;
-/// The vectorised tiled core (`shaders/gemm_tile_vec4.wgsl`) takes 128² tiles when a product
-/// has at least this many of them, else 64² tiles: a 128² tile does twice the FMAs per
-/// workgroup-memory load, but a GPU needs a few workgroups per multiprocessor to hide memory
-/// latency (an H100/H200 has 132), and SD's low-resolution levels (16² and 8² latents, M of
-/// 512 or 128 rows at batch 2) have few 128² tiles.
-pub(crate) const BIG_TILE_MIN_WORKGROUPS: usize = 128;
-
-/// One GEMM core's specialisation: its output tile and the shader defines / overrides.
-#[derive(Clone)]
-pub(crate) struct Gemm {
-    pub tile_m: usize,
-    pub tile_n: usize,
-    pub defines: Vec<Define>,
-    pub overrides: Vec<(&'static str, u32)>,
-}
-
-/// Which GEMM loop a product runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Loop {
-    /// Per-element loads: any shape, any alignment.
-    Scalar,
-    /// vec4 loads (define `VEC4`): every K block (`K` for matmul, `cin` for conv2d) and N a
-    /// multiple of 4, operands 4-aligned (see [`vec4_ok`]). On the tiled core, `big` picks
-    /// 128² tiles over 64² ones.
-    Vec4 { big: bool },
-}
-
-impl Loop {
-    /// The loop for an `m × n` product over `batch` (`vec4`: [`vec4_ok`] holds).
-    pub(crate) fn for_shape(vec4: bool, m: usize, n: usize, batch: usize) -> Loop {
-        if !vec4 {
-            return Loop::Scalar;
-        }
-        let big_tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
-        Loop::Vec4 {
-            big: big_tiles >= BIG_TILE_MIN_WORKGROUPS,
-        }
-    }
-}
-
-/// The core `variant` with weights of dtype `w` (shared by matmul and conv2d) running `lp`.
-pub(crate) fn gemm(variant: GemmVariant, w: DType, lp: Loop) -> Gemm {
-    let mut defines = Vec::new();
-    if w == DType::F16 {
-        defines.push(Define::Flag("W_F16"));
-    }
-    match (variant, lp) {
-        (GemmVariant::Tiled, Loop::Scalar) => Gemm {
-            tile_m: (4 * WG) as usize,
-            tile_n: (4 * WG) as usize,
-            defines,
-            overrides: vec![("WG", WG)],
-        },
-        (GemmVariant::Tiled, Loop::Vec4 { big }) => {
-            let rv = if big { 2 } else { 1 };
-            defines.extend([Define::Flag("VEC4"), Define::Const("RV", rv)]);
-            Gemm {
-                tile_m: 64 * rv as usize,
-                tile_n: 64 * rv as usize,
-                defines,
-                overrides: vec![],
-            }
-        }
-        (GemmVariant::Subgroup, lp) => {
-            defines.push(Define::Flag("SUBGROUP_GEMM"));
-            if lp != Loop::Scalar {
-                defines.push(Define::Flag("VEC4"));
-            }
-            Gemm {
-                tile_m: SG_TILE_M,
-                tile_n: SG_TILE_N,
-                defines,
-                overrides: vec![],
-            }
-        }
-    }
-}
-
-/// The subgroup core's vectorised loop (and the narrow conv) reads its operands as 64-bit
-/// words where the device allows ([`crate::Gpu::load64`]).
-pub(crate) fn load64(gpu: &crate::Gpu, g: &mut Gemm) {
-    let vec4 = [Define::Flag("VEC4"), Define::Flag("NARROW")]
-        .iter()
-        .any(|d| g.defines.contains(d));
-    if vec4 && gpu.load64() {
-        g.defines.push(Define::Flag("LOAD64"));
-    }
-}
-
-/// Both cores, both weight dtypes, every loop (the subgroup core's vectorised loop has one
-/// tile size).
-pub(crate) fn gemm_variants() -> Vec<Gemm> {
-    let mut v = Vec::new();
-    for w in [DType::F32, DType::F16] {
-        for lp in [
-            Loop::Scalar,
-            Loop::Vec4 { big: false },
-            Loop::Vec4 { big: true },
-        ] {
-            v.push(gemm(GemmVariant::Tiled, w, lp));
-        }
-        for lp in [Loop::Scalar, Loop::Vec4 { big: false }] {
-            v.push(gemm(GemmVariant::Subgroup, w, lp));
-        }
-    }
-    v
-}
-
-/// Whether the vectorised loops may read these operands: every K block (`k_block`: K for
-/// matmul, cin for conv2d) a positive multiple of 4, N a multiple of 4, and each bound operand
-/// starting at a multiple of 4 elements and holding whole vec4s (so no load falls past a
-/// binding's end).
-pub(crate) fn vec4_ok(k_block: usize, n: usize, operands: &[(&Bound, DType)]) -> bool {
-    k_block % 4 == 0
-        && k_block > 0
-        && n % 4 == 0
-        && operands
-            .iter()
-            .all(|(b, dt)| b.elem_offset % 4 == 0 && b.range.size % (4 * dt.size()) == 0)
-}
-
 /// How a product reads its A operand (the kernel's define).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AKind {
+pub(super) enum AKind {
     Plain,
     /// `geglu(A)` (define `A_GEGLU`).
     Geglu,
@@ -208,7 +83,7 @@ impl AInput<'_> {
 }
 
 /// The kernel of core `g` reading A as `a`, with activations (A, C, residual) of dtype `act`.
-fn key(g: Gemm, a: AKind, act: DType) -> KernelKey {
+pub(super) fn key(g: Gemm, a: AKind, act: DType) -> KernelKey {
     let mut defines = g.defines;
     defines.extend(act_defines(act));
     let mut bindings = vec![
@@ -447,181 +322,6 @@ pub fn matmul(
         ..Default::default()
     };
     matmul_with(rec, a, b, opts)
-}
-
-/// One operand of [`strided_product`]: a tensor, where its first matrix starts in it
-/// (elements), the elements between its rows, between consecutive matrices of one outer
-/// step and between outer steps (the product's `inner` matrices per step).
-pub(crate) struct Strided<'a> {
-    pub t: &'a Tensor,
-    pub off: usize,
-    pub ld: usize,
-    pub bstride: usize,
-    pub ostride: usize,
-}
-
-impl Strided<'_> {
-    /// Whether `outer × inner` matrices of `rows × cols` lie inside the tensor.
-    fn fits(&self, outer: usize, inner: usize, rows: usize, cols: usize) -> bool {
-        let last = self.off
-            + (outer - 1) * self.ostride
-            + (inner - 1) * self.bstride
-            + (rows - 1) * self.ld
-            + cols;
-        (rows == 1 || cols <= self.ld) && last <= self.t.numel()
-    }
-}
-
-/// How [`strided_product`]'s B and C are stored.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Layout {
-    /// B `k × n` (rows `ld` apart, one batch level: its `ostride` must be `inner ·
-    /// bstride`), C `m × n`.
-    Plain,
-    /// Both transposed (subgroup core, vectorised loop; CPU devices' attention scores, Sᵀ =
-    /// K·Qᵀ stored as S, `ops::attention_gemm`): B as the rows of Bᵀ (`n × k`, two batch
-    /// levels like A and C), C written as Cᵀ (`n × m`; `ld` at least `m` rounded up to 4,
-    /// the elements past `m` left as they are). N need not be a multiple of 4.
-    Transposed,
-}
-
-/// `C[i] = A[i] · B[i]` for `batch` matrices read and written through offsets and strides,
-/// `inner` matrices per outer step (attention's per-head products on CPU devices, images ×
-/// heads, `ops::attention_gemm`): A `m × k` of the activation dtype, B f32 and C of A's
-/// dtype laid out as `layout` says; no bias. The vectorised loop where K, N (for the plain
-/// layout), every offset and stride are multiples of 4.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn strided_product(
-    rec: &mut Recorder<'_>,
-    a: &Strided<'_>,
-    b: &Strided<'_>,
-    c: &Strided<'_>,
-    layout: Layout,
-    m: usize,
-    n: usize,
-    k: usize,
-    batch: usize,
-    inner: usize,
-) -> Result<()> {
-    const OP: &str = "matmul";
-    let act = require_act(rec, OP, "a", a.t)?;
-    require_same_act(OP, "c", c.t, act)?;
-    if b.t.dtype() != DType::F32 {
-        return Err(Error::DType {
-            op: OP,
-            tensor: "b",
-            got: b.t.dtype(),
-            expected: "f32",
-        });
-    }
-    if m * n * k * batch == 0 {
-        return Err(Error::shape(
-            OP,
-            format!("empty product: {batch} × [{m}x{k}]·[{k}x{n}]"),
-        ));
-    }
-    let t = layout == Layout::Transposed;
-    if inner == 0 || batch % inner != 0 || (!t && b.ostride != inner * b.bstride) {
-        return Err(Error::shape(
-            OP,
-            format!(
-                "{batch} matrices in steps of {inner}, B's steps {} apart (matrices {})",
-                b.ostride, b.bstride
-            ),
-        ));
-    }
-    let outer = batch / inner;
-    let (b_rows, b_cols, c_rows, c_cols) = if t {
-        (n, k, n, m.next_multiple_of(4))
-    } else {
-        (k, n, m, n)
-    };
-    for (x, rows, cols) in [(a, m, k), (b, b_rows, b_cols), (c, c_rows, c_cols)] {
-        if !x.fits(outer, inner, rows, cols) {
-            return Err(Error::shape(
-                OP,
-                format!(
-                    "{outer}x{inner} matrices of {rows}x{cols} from element {} (rows {} apart, matrices {}, steps {}) overrun `{}` {:?}",
-                    x.off,
-                    x.ld,
-                    x.bstride,
-                    x.ostride,
-                    x.t.name(),
-                    x.t.shape()
-                ),
-            ));
-        }
-    }
-    let gpu = rec.gpu();
-    let (ab, bb, cb) = (a.t.bind(gpu, OP)?, b.t.bind(gpu, OP)?, c.t.bind(gpu, OP)?);
-    let strides_ok = [a, b, c]
-        .iter()
-        .all(|x| (x.off | x.ld | x.bstride | x.ostride) % 4 == 0);
-    // N is the vectorised loads' and stores' unit unless B is read and C written along K
-    // and M.
-    let n_unit = if t { 4 } else { n };
-    let vec4 = strides_ok && vec4_ok(k, n_unit, &[(&ab, act), (&bb, DType::F32), (&cb, act)]);
-    let mut g = gemm(
-        gpu.gemm_variant(),
-        DType::F32,
-        Loop::for_shape(vec4, m, n, batch),
-    );
-    if t {
-        if !vec4 || gpu.gemm_variant() != GemmVariant::Subgroup {
-            return Err(Error::unsupported(
-                OP,
-                format!(
-                    "transposed operands need the subgroup core's vectorised loop ({batch}x[{m}x{k}]·[{k}x{n}])"
-                ),
-            ));
-        }
-        g.defines.extend([Define::Flag("B_T"), Define::Flag("C_T")]);
-    }
-    load64(gpu, &mut g);
-    let (tiles_n, tiles_m) = (n.div_ceil(g.tile_n), m.div_ceil(g.tile_m));
-    let u = |what, x: usize| u32_of(OP, what, x);
-    let params = MatmulParams {
-        m: u("m", m)?,
-        n: u("n", n)?,
-        k: u("k", k)?,
-        batch: u("batch", batch)?,
-        a_off: ab.elem_offset + u("a offset", a.off)?,
-        b_off: bb.elem_offset + u("b offset", b.off)?,
-        c_off: cb.elem_offset + u("c offset", c.off)?,
-        bias_off: 0,
-        a_bstride: u("a batch stride", a.bstride)?,
-        b_bstride: u("b batch stride", b.bstride)?,
-        c_bstride: u("c batch stride", c.bstride)?,
-        has_bias: 0,
-        tiles_n: tiles_n as u32,
-        tiles_m: tiles_m as u32,
-        res_off: 0,
-        has_res: 0,
-        b_ld: u("b row length", b.ld)?,
-        a_ld: u("a row length", a.ld)?,
-        c_ld: u("c row length", c.ld)?,
-        b_inner: u("inner batch", inner)?,
-        a_ostride: u("a outer stride", a.ostride)?,
-        c_ostride: u("c outer stride", c.ostride)?,
-        b_ostride: u("b outer stride", b.ostride)?,
-        ..Default::default()
-    };
-    let groups = gpu.grid(OP, (tiles_n * tiles_m * batch) as u64)?;
-    let bindings = vec![
-        ab.range.clone(),
-        bb.range.clone(),
-        bb.range,
-        cb.range,
-        ab.range,
-    ];
-    push(rec, key(g, AKind::Plain, act), &params, bindings, groups)?;
-    let (m, n, k, bt) = (m as f64, n as f64, k as f64, batch as f64);
-    rec.set_last_cost(crate::gpu::Cost {
-        flop: 2.0 * bt * m * n * k,
-        bytes: bt * (act.size() as f64 * (m * k + m * n) + 4.0 * k * n),
-        shape: format!("{batch}x[{m}x{k}]·[{k}x{n}]"),
-    });
-    Ok(())
 }
 
 /// `a · b` written into `out`, for a batched `b`: `a` `[batch, m, k]` (f32 activations),

@@ -9,12 +9,14 @@ mod attention_gemm;
 pub mod conv2d;
 pub mod elementwise;
 pub mod finite;
+mod gemm_core;
 pub mod matmul;
 pub mod movement;
 pub mod norm;
 pub mod random;
 pub mod sampler;
 pub mod step_table;
+mod strided_product;
 mod winograd;
 
 pub use attention::{AttentionOptions, attention, attention_qkv};

@@ -10,7 +10,7 @@
 
 use super::conv2d::{Conv2dOptions, residual_mode};
 use super::elementwise::{FlatLayout, flat_grid};
-use super::matmul::vec4_ok;
+use super::gemm_core::vec4_ok;
 use super::{fits_binding, push, rows_per_binding, u32_of};
 use crate::error::Result;
 use crate::gpu::{Access, KernelKey, Recorder};
