@@ -214,13 +214,18 @@ fn bt_row(b: u32, n: u32) -> u32 {
 fn load_bt4(row: u32, k: u32) -> vec4<f32> { return w4_at(row + k); }
 #endif
 #if C_T
-// C(m .. m + 3, n) as four elements of row n of Cᵀ (no bias or residual), those at or past
-// M keeping their value (a read-modify-write at the tile's edge only).
-fn store_ct4(b: u32, n: u32, m: u32, v: vec4<f32>) {
+// Where matrix b of C starts (once per tile).
+fn c_batch(b: u32) -> u32 {
+    return p.c_off + batch_off(b, p.c_bstride, p.c_ostride);
+}
+// C(m .. m + 3, n) of the matrix starting at cb (c_batch) as four elements of row n of Cᵀ
+// (no bias or residual), those at or past M keeping their value (a read-modify-write at
+// the tile's edge only).
+fn store_ct4(cb: u32, n: u32, m: u32, v: vec4<f32>) {
     if (m >= p.m) {
         return;
     }
-    let i = (p.c_off + batch_off(b, p.c_bstride, p.c_ostride) + n * p.c_ld + m) >> 2u;
+    let i = (cb + n * p.c_ld + m) >> 2u;
     var out = v;
     if (m + 4u > p.m) {
         let inside = vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.m);
