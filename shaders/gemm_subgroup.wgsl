@@ -59,17 +59,25 @@ fn store_col(cb: u32, n: u32, m0: u32, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f3
 fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {
     let cb = c_batch(b);
     store_col(cb, n0, m0,
-        vec4<f32>(acc[0].x, acc[1].x, acc[2].x, acc[3].x), vec4<f32>(acc[4].x, acc[5].x, acc[6].x, acc[7].x),
-        vec4<f32>(acc[8].x, acc[9].x, acc[10].x, acc[11].x), vec4<f32>(acc[12].x, acc[13].x, acc[14].x, acc[15].x));
+        vec4<f32>(acc[0].x, acc[1].x, acc[2].x, acc[3].x),
+        vec4<f32>(acc[4].x, acc[5].x, acc[6].x, acc[7].x),
+        vec4<f32>(acc[8].x, acc[9].x, acc[10].x, acc[11].x),
+        vec4<f32>(acc[12].x, acc[13].x, acc[14].x, acc[15].x));
     store_col(cb, n0 + 1u, m0,
-        vec4<f32>(acc[0].y, acc[1].y, acc[2].y, acc[3].y), vec4<f32>(acc[4].y, acc[5].y, acc[6].y, acc[7].y),
-        vec4<f32>(acc[8].y, acc[9].y, acc[10].y, acc[11].y), vec4<f32>(acc[12].y, acc[13].y, acc[14].y, acc[15].y));
+        vec4<f32>(acc[0].y, acc[1].y, acc[2].y, acc[3].y),
+        vec4<f32>(acc[4].y, acc[5].y, acc[6].y, acc[7].y),
+        vec4<f32>(acc[8].y, acc[9].y, acc[10].y, acc[11].y),
+        vec4<f32>(acc[12].y, acc[13].y, acc[14].y, acc[15].y));
     store_col(cb, n0 + 2u, m0,
-        vec4<f32>(acc[0].z, acc[1].z, acc[2].z, acc[3].z), vec4<f32>(acc[4].z, acc[5].z, acc[6].z, acc[7].z),
-        vec4<f32>(acc[8].z, acc[9].z, acc[10].z, acc[11].z), vec4<f32>(acc[12].z, acc[13].z, acc[14].z, acc[15].z));
+        vec4<f32>(acc[0].z, acc[1].z, acc[2].z, acc[3].z),
+        vec4<f32>(acc[4].z, acc[5].z, acc[6].z, acc[7].z),
+        vec4<f32>(acc[8].z, acc[9].z, acc[10].z, acc[11].z),
+        vec4<f32>(acc[12].z, acc[13].z, acc[14].z, acc[15].z));
     store_col(cb, n0 + 3u, m0,
-        vec4<f32>(acc[0].w, acc[1].w, acc[2].w, acc[3].w), vec4<f32>(acc[4].w, acc[5].w, acc[6].w, acc[7].w),
-        vec4<f32>(acc[8].w, acc[9].w, acc[10].w, acc[11].w), vec4<f32>(acc[12].w, acc[13].w, acc[14].w, acc[15].w));
+        vec4<f32>(acc[0].w, acc[1].w, acc[2].w, acc[3].w),
+        vec4<f32>(acc[4].w, acc[5].w, acc[6].w, acc[7].w),
+        vec4<f32>(acc[8].w, acc[9].w, acc[10].w, acc[11].w),
+        vec4<f32>(acc[12].w, acc[13].w, acc[14].w, acc[15].w));
 }
 #else
 fn store_tile(b: u32, m0: u32, n0: u32, dims: vec4<u32>, acc: array<vec4<f32>, 16>) {

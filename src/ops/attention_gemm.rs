@@ -1,7 +1,7 @@
 //! Attention on CPU devices at wide heads (80 and up: SD 1.5's 80 and 160, the VAE's single
 //! 512-wide head; 64 over 256 keys and more: SD 2.x's and SDXL's self-attention) as two GEMMs
-//! per group of images or chunk of queries, through the matmul kernel's subgroup core (`shaders/attention_gemm.wgsl` packs V
-//! and takes the softmax):
+//! per group of images or chunk of queries, through the matmul kernel's subgroup core
+//! (`shaders/attention_gemm.wgsl` packs V and takes the softmax):
 //!
 //! ```text
 //! V       packed per (image, head), keys zero-padded to nkp, a multiple of 4 (f32)
