@@ -72,7 +72,6 @@ fn main(
 #else
 #if LOAD64
 @group(0) @binding(1) var<storage, read_write> s: array<vec2<u64>>;
-
 fn s4(i: u32) -> vec4<f32> { return f32x4_bits(s[i]); }
 fn store_s4(i: u32, x: vec4<f32>) { s[i] = f32x4_words(x); }
 #else

@@ -152,8 +152,8 @@ fn row_stats(base: u32) -> vec2<f32> {
 }
 #endif
 
-// Where matrix b of A or C starts: the two-level batch (b is the same for a workgroup; a
-// plain batch skips the division).
+// Where matrix b of A, C or a transposed B starts: the two-level batch (b is the same for a
+// workgroup; a plain batch skips the division).
 fn batch_off(b: u32, stride: u32, ostride: u32) -> u32 {
     if (p.b_inner >= p.batch) {
         return b * stride;
@@ -207,8 +207,7 @@ fn load_b4(b: u32, k: u32, n: u32) -> vec4<f32> {
 // Where row n of Bᵀ (column n of B) of matrix b starts: once per lane and column, before
 // the K loop.
 fn bt_row(b: u32, n: u32) -> u32 {
-    let off = (b / p.b_inner) * p.b_ostride + (b % p.b_inner) * p.b_bstride;
-    return p.b_off + off + min(n, p.n - 1u) * p.b_ld;
+    return p.b_off + batch_off(b, p.b_bstride, p.b_ostride) + min(n, p.n - 1u) * p.b_ld;
 }
 // B(k .. k + 3, n) for the Bᵀ row starting at `row`.
 fn load_bt4(row: u32, k: u32) -> vec4<f32> { return w4_at(row + k); }
