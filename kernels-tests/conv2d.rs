@@ -227,6 +227,126 @@ fn conv2d_matches_reference() {
     }
 }
 
+/// A case of the narrow kernel's variants: which ones CPU devices must pick.
+struct NarrowCase {
+    name: &'static str,
+    x: [usize; 4],
+    k: usize,
+    cout: usize,
+    pad: [usize; 4],
+    w: DType,
+    /// The weight two elements past a 16-byte boundary (a view into a larger upload).
+    unaligned: bool,
+    res: bool,
+    runs: bool,
+}
+
+#[rustfmt::skip]
+const NARROW_CASES: &[NarrowCase] = &[
+    // Pixel runs (3-wide kernel, stride 1, output rows a multiple of 4) with block-loaded
+    // weights: no padding, asymmetric padding with f16 weights, rows one run wide over a
+    // partial last workgroup (3 images of 4×4).
+    NarrowCase { name: "runs no pad 16->2 6x10", x: [1, 6, 10, 16], k: 3, cout: 2, pad: [0; 4], w: DType::F32, unaligned: false, res: true, runs: true },
+    NarrowCase { name: "runs asym pad 8->3 f16", x: [2, 5, 8, 8], k: 3, cout: 3, pad: [0, 2, 2, 0], w: DType::F16, unaligned: false, res: true, runs: true },
+    NarrowCase { name: "runs 4 wide b3 24->4", x: [3, 4, 4, 24], k: 3, cout: 4, pad: [1; 4], w: DType::F32, unaligned: false, res: false, runs: true },
+    NarrowCase { name: "runs 8->1 f16 12x12", x: [1, 12, 12, 8], k: 3, cout: 1, pad: [1; 4], w: DType::F16, unaligned: false, res: false, runs: true },
+    // Weights not 16-byte aligned: each lane loads its own row (runs and per-tap kernel).
+    NarrowCase { name: "runs unaligned 16->3 8x8", x: [1, 8, 8, 16], k: 3, cout: 3, pad: [1; 4], w: DType::F32, unaligned: true, res: false, runs: true },
+    NarrowCase { name: "taps unaligned f16 8->3 5x7", x: [1, 5, 7, 8], k: 3, cout: 3, pad: [1; 4], w: DType::F16, unaligned: true, res: true, runs: false },
+    // Block-loaded weights without runs: a 1×1 kernel, rows not a multiple of 4.
+    NarrowCase { name: "taps 1x1 24->3 5x7", x: [1, 5, 7, 24], k: 1, cout: 3, pad: [0; 4], w: DType::F32, unaligned: false, res: false, runs: false },
+    NarrowCase { name: "taps 3x3 16->4 5x7 f16", x: [2, 5, 7, 16], k: 3, cout: 4, pad: [1; 4], w: DType::F16, unaligned: false, res: true, runs: false },
+];
+
+#[test]
+fn narrow_conv_variants_match_reference() {
+    // CPU devices (the subgroup core) run these on the narrow kernel with the variant each
+    // case names (W_BLOCK for aligned weights, RUNS where the geometry allows); GPUs on
+    // their GEMM core. Every device checks the result against the CPU reference.
+    for gpu in gemm_loop_gpus() {
+        let name = core_name(gpu);
+        let subgroup = gpu.gemm_variant() == GemmVariant::Subgroup;
+        for (ci, c) in NARROW_CASES.iter().enumerate() {
+            let mut rng = Rng::new(77 + ci as u64);
+            let [n, h, w, cin] = c.x;
+            let x = rng.normals(n * h * w * cin, 1.0);
+            let fan_in = c.k * c.k * cin;
+            let w_oihw = rng.normals(c.cout * fan_in, 1.0 / (fan_in as f32).sqrt());
+            let mut wt = oihw_to_hwio(&w_oihw, c.cout, cin, c.k, c.k);
+            let mut bias = rng.normals(c.cout, 0.5);
+            if c.w == DType::F16 {
+                wt = round_f16(&wt);
+                bias = round_f16(&bias);
+            }
+            let [pt, pb, pl, pr] = c.pad;
+            let (ho, wo) = (h + pt + pb + 1 - c.k, w + pl + pr + 1 - c.k);
+            let res = rng.normals(n * ho * wo * c.cout, 1.0);
+            let shape = [c.k, c.k, cin, c.cout];
+            let wtt = if c.unaligned {
+                // Two elements in: 8 bytes (f32) or 4 (f16) past the boundary.
+                let mut padded = vec![0.0; 2];
+                padded.extend_from_slice(&wt);
+                upload_to(gpu, &padded, &[padded.len()], c.w, "conv.weight")
+                    .narrow0(2, wt.len())
+                    .and_then(|t| t.reshape(&shape))
+                    .unwrap()
+            } else {
+                upload_to(gpu, &wt, &shape, c.w, "conv.weight")
+            };
+            let xt = upload_to(gpu, &x, &c.x, DType::F32, "x");
+            let bt = upload_to(gpu, &bias, &[c.cout], c.w, "conv.bias");
+            let rt = upload_to(gpu, &res, &[n, ho, wo, c.cout], DType::F32, "residual");
+            let opts = Conv2dOptions {
+                stride: 1,
+                padding: c.pad,
+                upsample: 1,
+            };
+            let mut rec = Recorder::new(gpu);
+            let out =
+                ops::conv2d(&mut rec, &xt, &wtt, Some(&bt), c.res.then_some(&rt), opts).unwrap();
+            let l = labels(&rec).join(" | ");
+            let has = |flag: &str| l.split(' ').any(|w| w == flag);
+            assert_eq!(
+                has("NARROW"),
+                subgroup,
+                "{name} {}: narrow kernel in {l}",
+                c.name
+            );
+            assert_eq!(
+                has("W_BLOCK"),
+                subgroup && !c.unaligned,
+                "{name} {}: block weights in {l}",
+                c.name
+            );
+            assert_eq!(
+                has("RUNS"),
+                subgroup && c.runs,
+                "{name} {}: pixel runs in {l}",
+                c.name
+            );
+            let got = run(rec, &out);
+            let (want, oshape) = reference::conv2d(
+                &x,
+                c.x,
+                &wt,
+                [c.k, c.k, c.cout],
+                Some(&bias[..]),
+                c.res.then_some(&res[..]),
+                1,
+                c.pad,
+            );
+            assert_eq!(out.shape(), oshape, "{}", c.name);
+            check(
+                &format!("narrow conv2d {name} {}", c.name),
+                &got,
+                &want,
+                2e-5 * (fan_in as f32).sqrt(),
+                1e-4,
+            );
+        }
+    }
+}
+
 #[test]
 fn conv2d_rejects_bad_input() {
     let gpu = gpu();

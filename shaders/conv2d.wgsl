@@ -19,7 +19,8 @@
 // The tile loop is gemm_tile_vec4.wgsl on GPUs where cin, cout and the offsets allow (define
 // VEC4), else gemm_tile.wgsl; gemm_subgroup.wgsl on CPU devices (define SUBGROUP_GEMM, with
 // VEC4 on the same condition). Dispatch: tiles_n · tiles_m workgroups. Define NARROW (CPU
-// devices, at most 4 output channels): conv2d_narrow.wgsl instead of a GEMM core.
+// devices, at most 4 output channels): conv2d_narrow.wgsl instead of a GEMM core (its
+// W_BLOCK variant binds the weight as whole vec4s; read its header).
 
 #include "common.wgsl"
 
@@ -46,6 +47,12 @@ fn x4_at(i: u32) -> vec4<f32> { return vec4<f32>(x[i]); }
 @group(0) @binding(1) var<storage, read> x: array<act>;
 #endif
 #if W_F16
+#if W_BLOCK
+// The narrow kernel's f16 weight read eight halves at a time (conv2d_narrow.wgsl's w_block).
+@group(0) @binding(2) var<storage, read> wt: array<vec4<u32>>;
+fn w8_at(i: u32) -> vec4<u32> { return wt[i >> 3u]; }
+fn w_at(i: u32) -> f32 { return unpack_half(wt[i >> 3u][(i >> 1u) & 3u], i); }
+#else
 #if VEC4
 #if LOAD64
 @group(0) @binding(2) var<storage, read> wt: array<u64>;
@@ -61,6 +68,7 @@ fn w4_at(i: u32) -> vec4<f32> {
 @group(0) @binding(2) var<storage, read> wt: array<u32>;
 fn w_at(i: u32) -> f32 { return unpack_half(wt[i >> 1u], i); }
 #endif
+#endif
 @group(0) @binding(3) var<storage, read> bias: array<u32>;
 fn bias_at(i: u32) -> f32 { return unpack_half(bias[i >> 1u], i); }
 #else
@@ -73,8 +81,20 @@ fn w4_at(i: u32) -> vec4<f32> { return f32x4_bits(wt[i >> 2u]); }
 fn w4_at(i: u32) -> vec4<f32> { return wt[i >> 2u]; }
 #endif
 #else
+#if W_BLOCK
+// The narrow kernel's f32 weight read a vec4 at a time (conv2d_narrow.wgsl's w_block).
+#if LOAD64
+@group(0) @binding(2) var<storage, read> wt: array<vec2<u64>>;
+fn w4_at(i: u32) -> vec4<f32> { return f32x4_bits(wt[i >> 2u]); }
+#else
+@group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
+fn w4_at(i: u32) -> vec4<f32> { return wt[i >> 2u]; }
+#endif
+fn w_at(i: u32) -> f32 { return w4_at(i)[i & 3u]; }
+#else
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 fn w_at(i: u32) -> f32 { return wt[i]; }
+#endif
 #endif
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 fn bias_at(i: u32) -> f32 { return bias[i]; }

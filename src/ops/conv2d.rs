@@ -134,10 +134,20 @@ pub(crate) fn narrow(gpu: &crate::Gpu, cin: usize, cout: usize, weight: &Tensor)
 /// The widest conv the narrow kernel computes (one vec4 of output channels per pixel).
 const NARROW_MAX_COUT: usize = 4;
 
-fn narrow_kernel(w: DType) -> Gemm {
+/// The narrow kernel for weights of dtype `w`: `block`, the weight's cout where its rows
+/// load a block at a time (`W_BLOCK`, the weight 16-byte aligned); `runs`, lanes owning runs
+/// of four pixels (`RUNS`: a 3-wide kernel at stride 1, output rows a multiple of 4 wide, no
+/// upsampling). Read `shaders/conv2d_narrow.wgsl`'s header.
+fn narrow_kernel(w: DType, block: Option<usize>, runs: bool) -> Gemm {
     let mut defines = vec![Define::Flag("NARROW")];
     if w == DType::F16 {
         defines.push(Define::Flag("W_F16"));
+    }
+    if let Some(cout) = block {
+        defines.extend([Define::Flag("W_BLOCK"), Define::Const("COUT", cout as u32)]);
+    }
+    if runs {
+        defines.push(Define::Flag("RUNS"));
     }
     Gemm {
         tile_m: 32,
@@ -153,10 +163,20 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
         g.defines.push(Define::Flag("LOAD64"));
         g
     };
+    // Its weight rows per lane or a block at a time (for each cout), with pixel runs where
+    // there is no upsampling.
+    let narrows = |up2: bool| {
+        let blocks = std::iter::once(None).chain((1..=NARROW_MAX_COUT).map(Some));
+        let runs: &[bool] = if up2 { &[false] } else { &[false, true] };
+        blocks.flat_map(move |b| runs.iter().map(move |&r| (b, r)))
+    };
     let narrow = [DType::F32, DType::F16].into_iter().flat_map(move |w| {
         [DType::F32, DType::F16].into_iter().flat_map(move |act| {
             [false, true].into_iter().flat_map(move |up2| {
-                [narrow_kernel(w), wide(narrow_kernel(w))].map(|g| key(g, up2, act, false))
+                narrows(up2).flat_map(move |(b, r)| {
+                    [narrow_kernel(w, b, r), wide(narrow_kernel(w, b, r))]
+                        .map(|g| key(g, up2, act, false))
+                })
             })
         })
     });
@@ -563,7 +583,11 @@ fn record(
         && narrow(gpu, cin, cout, weight)
         && vec4_ok(cin, NARROW_MAX_COUT, &operands[..1]);
     let mut g = if narrow {
-        narrow_kernel(weight.dtype())
+        // The weight rows a block at a time where the weight starts 16-byte aligned; pixel
+        // runs for 3-wide kernels at stride 1 over rows of whole runs.
+        let block = (u64::from(wb.elem_offset) * weight.dtype().size()) % 16 == 0;
+        let runs = kw == 3 && opts.stride == 1 && opts.upsample == 1 && wo % 4 == 0;
+        narrow_kernel(weight.dtype(), block.then_some(cout), runs)
     } else {
         gemm(
             gpu.gemm_variant(),
