@@ -34,6 +34,11 @@ const CASES: &[Case] = &[
     Case { name: "odd 67x13 3x7", b: 2, n: 67, m: 13, heads: 3, d: 7, causal: false },
     Case { name: "one query one key", b: 1, n: 1, m: 1, heads: 1, d: 1, causal: false },
     Case { name: "causal 65 2x40", b: 1, n: 65, m: 65, heads: 2, d: 40, causal: true },
+    // CPU devices' key spans (128 keys, from head dim 40): three spans ending in a partial
+    // block under a causal mask (later spans wholly masked for early query tiles), and
+    // two queries per lane over 333 keys.
+    Case { name: "spans causal 300 2x40", b: 1, n: 300, m: 300, heads: 2, d: 40, causal: true },
+    Case { name: "spans 40x333 2x64 b2", b: 2, n: 40, m: 333, heads: 2, d: 64, causal: false },
     // The GPU kernel's edges: partial 64-query tiles and 32-key blocks, its smallest head
     // dim (8), several query tiles under a causal mask.
     Case { name: "tile edges 70x45 3x8 b2", b: 2, n: 70, m: 45, heads: 3, d: 8, causal: false },
@@ -100,6 +105,16 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
             ),
             (wide_head, gemms, gemms),
             "{} {}: wide-head kernel, GEMM path",
+            core_name(gpu),
+            c.name
+        );
+        // The CPU-device flash kernel takes its keys in spans from head dim 40
+        // (ops::attention's cpu_spans), one at a time under.
+        let flash_cpu = cpu && !gemms && !wide_head;
+        assert_eq!(
+            (ran("attention_cpu:"), ran("SPANS")),
+            (flash_cpu, flash_cpu && c.d >= 40),
+            "{} {}: CPU flash kernel, key spans",
             core_name(gpu),
             c.name
         );
@@ -253,6 +268,7 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
         (77, 77, 4, 16, true),
         (5, 1000, 1, 8, false),
         (150, 150, 2, 24, true), // query tiles whose causal keys end before later chunks
+        (90, 90, 3, 64, true),   // key spans (CPU devices) resumed across chunks, causal
         (30, 200, 3, 7, false),  // scalar (non-vec4) storage
         (21, 300, 1, 160, false), // CPU devices' wide-head kernel
         (50, 50, 2, 128, true),
@@ -290,6 +306,12 @@ fn key_chunks_on(g: &sd_wgpu::Gpu) {
             quad,
             cpu && d % 4 == 0 && d <= 48 && n > 16,
             "n={n} d={d}: QUAD"
+        );
+        let spans = labels(&rec).iter().all(|l| l.contains("SPANS"));
+        assert_eq!(
+            spans,
+            cpu && (40..128).contains(&d),
+            "n={n} d={d}: key spans"
         );
         rec.submit().unwrap();
         let want = reference::attention(
