@@ -18,8 +18,8 @@ const CASES: &[Case] = &[
     Case { name: "sd self 4096x4096 8x40", b: 1, n: 4096, m: 4096, heads: 8, d: 40, causal: false },
     // Cross-attention to the 77-token context, batch 2 (guidance).
     Case { name: "sd cross 4096x77 8x40 b2", b: 2, n: 4096, m: 77, heads: 8, d: 40, causal: false },
-    // SD 2.x head dim 64 (GEMMs on CPU devices from 256 keys, the flash kernel under), SD
-    // 1.5 mid-block 8 × 160, 8 × 80 at 32×32.
+    // SD 2.x head dim 64, SD 1.5 mid-block 8 × 160 (GEMMs on CPU devices), 8 × 80 at
+    // 32×32.
     Case { name: "sd2 self 1024 5x64", b: 1, n: 1024, m: 1024, heads: 5, d: 64, causal: false },
     Case { name: "sd2 cross 256x77 5x64", b: 1, n: 256, m: 77, heads: 5, d: 64, causal: false },
     Case { name: "sd 8x80 1024x77", b: 2, n: 1024, m: 77, heads: 8, d: 80, causal: false },
@@ -91,10 +91,10 @@ fn attention_matches_reference_on(gpu: &sd_wgpu::Gpu) {
         let ran_labels = labels(&rec);
         let ran = |name: &str| ran_labels.iter().any(|l| l.contains(name));
         let cpu = gpu.gemm_variant() == sd_wgpu::gpu::GemmVariant::Subgroup;
-        // CPU devices: two GEMMs per query chunk (ops::attention_gemm) at head dims of 80
-        // and up, and 64 over 256 keys and more, from 32 queries (its MIN_QUERIES) without a
-        // causal mask; else the wide-head flash kernel at head dims of 128 and up.
-        let heads_fit = c.d >= 80 || (c.d >= 64 && c.m >= 256);
+        // CPU devices: two GEMMs per query chunk (ops::attention_gemm) at head dims wider
+        // than 80, from 32 queries (its MIN_QUERIES) without a causal mask; else the
+        // wide-head flash kernel at head dims of 128 and up.
+        let heads_fit = c.d > 80;
         let gemms = cpu && c.d % 4 == 0 && heads_fit && !c.causal && c.n >= 32;
         let wide_head = cpu && c.d % 4 == 0 && c.d >= 128 && !gemms;
         assert_eq!(

@@ -1,7 +1,6 @@
-//! Attention on CPU devices at wide heads (80 and up: SD 1.5's 80 and 160, the VAE's single
-//! 512-wide head; 64 over 256 keys and more: SD 2.x's and SDXL's self-attention) as two GEMMs
-//! per group of images or chunk of queries, through the matmul kernel's subgroup core
-//! (`shaders/attention_gemm.wgsl` packs V and takes the softmax):
+//! Attention on CPU devices at wide heads (wider than 80: SD 1.5's 160, the VAE's single
+//! 512-wide head) as two GEMMs per group of images or chunk of queries, through the matmul
+//! kernel's subgroup core (`shaders/attention_gemm.wgsl` packs V and takes the softmax):
 //!
 //! ```text
 //! V       packed per (image, head), keys zero-padded to nkp, a multiple of 4 (f32)
@@ -87,16 +86,17 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
     ]
 }
 
-/// Whether heads `d` wide over `n_kv` keys are faster as GEMMs than in the flash kernels on
-/// CPU devices: from 80 wide, and 64-wide heads from 256 keys. Measured on Mesa 25
-/// lavapipe, the two paths alternating in one process (12 rounds, median ratio of the GEMMs'
-/// GFLOP/s to the flash kernel's, batch 2 unless said): 80 wide 1.16× (1024 × 1024 keys),
-/// 1.17× (256 × 256), 1.08× (256 × 77), 1.09× (1024 × 77); 64 wide 1.21× (4096², batch 1),
-/// 1.13× (1024², 10 heads), 1.02× (256², 20 heads), but 0.96× (4096 × 77) and 0.91× (64 ×
-/// 77); 40 wide 0.54× (4096²) and 0.59× (4096 × 77): a 40-wide P·V fills 64 columns of two
-/// 32-column tiles and its S product's K loop is 10 steps long.
-fn gemm_heads(d: usize, n_kv: usize) -> bool {
-    d >= 80 || (d >= 64 && n_kv >= 256)
+/// Whether heads `d` wide are faster as GEMMs than in the flash kernels on CPU devices:
+/// wider than 80 (SD 1.5's 160, the VAE's 512). Measured on Mesa 25 lavapipe, the two paths
+/// alternating in one process (12 rounds, median ratio of the flash kernel's GFLOP/s to the
+/// GEMMs', batch 2 unless said), since the flash kernel takes its keys in spans
+/// (`attention_cpu.wgsl`'s SPANS): 80 wide 1.13× (256 × 256 keys), 1.13–1.14× (1024 × 1024),
+/// 1.16× (256 × 77), 1.20× (1024 × 77); 64 wide 1.36–1.37× (4096², 5 heads), 1.47× (1024²,
+/// 10 heads), 1.24× (256², 20 heads). (Before the spans the GEMMs had won from 80 wide, and
+/// at 64 from 256 keys, by 1.02–1.21×; 40-wide heads were 0.54–0.59× as GEMMs: a 40-wide
+/// P·V fills 64 columns of two 32-column tiles and its S product's K loop is 10 steps long.)
+fn gemm_heads(d: usize) -> bool {
+    d > 80
 }
 
 /// Whether a CPU device (subgroup GEMM core) runs this attention (`b` images, `c` channels
@@ -121,7 +121,7 @@ pub(crate) fn applies(
     act == DType::F32
         && vec4
         && !causal
-        && gemm_heads(d, n_kv)
+        && gemm_heads(d)
         && n_q >= MIN_QUERIES
         && packed <= gpu.limits().max_storage_buffer_binding_size
         && gpu
