@@ -55,6 +55,26 @@ const CASES: &[Case] = &[
     Case { name: "narrow 1x1 24->3 5x7", x: [1, 5, 7, 24], k: 1, cout: 3, stride: 1, pad: [0; 4], bias: true, res: false, w: DType::F32, up: 1 },
 ];
 
+/// A random `k × k` conv weight (`[k, k, cin, cout]`, scaled by 1/√fan-in) and bias, rounded
+/// to f16 where the weight dtype `w` is f16.
+fn conv_weights(
+    rng: &mut Rng,
+    cout: usize,
+    cin: usize,
+    k: usize,
+    w: DType,
+) -> (Vec<f32>, Vec<f32>) {
+    let fan_in = k * k * cin;
+    let w_oihw = rng.normals(cout * fan_in, 1.0 / (fan_in as f32).sqrt());
+    let wt = oihw_to_hwio(&w_oihw, cout, cin, k, k);
+    let bias = rng.normals(cout, 0.5);
+    if w == DType::F16 {
+        (round_f16(&wt), round_f16(&bias))
+    } else {
+        (wt, bias)
+    }
+}
+
 /// Whether the CPU devices' narrow kernel computes this case (conv2d.rs: `narrow`).
 fn narrow_case(core: GemmVariant, c: &Case) -> bool {
     core == GemmVariant::Subgroup && c.cout <= 4 && c.x[3] % 8 == 0
@@ -84,13 +104,7 @@ fn conv2d_matches_reference() {
                     let [n, h, w, cin] = c.x;
                     let x = act_round(rng.normals(n * h * w * cin, 1.0));
                     let fan_in = c.k * c.k * cin;
-                    let w_oihw = rng.normals(c.cout * fan_in, 1.0 / (fan_in as f32).sqrt());
-                    let mut wt = oihw_to_hwio(&w_oihw, c.cout, cin, c.k, c.k);
-                    let mut bias = rng.normals(c.cout, 0.5);
-                    if c.w == DType::F16 {
-                        wt = round_f16(&wt);
-                        bias = round_f16(&bias);
-                    }
+                    let (wt, bias) = conv_weights(&mut rng, c.cout, cin, c.k, c.w);
                     let opts = Conv2dOptions {
                         stride: c.stride,
                         padding: c.pad,
@@ -271,13 +285,7 @@ fn narrow_conv_variants_match_reference() {
             let [n, h, w, cin] = c.x;
             let x = rng.normals(n * h * w * cin, 1.0);
             let fan_in = c.k * c.k * cin;
-            let w_oihw = rng.normals(c.cout * fan_in, 1.0 / (fan_in as f32).sqrt());
-            let mut wt = oihw_to_hwio(&w_oihw, c.cout, cin, c.k, c.k);
-            let mut bias = rng.normals(c.cout, 0.5);
-            if c.w == DType::F16 {
-                wt = round_f16(&wt);
-                bias = round_f16(&bias);
-            }
+            let (wt, bias) = conv_weights(&mut rng, c.cout, cin, c.k, c.w);
             let [pt, pb, pl, pr] = c.pad;
             let (ho, wo) = (h + pt + pb + 1 - c.k, w + pl + pr + 1 - c.k);
             let res = rng.normals(n * ho * wo * c.cout, 1.0);
