@@ -173,12 +173,16 @@ fn cpu_key(d: usize, vec4: bool, load64: bool, quad: bool, act: DType) -> Kernel
 
 /// Whether the CPU-device kernel gives each lane four queries (`QUAD`, 32-query tiles)
 /// rather than two: vec4 rows of at most 12 vec4s (head dims up to 48, SD 1.x's 40) and more
-/// than one 16-query tile. Each shuffled key and value then serves four queries; measured on
-/// Mesa 25 lavapipe (`attention` in `cargo bench`): 1.2–1.35× at d 8–48, but 3–4× slower
-/// from 14 vec4s (d 56, 64, 80), where the four rows no longer fit what llvmpipe keeps
-/// unrolled.
+/// than one 16-query tile, or of 16 (head dim 64: SD 2.x's and SDXL's) from 256 queries.
+/// Each shuffled key and value then serves four queries; measured on Mesa 25 lavapipe
+/// (`attention` in `cargo bench`): 1.2–1.35× at d 8–48, but 3–4× slower from 14 vec4s
+/// (d 56, 64, 80), where the four rows no longer fit what llvmpipe keeps unrolled. Since the
+/// key spans ([`cpu_spans`]), 64-wide heads gain from four queries too (the two alternating
+/// 12 rounds in one process, median ratios: 2 × 4096² × 5 heads 1.22×, 1024² × 10 heads
+/// 1.17×, 1024 × 77 keys × 8 heads 1.06–1.08×, 256² × 20 heads 1.08×, 256 × 77 1.04×), but
+/// not CLIP's 77 queries (0.77×: three 32-query tiles for 77) nor 80-wide heads (0.27×).
 fn cpu_quad(dv: usize, vec4: bool, n_q: usize) -> bool {
-    vec4 && dv <= 12 && n_q > CPU_QPW
+    vec4 && n_q > CPU_QPW && (dv <= 12 || (dv <= 16 && n_q >= 256))
 }
 
 /// Queries per workgroup of the CPU-device kernel (two per lane; four with `QUAD`).
@@ -268,7 +272,7 @@ pub(crate) fn kernel_keys() -> Vec<KernelKey> {
             keys.push(cpu_key(d, d % 4 == 0, false, false, act));
             keys.push(cpu_key(d, d % 4 == 0, true, false, act));
             keys.push(cpu_key(d, false, false, false, act));
-            if cpu_quad(d / 4, d % 4 == 0, 2 * CPU_QPW) {
+            if cpu_quad(d / 4, d % 4 == 0, usize::MAX) {
                 keys.push(cpu_key(d, true, false, true, act));
                 keys.push(cpu_key(d, true, true, true, act));
             }
